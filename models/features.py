@@ -1,0 +1,201 @@
+"""Feature spec and featuriser: raw rows → fixed-width hashed ``(idx, val)`` arrays.
+
+Every row becomes ``K = spec.n_slots`` (index, value) pairs in a hashed space of
+``2**hash_bits`` coordinates:
+
+* slot 0 is the bias: index 0, value 1;
+* one slot per categorical field ``f``: index of ``"f=v"``, value 1 (0 when missing);
+* one slot per numeric field ``f``: index of ``"f"``, value ``transform(x)`` (0 when
+  missing, ``None``, not a number, or not finite);
+* one slot per cross ``(a, b, …)``: index of ``"a=va^b=vb…"``, value 1 when every field
+  is present, else 0.
+
+Hashing is xxh3-64 (stable across processes; Python's salted ``hash`` is never used),
+reduced modulo the dimension; index 0 is reserved for the bias, so a hash landing on 0
+is moved to 1. Bad values never raise: a stream must not stop on one bad row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from models.errors import FeatureError
+
+NUMERIC_TRANSFORMS = ("log1p", "identity")
+_MAX_HASH_BITS = 30
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@lru_cache(maxsize=1 << 16)
+def _digest(key: str) -> int:
+    """xxh3-64 of ``key``; bounded LRU so 1M distinct ids keep memory flat."""
+    return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass"))
+
+
+def hash_index(key: str, dim: int) -> int:
+    """Index of ``key`` in ``[1, dim)``: xxh3-64 modulo ``dim``, 0 mapped to 1."""
+    return (_digest(key) % dim) or 1
+
+
+def _category(value: object) -> str | None:
+    """String form of a categorical value; ``None`` when missing."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _number(value: object) -> float | None:
+    """Finite float of ``value``; ``None`` when missing, non-numeric or not finite."""
+    if value is None:
+        return None
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Declared features of a model; travels in every snapshot's metadata."""
+
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    crosses: tuple[tuple[str, ...], ...] = ()
+    hash_bits: int = 20
+    numeric_transform: str = "log1p"
+
+    def __post_init__(self) -> None:
+        # Accept lists (e.g. from JSON) but store tuples so the spec stays hashable.
+        object.__setattr__(self, "categorical", tuple(self.categorical))
+        object.__setattr__(self, "numeric", tuple(self.numeric))
+        object.__setattr__(self, "crosses", tuple(tuple(c) for c in self.crosses))
+        if not 1 <= self.hash_bits <= _MAX_HASH_BITS:
+            raise FeatureError(
+                f"hash_bits must be in [1, {_MAX_HASH_BITS}], got {self.hash_bits!r}"
+            )
+        if self.numeric_transform not in NUMERIC_TRANSFORMS:
+            raise FeatureError(
+                f"numeric_transform must be one of {NUMERIC_TRANSFORMS}, "
+                f"got {self.numeric_transform!r}"
+            )
+        names = self.categorical + self.numeric
+        if len(set(names)) != len(names):
+            raise FeatureError(f"feature names must be unique, got {list(names)}")
+        for cross in self.crosses:
+            unknown = [f for f in cross if f not in self.categorical]
+            if len(cross) < 2 or unknown:
+                raise FeatureError(
+                    "a cross needs two or more categorical fields, "
+                    f"got {list(cross)} (not categorical: {unknown})"
+                )
+
+    @property
+    def n_slots(self) -> int:
+        """Width ``K`` of an encoded row: bias + categorical + numeric + crosses."""
+        return 1 + len(self.categorical) + len(self.numeric) + len(self.crosses)
+
+    @property
+    def dim(self) -> int:
+        """Size of the hashed space, ``2**hash_bits``."""
+        return 1 << self.hash_bits
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form; ``FeatureSpec.from_dict(spec.to_dict()) == spec``."""
+        return {
+            "categorical": list(self.categorical),
+            "numeric": list(self.numeric),
+            "crosses": [list(c) for c in self.crosses],
+            "hash_bits": self.hash_bits,
+            "numeric_transform": self.numeric_transform,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`FeatureError`."""
+        known = {"categorical", "numeric", "crosses", "hash_bits", "numeric_transform"}
+        extra = set(data) - known
+        if extra:
+            raise FeatureError(
+                f"feature spec keys must be among {sorted(known)}, got extra {sorted(extra)}"
+            )
+        return cls(
+            categorical=tuple(data.get("categorical", ())),
+            numeric=tuple(data.get("numeric", ())),
+            crosses=tuple(tuple(c) for c in data.get("crosses", ())),
+            hash_bits=int(data.get("hash_bits", 20)),
+            numeric_transform=str(data.get("numeric_transform", "log1p")),
+        )
+
+
+class Featuriser:
+    """Encodes raw rows by a :class:`FeatureSpec`; stateless apart from a shared hash cache.
+
+    Rows are encoded column by column (one pass per field over the batch), which keeps
+    the per-row Python work to a dictionary lookup and a cached hash per slot.
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self._num_idx = [hash_index(f, spec.dim) for f in spec.numeric]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["spec"])  # type: ignore[misc]
+
+    def _indices(self, keys: list[str]) -> np.ndarray:
+        digests = np.fromiter(map(_digest, keys), dtype=np.uint64, count=len(keys))
+        idx = (digests % np.uint64(self.spec.dim)).astype(np.int64)
+        idx[idx == 0] = 1
+        return idx
+
+    def transform_one(self, x: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
+        """Encode one row: ``(idx int64 (K,), val float32 (K,))``."""
+        idx, val = self.transform_many([x])
+        return idx[0], val[0]
+
+    def transform_many(self, xs: Sequence[Mapping[str, object]]) -> tuple[np.ndarray, np.ndarray]:
+        """Encode rows: ``(idx int64 (n, K), val float32 (n, K))``; inputs are not modified."""
+        spec = self.spec
+        n = len(xs)
+        idx = np.zeros((n, spec.n_slots), dtype=np.int64)
+        val = np.zeros((n, spec.n_slots), dtype=np.float32)
+        val[:, 0] = 1.0
+        slot = 1
+        keys_of: dict[str, list[str]] = {}
+        slot_of: dict[str, int] = {}
+        for f in spec.categorical:
+            col = [v if type(v) is str else _category(v) for v in (x.get(f) for x in xs)]
+            prefix = f + "="
+            keys_of[f] = keys = [prefix if v is None else prefix + v for v in col]
+            slot_of[f] = slot
+            idx[:, slot] = self._indices(keys)
+            val[:, slot] = [v is not None for v in col]
+            slot += 1
+        for f, i in zip(spec.numeric, self._num_idx, strict=True):
+            nums = np.array([_number(x.get(f)) for x in xs], dtype=np.float64)
+            idx[:, slot] = i
+            nums[np.isnan(nums)] = 0.0  # None (missing or bad) became NaN
+            if spec.numeric_transform == "log1p":
+                nums = np.sign(nums) * np.log1p(np.abs(nums))
+            val[:, slot] = np.clip(nums, -_FLOAT32_MAX, _FLOAT32_MAX)
+            slot += 1
+        for cross in spec.crosses:
+            # "a=va^b=vb": the fields' own keys joined, so a missing value reads "a=".
+            idx[:, slot] = self._indices(list(map("^".join, zip(*(keys_of[f] for f in cross)))))
+            val[:, slot] = np.logical_and.reduce([val[:, slot_of[f]] > 0 for f in cross])
+            slot += 1
+        return idx, val

@@ -1,0 +1,1 @@
+"""Learner implementations; create them by name with :func:`models.zoo.create`."""

@@ -1,0 +1,135 @@
+"""Shared plumbing for learners that work on encoded ``(idx, val)`` arrays."""
+
+from __future__ import annotations
+
+import abc
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.errors import FeatureError
+from models.features import FeatureSpec, Featuriser
+from models.protocol import Row
+from models.snapshot import Snapshot
+
+
+def sigmoid(margin: np.ndarray) -> np.ndarray:
+    """Logistic function, float64, overflow-safe."""
+    return 1.0 / (1.0 + np.exp(-np.clip(margin, -35.0, 35.0)))
+
+
+class EncodedLearner(abc.ABC):
+    """Implements the raw-row half of :class:`~models.protocol.Learner` on the encoded half.
+
+    Subclasses implement :meth:`predict_encoded`, :meth:`_learn` (returning the
+    pre-update probabilities), :meth:`params` and :meth:`to_onnx`.
+    """
+
+    name: str = ""
+
+    def __init__(self, spec: FeatureSpec, seed: int = 0) -> None:
+        self.spec = spec
+        self.seed = seed
+        self.featuriser = Featuriser(spec)
+        self.examples_seen = 0
+
+    # -- encoded API -------------------------------------------------------------
+    def check_encoded(self, idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validate and normalise an encoded batch; :class:`FeatureError` if malformed."""
+        idx = np.asarray(idx)
+        val = np.asarray(val)
+        k = self.spec.n_slots
+        if idx.ndim != 2 or idx.shape[1] != k or val.shape != idx.shape:
+            raise FeatureError(
+                f"encoded batch must be idx/val of shape (n, {k}), "
+                f"got idx {idx.shape} and val {val.shape}"
+            )
+        if idx.dtype != np.int64:
+            idx = idx.astype(np.int64)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.spec.dim):
+            raise FeatureError(
+                f"indices must lie in [0, {self.spec.dim}), "
+                f"got range [{int(idx.min())}, {int(idx.max())}]"
+            )
+        if val.dtype != np.float32:
+            val = val.astype(np.float32)
+        return idx, val
+
+    @staticmethod
+    def check_labels(y: np.ndarray | Sequence[float], n: int) -> np.ndarray:
+        """Labels as float64 ``(n,)`` in {0, 1}; :class:`FeatureError` otherwise."""
+        arr = np.asarray(y, dtype=np.float64).reshape(-1)
+        if arr.shape[0] != n:
+            raise FeatureError(f"expected {n} labels, got {arr.shape[0]}")
+        if arr.size and not np.all((arr == 0.0) | (arr == 1.0)):
+            raise FeatureError(f"labels must be 0 or 1, got values {np.unique(arr)[:5].tolist()}")
+        return arr
+
+    @abc.abstractmethod
+    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Probabilities (float64 ``(n,)``) for an encoded batch."""
+
+    @abc.abstractmethod
+    def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Update on a validated batch; return the probabilities before the update."""
+
+    def predict_learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Progressive validation: predict, then learn; returns the predictions."""
+        idx, val = self.check_encoded(idx, val)
+        labels = self.check_labels(y, idx.shape[0])
+        p = self._learn(idx, val, labels)
+        self.examples_seen += idx.shape[0]
+        return p
+
+    def learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
+        """Update on an encoded batch."""
+        self.predict_learn_encoded(idx, val, y)
+
+    # -- raw rows ----------------------------------------------------------------
+    def predict_one(self, x: Row) -> float:
+        """Probability for one raw row."""
+        idx, val = self.featuriser.transform_one(x)
+        return float(self.predict_encoded(idx[None, :], val[None, :])[0])
+
+    def predict_many(self, xs: Sequence[Row]) -> np.ndarray:
+        """Probabilities (float64) for raw rows."""
+        idx, val = self.featuriser.transform_many(xs)
+        return self.predict_encoded(idx, val)
+
+    def learn_one(self, x: Row, y: float) -> None:
+        """Update on one raw row."""
+        idx, val = self.featuriser.transform_one(x)
+        self.learn_encoded(idx[None, :], val[None, :], np.array([y], dtype=np.float64))
+
+    def learn_many(self, xs: Sequence[Row], ys: Sequence[float] | np.ndarray) -> None:
+        """Update on raw rows (one mini-batch)."""
+        idx, val = self.featuriser.transform_many(xs)
+        self.learn_encoded(idx, val, np.asarray(ys, dtype=np.float64))
+
+    # -- snapshots ---------------------------------------------------------------
+    @abc.abstractmethod
+    def params(self) -> dict[str, Any]:
+        """Constructor hyper-parameters (JSON-safe), seed excluded."""
+
+    @abc.abstractmethod
+    def to_onnx(self) -> bytes:
+        """Serving graph: ``idx``, ``val`` → ``prob`` (see ARCHITECTURE.md)."""
+
+    def snapshot(self) -> Snapshot:
+        """ONNX graph, pickled learner and metadata of the current state."""
+        return Snapshot(
+            onnx=self.to_onnx(),
+            state=pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL),
+            metadata={
+                "learner": self.name,
+                "params": self.params(),
+                "seed": self.seed,
+                "feature_spec": self.spec.to_dict(),
+                "kind": "ctr",
+                "inputs": ["idx", "val"],
+                "output": "prob",
+                "examples_seen": self.examples_seen,
+            },
+        )

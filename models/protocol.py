@@ -1,0 +1,46 @@
+"""The one protocol every online learner follows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from models.features import Featuriser
+from models.snapshot import Snapshot
+
+Row = Mapping[str, object]
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """An online binary classifier over hashed features.
+
+    ``*_one``/``*_many`` take raw rows and featurise them with ``featuriser``;
+    ``*_encoded`` take the featuriser's ``(idx int64 [n, K], val float32 [n, K])``
+    arrays directly (the trainer's and serving's fast path). Probabilities are float64.
+    ``predict_learn_encoded`` is progressive validation in one pass: the returned
+    probabilities are those *before* the update. Seeds are passed to constructors;
+    no learner touches global random state.
+    """
+
+    name: str
+    featuriser: Featuriser
+    examples_seen: int
+
+    def predict_one(self, x: Row) -> float: ...
+
+    def predict_many(self, xs: Sequence[Row]) -> np.ndarray: ...
+
+    def learn_one(self, x: Row, y: float) -> None: ...
+
+    def learn_many(self, xs: Sequence[Row], ys: Sequence[float] | np.ndarray) -> None: ...
+
+    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray: ...
+
+    def learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None: ...
+
+    def predict_learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray: ...
+
+    def snapshot(self) -> Snapshot: ...

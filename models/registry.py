@@ -1,0 +1,237 @@
+"""A model registry on a file system: atomic publishes, versions and stages.
+
+Layout::
+
+    <root>/<model>/v00000001/{model.onnx, state.pkl, metadata.json}
+    <root>/<model>/stages.json        {"1": "production", "2": "archived", …}
+
+A version is written into a hidden temporary directory, fsync'd, and renamed into place
+with one ``os.rename``: readers see a whole version or none. Stages live in
+``stages.json``, replaced atomically under an advisory lock. A version with no stage
+entry has stage ``"none"``. At most one version per model is ``"production"``:
+promoting one archives the previous production version.
+
+This module imports neither torch nor river (serving imports it); ``load_learner``
+unpickles, which imports whatever the learner needs at that moment.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import RegistryError
+from models.snapshot import Snapshot
+
+STAGES = ("candidate", "production", "archived")
+NO_STAGE = "none"
+_VERSION_DIR = re.compile(r"^v(\d{8})$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MAX_PUBLISH_TRIES = 100
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_stages(model_dir: Path) -> dict[int, str]:
+    try:
+        raw = json.loads((model_dir / "stages.json").read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"stages.json in {model_dir} must be a JSON object, got: {exc}") from exc
+    return {int(k): str(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One published version of a model."""
+
+    model: str
+    version: int
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def onnx_path(self) -> Path:
+        """Path of this version's ONNX graph."""
+        return self.path / "model.onnx"
+
+    @property
+    def stage(self) -> str:
+        """Current stage (read from ``stages.json`` now); ``"none"`` when never staged."""
+        return _read_stages(self.path.parent).get(self.version, NO_STAGE)
+
+
+class FileRegistry:
+    """Model versions stored under one root directory (see the module docstring)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _model_dir(self, model: str) -> Path:
+        if not _MODEL_NAME.match(model):
+            raise RegistryError(
+                f"model name must match {_MODEL_NAME.pattern} (letters, digits, _ . -), "
+                f"got {model!r}"
+            )
+        return self.root / model
+
+    def _version_numbers(self, model_dir: Path) -> list[int]:
+        if not model_dir.is_dir():
+            return []
+        found = (_VERSION_DIR.match(p.name) for p in model_dir.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def publish(
+        self, model: str, snapshot: Snapshot, extra: Mapping[str, Any] | None = None
+    ) -> ModelVersion:
+        """Write ``snapshot`` as the next version of ``model``; atomic for readers."""
+        model_dir = self._model_dir(model)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
+        try:
+            _write_file(tmp / "model.onnx", snapshot.onnx)
+            _write_file(tmp / "state.pkl", snapshot.state)
+            for _ in range(_MAX_PUBLISH_TRIES):
+                numbers = self._version_numbers(model_dir)
+                version = (numbers[-1] if numbers else 0) + 1
+                metadata = {
+                    **snapshot.metadata,
+                    **(extra or {}),
+                    "model": model,
+                    "version": version,
+                    "created_at": time.time(),
+                }
+                _write_file(tmp / "metadata.json", json.dumps(metadata, sort_keys=True).encode())
+                _fsync_dir(tmp)
+                final = model_dir / f"v{version:08d}"
+                try:
+                    os.rename(tmp, final)
+                except OSError as exc:
+                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                        continue  # another publisher took this number: try the next
+                    raise
+                _fsync_dir(model_dir)
+                return ModelVersion(model, version, final, metadata)
+            raise RegistryError(
+                f"expected to publish {model!r} within {_MAX_PUBLISH_TRIES} tries, "
+                "got a version-number race every time"
+            )
+        except OSError as exc:
+            raise RegistryError(f"could not publish {model!r} under {model_dir}: {exc}") from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def models(self) -> list[str]:
+        """Names of the models with at least one version, sorted."""
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and self._version_numbers(p)
+        )
+
+    def _load(self, model: str, version: int) -> ModelVersion:
+        path = self._model_dir(model) / f"v{version:08d}"
+        try:
+            metadata = json.loads((path / "metadata.json").read_text())
+        except FileNotFoundError as exc:
+            raise RegistryError(
+                f"expected version {version} of model {model!r} at {path}, found none"
+            ) from exc
+        except ValueError as exc:
+            raise RegistryError(f"metadata.json of {path} is not JSON: {exc}") from exc
+        return ModelVersion(model, version, path, metadata)
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        """Every version of ``model``, ascending; empty when the model is unknown."""
+        model_dir = self._model_dir(model)
+        return [self._load(model, v) for v in self._version_numbers(model_dir)]
+
+    def latest(self, model: str) -> ModelVersion | None:
+        """The highest version of ``model``, or ``None``."""
+        numbers = self._version_numbers(self._model_dir(model))
+        return self._load(model, numbers[-1]) if numbers else None
+
+    def get(self, model: str, version: int) -> ModelVersion:
+        """Version ``version`` of ``model``; :class:`RegistryError` when missing."""
+        return self._load(model, int(version))
+
+    def read_onnx(self, mv: ModelVersion) -> bytes:
+        """The ONNX bytes of ``mv``."""
+        try:
+            return mv.onnx_path.read_bytes()
+        except OSError as exc:
+            raise RegistryError(f"cannot read the ONNX graph at {mv.onnx_path}: {exc}") from exc
+
+    def load_learner(self, mv: ModelVersion) -> Any:
+        """Unpickle the learner state of ``mv`` (imports what the learner needs)."""
+        path = mv.path / "state.pkl"
+        try:
+            return pickle.loads(path.read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError) as exc:
+            raise RegistryError(f"cannot load the learner state at {path}: {exc}") from exc
+
+    @contextmanager
+    def _stages_lock(self, model_dir: Path) -> Iterator[None]:
+        with open(model_dir / ".stages.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def set_stage(self, model: str, version: int, stage: str) -> ModelVersion:
+        """Mark ``version`` with ``stage``; a new production version archives the old one."""
+        if stage not in STAGES:
+            raise RegistryError(f"stage must be one of {STAGES}, got {stage!r}")
+        mv = self.get(model, version)
+        model_dir = mv.path.parent
+        with self._stages_lock(model_dir):
+            stages = _read_stages(model_dir)
+            if stage == "production":
+                for v, s in stages.items():
+                    if s == "production" and v != mv.version:
+                        stages[v] = "archived"
+            stages[mv.version] = stage
+            data = json.dumps({str(v): s for v, s in sorted(stages.items())}, indent=1)
+            fd, tmp = tempfile.mkstemp(prefix=".stages-", dir=model_dir)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, model_dir / "stages.json")
+            _fsync_dir(model_dir)
+        return mv
+
+    def serving_version(self, model: str) -> ModelVersion | None:
+        """The production version of ``model`` if one is marked, else the latest."""
+        model_dir = self._model_dir(model)
+        production = [v for v, s in _read_stages(model_dir).items() if s == "production"]
+        if production:
+            return self.get(model, max(production))
+        return self.latest(model)

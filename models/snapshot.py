@@ -1,0 +1,24 @@
+"""The snapshot format: an ONNX graph, the pickled learner, and JSON metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Keys every snapshot's metadata carries.
+REQUIRED_METADATA = ("learner", "params", "feature_spec", "kind", "inputs", "output")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A learner frozen at one point of its stream.
+
+    ``onnx`` is the serving graph (inputs ``idx`` int64 ``[N, K]`` and ``val`` float32
+    ``[N, K]``, output ``prob`` float32 ``[N]``); ``state`` is the pickled learner so a
+    trainer can resume; ``metadata`` is JSON-safe and holds at least
+    :data:`REQUIRED_METADATA` (``feature_spec`` is ``FeatureSpec.to_dict()``).
+    """
+
+    onnx: bytes
+    state: bytes
+    metadata: dict[str, Any] = field(default_factory=dict)

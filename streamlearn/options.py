@@ -1,0 +1,59 @@
+"""Options shared by several commands; every flag also has a ``STREAMLEARN_…`` env var."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+BootstrapServers = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        envvar="STREAMLEARN_BOOTSTRAP_SERVERS",
+        help="Kafka bootstrap servers (host:port,…). Unset: the embedded broker (up) or "
+        "the one `up` started.",
+    ),
+]
+TopicPrefix = Annotated[
+    str,
+    typer.Option("--topic-prefix", envvar="STREAMLEARN_TOPIC_PREFIX", help="Prefix of every topic."),
+]
+Partitions = Annotated[
+    int,
+    typer.Option(
+        "--partitions", envvar="STREAMLEARN_PARTITIONS", min=1, help="Partitions per topic created."
+    ),
+]
+KafkaOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--kafka-option",
+        envvar="STREAMLEARN_KAFKA_OPTIONS",
+        help="Extra librdkafka setting key=value (repeatable), e.g. security.protocol=SASL_SSL.",
+    ),
+]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="STREAMLEARN_DATA_DIR",
+        help="Where state stores, the model registry and logs live.",
+    ),
+]
+MetricsPort = Annotated[
+    int,
+    typer.Option(
+        "--metrics-port",
+        envvar="STREAMLEARN_METRICS_PORT",
+        help="Prometheus /metrics port on 127.0.0.1 (0: none).",
+    ),
+]
+Model = Annotated[
+    str, typer.Option("--model", envvar="STREAMLEARN_MODEL", help="Model name (registry key).")
+]
+
+DEFAULT_PREFIX = "streamlearn."
+DEFAULT_PARTITIONS = 4
+DEFAULT_DATA_DIR = Path("var")

@@ -1,0 +1,79 @@
+"""Settings read at the edge: environment (``STREAMLEARN_…``) and command-line flags.
+
+Only this package reads the environment; everything below receives frozen config objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.config import KafkaConfig
+
+
+class KafkaSecurity(BaseSettings):
+    """librdkafka security settings, passed through to every client.
+
+    Env: ``STREAMLEARN_KAFKA_SECURITY_PROTOCOL``, ``…_SASL_MECHANISM``, ``…_SASL_USERNAME``,
+    ``…_SASL_PASSWORD``, ``…_SSL_CA_LOCATION``, ``…_SSL_CERTIFICATE_LOCATION``,
+    ``…_SSL_KEY_LOCATION``; anything else as ``--kafka-option key=value``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMLEARN_KAFKA_", frozen=True, extra="ignore")
+
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+
+    def librdkafka(self) -> dict[str, Any]:
+        """The set fields as librdkafka keys (``security_protocol`` → ``security.protocol``)."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            key = name.replace("sasl_", "sasl.", 1).replace("ssl_", "ssl.", 1)
+            key = key.replace("security_protocol", "security.protocol")
+            key = key.replace("_", ".") if key.startswith("ssl.") else key
+            out[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return out
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, str]:
+    """``["a.b=1", "c=2"]`` → ``{"a.b": "1", "c": "2"}``; raise ``ValueError`` on a bad pair."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def kafka_config(
+    bootstrap_servers: str,
+    topic_prefix: str,
+    partitions: int,
+    kafka_options: list[str] | None = None,
+) -> KafkaConfig:
+    """The ``KafkaConfig`` every component gets, security settings included."""
+    overrides: dict[str, Any] = KafkaSecurity().librdkafka()
+    overrides.update(parse_options(kafka_options))
+    return KafkaConfig(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=topic_prefix,
+        partitions=partitions,
+        client_overrides=overrides,
+    )
+
+
+def data_dir(path: Path) -> Path:
+    """Create and return the data directory (state stores, registry, logs)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path

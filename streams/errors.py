@@ -1,0 +1,28 @@
+"""The exception tree of ``streams``: one root, a subclass per kind of failure."""
+
+from __future__ import annotations
+
+
+class StreamsError(Exception):
+    """Root of every error raised by the ``streams`` package."""
+
+
+class BrokerError(StreamsError):
+    """The embedded broker could not be started, or did not answer in time."""
+
+
+class KafkaError(StreamsError):
+    """A Kafka client operation failed (topic creation, produce, commit)."""
+
+
+class ContractError(StreamsError):
+    """A record does not match its contract.
+
+    ``reason`` is a short machine-readable code (``bad_json``, ``missing_field``,
+    ``wrong_type``, ``unknown_type``, ``oversize``, ``invalid_value``) used in the
+    dead-letter headers and as a metric label; the message says what was expected and got.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

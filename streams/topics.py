@@ -1,0 +1,134 @@
+"""Every topic streamlearn uses, with its prefix, and creating them up front."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.config import KafkaConfig
+from streams.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under one prefix (``KafkaConfig.topic_prefix``)."""
+
+    prefix: str = "streamlearn."
+
+    @property
+    def activity(self) -> str:
+        """User activity events (key = user_id)."""
+        return f"{self.prefix}activity"
+
+    @property
+    def prediction_requests(self) -> str:
+        """Prediction requests for services that ask over Kafka (key = user_id)."""
+        return f"{self.prefix}prediction-requests"
+
+    @property
+    def predictions(self) -> str:
+        """Prediction replies, for requests that came over HTTP or the request topic."""
+        return f"{self.prefix}predictions"
+
+    @property
+    def activity_by_item(self) -> str:
+        """Activity re-keyed by item_id, so item aggregates live in one partition."""
+        return f"{self.prefix}activity.by-item"
+
+    @property
+    def features(self) -> str:
+        """Feature records (key ``user/<id>`` or ``item/<id>``): the feature store's changelog."""
+        return f"{self.prefix}features"
+
+    @property
+    def features_changelog(self) -> str:
+        """Changelog of the feature processor's RocksDB stores (raw aggregates)."""
+        return f"{self.prefix}features.changelog"
+
+    @property
+    def joiner_changelog(self) -> str:
+        """Changelog of the joiner's open label windows."""
+        return f"{self.prefix}joiner.changelog"
+
+    @property
+    def feature_log(self) -> str:
+        """Features exactly as served, one record per request (key = user_id)."""
+        return f"{self.prefix}feature-log"
+
+    def training_examples(self, model: str) -> str:
+        """Labelled examples for ``model`` (key = user_id)."""
+        return f"{self.prefix}training-examples.{model}"
+
+    @property
+    def model_updates(self) -> str:
+        """Announcements of newly published model versions and stage changes (1 partition)."""
+        return f"{self.prefix}model-updates"
+
+    @staticmethod
+    def dlq(topic: str) -> str:
+        """The dead-letter topic of ``topic``."""
+        return topic + DLQ_SUFFIX
+
+    def loop_topics(self, models: tuple[str, ...] = ("feed",)) -> list[str]:
+        """All partitioned topics of the online loop, dead-letter topics included."""
+        main = [
+            self.activity,
+            self.prediction_requests,
+            self.predictions,
+            self.activity_by_item,
+            self.features,
+            self.feature_log,
+            self.features_changelog,
+            self.joiner_changelog,
+            *(self.training_examples(m) for m in models),
+        ]
+        return main + [self.dlq(t) for t in main]
+
+
+def ensure_topics(
+    config: KafkaConfig,
+    names: list[str],
+    partitions: int | None = None,
+    timeout_s: float = 15.0,
+) -> None:
+    """Create the topics that do not exist yet, with an explicit partition count.
+
+    Existing topics are left alone (a partition-count mismatch is logged, since
+    co-partitioned topics must agree).
+    """
+    admin = AdminClient(config.admin_conf())
+    want = partitions or config.partitions
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise KafkaError(f"cannot list topics at {config.bootstrap_servers}: {exc}") from exc
+    for name in names:
+        if name in existing and len(existing[name].partitions) != want:
+            log.warning(
+                "topic=%s has %d partitions, expected %d",
+                name,
+                len(existing[name].partitions),
+                want,
+            )
+    new = [
+        NewTopic(n, num_partitions=want, replication_factor=config.replication_factor)
+        for n in dict.fromkeys(names)
+        if n not in existing
+    ]
+    if not new:
+        return
+    for name, fut in admin.create_topics(new, request_timeout=timeout_s).items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" in str(exc):
+                continue
+            raise KafkaError(f"cannot create topic={name}: {exc}") from exc
+        log.info("created topic=%s partitions=%d", name, want)

@@ -1,0 +1,100 @@
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from models.errors import RegistryError
+from models.registry import FileRegistry
+from models.snapshot import Snapshot
+
+
+def snap(tag: str) -> Snapshot:
+    return Snapshot(onnx=f"onnx-{tag}".encode(), state=b"\x80\x04N.", metadata={"learner": tag})
+
+
+def test_publish_assigns_increasing_versions(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    v1 = reg.publish("ctr", snap("a"), extra={"offsets": {"0": 12}})
+    v2 = reg.publish("ctr", snap("b"))
+    assert (v1.version, v2.version) == (1, 2)
+    assert v1.path == tmp_path / "ctr" / "v00000001"
+    meta = json.loads((v1.path / "metadata.json").read_text())
+    assert meta["offsets"] == {"0": 12} and meta["model"] == "ctr" and meta["version"] == 1
+    assert isinstance(meta["created_at"], float)
+    assert reg.read_onnx(v2) == b"onnx-b"
+    assert [v.version for v in reg.versions("ctr")] == [1, 2]
+    assert reg.latest("ctr") == reg.get("ctr", 2)
+    assert reg.models() == ["ctr"]
+    assert reg.load_learner(v1) is None
+    assert not [p for p in (tmp_path / "ctr").iterdir() if p.name.startswith(".publish")]
+
+
+def test_unknown_model_and_version(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    assert reg.latest("nope") is None and reg.versions("nope") == []
+    assert reg.serving_version("nope") is None
+    with pytest.raises(RegistryError, match="version 3"):
+        reg.get("nope", 3)
+    with pytest.raises(RegistryError, match="model name"):
+        reg.publish("../evil", snap("x"))
+
+
+def test_concurrent_publishers_never_collide(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        for j in range(5):
+            mv = FileRegistry(tmp_path).publish("m", snap(f"{i}-{j}"))
+            with lock:
+                results.append(mv.version)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list(range(1, 21))
+    onnx = {reg.read_onnx(v) for v in reg.versions("m")}
+    assert len(onnx) == 20
+
+
+def test_stages_and_serving_version(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    for tag in "abc":
+        reg.publish("ctr", snap(tag))
+    assert reg.serving_version("ctr").version == 3  # type: ignore[union-attr]
+    assert reg.get("ctr", 1).stage == "none"
+    reg.set_stage("ctr", 1, "production")
+    assert reg.serving_version("ctr").version == 1  # type: ignore[union-attr]
+    reg.set_stage("ctr", 2, "production")
+    assert reg.get("ctr", 1).stage == "archived"
+    assert reg.get("ctr", 2).stage == "production"
+    assert reg.serving_version("ctr").version == 2  # type: ignore[union-attr]
+    reg.set_stage("ctr", 2, "archived")
+    assert reg.serving_version("ctr").version == 3  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="stage must be one of"):
+        reg.set_stage("ctr", 3, "live")
+    with pytest.raises(RegistryError):
+        reg.set_stage("ctr", 9, "candidate")
+
+
+def test_corrupt_state_raises_registry_error(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    mv = reg.publish("m", Snapshot(onnx=b"", state=b"garbage", metadata={}))
+    with pytest.raises(RegistryError, match="learner state"):
+        reg.load_learner(mv)
+
+
+def test_registry_module_does_not_import_torch_or_river() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, models.registry, models.features, models.snapshot; "
+        "bad = [m for m in ('torch', 'river') if m in sys.modules]; "
+        "sys.exit(1 if bad else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
