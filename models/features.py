@@ -195,7 +195,9 @@ class Featuriser:
             slot += 1
         for cross in spec.crosses:
             # "a=va^b=vb": the fields' own keys joined, so a missing value reads "a=".
-            idx[:, slot] = self._indices(list(map("^".join, zip(*(keys_of[f] for f in cross)))))
+            idx[:, slot] = self._indices(
+                list(map("^".join, zip(*(keys_of[f] for f in cross), strict=True)))
+            )
             val[:, slot] = np.logical_and.reduce([val[:, slot_of[f]] > 0 for f in cross])
             slot += 1
         return idx, val

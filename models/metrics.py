@@ -89,7 +89,9 @@ class ProgressiveMetrics:
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         p = np.asarray(p, dtype=np.float64).reshape(-1)
         if y.shape != p.shape:
-            raise ModelError(f"y and p must have the same length, got {y.shape[0]} and {p.shape[0]}")
+            raise ModelError(
+                f"y and p must have the same length, got {y.shape[0]} and {p.shape[0]}"
+            )
         if not np.all((y == 0.0) | (y == 1.0)):
             raise ModelError(f"labels must be 0 or 1, got values {np.unique(y)[:5].tolist()}")
         if not np.all((p >= 0.0) & (p <= 1.0)):

@@ -63,7 +63,9 @@ def _read_stages(model_dir: Path) -> dict[int, str]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise RegistryError(f"stages.json in {model_dir} must be a JSON object, got: {exc}") from exc
+        raise RegistryError(
+            f"stages.json in {model_dir} must be a JSON object, got: {exc}"
+        ) from exc
     return {int(k): str(v) for k, v in raw.items()}
 
 

@@ -12,6 +12,9 @@ from models.protocol import Learner
 
 _LEARNERS: dict[str, str] = {
     "ftrl": "models.learners.ftrl:FTRL",
+    "fm": "models.learners.fm:FM",
+    "deep": "models.learners.deep:Deep",
+    "river-lr": "models.learners.river_adapter:RiverLR",
 }
 
 
@@ -20,20 +23,36 @@ def available() -> list[str]:
     return sorted(_LEARNERS)
 
 
-def create(name: str, spec: FeatureSpec, seed: int = 0, **params: Any) -> Learner:
-    """A new learner ``name`` over ``spec`` with hyper-parameters ``params``."""
+def create(
+    name: str,
+    spec: FeatureSpec,
+    seed: int = 0,
+    negative_rate: float | None = None,
+    **params: Any,
+) -> Learner:
+    """A new learner ``name`` over ``spec`` with hyper-parameters ``params``.
+
+    ``negative_rate`` below 1 wraps it in :class:`~models.learners.downsampled.Downsampled`
+    (the calibrated ads head: negatives kept at that rate, predictions corrected).
+    """
     try:
         target = _LEARNERS[name]
     except KeyError:
         raise ModelError(f"learner must be one of {available()}, got {name!r}") from None
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
+    signature = inspect.signature(cls)
     try:
-        inspect.signature(cls).bind(spec, seed=seed, **params)
+        signature.bind(spec, seed=seed, **params)
     except TypeError as exc:
-        accepted = [p for p in inspect.signature(cls).parameters if p not in ("spec", "seed")]
+        accepted = [p for p in signature.parameters if p not in ("spec", "seed")]
         raise ModelError(
             f"parameters of learner {name!r} must be among {accepted}, got {sorted(params)}"
         ) from exc
-    learner: Learner = cls(spec, seed=seed, **params)
-    return learner
+    learner = cls(spec, seed=seed, **params)
+    if negative_rate is not None and negative_rate < 1.0:
+        from models.learners.downsampled import Downsampled
+
+        learner = Downsampled(learner, negative_rate, seed=seed)
+    result: Learner = learner
+    return result

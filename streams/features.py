@@ -19,6 +19,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from models.features import FeatureSpec
+
 from streams.contracts import (
     ENGAGEMENT_TYPES,
     ActivityEvent,
@@ -224,3 +226,23 @@ def serving_features(
     else:
         x["item_recency_s"] = -1.0
     return x
+
+
+def feed_spec(hash_bits: int = 20) -> FeatureSpec:
+    """The feature spec of the ``feed`` model: what serving's raw features hash into."""
+    return FeatureSpec(
+        categorical=("user_id", "item_id", "surface", "item_category"),
+        numeric=(
+            "user_impressions",
+            "user_engagements",
+            "user_hides",
+            "user_ctr",
+            "user_recency_s",
+            "item_impressions",
+            "item_engagements",
+            "item_ctr",
+            "item_recency_s",
+        ),
+        crosses=(("user_id", "item_category"),),
+        hash_bits=hash_bits,
+    )

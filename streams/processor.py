@@ -8,6 +8,7 @@ a ``PartitionedState``. It runs without a broker in unit tests and under either 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,6 +83,10 @@ class BatchProcessor(Protocol):
         """Drop buffered state (the batch failed)."""
         ...
 
+    def finish(self) -> list[Output]:
+        """Last outputs on a clean stop (e.g. a final snapshot); state is committed after."""
+        ...
+
     def close(self) -> None:
         """Release everything."""
         ...
@@ -145,6 +150,9 @@ class StatefulProcessor:
 
     def discard(self) -> None:
         self.state.discard()
+
+    def finish(self) -> list[Output]:
+        return self.tick(time.time())
 
     def close(self) -> None:
         self.state.close_all()

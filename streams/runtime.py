@@ -229,7 +229,7 @@ class MicroBatchRuntime:
 
     def _shutdown(self, consumer: Consumer) -> None:
         try:
-            outputs = self.processor.tick(time.time())
+            outputs = self.processor.finish()
             if outputs:
                 self._checkpoint(outputs, {})
         except Exception:

@@ -8,9 +8,9 @@ the weight is computed lazily::
 
 A mini-batch is applied in one vectorised step: predictions use the weights before the
 batch, each coordinate's gradients are summed over the batch (``np.add.at``) and its
-``n`` grows by the sum of the per-example squared gradients (not the square of the sum), so per-coordinate learning
-rates match sequential FTRL closely. Only the coordinates present in the batch are read
-or written, so a batch costs O(n·K), independent of ``2**hash_bits``.
+``n`` grows by the sum of the per-example squared gradients (not the square of the sum),
+so per-coordinate learning rates match sequential FTRL closely. Only the coordinates
+present in the batch are read or written: a batch costs O(n·K), whatever ``hash_bits``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class FTRL(EncodedLearner):
         """Hyper-parameters as passed to the constructor (seed excluded)."""
         return {"alpha": self.alpha, "beta": self.beta, "l1": self.l1, "l2": self.l2}
 
-    def _weights(self, z: np.ndarray, n: np.ndarray, sqrt_n: np.ndarray | None = None) -> np.ndarray:
+    def _weights(
+        self, z: np.ndarray, n: np.ndarray, sqrt_n: np.ndarray | None = None
+    ) -> np.ndarray:
         denom = np.sqrt(n) if sqrt_n is None else sqrt_n + 0.0
         denom += self.beta
         denom /= self.alpha

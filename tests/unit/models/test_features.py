@@ -63,7 +63,7 @@ def test_floats_are_stringified_with_repr() -> None:
 
 def test_missing_none_and_bad_values_are_zero_not_errors() -> None:
     f = Featuriser(SPEC)
-    idx, val = f.transform_one({"user": None, "pos": "not a number"})
+    _, val = f.transform_one({"user": None, "pos": "not a number"})
     assert val.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
     _, val = f.transform_one({"user": "u", "item": "i", "pos": float("inf")})
     assert val[3] == 0.0 and val[4] == 1.0

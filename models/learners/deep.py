@@ -1,0 +1,132 @@
+"""Wide & deep CTR model over hashed features (DLRM-style), in torch.
+
+``logit = Σ_k w[idx_k]·val_k + MLP(concat_k(emb[idx_k]·val_k))``
+
+Embeddings and wide weights are hashed tables trained by row-wise Adagrad on the rows a
+batch touches; the MLP is trained by Adam. The tables are plain tensors: a batch gathers
+its rows, autograd runs over the gathered rows and the MLP only, and the update scatters
+back (see :mod:`models.learners.torch_base`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from models.features import FeatureSpec
+from models.learners.base import EncodedLearner
+from models.learners.torch_base import generator, rowwise_adagrad_, set_threads, to_tensors
+from models.onnx_export import deep_graph
+
+
+class Deep(EncodedLearner):
+    """Hashed embeddings + MLP, with a wide linear part."""
+
+    name = "deep"
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        embedding_dim: int = 16,
+        hidden: tuple[int, ...] = (64, 32),
+        lr: float = 0.05,
+        lr_dense: float = 1e-3,
+        init_std: float = 0.05,
+        num_threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(spec, seed)
+        self.embedding_dim = int(embedding_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.lr = float(lr)
+        self.lr_dense = float(lr_dense)
+        self.init_std = float(init_std)
+        self.num_threads = num_threads
+        set_threads(num_threads)
+        gen = generator(seed)
+        dim = spec.dim
+        self.w = torch.zeros(dim)
+        self.emb = torch.randn(dim, self.embedding_dim, generator=gen) * self.init_std
+        self._acc_w = torch.zeros(dim)
+        self._acc_emb = torch.zeros(dim)
+        sizes = [spec.n_slots * self.embedding_dim, *self.hidden, 1]
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            bound = 1.0 / math.sqrt(fan_in)  # torch.nn.Linear's default init, seeded
+            weight = (torch.rand(fan_out, fan_in, generator=gen) * 2 - 1) * bound
+            bias = (torch.rand(fan_out, generator=gen) * 2 - 1) * bound
+            self.layers.append((weight.requires_grad_(), bias.requires_grad_()))
+        self._optim = self._make_optimizer()
+
+    def _make_optimizer(self) -> torch.optim.Adam:
+        params = [t for layer in self.layers for t in layer]
+        return torch.optim.Adam(params, lr=self.lr_dense, fused=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_optim"] = self._optim.state_dict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        optim_state = state.pop("_optim")
+        self.__dict__.update(state)
+        self._optim = self._make_optimizer()
+        self._optim.load_state_dict(optim_state)
+        set_threads(self.num_threads)
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters as passed to the constructor (seed excluded)."""
+        return {
+            "embedding_dim": self.embedding_dim,
+            "hidden": list(self.hidden),
+            "lr": self.lr,
+            "lr_dense": self.lr_dense,
+            "init_std": self.init_std,
+            "num_threads": self.num_threads,
+        }
+
+    def _logit(self, w_rows: torch.Tensor, e_rows: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
+        n, k = val.shape
+        wide = (w_rows.reshape(n, k) * val).sum(dim=1)
+        h = (e_rows.reshape(n, k, -1) * val[:, :, None]).reshape(n, -1)
+        for i, (weight, bias) in enumerate(self.layers):
+            h = F.linear(h, weight, bias)
+            if i < len(self.layers) - 1:
+                h = F.relu(h)
+        return wide + h[:, 0]
+
+    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Probabilities (float64 ``(n,)``) for an encoded batch."""
+        idx, val = self.check_encoded(idx, val)
+        ti, tv = to_tensors(idx, val)
+        flat = ti.reshape(-1)
+        with torch.no_grad():
+            logit = self._logit(self.w[flat], self.emb[flat], tv)
+        return torch.sigmoid(logit).numpy().astype(np.float64)
+
+    def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
+        ti, tv = to_tensors(idx, val)
+        flat = ti.reshape(-1)
+        w_rows = self.w.index_select(0, flat).requires_grad_()
+        e_rows = self.emb.index_select(0, flat).requires_grad_()
+        logit = self._logit(w_rows, e_rows, tv)
+        target = torch.from_numpy(y).to(torch.float32)
+        loss = F.binary_cross_entropy_with_logits(logit, target, reduction="sum")
+        self._optim.zero_grad()
+        loss.backward()
+        self._optim.step()
+        with torch.no_grad():
+            assert w_rows.grad is not None and e_rows.grad is not None
+            rowwise_adagrad_(self.w, self._acc_w, flat, w_rows.grad, self.lr)
+            rowwise_adagrad_(self.emb, self._acc_emb, flat, e_rows.grad, self.lr)
+            p = torch.sigmoid(logit)
+        return p.numpy().astype(np.float64)
+
+    def to_onnx(self) -> bytes:
+        """Wide & deep graph with every table and layer as initializers."""
+        layers = [(w.detach().numpy(), b.detach().numpy()) for w, b in self.layers]
+        return deep_graph(self.w.numpy(), self.emb.numpy(), layers, self.spec.n_slots)

@@ -1,0 +1,54 @@
+"""Negative downsampling with the probability correction (the calibrated ads head).
+
+Training keeps every positive and each negative with probability ``rate``; the inner
+model then estimates ``p'`` on the sampled distribution, and predictions are corrected
+back to the true one: ``p = p' / (p' + (1 − p') / rate)`` (He et al., ADKDD 2014).
+The ONNX graph carries the same correction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.errors import ModelError
+from models.learners.base import EncodedLearner
+from models.onnx_export import with_downsampling_correction
+
+
+def correct(p: np.ndarray, rate: float) -> np.ndarray:
+    """Map probabilities learnt on downsampled negatives back to the full stream."""
+    return p / (p + (1.0 - p) / rate)
+
+
+class Downsampled(EncodedLearner):
+    """Wraps a learner: trains it on all positives and a ``rate`` sample of negatives."""
+
+    def __init__(self, inner: EncodedLearner, rate: float, seed: int = 0) -> None:
+        if not 0.0 < rate <= 1.0:
+            raise ModelError(f"negative sampling rate must be in (0, 1], got {rate!r}")
+        super().__init__(inner.spec, seed)
+        self.inner = inner
+        self.rate = float(rate)
+        self.name = inner.name
+        self._rng = np.random.default_rng(seed)
+
+    def params(self) -> dict[str, Any]:
+        """The inner learner's hyper-parameters plus ``negative_rate``."""
+        return {**self.inner.params(), "negative_rate": self.rate}
+
+    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Corrected probabilities (float64 ``(n,)``)."""
+        return correct(self.inner.predict_encoded(idx, val), self.rate)
+
+    def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
+        p = self.inner.predict_encoded(idx, val)
+        keep = (y > 0) | (self._rng.random(y.shape[0]) < self.rate)
+        if keep.any():
+            self.inner.learn_encoded(idx[keep], val[keep], y[keep])
+        return correct(p, self.rate)
+
+    def to_onnx(self) -> bytes:
+        """The inner graph followed by the correction."""
+        return with_downsampling_correction(self.inner.to_onnx(), self.rate)

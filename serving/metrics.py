@@ -1,0 +1,65 @@
+"""Prometheus metrics of the prediction service (prefix ``streamlearn_``, base units)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+#: Fine buckets from 0.5 ms to 100 ms: the serving budget is tens of milliseconds.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+)
+
+PREDICTIONS = Counter(
+    "streamlearn_predictions_total",
+    "Prediction requests answered (HTTP and request topic), per model.",
+    ["model"],
+)
+PREDICT_LATENCY = Histogram(
+    "streamlearn_predict_latency_seconds",
+    "Time to answer one prediction request in the service: feature reads, "
+    "featurisation and the model run.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_VERSION = Gauge(
+    "streamlearn_serving_model_version",
+    "Version of the model currently serving (0: none loaded yet).",
+    ["model"],
+)
+HTTP_REQUESTS = Counter(
+    "streamlearn_http_requests_total",
+    "HTTP responses sent, per status code.",
+    ["code"],
+)
+MODEL_SWAPS = Counter(
+    "streamlearn_model_swaps_total",
+    "Attempts to load a model version: outcome is swapped or rejected.",
+    ["model", "outcome"],
+)
+REPLICA_RECORDS = Counter(
+    "streamlearn_feature_replica_records_total",
+    "Feature records applied to the local feature replica.",
+)
+REPLICA_BAD_RECORDS = Counter(
+    "streamlearn_feature_replica_bad_records_total",
+    "Feature records the replica could not decode (logged and skipped).",
+)
+PUBLISH_DROPPED = Counter(
+    "streamlearn_serving_publish_dropped_total",
+    "Feature-log or prediction records dropped because the producer queue was full.",
+    ["topic"],
+)

@@ -1,0 +1,72 @@
+"""Where served predictions go on Kafka: the feature log and the predictions topic.
+
+Producing never blocks a request: records are queued in librdkafka and sent in the
+background (a thread serves delivery callbacks); when the local queue is full the
+record is dropped, counted and logged rather than making the caller wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol
+
+from confluent_kafka import Message, Producer
+
+from serving.metrics import PUBLISH_DROPPED
+from streams.contracts import FeatureLogRecord, PredictionReply, encode
+from streams.errors import StreamsError
+from streams.kafka import flush
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Receives every served prediction with the features it scored."""
+
+    def publish(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
+        """Hand off one served request; must not block on the network."""
+        ...
+
+
+class KafkaSink:
+    """Produces the feature-log record and the reply, both keyed by user id."""
+
+    def __init__(self, producer: Producer, topics: Topics) -> None:
+        self.producer = producer
+        self._feature_log = topics.feature_log
+        self._predictions = topics.predictions
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="serving-producer", daemon=True)
+        self._thread.start()
+
+    def publish(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
+        """Queue both records; never waits for the broker."""
+        self._send(self._feature_log, encode(record), record.user_id)
+        self._send(self._predictions, encode(reply), record.user_id)
+
+    def _send(self, topic: str, value: bytes, key: str) -> None:
+        try:
+            self.producer.produce(topic, value, key, on_delivery=_delivered)
+        except BufferError:
+            PUBLISH_DROPPED.labels(topic).inc()
+            log.error("producer queue full: dropped a record for topic=%s key=%s", topic, key)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the delivery thread and flush what is queued."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        try:
+            flush(self.producer, timeout_s)
+        except StreamsError as exc:
+            log.error("closing the serving producer: %s", exc)
+
+
+def _delivered(err: Any, msg: Message) -> None:
+    if err is not None:
+        log.error("delivery failed topic=%s key=%r: %s", msg.topic(), msg.key(), err)

@@ -1,0 +1,132 @@
+"""The local feature replica: the ``features`` topic, read from the start into rocksdict.
+
+Every serving instance reads the whole topic (a unique consumer group, offsets reset to
+earliest, nothing committed) into its own RocksDB under ``state_dir``, keyed by the record
+key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value. The store is
+rebuilt on every start, because the embedded broker neither compacts nor reports true end
+offsets (design.md §5), and removed on :meth:`FeatureReplica.stop`.
+
+Why RocksDB and not a dict: memory. A Python dict holds ~0.5 KB per entity and grows with
+the user base; RocksDB keeps it on disk with a bounded cache. Measured on this machine
+(2 cores): a write costs ~1.5 µs in a batch, a read plus decode ~3.4 µs, so the 21 reads
+of a 20-candidate request cost ~70 µs, far under the serving budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+import msgspec
+from confluent_kafka import Consumer
+from rocksdict import Options, Rdict, WriteBatch
+
+from serving.metrics import REPLICA_BAD_RECORDS, REPLICA_RECORDS
+from streams.config import KafkaConfig
+from streams.contracts import FeatureRecord, Scalar, decode
+from streams.errors import ContractError, StreamsError
+from streams.kafka import check, make_consumer
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+_BATCH: Final = 1000
+_POLL_S: Final = 0.2
+_VALUES_DECODER = msgspec.json.Decoder(dict[str, Scalar])
+_VALUES_ENCODER = msgspec.json.Encoder()
+
+
+class FeatureReplica:
+    """A background thread that keeps a local copy of every entity's current features."""
+
+    def __init__(self, kafka: KafkaConfig, state_dir: Path) -> None:
+        self._kafka = kafka
+        self.topic = Topics(kafka.topic_prefix).features
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="feature-replica-", dir=state_dir))
+        self._db = Rdict(str(self.path), Options(raw_mode=True))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Feature records applied since the replica was created (tombstones included).
+        self.records_applied = 0
+
+    def user(self, user_id: str) -> dict[str, Scalar] | None:
+        """The features of user ``user_id``, or ``None`` when none were seen."""
+        return self._get("user/" + user_id)
+
+    def item(self, item_id: str) -> dict[str, Scalar] | None:
+        """The features of item ``item_id``, or ``None`` when none were seen."""
+        return self._get("item/" + item_id)
+
+    def _get(self, key: str) -> dict[str, Scalar] | None:
+        raw = self._db.get(key.encode())
+        return None if raw is None else _VALUES_DECODER.decode(raw)
+
+    def apply(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+        """Write ``(key, value)`` feature records in one batch; return how many applied.
+
+        Keys starting with ``__`` (control records) and records without a key are
+        skipped; a ``None`` value (tombstone) deletes the key; an undecodable value is
+        logged, counted and skipped.
+        """
+        wb = WriteBatch(raw_mode=True)
+        applied = 0
+        for key, value in records:
+            if not key or key.startswith(b"__"):
+                continue
+            if value is None:
+                wb.delete(key)
+            else:
+                try:
+                    rec = decode(FeatureRecord, value)
+                except ContractError as exc:
+                    REPLICA_BAD_RECORDS.inc()
+                    log.warning("skipped feature record key=%r: %s", key, exc)
+                    continue
+                wb.put(key, _VALUES_ENCODER.encode(rec.values))
+            applied += 1
+        if applied:
+            self._db.write(wb)
+            self.records_applied += applied
+            REPLICA_RECORDS.inc(applied)
+        return applied
+
+    def start(self) -> FeatureReplica:
+        """Start following the features topic from its beginning."""
+        if self._thread is None:
+            group = f"serving-replica-{uuid.uuid4().hex[:12]}"
+            consumer = make_consumer(self._kafka, group, **{"auto.offset.reset": "earliest"})
+            consumer.subscribe([self.topic])
+            self._thread = threading.Thread(
+                target=self._run, args=(consumer,), name="feature-replica", daemon=True
+            )
+            self._thread.start()
+            log.info("feature replica following topic=%s group=%s", self.topic, group)
+        return self
+
+    def _run(self, consumer: Consumer) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    msgs = consumer.consume(_BATCH, _POLL_S)
+                    self.apply((m.key(), m.value()) for m in msgs if check(m))
+                except StreamsError as exc:
+                    log.error("feature replica consumer error on topic=%s: %s", self.topic, exc)
+                    self._stop.wait(1.0)
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        """Stop the thread, close the store and remove it from disk."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None
+        self._db.close()
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,289 @@
+"""Model sessions and the prediction service: score requests, swap model versions safely.
+
+A :class:`ModelSession` is one model version loaded into onnxruntime (one thread,
+sequential execution, CPU) and warmed up. :class:`PredictionService` keeps the current
+session of every served model in an immutable mapping; :meth:`PredictionService.load`
+builds and validates a new session aside and then replaces the mapping with one
+reference assignment, so a request in flight always finishes on the session it
+started with and a bad snapshot never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final, Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from models.errors import ModelError
+from models.features import FeatureSpec, Featuriser
+from models.registry import FileRegistry, ModelVersion
+from serving.errors import BadRequest, ModelNotFound, ModelNotReady, SnapshotRejected
+from serving.metrics import MODEL_SWAPS, MODEL_VERSION, PREDICT_LATENCY, PREDICTIONS
+from serving.vision import image_array
+from streams.contracts import (
+    FeatureLogRecord,
+    PredictionReply,
+    PredictionRequest,
+    Scalar,
+    ServedItem,
+)
+from streams.features import serving_features
+
+log = logging.getLogger(__name__)
+
+KINDS: Final = ("ctr", "vision")
+#: Most candidates one request may ask to score.
+MAX_CANDIDATES: Final = 1000
+_CTR_IO: Final = (["idx", "val"], "prob")
+_VISION_IO: Final = (["image"], "probs")
+
+
+class FeatureSource(Protocol):
+    """Where the service reads the current features of users and items."""
+
+    def user(self, user_id: str) -> Mapping[str, Scalar] | None:
+        """The user's stored features, or ``None`` when unknown."""
+        ...
+
+    def item(self, item_id: str) -> Mapping[str, Scalar] | None:
+        """The item's stored features, or ``None`` when unknown."""
+        ...
+
+
+def _session_options() -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
+class ModelSession:
+    """One model version in onnxruntime, validated by a warm-up run.
+
+    The constructor raises :class:`SnapshotRejected` when the metadata, the graph's
+    inputs and outputs, or the warm-up outputs are not what the model kind requires.
+    """
+
+    def __init__(self, model: str, version: int, onnx: bytes, metadata: Mapping[str, Any]) -> None:
+        self.model = model
+        self.version = version
+        self.metadata = dict(metadata)
+        self.kind = self.metadata.get("kind")
+        where = f"model {model!r} version {version}"
+        if self.kind not in KINDS:
+            raise SnapshotRejected(f"{where}: expected metadata kind in {KINDS}, got {self.kind!r}")
+        try:
+            if self.kind == "ctr":
+                self._init_ctr()
+            else:
+                self._init_vision()
+            self._ort = ort.InferenceSession(
+                onnx, _session_options(), providers=["CPUExecutionProvider"]
+            )
+        except SnapshotRejected as exc:
+            raise SnapshotRejected(f"{where}: {exc}") from None
+        except (ModelError, KeyError, TypeError, ValueError) as exc:
+            raise SnapshotRejected(f"{where}: bad metadata: {exc!r}") from None
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            raise SnapshotRejected(f"{where}: onnxruntime cannot load the graph: {exc}") from None
+        self._check_io(where)
+        self._warm_up(where)
+
+    @classmethod
+    def from_registry(cls, registry: FileRegistry, mv: ModelVersion) -> ModelSession:
+        """Load ``mv``'s graph and metadata from ``registry``."""
+        try:
+            onnx = registry.read_onnx(mv)
+        except ModelError as exc:
+            raise SnapshotRejected(str(exc)) from None
+        return cls(mv.model, mv.version, onnx, mv.metadata)
+
+    def _init_ctr(self) -> None:
+        self.featuriser = Featuriser(FeatureSpec.from_dict(self.metadata["feature_spec"]))
+        self._io = _CTR_IO
+
+    def _init_vision(self) -> None:
+        c, h, w = (int(d) for d in self.metadata["input_shape"])
+        self.input_shape = (c, h, w)
+        self.classes = [str(x) for x in self.metadata["classes"]]
+        self._mean = np.asarray(self.metadata.get("mean", 0.0), np.float32).reshape(-1, 1, 1)
+        self._std = np.asarray(self.metadata.get("std", 1.0), np.float32).reshape(-1, 1, 1)
+        if self._mean.shape[0] not in (1, c) or self._std.shape[0] not in (1, c):
+            raise SnapshotRejected(f"expected mean/std with 1 or {c} values")
+        if not np.all(self._std > 0):
+            raise SnapshotRejected(f"expected std > 0, got {self._std.ravel().tolist()}")
+        self._io = _VISION_IO
+
+    def _check_io(self, where: str) -> None:
+        inputs, output = self._io
+        got_in = sorted(i.name for i in self._ort.get_inputs())
+        got_out = [o.name for o in self._ort.get_outputs()]
+        if got_in != sorted(inputs) or output not in got_out:
+            raise SnapshotRejected(
+                f"{where}: expected a {self.kind} graph with inputs {inputs} and output "
+                f"{output!r}, got inputs {got_in} and outputs {got_out}"
+            )
+
+    def _warm_up(self, where: str) -> None:
+        try:
+            if self.kind == "ctr":
+                out = self.score([{}, {"user_id": "warm-up", "item_id": "warm-up"}])
+                ok = out.shape == (2,) and bool(np.all((out >= 0.0) & (out <= 1.0)))
+                want = "probabilities of shape (2,) in [0, 1]"
+            else:
+                out = self.classify(np.zeros((2, *self.input_shape), np.float32))
+                ok = out.shape == (2, len(self.classes)) and bool(np.isfinite(out).all())
+                want = f"finite probabilities of shape (2, {len(self.classes)})"
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            raise SnapshotRejected(f"{where}: warm-up run failed: {exc}") from None
+        if not ok:
+            raise SnapshotRejected(
+                f"{where}: warm-up expected {want}, got shape {out.shape} "
+                f"values {out.ravel()[:4].tolist()}"
+            )
+
+    def score(self, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
+        """CTR models: probabilities (float32 ``(n,)``) of raw feature rows."""
+        idx, val = self.featuriser.transform_many(rows)
+        out: np.ndarray = self._ort.run(["prob"], {"idx": idx, "val": val})[0]
+        return out.reshape(-1)
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """Vision models: class probabilities ``(n, n_classes)`` of ``[n, C, H, W]`` in [0, 1]."""
+        x = ((images - self._mean) / self._std).astype(np.float32, copy=False)
+        out: np.ndarray = self._ort.run(["probs"], {"image": x})[0]
+        return out
+
+
+class PredictionService:
+    """The current session of every served model, and predictions with them."""
+
+    def __init__(
+        self,
+        registry: FileRegistry,
+        features: FeatureSource,
+        models: Sequence[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not models:
+            raise ValueError("expected at least one model to serve, got none")
+        self.registry = registry
+        self.models = tuple(dict.fromkeys(models))
+        self._features = features
+        self._clock = clock
+        self._sessions: Mapping[str, ModelSession] = MappingProxyType({})
+        self._load_lock = threading.Lock()
+        for m in self.models:
+            MODEL_VERSION.labels(m).set(0)
+
+    def session(self, model: str) -> ModelSession:
+        """The current session of ``model``; :class:`ModelNotFound` / :class:`ModelNotReady`."""
+        sess = self._sessions.get(model)
+        if sess is not None:
+            return sess
+        if model not in self.models:
+            raise ModelNotFound(f"expected a model among {list(self.models)}, got {model!r}")
+        raise ModelNotReady(
+            f"model {model!r} has no version loaded yet: waiting for the first one to be "
+            "published to the registry (the online trainer publishes version 1 when it starts)"
+        )
+
+    def version(self, model: str) -> int | None:
+        """The version of ``model`` serving now, or ``None``."""
+        sess = self._sessions.get(model)
+        return None if sess is None else sess.version
+
+    def load(self, mv: ModelVersion) -> ModelSession:
+        """Build, warm up and validate ``mv`` aside, then swap it in.
+
+        Raises :class:`SnapshotRejected` (the current session keeps serving) or
+        :class:`ModelNotFound` when ``mv`` is of a model not served here.
+        """
+        if mv.model not in self.models:
+            raise ModelNotFound(f"expected a model among {list(self.models)}, got {mv.model!r}")
+        with self._load_lock:
+            started = time.perf_counter()
+            try:
+                sess = ModelSession.from_registry(self.registry, mv)
+            except SnapshotRejected as exc:
+                MODEL_SWAPS.labels(mv.model, "rejected").inc()
+                log.error("rejected %s; version %s keeps serving", exc, self.version(mv.model))
+                raise
+            old = self.version(mv.model)
+            self._sessions = MappingProxyType({**self._sessions, mv.model: sess})
+        MODEL_SWAPS.labels(mv.model, "swapped").inc()
+        MODEL_VERSION.labels(mv.model).set(mv.version)
+        log.info(
+            "model=%s now serving version %d (was %s), loaded in %.1f ms",
+            mv.model,
+            mv.version,
+            old,
+            (time.perf_counter() - started) * 1e3,
+        )
+        return sess
+
+    def predict(
+        self, model: str, request: PredictionRequest
+    ) -> tuple[PredictionReply, FeatureLogRecord]:
+        """Score ``request``'s candidates; the log record holds exactly what was scored."""
+        started = time.perf_counter()
+        sess = self.session(model)
+        if sess.kind != "ctr":
+            raise BadRequest(
+                f"model {model!r} is a {sess.kind} model: expected "
+                '{"request_id": str, "image": [[...]] or "image_png_base64": str}, '
+                "got a candidate-scoring request"
+            )
+        if len(request.candidates) > MAX_CANDIDATES:
+            raise BadRequest(
+                f"expected at most {MAX_CANDIDATES} candidates, got {len(request.candidates)}"
+            )
+        now = self._clock()
+        user = self._features.user(request.user_id)
+        item = self._features.item
+        rows = [serving_features(request, c, user, item(c), now) for c in request.candidates]
+        scores = sess.score(rows).tolist()
+        reply = PredictionReply(request.request_id, model, sess.version, scores)
+        served = [
+            ServedItem(c, row, s)
+            for c, row, s in zip(request.candidates, rows, scores, strict=True)
+        ]
+        record = FeatureLogRecord(
+            request.request_id, request.user_id, request.surface, now, model, sess.version, served
+        )
+        PREDICTIONS.labels(model).inc()
+        PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
+        return reply, record
+
+    def predict_vision(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Classify one image: ``{"request_id", "model", "version", "probs", "classes"}``."""
+        started = time.perf_counter()
+        sess = self.session(model)
+        if sess.kind != "vision":
+            raise BadRequest(
+                f"model {model!r} is a {sess.kind} model: expected a request with "
+                '"request_id", "user_id", "surface" and "candidates", got an image request'
+            )
+        request_id = payload.get("request_id")
+        if not isinstance(request_id, str):
+            raise BadRequest(f"expected request_id as a string, got {request_id!r}")
+        image = image_array(payload, sess.input_shape)
+        probs = sess.classify(image[None])[0].tolist()
+        PREDICTIONS.labels(model).inc()
+        PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
+        return {
+            "request_id": request_id,
+            "model": model,
+            "version": sess.version,
+            "probs": probs,
+            "classes": sess.classes,
+        }

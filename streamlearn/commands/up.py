@@ -1,0 +1,132 @@
+"""``streamlearn up``: run the whole loop locally with a live view."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from streamlearn import options as o
+from streamlearn.supervisor import Stack, StackConfig, run_stack
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _view(stack: Stack) -> Group:
+    f = stack.figures()
+    el = max(f["elapsed_s"], 1e-9)
+    t = Table(title=f"streamlearn up — {f['elapsed_s']:.0f}s", show_header=False, expand=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("events produced / processed",
+              f"{f['events_produced']} / {f['events_processed']}  ({f['events_processed'] / el:.0f}/s)")
+    t.add_row("examples trained", f"{f['examples_trained_live']}")
+    t.add_row("model version (published)", f"{_fmt(f['model_version'])} ({f['model_versions']})")
+    t.add_row("live AUC / NE", f"{_fmt(f['progressive_auc'])} / {_fmt(f['progressive_ne'])}")
+    t.add_row("CTR model / random / oracle",
+              f"{_fmt(f['ctr_model'], 4)} / {_fmt(f['ctr_random'], 4)} / {_fmt(f['ctr_oracle'], 4)}")
+    t.add_row("predictions served", str(f["predictions_served"]))
+    t.add_row("predict p99 (client / server)",
+              f"{_fmt(f['predict_p99_ms'], 1)} ms / {_fmt(f['serve_p99_ms'], 1)} ms")
+    t.add_row("dead-lettered", str(f["dlq_events"]))
+    procs = Table(show_header=True, expand=False)
+    for col in ("process", "state", "restarts"):
+        procs.add_column(col)
+    for name, c in stack.children.items():
+        procs.add_row(name, "[green]up[/]" if c.alive else "[red]down[/]", str(c.restarts))
+    return Group(t, procs, Text("\n".join(stack.events[-6:]), style="dim"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``up``."""
+
+    @app.command()
+    def up(
+        duration: Annotated[
+            float | None,
+            typer.Option("--duration", envvar="STREAMLEARN_DURATION",
+                         help="Stop after this many seconds (default: until Ctrl-C)."),
+        ] = None,
+        summary_json: Annotated[
+            Path | None,
+            typer.Option("--summary-json", envvar="STREAMLEARN_SUMMARY_JSON",
+                         help="Write the run's figures here at the end."),
+        ] = None,
+        rate: Annotated[
+            float, typer.Option("--rate", envvar="STREAMLEARN_RATE",
+                                help="Simulator prediction requests per second.")
+        ] = 150.0,
+        seed: Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED")] = 7,
+        snapshot_interval: Annotated[
+            float, typer.Option("--snapshot-interval", envvar="STREAMLEARN_SNAPSHOT_INTERVAL",
+                                help="Seconds between model snapshots.")
+        ] = 10.0,
+        label_window: Annotated[
+            float, typer.Option("--label-window", envvar="STREAMLEARN_LABEL_WINDOW",
+                                help="Label window of the joiner, seconds.")
+        ] = 8.0,
+        runtime: Annotated[
+            str, typer.Option("--runtime", envvar="STREAMLEARN_RUNTIME",
+                              help="microbatch or faust.")
+        ] = "microbatch",
+        serving_port: Annotated[
+            int, typer.Option("--serving-port", envvar="STREAMLEARN_SERVING_PORT",
+                              help="HTTP port of serving on 127.0.0.1 (0: a free one).")
+        ] = 0,
+        bootstrap_servers: o.BootstrapServers = None,
+        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
+        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
+        kafka_option: o.KafkaOptions = None,
+        data: o.DataDir = o.DEFAULT_DATA_DIR,
+    ) -> None:
+        """Start the broker (unless one is given) and the whole loop, with a live view."""
+        cfg = StackConfig(
+            data_dir=data,
+            bootstrap_servers=bootstrap_servers,
+            topic_prefix=topic_prefix,
+            partitions=partitions,
+            kafka_options=tuple(kafka_option or ()),
+            duration_s=duration,
+            rate=rate,
+            seed=seed,
+            snapshot_interval_s=snapshot_interval,
+            label_window_s=label_window,
+            serving_port=serving_port,
+            runtime=runtime,
+        )
+        stopping = {"flag": False}
+
+        def _stop(_s: int, _f: object) -> None:
+            stopping["flag"] = True
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        console = Console(stderr=True)
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            last = [0.0]
+
+            def render(stack: Stack) -> None:
+                if console.is_terminal:
+                    live.update(_view(stack))
+                elif stack.figures()["elapsed_s"] - last[0] >= 10:
+                    last[0] = stack.figures()["elapsed_s"]
+                    console.print(json.dumps(stack.figures()))
+
+            summary = run_stack(cfg, render, lambda: stopping["flag"])
+        console.print_json(json.dumps(summary))
+        if summary_json:
+            summary_json.parent.mkdir(parents=True, exist_ok=True)
+            summary_json.write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,207 @@
+"""``streamlearn worker`` and ``streamlearn train``: run the stream processors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from prometheus_client import start_http_server
+
+from models.registry import FileRegistry
+from streamlearn import options as o
+from streamlearn.settings import data_dir, kafka_config, parse_options
+from streams.config import KafkaConfig
+from streams.features import FeatureProcessor, feed_spec
+from streams.joiner import Joiner, JoinerConfig
+from streams.kafka import make_producer
+from streams.processor import BatchProcessor
+from streams.runtime import MicroBatchRuntime, RuntimeConfig
+from streams.state import RestoreSource
+from streams.topics import Topics, ensure_loop_topics
+from streams.trainer import OnlineTrainer, TrainerConfig
+
+log = logging.getLogger(__name__)
+
+
+class ProcessorName(str, Enum):
+    """The processors a worker can run."""
+
+    features = "features"
+    joiner = "joiner"
+    trainer = "trainer"
+
+
+class RuntimeName(str, Enum):
+    """The runtimes that run a processor."""
+
+    microbatch = "microbatch"
+    faust = "faust"
+
+
+def _kafka(bootstrap: str | None, prefix: str, partitions: int, opts: list[str] | None) -> KafkaConfig:
+    if not bootstrap:
+        raise typer.BadParameter(
+            "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
+            "or run `streamlearn up`, which starts the embedded broker"
+        )
+    return kafka_config(bootstrap, prefix, partitions, opts)
+
+
+def _serve_metrics(port: int) -> None:
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+
+
+def run_processor(
+    proc: BatchProcessor,
+    kafka: KafkaConfig,
+    runtime: RuntimeName,
+    group_id: str,
+    duration: float | None,
+    batch_size: int = 2000,
+) -> None:
+    """Run ``proc`` until SIGINT/SIGTERM or ``duration`` seconds."""
+    rt: Any
+    if runtime is RuntimeName.faust:
+        from streams.faust_runtime import FaustRuntime
+
+        rt = FaustRuntime(proc, kafka, group_id=group_id, batch_size=batch_size)
+    else:
+        rt = MicroBatchRuntime(proc, kafka, RuntimeConfig(group_id=group_id, batch_size=batch_size))
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping %s", signum, proc.name)
+        rt.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stats = rt.run(max_seconds=duration)
+    log.info("processor=%s stopped: %s", proc.name, stats)
+
+
+Duration = Annotated[
+    float | None,
+    typer.Option("--duration", envvar="STREAMLEARN_DURATION", help="Stop after this many seconds."),
+]
+Runtime = Annotated[
+    RuntimeName,
+    typer.Option("--runtime", envvar="STREAMLEARN_RUNTIME", help="Which runtime runs the processor."),
+]
+WindowS = Annotated[
+    float,
+    typer.Option("--label-window", envvar="STREAMLEARN_LABEL_WINDOW", help="Label window, seconds."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``worker`` and ``train``."""
+
+    @app.command()
+    def worker(
+        processor: Annotated[ProcessorName, typer.Argument(help="Which processor to run.")],
+        runtime: Runtime = RuntimeName.microbatch,
+        bootstrap_servers: o.BootstrapServers = None,
+        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
+        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
+        kafka_option: o.KafkaOptions = None,
+        data: o.DataDir = o.DEFAULT_DATA_DIR,
+        metrics_port: o.MetricsPort = 0,
+        label_window: WindowS = 8.0,
+        duration: Duration = None,
+    ) -> None:
+        """Run a stream processor (features, joiner, trainer) on a runtime."""
+        kafka = _kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+        topics = Topics(kafka.topic_prefix)
+        ensure_loop_topics(kafka, topics)
+        root = data_dir(data)
+        _serve_metrics(metrics_port)
+        restore = RestoreSource(make_producer(kafka), kafka.consumer_conf("restore"))
+        proc: BatchProcessor
+        if processor is ProcessorName.features:
+            proc = FeatureProcessor(topics, root / "state", restore=restore)
+        elif processor is ProcessorName.joiner:
+            proc = Joiner(topics, root / "state", JoinerConfig(window_s=label_window), restore)
+        else:
+            proc = _trainer(topics, root, "feed", "ftrl", [], 10.0)
+        run_processor(proc, kafka, runtime, f"{kafka.topic_prefix}{processor.value}", duration)
+
+    @app.command()
+    def train(
+        model: o.Model = "feed",
+        learner: Annotated[
+            str, typer.Option("--learner", envvar="STREAMLEARN_LEARNER", help="Learner name.")
+        ] = "ftrl",
+        param: Annotated[
+            list[str] | None,
+            typer.Option("--param", envvar="STREAMLEARN_PARAM", help="Learner param key=value."),
+        ] = None,
+        snapshot_interval: Annotated[
+            float,
+            typer.Option(
+                "--snapshot-interval",
+                envvar="STREAMLEARN_SNAPSHOT_INTERVAL",
+                help="Seconds between published snapshots.",
+            ),
+        ] = 10.0,
+        batch_size: Annotated[
+            int,
+            typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1,
+                         help="Examples per learning micro-batch."),
+        ] = 256,
+        flush_after: Annotated[
+            float,
+            typer.Option("--flush-after", envvar="STREAMLEARN_FLUSH_AFTER",
+                         help="Learn a partial micro-batch after this many idle seconds."),
+        ] = 1.0,
+        runtime: Runtime = RuntimeName.microbatch,
+        bootstrap_servers: o.BootstrapServers = None,
+        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
+        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
+        kafka_option: o.KafkaOptions = None,
+        data: o.DataDir = o.DEFAULT_DATA_DIR,
+        metrics_port: o.MetricsPort = 0,
+        duration: Duration = None,
+    ) -> None:
+        """Train a model online from its training-examples topic, publishing snapshots."""
+        kafka = _kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+        topics = Topics(kafka.topic_prefix)
+        ensure_loop_topics(kafka, topics, models=(model,))
+        root = data_dir(data)
+        _serve_metrics(metrics_port)
+        proc = _trainer(
+            topics, root, model, learner, param, snapshot_interval, batch_size, flush_after
+        )
+        run_processor(proc, kafka, runtime, f"{kafka.topic_prefix}trainer.{model}", duration, 1000)
+
+
+def _trainer(
+    topics: Topics,
+    root: Path,
+    model: str,
+    learner: str,
+    params: list[str] | None,
+    snapshot_interval: float,
+    batch_size: int = 256,
+    flush_after: float = 1.0,
+) -> OnlineTrainer:
+    parsed: dict[str, Any] = {}
+    for k, v in parse_options(params).items():
+        try:
+            parsed[k] = json.loads(v)
+        except json.JSONDecodeError:
+            parsed[k] = v
+    cfg = TrainerConfig(
+        model=model,
+        learner=learner,
+        params=parsed,
+        spec=feed_spec(),
+        snapshot_interval_s=snapshot_interval,
+        batch_size=batch_size,
+        flush_after_s=flush_after,
+    )
+    return OnlineTrainer(topics, FileRegistry(root / "registry"), cfg)

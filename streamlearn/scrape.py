@@ -1,0 +1,57 @@
+"""Read the Prometheus metrics of the stack's processes (for the live view and summary)."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Mapping
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(port: int, timeout_s: float = 0.5) -> Samples:
+    """All samples served at ``http://127.0.0.1:<port>/metrics``; empty when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: Samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return out
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of ``name``'s samples whose labels include ``labels``."""
+    return sum(v for lab, v in samples.get(name, []) if _match(lab, labels))
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    """The first sample of ``name`` matching ``labels``, or None."""
+    for lab, v in samples.get(name, []):
+        if _match(lab, labels):
+            return v
+    return None
+
+
+def quantile(samples: Samples, name: str, q: float, **labels: str) -> float | None:
+    """Quantile ``q`` from a histogram's cumulative buckets (upper bound of the bucket)."""
+    buckets = sorted(
+        (float(lab["le"]), v)
+        for lab, v in samples.get(f"{name}_bucket", [])
+        if _match(lab, labels) and "le" in lab
+    )
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    target = q * buckets[-1][1]
+    for le, count in buckets:
+        if count >= target:
+            return le
+    return None
+
+
+def _match(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in want.items())

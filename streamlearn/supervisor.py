@@ -1,0 +1,294 @@
+"""``streamlearn up``: the whole loop as supervised processes on one machine.
+
+Starts the embedded broker (unless ``--bootstrap-servers`` names a cluster), creates
+the topics, then runs the feature processor, joiner, online trainer, serving and the
+simulator as separate processes. A child that dies is reported and restarted. A live
+view shows the loop; at the end (Ctrl-C or ``--duration``) everything stops in order
+(simulator first, then the processors once they have caught up) and a summary is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from models.registry import FileRegistry
+from streamlearn.scrape import Samples, quantile, scrape, total, value
+from streams.broker import EmbeddedBroker, free_port
+from streams.config import KafkaConfig
+from streams.topics import Topics, ensure_loop_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What ``up`` runs."""
+
+    data_dir: Path
+    bootstrap_servers: str | None = None
+    topic_prefix: str = "streamlearn."
+    partitions: int = 4
+    kafka_options: tuple[str, ...] = ()
+    duration_s: float | None = None
+    rate: float = 150.0
+    seed: int = 7
+    snapshot_interval_s: float = 10.0
+    label_window_s: float = 8.0
+    serving_port: int = 0
+    runtime: str = "microbatch"
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    metrics_port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    #: counters accumulated over earlier incarnations (a restart resets a process's counters)
+    carried: dict[str, float] = field(default_factory=dict)
+    last: Samples = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+        self.started_at = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs; killing it", self.name, timeout_s)
+            self.proc.kill()
+            self.proc.wait()
+
+
+#: Counters that survive a child's restart in the summary (summed across incarnations).
+_CARRIED = (
+    "streamlearn_events_processed_total",
+    "streamlearn_dlq_events_total",
+    "streamlearn_predictions_total",
+)
+
+
+class Stack:
+    """Runs and watches the children; knows how to read the loop's figures."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.broker: EmbeddedBroker | None = None
+        self.children: dict[str, Child] = {}
+        self.events: list[str] = []
+        self.started = time.monotonic()
+        self.first_prediction_s: float | None = None
+        self.registry = FileRegistry(config.data_dir / "registry")
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap = cfg.bootstrap_servers
+        if not bootstrap:
+            self.broker = EmbeddedBroker(log_path=cfg.data_dir / "logs" / "broker.log")
+            (cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+            self.broker.start()
+            bootstrap = self.broker.bootstrap_servers
+            self.note(f"embedded broker at {bootstrap}")
+        kafka = KafkaConfig(bootstrap, cfg.topic_prefix, cfg.partitions)
+        ensure_loop_topics(kafka, Topics(cfg.topic_prefix))
+        env = dict(os.environ)
+        env.update(
+            STREAMLEARN_BOOTSTRAP_SERVERS=bootstrap,
+            STREAMLEARN_TOPIC_PREFIX=cfg.topic_prefix,
+            STREAMLEARN_PARTITIONS=str(cfg.partitions),
+            STREAMLEARN_DATA_DIR=str(cfg.data_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        if cfg.kafka_options:
+            env["STREAMLEARN_KAFKA_OPTIONS"] = " ".join(cfg.kafka_options)
+        serving_port = cfg.serving_port or free_port()
+        self.serving_port = serving_port
+        py = [sys.executable, "-m", "streamlearn"]
+        specs: list[tuple[str, list[str], int]] = []
+        for name, args in (
+            ("features", ["worker", "features", "--runtime", cfg.runtime]),
+            ("joiner", ["worker", "joiner", "--runtime", cfg.runtime,
+                        "--label-window", str(cfg.label_window_s)]),
+            ("trainer", ["train", "--runtime", cfg.runtime,
+                         "--snapshot-interval", str(cfg.snapshot_interval_s)]),
+        ):
+            port = free_port()
+            specs.append((name, [*py, *args, "--metrics-port", str(port)], port))
+        specs.append(("serving", [*py, "serve", "--port", str(serving_port)], serving_port))
+        sim_port = free_port()
+        specs.append((
+            "simulator",
+            [*py, "simulate", "--serving-url", f"http://127.0.0.1:{serving_port}",
+             "--rate", str(cfg.rate), "--seed", str(cfg.seed), "--metrics-port", str(sim_port)],
+            sim_port,
+        ))
+        for name, argv, port in specs:
+            child = Child(name, argv, port, env, cfg.data_dir / "logs" / f"{name}.log")
+            child.start()
+            self.children[name] = child
+        self.note("started " + ", ".join(self.children))
+
+    def note(self, text: str) -> None:
+        stamp = time.monotonic() - self.started
+        self.events.append(f"[{stamp:6.1f}s] {text}")
+        log.info(text)
+
+    # -- watch -----------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Restart dead children; refresh every child's metrics."""
+        for child in self.children.values():
+            if not child.alive and child.proc is not None:
+                code = child.proc.returncode
+                self.note(f"{child.name} exited with {code}; restarting (see {child.log_path})")
+                for name in _CARRIED:
+                    child.carried[name] = child.carried.get(name, 0.0) + total(child.last, name)
+                child.last = {}
+                child.restarts += 1
+                child.start()
+                continue
+            samples = scrape(child.metrics_port)
+            if samples:
+                child.last = samples
+        if self.first_prediction_s is None and self.counter("serving", "streamlearn_predictions_total"):
+            self.first_prediction_s = time.monotonic() - self.started
+            self.note(f"first prediction served after {self.first_prediction_s:.1f}s")
+
+    def counter(self, child: str, name: str, **labels: str) -> float:
+        c = self.children[child]
+        return c.carried.get(name, 0.0) + total(c.last, name, **labels)
+
+    def gauge(self, child: str, name: str, **labels: str) -> float | None:
+        return value(self.children[child].last, name, **labels)
+
+    # -- figures -----------------------------------------------------------------------------
+    def figures(self) -> dict[str, Any]:
+        topics = Topics(self.config.topic_prefix)
+        latest = self.registry.latest("feed")
+        meta = latest.metadata if latest else {}
+        metrics = meta.get("metrics") or {}
+        sim = self.children["simulator"].last
+        p99 = value(sim, "streamlearn_simulator_predict_latency_p99_seconds")
+        auc_live = self.gauge("trainer", "streamlearn_progressive_metric", metric="auc")
+        return {
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+            "events_produced": int(total(sim, "streamlearn_simulator_events_produced_total")),
+            "events_processed": int(
+                self.counter("features", "streamlearn_events_processed_total",
+                             topic=topics.activity)
+            ),
+            "examples_trained": int(meta.get("examples_seen", 0)),
+            "examples_trained_live": int(
+                total(self.children["trainer"].last, "streamlearn_examples_trained_total")
+            ),
+            "model_versions": len(self.registry.versions("feed")),
+            "model_version": latest.version if latest else None,
+            "progressive_auc": auc_live if auc_live is not None else metrics.get("auc"),
+            "progressive_logloss": self.gauge(
+                "trainer", "streamlearn_progressive_metric", metric="logloss"
+            ),
+            "progressive_ne": self.gauge("trainer", "streamlearn_progressive_metric", metric="ne"),
+            "predictions_served": int(self.counter("serving", "streamlearn_predictions_total")),
+            "predict_p99_ms": None if p99 is None else round(p99 * 1000, 2),
+            "serve_p99_ms": _ms(
+                quantile(self.children["serving"].last, "streamlearn_predict_latency_seconds", 0.99)
+            ),
+            "dlq_events": int(
+                sum(self.counter(n, "streamlearn_dlq_events_total") for n in self.children)
+            ),
+            "ctr_model": value(sim, "streamlearn_simulator_ctr", policy="model"),
+            "ctr_model_expected": value(sim, "streamlearn_simulator_ctr", policy="model_expected"),
+            "ctr_random": value(sim, "streamlearn_simulator_ctr", policy="random"),
+            "ctr_oracle": value(sim, "streamlearn_simulator_ctr", policy="oracle"),
+            "first_prediction_s": (
+                None if self.first_prediction_s is None else round(self.first_prediction_s, 1)
+            ),
+            "restarts": {n: c.restarts for n, c in self.children.items() if c.restarts},
+        }
+
+    # -- stop ------------------------------------------------------------------------------
+    def stop(self, drain_timeout_s: float = 20.0) -> None:
+        """Stop the simulator, let the processors catch up, stop the rest, then the broker."""
+        sim = self.children.get("simulator")
+        if sim is not None:
+            sim.stop()
+            self.note("simulator stopped")
+        deadline = time.monotonic() + drain_timeout_s
+        while time.monotonic() < deadline:
+            self.poll_metrics_only()
+            f = self.figures()
+            if f["events_processed"] >= f["events_produced"]:
+                break
+            time.sleep(0.5)
+        for name in ("serving", "joiner", "trainer", "features"):
+            if name in self.children:
+                self.children[name].stop()
+        self.note("processors stopped")
+        if self.broker is not None:
+            self.broker.stop()
+
+    def poll_metrics_only(self) -> None:
+        for child in self.children.values():
+            if child.alive:
+                samples = scrape(child.metrics_port)
+                if samples:
+                    child.last = samples
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def run_stack(
+    config: StackConfig,
+    render: Callable[[Stack], None],
+    stop_requested: Callable[[], bool],
+) -> dict[str, Any]:
+    """Start the stack, call ``render`` about twice a second, stop, return the figures."""
+    stack = Stack(config)
+    try:
+        stack.start()
+        while not stop_requested():
+            if config.duration_s is not None and time.monotonic() - stack.started >= config.duration_s:
+                break
+            stack.poll()
+            render(stack)
+            time.sleep(0.5)
+    finally:
+        # the final figures are read before the children go away
+        stack.stop()
+    summary = stack.figures()
+    summary["events"] = stack.events
+    return summary

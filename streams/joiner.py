@@ -1,0 +1,193 @@
+"""The online joiner: feature-log ⨝ engagements by request_id within a label window.
+
+Serving logs what it scored per request (``feature-log``); the simulator or any producer
+publishes impressions and engagements (``activity``). Both are keyed by user_id, so one
+request's records meet in the same partition. When a request's label window closes (event
+time of the request + ``window_s``, judged against the partition's watermark), every shown
+item becomes a ``TrainingExample``: label 1 if engaged with inside the window, else 0.
+Items scored but never shown are not examples. Records whose request never shows up in the
+feature-log are dropped after ``orphan_timeout_s`` and counted.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from prometheus_client import Counter
+
+from streams.contracts import (
+    ENGAGEMENT_TYPES,
+    ActivityEvent,
+    FeatureLogRecord,
+    TrainingExample,
+    decode,
+    decode_event,
+    encode,
+)
+from streams.processor import Decoder, Output, Record, StatefulProcessor, TopicPartitionKey
+from streams.state import RestoreSource
+from streams.topics import Topics
+
+JOINED = Counter(
+    "streamlearn_joiner_examples_total",
+    "Training examples emitted by the joiner, per label.",
+    ["label"],
+)
+DROPPED = Counter(
+    "streamlearn_joiner_dropped_total",
+    "Requests dropped without examples, per reason (no feature-log record, late engagement).",
+    ["reason"],
+)
+
+
+@dataclass(frozen=True)
+class JoinerConfig:
+    """Label window and how long to wait for stragglers."""
+
+    window_s: float = 8.0
+    orphan_timeout_s: float = 30.0
+    #: When a partition's event time stalls, advance its watermark with the wall clock,
+    #: this many seconds behind it; ``None`` uses event time only (replays, tests).
+    idle_lateness_s: float | None = 5.0
+
+
+class _Pending(msgspec.Struct):
+    first_ts: float
+    log: FeatureLogRecord | None = None
+    shown: dict[str, int] = {}
+    engaged: list[str] = []
+
+
+_DEC = msgspec.json.Decoder(_Pending)
+_ENC = msgspec.json.Encoder()
+
+
+def _decode_log(raw: bytes | None) -> FeatureLogRecord:
+    return decode(FeatureLogRecord, raw, max_bytes=4 * 1024 * 1024)
+
+
+class Joiner(StatefulProcessor):
+    """Labels served feature vectors with engagements (state: open label windows)."""
+
+    name = "joiner"
+
+    def __init__(
+        self,
+        topics: Topics,
+        state_dir: Path,
+        config: JoinerConfig | None = None,
+        restore: RestoreSource | None = None,
+    ) -> None:
+        super().__init__(state_dir, topics.joiner_changelog, restore=restore)
+        self.topics = topics
+        self.config = config or JoinerConfig()
+        self._deadlines: dict[int, list[tuple[float, str]]] = {}
+        self._watermark: dict[int, float] = {}
+
+    def inputs(self) -> Mapping[str, Decoder]:
+        return {self.topics.feature_log: _decode_log, self.topics.activity: decode_event}
+
+    def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        starts = super().assign(partitions)
+        for p in {p for _, p in partitions}:
+            heap = self._deadlines[p] = []
+            for key, raw in self.state[p].items("r/"):
+                pend = _DEC.decode(raw)
+                heapq.heappush(heap, (self._deadline(pend), key[2:]))
+        return starts
+
+    def revoke(self, partitions: list[TopicPartitionKey]) -> None:
+        for p in {p for _, p in partitions}:
+            self._deadlines.pop(p, None)
+            self._watermark.pop(p, None)
+        super().revoke(partitions)
+
+    def _deadline(self, pend: _Pending) -> float:
+        base = pend.log.ts if pend.log is not None else pend.first_ts
+        return base + self.config.window_s
+
+    def process(self, records: list[Record]) -> list[Output]:
+        touched: dict[tuple[int, str], _Pending] = {}
+        for r in records:
+            value = r.value
+            ts = value.ts
+            p = r.partition
+            if ts > self._watermark.get(p, 0.0):
+                self._watermark[p] = ts
+            rid = value.request_id
+            pend = touched.get((p, rid))
+            if pend is None:
+                raw = self.state[p].get("r/" + rid)
+                if raw is None:
+                    pend = _Pending(first_ts=ts, shown={}, engaged=[])
+                    heapq.heappush(self._deadlines.setdefault(p, []), (ts + self.config.window_s, rid))
+                else:
+                    pend = _DEC.decode(raw)
+                touched[(p, rid)] = pend
+            if isinstance(value, FeatureLogRecord):
+                pend.log = value
+            else:
+                self._apply_event(pend, value)
+        for (p, rid), pend in touched.items():
+            self.state[p].put("r/" + rid, _ENC.encode(pend))
+        return []
+
+    def _apply_event(self, pend: _Pending, ev: ActivityEvent) -> None:
+        if ev.type == "impression":
+            pend.shown[ev.item_id] = ev.position if ev.position is not None else -1
+        elif ev.type in ENGAGEMENT_TYPES:
+            base = pend.log.ts if pend.log is not None else pend.first_ts
+            if ev.ts <= base + self.config.window_s and ev.item_id not in pend.engaged:
+                pend.engaged.append(ev.item_id)
+
+    def tick(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        for p, heap in self._deadlines.items():
+            wm = self._watermark.get(p, 0.0)
+            if self.config.idle_lateness_s is not None:
+                wm = max(wm, now - self.config.idle_lateness_s)
+            while heap and heap[0][0] <= wm:
+                deadline, rid = heapq.heappop(heap)
+                raw = self.state[p].get("r/" + rid)
+                if raw is None:
+                    continue
+                pend = _DEC.decode(raw)
+                true_deadline = self._deadline(pend)
+                if pend.log is None:
+                    if pend.first_ts + self.config.orphan_timeout_s > wm:
+                        heapq.heappush(heap, (pend.first_ts + self.config.orphan_timeout_s, rid))
+                        continue
+                    DROPPED.labels("no_feature_log").inc()
+                elif true_deadline > wm:
+                    heapq.heappush(heap, (true_deadline, rid))
+                    continue
+                else:
+                    out.extend(self._examples(pend.log, pend))
+                self.state[p].delete("r/" + rid)
+        return out
+
+    def _examples(self, log: FeatureLogRecord, pend: _Pending) -> list[Output]:
+        topic = self.topics.training_examples(log.model)
+        out = []
+        for item in log.items:
+            if item.item_id not in pend.shown:
+                continue
+            label = 1 if item.item_id in pend.engaged else 0
+            ex = TrainingExample(
+                request_id=log.request_id,
+                user_id=log.user_id,
+                item_id=item.item_id,
+                surface=log.surface,
+                ts=log.ts,
+                label=label,
+                features=item.features,
+                served_version=log.version,
+                served_score=item.score,
+            )
+            out.append(Output(topic, encode(ex), log.user_id))
+            JOINED.labels(str(label)).inc()
+        return out

@@ -1,0 +1,111 @@
+"""The micro-batch runtime with the feature processor on the embedded broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.config import KafkaConfig
+from streams.contracts import FeatureRecord, decode
+from streams.features import FeatureProcessor
+from streams.kafka import flush, make_producer, produce
+from streams.runtime import MicroBatchRuntime, RuntimeConfig
+from streams.topics import Topics, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def _event(i: int, user: str, item: str, kind: str = "impression") -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": f"e{i}",
+            "type": kind,
+            "ts": 1_700_000_000.0 + i,
+            "user_id": user,
+            "item_id": item,
+            "surface": "feed",
+            "request_id": f"r{i}",
+            "position": 0,
+            "context": {"category": "c1"},
+        }
+    )
+
+
+def read_all(kafka: KafkaConfig, topic: str, partitions: int, idle_s: float = 2.0) -> list:
+    """Every record of ``topic`` (from the beginning until ``idle_s`` without data)."""
+    c = Consumer(kafka.consumer_conf(f"read-{uuid.uuid4().hex}"))
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    last = time.monotonic()
+    deadline = last + 60
+    while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+        for m in c.consume(1000, 0.2):
+            if m.error() is None:
+                out.append(m)
+                last = time.monotonic()
+    c.close()
+    return out
+
+
+def test_features_processed_bad_events_dead_lettered_restart_resumes(
+    kafka: KafkaConfig, topics: Topics, tmp_path: Path
+) -> None:
+    ensure_topics(kafka, topics.loop_topics())
+    producer = make_producer(kafka)
+    n = 400
+    for i in range(n):
+        produce(producer, topics.activity, _event(i, f"u{i % 7}", f"i{i % 5}"), f"u{i % 7}")
+    bad = [b"{not json", b'{"event_id": "x"}', _event(9999, "u1", "i1", kind="teleport")]
+    for raw in bad:
+        produce(producer, topics.activity, raw, "u1")
+    flush(producer)
+
+    def run_once(max_s: float) -> MicroBatchRuntime:
+        proc = FeatureProcessor(topics, tmp_path / "state")
+        rt = MicroBatchRuntime(proc, kafka, RuntimeConfig(group_id=f"{kafka.topic_prefix}feat"))
+        t = threading.Thread(target=rt.run, kwargs={"max_seconds": max_s})
+        t.start()
+        t.join()
+        return rt
+
+    rt = run_once(8.0)
+    # every activity event is processed or dead-lettered; by-item copies are processed too
+    assert rt.stats.dead_lettered == len(bad)
+    assert rt.stats.processed == 2 * n
+
+    dlq = read_all(kafka, topics.dlq(topics.activity), kafka.partitions)
+    assert len(dlq) == len(bad)
+    reasons = sorted(dict(m.headers())["error.reason"].decode() for m in dlq)
+    assert reasons == ["bad_json", "missing_field", "unknown_type"]
+    for m in dlq:
+        h = dict(m.headers())
+        assert h["source.topic"].decode() == topics.activity
+        assert int(h["source.offset"]) >= 0
+
+    feats = read_all(kafka, topics.features, kafka.partitions)
+    latest: dict[str, FeatureRecord] = {}
+    for m in feats:
+        latest[m.key().decode()] = decode(FeatureRecord, m.value())
+    assert latest["user/u3"].values["user_impressions"] == sum(1 for i in range(n) if i % 7 == 3)
+    assert latest["item/i2"].values["item_impressions"] == n // 5
+    assert latest["item/i2"].values["item_category"] == "c1"
+
+    # a restart resumes from the offsets stored with the state: nothing is re-counted
+    more = 50
+    for i in range(n, n + more):
+        produce(producer, topics.activity, _event(i, "u3", "i2"), "u3")
+    flush(producer)
+    rt2 = run_once(8.0)
+    assert rt2.stats.processed == 2 * more
+    feats = read_all(kafka, topics.features, kafka.partitions)
+    for m in feats:
+        latest[m.key().decode()] = decode(FeatureRecord, m.value())
+    assert latest["user/u3"].values["user_impressions"] == sum(
+        1 for i in range(n) if i % 7 == 3
+    ) + more
