@@ -75,11 +75,7 @@ class ServingApp:
             self._closers.append(self.updater.stop)
             self.requests = RequestConsumer(self.service, self.sink, cfg.kafka, cfg.models[0])
             self._closers.append(self.requests.start().stop)
-            thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http"
-            )
-            thread.start()
-            self._closers.append(lambda: (server.shutdown(), thread.join(timeout=10.0)))
+            self._closers.append(_serve_in_thread(server))
         except BaseException:
             self.stop()
             raise
@@ -118,6 +114,20 @@ class ServingApp:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _serve_in_thread(server: ServingHTTPServer) -> Callable[[], None]:
+    """Run ``server`` in a thread; return the function that stops it."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http"
+    )
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        thread.join(timeout=10.0)
+
+    return stop
 
 
 def run_serving(config: ServingConfig, stop_event: threading.Event | None = None) -> None:

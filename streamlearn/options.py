@@ -18,7 +18,9 @@ BootstrapServers = Annotated[
 ]
 TopicPrefix = Annotated[
     str,
-    typer.Option("--topic-prefix", envvar="STREAMLEARN_TOPIC_PREFIX", help="Prefix of every topic."),
+    typer.Option(
+        "--topic-prefix", envvar="STREAMLEARN_TOPIC_PREFIX", help="Prefix of every topic."
+    ),
 ]
 Partitions = Annotated[
     int,

@@ -64,16 +64,27 @@ class Child:
     last: Samples = field(default_factory=dict)
 
     def start(self) -> None:
+        """Start (or restart) the process; its pid goes to ``<data>/run/<name>.pid``."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         finally:
             out.close()
         self.started_at = time.monotonic()
+        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_path.write_text(str(self.proc.pid))
+
+    @property
+    def pid_path(self) -> Path:
+        """Where the current pid is written (for operators and tests)."""
+        return self.log_path.parent.parent / "run" / f"{self.name}.pid"
 
     @property
     def alive(self) -> bool:
@@ -140,21 +151,50 @@ class Stack:
         specs: list[tuple[str, list[str], int]] = []
         for name, args in (
             ("features", ["worker", "features", "--runtime", cfg.runtime]),
-            ("joiner", ["worker", "joiner", "--runtime", cfg.runtime,
-                        "--label-window", str(cfg.label_window_s)]),
-            ("trainer", ["train", "--runtime", cfg.runtime,
-                         "--snapshot-interval", str(cfg.snapshot_interval_s)]),
+            (
+                "joiner",
+                [
+                    "worker",
+                    "joiner",
+                    "--runtime",
+                    cfg.runtime,
+                    "--label-window",
+                    str(cfg.label_window_s),
+                ],
+            ),
+            (
+                "trainer",
+                [
+                    "train",
+                    "--runtime",
+                    cfg.runtime,
+                    "--snapshot-interval",
+                    str(cfg.snapshot_interval_s),
+                ],
+            ),
         ):
             port = free_port()
             specs.append((name, [*py, *args, "--metrics-port", str(port)], port))
         specs.append(("serving", [*py, "serve", "--port", str(serving_port)], serving_port))
         sim_port = free_port()
-        specs.append((
-            "simulator",
-            [*py, "simulate", "--serving-url", f"http://127.0.0.1:{serving_port}",
-             "--rate", str(cfg.rate), "--seed", str(cfg.seed), "--metrics-port", str(sim_port)],
-            sim_port,
-        ))
+        specs.append(
+            (
+                "simulator",
+                [
+                    *py,
+                    "simulate",
+                    "--serving-url",
+                    f"http://127.0.0.1:{serving_port}",
+                    "--rate",
+                    str(cfg.rate),
+                    "--seed",
+                    str(cfg.seed),
+                    "--metrics-port",
+                    str(sim_port),
+                ],
+                sim_port,
+            )
+        )
         for name, argv, port in specs:
             child = Child(name, argv, port, env, cfg.data_dir / "logs" / f"{name}.log")
             child.start()
@@ -182,7 +222,9 @@ class Stack:
             samples = scrape(child.metrics_port)
             if samples:
                 child.last = samples
-        if self.first_prediction_s is None and self.counter("serving", "streamlearn_predictions_total"):
+        if self.first_prediction_s is None and self.counter(
+            "serving", "streamlearn_predictions_total"
+        ):
             self.first_prediction_s = time.monotonic() - self.started
             self.note(f"first prediction served after {self.first_prediction_s:.1f}s")
 
@@ -206,8 +248,9 @@ class Stack:
             "elapsed_s": round(time.monotonic() - self.started, 1),
             "events_produced": int(total(sim, "streamlearn_simulator_events_produced_total")),
             "events_processed": int(
-                self.counter("features", "streamlearn_events_processed_total",
-                             topic=topics.activity)
+                self.counter(
+                    "features", "streamlearn_events_processed_total", topic=topics.activity
+                )
             ),
             "examples_trained": int(meta.get("examples_seen", 0)),
             "examples_trained_live": int(
@@ -281,7 +324,10 @@ def run_stack(
     try:
         stack.start()
         while not stop_requested():
-            if config.duration_s is not None and time.monotonic() - stack.started >= config.duration_s:
+            if (
+                config.duration_s is not None
+                and time.monotonic() - stack.started >= config.duration_s
+            ):
                 break
             stack.poll()
             render(stack)

@@ -20,7 +20,6 @@ from typing import Final, Literal
 import msgspec
 
 from models.features import FeatureSpec
-
 from streams.contracts import (
     ENGAGEMENT_TYPES,
     ActivityEvent,

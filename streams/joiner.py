@@ -124,7 +124,9 @@ class Joiner(StatefulProcessor):
                 raw = self.state[p].get("r/" + rid)
                 if raw is None:
                     pend = _Pending(first_ts=ts, shown={}, engaged=[])
-                    heapq.heappush(self._deadlines.setdefault(p, []), (ts + self.config.window_s, rid))
+                    heapq.heappush(
+                        self._deadlines.setdefault(p, []), (ts + self.config.window_s, rid)
+                    )
                 else:
                     pend = _DEC.decode(raw)
                 touched[(p, rid)] = pend
@@ -151,7 +153,7 @@ class Joiner(StatefulProcessor):
             if self.config.idle_lateness_s is not None:
                 wm = max(wm, now - self.config.idle_lateness_s)
             while heap and heap[0][0] <= wm:
-                deadline, rid = heapq.heappop(heap)
+                _, rid = heapq.heappop(heap)
                 raw = self.state[p].get("r/" + rid)
                 if raw is None:
                     continue

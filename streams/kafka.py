@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
@@ -40,7 +40,7 @@ def produce(
     topic: str,
     value: bytes | None,
     key: str | bytes | None = None,
-    headers: Sequence[tuple[str, bytes]] | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
     on_delivery: Callable[[Any, Message], None] = _log_delivery_error,
 ) -> None:
     """Produce one record, serving delivery callbacks when the local queue is full."""
@@ -72,7 +72,7 @@ class DeadLetters:
     def send(self, msg: Message, reason: str, error: str) -> None:
         """Dead-letter ``msg`` and count it under ``reason``."""
         topic = msg.topic() or "?"
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("error", error.encode()[:4096]),
             ("error.reason", reason.encode()),
             ("source.topic", topic.encode()),

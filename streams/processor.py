@@ -7,8 +7,8 @@ a ``PartitionedState``. It runs without a broker in unit tests and under either 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -131,9 +131,7 @@ class StatefulProcessor:
     def tick(self, now: float) -> list[Output]:
         return []
 
-    def _by_partition(
-        self, offsets: dict[TopicPartitionKey, int]
-    ) -> dict[int, dict[str, int]]:
+    def _by_partition(self, offsets: dict[TopicPartitionKey, int]) -> dict[int, dict[str, int]]:
         out: dict[int, dict[str, int]] = {}
         for (topic, p), off in offsets.items():
             out.setdefault(p, {})[topic] = off

@@ -15,9 +15,10 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Iterable
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from prometheus_client import Counter
@@ -101,8 +102,9 @@ class MicroBatchRuntime:
         log.info(
             "processor=%s assigned %s",
             self.processor.name,
-            ", ".join(f"topic={t} partition={p} offset={starts.get((t, p), 'committed')}"
-                      for t, p in keys),
+            ", ".join(
+                f"topic={t} partition={p} offset={starts.get((t, p), 'committed')}" for t, p in keys
+            ),
         )
         consumer.assign(partitions)
 
@@ -138,7 +140,7 @@ class MicroBatchRuntime:
         for m in msgs:
             if not check(m):
                 continue
-            topic, part, off = m.topic(), m.partition(), m.offset()
+            topic, part, off = cast(str, m.topic()), cast(int, m.partition()), cast(int, m.offset())
             offsets[(topic, part)] = off + 1
             self.stats.consumed += 1
             try:
@@ -153,8 +155,9 @@ class MicroBatchRuntime:
             outputs = self.processor.process(records) if records else []
             outputs += self.processor.tick(time.time())
         except Exception:
-            log.exception("processor=%s batch failed; retrying record by record",
-                          self.processor.name)
+            log.exception(
+                "processor=%s batch failed; retrying record by record", self.processor.name
+            )
             self.processor.discard()
             self._one_by_one(records, msgs, offsets)
             return
@@ -178,8 +181,11 @@ class MicroBatchRuntime:
                 outputs = self.processor.process([r])
             except Exception as exc:
                 self.processor.discard()
-                self._dlq.send(by_coord[(r.topic, r.partition, r.offset)], "processing_error",
-                               f"{type(exc).__name__}: {exc}")
+                self._dlq.send(
+                    by_coord[(r.topic, r.partition, r.offset)],
+                    "processing_error",
+                    f"{type(exc).__name__}: {exc}",
+                )
                 self.stats.dead_lettered += 1
                 outputs = []
             else:

@@ -220,8 +220,9 @@ class RestoreSource:
                     if msg.error():
                         continue
                     key = (msg.key() or b"").decode()
+                    raw = msg.value()
                     if key == FENCE_KEY:
-                        if msg.value() == fence:
+                        if raw == fence:
                             store.commit(offsets)
                             log.info(
                                 "restored topic=%s partition=%d records=%d",
@@ -232,12 +233,12 @@ class RestoreSource:
                             return applied
                         continue
                     if key == OFFSETS_KEY:
-                        offsets = {k: int(v) for k, v in orjson.loads(msg.value()).items()}
+                        offsets = {k: int(v) for k, v in orjson.loads(raw or b"{}").items()}
                         continue
-                    if msg.value() is None:
+                    if raw is None:
                         store.delete(key)
                     else:
-                        store.put(key, msg.value())
+                        store.put(key, raw)
                     applied += 1
         finally:
             consumer.close()

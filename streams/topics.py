@@ -134,7 +134,9 @@ def ensure_topics(
         log.info("created topic=%s partitions=%d", name, want)
 
 
-def ensure_loop_topics(config: KafkaConfig, topics: Topics, models: tuple[str, ...] = ("feed",)) -> None:
+def ensure_loop_topics(
+    config: KafkaConfig, topics: Topics, models: tuple[str, ...] = ("feed",)
+) -> None:
     """Create every topic of the online loop: partitioned ones and the 1-partition
     model-updates topic (its order is the order of versions)."""
     ensure_topics(config, topics.loop_topics(models))

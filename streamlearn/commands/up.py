@@ -31,16 +31,22 @@ def _view(stack: Stack) -> Group:
     t = Table(title=f"streamlearn up — {f['elapsed_s']:.0f}s", show_header=False, expand=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
-    t.add_row("events produced / processed",
-              f"{f['events_produced']} / {f['events_processed']}  ({f['events_processed'] / el:.0f}/s)")
+    t.add_row(
+        "events produced / processed",
+        f"{f['events_produced']} / {f['events_processed']}  ({f['events_processed'] / el:.0f}/s)",
+    )
     t.add_row("examples trained", f"{f['examples_trained_live']}")
     t.add_row("model version (published)", f"{_fmt(f['model_version'])} ({f['model_versions']})")
     t.add_row("live AUC / NE", f"{_fmt(f['progressive_auc'])} / {_fmt(f['progressive_ne'])}")
-    t.add_row("CTR model / random / oracle",
-              f"{_fmt(f['ctr_model'], 4)} / {_fmt(f['ctr_random'], 4)} / {_fmt(f['ctr_oracle'], 4)}")
+    t.add_row(
+        "CTR model / random / oracle",
+        f"{_fmt(f['ctr_model'], 4)} / {_fmt(f['ctr_random'], 4)} / {_fmt(f['ctr_oracle'], 4)}",
+    )
     t.add_row("predictions served", str(f["predictions_served"]))
-    t.add_row("predict p99 (client / server)",
-              f"{_fmt(f['predict_p99_ms'], 1)} ms / {_fmt(f['serve_p99_ms'], 1)} ms")
+    t.add_row(
+        "predict p99 (client / server)",
+        f"{_fmt(f['predict_p99_ms'], 1)} ms / {_fmt(f['serve_p99_ms'], 1)} ms",
+    )
     t.add_row("dead-lettered", str(f["dlq_events"]))
     procs = Table(show_header=True, expand=False)
     for col in ("process", "state", "restarts"):
@@ -57,34 +63,56 @@ def register(app: typer.Typer) -> None:
     def up(
         duration: Annotated[
             float | None,
-            typer.Option("--duration", envvar="STREAMLEARN_DURATION",
-                         help="Stop after this many seconds (default: until Ctrl-C)."),
+            typer.Option(
+                "--duration",
+                envvar="STREAMLEARN_DURATION",
+                help="Stop after this many seconds (default: until Ctrl-C).",
+            ),
         ] = None,
         summary_json: Annotated[
             Path | None,
-            typer.Option("--summary-json", envvar="STREAMLEARN_SUMMARY_JSON",
-                         help="Write the run's figures here at the end."),
+            typer.Option(
+                "--summary-json",
+                envvar="STREAMLEARN_SUMMARY_JSON",
+                help="Write the run's figures here at the end.",
+            ),
         ] = None,
         rate: Annotated[
-            float, typer.Option("--rate", envvar="STREAMLEARN_RATE",
-                                help="Simulator prediction requests per second.")
+            float,
+            typer.Option(
+                "--rate",
+                envvar="STREAMLEARN_RATE",
+                help="Simulator prediction requests per second.",
+            ),
         ] = 150.0,
         seed: Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED")] = 7,
         snapshot_interval: Annotated[
-            float, typer.Option("--snapshot-interval", envvar="STREAMLEARN_SNAPSHOT_INTERVAL",
-                                help="Seconds between model snapshots.")
+            float,
+            typer.Option(
+                "--snapshot-interval",
+                envvar="STREAMLEARN_SNAPSHOT_INTERVAL",
+                help="Seconds between model snapshots.",
+            ),
         ] = 10.0,
         label_window: Annotated[
-            float, typer.Option("--label-window", envvar="STREAMLEARN_LABEL_WINDOW",
-                                help="Label window of the joiner, seconds.")
+            float,
+            typer.Option(
+                "--label-window",
+                envvar="STREAMLEARN_LABEL_WINDOW",
+                help="Label window of the joiner, seconds.",
+            ),
         ] = 8.0,
         runtime: Annotated[
-            str, typer.Option("--runtime", envvar="STREAMLEARN_RUNTIME",
-                              help="microbatch or faust.")
+            str,
+            typer.Option("--runtime", envvar="STREAMLEARN_RUNTIME", help="microbatch or faust."),
         ] = "microbatch",
         serving_port: Annotated[
-            int, typer.Option("--serving-port", envvar="STREAMLEARN_SERVING_PORT",
-                              help="HTTP port of serving on 127.0.0.1 (0: a free one).")
+            int,
+            typer.Option(
+                "--serving-port",
+                envvar="STREAMLEARN_SERVING_PORT",
+                help="HTTP port of serving on 127.0.0.1 (0: a free one).",
+            ),
         ] = 0,
         bootstrap_servers: o.BootstrapServers = None,
         topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +28,7 @@ from streams.trainer import OnlineTrainer, TrainerConfig
 log = logging.getLogger(__name__)
 
 
-class ProcessorName(str, Enum):
+class ProcessorName(StrEnum):
     """The processors a worker can run."""
 
     features = "features"
@@ -36,14 +36,16 @@ class ProcessorName(str, Enum):
     trainer = "trainer"
 
 
-class RuntimeName(str, Enum):
+class RuntimeName(StrEnum):
     """The runtimes that run a processor."""
 
     microbatch = "microbatch"
     faust = "faust"
 
 
-def _kafka(bootstrap: str | None, prefix: str, partitions: int, opts: list[str] | None) -> KafkaConfig:
+def _kafka(
+    bootstrap: str | None, prefix: str, partitions: int, opts: list[str] | None
+) -> KafkaConfig:
     if not bootstrap:
         raise typer.BadParameter(
             "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
@@ -90,11 +92,15 @@ Duration = Annotated[
 ]
 Runtime = Annotated[
     RuntimeName,
-    typer.Option("--runtime", envvar="STREAMLEARN_RUNTIME", help="Which runtime runs the processor."),
+    typer.Option(
+        "--runtime", envvar="STREAMLEARN_RUNTIME", help="Which runtime runs the processor."
+    ),
 ]
 WindowS = Annotated[
     float,
-    typer.Option("--label-window", envvar="STREAMLEARN_LABEL_WINDOW", help="Label window, seconds."),
+    typer.Option(
+        "--label-window", envvar="STREAMLEARN_LABEL_WINDOW", help="Label window, seconds."
+    ),
 ]
 
 
@@ -150,13 +156,20 @@ def register(app: typer.Typer) -> None:
         ] = 10.0,
         batch_size: Annotated[
             int,
-            typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1,
-                         help="Examples per learning micro-batch."),
+            typer.Option(
+                "--batch-size",
+                envvar="STREAMLEARN_BATCH_SIZE",
+                min=1,
+                help="Examples per learning micro-batch.",
+            ),
         ] = 256,
         flush_after: Annotated[
             float,
-            typer.Option("--flush-after", envvar="STREAMLEARN_FLUSH_AFTER",
-                         help="Learn a partial micro-batch after this many idle seconds."),
+            typer.Option(
+                "--flush-after",
+                envvar="STREAMLEARN_FLUSH_AFTER",
+                help="Learn a partial micro-batch after this many idle seconds.",
+            ),
         ] = 1.0,
         runtime: Runtime = RuntimeName.microbatch,
         bootstrap_servers: o.BootstrapServers = None,

@@ -41,13 +41,19 @@ def _fill(kafka: KafkaConfig, topic: str) -> None:
     p = Producer({"bootstrap.servers": kafka.bootstrap_servers})
     for i in range(N):
         ev = _event(i)
-        p.produce(topic, json.dumps(ev).encode(), key=str(ev["user_id"]), timestamp=T0_MS + i * 1000)
+        p.produce(
+            topic, json.dumps(ev).encode(), key=str(ev["user_id"]), timestamp=T0_MS + i * 1000
+        )
     for j in range(BAD):
-        p.produce(topic, b"{not json" if j else b'{"type": "click"}', key=b"u1", timestamp=T0_MS + j)
+        p.produce(
+            topic, b"{not json" if j else b'{"type": "click"}', key=b"u1", timestamp=T0_MS + j
+        )
     assert p.flush(15) == 0
 
 
-def test_replay_twice_gives_same_rows_and_checksum(kafka: KafkaConfig, topics: Topics, tmp_path: Path) -> None:
+def test_replay_twice_gives_same_rows_and_checksum(
+    kafka: KafkaConfig, topics: Topics, tmp_path: Path
+) -> None:
     _fill(kafka, topics.activity)
     spec = ReplaySpec((topics.activity,))
     m1 = replay(kafka, spec, tmp_path / "a")
@@ -57,7 +63,10 @@ def test_replay_twice_gives_same_rows_and_checksum(kafka: KafkaConfig, topics: T
     assert m1["format"] == "event"
     assert [p["partition"] for p in m1["partitions"]] == [0, 1, 2]
     assert sum(p["end_offset"] - p["start_offset"] for p in m1["partitions"]) == N + BAD
-    t1, t2 = pq.read_table(tmp_path / "a" / "data.parquet"), pq.read_table(tmp_path / "b" / "data.parquet")
+    t1, t2 = (
+        pq.read_table(tmp_path / "a" / "data.parquet"),
+        pq.read_table(tmp_path / "b" / "data.parquet"),
+    )
     assert t1.equals(t2)
     rows = t1.to_pylist()
     order = [(r["topic"], r["partition"], r["offset"]) for r in rows]
@@ -70,7 +79,9 @@ def test_replay_twice_gives_same_rows_and_checksum(kafka: KafkaConfig, topics: T
     assert read_manifest(tmp_path / "a")["checksum"] == m1["checksum"]
 
 
-def test_replay_by_offsets_and_timestamps(kafka: KafkaConfig, topics: Topics, tmp_path: Path) -> None:
+def test_replay_by_offsets_and_timestamps(
+    kafka: KafkaConfig, topics: Topics, tmp_path: Path
+) -> None:
     _fill(kafka, topics.activity)
     full = replay(kafka, ReplaySpec((topics.activity,)), tmp_path / "full")
     ends = {p["partition"]: p["end_offset"] for p in full["partitions"]}
@@ -91,7 +102,9 @@ def test_replay_by_offsets_and_timestamps(kafka: KafkaConfig, topics: Topics, tm
     assert timed["rejected"] == 0
 
 
-def test_replay_generic_json_and_training(kafka: KafkaConfig, topics: Topics, tmp_path: Path) -> None:
+def test_replay_generic_json_and_training(
+    kafka: KafkaConfig, topics: Topics, tmp_path: Path
+) -> None:
     topic = topics.prefix + "misc"
     ensure_topics(kafka, [topic], partitions=1)
     p = Producer({"bootstrap.servers": kafka.bootstrap_servers})

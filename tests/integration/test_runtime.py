@@ -106,6 +106,7 @@ def test_features_processed_bad_events_dead_lettered_restart_resumes(
     feats = read_all(kafka, topics.features, kafka.partitions)
     for m in feats:
         latest[m.key().decode()] = decode(FeatureRecord, m.value())
-    assert latest["user/u3"].values["user_impressions"] == sum(
-        1 for i in range(n) if i % 7 == 3
-    ) + more
+    assert (
+        latest["user/u3"].values["user_impressions"]
+        == sum(1 for i in range(n) if i % 7 == 3) + more
+    )

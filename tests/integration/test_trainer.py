@@ -42,10 +42,22 @@ def _examples(start: int, n: int, seed: int) -> list[bytes]:
         u, it = int(rng.integers(50)), int(rng.integers(30))
         label = int(rng.random() < (0.3 if (u + it) % 3 == 0 else 0.05))
         ex = TrainingExample(
-            request_id=f"r{i}", user_id=f"u{u}", item_id=f"i{it}", surface="feed", ts=float(i),
-            label=label, served_version=1, served_score=0.5,
-            features={"user_id": f"u{u}", "item_id": f"i{it}", "surface": "feed",
-                      "item_category": f"c{it % 4}", "user_ctr": 0.05, "item_ctr": 0.1},
+            request_id=f"r{i}",
+            user_id=f"u{u}",
+            item_id=f"i{it}",
+            surface="feed",
+            ts=float(i),
+            label=label,
+            served_version=1,
+            served_score=0.5,
+            features={
+                "user_id": f"u{u}",
+                "item_id": f"i{it}",
+                "surface": "feed",
+                "item_category": f"c{it % 4}",
+                "user_ctr": 0.05,
+                "item_ctr": 0.1,
+            },
         )
         out.append(encode(ex))
     return out
@@ -61,14 +73,33 @@ def _wait(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped
 
 
 def _trainer_proc(kafka: KafkaConfig, data: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, STREAMLEARN_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-               STREAMLEARN_TOPIC_PREFIX=kafka.topic_prefix, STREAMLEARN_PARTITIONS="1")
+    env = dict(
+        os.environ,
+        STREAMLEARN_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        STREAMLEARN_TOPIC_PREFIX=kafka.topic_prefix,
+        STREAMLEARN_PARTITIONS="1",
+    )
     log = open(data / f"trainer-{port}.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "streamlearn", "train", "--data-dir", str(data),
-         "--snapshot-interval", "3600", "--batch-size", str(BATCH), "--flush-after", "3600",
-         "--metrics-port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlearn",
+            "train",
+            "--data-dir",
+            str(data),
+            "--snapshot-interval",
+            "3600",
+            "--batch-size",
+            str(BATCH),
+            "--flush-after",
+            "3600",
+            "--metrics-port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -94,8 +125,11 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
     proc = _trainer_proc(kafka, data, port)
     try:
         # a clean stop after phase 1 publishes a snapshot covering exactly N1 examples
-        _wait(lambda: total(scrape(port), "streamlearn_examples_trained_total") >= N1, 60,
-              "phase 1 learned")
+        _wait(
+            lambda: total(scrape(port), "streamlearn_examples_trained_total") >= N1,
+            60,
+            "phase 1 learned",
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         snap = registry.latest("feed")
@@ -105,16 +139,22 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
         # phase 2: learn part of it, then SIGKILL before any snapshot covers it
         proc = _trainer_proc(kafka, data, port)
         publish(_examples(N1, N2, seed=2))
-        _wait(lambda: total(scrape(port), "streamlearn_examples_trained_total") > 0, 60,
-              "phase 2 learning started")
+        _wait(
+            lambda: total(scrape(port), "streamlearn_examples_trained_total") > 0,
+            60,
+            "phase 2 learning started",
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert registry.latest("feed").metadata["examples_seen"] == N1  # type: ignore[union-attr]
 
         # restart: resumes from the snapshot's offsets and relearns phase 2
         proc = _trainer_proc(kafka, data, port)
-        _wait(lambda: total(scrape(port), "streamlearn_examples_trained_total") >= N2, 60,
-              "phase 2 relearned")
+        _wait(
+            lambda: total(scrape(port), "streamlearn_examples_trained_total") >= N2,
+            60,
+            "phase 2 relearned",
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
@@ -126,9 +166,11 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
     # the uninterrupted reference run, in process, over the same topic
     ref_registry = FileRegistry(tmp_path / "ref" / "registry")
     trainer = OnlineTrainer(
-        topics, ref_registry,
-        TrainerConfig(spec=feed_spec(), batch_size=BATCH, flush_after_s=3600,
-                      snapshot_interval_s=3600),
+        topics,
+        ref_registry,
+        TrainerConfig(
+            spec=feed_spec(), batch_size=BATCH, flush_after_s=3600, snapshot_interval_s=3600
+        ),
     )
     rt = MicroBatchRuntime(trainer, kafka, RuntimeConfig(group_id=f"ref-{uuid.uuid4().hex}"))
     rt.run(max_seconds=60, max_events=N1 + N2)
@@ -141,7 +183,10 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
     assert killed.metadata["offsets"] == ref.metadata["offsets"] == {f"{topic}/0": N1 + N2}
     a = registry.load_learner(killed)
     b = ref_registry.load_learner(ref)
-    rows = [{"user_id": f"u{u}", "item_id": f"i{i}", "item_category": f"c{i % 4}"}
-            for u in range(50) for i in range(30)]
+    rows = [
+        {"user_id": f"u{u}", "item_id": f"i{i}", "item_category": f"c{i % 4}"}
+        for u in range(50)
+        for i in range(30)
+    ]
     np.testing.assert_array_equal(a.predict_many(rows), b.predict_many(rows))
     assert registry.read_onnx(killed) == ref_registry.read_onnx(ref)

@@ -20,15 +20,26 @@ T = Topics("t.")
 
 def _log(rid: str, ts: float, items: list[str]) -> FeatureLogRecord:
     return FeatureLogRecord(
-        request_id=rid, user_id="u1", surface="feed", ts=ts, model="feed", version=3,
+        request_id=rid,
+        user_id="u1",
+        surface="feed",
+        ts=ts,
+        model="feed",
+        version=3,
         items=[ServedItem(item_id=i, features={"item_id": i, "x": 1.0}, score=0.1) for i in items],
     )
 
 
 def _ev(rid: str, ts: float, item: str, kind: str) -> ActivityEvent:
     return ActivityEvent(
-        event_id=f"{rid}-{item}-{kind}", type=kind, ts=ts, user_id="u1", item_id=item,
-        surface="feed", request_id=rid, position=0,
+        event_id=f"{rid}-{item}-{kind}",
+        type=kind,
+        ts=ts,
+        user_id="u1",
+        item_id=item,
+        surface="feed",
+        request_id=rid,
+        position=0,
     )
 
 
@@ -47,8 +58,9 @@ class Feed:
 
 
 def _joiner(tmp_path: Path) -> tuple[Joiner, Feed]:
-    j = Joiner(T, tmp_path, JoinerConfig(window_s=10.0, orphan_timeout_s=30.0,
-                                          idle_lateness_s=None))
+    j = Joiner(
+        T, tmp_path, JoinerConfig(window_s=10.0, orphan_timeout_s=30.0, idle_lateness_s=None)
+    )
     j.assign([(T.feature_log, 0), (T.activity, 0)])
     return j, Feed(j)
 
@@ -60,9 +72,12 @@ def _examples(outputs: list) -> list[TrainingExample]:
 
 def test_shown_items_labelled_by_engagement_within_window(tmp_path: Path) -> None:
     j, feed = _joiner(tmp_path)
-    feed(_log("r1", 100.0, ["a", "b", "c"]),
-         _ev("r1", 100.1, "a", "impression"), _ev("r1", 100.1, "b", "impression"),
-         _ev("r1", 103.0, "b", "click"))
+    feed(
+        _log("r1", 100.0, ["a", "b", "c"]),
+        _ev("r1", 100.1, "a", "impression"),
+        _ev("r1", 100.1, "b", "impression"),
+        _ev("r1", 103.0, "b", "click"),
+    )
     assert j.tick(0.0) == []  # watermark 103 < 110: window still open
     feed(_ev("r9", 110.5, "z", "impression"))  # advances the watermark past 110
     ex = {e.item_id: e for e in _examples(j.tick(0.0))}
@@ -99,8 +114,11 @@ def test_request_without_feature_log_is_dropped_after_orphan_timeout(tmp_path: P
 
 def test_open_windows_survive_restart(tmp_path: Path) -> None:
     j, feed = _joiner(tmp_path)
-    feed(_log("r1", 100.0, ["a"]), _ev("r1", 100.1, "a", "impression"),
-         _ev("r1", 101.0, "a", "click"))
+    feed(
+        _log("r1", 100.0, ["a"]),
+        _ev("r1", 100.1, "a", "impression"),
+        _ev("r1", 101.0, "a", "click"),
+    )
     j.commit({(T.feature_log, 0): 1, (T.activity, 0): 3})
     j.close()
     j2 = Joiner(T, tmp_path, JoinerConfig(window_s=10.0, idle_lateness_s=None))
