@@ -112,10 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.partition("?")[0]
         headers: Sequence[tuple[str, str]] = ()
         try:
+            body = self._read_body()  # first, so the connection stays in sync on any error
             match = _PREDICT.match(path)
             if match is None:
                 raise HttpError(404, f"expected POST /v1/models/<model>:predict, got {path}")
-            body = self._read_body()
             self._send(200, self._predict(match.group(1), body))
             return
         except HttpError as exc:

@@ -52,6 +52,14 @@ MetricsPort = Annotated[
         help="Prometheus /metrics port on 127.0.0.1 (0: none).",
     ),
 ]
+MetricsHost = Annotated[
+    str,
+    typer.Option(
+        "--metrics-host",
+        envvar="STREAMLEARN_METRICS_HOST",
+        help="Address the metrics endpoint binds (loopback by default).",
+    ),
+]
 Model = Annotated[
     str, typer.Option("--model", envvar="STREAMLEARN_MODEL", help="Model name (registry key).")
 ]

@@ -34,7 +34,7 @@ class FTRL(EncodedLearner):
     def __init__(
         self,
         spec: FeatureSpec,
-        alpha: float = 0.05,
+        alpha: float = 0.5,
         beta: float = 1.0,
         l1: float = 0.0,
         l2: float = 1.0,

@@ -161,8 +161,9 @@ def register(app: typer.Typer) -> None:
                     key = (p.topic, p.partition)
                     if key not in tasks:
                         tasks[key] = bar.add_task(f"{p.topic}[{p.partition}]", total=None, note="")
-                    bar.update(tasks[key], completed=p.done, total=p.total,
-                               note=f"{p.records} rows")  # fmt: skip
+                    bar.update(
+                        tasks[key], completed=p.done, total=p.total, note=f"{p.records} rows"
+                    )
 
                 manifest = replay(kafka, spec, out, overwrite=overwrite, progress=on_progress)
         except OfflineError as exc:

@@ -54,9 +54,9 @@ def _kafka(
     return kafka_config(bootstrap, prefix, partitions, opts)
 
 
-def _serve_metrics(port: int) -> None:
+def _serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
 
 
 def run_processor(
@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
         kafka_option: o.KafkaOptions = None,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
         metrics_port: o.MetricsPort = 0,
+        metrics_host: o.MetricsHost = "127.0.0.1",
         label_window: WindowS = 8.0,
         duration: Duration = None,
     ) -> None:
@@ -125,7 +126,7 @@ def register(app: typer.Typer) -> None:
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics)
         root = data_dir(data)
-        _serve_metrics(metrics_port)
+        _serve_metrics(metrics_port, metrics_host)
         restore = RestoreSource(make_producer(kafka), kafka.consumer_conf("restore"))
         proc: BatchProcessor
         if processor is ProcessorName.features:
@@ -178,6 +179,7 @@ def register(app: typer.Typer) -> None:
         kafka_option: o.KafkaOptions = None,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
         metrics_port: o.MetricsPort = 0,
+        metrics_host: o.MetricsHost = "127.0.0.1",
         duration: Duration = None,
     ) -> None:
         """Train a model online from its training-examples topic, publishing snapshots."""
@@ -185,7 +187,7 @@ def register(app: typer.Typer) -> None:
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics, models=(model,))
         root = data_dir(data)
-        _serve_metrics(metrics_port)
+        _serve_metrics(metrics_port, metrics_host)
         proc = _trainer(
             topics, root, model, learner, param, snapshot_interval, batch_size, flush_after
         )

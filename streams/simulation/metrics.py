@@ -48,7 +48,7 @@ CTR_RECENT = Gauge(
 )
 PREDICT_LATENCY = Histogram(
     "streamlearn_simulator_predict_latency_seconds",
-    "Round trip of answered predict calls as the simulator sees them.",
+    "Round trip of served predict calls as the simulator sees them.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 PREDICT_P50 = Gauge(

@@ -139,7 +139,7 @@ class World:
 
     def sample_candidates(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` distinct live item slots (all of them when ``n >= n_items``)."""
-        return rng.choice(self.n_items, size=min(n, self.n_items), replace=False)
+        return rng.permutation(self.n_items)[:n]
 
     def logits(self, user: int, items: np.ndarray | int) -> np.ndarray:
         """True click logits of ``items`` for ``user`` at position 0."""

@@ -86,16 +86,22 @@ def test_replay_by_offsets_and_timestamps(
     full = replay(kafka, ReplaySpec((topics.activity,)), tmp_path / "full")
     ends = {p["partition"]: p["end_offset"] for p in full["partitions"]}
 
-    spec = ReplaySpec((topics.activity,), start=parse_bounds(["1:5"], parse_bound("0")),
-                      end=parse_bounds(["10"], parse_bound("latest")))  # fmt: skip
+    spec = ReplaySpec(
+        (topics.activity,),
+        start=parse_bounds(["1:5"], parse_bound("0")),
+        end=parse_bounds(["10"], parse_bound("latest")),
+    )
     part = replay(kafka, spec, tmp_path / "part")
     got = {p["partition"]: (p["start_offset"], p["end_offset"]) for p in part["partitions"]}
     assert got == {0: (0, min(10, ends[0])), 1: (5, min(10, ends[1])), 2: (0, min(10, ends[2]))}
 
     # Events i in [100, 150) by record timestamp (malformed ones sit at T0 + j ms).
     start, end = T0_MS + 100_000, T0_MS + 150_000
-    spec = ReplaySpec((topics.activity,), start=Bounds(parse_bound(f"@{start / 1000}")),
-                      end=Bounds(parse_bound(f"@{end / 1000}")))  # fmt: skip
+    spec = ReplaySpec(
+        (topics.activity,),
+        start=Bounds(parse_bound(f"@{start / 1000}")),
+        end=Bounds(parse_bound(f"@{end / 1000}")),
+    )
     timed = replay(kafka, spec, tmp_path / "timed")
     ids = set(pq.read_table(tmp_path / "timed" / "data.parquet")["event_id"].to_pylist())
     assert ids == {f"e{i}" for i in range(100, 150)}

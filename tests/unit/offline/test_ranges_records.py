@@ -38,8 +38,16 @@ def test_parse_bounds_per_partition() -> None:
 
 
 def test_formats_decode_and_reject() -> None:
-    ev = {"event_id": "e", "type": "click", "ts": 1.5, "user_id": "u", "item_id": "i",
-          "surface": "ads", "request_id": "r", "context": {"b": 1, "a": "x"}}  # fmt: skip
+    ev = {
+        "event_id": "e",
+        "type": "click",
+        "ts": 1.5,
+        "user_id": "u",
+        "item_id": "i",
+        "surface": "ads",
+        "request_id": "r",
+        "context": {"b": 1, "a": "x"},
+    }
     row = FORMATS["event"].decode(json.dumps(ev).encode())
     assert row[:3] == ("e", "click", 1.5) and row[-1] == '{"a":"x","b":1}'
     with pytest.raises(ContractError):
@@ -47,8 +55,17 @@ def test_formats_decode_and_reject() -> None:
     with pytest.raises(ContractError) as exc:
         FORMATS["json"].decode(b"{")
     assert exc.value.reason == "bad_json"
-    ex = {"request_id": "r", "user_id": "u", "item_id": "i", "surface": "feed", "ts": 2.0,
-          "label": 2, "features": {}, "served_version": 1, "served_score": 0.5}  # fmt: skip
+    ex = {
+        "request_id": "r",
+        "user_id": "u",
+        "item_id": "i",
+        "surface": "feed",
+        "ts": 2.0,
+        "label": 2,
+        "features": {},
+        "served_version": 1,
+        "served_score": 0.5,
+    }
     with pytest.raises(ContractError, match="label 0 or 1"):
         FORMATS["training"].decode(json.dumps(ex).encode())
 

@@ -1,0 +1,176 @@
+"""Serving end to end on the embedded broker, over real HTTP on loopback.
+
+Feature records on the features topic reach the replica; a model in a registry is
+served; predictions are answered over HTTP and over the request topic and feature-logged
+on Kafka; a model-update announcement hot-swaps the model (registry polling is slowed
+down to a minute so the swap can only come from the topic).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from models.registry import FileRegistry
+from serving.app import ServingApp, ServingConfig
+from streams.config import KafkaConfig
+from streams.contracts import FeatureRecord, ModelUpdate, PredictionRequest, encode
+from streams.kafka import check, flush, make_consumer, make_producer, produce
+from streams.topics import Topics, ensure_topics
+from tests.unit.serving.helpers import publish_ftrl, trained_ftrl
+
+pytestmark = pytest.mark.integration
+
+USERS = {
+    f"u{i}": {"user_impressions": 10 * i, "user_ctr": 0.1, "user_last_event_ts": 1.0}
+    for i in range(5)
+}
+ITEMS = {f"i{i}": {"item_impressions": i, "item_category": f"c{i % 2}"} for i in range(20)}
+
+
+def _wait(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _ensure(kafka: KafkaConfig, topics: Topics) -> None:
+    ensure_topics(
+        kafka,
+        [
+            topics.features,
+            topics.feature_log,
+            topics.predictions,
+            topics.prediction_requests,
+            topics.dlq(topics.prediction_requests),
+        ],
+    )
+    ensure_topics(kafka, [topics.model_updates], partitions=1)
+
+
+class Reader:
+    """Reads topics from their start and keeps every record by topic."""
+
+    def __init__(self, kafka: KafkaConfig, names: list[str]) -> None:
+        self.consumer: Consumer = make_consumer(kafka, f"test-{uuid.uuid4().hex[:8]}")
+        self.consumer.subscribe(names)
+        self.records: dict[str, list[tuple[bytes | None, bytes | None, Any]]] = {
+            n: [] for n in names
+        }
+
+    def find(self, topic: str, pred: Callable[[Any], bool], timeout_s: float = 20.0) -> Any:
+        def poll() -> Any:
+            for m in self.consumer.consume(500, 0.1):
+                if check(m):
+                    self.records[m.topic()].append((m.key(), m.value(), m.headers()))
+            return next((r for r in self.records[topic] if pred(r)), None)
+
+        return _wait(poll, timeout_s, f"a matching record on {topic}")
+
+
+def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) -> None:
+    _ensure(kafka, topics)
+    reader = Reader(
+        kafka, [topics.feature_log, topics.predictions, topics.dlq(topics.prediction_requests)]
+    )
+    producer = make_producer(kafka)
+    for entity, table in (("user", USERS), ("item", ITEMS)):
+        for eid, values in table.items():
+            rec = FeatureRecord(entity=entity, id=eid, values=values, ts=1.0)
+            produce(producer, topics.features, encode(rec), f"{entity}/{eid}")
+    produce(producer, topics.features, b"{}", "__fence__")  # control record: ignored
+    flush(producer)
+
+    registry = FileRegistry(tmp_path / "registry")
+    publish_ftrl(registry)
+    config = ServingConfig(
+        port=0,
+        models=("feed",),
+        registry_dir=registry.root,
+        kafka=kafka,
+        state_dir=tmp_path / "state",
+        registry_poll_s=60.0,
+    )
+    with ServingApp(config) as app:
+        assert app.service.version("feed") == 1
+        _wait(lambda: app.replica.records_applied == len(USERS) + len(ITEMS), 20, "the replica")
+        conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+
+        def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            conn.request(method, path, body=None if body is None else json.dumps(body))
+            resp = conn.getresponse()
+            data = resp.read()
+            ok_json = resp.getheader("Content-Type") == "application/json"
+            return resp.status, json.loads(data) if ok_json else data.decode()
+
+        # -- HTTP predictions, with replicated features, feature-logged on Kafka ------------
+        candidates = [f"i{i}" for i in range(20)]
+        req = {"request_id": "h1", "user_id": "u3", "surface": "feed", "candidates": candidates}
+        code, reply = call("POST", "/v1/models/feed:predict", req)
+        assert code == 200, reply
+        assert reply["version"] == 1 and len(reply["scores"]) == 20
+        _, raw, _ = reader.find(
+            topics.feature_log, lambda r: json.loads(r[1])["request_id"] == "h1"
+        )
+        logged = json.loads(raw)
+        assert logged["version"] == 1 and logged["user_id"] == "u3"
+        assert [i["item_id"] for i in logged["items"]] == candidates
+        assert [i["score"] for i in logged["items"]] == reply["scores"]
+        first = logged["items"][1]["features"]
+        assert first["user_impressions"] == 30 and first["item_category"] == "c1"
+        expected = trained_ftrl().predict_many([i["features"] for i in logged["items"]])
+        assert reply["scores"] == pytest.approx(list(expected), abs=1e-5)
+        key, raw, _ = reader.find(
+            topics.predictions, lambda r: json.loads(r[1])["request_id"] == "h1"
+        )
+        assert key == b"u3" and json.loads(raw) == reply
+
+        # -- the request topic: answered, malformed ones dead-lettered --------------------
+        topic_req = PredictionRequest(
+            request_id="k1", user_id="u1", surface="ads", candidates=["i2"]
+        )
+        produce(producer, topics.prediction_requests, encode(topic_req), "u1")
+        produce(producer, topics.prediction_requests, b'{"request_id": "k2"}', "u2")
+        flush(producer)
+        _, raw, _ = reader.find(
+            topics.predictions, lambda r: json.loads(r[1])["request_id"] == "k1"
+        )
+        assert json.loads(raw)["model"] == "feed" and len(json.loads(raw)["scores"]) == 1
+        reader.find(topics.feature_log, lambda r: json.loads(r[1])["request_id"] == "k1")
+        _, _, headers = reader.find(topics.dlq(topics.prediction_requests), lambda r: r[0] == b"u2")
+        assert dict(headers)["error.reason"] == b"missing_field"
+
+        # -- a hot swap announced on model-updates ----------------------------------------
+        mv2 = publish_ftrl(registry, seed=5)
+        update = ModelUpdate(model="feed", version=mv2.version, created_at=time.time())
+        produce(producer, topics.model_updates, encode(update), "feed")
+        flush(producer)
+        _wait(lambda: call("GET", "/healthz")[1]["models"]["feed"] == 2, 15, "the hot swap")
+        code, reply = call("POST", "/v1/models/feed:predict", {**req, "request_id": "h2"})
+        assert code == 200 and reply["version"] == 2
+
+        # -- /v1/models and /metrics -------------------------------------------------------
+        code, body = call("GET", "/v1/models")
+        assert code == 200 and body["models"][0]["serving_version"] == 2
+        assert [v["version"] for v in body["models"][0]["versions"]] == [1, 2]
+        code, text = call("GET", "/metrics")
+        assert code == 200
+        assert 'streamlearn_model_swaps_total{model="feed",outcome="swapped"}' in text
+        assert 'streamlearn_serving_model_version{model="feed"} 2.0' in text
+        assert "streamlearn_feature_replica_records_total" in text
+        code, body = call("POST", "/v1/models/feed:predict", {"request_id": "bad"})
+        assert code == 400 and "user_id" in body["error"]
+        conn.close()
+    reader.consumer.close()

@@ -1,0 +1,245 @@
+"""The simulator on the embedded broker, against a stand-in HTTP scorer.
+
+The scorer is a stdlib HTTP server returning deterministic scores: the system under
+test is the simulator (what it asks, what it publishes, how it copes without serving).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from streams.broker import free_port
+from streams.config import KafkaConfig
+from streams.contracts import ActivityEvent, decode_event
+from streams.errors import ContractError
+from streams.simulator import Behaviour, LoopOptions, Simulator, World
+from streams.topics import Topics, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+FAST = Behaviour(mean_delay_s=0.3, max_delay_s=1.0)
+
+
+def stub_score(item_id: str) -> float:
+    """The stand-in model: a fixed pseudo-random score per item."""
+    return (int(item_id[1:]) * 7919 % 1009) / 1009
+
+
+class _Scorer(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    seen: dict[str, list[str]]
+
+    def do_POST(self) -> None:
+        req = msgspec.json.decode(self.rfile.read(int(self.headers["content-length"])))
+        assert self.path == "/v1/models/feed:predict"
+        assert req["surface"] == "feed" and req["user_id"].startswith("u")
+        self.seen[req["request_id"]] = req["candidates"]
+        reply = {
+            "request_id": req["request_id"],
+            "model": "feed",
+            "version": 1,
+            "scores": [stub_score(c) for c in req["candidates"]],
+        }
+        data = msgspec.json.encode(reply)
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class StubServing:
+    """The stand-in scorer on 127.0.0.1:``port``; ``seen`` maps request id → candidates."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.seen: dict[str, list[str]] = {}
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        handler = type("Handler", (_Scorer,), {"seen": self.seen})
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+@pytest.fixture
+def serving() -> Iterator[StubServing]:
+    stub = StubServing(free_port())
+    yield stub
+    stub.stop()
+
+
+def read_all(kafka: KafkaConfig, topic: str, idle_s: float = 2.0) -> list[Message]:
+    """Every record of ``topic``, from the beginning until ``idle_s`` without data."""
+    c = Consumer(kafka.consumer_conf(f"read-{uuid.uuid4().hex}"))
+    c.assign([TopicPartition(topic, p, 0) for p in range(kafka.partitions)])
+    out: list[Message] = []
+    last = time.monotonic()
+    deadline = last + 60
+    while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+        for m in c.consume(1000, 0.2):
+            if m.error() is None:
+                out.append(m)
+                last = time.monotonic()
+    c.close()
+    return out
+
+
+def _simulator(kafka: KafkaConfig, topics: Topics, url: str, **kw: Any) -> Simulator:
+    ensure_topics(kafka, [topics.activity])
+    return Simulator(World(11), kafka, topics, url, rate=100.0, behaviour=FAST, **kw)
+
+
+def _split(msgs: list[Message]) -> tuple[list[tuple[Message, ActivityEvent]], Counter[str]]:
+    good, bad = [], Counter[str]()
+    for m in msgs:
+        try:
+            good.append((m, decode_event(m.value())))
+        except ContractError as exc:
+            bad[exc.reason] += 1
+    return good, bad
+
+
+def test_published_events_match_stats_and_engagements_follow_impressions(
+    kafka: KafkaConfig, topics: Topics, serving: StubServing
+) -> None:
+    serving.start()
+    sim = _simulator(
+        kafka, topics, serving.url, bad_event_rate=0.05, options=LoopOptions(drain_s=2.0)
+    )
+    stats = sim.run(max_seconds=3.0)
+
+    assert stats["served"] == stats["requests"] > 100
+    assert stats["serve_errors"] == 0 and stats["engagements_dropped"] == 0
+    assert stats["events_failed"] == 0 and stats["pending_engagements"] == 0
+    assert stats["events_produced"] == stats["impressions"] + stats["engagements_scheduled"]
+    assert stats["predict_p50_ms"] is not None and stats["predict_p99_ms"] is not None
+    assert stats["ctr_random"] < stats["ctr_oracle"]
+    good, bad = _split(read_all(kafka, topics.activity))
+    assert len(good) == stats["events_produced"]
+    assert sum(bad.values()) == stats["bad_events_produced"] > 0
+    assert set(bad) <= {"bad_json", "missing_field", "unknown_type"}
+    events = [ev for _, ev in good]
+    assert Counter(ev.type for ev in events) == Counter(stats["events_by_type"])
+    assert len({ev.event_id for ev in events}) == len(events)
+    assert all(m.key() == ev.user_id.encode() for m, ev in good)
+
+    impressions = {
+        (ev.request_id, ev.position): (m, ev) for m, ev in good if ev.type == "impression"
+    }
+    assert len(impressions) == stats["impressions"] == 3 * stats["requests"]
+    for request_id, candidates in serving.seen.items():
+        top = sorted(candidates, key=lambda c: -stub_score(c))[:3]
+        assert [impressions[(request_id, p)][1].item_id for p in range(3)] == top
+    for m, ev in good:
+        if ev.type == "impression":
+            assert ev.context and str(ev.context["category"]).startswith("c")
+            continue
+        im_msg, im = impressions[(ev.request_id, ev.position)]
+        assert (ev.user_id, ev.item_id, ev.context) == (im.user_id, im.item_id, im.context)
+        assert m.partition() == im_msg.partition()
+        assert (m.offset() or 0) > (im_msg.offset() or -1)
+        assert 0.0 <= ev.ts - im.ts <= FAST.max_delay_s + 1.0
+
+
+def test_keeps_going_on_random_ranking_until_serving_comes_up(
+    kafka: KafkaConfig, topics: Topics, serving: StubServing
+) -> None:
+    sim = _simulator(kafka, topics, serving.url, options=LoopOptions(drain_s=0.0))
+    threading.Timer(1.0, serving.start).start()
+    stats = sim.run(max_seconds=2.5)
+
+    outcomes = stats["requests_by_outcome"]
+    assert outcomes["unavailable"] > 20 and outcomes["served"] > 20
+    assert stats["serve_errors"] == outcomes["unavailable"]
+    assert stats["requests"] == stats["served"] + stats["serve_errors"]
+    assert stats["latency_samples"] == stats["served"]
+    assert stats["impressions"] == 3 * stats["requests"]
+    assert len(serving.seen) == stats["served"]
+    good, bad = _split(read_all(kafka, topics.activity))
+    assert not bad
+    assert len(good) == stats["events_produced"]
+    # stopped without a drain: what was scheduled was either published or dropped
+    published = stats["events_produced"] - stats["impressions"]
+    assert published + stats["engagements_dropped"] == stats["engagements_scheduled"]
+    assert stats["pending_engagements"] == 0
+
+
+def test_stops_on_request_count_and_stop_event(kafka: KafkaConfig, topics: Topics) -> None:
+    sim = _simulator(kafka, topics, "http://127.0.0.1:1", options=LoopOptions(drain_s=0.0))
+    assert sim.run(max_requests=25)["requests"] == 25
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    stats = sim.run(stop_event=stop)
+    assert time.monotonic() - started < 3.0
+    assert stats["requests"] > 25
+    assert stats["served"] == 0 and stats["ctr_model"] is None
+    with pytest.raises(ValueError, match="max_seconds"):
+        sim.run()
+
+
+def test_command_serves_metrics_and_stops_cleanly_on_sigterm(
+    kafka: KafkaConfig, tmp_path: Path
+) -> None:
+    metrics_port, summary = free_port(), tmp_path / "sim.json"
+    env = {
+        **os.environ,
+        "STREAMLEARN_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "STREAMLEARN_TOPIC_PREFIX": kafka.topic_prefix,
+    }
+    argv = [sys.executable, "-m", "streamlearn", "simulate", "--rate", "50", "--users", "200"]
+    argv += ["--serving-url", "http://127.0.0.1:1", "--drain-seconds", "1"]
+    argv += ["--metrics-port", str(metrics_port), "--summary-json", str(summary)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        text = ""
+        deadline = time.monotonic() + 30
+        while "streamlearn_simulator_events_produced_total{" not in text:
+            assert proc.poll() is None and time.monotonic() < deadline, "no metrics from simulate"
+            time.sleep(0.3)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out.decode()
+    assert 'streamlearn_simulator_requests_total{outcome="unavailable"}' in text
+    stats = json.loads(summary.read_text())
+    assert stats["requests"] > 0 and stats["served"] == 0
+    assert stats["events_produced"] == stats["impressions"] + stats["engagements"] + stats["hides"]
+    assert json.loads(out.decode().strip().splitlines()[-1]) == stats

@@ -1,0 +1,150 @@
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.registry import FileRegistry
+from serving.http import MAX_BODY_BYTES, ServingHTTPServer
+from serving.service import PredictionService
+from tests.unit.serving.helpers import (
+    DictFeatures,
+    ListSink,
+    publish_ftrl,
+    publish_raw,
+    vision_graph,
+    vision_metadata,
+)
+
+REQUEST = {"request_id": "r1", "user_id": "u1", "surface": "feed", "candidates": ["i1", "i2"]}
+
+
+class Api:
+    def __init__(self, server: ServingHTTPServer, sink: ListSink, registry: FileRegistry) -> None:
+        self.server = server
+        self.sink = sink
+        self.registry = registry
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, http.client.HTTPResponse]:
+        raw = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        self.conn.request(method, path, body=raw, headers=headers or {})
+        resp = self.conn.getresponse()
+        data = resp.read()
+        is_json = resp.getheader("Content-Type") == "application/json"
+        return resp.status, json.loads(data) if is_json else data.decode(), resp
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    registry = FileRegistry(tmp_path)
+    service = PredictionService(registry, DictFeatures(), ["feed", "digits"])
+    sink = ListSink()
+    server = ServingHTTPServer(("127.0.0.1", 0), service, sink)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    client = Api(server, sink, registry)
+    yield client
+    client.conn.close()
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_predict_on_one_keep_alive_connection(api: Api) -> None:
+    code, body, _ = api.call("POST", "/v1/models/feed:predict", REQUEST)
+    assert code == 503 and "no version loaded yet" in body["error"]
+    api.server.service.load(publish_ftrl(api.registry))
+    for n in range(3):
+        code, body, resp = api.call(
+            "POST", "/v1/models/feed:predict", {**REQUEST, "request_id": f"r{n}"}
+        )
+        assert code == 200, body
+        assert resp.getheader("Connection") is None  # kept alive
+        assert body["request_id"] == f"r{n}" and body["model"] == "feed" and body["version"] == 1
+        assert len(body["scores"]) == 2
+    assert len(api.sink.published) == 3
+    reply, log = api.sink.published[-1]
+    assert reply.scores == body["scores"] and [i.item_id for i in log.items] == ["i1", "i2"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code", "message"),
+    [
+        ("/v1/models/feed:predict", b"{not json", 400, "got: expected JSON"),
+        ("/v1/models/feed:predict", {"request_id": "r"}, 400, "missing required field `user_id`"),
+        (
+            "/v1/models/feed:predict",
+            {**REQUEST, "candidates": "i1"},
+            400,
+            "Expected `array`, got `str`",
+        ),
+        ("/v1/models/feed:predict", {**REQUEST, "surface": "tv"}, 400, "got 'tv'"),
+        ("/v1/models/feed:predict", {**REQUEST, "candidates": []}, 400, "at least one candidate"),
+        ("/v1/models/ads:predict", REQUEST, 404, "among ['feed', 'digits'], got 'ads'"),
+        ("/v1/models/feed", REQUEST, 404, "expected POST /v1/models/<model>:predict"),
+    ],
+)
+def test_bad_requests_say_what_was_expected(
+    api: Api, path: str, body: Any, code: int, message: str
+) -> None:
+    api.server.service.load(publish_ftrl(api.registry))
+    got, reply, _ = api.call("POST", path, body)
+    assert got == code and message in reply["error"], reply
+    if code == 400 and path.endswith(":predict"):
+        assert reply["error"].startswith('expected {"request_id": str')
+    got, reply, _ = api.call("GET", "/healthz")  # the connection is still usable
+    assert got == 200
+    assert api.sink.published == []
+
+
+def test_body_length_errors_close_the_connection(api: Api) -> None:
+    code, body, resp = api.call(
+        "POST", "/v1/models/feed:predict", headers={"Content-Length": str(MAX_BODY_BYTES + 1)}
+    )
+    assert code == 413 and "at most" in body["error"] and resp.getheader("Connection") == "close"
+    api.conn.close()
+    api.conn.putrequest("POST", "/v1/models/feed:predict")
+    api.conn.endheaders()
+    resp = api.conn.getresponse()
+    assert resp.status == 411 and "Content-Length" in json.loads(resp.read())["error"]
+
+
+def test_models_health_and_metrics(api: Api) -> None:
+    api.server.service.load(publish_ftrl(api.registry))
+    api.registry.set_stage("feed", 1, "production")
+    api.call("POST", "/v1/models/feed:predict", REQUEST)
+    code, body, _ = api.call("GET", "/v1/models")
+    assert code == 200
+    feed, digits = body["models"]
+    assert feed["name"] == "feed" and feed["serving_version"] == 1 and feed["kind"] == "ctr"
+    assert feed["versions"][0]["version"] == 1 and feed["versions"][0]["stage"] == "production"
+    assert digits == {"name": "digits", "kind": None, "serving_version": None, "versions": []}
+    code, body, _ = api.call("GET", "/healthz")
+    assert code == 200 and body == {"status": "ok", "models": {"feed": 1, "digits": None}}
+    code, text, resp = api.call("GET", "/metrics")
+    assert code == 200 and resp.getheader("Content-Type").startswith("text/plain")
+    assert 'streamlearn_predictions_total{model="feed"}' in text
+    assert 'streamlearn_predict_latency_seconds_bucket{le="0.0005",model="feed"}' in text
+    assert 'streamlearn_serving_model_version{model="feed"} 1.0' in text
+    assert 'streamlearn_http_requests_total{code="200"}' in text
+    code, body, _ = api.call("GET", "/nope")
+    assert code == 404 and "expected GET" in body["error"]
+
+
+def test_vision_over_http(api: Api) -> None:
+    api.server.service.load(
+        publish_raw(api.registry, vision_graph(), vision_metadata(), model="digits")
+    )
+    code, body, _ = api.call(
+        "POST", "/v1/models/digits:predict", {"request_id": "v", "image": [[200] * 4] * 4}
+    )
+    assert code == 200 and body["classes"] == ["dark", "mid", "bright"] and len(body["probs"]) == 3
+    code, body, _ = api.call("POST", "/v1/models/digits:predict", [1, 2])
+    assert code == 400 and body["error"] == "expected a JSON object, got list"
+    assert api.sink.published == []  # vision replies are not feature-logged
