@@ -91,6 +91,11 @@ class Joiner(StatefulProcessor):
     def inputs(self) -> Mapping[str, Decoder]:
         return {self.topics.feature_log: _decode_log, self.topics.activity: decode_event}
 
+    @property
+    def dead_letter_inputs(self) -> frozenset[str]:  # type: ignore[override]
+        """The feature processor dead-letters bad activity; the joiner owns feature-log's."""
+        return frozenset({self.topics.feature_log})
+
     def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         starts = super().assign(partitions)
         for p in {p for _, p in partitions}:

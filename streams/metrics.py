@@ -24,6 +24,11 @@ DLQ_EVENTS = Counter(
     "Records sent to a dead-letter topic, per source topic and reason.",
     ["topic", "reason"],
 )
+INVALID_SKIPPED = Counter(
+    "streamlearn_invalid_skipped_total",
+    "Undecodable records skipped because another processor of the topic dead-letters them.",
+    ["processor", "topic"],
+)
 BATCH_SECONDS = Histogram(
     "streamlearn_batch_seconds",
     "Time to process one micro-batch end to end (apply, produce, state write, commit).",

@@ -50,6 +50,10 @@ class BatchProcessor(Protocol):
     """
 
     name: str
+    #: Input topics whose undecodable records this processor dead-letters. When several
+    #: processors read one topic, exactly one owns its dead letters; the others skip
+    #: such records (counted). ``None``: all inputs.
+    dead_letter_inputs: frozenset[str] | None
 
     def inputs(self) -> Mapping[str, Decoder]:
         """Input topic → decoder (raises ``ContractError`` for a bad record)."""
@@ -100,6 +104,7 @@ class StatefulProcessor:
     """
 
     name = "processor"
+    dead_letter_inputs: frozenset[str] | None = None
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from streams.metrics import (
     EVENTS_IN,
     EVENTS_OUT,
     EVENTS_PROCESSED,
+    INVALID_SKIPPED,
 )
 from streams.processor import BatchProcessor, Output, Record, TopicPartitionKey
 
@@ -86,6 +87,10 @@ class MicroBatchRuntime:
         self._consumer: Consumer | None = None
         self._stop = threading.Event()
         self._next_lag = 0.0
+
+    def _owns_dlq(self, topic: str) -> bool:
+        owned = getattr(self.processor, "dead_letter_inputs", None)
+        return owned is None or topic in owned
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return."""
@@ -146,8 +151,11 @@ class MicroBatchRuntime:
             try:
                 value = self._decoders[topic](m.value())
             except ContractError as exc:
-                self._dlq.send(m, exc.reason, str(exc))
-                self.stats.dead_lettered += 1
+                if self._owns_dlq(topic):
+                    self._dlq.send(m, exc.reason, str(exc))
+                    self.stats.dead_lettered += 1
+                else:
+                    INVALID_SKIPPED.labels(self.processor.name, topic).inc()
                 continue
             records.append(Record(topic, part, off, m.key(), value))
         _count(EVENTS_IN, self.processor.name, (m.topic() for m in msgs if m.error() is None))

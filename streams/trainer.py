@@ -83,6 +83,7 @@ class OnlineTrainer:
     """A batch processor over ``training-examples.<model>`` (see module docstring)."""
 
     name = "trainer"
+    dead_letter_inputs: frozenset[str] | None = None
 
     def __init__(
         self,
