@@ -56,7 +56,9 @@ def _train(learner: Learner, rows: list[Row], ys: np.ndarray, batch: int = 64) -
 
 
 def _assert_probabilities(p: np.ndarray, n: int, what: str) -> None:
-    assert isinstance(p, np.ndarray) and p.shape == (n,), f"{what}: expected shape ({n},), got {getattr(p, 'shape', type(p))}"
+    assert isinstance(p, np.ndarray) and p.shape == (n,), (
+        f"{what}: expected shape ({n},), got {getattr(p, 'shape', type(p))}"
+    )
     assert p.dtype == np.float64, f"{what}: expected float64, got {p.dtype}"
     assert np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1)), f"{what}: not probabilities"
 
@@ -78,10 +80,14 @@ def check_learns(make: MakeLearner) -> None:
     learner = make(0)
     rows, ys = make_stream(3000, 2)
     _train(learner, rows, ys)
-    assert learner.examples_seen == 3000, f"examples_seen: expected 3000, got {learner.examples_seen}"
+    assert learner.examples_seen == 3000, (
+        f"examples_seen: expected 3000, got {learner.examples_seen}"
+    )
     test_rows, test_ys = make_stream(1000, 3)
     auc = exact_auc(test_ys, learner.predict_many(test_rows))
-    assert auc is not None and auc > 0.6, f"held-out AUC after 3000 examples: expected > 0.6, got {auc}"
+    assert auc is not None and auc > 0.6, (
+        f"held-out AUC after 3000 examples: expected > 0.6, got {auc}"
+    )
 
 
 def check_unseen_and_missing_features(make: MakeLearner) -> None:

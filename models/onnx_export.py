@@ -121,7 +121,10 @@ def deep_graph(
     ]
     h = "h0"
     for i, (weight, bias) in enumerate(layers):
-        inits += [_const(f"W{i}", weight.astype(np.float32)), _const(f"b{i}", bias.astype(np.float32))]
+        inits += [
+            _const(f"W{i}", weight.astype(np.float32)),
+            _const(f"b{i}", bias.astype(np.float32)),
+        ]
         nodes.append(helper.make_node("Gemm", [h, f"W{i}", f"b{i}"], [f"z{i}"], transB=1))
         h = f"z{i}"
         if i < len(layers) - 1:

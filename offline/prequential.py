@@ -71,9 +71,7 @@ def read_table(path: Path) -> pa.Table:
     path = Path(path)
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise EvalError(
-            f"data file must end in one of {sorted(_FORMATS)}, got {path.name!r}"
-        )
+        raise EvalError(f"data file must end in one of {sorted(_FORMATS)}, got {path.name!r}")
     if not path.is_file():
         raise EvalError(f"expected a data file at {path}, found none")
     try:
@@ -90,8 +88,11 @@ def _labels(table: pa.Table, label: str) -> np.ndarray:
     column = table.column(label)
     if column.null_count:
         raise EvalError(f"label column {label!r} must have no nulls, got {column.null_count}")
-    if not (pa.types.is_boolean(column.type) or pa.types.is_integer(column.type)
-            or pa.types.is_floating(column.type)):
+    if not (
+        pa.types.is_boolean(column.type)
+        or pa.types.is_integer(column.type)
+        or pa.types.is_floating(column.type)
+    ):
         raise EvalError(f"label column {label!r} must be 0/1 or boolean, got type {column.type}")
     y = column.to_numpy(zero_copy_only=False).astype(np.float64)
     bad = np.unique(y[(y != 0.0) & (y != 1.0)])
@@ -100,9 +101,7 @@ def _labels(table: pa.Table, label: str) -> np.ndarray:
     return y
 
 
-def feature_spec(
-    table: pa.Table, feature_columns: Sequence[str], hash_bits: int
-) -> FeatureSpec:
+def feature_spec(table: pa.Table, feature_columns: Sequence[str], hash_bits: int) -> FeatureSpec:
     """Categorical for strings, booleans and dictionaries; numeric for numbers."""
     categorical: list[str] = []
     numeric: list[str] = []
@@ -110,8 +109,13 @@ def feature_spec(
         t = table.schema.field(name).type
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
             numeric.append(name)
-        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t) \
-                or pa.types.is_dictionary(t) or pa.types.is_null(t):
+        elif (
+            pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_dictionary(t)
+            or pa.types.is_null(t)
+        ):
             categorical.append(name)
         else:
             raise EvalError(

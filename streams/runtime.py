@@ -18,14 +18,13 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import cast
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from prometheus_client import Counter
 
 from streams.config import KafkaConfig
 from streams.errors import ContractError
-from streams.kafka import DeadLetters, check, flush, make_consumer, make_producer, produce
+from streams.kafka import DeadLetters, check, flush, make_consumer, make_producer
 from streams.metrics import (
     BATCH_SECONDS,
     CONSUMER_LAG,
@@ -142,14 +141,20 @@ class MicroBatchRuntime:
         t0 = time.perf_counter()
         records: list[Record] = []
         offsets: dict[TopicPartitionKey, int] = {}
+        consumed: dict[str, int] = {}
+        decoders = self._decoders
+        append = records.append
         for m in msgs:
-            if not check(m):
+            if m.error() is not None and not check(m):
                 continue
-            topic, part, off = cast(str, m.topic()), cast(int, m.partition()), cast(int, m.offset())
+            topic: str = m.topic()  # type: ignore[assignment]
+            part: int = m.partition()  # type: ignore[assignment]
+            off: int = m.offset()  # type: ignore[assignment]
             offsets[(topic, part)] = off + 1
-            self.stats.consumed += 1
+            consumed[topic] = consumed.get(topic, 0) + 1
+            raw = m.value()
             try:
-                value = self._decoders[topic](m.value())
+                value = decoders[topic](raw)
             except ContractError as exc:
                 if self._owns_dlq(topic):
                     self._dlq.send(m, exc.reason, str(exc))
@@ -157,8 +162,11 @@ class MicroBatchRuntime:
                 else:
                     INVALID_SKIPPED.labels(self.processor.name, topic).inc()
                 continue
-            records.append(Record(topic, part, off, m.key(), value))
-        _count(EVENTS_IN, self.processor.name, (m.topic() for m in msgs if m.error() is None))
+            append(Record(topic, part, off, m.key(), value, raw))
+        n = sum(consumed.values())
+        self.stats.consumed += n
+        for topic, c in consumed.items():
+            EVENTS_IN.labels(self.processor.name, topic).inc(c)
         try:
             outputs = self.processor.process(records) if records else []
             outputs += self.processor.tick(time.time())
@@ -204,19 +212,24 @@ class MicroBatchRuntime:
 
     def _checkpoint(self, outputs: list[Output], offsets: dict[TopicPartitionKey, int]) -> None:
         outputs = outputs + self.processor.prepare(offsets)
+        producer = self._producer
+        send = producer.produce
+        per_topic: dict[str, int] = {}
         for o in outputs:
-            if o.partition is None:
-                produce(self._producer, o.topic, o.value, o.key)
-            else:
-                while True:
-                    try:
-                        self._producer.produce(o.topic, o.value, o.key, partition=o.partition)
-                        break
-                    except BufferError:
-                        self._producer.poll(0.05)
+            per_topic[o.topic] = per_topic.get(o.topic, 0) + 1
+            while True:
+                try:
+                    if o.partition is None:
+                        send(o.topic, o.value, o.key)
+                    else:
+                        send(o.topic, o.value, o.key, partition=o.partition)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
         self.stats.produced += len(outputs)
-        _count(EVENTS_OUT, self.processor.name, (o.topic for o in outputs))
-        flush(self._producer)
+        for topic, c in per_topic.items():
+            EVENTS_OUT.labels(self.processor.name, topic).inc(c)
+        flush(producer)
         self.processor.commit(offsets)
         if offsets and self._consumer is not None:
             self._consumer.commit(

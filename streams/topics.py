@@ -38,19 +38,12 @@ class Topics:
         return f"{self.prefix}predictions"
 
     @property
-    def activity_by_item(self) -> str:
-        """Activity re-keyed by item_id, so item aggregates live in one partition."""
-        return f"{self.prefix}activity.by-item"
-
-    @property
     def features(self) -> str:
-        """Feature records (key ``user/<id>`` or ``item/<id>``): the feature store's changelog."""
-        return f"{self.prefix}features"
+        """Feature records (key ``user/<id>`` or ``item/<id>``): the feature store's changelog.
 
-    @property
-    def features_changelog(self) -> str:
-        """Changelog of the feature processor's RocksDB stores (raw aggregates)."""
-        return f"{self.prefix}features.changelog"
+        A user's record is complete; an item's record is the partial aggregate of the
+        partition it is on (see ``streams.features.merge_item_partials``)."""
+        return f"{self.prefix}features"
 
     @property
     def joiner_changelog(self) -> str:
@@ -82,10 +75,8 @@ class Topics:
             self.activity,
             self.prediction_requests,
             self.predictions,
-            self.activity_by_item,
             self.features,
             self.feature_log,
-            self.features_changelog,
             self.joiner_changelog,
             *(self.training_examples(m) for m in models),
         ]

@@ -14,6 +14,9 @@ from models.features import FeatureSpec, Featuriser
 from models.protocol import Row
 from models.snapshot import Snapshot
 
+#: Smallest chunk a batch is split into while a learner warms up.
+WARMUP_CHUNK = 16
+
 
 def sigmoid(margin: np.ndarray) -> np.ndarray:
     """Logistic function, float64, overflow-safe."""
@@ -76,12 +79,28 @@ class EncodedLearner(abc.ABC):
         """Update on a validated batch; return the probabilities before the update."""
 
     def predict_learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Progressive validation: predict, then learn; returns the predictions."""
+        """Progressive validation: predict, then learn; returns the predictions.
+
+        Warm-up: while the learner has seen fewer examples than the batch holds, the batch
+        is learnt in chunks of ``max(WARMUP_CHUNK, examples_seen)`` (doubling), so a
+        fresh model does not score a whole large first batch untrained. Afterwards a
+        batch is one update.
+        """
         idx, val = self.check_encoded(idx, val)
         labels = self.check_labels(y, idx.shape[0])
-        p = self._learn(idx, val, labels)
-        self.examples_seen += idx.shape[0]
-        return p
+        n = idx.shape[0]
+        if self.examples_seen >= n:
+            p = self._learn(idx, val, labels)
+            self.examples_seen += n
+            return p
+        out = np.empty(n, dtype=np.float64)
+        start = 0
+        while start < n:
+            stop = min(n, start + max(WARMUP_CHUNK, self.examples_seen))
+            out[start:stop] = self._learn(idx[start:stop], val[start:stop], labels[start:stop])
+            self.examples_seen += stop - start
+            start = stop
+        return out
 
     def learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
         """Update on an encoded batch."""

@@ -10,6 +10,7 @@ back (see :mod:`models.learners.torch_base`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -55,7 +56,7 @@ class Deep(EncodedLearner):
         self._acc_emb = torch.zeros(dim)
         sizes = [spec.n_slots * self.embedding_dim, *self.hidden, 1]
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             bound = 1.0 / math.sqrt(fan_in)  # torch.nn.Linear's default init, seeded
             weight = (torch.rand(fan_out, fan_in, generator=gen) * 2 - 1) * bound
             bias = (torch.rand(fan_out, generator=gen) * 2 - 1) * bound

@@ -92,9 +92,7 @@ class FM(EncodedLearner):
                 -1, self.factors
             )
             rowwise_adagrad_(self.w, self._acc_w, ti.reshape(-1), grad_w, self.lr)
-            rowwise_adagrad_(
-                self.v, self._acc_v, ti[:, 1:].reshape(-1), grad_v, self.lr_factors
-            )
+            rowwise_adagrad_(self.v, self._acc_v, ti[:, 1:].reshape(-1), grad_v, self.lr_factors)
         return p.numpy().astype(np.float64)
 
     def to_onnx(self) -> bytes:

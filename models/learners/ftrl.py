@@ -56,8 +56,8 @@ class FTRL(EncodedLearner):
         dim = spec.dim
         self._z = np.zeros(dim, dtype=np.float64)
         self._n = np.zeros(dim, dtype=np.float64)
-        # Per-batch scratch (curvature + 1j·count), all-zero between batches.
-        self._scratch = np.zeros(dim, dtype=np.complex128)
+        # Per-batch scratch, curvature at 2i and count at 2i+1; all-zero between batches.
+        self._scratch = np.zeros(2 * dim, dtype=np.float64)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -66,7 +66,7 @@ class FTRL(EncodedLearner):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._scratch = np.zeros(self.spec.dim, dtype=np.complex128)
+        self._scratch = np.zeros(2 * self.spec.dim, dtype=np.float64)
 
     def params(self) -> dict[str, Any]:
         """Hyper-parameters as passed to the constructor (seed excluded)."""
@@ -97,24 +97,29 @@ class FTRL(EncodedLearner):
 
     def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
         flat = idx.ravel()
-        z = self._z[flat]
-        n = self._n[flat]
+        m = flat.shape[0]
+        z = self._z.take(flat)
+        n = self._n.take(flat)
         sqrt_n = np.sqrt(n)
         w = self._weights(z, n, sqrt_n)
         x = val.astype(np.float64)
         p = sigmoid(np.einsum("ij,ij->i", w.reshape(idx.shape), x))
         g = ((p - y)[:, None] * x).ravel()
-        h = ((p * (1.0 - p))[:, None] * (x * x)).ravel()
-        # Per-coordinate sums over the batch, accumulated in place (z, n) or in the
-        # scratch buffer (curvature + 1j·count); duplicated coordinates then read back
-        # identical totals, so every scatter below is well defined.
+        # Per-coordinate sums over the batch: gradients into z, squared gradients into n,
+        # curvature and counts into the interleaved scratch. Duplicated coordinates then
+        # read back identical totals, so every scatter below is well defined.
         np.add.at(self._z, flat, g)
         np.add.at(self._n, flat, g * g)
-        np.add.at(self._scratch, flat, h + 1j)
-        acc = self._scratch[flat]
-        self._scratch[flat] = 0.0
-        z_new = self._z[flat]
-        n_new = self._n[flat]
+        slots = np.empty(2 * m, dtype=np.int64)
+        np.multiply(flat, 2, out=slots[:m])
+        np.add(slots[:m], 1, out=slots[m:])
+        hc = np.ones(2 * m, dtype=np.float64)
+        np.multiply((p * (1.0 - p))[:, None], x * x, out=hc[:m].reshape(idx.shape))
+        np.add.at(self._scratch, slots, hc)
+        sums = self._scratch.take(slots)
+        self._scratch[slots] = 0.0
+        z_new = self._z.take(flat)
+        n_new = self._n.take(flat)
         sigma = np.sqrt(n_new)
         lam = sigma + self.beta
         lam /= self.alpha
@@ -125,8 +130,8 @@ class FTRL(EncodedLearner):
         z_new -= sigma  # the FTRL-Proximal update, with the batch's summed gradients
         # Curvature of a coordinate's *other* occurrences in the batch, (c-1)/c of the
         # total: zero for a coordinate seen once, so that case is exact FTRL.
-        count = acc.imag
-        curv = acc.real * (count - 1.0) / count
+        count = sums[m:]
+        curv = sums[:m] * (count - 1.0) / count
         z_new -= curv * w
         soft = np.abs(z_new) - self.l1
         np.maximum(soft, 0.0, out=soft)

@@ -9,6 +9,7 @@ per step and run at a third of the speed here.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from models.errors import ModelError
@@ -46,6 +47,6 @@ def rowwise_adagrad_(
     table.index_add_(0, rows, grad * (scale if grad.dim() == 1 else scale[:, None]))
 
 
-def to_tensors(idx: object, val: object) -> tuple[torch.Tensor, torch.Tensor]:
+def to_tensors(idx: np.ndarray, val: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """numpy ``(idx int64, val float32)`` → torch tensors sharing memory."""
-    return torch.from_numpy(idx), torch.from_numpy(val)  # type: ignore[arg-type]
+    return torch.from_numpy(idx), torch.from_numpy(val)

@@ -63,9 +63,11 @@ class LoopOptions:
 class Simulator:
     """Drives serving and the activity topic from a :class:`World`.
 
-    ``rate`` is the target in requests per second. ``bad_event_rate`` is the chance
-    that a published impression is followed by a deliberately malformed event (counted
-    in ``bad_events_produced``, never in ``events_produced``).
+    ``rate`` is the target in requests per second; the loop is synchronous, so it also
+    tops out near ``1 / (serving round trip + ~3 ms)``. ``bad_event_rate`` is the chance
+    that a published event is followed by a deliberately malformed one (counted in
+    ``bad_events_produced``, never in ``events_produced``). Counters accumulate over
+    successive :meth:`run` calls; world time carries on.
     """
 
     def __init__(
@@ -137,8 +139,9 @@ class Simulator:
         stop = stop_event or threading.Event()
         start = time.monotonic()
         deadline = start + (max_seconds if max_seconds is not None else math.inf)
-        limit = max_requests if max_requests is not None else math.inf
-        self._producer = make_producer(self.kafka)
+        limit = self._n_requests + max_requests if max_requests is not None else math.inf
+        # events_produced counts acknowledgements, so every delivery must be reported
+        self._producer = make_producer(self.kafka, **{"delivery.report.only.error": False})
         log.info(
             "simulator run=%s topic=%s serving=%s rate=%.0f/s users=%d items=%d",
             self.run_id,
@@ -237,11 +240,11 @@ class Simulator:
         if self.bad_event_rate and self.rng.random() < self.bad_event_rate:
             kind, bad = bad_event(self.rng, self.ids.next(), shown)
             produce(producer, self.topic, bad, shown.user_id, on_delivery=self._bad_acks[kind])
-        producer.poll(0)
 
     def _publish_due(self, now: float) -> None:
         for pending in self.schedule.pop_due(now):
             self._publish(pending.type, pending.shown)
+        self.producer.poll(0)  # serve delivery callbacks
 
     def _on_delivery(self, label: str, bad: bool, err: Any, msg: Message) -> None:
         if err is not None:

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Final
 
 import httpx
 
@@ -15,6 +16,8 @@ from streams.errors import ContractError
 log = logging.getLogger(__name__)
 
 _HEADERS = {"content-type": "application/json"}
+#: Every outcome of a predict call (``streamlearn_simulator_requests_total{outcome}``).
+OUTCOMES: Final = ("served", "unavailable", "timeout", "http_error", "bad_reply")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.broker import free_port
 from streams.config import KafkaConfig
@@ -198,15 +199,28 @@ def test_keeps_going_on_random_ranking_until_serving_comes_up(
 def test_stops_on_request_count_and_stop_event(kafka: KafkaConfig, topics: Topics) -> None:
     sim = _simulator(kafka, topics, "http://127.0.0.1:1", options=LoopOptions(drain_s=0.0))
     assert sim.run(max_requests=25)["requests"] == 25
+    assert sim.run(max_requests=5)["requests"] == 30
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
     started = time.monotonic()
     stats = sim.run(stop_event=stop)
     assert time.monotonic() - started < 3.0
-    assert stats["requests"] > 25
+    assert stats["requests"] > 30
     assert stats["served"] == 0 and stats["ctr_model"] is None
     with pytest.raises(ValueError, match="max_seconds"):
         sim.run()
+
+
+def _impressions(metrics_text: str) -> float:
+    """The simulator's acknowledged impressions in a /metrics page (0 when absent)."""
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if (
+                sample.name == "streamlearn_simulator_events_produced_total"
+                and sample.labels.get("type") == "impression"
+            ):
+                return sample.value
+    return 0.0
 
 
 def test_command_serves_metrics_and_stops_cleanly_on_sigterm(
@@ -225,7 +239,7 @@ def test_command_serves_metrics_and_stops_cleanly_on_sigterm(
     try:
         text = ""
         deadline = time.monotonic() + 30
-        while "streamlearn_simulator_events_produced_total{" not in text:
+        while _impressions(text) == 0:
             assert proc.poll() is None and time.monotonic() < deadline, "no metrics from simulate"
             time.sleep(0.3)
             try:

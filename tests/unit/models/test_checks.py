@@ -3,9 +3,12 @@
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import pytest
 
 from models import checks
+from models.learners.downsampled import Downsampled
+from models.learners.ftrl import FTRL
 from models.protocol import Learner
 from models.zoo import available, create
 
@@ -30,3 +33,27 @@ def test_learner_passes_check(
 
 def test_zoo_covers_the_required_learners() -> None:
     assert {"ftrl", "fm", "deep", "river-lr"} <= set(available())
+
+
+class _MutatingFTRL(FTRL):
+    """Broken on purpose: scribbles on its input."""
+
+    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        val[:] = 0.0
+        return super().predict_encoded(idx, val)
+
+
+class _UncorrectedDownsampled(Downsampled):
+    """Broken on purpose: its ONNX graph forgets the probability correction."""
+
+    def to_onnx(self) -> bytes:
+        return self.inner.to_onnx()
+
+
+def test_checks_catch_broken_learners() -> None:
+    with pytest.raises(AssertionError, match="mutated"):
+        checks.check_inputs_not_mutated(lambda seed: _MutatingFTRL(checks.CHECK_SPEC, seed=seed))
+    with pytest.raises(AssertionError):
+        checks.check_onnx_parity(
+            lambda seed: _UncorrectedDownsampled(FTRL(checks.CHECK_SPEC), 0.2, seed=seed)
+        )

@@ -100,10 +100,24 @@ def test_learn_encoded_equals_predict_learn_encoded() -> None:
     ys = rng.random(500) < 0.3
     m1, m2 = FTRL(SPEC), FTRL(SPEC)
     idx, val = m1.featuriser.transform_many(rows)
+    for m in (m1, m2):  # past warm-up: a batch is then one update
+        m.learn_encoded(idx, val, ys)
     before = m1.predict_encoded(idx, val)
     np.testing.assert_array_equal(before, m2.predict_learn_encoded(idx, val, ys))
     m1.learn_encoded(idx, val, ys)
     np.testing.assert_array_equal(m1.predict_encoded(idx, val), m2.predict_encoded(idx, val))
+    assert not np.array_equal(before, m1.predict_encoded(idx, val))
+
+
+def test_warm_up_learns_within_the_first_batch() -> None:
+    rng = np.random.default_rng(4)
+    ys = (rng.random(2000) < 0.1).astype(float)
+    m = FTRL(SPEC)
+    idx, val = m.featuriser.transform_many([{}] * 2000)
+    p = m.predict_learn_encoded(idx, val, ys)
+    assert np.all(p[:16] == 0.5)  # the first chunk is scored untrained
+    assert abs(p[1000:].mean() - 0.1) < 0.05  # later chunks already know the base rate
+    assert m.examples_seen == 2000
 
 
 def test_bad_encoded_inputs_and_labels() -> None:

@@ -5,9 +5,11 @@ from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, encode
 
 
-def record(entity: str, eid: str, **values: float | str) -> tuple[bytes, bytes]:
+def record(
+    entity: str, eid: str, partition: int = 0, **values: float | str
+) -> tuple[bytes, bytes, int]:
     rec = FeatureRecord(entity=entity, id=eid, values=dict(values), ts=1.0)
-    return f"{entity}/{eid}".encode(), encode(rec)
+    return f"{entity}/{eid}".encode(), encode(rec), partition
 
 
 def test_apply_lookups_tombstones_and_bad_records(tmp_path: Path) -> None:
@@ -15,21 +17,30 @@ def test_apply_lookups_tombstones_and_bad_records(tmp_path: Path) -> None:
     applied = replica.apply(
         [
             record("user", "u1", user_impressions=3, user_ctr=0.25),
-            record("item", "i1", item_category="shoes"),
-            record("item", "i2", item_impressions=1),
-            (b"__fence__", b"{}"),  # control record: skipped
-            (None, b"{}"),  # no key: skipped
-            (b"user/u9", b"not json"),  # bad record: logged and skipped
+            record(
+                "item", "i1", 0, item_category="shoes", item_impressions=2, item_last_event_ts=5.0
+            ),
+            record("item", "i1", 3, item_impressions=3, item_engagements=1, item_last_event_ts=4.0),
+            record("item", "i2", 1, item_impressions=1),
+            (b"__fence__", b"{}", 0),  # control record: skipped
+            (None, b"{}", 0),  # no key: skipped
+            (b"user/u9", b"not json", 0),  # bad record: logged and skipped
         ]
     )
-    assert applied == 3 and replica.records_applied == 3
+    assert applied == 4 and replica.records_applied == 4
     assert replica.user("u1") == {"user_impressions": 3, "user_ctr": 0.25}
-    assert replica.item("i1") == {"item_category": "shoes"}
+    i1 = replica.item("i1")
+    assert i1 is not None  # partials of partitions 0 and 3, merged
+    assert (i1["item_impressions"], i1["item_engagements"]) == (5, 1)
+    assert i1["item_category"] == "shoes" and i1["item_last_event_ts"] == 5.0
     assert replica.user("u9") is None and replica.user("i1") is None
-    replica.apply([record("user", "u1", user_impressions=4), (b"item/i2", None)])
+    # a newer partial of one partition replaces only that partition's share
+    replica.apply([record("item", "i1", 3, item_impressions=10, item_last_event_ts=6.0)])
+    assert replica.item("i1")["item_impressions"] == 12  # type: ignore[index]
+    replica.apply([record("user", "u1", user_impressions=4), (b"item/i2", None, 1)])
     assert replica.user("u1") == {"user_impressions": 4}
     assert replica.item("i2") is None
-    assert replica.records_applied == 5
+    assert replica.records_applied == 7
     assert replica.path.parent == tmp_path and replica.path.exists()
     replica.stop()
     assert not replica.path.exists()

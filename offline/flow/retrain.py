@@ -1,0 +1,326 @@
+"""The built-in ``retrain`` flow: replay → train → evaluate → export → publish.
+
+It strings together the offline functions (``offline.replay``, ``offline.train``) as
+cached steps. Params (``--param name=value``):
+
+==============  ==========================================================================
+``model``       registry model name; also picks the default topic
+                ``<prefix>training-examples.<model>``
+``dataset``     an existing dataset (directory or Parquet file) instead of a replay
+``topic``       topic(s) to replay (full names); default: the model's training examples
+``start/end``   replay bounds, the syntax of ``streamlearn replay --from/--to``
+``format``      replay record format (``auto``, ``training``, ``event``, ``json``)
+``learner``     a ``models.zoo`` learner name (``ftrl``, ``fm``, ``deep``, ``river-lr``)
+``epochs`` …    ``batch_size``, ``shuffle``, ``seed``, ``holdout``, ``label``,
+                ``time_column``, ``hash_bits``: as ``streamlearn offline train``
+anything else   a hyper-parameter of the learner (``alpha=0.1`` for ftrl, ``lr`` for fm);
+                ``LEARNER.name`` applies to that learner only (``ftrl.alpha=0.1``), so a
+                sweep over ``learner=ftrl,fm`` can vary each one's own parameters
+==============  ==========================================================================
+
+The replay step's fingerprint is the source's current state (the dataset's checksum, or
+the topics' end offsets), so new records invalidate the cache even for an open range
+(``end=latest``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import TopicPartition
+
+from models import zoo
+from models.protocol import Learner
+from models.registry import FileRegistry
+from models.snapshot import Snapshot
+from offline.dataset import read_manifest
+from offline.errors import DatasetError, FlowError, RangeError
+from offline.flow.context import StepContext, get_resource
+from offline.flow.graph import Flow
+from offline.lineage import code_version, dataset_identity
+from offline.ranges import EARLIEST, LATEST, parse_bounds
+from offline.replay import ReplayProgress, ReplaySpec
+from offline.replay import replay as replay_topics
+from offline.train import TrainConfig, encode, fit, load_examples, make_learner, split_holdout
+from offline.train import evaluate as evaluate_holdout
+from streams.config import KafkaConfig
+from streams.kafka import make_consumer
+from streams.topics import Topics
+
+_PARITY_ROWS = 256
+_PARITY_ATOL = 1e-5
+
+
+def scope_learner_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Keep ``LEARNER.name`` params of the chosen learner as ``name``; drop the others'."""
+    learner = params.get("learner")
+    out: dict[str, Any] = {}
+    scoped: dict[str, Any] = {}
+    for key, value in params.items():
+        scope, dot, name = key.partition(".")
+        if not dot:
+            out[key] = value
+        elif scope not in zoo.available():
+            raise FlowError(
+                f"expected LEARNER.param with a learner among {zoo.available()}, got {key!r}"
+            )
+        elif scope == learner:
+            scoped[name] = value
+    return {**out, **scoped}
+
+
+def _metrics(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    if "evaluate" in outputs:
+        m = outputs["evaluate"]
+        row.update({k: m.get(k) for k in ("auc", "logloss", "ne", "accuracy", "count")})
+    if "train" in outputs:
+        row.update(
+            examples_per_s=outputs["train"].examples_per_s,
+            train_seconds=outputs["train"].seconds,
+        )
+    if "publish" in outputs:
+        row["version"] = outputs["publish"]["version"]
+    return row
+
+
+retrain = Flow(
+    "retrain",
+    params={
+        "model": "feed",
+        "dataset": None,
+        "topic": None,
+        "start": "earliest",
+        "end": "latest",
+        "format": "auto",
+        "learner": "ftrl",
+        "epochs": 1,
+        "batch_size": 256,
+        "shuffle": False,
+        "seed": 0,
+        "holdout": 0.2,
+        "label": "label",
+        "time_column": None,
+        "hash_bits": 20,
+    },
+    description="Replay a topic range (or take a dataset), batch-train a learner, evaluate "
+    "on the time holdout, export ONNX and publish it with the flow's lineage.",
+    prepare=scope_learner_params,
+    metrics=_metrics,
+    headline=("auc", "examples_per_s"),
+)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset on disk and its identity."""
+
+    path: str
+    checksum: str
+    records: int | None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained learner, its config lineage, and an encoded holdout sample for parity."""
+
+    learner: Learner
+    config: dict[str, Any]
+    train_rows: int
+    holdout_rows: int
+    seconds: float
+    examples_per_s: float
+    sample_idx: np.ndarray
+    sample_val: np.ndarray
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The snapshot to publish and where its ONNX graph was written."""
+
+    snapshot: Snapshot
+    onnx_path: str
+    onnx_bytes: int
+    parity_max_abs_diff: float
+
+
+def _as_list(value: Any) -> list[str]:
+    """A param that may be one value or a list, as strings (``end=100`` parses as a number)."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+
+
+def _topics(
+    resources: Mapping[str, Any], topic: str | list[str] | None, model: str
+) -> tuple[KafkaConfig, list[str]]:
+    why = "to replay a topic (pass --bootstrap-servers, or --param dataset=PATH)"
+    kafka = get_resource(resources, "kafka", KafkaConfig, why)
+    return kafka, _as_list(topic) or [Topics(kafka.topic_prefix).training_examples(model)]
+
+
+def _end_offsets(kafka: KafkaConfig, topics: list[str]) -> dict[str, list[int]]:
+    """Each topic's per-partition end offsets: they move whenever records are produced."""
+    consumer = make_consumer(kafka, f"streamlearn-flow-{uuid.uuid4().hex[:12]}")
+    try:
+        out: dict[str, list[int]] = {}
+        for t in topics:
+            md = consumer.list_topics(t, timeout=10.0).topics.get(t)
+            if md is None or md.error is not None or not md.partitions:
+                why = "unknown topic" if md is None or md.error is None else md.error
+                raise RangeError(f"expected topic={t} to exist with partitions, got: {why}")
+            out[t] = [
+                int(consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10.0)[1])
+                for p in sorted(md.partitions)
+            ]
+        return out
+    finally:
+        consumer.close()
+
+
+def source_state(
+    resources: Mapping[str, Any], dataset: str | None, topic: str | list[str] | None, model: str
+) -> Any:
+    """The replay step's fingerprint: the dataset checksum, or the topics' end offsets."""
+    if dataset:
+        return dataset_identity(Path(dataset))["checksum"]
+    kafka, topics = _topics(resources, topic, model)
+    return _end_offsets(kafka, topics)
+
+
+@retrain.step(fingerprint=source_state)
+def replay(
+    ctx: StepContext,
+    dataset: str | None,
+    topic: str | list[str] | None,
+    start: str | list[str],
+    end: str | list[str],
+    format: str,
+    model: str,
+) -> DatasetRef:
+    """Replay the topic range into Parquet (or take the given dataset as it is)."""
+    if dataset:
+        ident = dataset_identity(Path(dataset))
+        return DatasetRef(ident["path"], ident["checksum"], ident.get("records"))
+    kafka, topics = _topics(ctx.resources, topic, model)
+    spec = ReplaySpec(
+        tuple(topics),
+        start=parse_bounds(_as_list(start), EARLIEST),
+        end=parse_bounds(_as_list(end), LATEST),
+        format=format,
+    )
+
+    def on_progress(p: ReplayProgress) -> None:
+        ctx.progress(p.records, None, f"{p.topic}[{p.partition}]")
+
+    out = ctx.out / "dataset"
+    manifest = replay_topics(kafka, spec, out, progress=on_progress)
+    return DatasetRef(str(out), read_manifest(out)["checksum"], manifest["records"])
+
+
+@retrain.step(inputs=["replay"])
+def train(
+    ctx: StepContext,
+    replay: DatasetRef,
+    learner: str,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    holdout: float,
+    label: str,
+    time_column: str | None,
+    hash_bits: int,
+    **learner_params: Any,
+) -> Trained:
+    """Batch-train the learner on the oldest rows (time order), holding out the newest."""
+    config = TrainConfig(
+        learner=learner,
+        params=learner_params,
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        holdout=holdout,
+        shuffle=shuffle,
+        label=label,
+        time_column=time_column,
+        hash_bits=hash_bits,
+    )
+    examples = load_examples(Path(replay.path), label, time_column)
+    if len(examples) == 0:
+        raise DatasetError(f"expected training examples in {replay.path}, found none")
+    train_ex, test_ex = split_holdout(examples, holdout)
+    model = make_learner(config, train_ex.rows)
+    started = time.monotonic()
+    fit(model, train_ex, config, lambda done, total: ctx.progress(done, total, "batches"))
+    seconds = time.monotonic() - started
+    idx, val = encode(model, test_ex.rows[:_PARITY_ROWS] or train_ex.rows[:_PARITY_ROWS])
+    return Trained(
+        learner=model,
+        config=config.lineage(),
+        train_rows=len(train_ex),
+        holdout_rows=len(test_ex),
+        seconds=round(seconds, 4),
+        examples_per_s=round(len(train_ex) * epochs / max(seconds, 1e-9), 1),
+        sample_idx=idx,
+        sample_val=val,
+    )
+
+
+@retrain.step(inputs=["replay", "train"])
+def evaluate(
+    replay: DatasetRef, train: Trained, holdout: float, label: str, time_column: str | None
+) -> dict[str, Any]:
+    """Holdout metrics (AUC, log loss, NE, accuracy, calibration) on the newest rows."""
+    _, test_ex = split_holdout(load_examples(Path(replay.path), label, time_column), holdout)
+    return evaluate_holdout(train.learner, test_ex)
+
+
+@retrain.step(inputs=["train"])
+def export(ctx: StepContext, train: Trained) -> Exported:
+    """Snapshot the learner to ONNX and check onnxruntime agrees with it on holdout rows."""
+    import onnxruntime as ort
+
+    snap = train.learner.snapshot()
+    path = ctx.out / "model.onnx"
+    path.write_bytes(snap.onnx)
+    session = ort.InferenceSession(snap.onnx, providers=["CPUExecutionProvider"])
+    (onnx_p,) = session.run(["prob"], {"idx": train.sample_idx, "val": train.sample_val})
+    mem_p = np.asarray(train.learner.predict_encoded(train.sample_idx, train.sample_val))
+    diff = float(np.max(np.abs(onnx_p - mem_p))) if len(mem_p) else 0.0
+    if diff > _PARITY_ATOL:
+        raise FlowError(
+            f"expected the ONNX graph to match the learner within {_PARITY_ATOL}, "
+            f"got a max abs difference of {diff:.3g}"
+        )
+    return Exported(snap, str(path), len(snap.onnx), diff)
+
+
+@retrain.step(inputs=["replay", "train", "evaluate", "export"])
+def publish(
+    ctx: StepContext,
+    replay: DatasetRef,
+    train: Trained,
+    evaluate: dict[str, Any],
+    export: Exported,
+    model: str,
+) -> dict[str, Any]:
+    """Publish the snapshot to the registry, with the flow's lineage and the metrics."""
+    registry = ctx.resource("registry", FileRegistry, "to publish to")
+    lineage = {
+        "dataset": {"path": replay.path, "checksum": replay.checksum, "records": replay.records},
+        "code": code_version(),
+        "train": train.config,
+        "train_rows": train.train_rows,
+        "holdout_rows": train.holdout_rows,
+        "trainer": "offline.flow:retrain",
+        "flow": ctx.lineage(),
+    }
+    mv = registry.publish(model, export.snapshot, {"lineage": lineage, "metrics": evaluate})
+    return {"model": model, "version": mv.version, "path": str(mv.path)}

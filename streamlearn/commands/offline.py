@@ -1,0 +1,263 @@
+"""``streamlearn offline train|vision``: batch (re)training that publishes to the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from models.errors import ModelError
+from models.features import FeatureSpec
+from models.registry import FileRegistry
+from offline.errors import OfflineError
+from offline.train import TrainConfig, train
+from offline.vision import VisionConfig, VisionProgress, train_vision
+from streamlearn import options as o
+from streamlearn.commands.replay import Quiet, fail, progress_bar
+from streamlearn.settings import data_dir, parse_options
+
+Seed = Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED", help="Random seed.")]
+Epochs = Annotated[
+    int, typer.Option("--epochs", envvar="STREAMLEARN_EPOCHS", min=1, help="Passes over the data.")
+]
+Holdout = Annotated[
+    float,
+    typer.Option(
+        "--holdout",
+        envvar="STREAMLEARN_HOLDOUT",
+        min=0.0,
+        max=0.95,
+        help="Fraction held out for evaluation (train: the most recent rows).",
+    ),
+]
+SummaryJson = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary-json",
+        envvar="STREAMLEARN_SUMMARY_JSON",
+        help="Write a JSON summary (metrics, version, timings) here.",
+    ),
+]
+NoPublish = Annotated[
+    bool,
+    typer.Option(
+        "--no-publish",
+        envvar="STREAMLEARN_NO_PUBLISH",
+        help="Train and evaluate only; do not write to the registry.",
+    ),
+]
+
+
+def _params(pairs: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in parse_options(pairs).items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _write_summary(path: Path | None, summary: dict[str, Any]) -> None:
+    text = json.dumps(summary, indent=1, sort_keys=True, default=str)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    typer.echo(text)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``offline`` group."""
+    group = typer.Typer(help="Batch (re)training and the vision path.", no_args_is_help=True)
+    app.add_typer(group, name="offline")
+
+    @group.command("train")
+    def train_cmd(
+        dataset: Annotated[Path, typer.Argument(help="Replayed dataset dir or Parquet file.")],
+        model: o.Model = "feed",
+        learner: Annotated[
+            str,
+            typer.Option(
+                "--learner", envvar="STREAMLEARN_LEARNER", help="Learner name (models.zoo)."
+            ),
+        ] = "ftrl",
+        param: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--param", envvar="STREAMLEARN_PARAM", help="Learner param key=value (repeatable)."
+            ),
+        ] = None,
+        spec: Annotated[
+            Path | None,
+            typer.Option(
+                "--spec",
+                envvar="STREAMLEARN_FEATURE_SPEC",
+                help="FeatureSpec JSON; default: inferred from the training rows.",
+            ),
+        ] = None,
+        hash_bits: Annotated[
+            int,
+            typer.Option(
+                "--hash-bits",
+                envvar="STREAMLEARN_HASH_BITS",
+                min=1,
+                max=30,
+                help="Hashed space size (inferred spec only).",
+            ),
+        ] = 20,
+        label: Annotated[
+            str, typer.Option("--label", envvar="STREAMLEARN_LABEL", help="Label column (0/1).")
+        ] = "label",
+        time_column: Annotated[
+            str | None,
+            typer.Option(
+                "--time-column",
+                envvar="STREAMLEARN_TIME_COLUMN",
+                help="Ordering column; default ts, else timestamp, else file order.",
+            ),
+        ] = None,
+        epochs: Epochs = 1,
+        batch_size: Annotated[
+            int, typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1)
+        ] = 256,
+        shuffle: Annotated[
+            bool,
+            typer.Option(
+                "--shuffle",
+                envvar="STREAMLEARN_SHUFFLE",
+                help="Shuffle each epoch with the seed (default: time order).",
+            ),
+        ] = False,
+        holdout: Holdout = 0.2,
+        seed: Seed = 0,
+        data: o.DataDir = o.DEFAULT_DATA_DIR,
+        no_publish: NoPublish = False,
+        summary_json: SummaryJson = None,
+        quiet: Quiet = False,
+    ) -> None:
+        """Train an online learner on a replayed dataset and publish it with lineage."""
+        try:
+            fspec = FeatureSpec.from_dict(json.loads(spec.read_text())) if spec else None
+            cfg = TrainConfig(
+                learner=learner,
+                params=_params(param),
+                seed=seed,
+                epochs=epochs,
+                batch_size=batch_size,
+                holdout=holdout,
+                shuffle=shuffle,
+                label=label,
+                time_column=time_column,
+                spec=fspec,
+                hash_bits=hash_bits,
+            )
+            registry = None if no_publish else FileRegistry(data_dir(data) / "registry")
+            with progress_bar(not quiet) as bar:
+                task = bar.add_task(f"train {model}", total=None, note="")
+                result = train(
+                    dataset,
+                    cfg,
+                    registry,
+                    model,
+                    lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        except (OfflineError, ModelError, OSError, ValueError) as exc:
+            raise fail(exc) from None
+        _write_summary(
+            summary_json,
+            {
+                "model": model,
+                "version": result.version.version if result.version else None,
+                "metrics": result.metrics,
+                "train_seconds": round(result.seconds, 3),
+                "lineage": result.lineage,
+            },
+        )
+
+    @group.command("vision")
+    def vision_cmd(
+        data_path: Annotated[
+            Path | None,
+            typer.Option(
+                "--data",
+                envvar="STREAMLEARN_VISION_DATA",
+                help="Image folder: one subfolder per class, PNG/JPEG, any size.",
+            ),
+        ] = None,
+        dataset: Annotated[
+            str | None,
+            typer.Option(
+                "--dataset",
+                envvar="STREAMLEARN_VISION_DATASET",
+                help="A bundled dataset instead of --data: digits.",
+            ),
+        ] = None,
+        model: o.Model = "vision",
+        size: Annotated[
+            int | None,
+            typer.Option(
+                "--size",
+                envvar="STREAMLEARN_VISION_SIZE",
+                help="Square input size, a multiple of 4 (default 16 digits, 32 folders).",
+            ),
+        ] = None,
+        channels: Annotated[
+            int | None,
+            typer.Option(
+                "--channels",
+                envvar="STREAMLEARN_VISION_CHANNELS",
+                help="1 or 3 (default: 1 if every image is grayscale).",
+            ),
+        ] = None,
+        epochs: Epochs = 10,
+        batch_size: Annotated[
+            int, typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1)
+        ] = 32,
+        lr: Annotated[
+            float, typer.Option("--lr", envvar="STREAMLEARN_LR", help="Adam learning rate.")
+        ] = 6e-3,
+        holdout: Holdout = 0.2,
+        seed: Seed = 0,
+        device: Annotated[
+            str, typer.Option("--device", envvar="STREAMLEARN_DEVICE", help="auto | cpu | cuda.")
+        ] = "auto",
+        data: o.DataDir = o.DEFAULT_DATA_DIR,
+        no_publish: NoPublish = False,
+        summary_json: SummaryJson = None,
+        quiet: Quiet = False,
+    ) -> None:
+        """Train a small CNN, check its ONNX export, publish it (resumes from checkpoints)."""
+        cfg = VisionConfig(
+            data=data_path,
+            dataset=dataset,
+            size=size,
+            channels=channels,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            holdout=holdout,
+            seed=seed,
+            device=device,
+        )
+        root = data_dir(data)
+        registry = None if no_publish else FileRegistry(root / "registry")
+        try:
+            with progress_bar(not quiet) as bar:
+                task = bar.add_task(f"vision {model}", total=None, note="")
+
+                def on_progress(p: VisionProgress) -> None:
+                    bar.update(
+                        task,
+                        completed=(p.epoch - 1) * p.batches + p.batch,
+                        total=p.epochs * p.batches,
+                        note=f"epoch {p.epoch} loss {p.loss:.3f}",
+                    )
+
+                result = train_vision(
+                    cfg, root / "checkpoints" / "vision" / model, registry, model, on_progress
+                )
+        except (OfflineError, ModelError, OSError) as exc:
+            raise fail(exc) from None
+        _write_summary(summary_json, result.summary())

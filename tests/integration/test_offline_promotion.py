@@ -1,0 +1,91 @@
+"""Promotion and rollback, seen through the registry and by a running server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from sklearn.datasets import load_digits
+
+from models.registry import FileRegistry
+from offline.promotion import announce, promote, rollback
+from offline.vision import VisionConfig, train_vision
+from serving.app import ServingApp, ServingConfig
+from streams.config import KafkaConfig
+from streams.contracts import ModelUpdate, decode
+from streams.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+
+def _served_version(url: str, image: list[list[float]]) -> tuple[int, list[float], list[str]]:
+    r = httpx.post(
+        f"{url}/v1/models/digits:predict", json={"request_id": "r1", "image": image}, timeout=5
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return body["version"], body["probs"], body["classes"]
+
+
+def _wait_for(url: str, image: list[list[float]], version: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (got := _served_version(url, image)[0]) != version:
+        assert time.monotonic() < deadline, f"server still serves version {got}, expected {version}"
+        time.sleep(0.2)
+
+
+def test_vision_served_and_promotion_rollback_seen_by_server(
+    kafka: KafkaConfig, topics: Topics, tmp_path: Path
+) -> None:
+    reg = FileRegistry(tmp_path / "registry")
+    for seed in (0, 1):
+        train_vision(
+            VisionConfig(dataset="digits", size=8, epochs=4, seed=seed),
+            tmp_path / "ckpt",
+            reg,
+            "digits",
+        )
+    assert promote(reg, "digits", 1).previous is None
+    assert reg.serving_version("digits").version == 1  # type: ignore[union-attr]
+
+    d = load_digits()
+    image = (d.images[0] * 255 / 16).round().tolist()  # an 8x8 "0", pixels 0..255
+    cfg = ServingConfig(
+        registry_dir=reg.root,
+        kafka=kafka,
+        state_dir=tmp_path / "state",
+        port=0,
+        models=("digits",),
+        registry_poll_s=0.5,
+    )
+    with ServingApp(cfg).start() as app:
+        version, probs, classes = _served_version(app.url, image)
+        assert version == 1 and classes == [str(i) for i in range(10)]
+        assert int(np.argmax(probs)) == 0 and abs(sum(probs) - 1) < 1e-4
+
+        change = promote(reg, "digits", 2)
+        announce(kafka, reg, change)
+        assert reg.serving_version("digits").version == 2  # type: ignore[union-attr]
+        _wait_for(app.url, image, 2)
+
+        back = rollback(reg, "digits")
+        assert (back.version, back.previous) == (1, 2)
+        announce(kafka, reg, back)
+        assert reg.serving_version("digits").version == 1  # type: ignore[union-attr]
+        assert reg.get("digits", 2).stage == "archived"
+        _wait_for(app.url, image, 1)
+
+    c = Consumer(kafka.consumer_conf("check-updates", **{"enable.partition.eof": True}))
+    c.assign([TopicPartition(topics.model_updates, 0, 0)])
+    updates = []
+    while len(updates) < 2:
+        m = c.poll(5)
+        assert m is not None, "expected two stage announcements on the model-updates topic"
+        if m.error() is None:
+            updates.append(decode(ModelUpdate, m.value()))
+    c.close()
+    assert [(u.kind, u.version) for u in updates] == [("stage", 2), ("stage", 1)]

@@ -1,0 +1,209 @@
+"""The ``eval`` engine and command on small generated files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from models.errors import ModelError
+from offline.errors import OfflineError
+from offline.prequential import EvalConfig, EvalError, evaluate
+from streamlearn.commands import eval as eval_command
+
+
+def make_table(n: int = 3000, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    item = rng.integers(0, 10, n)
+    position = rng.integers(0, 5, n)
+    logit = -1.5 + np.where(item < 3, 1.5, -0.5) - 0.3 * position
+    clicked = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return pa.table(
+        {
+            "user": [f"u{u}" for u in rng.integers(0, 30, n)],
+            "item": [f"i{i}" for i in item],
+            "position": position,
+            "ts": rng.permutation(n).astype(np.float64),
+            "clicked": clicked,
+        }
+    )
+
+
+def write(table: pa.Table, path: Path) -> Path:
+    if path.suffix == ".parquet":
+        pq.write_table(table, path)
+    elif path.suffix == ".csv":
+        pa_csv.write_csv(table, path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    return path
+
+
+def config(path: Path, **kw: object) -> EvalConfig:
+    return EvalConfig(data=path, label="clicked", hash_bits=14, batch_size=100, **kw)  # type: ignore[arg-type]
+
+
+def test_formats_agree_and_the_model_learns(tmp_path: Path) -> None:
+    table = make_table()
+    summaries = [
+        evaluate(config(write(table, tmp_path / f"d.{ext}"), time_column="ts"))
+        for ext in ("parquet", "csv", "jsonl")
+    ]
+    first = summaries[0]
+    assert first["examples"] == 3000
+    assert first["auc"] > 0.7
+    assert first["feature_spec"]["categorical"] == ["user", "item"]
+    assert first["feature_spec"]["numeric"] == ["position"]
+    for key in ("examples_per_s", "logloss", "ne"):
+        assert first[key] is not None and first[key] > 0
+    for other in summaries[1:]:
+        assert other["auc"] == pytest.approx(first["auc"], abs=1e-12)
+        assert other["logloss"] == pytest.approx(first["logloss"], abs=1e-12)
+
+
+def test_time_column_orders_rows(tmp_path: Path) -> None:
+    table = make_table()
+    ordered = table.sort_by("ts")
+    by_time = evaluate(config(write(table, tmp_path / "shuffled.parquet"), time_column="ts"))
+    presorted = evaluate(
+        config(write(ordered, tmp_path / "sorted.parquet"), features=("user", "item", "position"))
+    )
+    unordered = evaluate(
+        config(tmp_path / "shuffled.parquet", features=("user", "item", "position"))
+    )
+    assert by_time["logloss"] == pytest.approx(presorted["logloss"], abs=1e-12)
+    assert by_time["logloss"] != pytest.approx(unordered["logloss"], abs=1e-9)
+
+
+def test_feature_subset_params_and_progress(tmp_path: Path) -> None:
+    path = write(make_table(), tmp_path / "d.parquet")
+    calls: list[tuple[int, int]] = []
+    summary = evaluate(
+        EvalConfig(
+            data=path,
+            label="clicked",
+            features=("item",),
+            model="ftrl",
+            params={"alpha": 0.2},
+            hash_bits=12,
+            report_every=1000,
+        ),
+        progress=lambda done, total, report: calls.append((done, total)),
+    )
+    assert summary["feature_spec"]["categorical"] == ["item"]
+    assert summary["feature_spec"]["numeric"] == []
+    assert summary["params"] == {"alpha": 0.2}
+    assert calls == [(1000, 3000), (2000, 3000), (3000, 3000)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": Path("missing.parquet")}, "found none"),
+        ({"data": Path("d.txt")}, "must end in one of"),
+        ({"label": "nope"}, r"columns \['nope'\] not found"),
+        ({"features": ("user", "ghost")}, "ghost"),
+        ({"time_column": "when"}, "when"),
+        ({"features": ("clicked",)}, "must not include the label"),
+        ({"label": "position"}, "must hold 0 or 1"),
+        ({"label": "user"}, "must be 0/1 or boolean"),
+        ({"batch_size": 0}, "batch size"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    write(make_table(50), tmp_path / "d.parquet")
+    (tmp_path / "d.txt").write_text("x")
+    base = {"data": tmp_path / "d.parquet", "label": "clicked"}
+    if "data" in change:
+        change = {"data": tmp_path / Path(str(change["data"]))}
+    with pytest.raises(EvalError, match=message) as info:
+        evaluate(EvalConfig(**{**base, **change}))  # type: ignore[arg-type]
+    assert isinstance(info.value, ModelError) and isinstance(info.value, OfflineError)
+
+
+def test_corrupt_file_and_unknown_model(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(EvalError, match="cannot read"):
+        evaluate(EvalConfig(data=bad, label="clicked"))
+    path = write(make_table(50), tmp_path / "d.parquet")
+    with pytest.raises(ModelError, match="learner must be one of"):
+        evaluate(EvalConfig(data=path, label="clicked", model="nope"))
+    with pytest.raises(ModelError, match="parameters of learner"):
+        evaluate(EvalConfig(data=path, label="clicked", params={"alpah": 1}))
+
+
+def null_labels(tmp_path: Path) -> Path:
+    path = tmp_path / "nulls.jsonl"
+    path.write_text('{"a": "x", "clicked": 1}\n{"a": "y", "clicked": null}\n')
+    return path
+
+
+def test_null_labels(tmp_path: Path) -> None:
+    with pytest.raises(EvalError, match="no nulls"):
+        evaluate(EvalConfig(data=null_labels(tmp_path), label="clicked"))
+
+
+def app() -> typer.Typer:
+    application = typer.Typer()
+
+    @application.callback()
+    def _root() -> None:  # keeps "eval" a sub-command
+        pass
+
+    eval_command.register(application)
+    return application
+
+
+def test_cli_writes_summary_and_reads_env(tmp_path: Path) -> None:
+    path = write(make_table(), tmp_path / "d.csv")
+    out = tmp_path / "out" / "summary.json"
+    result = CliRunner().invoke(
+        app(),
+        [
+            "eval",
+            "--data",
+            str(path),
+            "--time-column",
+            "ts",
+            "--features",
+            "item,position",
+            "--param",
+            "alpha=0.2",
+            "--param",
+            "l1=0",
+            "--batch-size",
+            "200",
+            "--summary-json",
+            str(out),
+            "--quiet",
+        ],
+        env={"STREAMLEARN_LABEL": "clicked", "STREAMLEARN_HASH_BITS": "12"},
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    for key in ("examples", "auc", "logloss", "ne", "examples_per_s"):
+        assert summary[key] is not None
+    assert summary["examples"] == 3000
+    assert summary["params"] == {"alpha": 0.2, "l1": 0}
+    assert summary["batch_size"] == 200
+    assert summary["feature_spec"]["hash_bits"] == 12
+
+
+def test_cli_reports_bad_column_and_param(tmp_path: Path) -> None:
+    path = write(make_table(50), tmp_path / "d.parquet")
+    result = CliRunner().invoke(app(), ["eval", "--data", str(path), "--label", "nope", "--quiet"])
+    assert result.exit_code == 2
+    assert "not found" in result.output
+    result = CliRunner().invoke(
+        app(), ["eval", "--data", str(path), "--label", "clicked", "--param", "alpha"]
+    )
+    assert result.exit_code == 2
+    assert "key=value" in result.output
