@@ -166,6 +166,7 @@ class _Run:
 
     def execute(self, step: Step, entry: dict[str, Any]) -> None:
         key = entry["key"]
+        entry["status"] = "running"
         self.emit(StepEvent(self.flow.name, step.name, "start", key))
         out = self.cache.begin(step.name, key)
         available: dict[str, Any] = {i: self.outputs[i] for i in step.inputs}
@@ -183,13 +184,10 @@ class _Run:
         started = time.monotonic()
         value = step.fn(**available)
         seconds = round(time.monotonic() - started, 4)
-        entry.update(status="executed", seconds=seconds, output=summarize(value))
-        self.cache.commit(
-            step.name,
-            key,
-            value,
-            {**entry, "flow": self.flow.name, "run_id": self.record["run_id"]},
-        )
+        done = {"status": "executed", "seconds": seconds, "output": summarize(value)}
+        meta = {"flow": self.flow.name, "run_id": self.record["run_id"]}
+        self.cache.commit(step.name, key, value, {**entry, **done, **meta})
+        entry.update(done)
         self.outputs[step.name] = value
         log.info(
             "flow=%s step=%s key=%s executed in %.3fs", self.flow.name, step.name, key, seconds
@@ -199,14 +197,14 @@ class _Run:
     def fail(self, step: str, order: list[str], exc: BaseException) -> FlowStepError:
         error = f"{type(exc).__name__}: {exc}"
         entry = self.record["steps"].setdefault(step, {})
-        entry.update(status="failed", error=error)
-        if "key" in entry:
+        if entry.get("status") == "running":  # remove the partial output
             self.cache.discard(step, entry["key"])
+        entry.update(status="failed", error=error)
         for later in order[order.index(step) + 1 :]:
             self.record["steps"].setdefault(later, {})["status"] = "skipped"
         self.finish("failed", failed_step=step, error=error)
         self.emit(StepEvent(self.flow.name, step, "failed", entry.get("key", ""), error=error))
-        upstream = [s for s in order[: order.index(step)]]
+        upstream = order[: order.index(step)]
         hint = f"upstream outputs ({', '.join(upstream)}) stay cached; " if upstream else ""
         return FlowStepError(
             f"step {step!r} of flow {self.flow.name!r} failed: {error} ({hint}re-run it alone "
@@ -240,10 +238,10 @@ def run_flow(
     ``use_cache=False``: execute every step even when a cached output exists.
     ``resources``: what steps use but is not a param (not part of any key).
     """
+    order, required = _plan(flow, step, until)
     run = _Run(
         flow, flow.resolve_params(params or {}), root, resources or {}, listener, on_progress
     )
-    order, required = _plan(flow, step, until)
     run.record["mode"] = {"step": step, "until": until, "use_cache": use_cache}
     for name in order:
         s = flow.steps[name]

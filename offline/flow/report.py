@@ -8,9 +8,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 _FIXED = ("config", "status")
 _TRAILING = ("seconds", "error", "run")
 
@@ -60,6 +57,13 @@ def _number(value: Any) -> float:
     )
 
 
+def _compact(x: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.4g}"
+
+
 def write_plot(
     rows: Sequence[Mapping[str, Any]],
     grid_keys: Sequence[str],
@@ -67,31 +71,41 @@ def write_plot(
     path: Path,
     title: str,
 ) -> None:
-    """One horizontal bar chart per metric, a bar per configuration (failed: no bar)."""
+    """One dot chart per metric, a row per configuration (axes fit the values, so small
+    differences show); a failed configuration is marked ``failed``."""
+    # imported here: matplotlib costs ~0.5 s, and every CLI command imports this module
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
     metrics = list(metrics) or ["seconds"]
     labels = [_label(r, grid_keys) for r in rows]
-    fig = Figure(figsize=(5 * len(metrics), max(2.5, 0.45 * len(rows) + 1.2)), dpi=100)
+    positions = list(range(len(rows)))
+    fig = Figure(figsize=(4.5 * len(metrics) + 2, max(2.5, 0.45 * len(rows) + 1.2)), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
     for ax, metric in zip(axes, metrics, strict=True):
         values = [_number(r.get(metric)) for r in rows]
-        positions = list(range(len(rows)))
-        ax.barh(positions, [0.0 if math.isnan(v) else v for v in values], color="#4878a8")
+        ax.hlines(positions, 0, 1, transform=ax.get_yaxis_transform(), colors="#dddddd", lw=0.8)
+        ax.plot(values, positions, "o", color="#4878a8", markersize=7)
+        finite = [v for v in values if not math.isnan(v)]
         for pos, v, row in zip(positions, values, rows, strict=True):
-            text = "failed" if row.get("status") != "ok" else _fmt(row.get(metric)) or "n/a"
-            ax.text(
-                0,
-                pos,
-                " " + text,
-                va="center",
-                ha="left",
-                fontsize=8,
-                color="white" if not math.isnan(v) and v > 0 else "black",
-            )
-        ax.set_yticks(positions, labels if ax is axes[0] else [""] * len(rows), fontsize=8)
-        ax.invert_yaxis()
+            if math.isnan(v):
+                text = "failed" if row.get("status") != "ok" else "n/a"
+                ax.text(0.5, pos, text, transform=ax.get_yaxis_transform(), ha="center",
+                        va="center", fontsize=8, color="#b03030")  # fmt: skip
+            else:
+                ax.annotate(_compact(v), (v, pos), xytext=(0, 7), textcoords="offset points",
+                            ha="center", fontsize=8)  # fmt: skip
+        if finite:
+            lo, hi = min(finite), max(finite)
+            pad = (hi - lo) * 0.15 or abs(hi) * 0.05 or 1.0
+            ax.set_xlim(lo - pad, hi + pad)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _compact(x)))
         ax.set_title(metric)
         ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(positions, labels, fontsize=8)
+    axes[0].set_ylim(len(rows) - 0.5, -0.7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, format="png")

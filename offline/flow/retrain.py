@@ -18,9 +18,10 @@ anything else   a hyper-parameter of the learner (``alpha=0.1`` for ftrl, ``lr``
                 sweep over ``learner=ftrl,fm`` can vary each one's own parameters
 ==============  ==========================================================================
 
-The replay step's fingerprint is the source's current state (the dataset's checksum, or
-the topics' end offsets), so new records invalidate the cache even for an open range
-(``end=latest``).
+The replay step's fingerprint is the source's current state: the dataset's checksum, or
+where the topic range ends now (an end offset capped by the partition's end, else the
+partition's end), so records produced into an open range (``end=latest``) invalidate the
+cache while a range closed by offsets stays cached as the topic grows.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from offline.errors import DatasetError, FlowError, RangeError
 from offline.flow.context import StepContext, get_resource
 from offline.flow.graph import Flow
 from offline.lineage import code_version, dataset_identity
-from offline.ranges import EARLIEST, LATEST, parse_bounds
+from offline.ranges import EARLIEST, LATEST, Bounds, parse_bounds
 from offline.replay import ReplayProgress, ReplaySpec
 from offline.replay import replay as replay_topics
 from offline.train import TrainConfig, encode, fit, load_examples, make_learner, split_holdout
@@ -165,8 +166,9 @@ def _topics(
     return kafka, _as_list(topic) or [Topics(kafka.topic_prefix).training_examples(model)]
 
 
-def _end_offsets(kafka: KafkaConfig, topics: list[str]) -> dict[str, list[int]]:
-    """Each topic's per-partition end offsets: they move whenever records are produced."""
+def _end_offsets(kafka: KafkaConfig, topics: list[str], end: Bounds) -> dict[str, list[int]]:
+    """Where the range ends now, per topic and partition: an end offset bound, capped by
+    the partition's end offset, or that end offset (``latest`` and timestamp bounds)."""
     consumer = make_consumer(kafka, f"streamlearn-flow-{uuid.uuid4().hex[:12]}")
     try:
         out: dict[str, list[int]] = {}
@@ -175,23 +177,31 @@ def _end_offsets(kafka: KafkaConfig, topics: list[str]) -> dict[str, list[int]]:
             if md is None or md.error is not None or not md.partitions:
                 why = "unknown topic" if md is None or md.error is None else md.error
                 raise RangeError(f"expected topic={t} to exist with partitions, got: {why}")
-            out[t] = [
-                int(consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10.0)[1])
-                for p in sorted(md.partitions)
-            ]
+            ends = []
+            for p in sorted(md.partitions):
+                _, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10.0)
+                bound = end.for_partition(p)
+                ends.append(min(bound.value, int(high)) if bound.kind == "offset" else int(high))
+            out[t] = ends
         return out
     finally:
         consumer.close()
 
 
 def source_state(
-    resources: Mapping[str, Any], dataset: str | None, topic: str | list[str] | None, model: str
+    resources: Mapping[str, Any],
+    dataset: str | None,
+    topic: str | list[str] | None,
+    end: str | list[str],
+    model: str,
 ) -> Any:
-    """The replay step's fingerprint: the dataset checksum, or the topics' end offsets."""
+    """The replay step's fingerprint: the dataset's checksum, or the broker and where the
+    range ends now (so records produced into an open range invalidate the cache)."""
     if dataset:
         return dataset_identity(Path(dataset))["checksum"]
     kafka, topics = _topics(resources, topic, model)
-    return _end_offsets(kafka, topics)
+    ends = _end_offsets(kafka, topics, parse_bounds(_as_list(end), LATEST))
+    return {"bootstrap": kafka.bootstrap_servers, "ends": ends}
 
 
 @retrain.step(fingerprint=source_state)

@@ -16,7 +16,7 @@ from models.registry import FileRegistry
 from streamlearn import options as o
 from streamlearn.settings import data_dir, kafka_config, parse_options
 from streams.config import KafkaConfig
-from streams.features import FeatureProcessor, feed_spec
+from streams.features import FEED_LEARNER_PARAMS, FeatureProcessor, feed_spec
 from streams.joiner import Joiner, JoinerConfig
 from streams.kafka import make_producer
 from streams.processor import BatchProcessor
@@ -204,7 +204,7 @@ def _trainer(
     batch_size: int = 256,
     flush_after: float = 1.0,
 ) -> OnlineTrainer:
-    parsed: dict[str, Any] = {}
+    parsed: dict[str, Any] = dict(FEED_LEARNER_PARAMS) if learner == "ftrl" else {}
     for k, v in parse_options(params).items():
         try:
             parsed[k] = json.loads(v)
