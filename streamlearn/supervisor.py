@@ -144,6 +144,7 @@ class Stack:
             (cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
             self.broker.start()
             bootstrap = self.broker.bootstrap_servers
+            self.broker.renice(5)  # batch traffic; serving's latency comes first
             self.note(f"embedded broker at {bootstrap}")
         kafka = KafkaConfig(bootstrap, cfg.topic_prefix, cfg.partitions)
         ensure_loop_topics(kafka, Topics(cfg.topic_prefix))

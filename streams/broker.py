@@ -7,6 +7,7 @@ compaction, retention, transactions and correct ListOffsets(latest); see the REA
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -124,6 +125,14 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def renice(self, niceness: int) -> None:
+        """Lower the broker's scheduling priority (best effort)."""
+        if self._proc is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, self._proc.pid, niceness)
+            except OSError as exc:
+                log.warning("could not renice the broker: %s", exc)
 
     @property
     def running(self) -> bool:

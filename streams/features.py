@@ -349,7 +349,7 @@ def serving_features(
     return x
 
 
-def feed_spec(hash_bits: int = 20) -> FeatureSpec:
+def feed_spec(hash_bits: int = 18) -> FeatureSpec:
     """The feature spec of the ``feed`` model: what serving's raw features hash into."""
     return FeatureSpec(
         categorical=("user_id", "item_id", "surface", "item_category"),
