@@ -3,9 +3,9 @@
 Every serving instance reads the whole topic (a unique consumer group, offsets reset to
 earliest, nothing committed) into its own RocksDB under ``state_dir``, keyed by the record
 key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value; an item's
-per-partition partial records are merged on write (``streams.features.merge_item_partials``). The store is
-rebuilt on every start, because the embedded broker neither compacts nor reports true end
-offsets (design.md §5), and removed on :meth:`FeatureReplica.stop`.
+per-partition partial records are merged on write (``streams.features.merge_item_partials``).
+The store is rebuilt on every start, because the embedded broker neither compacts nor
+reports true end offsets (design.md §5), and removed on :meth:`FeatureReplica.stop`.
 
 Why RocksDB and not a dict: memory. A Python dict holds ~0.5 KB per entity and grows with
 the user base; RocksDB keeps it on disk with a bounded cache. Measured on this machine

@@ -14,7 +14,7 @@ stores' changelog and what serving replicates.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -278,7 +278,7 @@ class FeatureProcessor(StatefulProcessor):
         super().revoke(partitions)
 
 
-def merge_item_partials(partials: list[Mapping[str, Scalar]]) -> dict[str, Scalar]:
+def merge_item_partials(partials: Sequence[Mapping[str, Scalar]]) -> dict[str, Scalar]:
     """One item's features from its per-partition partial records' ``values``.
 
     Counts add up; decayed sums are decayed to the newest partial's time, then added;

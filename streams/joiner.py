@@ -85,16 +85,14 @@ class Joiner(StatefulProcessor):
         super().__init__(state_dir, topics.joiner_changelog, restore=restore)
         self.topics = topics
         self.config = config or JoinerConfig()
+        # The feature processor dead-letters bad activity; the joiner owns feature-log's.
+        self.dead_letter_inputs: frozenset[str] | None = frozenset({topics.feature_log})
         self._deadlines: dict[int, list[tuple[float, str]]] = {}
         self._watermark: dict[int, float] = {}
 
     def inputs(self) -> Mapping[str, Decoder]:
         return {self.topics.feature_log: _decode_log, self.topics.activity: decode_event}
 
-    @property
-    def dead_letter_inputs(self) -> frozenset[str]:  # type: ignore[override]
-        """The feature processor dead-letters bad activity; the joiner owns feature-log's."""
-        return frozenset({self.topics.feature_log})
 
     def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         starts = super().assign(partitions)
