@@ -9,6 +9,13 @@ and learning; reading the file and the metrics are left out.
 Feature columns are every column but the label and time columns (or ``features``):
 string, boolean and dictionary columns are categorical, integer and float columns
 numeric.
+
+Training-example rows (a replayed ``training-examples.<model>`` topic, or any file whose
+``features`` column holds JSON objects) are expanded: each key of ``features`` becomes a
+column (all-number keys numeric, the others categorical), the default feature columns are
+those keys, the label defaults to ``label`` and the time column to ``ts``. Rows are
+ordered by the time column, ties broken by ``topic``, ``partition`` and ``offset`` when
+present, so a replay is always evaluated in the same order.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -45,6 +53,12 @@ _FORMATS = {
 }
 
 
+DEFAULT_LABEL = "label"
+DEFAULT_TIME = "ts"
+FEATURES_COLUMN = "features"
+_TIE_BREAK = ("topic", "partition", "offset")
+
+
 class EvalError(DatasetError, ModelError):
     """The evaluation file, a column or a label is not usable (both roots catch it)."""
 
@@ -54,7 +68,7 @@ class EvalConfig:
     """What to evaluate, and how."""
 
     data: Path
-    label: str
+    label: str | None = None
     time_column: str | None = None
     features: tuple[str, ...] | None = None
     model: str = "ftrl"
@@ -124,35 +138,120 @@ def feature_spec(table: pa.Table, feature_columns: Sequence[str], hash_bits: int
     return FeatureSpec(categorical=tuple(categorical), numeric=tuple(numeric), hash_bits=hash_bits)
 
 
-def prepare(config: EvalConfig) -> tuple[list[dict[str, Any]], np.ndarray, FeatureSpec]:
+def _feature_dicts(column: pa.ChunkedArray) -> list[dict[str, Any] | None] | None:
+    """The rows of a ``features`` column as dicts, or ``None`` when it holds no JSON objects."""
+    if pa.types.is_struct(column.type):
+        return column.to_pylist()
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return None
+    rows: list[dict[str, Any] | None] = []
+    for text in column.to_pylist():
+        if text is None:
+            rows.append(None)
+            continue
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        rows.append(obj)
+    return rows
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def expand_features(table: pa.Table, reserved: Sequence[str] = ()) -> tuple[pa.Table, list[str]]:
+    """Expand a ``features`` column of JSON objects into one column per key.
+
+    Returns the table (``features`` replaced by the key columns, which win over top-level
+    columns of the same name) and the keys, sorted; ``(table, [])`` unchanged
+    when there is no such column. A key that is a number in every row is numeric
+    (float64), any other key categorical (strings); a key missing from a row is null.
+    """
+    if FEATURES_COLUMN not in table.column_names:
+        return table, []
+    dicts = _feature_dicts(table.column(FEATURES_COLUMN))
+    if dicts is None:
+        return table, []
+    keys: dict[str, None] = {}
+    for d in dicts:
+        for k in d or ():
+            keys.setdefault(k, None)
+    clash = [k for k in sorted(keys) if k in reserved]
+    if clash:
+        raise EvalError(
+            f"feature keys {clash} clash with the label or time column; pass --label/--time-column"
+        )
+    columns: dict[str, pa.Array] = {}
+    for k in sorted(keys):
+        values = [None if d is None else d.get(k) for d in dicts]
+        present = [v for v in values if v is not None]
+        if present and all(_is_number(v) for v in present):
+            columns[k] = pa.array(values, type=pa.float64())
+        else:
+            columns[k] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    rest = [c for c in table.column_names if c != FEATURES_COLUMN and c not in columns]
+    out = table.select(rest)
+    for k, arr in columns.items():
+        out = out.append_column(k, arr)
+    return out, list(columns)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The rows to stream (in order), their labels, the feature spec, the columns used."""
+
+    rows: list[dict[str, Any]]
+    y: np.ndarray
+    spec: FeatureSpec
+    label: str
+    time_column: str | None
+
+
+def prepare(config: EvalConfig) -> Prepared:
     """Rows (time-ordered when asked), labels and the inferred feature spec."""
     table = read_table(config.data)
+    label = config.label or DEFAULT_LABEL
+    time_column = config.time_column
+    default_time = DEFAULT_TIME if DEFAULT_TIME in table.column_names else None
+    table, keys = expand_features(table, [c for c in (label, time_column or default_time) if c])
+    if keys and time_column is None:
+        time_column = default_time  # ``ts`` orders training-example rows unless told otherwise
     names = table.column_names
-    needed = [config.label] + ([config.time_column] if config.time_column else [])
+    needed = [label] + ([time_column] if time_column else [])
     needed += list(config.features or ())
     missing = [c for c in needed if c not in names]
     if missing:
-        raise EvalError(f"columns {missing} not found in {config.data}; it has {names}")
-    if config.time_column:
-        order = pc.sort_indices(table, sort_keys=[(config.time_column, "ascending")])
+        hint = "" if config.label or label not in missing else " (pass --label)"
+        raise EvalError(f"columns {missing} not found in {config.data}{hint}; it has {names}")
+    if time_column:
+        ties = [(c, "ascending") for c in _TIE_BREAK if c in names and c != time_column]
+        order = pc.sort_indices(table, sort_keys=[(time_column, "ascending"), *ties])
         table = table.take(order)
-    reserved = {config.label, config.time_column}
-    features = list(config.features) if config.features else [c for c in names if c not in reserved]
+    reserved = {label, time_column}
+    if config.features:
+        features = list(config.features)
+    else:
+        features = keys or [c for c in names if c not in reserved]
     if not features:
         raise EvalError(f"expected at least one feature column besides the label in {config.data}")
     clash = [c for c in features if c in reserved]
     if clash:
         raise EvalError(f"feature columns must not include the label or time column, got {clash}")
-    y = _labels(table, config.label)
+    y = _labels(table, label)
     spec = feature_spec(table, features, config.hash_bits)
-    return table.select(features).to_pylist(), y, spec
+    return Prepared(table.select(features).to_pylist(), y, spec, label, time_column)
 
 
 def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Prequential evaluation; returns the summary (``examples``, ``auc``, …)."""
     if config.batch_size < 1:
         raise EvalError(f"batch size must be >= 1, got {config.batch_size}")
-    rows, y, spec = prepare(config)
+    prepared = prepare(config)
+    rows, y, spec = prepared.rows, prepared.y, prepared.spec
     learner = create(config.model, spec, seed=config.seed, **config.params)
     metrics = ProgressiveMetrics(window=config.window)
     total = len(rows)
@@ -181,4 +280,6 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict[str, 
         "batch_size": config.batch_size,
         "feature_spec": spec.to_dict(),
         "data": str(config.data),
+        "label": prepared.label,
+        "time_column": prepared.time_column,
     }

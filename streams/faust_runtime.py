@@ -42,18 +42,11 @@ import faust
 from confluent_kafka import Message, Producer
 from faust.types import TP, EventT, StreamT
 
+from streams.applier import BatchApplier, RuntimeStats
 from streams.config import KafkaConfig
-from streams.errors import ContractError, StreamsError
-from streams.kafka import DeadLetters, flush, make_producer, produce
-from streams.metrics import (
-    BATCH_SECONDS,
-    EVENTS_IN,
-    EVENTS_OUT,
-    EVENTS_PROCESSED,
-    INVALID_SKIPPED,
-)
-from streams.processor import BatchProcessor, Output, Record, TopicPartitionKey
-from streams.runtime import RuntimeStats, _count
+from streams.errors import StreamsError
+from streams.kafka import make_producer
+from streams.processor import BatchProcessor, TopicPartitionKey
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +75,17 @@ class FaustRuntime:
         self.group_id = group_id
         self.batch_size = batch_size
         self.within_s = within_s
-        self.stats = RuntimeStats()
         #: Records delivered again below the offsets stored with the state, not applied.
         self.skipped = 0
-        self._decoders = dict(processor.inputs())
         self._producer: Producer = make_producer(kafka)
-        self._dlq = DeadLetters(self._producer)
+        self._applier = BatchApplier(processor, self._producer)
+        self.stats = self._applier.stats
+        self._decoders = self._applier.topics
         # Assigned input partitions → next offset to apply (None: no stored offset yet).
         self._next: dict[TopicPartitionKey, int | None] = {}
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self._max_events: int | None = None
-
-    def _owns_dlq(self, topic: str) -> bool:
-        owned = self.processor.dead_letter_inputs
-        return owned is None or topic in owned
 
     def stop(self) -> None:
         """Ask the runtime to finish its current batch and return (thread-safe)."""
@@ -185,12 +174,8 @@ class FaustRuntime:
             self._stop.set()
 
     def _handle(self, events: Sequence[EventT]) -> None:
-        t0 = time.perf_counter()
-        records: list[Record] = []
-        raw: dict[tuple[str, int, int], Message] = {}
-        offsets: dict[TopicPartitionKey, int] = {}
+        msgs: list[Message] = []
         stale: list[EventT] = []
-        consumed: list[str] = []
         for ev in events:
             m = ev.message
             key = (m.topic, m.partition)
@@ -210,84 +195,15 @@ class FaustRuntime:
                     m.offset,
                     expected,
                 )
-            self._next[key] = offsets[key] = m.offset + 1
-            consumed.append(m.topic)
-            msg = Message(
-                topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value
+            self._next[key] = m.offset + 1
+            msgs.append(
+                Message(
+                    topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value
+                )
             )
-            try:
-                value = self._decoders[m.topic](m.value)
-            except ContractError as exc:
-                if self._owns_dlq(m.topic):
-                    self._dlq.send(msg, exc.reason, str(exc))
-                    self.stats.dead_lettered += 1
-                else:
-                    INVALID_SKIPPED.labels(self.processor.name, m.topic).inc()
-                continue
-            raw[(m.topic, m.partition, m.offset)] = msg
-            records.append(Record(m.topic, m.partition, m.offset, m.key, value, m.value))
         # Not ours any more: the new owner reads them from its committed offset.
         _withhold(stale)
-        self.stats.consumed += len(consumed)
-        _count(EVENTS_IN, self.processor.name, consumed)
-        try:
-            outputs = self.processor.process(records) if records else []
-            outputs += self.processor.tick(time.time())
-        except Exception:
-            log.exception(
-                "processor=%s batch failed; retrying record by record", self.processor.name
-            )
-            self.processor.discard()
-            self._one_by_one(records, raw, offsets)
-            return
-        if not offsets and not outputs:
-            return
-        self._checkpoint(outputs, offsets)
-        self.stats.processed += len(records)
-        _count(EVENTS_PROCESSED, self.processor.name, (r.topic for r in records))
-        self.stats.batches += 1
-        BATCH_SECONDS.labels(self.processor.name).observe(time.perf_counter() - t0)
-
-    def _one_by_one(
-        self,
-        records: list[Record],
-        raw: dict[tuple[str, int, int], Message],
-        offsets: dict[TopicPartitionKey, int],
-    ) -> None:
-        for r in records:
-            try:
-                outputs = self.processor.process([r])
-            except Exception as exc:
-                self.processor.discard()
-                self._dlq.send(
-                    raw[(r.topic, r.partition, r.offset)],
-                    "processing_error",
-                    f"{type(exc).__name__}: {exc}",
-                )
-                self.stats.dead_lettered += 1
-                outputs = []
-            else:
-                self.stats.processed += 1
-                EVENTS_PROCESSED.labels(self.processor.name, r.topic).inc()
-            self._checkpoint(outputs, {(r.topic, r.partition): r.offset + 1})
-        self._checkpoint([], offsets)
-
-    def _checkpoint(self, outputs: list[Output], offsets: dict[TopicPartitionKey, int]) -> None:
-        outputs = outputs + self.processor.prepare(offsets)
-        for o in outputs:
-            if o.partition is None:
-                produce(self._producer, o.topic, o.value, o.key)
-            else:
-                while True:
-                    try:
-                        self._producer.produce(o.topic, o.value, o.key, partition=o.partition)
-                        break
-                    except BufferError:
-                        self._producer.poll(0.05)
-        self.stats.produced += len(outputs)
-        _count(EVENTS_OUT, self.processor.name, (o.topic for o in outputs))
-        flush(self._producer)
-        self.processor.commit(offsets)
+        self._applier.apply(msgs)
 
     # -- running -------------------------------------------------------------------------
     def run(self, max_seconds: float | None = None, max_events: int | None = None) -> RuntimeStats:
@@ -330,12 +246,7 @@ class FaustRuntime:
                 await asyncio.sleep(_POLL_S)
             # Between batches (the batch body never awaits), so ``finish`` is safe here.
             if self._failure is None:
-                try:
-                    outputs = self.processor.finish()
-                    if outputs:
-                        self._checkpoint(outputs, {})
-                except Exception:
-                    log.exception("processor=%s final outputs failed", self.processor.name)
+                self._applier.finish()
         finally:
             if not starting.done():
                 starting.cancel()

@@ -128,6 +128,7 @@ class OnlineTrainer:
         self.offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
         self.fingerprint = int(meta.get("fingerprint", 0))
         self.examples_seen = int(meta.get("examples_seen", 0))
+        self._last_snapshot = self._clock()  # the next snapshot is an interval away
         MODEL_VERSION.labels(self.config.model).set(self.version)
         log.info(
             "model=%s resumed from version=%d examples_seen=%d offsets=%s",

@@ -1,19 +1,38 @@
-"""``streamlearn eval``: prequential evaluation of a learner on a CSV, JSONL or Parquet file."""
+"""``streamlearn eval``: prequential evaluation of a learner on a file or a topic range.
+
+``--data`` reads a CSV, JSONL or Parquet file; ``--topic`` (with ``--from``/``--to``)
+replays the range with :func:`offline.replay.replay` into a temporary dataset first.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from models.errors import ModelError
 from models.zoo import available
-from offline.errors import OfflineError
+from offline.dataset import DATA_FILE
+from offline.errors import OfflineError, RangeError
 from offline.prequential import EvalConfig, evaluate
+from offline.ranges import EARLIEST, LATEST, parse_bounds
+from offline.replay import ReplayProgress, ReplaySpec, replay
+from streamlearn import options as o
+from streamlearn.commands.replay import progress_bar, require_kafka
+from streams.config import KafkaConfig
 
 console = Console(stderr=True)
 
@@ -42,23 +61,104 @@ def _line(report: dict[str, Any]) -> str:
     return f"{report['count']:>10,d} ex  {body}  {report['examples_per_s']:,.0f} ex/s"
 
 
+def eval_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
+    """:func:`evaluate` with a progress bar and a metrics line per reporting interval."""
+    with Progress(
+        TextColumn("eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("eval", total=None)
+
+        def progress(done: int, total: int, report: dict[str, Any]) -> None:
+            bar.update(task, completed=done, total=total)
+            bar.console.print(_line(report))
+
+        return evaluate(config, progress)
+
+
+def eval_range(
+    kafka: KafkaConfig, spec: ReplaySpec, config: EvalConfig, quiet: bool
+) -> dict[str, Any]:
+    """Replay ``spec`` into a temporary dataset (progress shown), then evaluate it."""
+    with tempfile.TemporaryDirectory(prefix="streamlearn-eval-") as tmp:
+        out = Path(tmp) / "replay"
+        with progress_bar(not quiet) as bar:
+            tasks: dict[tuple[str, int], TaskID] = {}
+
+            def on_progress(p: ReplayProgress) -> None:
+                key = (p.topic, p.partition)
+                if key not in tasks:
+                    tasks[key] = bar.add_task(f"replay {p.topic}[{p.partition}]", note="")
+                bar.update(tasks[key], completed=p.done, total=p.total, note=f"{p.records} rows")
+
+            manifest = replay(kafka, spec, out, progress=on_progress)
+        if not manifest["records"]:
+            raise RangeError(
+                f"expected records to evaluate in topics {list(spec.topics)} from {spec.start} "
+                f"to {spec.end}, got none ({manifest['rejected']} rejected)"
+            )
+        summary = eval_with_progress(replace(config, data=out / DATA_FILE), quiet)
+    keep = ("topics", "format", "records", "rejected", "checksum", "partitions")
+    return {**summary, "data": None, "replay": {k: manifest[k] for k in keep}}
+
+
 def register(app: typer.Typer) -> None:
     """Add ``eval``."""
 
     @app.command("eval")
     def eval_cmd(
         data: Annotated[
-            Path,
-            typer.Option("--data", envvar="STREAMLEARN_DATA", help="CSV, JSONL or Parquet file."),
-        ],
+            Path | None,
+            typer.Option(
+                "--data",
+                envvar="STREAMLEARN_DATA",
+                help="CSV, JSONL or Parquet file (or use --topic).",
+            ),
+        ] = None,
+        topic: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--topic",
+                "-t",
+                envvar="STREAMLEARN_EVAL_TOPICS",
+                help="Topic to replay and evaluate (repeatable; full name, prefix included), "
+                "e.g. streamlearn.training-examples.feed. Instead of --data.",
+            ),
+        ] = None,
+        from_: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--from",
+                envvar="STREAMLEARN_EVAL_FROM",
+                help="With --topic: start (inclusive), as in `streamlearn replay`: earliest, "
+                "OFFSET, ISO time, @EPOCH_S; prefix PARTITION: for one partition (repeatable).",
+            ),
+        ] = None,
+        to: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--to",
+                envvar="STREAMLEARN_EVAL_TO",
+                help="With --topic: end (exclusive), as in `streamlearn replay`: latest, "
+                "OFFSET, ISO time, @EPOCH_S; prefix PARTITION: for one partition (repeatable).",
+            ),
+        ] = None,
         label: Annotated[
-            str,
-            typer.Option("--label", envvar="STREAMLEARN_LABEL", help="0/1 label column."),
-        ],
+            str | None,
+            typer.Option(
+                "--label", envvar="STREAMLEARN_LABEL", help="0/1 label column (default: label)."
+            ),
+        ] = None,
         time_column: Annotated[
             str | None,
             typer.Option(
-                "--time-column", envvar="STREAMLEARN_TIME_COLUMN", help="Order rows by it."
+                "--time-column",
+                envvar="STREAMLEARN_TIME_COLUMN",
+                help="Order rows by it (default for training examples: ts).",
             ),
         ] = None,
         features: Annotated[
@@ -66,7 +166,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--features",
                 envvar="STREAMLEARN_FEATURES",
-                help="Comma-separated feature columns (default: all but label and time).",
+                help="Comma-separated feature columns (default: all but label and time; for "
+                "training examples, the keys of their features).",
             ),
         ] = None,
         model: Annotated[
@@ -101,11 +202,20 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[
             bool, typer.Option("--quiet", envvar="STREAMLEARN_QUIET", help="No progress bar.")
         ] = False,
+        bootstrap_servers: o.BootstrapServers = None,
+        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
+        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
+        kafka_option: o.KafkaOptions = None,
     ) -> None:
-        """Predict-then-learn over a file; print AUC, log loss, NE, calibration, throughput."""
+        """Predict-then-learn over a file or a topic range; print AUC, log loss, NE, calibration,
+        throughput."""
+        if (data is None) == (not topic):
+            raise typer.BadParameter("expected exactly one of --data FILE or --topic TOPIC")
+        if data is not None and (from_ or to):
+            raise typer.BadParameter("--from/--to apply to --topic, not --data")
         chosen = tuple(f.strip() for f in features.split(",") if f.strip()) if features else None
         config = EvalConfig(
-            data=data,
+            data=data or Path(DATA_FILE),
             label=label,
             time_column=time_column,
             features=chosen,
@@ -115,25 +225,20 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             hash_bits=hash_bits,
         )
-        with Progress(
-            TextColumn("eval"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        ) as bar:
-            task = bar.add_task("eval", total=None)
-
-            def progress(done: int, total: int, report: dict[str, Any]) -> None:
-                bar.update(task, completed=done, total=total)
-                bar.console.print(_line(report))
-
-            try:
-                summary = evaluate(config, progress)
-            except (ModelError, OfflineError) as exc:
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(2) from None
+        try:
+            if topic:
+                kafka = require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+                spec = ReplaySpec(
+                    tuple(topic),
+                    start=parse_bounds(from_ or [], EARLIEST),
+                    end=parse_bounds(to or [], LATEST),
+                )
+                summary = eval_range(kafka, spec, config, quiet)
+            else:
+                summary = eval_with_progress(config, quiet)
+        except (ModelError, OfflineError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
         console.print("[bold]summary[/bold] " + _line({**summary, "count": summary["examples"]}))
         if summary_json is not None:
             summary_json.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from models.errors import ModelError
 from offline.errors import OfflineError
-from offline.prequential import EvalConfig, EvalError, evaluate
+from offline.prequential import EvalConfig, EvalError, evaluate, expand_features
 from streamlearn.commands import eval as eval_command
 
 
@@ -207,3 +207,99 @@ def test_cli_reports_bad_column_and_param(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "key=value" in result.output
+
+
+def training_rows(n: int = 3000, seed: int = 1) -> list[dict[str, object]]:
+    """Rows shaped like a replayed training-examples topic; ``ts`` has ties (whole seconds)."""
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, object]] = []
+    for i in range(n):
+        item = int(rng.integers(0, 10))
+        position = int(rng.integers(0, 5))
+        logit = -1.5 + (1.5 if item < 3 else -0.5) - 0.3 * position
+        features: dict[str, object] = {"item": f"i{item}", "position": position}
+        if i % 7:
+            features["user"] = f"u{rng.integers(0, 30)}"  # sometimes missing
+        rows.append(
+            {
+                "topic": "t.training-examples.feed",
+                "partition": i % 3,
+                "offset": i // 3,
+                "ts": float(i // 10),
+                "label": int(rng.random() < 1 / (1 + np.exp(-logit))),
+                "features": json.dumps(features, sort_keys=True),
+                "user_id": f"u{i % 30}",
+                "served_score": 0.5,
+            }
+        )
+    return rows
+
+
+def test_training_rows_expand_features_with_label_and_ts_defaults(tmp_path: Path) -> None:
+    rows = training_rows()
+    table = pa.Table.from_pylist(rows)
+    rng = np.random.default_rng(0)
+    shuffled = table.take(rng.permutation(len(rows)))
+    a = evaluate(EvalConfig(data=write(table, tmp_path / "a.parquet"), hash_bits=14))
+    b = evaluate(EvalConfig(data=write(shuffled, tmp_path / "b.parquet"), hash_bits=14))
+    assert a["examples"] == 3000 and a["auc"] > 0.7
+    assert (a["label"], a["time_column"]) == ("label", "ts")
+    # only the keys of ``features`` are features by default: strings categorical, numbers numeric
+    assert a["feature_spec"]["categorical"] == ["item", "user"]
+    assert a["feature_spec"]["numeric"] == ["position"]
+    # ts ties broken by topic/partition/offset: any file order gives the same stream
+    assert b["logloss"] == a["logloss"] and b["auc"] == a["auc"]
+    # a JSONL file with ``features`` as nested objects reads the same
+    nested = [{**r, "features": json.loads(str(r["features"]))} for r in rows]
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in nested))
+    c = evaluate(EvalConfig(data=jsonl, hash_bits=14))
+    assert c["feature_spec"] == a["feature_spec"]
+    assert c["logloss"] == pytest.approx(a["logloss"], abs=1e-12)
+    # --features still chooses, among the keys and the other columns
+    sub = evaluate(EvalConfig(data=tmp_path / "a.parquet", features=("item", "user_id")))
+    assert sub["feature_spec"]["categorical"] == ["item", "user_id"]
+
+
+def test_expand_features_types_missing_and_clashes() -> None:
+    table = pa.table(
+        {
+            "label": [1, 0, 1],
+            "features": ['{"a": 1, "b": "x"}', '{"a": 2.5, "b": 3}', '{"c": true}'],
+            "a": ["top", "level", "loses"],
+        }
+    )
+    out, keys = expand_features(table)
+    assert keys == ["a", "b", "c"]
+    assert out.column_names == ["label", "a", "b", "c"]
+    assert out["a"].type == pa.float64() and out["a"].to_pylist() == [1.0, 2.5, None]
+    assert out["b"].to_pylist() == ["x", "3", None]  # mixed: categorical
+    assert out["c"].to_pylist() == [None, None, "True"]  # booleans are categorical
+    with pytest.raises(EvalError, match=r"feature keys \['a'\] clash"):
+        expand_features(table, reserved=["a"])
+    for plain in (pa.table({"features": ["x", "y"]}), pa.table({"features": ["[1]", "2"]})):
+        assert expand_features(plain) == (plain, [])  # not JSON objects: an ordinary column
+
+
+def test_missing_default_label_says_pass_label(tmp_path: Path) -> None:
+    path = write(make_table(50), tmp_path / "d.parquet")
+    with pytest.raises(EvalError, match=r"\['label'\] not found .*\(pass --label\)"):
+        evaluate(EvalConfig(data=path))
+
+
+def test_cli_needs_exactly_one_of_data_and_topic(tmp_path: Path) -> None:
+    path = write(make_table(50), tmp_path / "d.parquet")
+    cases = (
+        ([], "exactly one of --data FILE or --topic TOPIC"),
+        (["--data", str(path), "--topic", "t.x"], "exactly one of --data FILE or --topic TOPIC"),
+        (["--data", str(path), "--from", "0"], "--from/--to apply to --topic"),
+        (["--topic", "t.x"], "no broker: pass --bootstrap-servers"),
+    )
+    for extra, message in cases:
+        result = CliRunner().invoke(
+            app(),
+            ["eval", "--label", "clicked", "--quiet", *extra],
+            env={"STREAMLEARN_BOOTSTRAP_SERVERS": None, "COLUMNS": "200"},
+        )
+        assert result.exit_code == 2, result.output
+        assert message in result.output
