@@ -14,6 +14,9 @@ from streams.metrics import DLQ_EVENTS
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
+#: librdkafka's own log lines (connection retries and the like) go through Python logging
+#: instead of straight to stderr.
+_CLIENT_LOG = logging.getLogger("librdkafka")
 
 
 def _log_delivery_error(err: Any, msg: Message) -> None:
@@ -26,6 +29,7 @@ def make_producer(config: KafkaConfig, **extra: Any) -> Producer:
     conf = config.producer_conf(**extra)
     conf.setdefault("error_cb", lambda e: log.warning("producer error: %s", e))
     conf.setdefault("on_delivery", _log_delivery_error)
+    conf.setdefault("logger", _CLIENT_LOG)
     return Producer(conf)
 
 
@@ -33,6 +37,7 @@ def make_consumer(config: KafkaConfig, group_id: str, **extra: Any) -> Consumer:
     """A consumer in ``group_id`` with manual commits and fast group joins."""
     conf = config.consumer_conf(group_id, **extra)
     conf.setdefault("error_cb", lambda e: log.warning("consumer error: %s", e))
+    conf.setdefault("logger", _CLIENT_LOG)
     return Consumer(conf)
 
 
