@@ -231,6 +231,10 @@ class FeatureProcessor(StatefulProcessor):
             p = r.partition
             touch(p, "user/" + ev.user_id).update(ev)
             touch(p, "item/" + ev.item_id).update(ev)
+        return []
+
+    def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
+        # Encoded once per entity per commit, however often the interval touched it.
         for p, dirty in self._dirty.items():
             put = self.state[p].put
             for key, agg in dirty.items():
@@ -238,7 +242,7 @@ class FeatureProcessor(StatefulProcessor):
                     put(key, _user_record(key[5:], agg))
                 else:
                     put(key, _item_record(key[5:], agg))
-        return []
+        return super().prepare(offsets)
 
     def _touch(self, partition: int, key: str) -> _Agg:
         dirty = self._dirty.get(partition)

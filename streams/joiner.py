@@ -93,7 +93,6 @@ class Joiner(StatefulProcessor):
     def inputs(self) -> Mapping[str, Decoder]:
         return {self.topics.feature_log: _decode_log, self.topics.activity: decode_event}
 
-
     def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         starts = super().assign(partitions)
         for p in {p for _, p in partitions}:

@@ -38,6 +38,9 @@ class RuntimeConfig:
     batch_size: int = 2000
     poll_timeout_s: float = 0.1
     lag_interval_s: float = 5.0
+    #: Seconds between commits of state + offsets + outputs (see ``streams.applier``):
+    #: an entity updated many times within it is stored and emitted once.
+    commit_interval_s: float = 1.0
 
 
 class MicroBatchRuntime:
@@ -54,7 +57,13 @@ class MicroBatchRuntime:
         self.kafka = kafka
         self.config = config
         self._producer = producer or make_producer(kafka)
-        self._applier = BatchApplier(processor, self._producer, self._commit_offsets)
+        self._applier = BatchApplier(
+            processor,
+            self._producer,
+            self._commit_offsets,
+            commit_interval_s=config.commit_interval_s,
+            seek=self._seek,
+        )
         self.stats = self._applier.stats
         self._consumer: Consumer | None = None
         self._stop = threading.Event()
@@ -67,6 +76,11 @@ class MicroBatchRuntime:
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                 asynchronous=True,
             )
+
+    def _seek(self, starts: dict[TopicPartitionKey, int]) -> None:
+        assert self._consumer is not None
+        for (t, p), off in starts.items():
+            self._consumer.seek(TopicPartition(t, p, off))
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return."""
@@ -90,7 +104,10 @@ class MicroBatchRuntime:
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.processor.revoke([(tp.topic, tp.partition) for tp in partitions])
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._applier.commit()  # what was applied is committed before the state closes
+        self._applier.forget(keys)
+        self.processor.revoke(keys)
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, max_seconds: float | None = None, max_events: int | None = None) -> RuntimeStats:

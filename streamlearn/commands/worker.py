@@ -66,6 +66,7 @@ def run_processor(
     group_id: str,
     duration: float | None,
     batch_size: int = 2000,
+    commit_interval_s: float = 1.0,
 ) -> None:
     """Run ``proc`` until SIGINT/SIGTERM or ``duration`` seconds."""
     rt: Any
@@ -74,7 +75,13 @@ def run_processor(
 
         rt = FaustRuntime(proc, kafka, group_id=group_id, batch_size=batch_size)
     else:
-        rt = MicroBatchRuntime(proc, kafka, RuntimeConfig(group_id=group_id, batch_size=batch_size))
+        rt = MicroBatchRuntime(
+            proc,
+            kafka,
+            RuntimeConfig(
+                group_id=group_id, batch_size=batch_size, commit_interval_s=commit_interval_s
+            ),
+        )
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping %s", signum, proc.name)
@@ -119,6 +126,16 @@ def register(app: typer.Typer) -> None:
         metrics_port: o.MetricsPort = 0,
         metrics_host: o.MetricsHost = "127.0.0.1",
         label_window: WindowS = 8.0,
+        commit_interval: Annotated[
+            float,
+            typer.Option(
+                "--commit-interval",
+                envvar="STREAMLEARN_COMMIT_INTERVAL",
+                min=0.0,
+                help="Seconds between commits of state, offsets and outputs (0: every batch; "
+                "the trainer always commits every batch).",
+            ),
+        ] = 1.0,
         duration: Duration = None,
     ) -> None:
         """Run a stream processor (features, joiner, trainer) on a runtime."""
@@ -135,7 +152,9 @@ def register(app: typer.Typer) -> None:
             proc = Joiner(topics, root / "state", JoinerConfig(window_s=label_window), restore)
         else:
             proc = _trainer(topics, root, "feed", "ftrl", [], 10.0)
-        run_processor(proc, kafka, runtime, f"{kafka.topic_prefix}{processor.value}", duration)
+        interval = 0.0 if processor is ProcessorName.trainer else commit_interval
+        group = f"{kafka.topic_prefix}{processor.value}"
+        run_processor(proc, kafka, runtime, group, duration, commit_interval_s=interval)
 
     @app.command()
     def train(
@@ -191,7 +210,10 @@ def register(app: typer.Typer) -> None:
         proc = _trainer(
             topics, root, model, learner, param, snapshot_interval, batch_size, flush_after
         )
-        run_processor(proc, kafka, runtime, f"{kafka.topic_prefix}trainer.{model}", duration, 1000)
+        # The trainer's checkpoint is its snapshot: commit every batch (nothing to coalesce,
+        # and a rewind would re-learn examples already in the learner).
+        group = f"{kafka.topic_prefix}trainer.{model}"
+        run_processor(proc, kafka, runtime, group, duration, 1000, commit_interval_s=0.0)
 
 
 def _trainer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -121,3 +122,47 @@ def test_features_processed_bad_events_dead_lettered_restart_resumes(
     latest = _latest_features(kafka, topics)
     assert latest["user/u3"]["user_impressions"] == sum(1 for i in range(n) if i % 7 == 3) + more
     assert latest["item/i2"]["item_impressions"] == n // 5 + more
+
+
+class _Poisoned(FeatureProcessor):
+    """Raises on one event, as a bug in a batch function would."""
+
+    def process(self, records: list) -> list:  # type: ignore[override]
+        if any(r.value.event_id == "poison" for r in records):
+            # mutate state first, as a real failure halfway through a batch would
+            super().process(records)
+            raise RuntimeError("boom")
+        return super().process(records)
+
+
+def test_failed_batch_rewinds_the_uncommitted_interval_and_dead_letters_only_the_culprit(
+    kafka: KafkaConfig, topics: Topics, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ensure_topics(kafka, topics.loop_topics())
+    producer = make_producer(kafka)
+    n = 600
+    for i in range(n):
+        raw = _event(i, "u1", "i1")
+        if i == 450:
+            raw = orjson.dumps({**orjson.loads(raw), "event_id": "poison"})
+        produce(producer, topics.activity, raw, "u1")
+    flush(producer)
+    proc = _Poisoned(topics, tmp_path / "state")
+    rt = MicroBatchRuntime(
+        proc,
+        kafka,
+        RuntimeConfig(
+            group_id=f"{kafka.topic_prefix}poison", batch_size=100, commit_interval_s=30.0
+        ),
+    )
+    with caplog.at_level(logging.WARNING, logger="streams.applier"):
+        rt.run(max_seconds=15)
+    assert any("rewinding" in r.message for r in caplog.records)  # the path under test
+    assert rt.stats.dead_lettered == 1
+    assert rt.stats.processed == n - 1
+    dlq = read_all(kafka, topics.dlq(topics.activity), kafka.partitions)
+    assert [dict(m.headers())["error.reason"] for m in dlq] == [b"processing_error"]
+    latest = _latest_features(kafka, topics)
+    # every event but the poison counted exactly once, despite the rewind
+    assert latest["user/u1"]["user_impressions"] == n - 1
+    assert latest["item/i1"]["item_impressions"] == n - 1

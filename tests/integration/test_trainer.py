@@ -176,7 +176,9 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
             snapshot_interval_s=3600,
         ),
     )
-    rt = MicroBatchRuntime(trainer, kafka, RuntimeConfig(group_id=f"ref-{uuid.uuid4().hex}"))
+    rt = MicroBatchRuntime(
+        trainer, kafka, RuntimeConfig(group_id=f"ref-{uuid.uuid4().hex}", commit_interval_s=0.0)
+    )
     rt.run(max_seconds=60, max_events=N1 + N2)
     ref = ref_registry.latest("feed")
     assert ref is not None
