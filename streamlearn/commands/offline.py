@@ -13,7 +13,6 @@ from models.features import FeatureSpec
 from models.registry import FileRegistry
 from offline.errors import OfflineError
 from offline.train import TrainConfig, train
-from offline.vision import VisionConfig, VisionProgress, train_vision
 from streamlearn import options as o
 from streamlearn.commands.replay import Quiet, fail, progress_bar
 from streamlearn.settings import data_dir, parse_options
@@ -229,6 +228,9 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Train a small CNN, check its ONNX export, publish it (resumes from checkpoints)."""
+        # torch takes seconds to import: only this command pays for it
+        from offline.vision import VisionConfig, VisionProgress, train_vision
+
         cfg = VisionConfig(
             data=data_path,
             dataset=dataset,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
@@ -143,6 +145,10 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
         console = Console(stderr=True)
+        if console.is_terminal:
+            # Log lines go above the live view instead of tearing through it.
+            root = logging.getLogger()
+            root.handlers = [RichHandler(console=console, show_path=False)]
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             last = [0.0]
 

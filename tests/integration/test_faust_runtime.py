@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import cast
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, Scalar, decode
@@ -21,6 +20,7 @@ from streams.kafka import flush, make_producer, produce
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.state import is_control_key
 from streams.topics import Topics, ensure_topics
+from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -50,29 +50,13 @@ def _events() -> list[tuple[str, bytes]]:
     return [*out, *(("u1", b) for b in BAD), ("u1", orjson.dumps(teleport))]
 
 
-def _read_all(kafka: KafkaConfig, topic: str, idle_s: float = 1.5) -> list[Message]:
-    """Every record of ``topic``, from the beginning until ``idle_s`` without data."""
-    c = Consumer(kafka.consumer_conf(f"read-{uuid.uuid4().hex}"))
-    c.assign([TopicPartition(topic, p, 0) for p in range(kafka.partitions)])
-    out: list[Message] = []
-    last = time.monotonic()
-    deadline = last + 30
-    while time.monotonic() - last < idle_s and time.monotonic() < deadline:
-        for m in c.consume(1000, 0.2):
-            if m.error() is None:
-                out.append(m)
-                last = time.monotonic()
-    c.close()
-    return out
-
-
 def _headers(m: Message) -> dict[str, str]:
     return {k: v.decode() for k, v in cast(list[tuple[str, bytes]], m.headers() or [])}
 
 
 def _features(kafka: KafkaConfig, topics: Topics) -> dict[str, dict[str, Scalar]]:
     latest = {}
-    for m in _read_all(kafka, topics.features):
+    for m in read_all(kafka, topics.features):
         if not is_control_key(m.key()):
             # an item's record is the partial of its partition: key by both
             key = f"{(m.key() or b'').decode()}#{m.partition()}"
@@ -115,7 +99,7 @@ def test_faust_runtime_matches_micro_batch_runtime(kafka: KafkaConfig, tmp_path:
     assert stats.dead_lettered == len(BAD) + 1
     assert rt.skipped == 0
 
-    dlq = _read_all(faust_kafka, faust_topics.dlq(faust_topics.activity))
+    dlq = read_all(faust_kafka, faust_topics.dlq(faust_topics.activity))
     assert sorted(_headers(m)["error.reason"] for m in dlq) == [
         "bad_json",
         "missing_field",

@@ -26,7 +26,7 @@ from streams.broker import EmbeddedBroker
 from streams.config import KafkaConfig
 from streams.topics import Topics
 from streams.trainer import example_fingerprint
-from tests.integration.test_runtime import read_all
+from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration
 DURATION = 75
@@ -36,14 +36,33 @@ async def _publish_with_aiokafka(bootstrap: str, topic: str, n_good: int) -> int
     """Publish ``n_good`` valid events and a few malformed ones; return the bad count."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
-    bad = [b"not json", b'{"event_id": "x1", "type": "click"}', orjson.dumps(
-        {"event_id": "x2", "type": "teleport", "ts": time.time(), "user_id": "ext",
-         "item_id": "i", "surface": "feed", "request_id": "r"})]
+    bad = [
+        b"not json",
+        b'{"event_id": "x1", "type": "click"}',
+        orjson.dumps(
+            {
+                "event_id": "x2",
+                "type": "teleport",
+                "ts": time.time(),
+                "user_id": "ext",
+                "item_id": "i",
+                "surface": "feed",
+                "request_id": "r",
+            }
+        ),
+    ]
     try:
         for i in range(n_good):
-            ev = {"event_id": f"ext-{i}", "type": "impression", "ts": time.time(),
-                  "user_id": f"ext-user-{i % 5}", "item_id": f"ext-item-{i % 3}",
-                  "surface": "feed", "request_id": f"ext-{i}", "extra_field": 1}
+            ev = {
+                "event_id": f"ext-{i}",
+                "type": "impression",
+                "ts": time.time(),
+                "user_id": f"ext-user-{i % 5}",
+                "item_id": f"ext-item-{i % 3}",
+                "surface": "feed",
+                "request_id": f"ext-{i}",
+                "extra_field": 1,
+            }
             await producer.send_and_wait(topic, orjson.dumps(ev), key=ev["user_id"].encode())
         for raw in bad:
             await producer.send_and_wait(topic, raw, key=b"ext")
@@ -69,19 +88,38 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
     summary_path = tmp_path / "s.json"
     env = dict(os.environ)
     up = subprocess.Popen(
-        [sys.executable, "-m", "streamlearn", "up", "--duration", str(DURATION),
-         "--summary-json", str(summary_path), "--bootstrap-servers", broker.bootstrap_servers,
-         "--topic-prefix", prefix, "--data-dir", str(data), "--rate", "60",
-         "--snapshot-interval", "5"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlearn",
+            "up",
+            "--duration",
+            str(DURATION),
+            "--summary-json",
+            str(summary_path),
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--topic-prefix",
+            prefix,
+            "--data-dir",
+            str(data),
+            "--rate",
+            "60",
+            "--snapshot-interval",
+            "5",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     topics = Topics(prefix)
     registry = FileRegistry(data / "registry")
     try:
         _wait(lambda: len(registry.versions("feed")) >= 2, 60, "a trained model version")
         n_ext = 40
-        n_bad = asyncio.run(_publish_with_aiokafka(broker.bootstrap_servers, topics.activity,
-                                                   n_ext))
+        n_bad = asyncio.run(
+            _publish_with_aiokafka(broker.bootstrap_servers, topics.activity, n_ext)
+        )
         pid_file = data / "run" / "trainer.pid"
         killed_pid = int(pid_file.read_text())
         os.kill(killed_pid, signal.SIGKILL)
@@ -100,7 +138,7 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
     # nothing lost: every simulator and external event processed; bad ones dead-lettered
     assert s["events_processed"] == s["events_produced"] + n_ext, s
     assert s["dlq_events"] == n_bad
-    dlq = read_all(KafkaConfig(broker.bootstrap_servers, prefix), topics.dlq(topics.activity), 4)
+    dlq = read_all(KafkaConfig(broker.bootstrap_servers, prefix), topics.dlq(topics.activity))
     assert len(dlq) == n_bad
     assert s["progressive_auc"] is not None and s["progressive_auc"] > 0.55, s
 
@@ -117,6 +155,7 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
         count += end
     assert last.metadata["examples_seen"] == count > 0
     assert int(last.metadata["fingerprint"]) == expected
-    examples = read_all(KafkaConfig(broker.bootstrap_servers, prefix),
-                        topics.training_examples("feed"), 4)
+    examples = read_all(
+        KafkaConfig(broker.bootstrap_servers, prefix), topics.training_examples("feed")
+    )
     assert count <= len(examples)

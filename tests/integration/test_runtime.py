@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, decode
@@ -19,6 +16,7 @@ from streams.kafka import flush, make_producer, produce
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.state import is_control_key
 from streams.topics import Topics, ensure_topics
+from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -39,26 +37,10 @@ def _event(i: int, user: str, item: str, kind: str = "impression") -> bytes:
     )
 
 
-def read_all(kafka: KafkaConfig, topic: str, partitions: int, idle_s: float = 2.0) -> list:
-    """Every record of ``topic`` (from the beginning until ``idle_s`` without data)."""
-    c = Consumer(kafka.consumer_conf(f"read-{uuid.uuid4().hex}"))
-    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out = []
-    last = time.monotonic()
-    deadline = last + 60
-    while time.monotonic() - last < idle_s and time.monotonic() < deadline:
-        for m in c.consume(1000, 0.2):
-            if m.error() is None:
-                out.append(m)
-                last = time.monotonic()
-    c.close()
-    return out
-
-
 def _latest_features(kafka: KafkaConfig, topics: Topics) -> dict[str, dict]:
     """Current features per entity from the features topic, item partials merged."""
     latest: dict[tuple[str, int], FeatureRecord] = {}
-    for m in read_all(kafka, topics.features, kafka.partitions):
+    for m in read_all(kafka, topics.features):
         if not is_control_key(m.key()):
             latest[(m.key().decode(), m.partition())] = decode(FeatureRecord, m.value())
     out: dict[str, dict] = {}
@@ -98,7 +80,7 @@ def test_features_processed_bad_events_dead_lettered_restart_resumes(
     assert rt.stats.dead_lettered == len(bad)
     assert rt.stats.processed == n
 
-    dlq = read_all(kafka, topics.dlq(topics.activity), kafka.partitions)
+    dlq = read_all(kafka, topics.dlq(topics.activity))
     assert len(dlq) == len(bad)
     reasons = sorted(dict(m.headers())["error.reason"].decode() for m in dlq)
     assert reasons == ["bad_json", "missing_field", "unknown_type"]
@@ -160,7 +142,7 @@ def test_failed_batch_rewinds_the_uncommitted_interval_and_dead_letters_only_the
     assert any("rewinding" in r.message for r in caplog.records)  # the path under test
     assert rt.stats.dead_lettered == 1
     assert rt.stats.processed == n - 1
-    dlq = read_all(kafka, topics.dlq(topics.activity), kafka.partitions)
+    dlq = read_all(kafka, topics.dlq(topics.activity))
     assert [dict(m.headers())["error.reason"] for m in dlq] == [b"processing_error"]
     latest = _latest_features(kafka, topics)
     # every event but the poison counted exactly once, despite the rewind

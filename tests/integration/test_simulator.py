@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.broker import free_port
@@ -32,6 +31,7 @@ from streams.contracts import ActivityEvent, decode_event
 from streams.errors import ContractError
 from streams.simulator import Behaviour, LoopOptions, Simulator, World
 from streams.topics import Topics, ensure_topics
+from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -98,22 +98,6 @@ def serving() -> Iterator[StubServing]:
     stub = StubServing(free_port())
     yield stub
     stub.stop()
-
-
-def read_all(kafka: KafkaConfig, topic: str, idle_s: float = 2.0) -> list[Message]:
-    """Every record of ``topic``, from the beginning until ``idle_s`` without data."""
-    c = Consumer(kafka.consumer_conf(f"read-{uuid.uuid4().hex}"))
-    c.assign([TopicPartition(topic, p, 0) for p in range(kafka.partitions)])
-    out: list[Message] = []
-    last = time.monotonic()
-    deadline = last + 60
-    while time.monotonic() - last < idle_s and time.monotonic() < deadline:
-        for m in c.consume(1000, 0.2):
-            if m.error() is None:
-                out.append(m)
-                last = time.monotonic()
-    c.close()
-    return out
 
 
 def _simulator(kafka: KafkaConfig, topics: Topics, url: str, **kw: Any) -> Simulator:
