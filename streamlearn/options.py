@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from streamlearn.settings import kafka_config
+from streams.config import KafkaConfig
+
 BootstrapServers = Annotated[
     str | None,
     typer.Option(
@@ -67,3 +70,15 @@ Model = Annotated[
 DEFAULT_PREFIX = "streamlearn."
 DEFAULT_PARTITIONS = 4
 DEFAULT_DATA_DIR = Path("var")
+
+
+def require_kafka(
+    bootstrap: str | None, prefix: str, partitions: int, opts: list[str] | None
+) -> KafkaConfig:
+    """The Kafka config of a command that needs a broker; a usage error when none is set."""
+    if not bootstrap:
+        raise typer.BadParameter(
+            "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
+            "or run `streamlearn up`, which starts the embedded broker"
+        )
+    return kafka_config(bootstrap, prefix, partitions, opts)

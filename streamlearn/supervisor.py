@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from models.registry import FileRegistry
 from streamlearn.scrape import Samples, quantile, scrape, total, value
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.config import KafkaConfig
 from streams.topics import Topics, ensure_loop_topics
 
@@ -78,6 +78,7 @@ class Child:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         finally:
             out.close()

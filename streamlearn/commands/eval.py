@@ -31,7 +31,7 @@ from offline.prequential import EvalConfig, evaluate
 from offline.ranges import EARLIEST, LATEST, parse_bounds
 from offline.replay import ReplayProgress, ReplaySpec, replay
 from streamlearn import options as o
-from streamlearn.commands.replay import progress_bar, require_kafka
+from streamlearn.commands.replay import progress_bar
 from streams.config import KafkaConfig
 
 console = Console(stderr=True)
@@ -227,7 +227,7 @@ def register(app: typer.Typer) -> None:
         )
         try:
             if topic:
-                kafka = require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+                kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
                 spec = ReplaySpec(
                     tuple(topic),
                     start=parse_bounds(from_ or [], EARLIEST),

@@ -11,7 +11,7 @@ import typer
 from offline.errors import OfflineError
 from offline.publish import publish
 from streamlearn import options as o
-from streamlearn.commands.replay import Quiet, fail, progress_bar, require_kafka
+from streamlearn.commands.replay import Quiet, fail, progress_bar
 
 
 def register(app: typer.Typer) -> None:
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Send the records of SOURCE to a topic, keyed and rate limited."""
-        kafka = require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+        kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
         try:
             with progress_bar(not quiet) as bar:
                 task = bar.add_task(f"→ {topic}", total=limit, note="")

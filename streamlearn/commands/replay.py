@@ -26,22 +26,8 @@ from offline.errors import OfflineError
 from offline.ranges import EARLIEST, LATEST, parse_bounds
 from offline.replay import ReplayProgress, ReplaySpec, replay
 from streamlearn import options as o
-from streamlearn.settings import kafka_config
-from streams.config import KafkaConfig
 
 console = Console(stderr=True)
-
-
-def require_kafka(
-    bootstrap: str | None, prefix: str, partitions: int, opts: list[str] | None
-) -> KafkaConfig:
-    """The Kafka config of a command that needs a broker; a usage error when none is set."""
-    if not bootstrap:
-        raise typer.BadParameter(
-            "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
-            "or run `streamlearn up`, which starts the embedded broker"
-        )
-    return kafka_config(bootstrap, prefix, partitions, opts)
 
 
 @contextmanager
@@ -145,7 +131,7 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Replay topic ranges into a Parquet dataset; print its manifest summary."""
-        kafka = require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+        kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
         try:
             spec = ReplaySpec(
                 tuple(topic),

@@ -142,8 +142,8 @@ def register(app: typer.Typer) -> None:
         def _stop(_s: int, _f: object) -> None:
             stopping["flag"] = True
 
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _stop)
         console = Console(stderr=True)
         if console.is_terminal:
             # Log lines go above the live view instead of tearing through it.

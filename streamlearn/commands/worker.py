@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 
 from models.registry import FileRegistry
 from streamlearn import options as o
-from streamlearn.settings import data_dir, kafka_config, parse_options
+from streamlearn.settings import data_dir, parse_options
 from streams.config import KafkaConfig
 from streams.features import FEED_LEARNER_PARAMS, FeatureProcessor, feed_spec
 from streams.joiner import Joiner, JoinerConfig
@@ -41,17 +41,6 @@ class RuntimeName(StrEnum):
 
     microbatch = "microbatch"
     faust = "faust"
-
-
-def _kafka(
-    bootstrap: str | None, prefix: str, partitions: int, opts: list[str] | None
-) -> KafkaConfig:
-    if not bootstrap:
-        raise typer.BadParameter(
-            "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
-            "or run `streamlearn up`, which starts the embedded broker"
-        )
-    return kafka_config(bootstrap, prefix, partitions, opts)
 
 
 def _serve_metrics(port: int, host: str = "127.0.0.1") -> None:
@@ -139,7 +128,7 @@ def register(app: typer.Typer) -> None:
         duration: Duration = None,
     ) -> None:
         """Run a stream processor (features, joiner, trainer) on a runtime."""
-        kafka = _kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+        kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics)
         root = data_dir(data)
@@ -202,7 +191,7 @@ def register(app: typer.Typer) -> None:
         duration: Duration = None,
     ) -> None:
         """Train a model online from its training-examples topic, publishing snapshots."""
-        kafka = _kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+        kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics, models=(model,))
         root = data_dir(data)
