@@ -112,6 +112,9 @@ class Child:
             self.proc.wait()
 
 
+#: How long the processed count must stand still before the stop (> 1 s commit interval).
+_QUIET_S = 3.0
+
 #: Counters that survive a child's restart in the summary (summed across incarnations).
 _CARRIED = (
     "streamlearn_events_processed_total",
@@ -364,11 +367,17 @@ class Stack:
         if sim is not None:
             sim.stop()
             self.note("simulator stopped")
+        # Caught up: everything the simulator produced is processed, and the count has
+        # stood still for longer than the processors' commit interval (events from
+        # other producers may still be in flight behind the simulator's).
         deadline = time.monotonic() + drain_timeout_s
+        last, still_since = -1, time.monotonic()
         while time.monotonic() < deadline:
             self.poll_metrics_only()
             f = self.figures()
-            if f["events_processed"] >= f["events_produced"]:
+            if f["events_processed"] != last:
+                last, still_since = f["events_processed"], time.monotonic()
+            elif last >= f["events_produced"] and time.monotonic() - still_since >= _QUIET_S:
                 break
             time.sleep(0.5)
         for name in ("serving", "joiner", "trainer", "features"):
