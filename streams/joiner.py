@@ -4,7 +4,9 @@ Serving logs what it scored per request (``feature-log``); the simulator or any 
 publishes impressions and engagements (``activity``). Both are keyed by user_id, so one
 request's records meet in the same partition. When a request's label window closes (event
 time of the request + ``window_s``, judged against the partition's watermark), every shown
-item becomes a ``TrainingExample``: label 1 if engaged with inside the window, else 0.
+item becomes a ``TrainingExample``: label 1 if an engagement that is a positive of the
+model's head (``models.heads``: any engagement for ``feed``, a click for ``ads``) came
+inside the window, else 0.
 Items scored but never shown are not examples. Records whose request never shows up in the
 feature-log are dropped after ``orphan_timeout_s`` and counted.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import msgspec
 from prometheus_client import Counter
 
+from models.heads import head
 from streams.contracts import (
     ENGAGEMENT_TYPES,
     ActivityEvent,
@@ -59,7 +62,8 @@ class _Pending(msgspec.Struct):
     first_ts: float
     log: FeatureLogRecord | None = None
     shown: dict[str, int] = {}
-    engaged: list[str] = []
+    #: item_id → engagement types seen inside the window
+    engaged: dict[str, list[str]] = {}
 
 
 _DEC = msgspec.json.Decoder(_Pending)
@@ -125,7 +129,7 @@ class Joiner(StatefulProcessor):
             if pend is None:
                 raw = self.state[p].get("r/" + rid)
                 if raw is None:
-                    pend = _Pending(first_ts=ts, shown={}, engaged=[])
+                    pend = _Pending(first_ts=ts, shown={}, engaged={})
                     heapq.heappush(
                         self._deadlines.setdefault(p, []), (ts + self.config.window_s, rid)
                     )
@@ -145,8 +149,9 @@ class Joiner(StatefulProcessor):
             pend.shown[ev.item_id] = ev.position if ev.position is not None else -1
         elif ev.type in ENGAGEMENT_TYPES:
             base = pend.log.ts if pend.log is not None else pend.first_ts
-            if ev.ts <= base + self.config.window_s and ev.item_id not in pend.engaged:
-                pend.engaged.append(ev.item_id)
+            kinds = pend.engaged.setdefault(ev.item_id, [])
+            if ev.ts <= base + self.config.window_s and ev.type not in kinds:
+                kinds.append(ev.type)
 
     def tick(self, now: float) -> list[Output]:
         out: list[Output] = []
@@ -176,11 +181,12 @@ class Joiner(StatefulProcessor):
 
     def _examples(self, log: FeatureLogRecord, pend: _Pending) -> list[Output]:
         topic = self.topics.training_examples(log.model)
+        positives = head(log.model).positives
         out = []
         for item in log.items:
             if item.item_id not in pend.shown:
                 continue
-            label = 1 if item.item_id in pend.engaged else 0
+            label = 1 if positives.intersection(pend.engaged.get(item.item_id, ())) else 0
             ex = TrainingExample(
                 request_id=log.request_id,
                 user_id=log.user_id,

@@ -28,10 +28,10 @@ from confluent_kafka import OFFSET_BEGINNING
 from prometheus_client import Counter, Gauge
 
 from models.features import FeatureSpec
+from models.heads import create_for
 from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
 from models.registry import FileRegistry
-from models.zoo import create
 from streams.contracts import ModelUpdate, TrainingExample, decode, encode
 from streams.processor import Decoder, Output, Record, TopicPartitionKey
 from streams.topics import Topics
@@ -118,8 +118,12 @@ class OnlineTrainer:
         self._loaded = True
         mv = self.registry.latest(self.config.model)
         if mv is None:
-            self.learner = create(
-                self.config.learner, self.config.spec, seed=self.config.seed, **self.config.params
+            self.learner = create_for(
+                self.config.model,
+                self.config.learner,
+                self.config.spec,
+                seed=self.config.seed,
+                **self.config.params,
             )
             return
         self.learner = self.registry.load_learner(mv)

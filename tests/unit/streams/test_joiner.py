@@ -135,3 +135,29 @@ def test_wall_clock_closes_windows_when_event_time_stalls(tmp_path: Path) -> Non
     Feed(j)(_log("r1", 100.0, ["a"]), _ev("r1", 100.1, "a", "impression"))
     assert j.tick(112.0) == []  # 112 - 5 = 107 < 110
     assert len(j.tick(116.0)) == 1
+
+
+def test_ads_head_counts_only_clicks(tmp_path: Path) -> None:
+    j, feed = _joiner(tmp_path)
+    log = _log("r1", 100.0, ["a", "b"])
+    ads_log = FeatureLogRecord(
+        request_id=log.request_id,
+        user_id=log.user_id,
+        surface="ads",
+        ts=log.ts,
+        model="ads",
+        version=1,
+        items=log.items,
+    )
+    feed(
+        ads_log,
+        _ev("r1", 100.1, "a", "impression"),
+        _ev("r1", 100.1, "b", "impression"),
+        _ev("r1", 101.0, "a", "like"),
+        _ev("r1", 102.0, "b", "click"),
+    )
+    feed(_ev("r9", 120.0, "z", "impression"))
+    outputs = j.tick(0.0)
+    assert {o.topic for o in outputs} == {T.training_examples("ads")}
+    ex = {e.item_id: e.label for e in (decode(TrainingExample, o.value) for o in outputs)}
+    assert ex == {"a": 0, "b": 1}  # a like is engagement, not a click

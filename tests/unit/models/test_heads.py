@@ -1,0 +1,31 @@
+"""Model heads: positives and the calibrated ads learner."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.features import FeatureSpec
+from models.heads import create_for, head
+from models.metrics import ProgressiveMetrics
+
+
+def test_heads_declare_their_positives() -> None:
+    assert head("ads").positives == {"click"}
+    assert {"click", "like", "share", "conversion"} == head("feed").positives
+    assert head("anything").positives == head("feed").positives
+
+
+def test_ads_learner_is_downsampled_and_stays_calibrated() -> None:
+    spec = FeatureSpec(categorical=("item",), hash_bits=12)
+    rng = np.random.default_rng(3)
+    items = rng.integers(0, 50, 40_000)
+    rate = 0.02 + 0.1 * (items % 5) / 4  # true click rates 2%–12%
+    y = (rng.random(items.size) < rate).astype(float)
+    rows = [{"item": f"i{i}"} for i in items]
+    ads = create_for("ads", "ftrl", spec, seed=1, alpha=0.1)
+    assert type(ads).__name__ == "Downsampled"
+    m = ProgressiveMetrics(window=10_000)
+    for b in range(0, len(rows), 1000):
+        idx, val = ads.featuriser.transform_many(rows[b : b + 1000])
+        m.update(y[b : b + 1000], ads.predict_learn_encoded(idx, val, y[b : b + 1000]))
+    assert m.window_calibration is not None and abs(m.window_calibration - 1.0) < 0.1
