@@ -5,10 +5,15 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import sys
 
 import typer
 
 import streamlearn.commands
+from models.errors import ModelError
+from offline.errors import OfflineError
+from serving.errors import ServingError
+from streams.errors import StreamsError
 
 app = typer.Typer(
     name="streamlearn",
@@ -42,6 +47,15 @@ def _root(
 _register_commands()
 
 
+#: Every package's root exception: expected failures (no broker, a bad file, a bad
+#: model) end in one line on stderr and exit code 1, not a traceback.
+_EXPECTED: tuple[type[Exception], ...] = (StreamsError, ModelError, ServingError, OfflineError)
+
+
 def main() -> None:
     """Entry point of the ``streamlearn`` console script."""
-    app()
+    try:
+        app()  # usage errors are handled (and exit 2) inside
+    except _EXPECTED as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

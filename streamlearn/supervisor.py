@@ -191,9 +191,7 @@ class Stack:
             (
                 "trainer",
                 [
-                    "train",
-                    "--runtime",
-                    cfg.runtime,
+                    "train",  # always micro-batch: see `streamlearn train --help`
                     "--snapshot-interval",
                     str(cfg.snapshot_interval_s),
                 ],

@@ -94,7 +94,7 @@ def ensure_topics(
     Existing topics are left alone (a partition-count mismatch is logged, since
     co-partitioned topics must agree).
     """
-    admin = AdminClient(config.admin_conf())
+    admin = AdminClient(config.admin_conf(), logger=logging.getLogger("librdkafka"))
     want = partitions or config.partitions
     try:
         existing = admin.list_topics(timeout=timeout_s).topics

@@ -59,6 +59,13 @@ def run_processor(
 ) -> None:
     """Run ``proc`` until SIGINT/SIGTERM or ``duration`` seconds."""
     rt: Any
+    if runtime is RuntimeName.faust and isinstance(proc, OnlineTrainer):
+        # faust starts from its own committed offsets and cannot seek to a snapshot's, so
+        # a restarted trainer would skip the examples learned after its last snapshot.
+        raise typer.BadParameter(
+            "the trainer runs on the micro-batch runtime only: its exactly-once resume seeks "
+            "to the offsets of its last snapshot, which faust cannot do; got --runtime faust"
+        )
     if runtime is RuntimeName.faust:
         from streams.faust_runtime import FaustRuntime
 
