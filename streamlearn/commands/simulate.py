@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import start_http_server
 
+from simulator import LoopOptions, Simulator, World
 from streamlearn import options as o
 from streamlearn.settings import kafka_config
-from streams.simulator import LoopOptions, Simulator, World
 from streams.topics import Topics, ensure_loop_topics
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ import pytest
 from confluent_kafka import Message
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulator import Behaviour, LoopOptions, Simulator, World
 from streams.broker import free_port
 from streams.config import KafkaConfig
 from streams.contracts import ActivityEvent, decode_event
 from streams.errors import ContractError
-from streams.simulator import Behaviour, LoopOptions, Simulator, World
 from streams.topics import Topics, ensure_topics
 from tests.integration.reading import read_all
 

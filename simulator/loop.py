@@ -27,16 +27,16 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Message, Producer
 
+from simulator.behaviour import Behaviour, Schedule, Shown, sample_engagements
+from simulator.events import BAD_KINDS, SURFACE, EventIds, activity_event, bad_event
+from simulator.ranking import compare, ctr_table, rank
+from simulator.scoring import ScoringClient
+from simulator.stats import SimStats
+from simulator.world import World
 from streams.config import KafkaConfig
 from streams.contracts import EVENT_TYPES, PredictionRequest
 from streams.errors import KafkaError
 from streams.kafka import flush, make_producer, produce
-from streams.simulation.behaviour import Behaviour, Schedule, Shown, sample_engagements
-from streams.simulation.events import BAD_KINDS, SURFACE, EventIds, activity_event, bad_event
-from streams.simulation.ranking import compare, ctr_table, rank
-from streams.simulation.scoring import ScoringClient
-from streams.simulation.stats import SimStats
-from streams.simulation.world import World
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.simulation.world import World
+from simulator.world import World
 
 
 def rank(scores: np.ndarray, k: int) -> np.ndarray:

@@ -7,8 +7,8 @@ from typing import Final
 
 import numpy as np
 
+from simulator.behaviour import Shown
 from streams.contracts import ActivityEvent, encode
-from streams.simulation.behaviour import Shown
 
 SURFACE: Final = "feed"
 #: Kinds of malformed events, each rejected by ``streams.contracts.decode_event``.

@@ -1,7 +1,7 @@
 """What the simulator counts: requests, acknowledged events, CTRs and predict latency.
 
 Every count here is also mirrored into the Prometheus metrics of
-``streams.simulation.metrics``; :meth:`SimStats.snapshot` is the ``stats()`` dict.
+``simulator.metrics``; :meth:`SimStats.snapshot` is the ``stats()`` dict.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any, Final
 
 import numpy as np
 
+from simulator import metrics as m
+from simulator.ranking import ExpectedCtr
+from simulator.scoring import OUTCOMES
 from streams.contracts import ENGAGEMENT_TYPES, EVENT_TYPES
-from streams.simulation import metrics as m
-from streams.simulation.ranking import ExpectedCtr
-from streams.simulation.scoring import OUTCOMES
 
 POLICIES: Final = ("model", "model_expected", "random", "oracle")
 

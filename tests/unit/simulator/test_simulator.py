@@ -14,14 +14,14 @@ import pytest
 from models.features import FeatureSpec, Featuriser
 from models.learners.ftrl import FTRL
 from models.metrics import exact_auc
+from simulator import World, WorldParams
+from simulator.behaviour import Behaviour, Schedule, Shown, sample_engagements
+from simulator.events import BAD_KINDS, activity_event, bad_event
+from simulator.ranking import compare, ctr_table, rank
+from simulator.scoring import ScoringClient
+from simulator.stats import CtrTally, LatencyWindow, SimStats
 from streams.contracts import ENGAGEMENT_TYPES, PredictionRequest, decode_event
 from streams.errors import ContractError
-from streams.simulation.behaviour import Behaviour, Schedule, Shown, sample_engagements
-from streams.simulation.events import BAD_KINDS, activity_event, bad_event
-from streams.simulation.ranking import compare, ctr_table, rank
-from streams.simulation.scoring import ScoringClient
-from streams.simulation.stats import CtrTally, LatencyWindow, SimStats
-from streams.simulator import World, WorldParams
 
 SHOWN = Shown(user_id="u1", item_id="i2", request_id="r3", position=1, category="c4")
 
@@ -232,7 +232,7 @@ def test_latency_window_is_exact_and_bounded() -> None:
 
 
 def test_ctr_tally_since_start_and_recent() -> None:
-    from streams.simulation.ranking import ExpectedCtr
+    from simulator.ranking import ExpectedCtr
 
     t = CtrTally(recent_requests=2)
     assert t.since_start()["model"] is None
