@@ -17,6 +17,7 @@ import numpy as np
 from models.features import FeatureSpec
 from models.protocol import Learner, Row
 from models.snapshot import REQUIRED_METADATA
+from models.state import load_state, sha256
 
 MakeLearner = Callable[[int], Learner]
 
@@ -67,9 +68,9 @@ def check_predict_before_learning(make: MakeLearner) -> None:
     """A fresh learner predicts valid probabilities."""
     learner = make(0)
     rows, _ = make_stream(10, 1)
-    _assert_probabilities(learner.predict_many(rows), 10, "fresh predict_many")
-    one = learner.predict_one(rows[0])
-    assert isinstance(one, float) and 0.0 <= one <= 1.0, f"fresh predict_one gave {one!r}"
+    _assert_probabilities(learner.predict_proba_many(rows), 10, "fresh predict_proba_many")
+    one = learner.predict_proba_one(rows[0])
+    assert isinstance(one, float) and 0.0 <= one <= 1.0, f"fresh predict_proba_one gave {one!r}"
     assert learner.examples_seen == 0
 
 
@@ -84,7 +85,7 @@ def check_learns(make: MakeLearner) -> None:
         f"examples_seen: expected 3000, got {learner.examples_seen}"
     )
     test_rows, test_ys = make_stream(1000, 3)
-    auc = exact_auc(test_ys, learner.predict_many(test_rows))
+    auc = exact_auc(test_ys, learner.predict_proba_many(test_rows))
     assert auc is not None and auc > 0.6, (
         f"held-out AUC after 3000 examples: expected > 0.6, got {auc}"
     )
@@ -103,10 +104,10 @@ def check_unseen_and_missing_features(make: MakeLearner) -> None:
         {"unknown_field": "x", "price": float("inf")},
         {"user": "ü∂", "item": -1, "position": -5, "price": 1e30},
     ]
-    _assert_probabilities(learner.predict_many(odd), len(odd), "odd rows")
+    _assert_probabilities(learner.predict_proba_many(odd), len(odd), "odd rows")
     learner.learn_many(odd, np.array([0, 1, 0, 1, 0, 1], dtype=np.float64))
     learner.learn_one({}, 1.0)
-    _assert_probabilities(learner.predict_many(odd), len(odd), "odd rows after learning")
+    _assert_probabilities(learner.predict_proba_many(odd), len(odd), "odd rows after learning")
 
 
 def check_pickling(make: MakeLearner) -> None:
@@ -115,11 +116,48 @@ def check_pickling(make: MakeLearner) -> None:
     rows, ys = make_stream(600, 5)
     _train(learner, rows[:300], ys[:300])
     clone = pickle.loads(pickle.dumps(learner))
-    np.testing.assert_array_equal(clone.predict_many(rows), learner.predict_many(rows))
+    np.testing.assert_array_equal(clone.predict_proba_many(rows), learner.predict_proba_many(rows))
     _train(learner, rows[300:], ys[300:])
     _train(clone, rows[300:], ys[300:])
-    np.testing.assert_allclose(clone.predict_many(rows), learner.predict_many(rows), atol=1e-12)
+    np.testing.assert_allclose(
+        clone.predict_proba_many(rows), learner.predict_proba_many(rows), atol=1e-12
+    )
     assert clone.examples_seen == learner.examples_seen == 600
+
+
+def check_state_roundtrip(make: MakeLearner) -> None:
+    """The snapshot's data-only state rebuilds a learner that predicts and learns the same;
+    a tampered or pickled state is refused."""
+    from models.errors import SnapshotError
+
+    learner = make(0)
+    rows, ys = make_stream(800, 10)
+    _train(learner, rows[:400], ys[:400])
+    snap = learner.snapshot()
+    assert snap.state[:2] == b"PK", "state must be an npz archive (data only), not a pickle"
+    clone = load_state(snap.state, snap.metadata["state_sha256"])
+    assert type(clone) is type(learner), f"state rebuilt a {type(clone)}, not {type(learner)}"
+    assert clone.examples_seen == learner.examples_seen
+    assert clone.snapshot().metadata["params"] == snap.metadata["params"]
+    np.testing.assert_array_equal(clone.predict_proba_many(rows), learner.predict_proba_many(rows))
+    _train(learner, rows[400:], ys[400:])
+    _train(clone, rows[400:], ys[400:])
+    np.testing.assert_allclose(
+        clone.predict_proba_many(rows), learner.predict_proba_many(rows), atol=1e-9
+    )
+    assert clone.examples_seen == learner.examples_seen == 800
+    tampered = bytearray(snap.state)
+    tampered[len(tampered) // 2] ^= 0xFF
+    for bad, digest in (
+        (bytes(tampered), snap.metadata["state_sha256"]),
+        (pickle.dumps(learner), sha256(pickle.dumps(learner))),
+        (snap.state, None),
+    ):
+        try:
+            load_state(bad, digest)
+        except SnapshotError:
+            continue
+        raise AssertionError("a tampered, pickled or unverified state was accepted")
 
 
 def check_determinism(make: MakeLearner) -> None:
@@ -128,7 +166,7 @@ def check_determinism(make: MakeLearner) -> None:
     a, b = make(7), make(7)
     _train(a, rows, ys)
     _train(b, rows, ys)
-    np.testing.assert_array_equal(a.predict_many(rows), b.predict_many(rows))
+    np.testing.assert_array_equal(a.predict_proba_many(rows), b.predict_proba_many(rows))
     assert a.snapshot().onnx == b.snapshot().onnx, "ONNX bytes differ between identical runs"
 
 
@@ -138,9 +176,9 @@ def check_inputs_not_mutated(make: MakeLearner) -> None:
     rows, ys = make_stream(100, 7)
     rows_before, ys_before = copy.deepcopy(rows), ys.copy()
     learner.learn_many(rows, ys)
-    learner.predict_many(rows)
+    learner.predict_proba_many(rows)
     learner.learn_one(rows[0], float(ys[0]))
-    learner.predict_one(rows[0])
+    learner.predict_proba_one(rows[0])
     assert rows == rows_before and np.array_equal(ys, ys_before), "raw inputs were mutated"
     idx, val = learner.featuriser.transform_many(rows)
     idx_before, val_before = idx.copy(), val.copy()
@@ -169,9 +207,11 @@ def check_onnx_parity(make: MakeLearner) -> None:
     session = ort.InferenceSession(snap.onnx, providers=["CPUExecutionProvider"])
     (onnx_p,) = session.run(["prob"], {"idx": idx, "val": val})
     assert onnx_p.shape == (len(test_rows),) and onnx_p.dtype == np.float32
-    np.testing.assert_allclose(onnx_p, learner.predict_many(test_rows), atol=1e-5, rtol=0)
-    resumed = pickle.loads(snap.state)
-    np.testing.assert_array_equal(resumed.predict_many(test_rows), learner.predict_many(test_rows))
+    np.testing.assert_allclose(onnx_p, learner.predict_proba_many(test_rows), atol=1e-5, rtol=0)
+    resumed = load_state(snap.state, snap.metadata["state_sha256"])
+    np.testing.assert_array_equal(
+        resumed.predict_proba_many(test_rows), learner.predict_proba_many(test_rows)
+    )
 
 
 def check_snapshot_metadata(make: MakeLearner) -> None:
@@ -182,6 +222,7 @@ def check_snapshot_metadata(make: MakeLearner) -> None:
     assert not missing, f"snapshot metadata lacks {missing}"
     assert json.loads(json.dumps(meta)) == meta, "metadata is not JSON round-trippable"
     assert meta["inputs"] == ["idx", "val"] and meta["output"] == "prob"
+    assert meta["state_format"] and len(meta["state_sha256"]) == 64
     assert FeatureSpec.from_dict(meta["feature_spec"]) == learner.featuriser.spec
 
 
@@ -191,6 +232,7 @@ def yield_checks() -> Iterator[Callable[[MakeLearner], None]]:
     yield check_learns
     yield check_unseen_and_missing_features
     yield check_pickling
+    yield check_state_roundtrip
     yield check_determinism
     yield check_inputs_not_mutated
     yield check_onnx_parity

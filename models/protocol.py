@@ -17,7 +17,9 @@ Row = Mapping[str, object]
 class Learner(Protocol):
     """An online binary classifier over hashed features.
 
-    ``*_one``/``*_many`` take raw rows and featurise them with ``featuriser``;
+    ``*_one``/``*_many`` take raw rows and featurise them with ``featuriser``. The
+    ``predict_proba_*`` names are river's, but they return P(y=1) itself (a float, or a
+    float64 array), not river's ``{False: …, True: …}`` dict;
     ``*_encoded`` take the featuriser's ``(idx int64 [n, K], val float32 [n, K])``
     arrays directly (the trainer's and serving's fast path). Probabilities are float64.
     ``predict_learn_encoded`` is progressive validation in one pass: the returned
@@ -29,9 +31,9 @@ class Learner(Protocol):
     featuriser: Featuriser
     examples_seen: int
 
-    def predict_one(self, x: Row) -> float: ...
+    def predict_proba_one(self, x: Row) -> float: ...
 
-    def predict_many(self, xs: Sequence[Row]) -> np.ndarray: ...
+    def predict_proba_many(self, xs: Sequence[Row]) -> np.ndarray: ...
 
     def learn_one(self, x: Row, y: float) -> None: ...
 

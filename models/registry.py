@@ -2,7 +2,7 @@
 
 Layout::
 
-    <root>/<model>/v00000001/{model.onnx, state.pkl, metadata.json}
+    <root>/<model>/v00000001/{model.onnx, state.npz, metadata.json}
     <root>/<model>/stages.json        {"1": "production", "2": "archived", …}
 
 A version is written into a hidden temporary directory, fsync'd, and renamed into place
@@ -11,8 +11,11 @@ with one ``os.rename``: readers see a whole version or none. Stages live in
 entry has stage ``"none"``. At most one version per model is ``"production"``:
 promoting one archives the previous production version.
 
-This module imports neither torch nor river (serving imports it); ``load_learner``
-unpickles, which imports whatever the learner needs at that moment.
+``state.npz`` is data only (:mod:`models.state`); ``metadata.json`` carries its
+``state_sha256``, which :meth:`FileRegistry.load_learner` verifies before reading it. A
+version whose state is a pickle (``state.pkl``, from before this format) is refused, never
+unpickled. This module imports neither torch nor river (serving imports it);
+``load_learner`` imports what the learner needs at that moment.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import errno
 import fcntl
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import RegistryError
+from models.errors import RegistryError, SnapshotError
 from models.snapshot import Snapshot
 
 STAGES = ("candidate", "production", "archived")
@@ -40,6 +42,7 @@ NO_STAGE = "none"
 _VERSION_DIR = re.compile(r"^v(\d{8})$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAX_PUBLISH_TRIES = 100
+STATE_FILE = "state.npz"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -119,7 +122,7 @@ class FileRegistry:
         tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
         try:
             _write_file(tmp / "model.onnx", snapshot.onnx)
-            _write_file(tmp / "state.pkl", snapshot.state)
+            _write_file(tmp / STATE_FILE, snapshot.state)
             for _ in range(_MAX_PUBLISH_TRIES):
                 numbers = self._version_numbers(model_dir)
                 version = (numbers[-1] if numbers else 0) + 1
@@ -191,11 +194,24 @@ class FileRegistry:
             raise RegistryError(f"cannot read the ONNX graph at {mv.onnx_path}: {exc}") from exc
 
     def load_learner(self, mv: ModelVersion) -> Any:
-        """Unpickle the learner state of ``mv`` (imports what the learner needs)."""
-        path = mv.path / "state.pkl"
+        """The learner of ``mv``, rebuilt from its data-only state (checksum verified).
+
+        :class:`RegistryError` when the state is missing, a pickle, corrupt, or does not
+        match ``state_sha256`` in the metadata.
+        """
+        from models.state import load_state
+
+        path = mv.path / STATE_FILE
+        if not path.exists() and (mv.path / "state.pkl").exists():
+            raise RegistryError(
+                f"refusing the pickled learner state at {mv.path / 'state.pkl'}: pickles can "
+                "run code when loaded; publish this model again to store its state as data"
+            )
         try:
-            return pickle.loads(path.read_bytes())
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
+            return load_state(path.read_bytes(), mv.metadata.get("state_sha256"))
+        except OSError as exc:
+            raise RegistryError(f"cannot read the learner state at {path}: {exc}") from exc
+        except SnapshotError as exc:
             raise RegistryError(f"cannot load the learner state at {path}: {exc}") from exc
 
     @contextmanager

@@ -1,4 +1,4 @@
-"""The snapshot format: an ONNX graph, the pickled learner, and JSON metadata."""
+"""The snapshot format: an ONNX graph, the learner state (data only), and JSON metadata."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ class Snapshot:
     """A learner frozen at one point of its stream.
 
     ``onnx`` is the serving graph (inputs ``idx`` int64 ``[N, K]`` and ``val`` float32
-    ``[N, K]``, output ``prob`` float32 ``[N]``); ``state`` is the pickled learner so a
-    trainer can resume; ``metadata`` is JSON-safe and holds at least
-    :data:`REQUIRED_METADATA` (``feature_spec`` is ``FeatureSpec.to_dict()``).
+    ``[N, K]``, output ``prob`` float32 ``[N]``); ``state`` is the learner's state as data
+    (npz + JSON, :mod:`models.state`) so a trainer can resume; ``metadata`` is JSON-safe
+    and holds at least :data:`REQUIRED_METADATA` (``feature_spec`` is
+    ``FeatureSpec.to_dict()``; ``state_sha256`` checks ``state`` on load).
     """
 
     onnx: bytes

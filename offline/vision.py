@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from torch import nn
 
 from models.registry import FileRegistry, ModelVersion
 from models.snapshot import Snapshot
+from models.state import encode_arrays
 from offline.errors import OfflineError
 from offline.images import ImageSet, load_digits, load_image_folder, stratified_split
 from offline.lineage import code_version
@@ -376,14 +376,16 @@ def _snapshot(
     onnx_bytes: bytes,
 ) -> Snapshot:
     c, size = images.x.shape[1], images.x.shape[2]
-    state = {
-        "arch": {"name": LEARNER, "channels": c, "size": size, "classes": len(images.classes)},
-        "state_dict": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
-    }
+    state = encode_arrays(
+        {"arch": {"name": LEARNER, "channels": c, "size": size, "classes": len(images.classes)}},
+        {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
+    )
     return Snapshot(
         onnx=onnx_bytes,
-        state=pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
+        state=state.data,
         metadata={
+            "state_format": state.format,
+            "state_sha256": state.sha256,
             "learner": LEARNER,
             "params": {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr},
             "seed": config.seed,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import abc
-import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from models.errors import FeatureError
+from models.errors import FeatureError, SnapshotError
 from models.features import FeatureSpec, Featuriser
 from models.protocol import Row
 from models.snapshot import Snapshot
@@ -27,10 +26,15 @@ class EncodedLearner(abc.ABC):
     """Implements the raw-row half of :class:`~models.protocol.Learner` on the encoded half.
 
     Subclasses implement :meth:`predict_encoded`, :meth:`_learn` (returning the
-    pre-update probabilities), :meth:`params` and :meth:`to_onnx`.
+    pre-update probabilities), :meth:`params`, :meth:`to_onnx`, and their state as plain
+    arrays (:meth:`state_arrays`, :meth:`load_state_arrays`; JSON extras in
+    :meth:`state_extra`, :meth:`load_state_extra`), which is what a snapshot stores.
+    A ``sequential`` learner learns a batch one example at a time inside ``_learn``, so
+    it needs no warm-up chunking.
     """
 
     name: str = ""
+    sequential: bool = False
 
     def __init__(self, spec: FeatureSpec, seed: int = 0) -> None:
         self.spec = spec
@@ -81,7 +85,8 @@ class EncodedLearner(abc.ABC):
     def predict_learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Progressive validation: predict, then learn; returns the predictions.
 
-        Warm-up: while the learner has seen fewer examples than the batch holds, the batch
+        A sequential learner learns the batch one example at a time. For the others,
+        warm-up: while the learner has seen fewer examples than the batch holds, the batch
         is learnt in chunks of ``max(WARMUP_CHUNK, examples_seen)`` (doubling), so a
         fresh model does not score a whole large first batch untrained. Afterwards a
         batch is one update.
@@ -89,7 +94,7 @@ class EncodedLearner(abc.ABC):
         idx, val = self.check_encoded(idx, val)
         labels = self.check_labels(y, idx.shape[0])
         n = idx.shape[0]
-        if self.examples_seen >= n:
+        if self.sequential or self.examples_seen >= n:
             p = self._learn(idx, val, labels)
             self.examples_seen += n
             return p
@@ -102,18 +107,40 @@ class EncodedLearner(abc.ABC):
             start = stop
         return out
 
+    def predict_learn_kept(
+        self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, keep: np.ndarray
+    ) -> np.ndarray:
+        """Predict every row, learn only the rows where ``keep`` is true, in stream order.
+
+        A sequential learner predicts each row with the state the rows before it left
+        (dropped rows are scored, not learned); the others predict the batch first.
+        ``examples_seen`` grows by the rows learned. Returns the pre-update probabilities.
+        """
+        idx, val = self.check_encoded(idx, val)
+        labels = self.check_labels(y, idx.shape[0])
+        keep = np.asarray(keep, dtype=bool)
+        if self.sequential:
+            p = self._learn(idx, val, labels, keep.astype(np.float64))  # type: ignore[call-arg]
+            self.examples_seen += int(keep.sum())
+            return p
+        p = self.predict_encoded(idx, val)
+        if keep.any():
+            self.learn_encoded(idx[keep], val[keep], labels[keep])
+        return p
+
     def learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
         """Update on an encoded batch."""
         self.predict_learn_encoded(idx, val, y)
 
     # -- raw rows ----------------------------------------------------------------
-    def predict_one(self, x: Row) -> float:
-        """Probability for one raw row."""
+    def predict_proba_one(self, x: Row) -> float:
+        """P(y=1) for one raw row (river's method of that name returns ``{False: …, True: …}``;
+        this returns the ``True`` entry as a float)."""
         idx, val = self.featuriser.transform_one(x)
         return float(self.predict_encoded(idx[None, :], val[None, :])[0])
 
-    def predict_many(self, xs: Sequence[Row]) -> np.ndarray:
-        """Probabilities (float64) for raw rows."""
+    def predict_proba_many(self, xs: Sequence[Row]) -> np.ndarray:
+        """P(y=1) (float64 ``(n,)``) for raw rows."""
         idx, val = self.featuriser.transform_many(xs)
         return self.predict_encoded(idx, val)
 
@@ -136,11 +163,47 @@ class EncodedLearner(abc.ABC):
     def to_onnx(self) -> bytes:
         """Serving graph: ``idx``, ``val`` → ``prob`` (see ARCHITECTURE.md)."""
 
+    @abc.abstractmethod
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The learnt state as named numeric arrays (views are fine; nothing is copied)."""
+
+    @abc.abstractmethod
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Put back the state of :meth:`state_arrays` (the learner was built with the same
+        params, seed and spec)."""
+
+    def state_extra(self) -> dict[str, Any]:
+        """JSON-safe state that is not an array (a counter, a random generator's state)."""
+        return {}
+
+    def load_state_extra(self, extra: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_extra`."""
+        return None
+
+    @staticmethod
+    def _array(
+        arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: type
+    ) -> np.ndarray:
+        """``arrays[key]`` checked for shape and dtype, as a writable array of its own."""
+        try:
+            arr = arrays[key]
+        except KeyError:
+            raise SnapshotError(f"learner state lacks array {key!r}") from None
+        if arr.shape != shape or arr.dtype != np.dtype(dtype):
+            raise SnapshotError(
+                f"learner state array {key!r} must be {np.dtype(dtype)} of shape {shape}, "
+                f"got {arr.dtype} of shape {arr.shape}"
+            )
+        return np.array(arr, copy=True)
+
     def snapshot(self) -> Snapshot:
-        """ONNX graph, pickled learner and metadata of the current state."""
+        """ONNX graph, data-only learner state (see :mod:`models.state`) and metadata."""
+        from models.state import dump_state
+
+        state = dump_state(self)
         return Snapshot(
             onnx=self.to_onnx(),
-            state=pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL),
+            state=state.data,
             metadata={
                 "learner": self.name,
                 "params": self.params(),
@@ -150,5 +213,7 @@ class EncodedLearner(abc.ABC):
                 "inputs": ["idx", "val"],
                 "output": "prob",
                 "examples_seen": self.examples_seen,
+                "state_format": state.format,
+                "state_sha256": state.sha256,
             },
         )

@@ -67,17 +67,52 @@ class Deep(EncodedLearner):
         params = [t for layer in self.layers for t in layer]
         return torch.optim.Adam(params, lr=self.lr_dense, fused=True)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_optim"] = self._optim.state_dict()
-        return state
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Tables, their Adagrad accumulators, the MLP and its Adam moments."""
+        arrays = {
+            "w": self.w.numpy(),
+            "emb": self.emb.numpy(),
+            "acc_w": self._acc_w.numpy(),
+            "acc_emb": self._acc_emb.numpy(),
+        }
+        optim = self._optim.state_dict()["state"]
+        for p, tensor in enumerate(t for layer in self.layers for t in layer):
+            arrays[f"mlp{p}"] = tensor.detach().numpy()
+            moments = optim.get(p)
+            if moments:
+                arrays[f"adam{p}_step"] = np.asarray(float(moments["step"]), dtype=np.float64)
+                arrays[f"adam{p}_m"] = moments["exp_avg"].numpy()
+                arrays[f"adam{p}_v"] = moments["exp_avg_sq"].numpy()
+        return arrays
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        optim_state = state.pop("_optim")
-        self.__dict__.update(state)
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`state_arrays`."""
+        dim, d = self.spec.dim, self.embedding_dim
+        self.w = torch.from_numpy(self._array(arrays, "w", (dim,), np.float32))
+        self.emb = torch.from_numpy(self._array(arrays, "emb", (dim, d), np.float32))
+        self._acc_w = torch.from_numpy(self._array(arrays, "acc_w", (dim,), np.float32))
+        self._acc_emb = torch.from_numpy(self._array(arrays, "acc_emb", (dim,), np.float32))
+        params = [t for layer in self.layers for t in layer]
+        moments: dict[int, dict[str, torch.Tensor]] = {}
+        with torch.no_grad():
+            for p, tensor in enumerate(params):
+                shape = tuple(tensor.shape)
+                tensor.copy_(torch.from_numpy(self._array(arrays, f"mlp{p}", shape, np.float32)))
+                if f"adam{p}_step" in arrays:
+                    step = self._array(arrays, f"adam{p}_step", (), np.float64)
+                    moments[p] = {
+                        "step": torch.tensor(float(step)),
+                        "exp_avg": torch.from_numpy(
+                            self._array(arrays, f"adam{p}_m", shape, np.float32)
+                        ),
+                        "exp_avg_sq": torch.from_numpy(
+                            self._array(arrays, f"adam{p}_v", shape, np.float32)
+                        ),
+                    }
         self._optim = self._make_optimizer()
+        optim_state = self._optim.state_dict()
+        optim_state["state"] = moments
         self._optim.load_state_dict(optim_state)
-        set_threads(self.num_threads)
 
     def params(self) -> dict[str, Any]:
         """Hyper-parameters as passed to the constructor (seed excluded)."""

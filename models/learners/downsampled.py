@@ -8,11 +8,12 @@ The ONNX graph carries the same correction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from models.errors import ModelError
+from models.errors import ModelError, SnapshotError
 from models.learners.base import EncodedLearner
 from models.onnx_export import with_downsampling_correction
 
@@ -32,6 +33,7 @@ class Downsampled(EncodedLearner):
         self.inner = inner
         self.rate = float(rate)
         self.name = inner.name
+        self.sequential = inner.sequential
         self._rng = np.random.default_rng(seed)
 
     def params(self) -> dict[str, Any]:
@@ -43,11 +45,33 @@ class Downsampled(EncodedLearner):
         return correct(self.inner.predict_encoded(idx, val), self.rate)
 
     def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
-        p = self.inner.predict_encoded(idx, val)
         keep = (y > 0) | (self._rng.random(y.shape[0]) < self.rate)
-        if keep.any():
-            self.inner.learn_encoded(idx[keep], val[keep], y[keep])
-        return correct(p, self.rate)
+        return correct(self.inner.predict_learn_kept(idx, val, y, keep), self.rate)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The inner learner's arrays."""
+        return self.inner.state_arrays()
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """The inner learner's arrays."""
+        self.inner.load_state_arrays(arrays)
+
+    def state_extra(self) -> dict[str, Any]:
+        """The sampler's random state and the inner learner's extras and count."""
+        return {
+            "sampler": self._rng.bit_generator.state,
+            "inner_examples_seen": self.inner.examples_seen,
+            "inner": self.inner.state_extra(),
+        }
+
+    def load_state_extra(self, extra: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_extra`."""
+        try:
+            self._rng.bit_generator.state = dict(extra["sampler"])
+            self.inner.examples_seen = int(extra["inner_examples_seen"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"downsampled learner state is not usable: {exc!r}") from exc
+        self.inner.load_state_extra(extra.get("inner") or {})
 
     def to_onnx(self) -> bytes:
         """The inner graph followed by the correction."""

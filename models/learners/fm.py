@@ -1,10 +1,13 @@
-"""Factorization machine over hashed features (Rendle, 2010), in torch.
+"""Factorization machine over hashed features (Rendle, 2010).
 
 ``logit = Σ_k w[idx_k]·val_k + ½ Σ_f [(Σ_k v[idx_k,f]·val_k)² − Σ_k (v[idx_k,f]·val_k)²]``
 
-The bias slot (slot 0) takes part in the linear term only. Gradients are analytic
-(``∂logit/∂v_k = val_k · (s − v_k·val_k)``), so there is no autograd graph per batch;
-``w`` and ``v`` are trained by row-wise Adagrad (see :mod:`models.learners.torch_base`).
+The bias slot (slot 0) takes part in the linear term only. Learning is exact and
+online, in a compiled kernel (:mod:`models.learners.kernels`): one example at a time,
+analytic gradients (``∂logit/∂v_k = val_k · (s − v_k·val_k)``), Adagrad on ``w`` (one
+accumulator per coordinate) and row-wise Adagrad on ``v``. The batch size only chunks the
+work. With ``normalize`` (the default) coordinates learn on ``x / max|x|`` seen and the
+exported ``w`` and ``v`` are divided back, so the ONNX graph takes raw features.
 """
 
 from __future__ import annotations
@@ -12,18 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from models.features import FeatureSpec
+from models.learners import kernels
 from models.learners.base import EncodedLearner
-from models.learners.torch_base import generator, rowwise_adagrad_, set_threads, to_tensors
 from models.onnx_export import fm_graph
 
 
 class FM(EncodedLearner):
-    """Factorization machine for binary targets (log loss)."""
+    """Factorization machine for binary targets (log loss), learnt one example at a time."""
 
     name = "fm"
+    sequential = True
 
     def __init__(
         self,
@@ -31,26 +34,29 @@ class FM(EncodedLearner):
         factors: int = 8,
         lr: float = 0.05,
         lr_factors: float = 0.02,
+        l2: float = 0.0,
+        l2_factors: float = 0.0,
         init_std: float = 0.01,
-        num_threads: int | None = None,
+        normalize: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__(spec, seed)
         self.factors = int(factors)
         self.lr = float(lr)
         self.lr_factors = float(lr_factors)
+        self.l2 = float(l2)
+        self.l2_factors = float(l2_factors)
         self.init_std = float(init_std)
-        self.num_threads = num_threads
-        set_threads(num_threads)
+        self.normalize = bool(normalize)
         dim = spec.dim
-        self.w = torch.zeros(dim)
-        self.v = torch.randn(dim, self.factors, generator=generator(seed)) * self.init_std
-        self._acc_w = torch.zeros(dim)
-        self._acc_v = torch.zeros(dim)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        set_threads(self.num_threads)
+        rng = np.random.default_rng(seed)
+        self.w = np.zeros(dim, dtype=np.float64)
+        self.v = (rng.standard_normal((dim, self.factors), dtype=np.float32)) * np.float32(
+            self.init_std
+        )
+        self._acc_w = np.zeros(dim, dtype=np.float64)
+        self._acc_v = np.zeros(dim, dtype=np.float64)
+        self._scale = np.zeros(dim) if self.normalize else np.ones(dim)
 
     def params(self) -> dict[str, Any]:
         """Hyper-parameters as passed to the constructor (seed excluded)."""
@@ -58,43 +64,57 @@ class FM(EncodedLearner):
             "factors": self.factors,
             "lr": self.lr,
             "lr_factors": self.lr_factors,
+            "l2": self.l2,
+            "l2_factors": self.l2_factors,
             "init_std": self.init_std,
-            "num_threads": self.num_threads,
+            "normalize": self.normalize,
         }
 
-    def _forward(
-        self, idx: torch.Tensor, val: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        linear = (self.w[idx] * val).sum(dim=1)
-        xv = self.v[idx[:, 1:]] * val[:, 1:, None]  # [n, K-1, f]
-        s = xv.sum(dim=1)  # [n, f]
-        pair = 0.5 * (s * s - (xv * xv).sum(dim=1)).sum(dim=1)
-        return linear + pair, xv, s
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The learnt state: ``w``, ``v``, their Adagrad accumulators and ``scale``."""
+        return {
+            "w": self.w,
+            "v": self.v,
+            "acc_w": self._acc_w,
+            "acc_v": self._acc_v,
+            "scale": self._scale,
+        }
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`state_arrays`."""
+        dim = self.spec.dim
+        self.w = self._array(arrays, "w", (dim,), np.float64)
+        self.v = self._array(arrays, "v", (dim, self.factors), np.float32)
+        self._acc_w = self._array(arrays, "acc_w", (dim,), np.float64)
+        self._acc_v = self._array(arrays, "acc_v", (dim,), np.float64)
+        self._scale = self._array(arrays, "scale", (dim,), np.float64)
 
     def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """Probabilities (float64 ``(n,)``) for an encoded batch."""
         idx, val = self.check_encoded(idx, val)
-        ti, tv = to_tensors(idx, val)
-        with torch.no_grad():
-            logit, _, _ = self._forward(ti, tv)
-        return torch.sigmoid(logit).numpy().astype(np.float64)
+        return kernels.fm_predict(idx, val, self.w, self.v, self._scale)
 
-    def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
-        ti, tv = to_tensors(idx, val)
-        with torch.no_grad():
-            logit, xv, s = self._forward(ti, tv)
-            p = torch.sigmoid(logit)
-            err = p - torch.from_numpy(y).to(torch.float32)  # ∂loss/∂logit
-            grad_w = (err[:, None] * tv).reshape(-1)
-            # ∂logit/∂v_k = val_k (s − v_k val_k) = val_k s − val_k·xv_k
-            tvf = tv[:, 1:, None]
-            grad_v = (err[:, None, None] * (tvf * s[:, None, :] - tvf * xv)).reshape(
-                -1, self.factors
-            )
-            rowwise_adagrad_(self.w, self._acc_w, ti.reshape(-1), grad_w, self.lr)
-            rowwise_adagrad_(self.v, self._acc_v, ti[:, 1:].reshape(-1), grad_v, self.lr_factors)
-        return p.numpy().astype(np.float64)
+    def _learn(
+        self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+    ) -> np.ndarray:
+        return kernels.fm_learn(
+            idx,
+            val,
+            y,
+            np.ones(y.shape[0]) if weight is None else weight,
+            self.w,
+            self.v,
+            self._acc_w,
+            self._acc_v,
+            self._scale,
+            self.lr,
+            self.lr_factors,
+            self.l2,
+            self.l2_factors,
+            self.normalize,
+        )
 
     def to_onnx(self) -> bytes:
-        """FM graph with ``w`` and ``v`` as initializers."""
-        return fm_graph(self.w.numpy(), self.v.numpy(), self.spec.n_slots)
+        """FM graph with the raw-feature ``w`` and ``v`` as initializers."""
+        inv = np.divide(1.0, self._scale, out=np.zeros_like(self._scale), where=self._scale > 0)
+        return fm_graph(self.w * inv, self.v * inv[:, None].astype(np.float32), self.spec.n_slots)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,17 @@ class RiverLearner(EncodedLearner):
             learn(x, label)
         return p
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Not available for a generic river estimator."""
+        raise SnapshotError(
+            f"data-only state needs river linear_model.LogisticRegression (learner 'river-lr'), "
+            f"got {self.estimator!r}"
+        )
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Not available for a generic river estimator."""
+        self.state_arrays()
+
     def to_onnx(self) -> bytes:
         """Not available for a generic river estimator."""
         raise SnapshotError(
@@ -107,6 +119,35 @@ class RiverLR(RiverLearner):
     def params(self) -> dict[str, Any]:
         """Hyper-parameters as passed to the constructor (seed excluded)."""
         return {"lr": self.lr, "l2": self.l2}
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Sparse weights (``keys``, ``values``) and the intercept."""
+        weights = dict(self.model._weights)
+        return {
+            "keys": np.fromiter(weights.keys(), dtype=np.int64, count=len(weights)),
+            "values": np.fromiter(weights.values(), dtype=np.float64, count=len(weights)),
+            "intercept": np.asarray(float(self.model.intercept), dtype=np.float64),
+        }
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`state_arrays`."""
+        from river.utils import VectorDict
+
+        keys, values = arrays.get("keys"), arrays.get("values")
+        if keys is None or values is None or keys.shape != values.shape or keys.ndim != 1:
+            raise SnapshotError("river-lr state needs 1-d 'keys' and 'values' of one length")
+        self.model._weights = VectorDict(
+            dict(zip(keys.astype(np.int64).tolist(), values.astype(float).tolist(), strict=True))
+        )
+        self.model.intercept = float(self._array(arrays, "intercept", (), np.float64))
+
+    def state_extra(self) -> dict[str, Any]:
+        """The optimiser's iteration count."""
+        return {"n_iterations": int(self.model.optimizer.n_iterations)}
+
+    def load_state_extra(self, extra: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_extra`."""
+        self.model.optimizer.n_iterations = int(extra.get("n_iterations", 0))
 
     def to_onnx(self) -> bytes:
         """Dense-weight logistic-regression graph; the intercept sits at index 0."""

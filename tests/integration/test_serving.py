@@ -130,7 +130,7 @@ def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) 
         assert [i["score"] for i in logged["items"]] == reply["scores"]
         first = logged["items"][1]["features"]
         assert first["user_impressions"] == 30 and first["item_category"] == "c1"
-        expected = trained_ftrl().predict_many([i["features"] for i in logged["items"]])
+        expected = trained_ftrl().predict_proba_many([i["features"] for i in logged["items"]])
         assert reply["scores"] == pytest.approx(list(expected), abs=1e-5)
         key, raw, _ = reader.find(
             topics.predictions, lambda r: json.loads(r[1])["request_id"] == "h1"

@@ -194,5 +194,5 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
         for u in range(50)
         for i in range(30)
     ]
-    np.testing.assert_array_equal(a.predict_many(rows), b.predict_many(rows))
+    np.testing.assert_array_equal(a.predict_proba_many(rows), b.predict_proba_many(rows))
     assert registry.read_onnx(killed) == ref_registry.read_onnx(ref)

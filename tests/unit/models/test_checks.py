@@ -14,11 +14,11 @@ from models.zoo import available, create
 
 
 def _make(name: str, negative_rate: float | None, seed: int) -> Learner:
-    params = {"num_threads": 1} if name in ("fm", "deep") else {}
+    params = {"num_threads": 1} if name == "deep" else {}
     return create(name, checks.CHECK_SPEC, seed=seed, negative_rate=negative_rate, **params)
 
 
-LEARNERS = [(name, None) for name in available()] + [("ftrl", 0.5), ("deep", 0.5)]
+LEARNERS = [(name, None) for name in available()] + [("ftrl", 0.5), ("fm", 0.5), ("deep", 0.5)]
 
 
 @pytest.mark.parametrize("check", list(checks.yield_checks()), ids=lambda c: c.__name__)

@@ -5,7 +5,7 @@ import pytest
 import xxhash
 
 from models.errors import FeatureError, ModelError
-from models.features import FeatureSpec, Featuriser, hash_index
+from models.features import DictColumn, FeatureSpec, Featuriser, hash_index
 
 SPEC = FeatureSpec(
     categorical=("user", "item"), numeric=("pos",), crosses=(("user", "item"),), hash_bits=12
@@ -26,7 +26,8 @@ def test_spec_round_trips_through_json_dict() -> None:
     [
         {"hash_bits": 0},
         {"numeric_transform": "sqrt"},
-        {"categorical": ("a",), "numeric": ("a",)},
+        {"categorical": ("a", "a")},
+        {"numeric": ("x", "x")},
         {"categorical": ("a", "b"), "crosses": (("a", "c"),)},
     ],
 )
@@ -106,3 +107,43 @@ def test_featuriser_pickles_and_is_stable_across_instances() -> None:
 def test_empty_batch() -> None:
     idx, val = Featuriser(SPEC).transform_many([])
     assert idx.shape == (0, 5) and val.shape == (0, 5)
+
+
+def _dict_column(values: list[object]) -> DictColumn:
+    uniques: dict[object, int] = {}
+    codes = [-1 if v is None else uniques.setdefault(v, len(uniques)) for v in values]
+    return DictColumn(np.array(codes), list(uniques))
+
+
+def test_transform_columns_equals_transform_many() -> None:
+    from models import checks
+
+    spec = FeatureSpec(
+        categorical=("user", "item", "surface", "position"),
+        numeric=("position", "price", "absent"),
+        crosses=(("user", "item"), ("user", "item", "surface")),
+        hash_bits=12,
+    )
+    rows, _ = checks.make_stream(500, 0)
+    rows += [{}, {"user": None, "item": 3, "price": float("inf")}, {"surface": True}]
+    want = Featuriser(spec).transform_many(rows)
+    categorical = {
+        f: _dict_column([r.get(f) for r in rows]) for f in ("user", "item", "surface", "position")
+    }
+    numeric = {
+        f: np.array([r.get(f) for r in rows], dtype=np.float64) for f in ("position", "price")
+    }
+    got = Featuriser(spec).transform_columns(len(rows), numeric, categorical)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_numeric_fast_path_agrees_with_value_by_value() -> None:
+    spec = FeatureSpec(numeric=("x",), numeric_transform="identity", hash_bits=8)
+    f = Featuriser(spec)
+    clean = [1, 2.5, None, "3.5", True, float("nan"), float("-inf")]
+    dirty = [*clean, "abc", [1, 2], {"a": 1}, 10**400]
+    for values in (clean, dirty):
+        _, val = f.transform_many([{"x": v} for v in values])
+        assert val[:, 1].tolist()[:7] == [1.0, 2.5, 0.0, 3.5, 1.0, 0.0, 0.0]
+        assert val[7:, 1].tolist() == [0.0] * (len(values) - 7)

@@ -1,12 +1,16 @@
 import json
+import pickle
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from models import checks
 from models.errors import RegistryError
 from models.registry import FileRegistry
 from models.snapshot import Snapshot
+from models.zoo import create
 
 
 def snap(tag: str) -> Snapshot:
@@ -26,7 +30,8 @@ def test_publish_assigns_increasing_versions(tmp_path: Path) -> None:
     assert [v.version for v in reg.versions("ctr")] == [1, 2]
     assert reg.latest("ctr") == reg.get("ctr", 2)
     assert reg.models() == ["ctr"]
-    assert reg.load_learner(v1) is None
+    with pytest.raises(RegistryError, match="pickle"):
+        reg.load_learner(v1)  # a pickled state is refused, never unpickled
     assert not [p for p in (tmp_path / "ctr").iterdir() if p.name.startswith(".publish")]
 
 
@@ -85,6 +90,27 @@ def test_corrupt_state_raises_registry_error(tmp_path: Path) -> None:
     reg = FileRegistry(tmp_path)
     mv = reg.publish("m", Snapshot(onnx=b"", state=b"garbage", metadata={}))
     with pytest.raises(RegistryError, match="learner state"):
+        reg.load_learner(mv)
+
+
+def test_learner_state_round_trips_and_tampering_is_refused(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    learner = create("ftrl", checks.CHECK_SPEC, negative_rate=0.5)
+    rows, ys = checks.make_stream(300, 0)
+    learner.learn_many(rows, ys)
+    mv = reg.publish("m", learner.snapshot())
+    assert (mv.path / "state.npz").is_file() and not (mv.path / "state.pkl").exists()
+    loaded = reg.load_learner(mv)
+    np.testing.assert_array_equal(loaded.predict_proba_many(rows), learner.predict_proba_many(rows))
+    state = mv.path / "state.npz"
+    data = bytearray(state.read_bytes())
+    data[100] ^= 1
+    state.write_bytes(bytes(data))
+    with pytest.raises(RegistryError, match="checksum mismatch"):
+        reg.load_learner(mv)
+    state.unlink()
+    (mv.path / "state.pkl").write_bytes(pickle.dumps(learner))
+    with pytest.raises(RegistryError, match="refusing the pickled learner state"):
         reg.load_learner(mv)
 
 

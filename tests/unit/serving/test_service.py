@@ -46,7 +46,7 @@ def test_scores_match_the_learner_and_log_what_was_scored(
     reply, log = service.predict("feed", req)
 
     rows = [serving_features(req, c, USERS["u1"], ITEMS.get(c), NOW) for c in req.candidates]
-    expected = trained_ftrl().predict_many(rows)
+    expected = trained_ftrl().predict_proba_many(rows)
     assert (reply.request_id, reply.model, reply.version) == ("r1", "feed", mv.version)
     np.testing.assert_allclose(reply.scores, expected, atol=1e-5)
     assert reply.scores[1] > reply.scores[0]  # the model learnt that i1 gets clicks

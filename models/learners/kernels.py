@@ -1,0 +1,281 @@
+"""Compiled kernels (numba) for exact online learning over hashed ``(idx, val)`` rows.
+
+Every learning kernel walks its batch one example at a time, predicting each example
+with the weights left by the one before and then learning it: Vowpal Wabbit's and
+river's semantics, whatever the batch size. A batch is only a unit of work, so a batch
+that holds the same user or item a thousand times learns exactly as a thousand single
+updates would, and cannot overshoot.
+
+Normalisation (Ross, Mineiro & Langford, "Normalized online learning", UAI 2013, as in
+Vowpal Wabbit's ``--normalized``): each coordinate ``i`` keeps the largest ``|x_i|`` seen,
+``scale[i]``, and learns on ``x_i / scale[i]``, so a year (1997) or a count (10^6) and a
+one-hot 1 take steps of the same size. It is unsupervised (the label is never read), and
+it is folded into the exported weights (``w_raw[i] = w[i] / scale[i]``), so serving stays
+a plain dot product over the raw features. A coordinate never seen has scale 0 and
+weight 0.
+
+Compiled with ``cache=True``: the first call in a fresh environment compiles (a few
+seconds, once) and writes the machine code to ``__pycache__``; later processes load it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_CLIP = 35.0
+
+
+@numba.njit(cache=True, inline="always")
+def _sigmoid(m: float) -> float:
+    if m > _CLIP:
+        m = _CLIP
+    elif m < -_CLIP:
+        m = -_CLIP
+    return 1.0 / (1.0 + math.exp(-m))
+
+
+@numba.njit(cache=True, inline="always")
+def _ftrl_weight(z: float, n: float, alpha: float, beta: float, l1: float, l2: float) -> float:
+    if abs(z) <= l1:
+        return 0.0
+    s = z - l1 if z > 0.0 else z + l1
+    return -s / ((beta + math.sqrt(n)) / alpha + l2)
+
+
+@numba.njit(cache=True, inline="always")
+def _normalised(x: float, s: float) -> float:
+    return x / s if s > 0.0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def grow_scale(idx: np.ndarray, val: np.ndarray, scale: np.ndarray) -> None:
+    """``scale[i] = max(scale[i], |x_i|)`` over a batch (the normaliser's update)."""
+    rows, k = idx.shape
+    for r in range(rows):
+        for j in range(k):
+            a = abs(val[r, j])
+            i = idx[r, j]
+            if a > scale[i]:
+                scale[i] = a
+
+
+@numba.njit(cache=True, nogil=True)
+def ftrl_predict(
+    idx: np.ndarray,
+    val: np.ndarray,
+    z: np.ndarray,
+    n: np.ndarray,
+    scale: np.ndarray,
+    alpha: float,
+    beta: float,
+    l1: float,
+    l2: float,
+) -> np.ndarray:
+    """Probabilities of a batch under the current FTRL state (nothing is updated)."""
+    rows, k = idx.shape
+    out = np.empty(rows, dtype=np.float64)
+    for r in range(rows):
+        m = 0.0
+        for j in range(k):
+            i = idx[r, j]
+            x = _normalised(val[r, j], scale[i])
+            if x != 0.0:
+                m += _ftrl_weight(z[i], n[i], alpha, beta, l1, l2) * x
+        out[r] = _sigmoid(m)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def ftrl_learn(
+    idx: np.ndarray,
+    val: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    z: np.ndarray,
+    n: np.ndarray,
+    scale: np.ndarray,
+    alpha: float,
+    beta: float,
+    l1: float,
+    l2: float,
+    normalize: bool,
+) -> np.ndarray:
+    """FTRL-Proximal (McMahan et al., KDD 2013), one example at a time.
+
+    ``weight`` is each example's importance (0: predicted, not learned). Returns each
+    example's probability before it was learned.
+    """
+    rows, k = idx.shape
+    out = np.empty(rows, dtype=np.float64)
+    w = np.empty(k, dtype=np.float64)
+    xs = np.empty(k, dtype=np.float64)
+    for r in range(rows):
+        m = 0.0
+        for j in range(k):
+            i = idx[r, j]
+            x = val[r, j]
+            if normalize:
+                a = abs(x)
+                if a > scale[i]:
+                    scale[i] = a
+                x = _normalised(x, scale[i])
+            xs[j] = x
+            if x != 0.0:
+                w[j] = _ftrl_weight(z[i], n[i], alpha, beta, l1, l2)
+                m += w[j] * x
+        p = _sigmoid(m)
+        out[r] = p
+        if weight[r] == 0.0:
+            continue
+        err = (p - y[r]) * weight[r]
+        for j in range(k):
+            x = xs[j]
+            if x == 0.0:
+                continue
+            i = idx[r, j]
+            g = err * x
+            ni = n[i]
+            sigma = (math.sqrt(ni + g * g) - math.sqrt(ni)) / alpha
+            z[i] += g - sigma * w[j]
+            n[i] = ni + g * g
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def ftrl_weights(
+    z: np.ndarray,
+    n: np.ndarray,
+    scale: np.ndarray,
+    alpha: float,
+    beta: float,
+    l1: float,
+    l2: float,
+) -> np.ndarray:
+    """The dense raw-feature weights ``w[i] / scale[i]`` (0 where never seen)."""
+    out = np.zeros(z.shape[0], dtype=np.float64)
+    for i in range(z.shape[0]):
+        if z[i] != 0.0 and scale[i] > 0.0:
+            out[i] = _ftrl_weight(z[i], n[i], alpha, beta, l1, l2) / scale[i]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def fm_predict(
+    idx: np.ndarray,
+    val: np.ndarray,
+    w: np.ndarray,
+    v: np.ndarray,
+    scale: np.ndarray,
+) -> np.ndarray:
+    """FM probabilities of a batch (slot 0, the bias, is in the linear term only)."""
+    rows, k = idx.shape
+    f = v.shape[1]
+    out = np.empty(rows, dtype=np.float64)
+    s = np.empty(f, dtype=np.float64)
+    for r in range(rows):
+        m = 0.0
+        s[:] = 0.0
+        sq = 0.0
+        for j in range(k):
+            i = idx[r, j]
+            x = _normalised(val[r, j], scale[i])
+            if x == 0.0:
+                continue
+            m += w[i] * x
+            if j == 0:
+                continue
+            for c in range(f):
+                t = v[i, c] * x
+                s[c] += t
+                sq += t * t
+        pair = 0.0
+        for c in range(f):
+            pair += s[c] * s[c]
+        out[r] = _sigmoid(m + 0.5 * (pair - sq))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def fm_learn(
+    idx: np.ndarray,
+    val: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    w: np.ndarray,
+    v: np.ndarray,
+    acc_w: np.ndarray,
+    acc_v: np.ndarray,
+    scale: np.ndarray,
+    lr: float,
+    lr_factors: float,
+    l2: float,
+    l2_factors: float,
+    normalize: bool,
+) -> np.ndarray:
+    """Factorization machine (Rendle, 2010), one example at a time, by Adagrad.
+
+    ``w`` has one Adagrad accumulator per coordinate, ``v`` one per row (the mean of the
+    row's squared gradients, as DLRM's row-wise Adagrad). ``weight`` is each example's
+    importance (0: predicted, not learned). Returns each example's probability before
+    it was learned.
+    """
+    rows, k = idx.shape
+    f = v.shape[1]
+    out = np.empty(rows, dtype=np.float64)
+    xs = np.empty(k, dtype=np.float64)
+    s = np.empty(f, dtype=np.float64)
+    gv = np.empty(f, dtype=np.float64)
+    for r in range(rows):
+        m = 0.0
+        s[:] = 0.0
+        sq = 0.0
+        for j in range(k):
+            i = idx[r, j]
+            x = val[r, j]
+            if normalize:
+                a = abs(x)
+                if a > scale[i]:
+                    scale[i] = a
+                x = _normalised(x, scale[i])
+            xs[j] = x
+            if x == 0.0:
+                continue
+            m += w[i] * x
+            if j == 0:
+                continue
+            for c in range(f):
+                t = v[i, c] * x
+                s[c] += t
+                sq += t * t
+        pair = 0.0
+        for c in range(f):
+            pair += s[c] * s[c]
+        p = _sigmoid(m + 0.5 * (pair - sq))
+        out[r] = p
+        if weight[r] == 0.0:
+            continue
+        err = (p - y[r]) * weight[r]
+        for j in range(k):
+            x = xs[j]
+            if x == 0.0:
+                continue
+            i = idx[r, j]
+            g = err * x + l2 * w[i]
+            acc_w[i] += g * g
+            w[i] -= lr * g / math.sqrt(acc_w[i] + 1e-10)
+            if j == 0:
+                continue
+            g2 = 0.0
+            for c in range(f):
+                vi = v[i, c]
+                gc = err * x * (s[c] - vi * x) + l2_factors * vi
+                gv[c] = gc
+                g2 += gc * gc
+            acc_v[i] += g2 / f
+            step = lr_factors / math.sqrt(acc_v[i] + 1e-10)
+            for c in range(f):
+                v[i, c] -= step * gv[c]
+    return out
