@@ -3,9 +3,17 @@
 ``logit = Σ_k w[idx_k]·val_k + MLP(concat_k(emb[idx_k]·val_k))``
 
 Embeddings and wide weights are hashed tables trained by row-wise Adagrad on the rows a
-batch touches; the MLP is trained by Adam. The tables are plain tensors: a batch gathers
+step touches; the MLP is trained by Adam. The tables are plain tensors: a step gathers
 its rows, autograd runs over the gathered rows and the MLP only, and the update scatters
 back (see :mod:`models.learners.torch_base`).
+
+Learning goes in steps of ``micro_batch`` examples in stream order (each predicted
+before its step), whatever batch size the caller passes: the caller's batch size only
+chunks the work, so ``eval --batch-size 1000`` and the trainer learn the same model. A
+key repeated within a step (the bias, one user's session, a popular item) takes one
+averaged step, not one per occurrence (see :func:`rowwise_adagrad_`), so hot keys do not
+overshoot. The default of 32 was chosen on the public tables: 8 gains ≤ 0.002 AUC at a
+third of the speed; 256 loses 0.007.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from models.errors import ModelError
 from models.features import FeatureSpec
 from models.learners.base import EncodedLearner
 from models.learners.torch_base import generator, rowwise_adagrad_, set_threads, to_tensors
@@ -28,6 +37,7 @@ class Deep(EncodedLearner):
     """Hashed embeddings + MLP, with a wide linear part."""
 
     name = "deep"
+    sequential = True
 
     def __init__(
         self,
@@ -37,10 +47,14 @@ class Deep(EncodedLearner):
         lr: float = 0.05,
         lr_dense: float = 1e-3,
         init_std: float = 0.05,
+        micro_batch: int = 32,
         num_threads: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(spec, seed)
+        if micro_batch < 1:
+            raise ModelError(f"micro_batch must be >= 1, got {micro_batch}")
+        self.micro_batch = int(micro_batch)
         self.embedding_dim = int(embedding_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.lr = float(lr)
@@ -122,6 +136,7 @@ class Deep(EncodedLearner):
             "lr": self.lr,
             "lr_dense": self.lr_dense,
             "init_std": self.init_std,
+            "micro_batch": self.micro_batch,
             "num_threads": self.num_threads,
         }
 
@@ -144,14 +159,29 @@ class Deep(EncodedLearner):
             logit = self._logit(self.w[flat], self.emb[flat], tv)
         return torch.sigmoid(logit).numpy().astype(np.float64)
 
-    def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _learn(
+        self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+    ) -> np.ndarray:
+        out = np.empty(idx.shape[0], dtype=np.float64)
+        mb = self.micro_batch
+        for s in range(0, idx.shape[0], mb):
+            w = None if weight is None else weight[s : s + mb]
+            out[s : s + mb] = self._step(idx[s : s + mb], val[s : s + mb], y[s : s + mb], w)
+        return out
+
+    def _step(
+        self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray | None
+    ) -> np.ndarray:
+        if weight is not None and not weight.any():
+            return self.predict_encoded(idx, val)
         ti, tv = to_tensors(idx, val)
         flat = ti.reshape(-1)
         w_rows = self.w.index_select(0, flat).requires_grad_()
         e_rows = self.emb.index_select(0, flat).requires_grad_()
         logit = self._logit(w_rows, e_rows, tv)
         target = torch.from_numpy(y).to(torch.float32)
-        loss = F.binary_cross_entropy_with_logits(logit, target, reduction="sum")
+        w8 = None if weight is None else torch.from_numpy(weight).to(torch.float32)
+        loss = F.binary_cross_entropy_with_logits(logit, target, weight=w8, reduction="sum")
         self._optim.zero_grad()
         loss.backward()
         self._optim.step()

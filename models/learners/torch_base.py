@@ -36,15 +36,23 @@ def set_threads(num_threads: int | None) -> None:
 def rowwise_adagrad_(
     table: torch.Tensor, acc: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float
 ) -> None:
-    """Row-wise Adagrad step on ``table[rows]`` (duplicated rows add up).
+    """Row-wise Adagrad step on ``table[rows]``; a row listed ``c`` times takes one step.
 
     ``table`` is ``[dim]`` or ``[dim, d]``, ``acc`` is ``[dim]``, ``grad`` matches
-    ``table[rows]``; the accumulator grows by the mean squared gradient of each row.
+    ``table[rows]``. The gradients of a repeated row (the bias, a user in a session, a
+    popular item) are averaged, not summed, so a batch holding one key a hundred times
+    moves it one step, as one example would, instead of a hundred steps computed from
+    the same stale prediction (which overshoots). The accumulator grows by the mean
+    squared (averaged) gradient of each row.
     """
-    g2 = grad * grad if grad.dim() == 1 else (grad * grad).mean(dim=1)
-    acc.index_add_(0, rows, g2)
-    scale = acc.index_select(0, rows).add_(_ADAGRAD_EPS).rsqrt_().mul_(-lr)
-    table.index_add_(0, rows, grad * (scale if grad.dim() == 1 else scale[:, None]))
+    uniq, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
+    summed = torch.zeros((uniq.shape[0], *grad.shape[1:]), dtype=grad.dtype)
+    summed.index_add_(0, inverse, grad)
+    g = summed / (counts.to(grad.dtype) if grad.dim() == 1 else counts.to(grad.dtype)[:, None])
+    g2 = g * g if g.dim() == 1 else (g * g).mean(dim=1)
+    acc.index_add_(0, uniq, g2)
+    scale = acc.index_select(0, uniq).add_(_ADAGRAD_EPS).rsqrt_().mul_(-lr)
+    table.index_add_(0, uniq, g * (scale if g.dim() == 1 else scale[:, None]))
 
 
 def to_tensors(idx: np.ndarray, val: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

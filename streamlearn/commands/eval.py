@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,7 +28,14 @@ from models.errors import ModelError
 from models.zoo import available
 from offline.dataset import DATA_FILE
 from offline.errors import OfflineError, RangeError
-from offline.prequential import EvalConfig, evaluate
+from offline.prequential import (
+    COMPARED_LEARNERS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_HASH_BITS,
+    EvalConfig,
+    compare,
+    evaluate,
+)
 from offline.ranges import EARLIEST, LATEST, parse_bounds
 from offline.replay import ReplayProgress, ReplaySpec, replay
 from streamlearn import options as o
@@ -61,6 +69,57 @@ def _line(report: dict[str, Any]) -> str:
     return f"{report['count']:>10,d} ex  {body}  {report['examples_per_s']:,.0f} ex/s"
 
 
+def _table(summary: dict[str, Any]) -> Table:
+    """One row per learner: AUC, log loss against the constant predictor's, throughput."""
+    table = Table(
+        title=f"{summary['examples']:,} examples, positive rate "
+        f"{_fmt(summary['positive_rate'])}, constant predictor log loss "
+        f"{_fmt(summary['constant_logloss'])}"
+    )
+    for col in ("learner", "AUC", "log loss", "NE", "calibration", "examples/s"):
+        table.add_column(col, justify="left" if col == "learner" else "right")
+    for name, s in summary["learners"].items():
+        mark = " (best)" if name == summary["best"] else ""
+        table.add_row(
+            name + mark,
+            _fmt(s["auc"]),
+            _fmt(s["logloss"]),
+            _fmt(s["ne"]),
+            _fmt(s["calibration"]),
+            f"{s['examples_per_s']:,.0f}" if s["examples_per_s"] else "—",
+        )
+    return table
+
+
+def _decisions(summary: dict[str, Any]) -> str:
+    notes = []
+    if summary.get("positive_label") is not None:
+        notes.append(f"label {summary['label']!r}: {summary['positive_label']!r} is 1")
+    if summary.get("dropped_id_columns"):
+        notes.append(f"id columns left out: {summary['dropped_id_columns']}")
+    return "; ".join(notes)
+
+
+def compare_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
+    """:func:`compare` with a progress bar per learner."""
+    with Progress(
+        TextColumn("eval {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(model: str, done: int, total: int, report: dict[str, Any]) -> None:
+            if model not in tasks:
+                tasks[model] = bar.add_task(model, total=total)
+            bar.update(tasks[model], completed=done, total=total)
+
+        return compare(config, COMPARED_LEARNERS, progress)
+
+
 def eval_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
     """:func:`evaluate` with a progress bar and a metrics line per reporting interval."""
     with Progress(
@@ -80,8 +139,13 @@ def eval_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
         return evaluate(config, progress)
 
 
+def run_eval(config: EvalConfig, quiet: bool, single: bool) -> dict[str, Any]:
+    """One learner (``single``) or the comparison of all."""
+    return eval_with_progress(config, quiet) if single else compare_with_progress(config, quiet)
+
+
 def eval_range(
-    kafka: KafkaConfig, spec: ReplaySpec, config: EvalConfig, quiet: bool
+    kafka: KafkaConfig, spec: ReplaySpec, config: EvalConfig, quiet: bool, single: bool = True
 ) -> dict[str, Any]:
     """Replay ``spec`` into a temporary dataset (progress shown), then evaluate it."""
     with tempfile.TemporaryDirectory(prefix="streamlearn-eval-") as tmp:
@@ -101,7 +165,7 @@ def eval_range(
                 f"expected records to evaluate in topics {list(spec.topics)} from {spec.start} "
                 f"to {spec.end}, got none ({manifest['rejected']} rejected)"
             )
-        summary = eval_with_progress(replace(config, data=out / DATA_FILE), quiet)
+        summary = run_eval(replace(config, data=out / DATA_FILE), quiet, single)
     keep = ("topics", "format", "records", "rejected", "checksum", "partitions")
     return {**summary, "data": None, "replay": {k: manifest[k] for k in keep}}
 
@@ -150,7 +214,26 @@ def register(app: typer.Typer) -> None:
         label: Annotated[
             str | None,
             typer.Option(
-                "--label", envvar="STREAMLEARN_LABEL", help="0/1 label column (default: label)."
+                "--label",
+                envvar="STREAMLEARN_LABEL",
+                help="Label column (default: label): 0/1, boolean, -1/1, or two text values "
+                "(yes/no, true/false… by meaning, else the rarer one is 1).",
+            ),
+        ] = None,
+        positive: Annotated[
+            str | None,
+            typer.Option(
+                "--positive",
+                envvar="STREAMLEARN_POSITIVE",
+                help="The label value that is 1 (overrides the automatic mapping).",
+            ),
+        ] = None,
+        drop: Annotated[
+            str | None,
+            typer.Option(
+                "--drop",
+                envvar="STREAMLEARN_DROP",
+                help="Comma-separated columns to leave out of the features (e.g. a leak).",
             ),
         ] = None,
         time_column: Annotated[
@@ -171,11 +254,14 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         model: Annotated[
-            str,
+            str | None,
             typer.Option(
-                "--model", envvar="STREAMLEARN_MODEL", help=f"Learner: {', '.join(available())}."
+                "--model",
+                envvar="STREAMLEARN_MODEL",
+                help=f"Learner: {', '.join(available())} (default: compare "
+                f"{', '.join(COMPARED_LEARNERS)} and mark the best).",
             ),
-        ] = "ftrl",
+        ] = None,
         param: Annotated[
             list[str] | None,
             typer.Option(
@@ -188,11 +274,11 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[
             int,
             typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1),
-        ] = 1000,
+        ] = DEFAULT_BATCH_SIZE,
         hash_bits: Annotated[
             int,
             typer.Option("--hash-bits", envvar="STREAMLEARN_HASH_BITS", min=1, max=30),
-        ] = 20,
+        ] = DEFAULT_HASH_BITS,
         summary_json: Annotated[
             Path | None,
             typer.Option(
@@ -214,12 +300,21 @@ def register(app: typer.Typer) -> None:
         if data is not None and (from_ or to):
             raise typer.BadParameter("--from/--to apply to --topic, not --data")
         chosen = tuple(f.strip() for f in features.split(",") if f.strip()) if features else None
+        dropped = tuple(f.strip() for f in drop.split(",") if f.strip()) if drop else ()
+        single = model is not None
+        if param and not single:
+            raise typer.BadParameter(
+                "--param sets one learner's hyper-parameters: pass --model with it "
+                "(without --model, eval compares every learner at its defaults)"
+            )
         config = EvalConfig(
             data=data or Path(DATA_FILE),
             label=label,
             time_column=time_column,
             features=chosen,
-            model=model,
+            positive=positive,
+            drop=dropped,
+            model=model or COMPARED_LEARNERS[0],
             params=parse_params(param),
             seed=seed,
             batch_size=batch_size,
@@ -233,13 +328,20 @@ def register(app: typer.Typer) -> None:
                     start=parse_bounds(from_ or [], EARLIEST),
                     end=parse_bounds(to or [], LATEST),
                 )
-                summary = eval_range(kafka, spec, config, quiet)
+                summary = eval_range(kafka, spec, config, quiet, single)
             else:
-                summary = eval_with_progress(config, quiet)
+                summary = run_eval(config, quiet, single)
         except (ModelError, OfflineError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
-        console.print("[bold]summary[/bold] " + _line({**summary, "count": summary["examples"]}))
+        if _decisions(summary):
+            console.print(_decisions(summary))
+        if single:
+            console.print(
+                "[bold]summary[/bold] " + _line({**summary, "count": summary["examples"]})
+            )
+        else:
+            Console().print(_table(summary))
         if summary_json is not None:
             summary_json.parent.mkdir(parents=True, exist_ok=True)
             summary_json.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

@@ -12,8 +12,10 @@ import typer
 from typer.testing import CliRunner
 
 from models.errors import ModelError
-from offline.errors import OfflineError
-from offline.prequential import EvalConfig, EvalError, evaluate, expand_features
+from offline.errors import DatasetError, OfflineError
+from offline.prequential import EvalConfig, EvalError, evaluate
+from offline.prequential import compare as compare_learners
+from offline.tables import expand_features
 from streamlearn.commands import eval as eval_command
 
 
@@ -57,7 +59,8 @@ def test_formats_agree_and_the_model_learns(tmp_path: Path) -> None:
     first = summaries[0]
     assert first["examples"] == 3000
     assert first["auc"] > 0.7
-    assert first["feature_spec"]["categorical"] == ["user", "item"]
+    # an integer column with few distinct values is numeric and categorical
+    assert first["feature_spec"]["categorical"] == ["user", "item", "position"]
     assert first["feature_spec"]["numeric"] == ["position"]
     for key in ("examples_per_s", "logloss", "ne"):
         assert first[key] is not None and first[key] > 0
@@ -111,7 +114,8 @@ def test_feature_subset_params_and_progress(tmp_path: Path) -> None:
         ({"time_column": "when"}, "when"),
         ({"features": ("clicked",)}, "must not include the label"),
         ({"label": "position"}, "must hold 0 or 1"),
-        ({"label": "user"}, "must be 0/1 or boolean"),
+        ({"label": "user"}, "must have two distinct values"),
+        ({"label": "clicked", "positive": "yes"}, "must be a number"),
         ({"batch_size": 0}, "batch size"),
     ],
 )
@@ -175,6 +179,8 @@ def test_cli_writes_summary_and_reads_env(tmp_path: Path) -> None:
             "ts",
             "--features",
             "item,position",
+            "--model",
+            "ftrl",
             "--param",
             "alpha=0.2",
             "--param",
@@ -203,7 +209,8 @@ def test_cli_reports_bad_column_and_param(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "not found" in result.output
     result = CliRunner().invoke(
-        app(), ["eval", "--data", str(path), "--label", "clicked", "--param", "alpha"]
+        app(),
+        ["eval", "--data", str(path), "--label", "clicked", "--model", "ftrl", "--param", "alpha"],
     )
     assert result.exit_code == 2
     assert "key=value" in result.output
@@ -275,7 +282,7 @@ def test_expand_features_types_missing_and_clashes() -> None:
     assert out["a"].type == pa.float64() and out["a"].to_pylist() == [1.0, 2.5, None]
     assert out["b"].to_pylist() == ["x", "3", None]  # mixed: categorical
     assert out["c"].to_pylist() == [None, None, "True"]  # booleans are categorical
-    with pytest.raises(EvalError, match=r"feature keys \['a'\] clash"):
+    with pytest.raises(DatasetError, match=r"feature keys \['a'\] clash"):
         expand_features(table, reserved=["a"])
     for plain in (pa.table({"features": ["x", "y"]}), pa.table({"features": ["[1]", "2"]})):
         assert expand_features(plain) == (plain, [])  # not JSON objects: an ordinary column
@@ -303,3 +310,49 @@ def test_cli_needs_exactly_one_of_data_and_topic(tmp_path: Path) -> None:
         )
         assert result.exit_code == 2, result.output
         assert message in result.output
+
+
+def test_text_labels_map_automatically_and_on_request(tmp_path: Path) -> None:
+    table = make_table()
+    text = pa.array(np.where(table["clicked"].to_numpy(), ">50K", "<=50K"))
+    path = write(table.append_column("income", text).drop(["clicked"]), tmp_path / "t.parquet")
+    auto = evaluate(EvalConfig(data=path, label="income", hash_bits=12))
+    assert auto["positive_label"] == ">50K"  # the rarer value is 1
+    assert auto["positive_rate"] == pytest.approx(float(table["clicked"].to_numpy().mean()))
+    flipped = evaluate(EvalConfig(data=path, label="income", positive="<=50K", hash_bits=12))
+    assert flipped["positive_rate"] == pytest.approx(1 - auto["positive_rate"])
+    yes_no = pa.array(np.where(table["clicked"].to_numpy(), "No", "Yes"))  # by meaning
+    path = write(table.append_column("y", yes_no).drop(["clicked"]), tmp_path / "yn.parquet")
+    assert evaluate(EvalConfig(data=path, label="y", hash_bits=12))["positive_label"] == "Yes"
+
+
+def test_id_columns_are_left_out_and_compare_marks_the_best(tmp_path: Path) -> None:
+    table = make_table(2000)
+    table = table.append_column("row_id", pa.array(np.arange(2000) * 7))
+    path = write(table, tmp_path / "d.parquet")
+    summary = compare_learners(EvalConfig(data=path, label="clicked", hash_bits=12), ("ftrl", "fm"))
+    assert summary["dropped_id_columns"] == ["row_id"]
+    assert "row_id" not in summary["feature_spec"]["numeric"]
+    assert set(summary["learners"]) == {"ftrl", "fm"}
+    aucs = {m: s["auc"] for m, s in summary["learners"].items()}
+    assert summary["best"] == max(aucs, key=aucs.__getitem__)
+    for s in summary["learners"].values():
+        assert s["logloss"] < s["constant_logloss"]
+
+
+def test_cli_without_model_prints_the_comparison(tmp_path: Path) -> None:
+    path = write(make_table(600), tmp_path / "d.parquet")
+    out = tmp_path / "summary.json"
+    result = CliRunner().invoke(
+        app(),
+        ["eval", "--data", str(path), "--label", "clicked", "--quiet", "--summary-json", str(out)],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    assert set(summary["learners"]) == {"ftrl", "fm", "deep", "river-lr"}
+    assert f"{summary['best']} (best)" in result.output
+    result = CliRunner().invoke(
+        app(), ["eval", "--data", str(path), "--label", "clicked", "--param", "alpha=1"]
+    )
+    assert result.exit_code == 2 and "pass --model" in result.output
