@@ -80,7 +80,7 @@ def encode_arrays(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> Stat
         raise SnapshotError(f"state arrays must be numeric, got {bad}")
     buf = io.BytesIO()
     payload = {_HEADER: np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)}
-    np.savez(buf, **payload, **arrays)
+    np.savez(buf, **payload, **arrays)  # type: ignore[arg-type]
     data = buf.getvalue()
     return State(data, sha256(data))
 

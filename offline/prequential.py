@@ -250,7 +250,7 @@ def _summary(
 
 
 def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Prequential evaluation of ``config.model``; returns the summary (``examples``, ``auc``, …)."""
+    """Prequential evaluation of ``config.model``; the summary (``examples``, ``auc``, …)."""
     if config.batch_size < 1:
         raise EvalError(f"batch size must be >= 1, got {config.batch_size}")
     prepared = prepare(config)
@@ -300,4 +300,3 @@ def compare(
         "time_column": prepared.time_column,
         "batch_size": config.batch_size,
     }
-

@@ -49,7 +49,15 @@ def _fill(kafka: KafkaConfig, topic: str) -> None:
 def _eval(kafka: KafkaConfig, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(
         app,
-        ["eval", "--bootstrap-servers", kafka.bootstrap_servers, "--quiet", *args],
+        [
+            "eval",
+            "--bootstrap-servers",
+            kafka.bootstrap_servers,
+            "--quiet",
+            "--model",
+            "ftrl",
+            *args,
+        ],
         env={"COLUMNS": "200"},
     )
     return result.exit_code, result.output
