@@ -64,7 +64,9 @@ from offline.prequential import (
     run,
 )
 
-DATA = Path(os.environ.get("STREAMLEARN_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+DATA = Path(
+    os.environ.get("STREAMLEARN_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
+)
 OBP_WHEEL = Path(os.environ.get("OBP_WHEEL", "/tmp/obp/obp-0.4.1-py3-none-any.whl"))
 RIVER_FM_ROWS = 10_000
 SIM_ROWS = 150_000
@@ -133,7 +135,9 @@ def simulated(tmp: Path, n: int, seed: int = 0) -> Path:
         items = world.sample_candidates(rng, per_request)
         positions = np.arange(items.shape[0])
         clicks = rng.random(items.shape[0]) < world.true_ctr(user, items, positions)
-        for slot, pos, click in zip(items.tolist(), positions.tolist(), clicks.tolist(), strict=True):
+        for slot, pos, click in zip(
+            items.tolist(), positions.tolist(), clicks.tolist(), strict=True
+        ):
             rows.append(
                 {
                     "user_id": world.user_ids[user],
