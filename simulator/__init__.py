@@ -4,10 +4,14 @@ The simulator is a client of the platform: it asks serving for rankings over HTT
 publishes activity events like any producer, so it sits beside ``serving`` and
 ``offline`` and imports only ``streams`` (contracts, Kafka plumbing) and ``models``.
 
-Modules: ``world`` (the hidden truth), ``behaviour`` (engagements and their delays),
-``ranking`` (expected CTR of a ranking), ``events`` (what is published), ``scoring``
-(the HTTP client of serving), ``stats`` and ``metrics`` (what is counted), ``loop``
-(the :class:`Simulator`).
+Modules: ``world`` (users and the feed's hidden truth), ``catalog`` (items: Zipf-like
+popularity, churn), ``ads`` (the ads surface's own click model), ``surfaces`` (feed and
+ads: truth, behaviour, how many ranked and shown), ``sessions`` (when users come and how
+long they stay), ``behaviour`` (engagements and their delays), ``traffic`` (requests and
+outcomes without I/O), ``ranking`` (expected CTR of a ranking), ``events`` (what is
+published), ``scoring`` (the HTTP client of serving, over replicas), ``stats``,
+``metrics`` and ``shape`` (what is counted and measured), ``loop`` (the
+:class:`Simulator`).
 
 >>> world = World(seed=7)                                     # doctest: +SKIP
 >>> sim = Simulator(world, kafka, Topics(kafka.topic_prefix), "http://127.0.0.1:8080")
@@ -16,8 +20,22 @@ Modules: ``world`` (the hidden truth), ``behaviour`` (engagements and their dela
 
 from __future__ import annotations
 
+from simulator.ads import AdsParams, AdsWorld
 from simulator.behaviour import Behaviour
 from simulator.loop import LoopOptions, Simulator
+from simulator.sessions import SessionParams
+from simulator.surfaces import Surface, default_surfaces
 from simulator.world import World, WorldParams
 
-__all__ = ["Behaviour", "LoopOptions", "Simulator", "World", "WorldParams"]
+__all__ = [
+    "AdsParams",
+    "AdsWorld",
+    "Behaviour",
+    "LoopOptions",
+    "SessionParams",
+    "Simulator",
+    "Surface",
+    "World",
+    "WorldParams",
+    "default_surfaces",
+]

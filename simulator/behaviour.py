@@ -40,13 +40,14 @@ class Behaviour:
 
 @dataclass(frozen=True)
 class Shown:
-    """One impression: who saw what, where, for which request."""
+    """One impression: who saw what, where (surface and position), for which request."""
 
     user_id: str
     item_id: str
     request_id: str
     position: int
     category: str
+    surface: str = "feed"
 
 
 @dataclass(order=True, frozen=True)

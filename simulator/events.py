@@ -10,7 +10,6 @@ import numpy as np
 from simulator.behaviour import Shown
 from streams.contracts import ActivityEvent, encode
 
-SURFACE: Final = "feed"
 #: Kinds of malformed events, each rejected by ``streams.contracts.decode_event``.
 BAD_KINDS: Final = ("bad_json", "missing_field", "unknown_type")
 
@@ -37,7 +36,7 @@ def activity_event(event_id: str, type_: str, shown: Shown) -> bytes:
             ts=time.time(),
             user_id=shown.user_id,
             item_id=shown.item_id,
-            surface=SURFACE,
+            surface=shown.surface,
             request_id=shown.request_id,
             position=shown.position,
             context={"category": shown.category},

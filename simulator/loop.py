@@ -1,10 +1,18 @@
 """The traffic loop: requests in, ranked impressions and delayed engagements out.
 
-Each request picks a user (active users more often) and ``n_candidates`` live items,
-asks serving for scores, shows the top ``k_shown`` as ``impression`` events (positions
-``0..k-1``) and schedules the engagements the hidden truth samples for them. When
-serving cannot score (not started yet, no model yet, timeout), that request is ranked
-at random and counted; the next request tries serving again.
+Requests come from user sessions (:mod:`simulator.sessions`): each is a feed request
+(``n_candidates`` items drawn by popularity, the top ``k_shown`` shown) or, with
+probability ``ads_fraction``, an ads request (10 ads, 2 shown, clicks only), sent to the
+surface's model over HTTP, spread over the serving replicas with failover
+(:class:`~simulator.scoring.Replicas`). The shown items are published as ``impression``
+events (positions ``0..k-1``) and the engagements the hidden truth samples for them are
+scheduled. When serving cannot score (not started yet, no model yet, a model it does not
+serve, timeout), that request is ranked at random and counted; the next request tries
+serving again.
+
+Time: the sessions' virtual clock is mapped onto the wall clock, so requests come at
+``rate`` per second on average, in bursts. A loop that falls behind by more than a
+second skips ahead rather than bursting to catch up.
 
 Stopping: requests stop at once; engagements already scheduled keep being published at
 their due time for up to ``LoopOptions.drain_s`` seconds (default: the longest delay, so
@@ -21,20 +29,23 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Message, Producer
 
-from simulator.behaviour import Behaviour, Schedule, Shown, sample_engagements
-from simulator.events import BAD_KINDS, SURFACE, EventIds, activity_event, bad_event
-from simulator.ranking import compare, ctr_table, rank
-from simulator.scoring import ScoringClient
+from simulator.behaviour import Behaviour, Schedule, Shown
+from simulator.events import BAD_KINDS, EventIds, activity_event, bad_event
+from simulator.scoring import Replicas, parse_urls
+from simulator.sessions import SessionParams
 from simulator.stats import SimStats
+from simulator.surfaces import Surface, default_surfaces
+from simulator.traffic import Planned, Traffic
 from simulator.world import World
 from streams.config import KafkaConfig
-from streams.contracts import EVENT_TYPES, PredictionRequest
+from streams.contracts import EVENT_TYPES, SURFACES
 from streams.errors import KafkaError
 from streams.kafka import flush, make_producer, produce
 from streams.topics import Topics
@@ -58,15 +69,21 @@ class LoopOptions:
     flush_timeout_s: float = 15.0
     latency_window: int = 100_000
     recent_requests: int = 3000
+    #: a serving replica that could not be reached is skipped for this long
+    retry_after_s: float = 1.0
 
 
 class Simulator:
     """Drives serving and the activity topic from a :class:`World`.
 
-    ``rate`` is the target in requests per second; the loop is synchronous, so it also
-    tops out near ``1 / (serving round trip + ~3 ms)``. ``bad_event_rate`` is the chance
-    that a published event is followed by a deliberately malformed one (counted in
-    ``bad_events_produced``, never in ``events_produced``). Counters accumulate over
+    ``serving_url`` is one URL or several (a sequence, or comma-separated): requests are
+    spread over them, failing over when one does not answer. ``rate`` is the target in
+    requests per second; the loop is synchronous, so it also tops out near
+    ``1 / (serving round trip + ~3 ms)``. ``ads_fraction`` of the requests go to the ads
+    surface (model ``ads_model``); ``surfaces`` replaces the default feed and ads
+    surfaces (:func:`~simulator.surfaces.default_surfaces`). ``bad_event_rate`` is the
+    chance that a published event is followed by a deliberately malformed one (counted
+    in ``bad_events_produced``, never in ``events_produced``). Counters accumulate over
     successive :meth:`run` calls; world time carries on.
     """
 
@@ -75,7 +92,7 @@ class Simulator:
         world: World,
         kafka: KafkaConfig,
         topics: Topics,
-        serving_url: str,
+        serving_url: str | Sequence[str],
         model: str = "feed",
         rate: float = 150.0,
         k_shown: int = 3,
@@ -83,34 +100,47 @@ class Simulator:
         bad_event_rate: float = 0.0,
         behaviour: Behaviour | None = None,
         options: LoopOptions | None = None,
+        *,
+        ads_fraction: float = 0.3,
+        ads_model: str = "ads",
+        sessions: SessionParams | None = None,
+        surfaces: Sequence[Surface] | None = None,
     ) -> None:
-        if rate <= 0 or not 1 <= k_shown <= n_candidates:
-            raise ValueError(
-                "expected rate > 0 and 1 <= k_shown <= n_candidates, got "
-                f"rate={rate}, k_shown={k_shown}, n_candidates={n_candidates}"
-            )
+        if rate <= 0:
+            raise ValueError(f"expected rate > 0, got {rate}")
         if not 0.0 <= bad_event_rate <= 1.0:
             raise ValueError(f"bad_event_rate must be in [0, 1], got {bad_event_rate}")
+        if surfaces is None:
+            surfaces = default_surfaces(world, model, ads_model, behaviour, n_candidates, k_shown)
+        unknown = {s.name for s in surfaces} - SURFACES
+        if unknown:
+            raise ValueError(f"expected surfaces among {sorted(SURFACES)}, got {sorted(unknown)}")
         self.world = world
         self.kafka = kafka
         self.topic = topics.activity
-        self.serving_url = serving_url
-        self.model = model
+        self.serving_urls = parse_urls(serving_url)
         self.rate = rate
-        self.k_shown = k_shown
-        self.n_candidates = n_candidates
         self.bad_event_rate = bad_event_rate
-        self.behaviour = behaviour or Behaviour()
         self.options = options or LoopOptions()
-        self.rng = np.random.default_rng([world.seed, 1])
+        self.rng = np.random.default_rng([world.seed, 4])
         self.run_id = uuid.uuid4().hex[:12]
+        self.traffic = Traffic(world, surfaces, rate, self.run_id, ads_fraction, sessions)
         self.ids = EventIds(self.run_id)
         self.schedule = Schedule()
-        self._stats = SimStats(self.options.latency_window, self.options.recent_requests)
-        self._acks = {t: functools.partial(self._on_delivery, t, False) for t in EVENT_TYPES}
-        self._bad_acks = {k: functools.partial(self._on_delivery, k, True) for k in BAD_KINDS}
+        self._stats = SimStats(
+            self.options.latency_window,
+            self.options.recent_requests,
+            tuple(s.name for s in surfaces),
+        )
+        self._acks = {
+            (s.name, t): functools.partial(self._on_delivery, s.name, t, False)
+            for s in surfaces
+            for t in EVENT_TYPES
+        }
+        self._bad_acks = {k: functools.partial(self._on_delivery, "", k, True) for k in BAD_KINDS}
         self._producer: Producer | None = None
         self._n_requests = 0
+        self._planned: Planned | None = None
 
     @property
     def producer(self) -> Producer:
@@ -121,8 +151,8 @@ class Simulator:
 
     # -- public API --------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Every figure of the run so far (see ``SimStats.snapshot``)."""
-        return self._stats.snapshot()
+        """Every figure of the run so far (see ``SimStats.snapshot``), the log's shape too."""
+        return self._stats.snapshot(shape=True)
 
     def run(
         self,
@@ -143,17 +173,19 @@ class Simulator:
         # events_produced counts acknowledgements, so every delivery must be reported
         self._producer = make_producer(self.kafka, **{"delivery.report.only.error": False})
         log.info(
-            "simulator run=%s topic=%s serving=%s rate=%.0f/s users=%d items=%d",
+            "simulator run=%s topic=%s serving=%s rate=%.0f/s users=%d items=%d ads_fraction=%.2f",
             self.run_id,
             self.topic,
-            self.serving_url,
+            ",".join(self.serving_urls),
             self.rate,
             self.world.n_users,
             self.world.n_items,
+            self.traffic.ads_fraction,
         )
+        o = self.options
         try:
-            with ScoringClient(self.serving_url, self.model, self.options.timeout_s) as client:
-                self._traffic(client, start, deadline, limit, stop)
+            with Replicas(self.serving_urls, o.timeout_s, o.retry_after_s) as replicas:
+                self._traffic(replicas, start, deadline, limit, stop)
             self._drain()
         finally:
             self._stats.dropped(self.schedule.clear())
@@ -163,80 +195,56 @@ class Simulator:
     # -- the loop ----------------------------------------------------------------------
     def _traffic(
         self,
-        client: ScoringClient,
+        replicas: Replicas,
         start: float,
         deadline: float,
         limit: float,
         stop: threading.Event,
     ) -> None:
-        interval = 1.0 / self.rate
-        origin = start - self.world.now  # world time carries on across runs
-        next_at = start
+        planned = self._planned or self.traffic.plan()
+        origin = start - planned.t  # virtual time carries on across runs
         next_report = start + self.options.progress_every_s
         while not stop.is_set() and self._n_requests < limit:
             now = time.monotonic()
             if now >= deadline:
                 break
-            self.world.advance_to(now - origin)
             self._publish_due(now)
-            if now < next_at:
-                stop.wait(min(next_at - now, _MAX_WAIT_S))
+            due = origin + planned.t
+            if now < due:
+                stop.wait(min(due - now, _MAX_WAIT_S))
                 continue
-            self._request(client)
-            next_at = max(next_at + interval, now - _MAX_BURST_S)
+            if now - due > _MAX_BURST_S:
+                origin += now - due - _MAX_BURST_S
+            self._request(replicas, planned)
+            planned = self.traffic.plan()
             if now >= next_report:
                 self._report(now - start)
                 next_report = now + self.options.progress_every_s
+        self._planned = planned
 
-    def _request(self, client: ScoringClient) -> None:
+    def _request(self, replicas: Replicas, planned: Planned) -> None:
         self._n_requests += 1
-        world, k = self.world, self.k_shown
-        user = world.sample_user(self.rng)
-        candidates = world.sample_candidates(self.rng, self.n_candidates)
-        request = PredictionRequest(
-            request_id=f"{self.run_id}-r{self._n_requests}",
-            user_id=world.user_ids[user],
-            surface=SURFACE,
-            candidates=[world.item_ids[s] for s in candidates],
-        )
-        scored = client.score(request)
-        self._stats.request(scored.outcome, scored.latency_s)
-        k = min(k, len(candidates))
-        if scored.scores is None:
-            order = self.rng.permutation(len(candidates))[:k]
-        else:
-            order = rank(np.asarray(scored.scores), k)
-        table = ctr_table(world, user, candidates, k)
-        clicks = self._show(request, candidates[order], table[order, np.arange(k)])
-        if scored.scores is not None:
-            self._stats.ctr.add(k, clicks, compare(table, order))
-
-    def _show(self, request: PredictionRequest, shown: np.ndarray, ctrs: np.ndarray) -> int:
-        """Publish the impressions, schedule their engagements; return the clicks."""
+        surface = planned.surface.name
+        scored = replicas.score(planned.surface.model, planned.request)
+        self._stats.request(surface, scored)
+        outcome = self.traffic.show(planned, scored.scores)
+        self._stats.shape.request(planned.request.user_id, time.time())
         now = time.monotonic()
-        clicks = 0
-        base = self.world.params.base_ctr
-        for pos, (slot, ctr) in enumerate(zip(shown, ctrs, strict=True)):
-            item = Shown(
-                user_id=request.user_id,
-                item_id=self.world.item_ids[slot],
-                request_id=request.request_id,
-                position=pos,
-                category=self.world.category_name(slot),
-            )
+        for item in outcome.shown:
             self._publish("impression", item)
-            engagements = sample_engagements(self.rng, self.behaviour, float(ctr), base)
-            for delay, type_ in engagements:
-                self.schedule.add(now + delay, type_, item)
-                clicks += type_ == "click"
-            self._stats.scheduled(len(engagements))
-        return clicks
+        for delay, type_, item in outcome.engagements:
+            self.schedule.add(now + delay, type_, item)
+        self._stats.scheduled(len(outcome.engagements))
+        if outcome.expected is not None:
+            self._stats.served(surface, len(outcome.shown), outcome.clicks, outcome.expected)
 
     # -- publishing --------------------------------------------------------------------
     def _publish(self, type_: str, shown: Shown) -> None:
         producer = self.producer
         raw = activity_event(self.ids.next(), type_, shown)
-        produce(producer, self.topic, raw, shown.user_id, on_delivery=self._acks[type_])
+        ack = self._acks[(shown.surface, type_)]
+        produce(producer, self.topic, raw, shown.user_id, on_delivery=ack)
+        self._stats.shape.event(shown.user_id, type_, shown.surface, shown.item_id)
         if self.bad_event_rate and self.rng.random() < self.bad_event_rate:
             kind, bad = bad_event(self.rng, self.ids.next(), shown)
             produce(producer, self.topic, bad, shown.user_id, on_delivery=self._bad_acks[kind])
@@ -246,14 +254,14 @@ class Simulator:
             self._publish(pending.type, pending.shown)
         self.producer.poll(0)  # serve delivery callbacks
 
-    def _on_delivery(self, label: str, bad: bool, err: Any, msg: Message) -> None:
+    def _on_delivery(self, surface: str, label: str, bad: bool, err: Any, msg: Message) -> None:
         if err is not None:
             self._stats.failed()
             log.error("delivery failed topic=%s: %s", msg.topic(), err)
         elif bad:
             self._stats.bad_acked(label)
         else:
-            self._stats.acked(label)
+            self._stats.acked(surface, label)
 
     def _drain(self) -> None:
         """Publish scheduled engagements as they come due, for up to ``drain_s``."""
@@ -282,24 +290,23 @@ class Simulator:
         self._stats.set_pending(len(self.schedule))
         self._stats.publish_gauges()
         s = self._stats.snapshot()
+        parts = [
+            f"{name}: requests={x['requests']} served={x['served']} "
+            f"ctr model={_pct(x['ctr_model'])} expected={_pct(x['ctr_model_expected'])} "
+            f"random={_pct(x['ctr_random'])} oracle={_pct(x['ctr_oracle'])} "
+            f"(recent {_pct(x['ctr_model_expected_recent'])}/{_pct(x['ctr_random_recent'])}"
+            f"/{_pct(x['ctr_oracle_recent'])})"
+            for name, x in s["surfaces"].items()
+        ]
         log.info(
-            "simulator %s requests=%d served=%d errors=%d events=%d pending=%d "
-            "ctr model=%s expected=%s random=%s oracle=%s (recent %s/%s/%s) p50=%s p99=%s",
+            "simulator %s events=%d pending=%d failovers=%d p50=%s p99=%s; %s",
             "done" if elapsed is None else f"t={elapsed:.0f}s",
-            s["requests"],
-            s["served"],
-            s["serve_errors"],
             s["events_produced"],
             s["pending_engagements"],
-            _pct(s["ctr_model"]),
-            _pct(s["ctr_model_expected"]),
-            _pct(s["ctr_random"]),
-            _pct(s["ctr_oracle"]),
-            _pct(s["ctr_model_expected_recent"]),
-            _pct(s["ctr_random_recent"]),
-            _pct(s["ctr_oracle_recent"]),
+            s["failovers"],
             _ms(s["predict_p50_ms"]),
             _ms(s["predict_p99_ms"]),
+            "; ".join(parts),
         )
 
 

@@ -9,14 +9,24 @@ from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "streamlearn_simulator_requests_total",
-    "Prediction requests sent, by outcome (served, unavailable, timeout, http_error, "
-    "bad_reply); every outcome but served falls back to random ranking.",
-    ["outcome"],
+    "Prediction requests sent, by surface (feed, ads) and outcome (served, unavailable, "
+    "timeout, http_error, bad_reply); every outcome but served falls back to random "
+    "ranking.",
+    ["surface", "outcome"],
+)
+REPLICA_CALLS = Counter(
+    "streamlearn_simulator_replica_calls_total",
+    "Predict calls per serving replica (URL) and outcome, failed-over attempts included.",
+    ["replica", "outcome"],
+)
+FAILOVERS = Counter(
+    "streamlearn_simulator_failovers_total",
+    "Requests that were retried on another serving replica.",
 )
 EVENTS_PRODUCED = Counter(
     "streamlearn_simulator_events_produced_total",
-    "Activity events published and acknowledged by the broker, by event type.",
-    ["type"],
+    "Activity events published and acknowledged by the broker, by surface and event type.",
+    ["surface", "type"],
 )
 BAD_EVENTS_PRODUCED = Counter(
     "streamlearn_simulator_bad_events_produced_total",
@@ -37,25 +47,27 @@ PENDING_ENGAGEMENTS = Gauge(
 )
 CTR = Gauge(
     "streamlearn_simulator_ctr",
-    "CTR per shown item over served requests since start: model (sampled clicks), "
-    "model_expected, random and oracle (expected, from the hidden truth).",
-    ["policy"],
+    "CTR per shown item over served requests since start, by surface: model (sampled "
+    "clicks; on feed any click, on ads an ad click), model_expected, random and oracle "
+    "(expected click rates, from the hidden truth).",
+    ["surface", "policy"],
 )
 CTR_RECENT = Gauge(
     "streamlearn_simulator_ctr_recent",
     "As streamlearn_simulator_ctr, over the most recent served requests only.",
-    ["policy"],
+    ["surface", "policy"],
 )
 PREDICT_LATENCY = Histogram(
     "streamlearn_simulator_predict_latency_seconds",
-    "Round trip of served predict calls as the simulator sees them.",
+    "Round trip of served predict calls as the simulator sees them, by surface.",
+    ["surface"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 PREDICT_P50 = Gauge(
     "streamlearn_simulator_predict_latency_p50_seconds",
-    "Exact median predict round trip over the latency window.",
+    "Exact median predict round trip over the latency window (every surface).",
 )
 PREDICT_P99 = Gauge(
     "streamlearn_simulator_predict_latency_p99_seconds",
-    "Exact 99th percentile predict round trip over the latency window.",
+    "Exact 99th percentile predict round trip over the latency window (every surface).",
 )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.world import World
+from simulator.surfaces import Truth
 
 
 def rank(scores: np.ndarray, k: int) -> np.ndarray:
@@ -25,9 +25,9 @@ def rank(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
 
 
-def ctr_table(world: World, user: int, candidates: np.ndarray, k: int) -> np.ndarray:
+def ctr_table(truth: Truth, user: int, candidates: np.ndarray, k: int) -> np.ndarray:
     """True CTR of every candidate at every shown position: shape ``(n, k)``."""
-    return world.true_ctr(user, candidates[:, None], np.arange(k)[None, :])
+    return truth.true_ctr(user, candidates[:, None], np.arange(k)[None, :])
 
 
 @dataclass(frozen=True)

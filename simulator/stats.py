@@ -1,7 +1,8 @@
 """What the simulator counts: requests, acknowledged events, CTRs and predict latency.
 
-Every count here is also mirrored into the Prometheus metrics of
-``simulator.metrics``; :meth:`SimStats.snapshot` is the ``stats()`` dict.
+Counted per surface (``feed``, ``ads``) and in total. Every count here is also mirrored
+into the Prometheus metrics of ``simulator.metrics``; :meth:`SimStats.snapshot` is the
+``stats()`` dict.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 
 from simulator import metrics as m
 from simulator.ranking import ExpectedCtr
-from simulator.scoring import OUTCOMES
+from simulator.scoring import OUTCOMES, Scored
+from simulator.shape import ShapeTally
 from streams.contracts import ENGAGEMENT_TYPES, EVENT_TYPES
 
 POLICIES: Final = ("model", "model_expected", "random", "oracle")
@@ -81,22 +83,19 @@ def _ctrs(sums: np.ndarray) -> dict[str, float | None]:
     return {p: float(v / shown) for p, v in zip(POLICIES, sums[1:], strict=True)}
 
 
-class SimStats:
-    """Counters of one simulator run."""
+class SurfaceStats:
+    """Requests, outcomes, impressions, clicks, CTRs and latency of one surface."""
 
-    def __init__(self, latency_window: int = 100_000, recent_requests: int = 3000) -> None:
+    def __init__(self, name: str, latency_window: int, recent_requests: int) -> None:
+        self.name = name
         self.requests: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
-        self.bad_events: Counter[str] = Counter()
-        self.events_failed = 0
-        self.engagements_scheduled = 0
-        self.engagements_dropped = 0
-        self.pending = 0
         self.ctr = CtrTally(recent_requests)
         self.latency = LatencyWindow(latency_window)
         # labelled children looked up once: ~20 µs per event saved on the hot path
-        self._produced = {t: m.EVENTS_PRODUCED.labels(t) for t in EVENT_TYPES}
-        self._requests = {o: m.REQUESTS.labels(o) for o in OUTCOMES}
+        self._requests = {o: m.REQUESTS.labels(name, o) for o in OUTCOMES}
+        self._produced = {t: m.EVENTS_PRODUCED.labels(name, t) for t in EVENT_TYPES}
+        self._latency = m.PREDICT_LATENCY.labels(name)
 
     def request(self, outcome: str, latency_s: float | None) -> None:
         """Count one predict call; ``latency_s`` of a served one."""
@@ -104,12 +103,80 @@ class SimStats:
         self._requests[outcome].inc()
         if latency_s is not None:
             self.latency.add(latency_s)
-            m.PREDICT_LATENCY.observe(latency_s)
+            self._latency.observe(latency_s)
 
     def acked(self, type_: str) -> None:
-        """Count one activity event the broker acknowledged."""
+        """Count one acknowledged event."""
         self.events[type_] += 1
         self._produced[type_].inc()
+
+    def snapshot(self) -> dict[str, Any]:
+        """This surface's figures (JSON-safe)."""
+        requests = sum(self.requests.values())
+        served = self.requests["served"]
+        p50, p99 = self.latency.quantile(0.5), self.latency.quantile(0.99)
+        return {
+            "requests": requests,
+            "served": served,
+            "serve_errors": requests - served,
+            "requests_by_outcome": dict(self.requests),
+            "impressions": self.events["impression"],
+            "clicks": self.events["click"],
+            "engagements": sum(self.events[t] for t in ENGAGEMENT_TYPES),
+            **{f"ctr_{p}": v for p, v in self.ctr.since_start().items()},
+            **{f"ctr_{p}_recent": v for p, v in self.ctr.recent().items()},
+            "predict_p50_ms": None if p50 is None else p50 * 1000.0,
+            "predict_p99_ms": None if p99 is None else p99 * 1000.0,
+        }
+
+
+class SimStats:
+    """Counters of one simulator run, per surface and in total.
+
+    The top-level CTR keys of :meth:`snapshot` (``ctr_model``, ``ctr_random``, …) are the
+    feed's, as they were before there were surfaces; ``surfaces`` has each surface's.
+    """
+
+    def __init__(
+        self,
+        latency_window: int = 100_000,
+        recent_requests: int = 3000,
+        surfaces: tuple[str, ...] = ("feed", "ads"),
+    ) -> None:
+        self.surfaces = {s: SurfaceStats(s, latency_window, recent_requests) for s in surfaces}
+        self.bad_events: Counter[str] = Counter()
+        self.events_failed = 0
+        self.engagements_scheduled = 0
+        self.engagements_dropped = 0
+        self.failovers = 0
+        self.replica_calls: Counter[tuple[str, str]] = Counter()
+        self.pending = 0
+        self.latency = LatencyWindow(latency_window)
+        self.shape = ShapeTally()
+
+    def request(self, surface: str, scored: Scored) -> None:
+        """Count one request on ``surface`` (its latency when served) and every call it
+        made to a replica."""
+        self.surfaces[surface].request(scored.outcome, scored.latency_s)
+        calls = list(scored.failed_over)
+        if scored.replica is not None:
+            calls.append((scored.replica, scored.outcome))
+        for replica, outcome in calls:
+            self.replica_calls[(replica, outcome)] += 1
+            m.REPLICA_CALLS.labels(replica, outcome).inc()
+        if scored.attempts > 1:
+            self.failovers += 1
+            m.FAILOVERS.inc()
+        if scored.latency_s is not None:
+            self.latency.add(scored.latency_s)
+
+    def served(self, surface: str, shown: int, clicks: int, expected: ExpectedCtr) -> None:
+        """Record what the model's ranking of one served request was worth."""
+        self.surfaces[surface].ctr.add(shown, clicks, expected)
+
+    def acked(self, surface: str, type_: str) -> None:
+        """Count one activity event the broker acknowledged."""
+        self.surfaces[surface].acked(type_)
 
     def bad_acked(self, kind: str) -> None:
         """Count one malformed event the broker acknowledged."""
@@ -137,39 +204,61 @@ class SimStats:
 
     def publish_gauges(self) -> None:
         """Refresh the CTR and latency-quantile gauges (cheap; call every second or so)."""
-        for gauge, ctrs in ((m.CTR, self.ctr.since_start()), (m.CTR_RECENT, self.ctr.recent())):
-            for policy, value in ctrs.items():
-                if value is not None:
-                    gauge.labels(policy).set(value)
+        for name, s in self.surfaces.items():
+            for gauge, ctrs in ((m.CTR, s.ctr.since_start()), (m.CTR_RECENT, s.ctr.recent())):
+                for policy, value in ctrs.items():
+                    if value is not None:
+                        gauge.labels(name, policy).set(value)
         for gauge, q in ((m.PREDICT_P50, 0.5), (m.PREDICT_P99, 0.99)):
             value = self.latency.quantile(q)
             if value is not None:
                 gauge.set(value)
 
-    def snapshot(self) -> dict[str, Any]:
-        """Every figure of the run as a JSON-safe dict (the ``stats()`` of the simulator)."""
-        requests = sum(self.requests.values())
-        served = self.requests["served"]
-        ctr, recent = self.ctr.since_start(), self.ctr.recent()
+    def snapshot(self, shape: bool = False) -> dict[str, Any]:
+        """Every figure of the run as a JSON-safe dict (the ``stats()`` of the simulator).
+
+        ``shape`` adds ``log_shape`` (:mod:`simulator.shape`), which costs a sort of the
+        recent requests: the end-of-run stats have it, progress reports do not.
+        """
+        per = {name: s.snapshot() for name, s in self.surfaces.items()}
+        events: Counter[str] = Counter()
+        requests: Counter[str] = Counter()
+        for s in self.surfaces.values():
+            events.update(s.events)
+            requests.update(s.requests)
+        total = sum(requests.values())
         p50, p99 = self.latency.quantile(0.5), self.latency.quantile(0.99)
-        return {
-            "requests": requests,
-            "served": served,
-            "serve_errors": requests - served,
-            "requests_by_outcome": dict(self.requests),
-            "events_produced": sum(self.events.values()),
-            "events_by_type": dict(self.events),
-            "impressions": self.events["impression"],
-            "engagements": sum(self.events[t] for t in ENGAGEMENT_TYPES),
-            "hides": self.events["hide"],
+        feed = per.get("feed", {})
+        out: dict[str, Any] = {
+            "requests": total,
+            "served": requests["served"],
+            "serve_errors": total - requests["served"],
+            "requests_by_outcome": dict(requests),
+            "events_produced": sum(events.values()),
+            "events_by_type": dict(events),
+            "impressions": events["impression"],
+            "engagements": sum(events[t] for t in ENGAGEMENT_TYPES),
+            "hides": events["hide"],
             "bad_events_produced": sum(self.bad_events.values()),
             "events_failed": self.events_failed,
             "engagements_scheduled": self.engagements_scheduled,
             "engagements_dropped": self.engagements_dropped,
             "pending_engagements": self.pending,
-            **{f"ctr_{p}": v for p, v in ctr.items()},
-            **{f"ctr_{p}_recent": v for p, v in recent.items()},
+            **{k: v for k, v in feed.items() if k.startswith("ctr_")},
             "predict_p50_ms": None if p50 is None else p50 * 1000.0,
             "predict_p99_ms": None if p99 is None else p99 * 1000.0,
             "latency_samples": len(self.latency),
+            "failovers": self.failovers,
+            "replica_calls": _nested(self.replica_calls),
+            "surfaces": per,
         }
+        if shape:
+            out["log_shape"] = self.shape.snapshot()
+        return out
+
+
+def _nested(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (replica, outcome), n in sorted(counts.items()):
+        out.setdefault(replica, {})[outcome] = n
+    return out

@@ -1,15 +1,18 @@
 """The hidden truth of the synthetic world: users, items and who clicks what.
 
 Every user has a hidden propensity to click (``user_bias``), an affinity per item
-category and a few latent dimensions; every item has a category, a hidden quality, a
-latent vector and a lifetime. The true click probability of showing item ``i`` to user
-``u`` at position ``p`` is::
+category, a few latent dimensions and an activity level (lognormal: a few users are very
+active); every item (:class:`~simulator.catalog.Catalog`) has a category, a hidden
+quality, a latent vector, a Zipf-like popularity and a lifetime. The true click
+probability of showing item ``i`` to user ``u`` at position ``p`` is::
 
     sigmoid(user_bias[u] + affinity[u, cat[i]] + latent[u] · latent[i]
             + quality[i] + category_pop[cat[i]] + position_bias[p] - offset)
 
-``offset`` is calibrated at construction so that a random item shown at position 0 to
-an activity-weighted user is clicked with probability ``WorldParams.base_ctr``.
+``offset`` is calibrated at construction so that a popularity-weighted item shown at
+position 0 to an activity-weighted user is clicked with probability
+``WorldParams.base_ctr``. Popularity decides how often an item is a candidate, not how
+much it is liked: the truth has to be learnt, not read off the counts.
 
 Time moves only through :meth:`World.advance_to`, in ticks of ``tick_s`` seconds:
 affinities drift (a mean-reverting random walk, so the CTR level stays stable over long
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.catalog import Catalog, CatalogParams
+
 #: Bisection steps when calibrating the offset (2**-40 of the initial bracket).
 _CALIBRATION_STEPS = 40
 _CALIBRATION_PAIRS = 50_000
@@ -35,13 +40,17 @@ _CALIBRATION_PAIRS = 50_000
 class WorldParams:
     """The knobs of the hidden truth (spreads are standard deviations, in logits).
 
-    The defaults were tuned with an FTRL hashed LR over ``user_id``, ``item_id``,
-    ``item_category``, ``user_id × item_category``, ``item_ctr`` and ``user_ctr`` at
-    150 requests/s, 20 candidates, 3 shown: expected CTR of random ranking ≈ 4 %, of the
-    true top 3 ≈ 14 %; the model's progressive AUC passes 0.70 within about a minute
-    (the truth's own AUC on shown items is ≈ 0.86). ``activity_skew`` is the lognormal
-    sigma of user activity: heavy users come back often enough for the user × category
-    cross to be learnt. ``position_decay`` scales ``-log2(1 + position)``.
+    The defaults were tuned with the ``feed`` model's FTRL (hashed LR over ``user_id``,
+    ``item_id``, ``item_category``, ``user_id × item_category`` and the counts and CTRs
+    of the feature store; batches of 256 examples after an 8 s label window, ranking
+    with a snapshot taken every 10 s), on 2,000 users and 1,000 items at 150 requests/s
+    in sessions (:mod:`simulator.sessions`), 20 candidates, 3 shown: expected CTR of
+    random ranking ≈ 4 %, of the true top 3 ≈ 14 %, of the model's ranking ≈ 8 %;
+    progressive AUC ≈ 0.72 over two minutes. ``activity_skew`` is the lognormal sigma of
+    user activity: the top 10 % of users make about half of the requests.
+    ``popularity_exponent`` is the Zipf exponent of item popularity (0: uniform pools;
+    0.8: the top 1 % of 1,000 items get 15–35 % of the impressions).
+    ``position_decay`` scales ``-log2(1 + position)``.
     """
 
     base_ctr: float = 0.05
@@ -52,8 +61,9 @@ class WorldParams:
     quality_scale: float = 1.0
     category_scale: float = 0.3
     position_decay: float = 0.35
-    activity_skew: float = 1.5
+    activity_skew: float = 2.0
     item_lifetime_s: float = 900.0
+    popularity_exponent: float = 0.8
     drift_timescale_s: float = 1800.0
     tick_s: float = 1.0
 
@@ -65,6 +75,8 @@ class WorldParams:
                 "item_lifetime_s and tick_s must be > 0, got "
                 f"{self.item_lifetime_s} and {self.tick_s}"
             )
+        if self.popularity_exponent < 0:
+            raise ValueError(f"popularity_exponent must be >= 0, got {self.popularity_exponent}")
         if self.drift_timescale_s < 0:
             raise ValueError(f"drift_timescale_s must be >= 0, got {self.drift_timescale_s}")
 
@@ -75,18 +87,18 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class World:
-    """Seeded users and items with hidden preferences, drift and item churn.
+    """Seeded users and feed items with hidden preferences, drift and item churn.
 
-    Items live in ``n_items`` slots; a retired item's slot is reused by a new item with a
-    new id. Methods take user indices and item slots (ints or int arrays); ids are in
-    :attr:`user_ids` and :attr:`item_ids`.
+    Items live in the slots of :attr:`items`; a retired item's slot is reused by a new
+    item with a new id. Methods take user indices and item slots (ints or int arrays);
+    ids are in :attr:`user_ids` and :attr:`item_ids`.
     """
 
     def __init__(
         self,
         seed: int,
         n_users: int = 2000,
-        n_items: int = 300,
+        n_items: int = 1000,
         n_categories: int = 12,
         params: WorldParams | None = None,
     ) -> None:
@@ -100,21 +112,29 @@ class World:
         self.rng = np.random.default_rng(seed)
         self.n_categories = n_categories
         self.now = 0.0
-        self.items_created = 0
         self.user_ids = [f"u{u}" for u in range(n_users)]
         activity = self.rng.lognormal(0.0, p.activity_skew, n_users)
-        self.user_cdf = np.cumsum(activity / activity.sum())
+        #: each user's share of all activity (sums to 1)
+        self.activity = activity / activity.sum()
+        self.user_cdf = np.cumsum(self.activity)
         self.user_bias = self.rng.normal(0.0, p.user_bias_scale, n_users)
         self.affinity = self.rng.normal(0.0, p.affinity_scale, (n_users, n_categories))
         self.user_latent = self.rng.normal(0.0, _factor_scale(p), (n_users, p.latent_dims))
         self.category_pop = self.rng.normal(0.0, p.category_scale, n_categories)
         self.position_bias = -p.position_decay * np.log2(1.0 + np.arange(64))
-        self.item_ids = [""] * n_items
-        self.item_category = np.zeros(n_items, dtype=np.int64)
-        self.quality = np.zeros(n_items)
-        self.item_latent = np.zeros((n_items, p.latent_dims))
-        self.expires_at = np.zeros(n_items)
-        self._new_items(np.arange(n_items))
+        self.items = Catalog(
+            self.rng,
+            n_items,
+            n_categories,
+            CatalogParams(
+                prefix="i",
+                quality_scale=p.quality_scale,
+                latent_dims=p.latent_dims,
+                latent_std=_factor_scale(p),
+                lifetime_s=p.item_lifetime_s,
+                popularity_exponent=p.popularity_exponent,
+            ),
+        )
         self.offset = 0.0
         self.offset = self._calibrate_offset()
 
@@ -126,11 +146,21 @@ class World:
     @property
     def n_items(self) -> int:
         """Number of live items (constant: a retired item is replaced at once)."""
-        return len(self.item_ids)
+        return len(self.items)
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The id of the item in each slot."""
+        return self.items.ids
+
+    @property
+    def base_ctr(self) -> float:
+        """The calibrated CTR of a random candidate at position 0."""
+        return self.params.base_ctr
 
     def category_name(self, slot: int) -> str:
         """The category of the item in ``slot`` as events carry it (``"c7"``)."""
-        return f"c{self.item_category[slot]}"
+        return self.items.category_name(slot)
 
     def sample_user(self, rng: np.random.Generator) -> int:
         """A user index, drawn in proportion to the users' (skewed) activity."""
@@ -138,18 +168,18 @@ class World:
         return min(u, self.n_users - 1)
 
     def sample_candidates(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` distinct live item slots (all of them when ``n >= n_items``)."""
-        return rng.permutation(self.n_items)[:n]
+        """``n`` distinct live item slots, drawn by popularity (all when ``n >= n_items``)."""
+        return self.items.sample(rng, n)
 
     def logits(self, user: int, items: np.ndarray | int) -> np.ndarray:
         """True click logits of ``items`` for ``user`` at position 0."""
         items = np.asarray(items)
-        cat = self.item_category[items]
+        cat = self.items.category[items]
         return (
             self.user_bias[user]
             + self.affinity[user, cat]
-            + self.item_latent[items] @ self.user_latent[user]
-            + self.quality[items]
+            + self.items.latent[items] @ self.user_latent[user]
+            + self.items.quality[items]
             + self.category_pop[cat]
             - self.offset
         )
@@ -166,7 +196,7 @@ class World:
         while self.now + tick <= t:
             self.now += tick
             self._drift(tick)
-            self._churn()
+            self.items.churn(self.now)
 
     def _drift(self, dt: float) -> None:
         """Ornstein-Uhlenbeck step of the affinities (stationary spread kept)."""
@@ -178,42 +208,33 @@ class World:
         self.affinity *= rho
         self.affinity += noise * (self.params.affinity_scale * math.sqrt(1.0 - rho * rho))
 
-    def _churn(self) -> None:
-        retired = np.flatnonzero(self.expires_at <= self.now)
-        if retired.size:
-            self._new_items(retired)
-
-    def _new_items(self, slots: np.ndarray) -> None:
-        p, n = self.params, len(slots)
-        for s in slots:
-            self.item_ids[s] = f"i{self.items_created}"
-            self.items_created += 1
-        self.item_category[slots] = self.rng.integers(0, self.n_categories, n)
-        self.quality[slots] = self.rng.normal(0.0, p.quality_scale, n)
-        self.item_latent[slots] = self.rng.normal(0.0, _factor_scale(p), (n, p.latent_dims))
-        self.expires_at[slots] = self.now + self.rng.exponential(p.item_lifetime_s, n)
-
     def _calibrate_offset(self) -> float:
-        """The offset that makes the activity-weighted mean CTR at position 0 ``base_ctr``."""
+        """The offset that makes the mean CTR of a candidate at position 0 ``base_ctr``."""
         users = np.searchsorted(self.user_cdf, self.rng.random(_CALIBRATION_PAIRS), side="right")
         users = np.minimum(users, self.n_users - 1)
-        items = self.rng.integers(0, self.n_items, _CALIBRATION_PAIRS)
-        cat = self.item_category[items]
+        weights = self.items.popularity / self.items.popularity.sum()
+        items = self.rng.choice(self.n_items, _CALIBRATION_PAIRS, p=weights)
+        cat = self.items.category[items]
         z = (
             self.user_bias[users]
             + self.affinity[users, cat]
-            + np.einsum("ij,ij->i", self.user_latent[users], self.item_latent[items])
-            + self.quality[items]
+            + np.einsum("ij,ij->i", self.user_latent[users], self.items.latent[items])
+            + self.items.quality[items]
             + self.category_pop[cat]
         )
-        lo, hi = -20.0, 20.0
-        for _ in range(_CALIBRATION_STEPS):
-            mid = (lo + hi) / 2.0
-            if sigmoid(z - mid).mean() > self.params.base_ctr:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2.0
+        return calibrate(z, self.params.base_ctr)
+
+
+def calibrate(z: np.ndarray, target: float) -> float:
+    """The offset ``o`` for which ``mean(sigmoid(z - o)) == target`` (bisection)."""
+    lo, hi = -20.0, 20.0
+    for _ in range(_CALIBRATION_STEPS):
+        mid = (lo + hi) / 2.0
+        if sigmoid(z - mid).mean() > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
 
 
 def _factor_scale(p: WorldParams) -> float:

@@ -320,10 +320,12 @@ class Stack:
             "dlq_events": int(
                 sum(self.counter(n, "streamlearn_dlq_events_total") for n in self.children)
             ),
-            "ctr_model": value(sim, "streamlearn_simulator_ctr", policy="model"),
-            "ctr_model_expected": value(sim, "streamlearn_simulator_ctr", policy="model_expected"),
-            "ctr_random": value(sim, "streamlearn_simulator_ctr", policy="random"),
-            "ctr_oracle": value(sim, "streamlearn_simulator_ctr", policy="oracle"),
+            "ctr_model": value(sim, "streamlearn_simulator_ctr", surface="feed", policy="model"),
+            "ctr_model_expected": value(
+                sim, "streamlearn_simulator_ctr", surface="feed", policy="model_expected"
+            ),
+            "ctr_random": value(sim, "streamlearn_simulator_ctr", surface="feed", policy="random"),
+            "ctr_oracle": value(sim, "streamlearn_simulator_ctr", surface="feed", policy="oracle"),
             "first_prediction_s": (
                 None if self.first_prediction_s is None else round(self.first_prediction_s, 1)
             ),
@@ -342,6 +344,10 @@ class Stack:
                 if final.get(key) is not None:
                     figures[key] = final[key]
             figures["predict_p99_ms"] = round(float(figures["predict_p99_ms"]), 2)
+            # per surface (feed, ads) and the shape of the published log
+            for key in ("surfaces", "log_shape"):
+                if key in final:
+                    figures[f"simulator_{key}"] = final[key]
         return figures
 
     def simulator_summary(self) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import start_http_server
 
-from simulator import LoopOptions, Simulator, World
+from simulator import LoopOptions, SessionParams, Simulator, World
+from simulator.scoring import parse_urls
 from streamlearn import options as o
 from streamlearn.settings import kafka_config
 from streams.topics import Topics, ensure_loop_topics
@@ -24,7 +25,16 @@ def _opt(flag: str, env: str, help_: str, **kw: Any) -> Any:
     return typer.Option(flag, envvar=f"STREAMLEARN_SIMULATE_{env}", help=help_, **kw)
 
 
-ServingUrl = Annotated[str, _opt("--serving-url", "SERVING_URL", "Base URL of serving.")]
+ServingUrls = Annotated[
+    list[str] | None,
+    _opt(
+        "--serving-url",
+        "SERVING_URL",
+        "Base URL of serving; repeat it or separate URLs with commas to spread requests "
+        "over replicas (failing over when one does not answer). "
+        "[default: http://127.0.0.1:8080]",
+    ),
+]
 Rate = Annotated[float, _opt("--rate", "RATE", "Target prediction requests per second.", min=0.1)]
 Duration = Annotated[
     float | None, _opt("--duration", "DURATION", "Stop after this many seconds.", min=0)
@@ -34,7 +44,27 @@ MaxRequests = Annotated[
 ]
 Seed = Annotated[int, _opt("--seed", "SEED", "Seed of the world and the traffic.")]
 Users = Annotated[int, _opt("--users", "USERS", "Number of users.", min=1)]
-Items = Annotated[int, _opt("--items", "ITEMS", "Number of live items.", min=1)]
+Items = Annotated[int, _opt("--items", "ITEMS", "Number of live feed items.", min=1)]
+AdsFraction = Annotated[
+    float,
+    _opt(
+        "--ads-fraction",
+        "ADS_FRACTION",
+        "Fraction of requests that ask the ads model to rank ads (0: feed only).",
+        min=0.0,
+        max=1.0,
+    ),
+]
+AdsModel = Annotated[str, _opt("--ads-model", "ADS_MODEL", "Model that ranks the ads surface.")]
+SessionRequests = Annotated[
+    float,
+    _opt(
+        "--session-requests",
+        "SESSION_REQUESTS",
+        "Mean requests per user session (1: independent requests, no sessions).",
+        min=1.0,
+    ),
+]
 BadEventRate = Annotated[
     float,
     _opt(
@@ -77,14 +107,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def simulate(
-        serving_url: ServingUrl = "http://127.0.0.1:8080",
+        serving_url: ServingUrls = None,
         model: o.Model = "feed",
+        ads_model: AdsModel = "ads",
+        ads_fraction: AdsFraction = 0.3,
         rate: Rate = 150.0,
         duration: Duration = None,
         max_requests: MaxRequests = None,
         seed: Seed = 7,
         users: Users = 2000,
-        items: Items = 300,
+        items: Items = 1000,
+        session_requests: SessionRequests = 8.0,
         bad_event_rate: BadEventRate = 0.0,
         drain_seconds: DrainSeconds = 6.0,
         bootstrap_servers: o.BootstrapServers = None,
@@ -97,7 +130,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate users: ask serving to rank, publish impressions and engagements.
 
-        Runs until SIGINT/SIGTERM, --duration or --max-requests; logs progress every 10 s.
+        Users come in sessions; feed items and ads have Zipf-like popularity; a share of
+        the requests (--ads-fraction) asks the ads model. Runs until SIGINT/SIGTERM,
+        --duration or --max-requests; logs progress every 10 s; the final stats (per
+        surface, and the shape of the published log) go to stdout and --summary-json.
         """
         if not bootstrap_servers:
             raise typer.BadParameter(
@@ -109,17 +145,29 @@ def register(app: typer.Typer) -> None:
         kafka = kafka_config(bootstrap_servers, topic_prefix, partitions, kafka_option)
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics, (model,))
+        try:
+            urls = parse_urls(serving_url or ["http://127.0.0.1:8080"])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--serving-url") from None
         if metrics_port:
             start_http_server(metrics_port, addr=metrics_host)
+        sessions = (
+            SessionParams(mean_requests=session_requests)
+            if session_requests > 1
+            else SessionParams(mean_requests=1.0, length_exponent=0.0, min_away_s=0.0)
+        )
         sim = Simulator(
             World(seed, n_users=users, n_items=items),
             kafka,
             topics,
-            serving_url,
+            urls,
             model=model,
             rate=rate,
             bad_event_rate=bad_event_rate,
             options=LoopOptions(drain_s=drain_seconds),
+            ads_fraction=ads_fraction,
+            ads_model=ads_model,
+            sessions=sessions,
         )
         stop = threading.Event()
         _stop_on_signals(stop)

@@ -1,0 +1,128 @@
+"""The hidden truth of the ads surface: who clicks which ad.
+
+Ads are a catalog of their own (ids ``a0``, ``a1``, …; categories shared with the feed;
+Zipf-like popularity, as a few advertisers buy most of the traffic; longer lifetimes, as
+campaigns run longer than posts). The same users see them, but an ad click is a
+different act from engaging with a post, so the click model is its own::
+
+    sigmoid(ad_bias[u] + interest · affinity[u, cat[a]] + quality[a]
+            + position_bias[p] - offset)
+
+``ad_bias`` is a per-user propensity to click ads, drawn independently of the feed's
+``user_bias``; ``interest`` is how much of the user's (drifting) feed taste for a category
+carries over to its ads; ads have no latent tastes, and position matters more. ``offset``
+is calibrated so that a popularity-weighted ad at position 0 is clicked with probability
+``AdsParams.base_ctr`` by an activity-weighted user. Ads bring clicks only (no likes,
+shares, hides or conversions on this surface).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.catalog import Catalog, CatalogParams
+from simulator.world import World, calibrate, sigmoid
+
+_CALIBRATION_PAIRS = 50_000
+
+
+@dataclass(frozen=True)
+class AdsParams:
+    """The knobs of the ads truth (spreads are standard deviations, in logits)."""
+
+    base_ctr: float = 0.03
+    user_bias_scale: float = 0.8
+    interest: float = 0.6
+    quality_scale: float = 1.5
+    position_decay: float = 0.8
+    lifetime_s: float = 1800.0
+    popularity_exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.base_ctr < 1.0:
+            raise ValueError(f"base_ctr must be in (0, 1), got {self.base_ctr}")
+
+
+class AdsWorld:
+    """Ads and the users' hidden ad preferences, on top of a :class:`World`'s users.
+
+    Seeded from the world's seed (its own generator, so adding ads does not change the
+    feed world). Time moves with the world's: call :meth:`advance_to` with the same ``t``.
+    """
+
+    def __init__(self, world: World, n_ads: int = 200, params: AdsParams | None = None) -> None:
+        self.world = world
+        self.params = p = params or AdsParams()
+        self.rng = np.random.default_rng([world.seed, 2])
+        self.ad_bias = self.rng.normal(0.0, p.user_bias_scale, world.n_users)
+        self.position_bias = -p.position_decay * np.log2(1.0 + np.arange(64))
+        self.items = Catalog(
+            self.rng,
+            n_ads,
+            world.n_categories,
+            CatalogParams(
+                prefix="a",
+                quality_scale=p.quality_scale,
+                lifetime_s=p.lifetime_s,
+                popularity_exponent=p.popularity_exponent,
+            ),
+        )
+        self.now = 0.0
+        self.offset = 0.0
+        self.offset = self._calibrate_offset()
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The id of the ad in each slot."""
+        return self.items.ids
+
+    @property
+    def base_ctr(self) -> float:
+        """The calibrated CTR of a random candidate ad at position 0."""
+        return self.params.base_ctr
+
+    def category_name(self, slot: int) -> str:
+        """The category of the ad in ``slot`` (``"c7"``, the feed's categories)."""
+        return self.items.category_name(slot)
+
+    def sample_candidates(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` distinct live ad slots, drawn by popularity."""
+        return self.items.sample(rng, n)
+
+    def logits(self, user: int, ads: np.ndarray | int) -> np.ndarray:
+        """True click logits of ``ads`` for ``user`` at position 0."""
+        ads = np.asarray(ads)
+        cat = self.items.category[ads]
+        return (
+            self.ad_bias[user]
+            + self.params.interest * self.world.affinity[user, cat]
+            + self.items.quality[ads]
+            - self.offset
+        )
+
+    def true_ctr(
+        self, user: int, ads: np.ndarray | int, position: np.ndarray | int = 0
+    ) -> np.ndarray:
+        """True click probability of ``ads`` shown to ``user`` at ``position``."""
+        return sigmoid(self.logits(user, ads) + self.position_bias[np.asarray(position)])
+
+    def advance_to(self, t: float) -> None:
+        """Retire and replace the ads whose campaigns are over by ``t``."""
+        if t > self.now:
+            self.now = t
+            self.items.churn(t)
+
+    def _calibrate_offset(self) -> float:
+        w = self.world
+        users = np.searchsorted(w.user_cdf, self.rng.random(_CALIBRATION_PAIRS), side="right")
+        users = np.minimum(users, w.n_users - 1)
+        weights = self.items.popularity / self.items.popularity.sum()
+        ads = self.rng.choice(len(self.items), _CALIBRATION_PAIRS, p=weights)
+        z = (
+            self.ad_bias[users]
+            + self.params.interest * w.affinity[users, self.items.category[ads]]
+            + self.items.quality[ads]
+        )
+        return calibrate(z, self.params.base_ctr)
