@@ -235,8 +235,9 @@ class Simulator:
         for delay, type_, item in outcome.engagements:
             self.schedule.add(now + delay, type_, item)
         self._stats.scheduled(len(outcome.engagements))
-        if outcome.expected is not None:
-            self._stats.served(surface, len(outcome.shown), outcome.clicks, outcome.expected)
+        self._stats.ranked(
+            surface, outcome.by_model, len(outcome.shown), outcome.clicks, outcome.expected
+        )
 
     # -- publishing --------------------------------------------------------------------
     def _publish(self, type_: str, shown: Shown) -> None:
@@ -295,7 +296,8 @@ class Simulator:
             f"ctr model={_pct(x['ctr_model'])} expected={_pct(x['ctr_model_expected'])} "
             f"random={_pct(x['ctr_random'])} oracle={_pct(x['ctr_oracle'])} "
             f"(recent {_pct(x['ctr_model_expected_recent'])}/{_pct(x['ctr_random_recent'])}"
-            f"/{_pct(x['ctr_oracle_recent'])})"
+            f"/{_pct(x['ctr_oracle_recent'])}) "
+            f"fallback={x['fallback_requests']} ctr={_pct(x['ctr_fallback'])}"
             for name, x in s["surfaces"].items()
         ]
         log.info(

@@ -67,6 +67,11 @@ class CtrTally:
         self._recent[self._n % len(self._recent)] = row
         self._n += 1
 
+    @property
+    def requests(self) -> int:
+        """Requests recorded."""
+        return self._n
+
     def since_start(self) -> dict[str, float | None]:
         """CTR per policy over every served request."""
         return _ctrs(self._total)
@@ -91,6 +96,8 @@ class SurfaceStats:
         self.requests: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.ctr = CtrTally(recent_requests)
+        #: requests ranked at random because serving gave no scores
+        self.fallback = CtrTally(1)
         self.latency = LatencyWindow(latency_window)
         # labelled children looked up once: ~20 µs per event saved on the hot path
         self._requests = {o: m.REQUESTS.labels(name, o) for o in OUTCOMES}
@@ -115,6 +122,7 @@ class SurfaceStats:
         requests = sum(self.requests.values())
         served = self.requests["served"]
         p50, p99 = self.latency.quantile(0.5), self.latency.quantile(0.99)
+        fallback = self.fallback.since_start()
         return {
             "requests": requests,
             "served": served,
@@ -125,6 +133,9 @@ class SurfaceStats:
             "engagements": sum(self.events[t] for t in ENGAGEMENT_TYPES),
             **{f"ctr_{p}": v for p, v in self.ctr.since_start().items()},
             **{f"ctr_{p}_recent": v for p, v in self.ctr.recent().items()},
+            "fallback_requests": self.fallback.requests,
+            "ctr_fallback": fallback["model"],
+            "ctr_fallback_oracle": fallback["oracle"],
             "predict_p50_ms": None if p50 is None else p50 * 1000.0,
             "predict_p99_ms": None if p99 is None else p99 * 1000.0,
         }
@@ -170,9 +181,13 @@ class SimStats:
         if scored.latency_s is not None:
             self.latency.add(scored.latency_s)
 
-    def served(self, surface: str, shown: int, clicks: int, expected: ExpectedCtr) -> None:
-        """Record what the model's ranking of one served request was worth."""
-        self.surfaces[surface].ctr.add(shown, clicks, expected)
+    def ranked(
+        self, surface: str, by_model: bool, shown: int, clicks: int, expected: ExpectedCtr
+    ) -> None:
+        """Record what the ranking of one request was worth: the model's (served), or a
+        random one (serving gave no scores; counted apart, as ``ctr_fallback``)."""
+        s = self.surfaces[surface]
+        (s.ctr if by_model else s.fallback).add(shown, clicks, expected)
 
     def acked(self, surface: str, type_: str) -> None:
         """Count one activity event the broker acknowledged."""

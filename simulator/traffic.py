@@ -45,14 +45,15 @@ class Outcome:
     """What was shown for one request and what the user will do about it.
 
     ``engagements`` are ``(delay_s, type, shown)``, delays counted from the impression;
-    ``expected`` compares the ranking with random and the oracle (``None`` for a request
-    ranked at random because serving gave no scores).
+    ``expected`` compares the ranking with random and the oracle; ``by_model`` is false
+    for a request ranked at random because serving gave no scores.
     """
 
     shown: list[Shown]
     engagements: list[tuple[float, str, Shown]]
     clicks: int
-    expected: ExpectedCtr | None
+    expected: ExpectedCtr
+    by_model: bool
 
 
 class Traffic:
@@ -138,5 +139,4 @@ class Traffic:
             ):
                 engagements.append((delay, type_, item))
                 clicks += type_ == "click"
-        expected = None if scores is None else compare(table, order)
-        return Outcome(shown, engagements, clicks, expected)
+        return Outcome(shown, engagements, clicks, compare(table, order), scores is not None)

@@ -208,6 +208,7 @@ def test_an_ads_model_serving_lacks_is_ranked_at_random_and_counted(
     assert ads["requests"] > 10 and ads["requests_by_outcome"] == {"http_error": ads["requests"]}
     assert ads["impressions"] == 2 * ads["requests"]  # shown anyway, at random
     assert ads["ctr_model"] is None  # no served ads request: no model CTR
+    assert ads["fallback_requests"] == ads["requests"] and ads["ctr_fallback"] is not None
     assert stats["ctr_model"] is not None  # the feed's keys are still the feed's
     assert stats["serve_errors"] == ads["requests"]
 

@@ -122,8 +122,9 @@ def test_stats_snapshot_per_surface_with_feed_figures_on_top() -> None:
     for type_ in ("impression", "impression", "click"):
         s.acked("ads", type_)
     s.acked("feed", "hide")
-    s.served("feed", 3, 1, ExpectedCtr(model=0.1, random=0.05, oracle=0.2))
-    s.served("ads", 2, 1, ExpectedCtr(model=0.04, random=0.02, oracle=0.08))
+    s.ranked("feed", True, 3, 1, ExpectedCtr(model=0.1, random=0.05, oracle=0.2))
+    s.ranked("ads", True, 2, 1, ExpectedCtr(model=0.04, random=0.02, oracle=0.08))
+    s.ranked("ads", False, 2, 0, ExpectedCtr(model=0.03, random=0.02, oracle=0.1))
     s.bad_acked("bad_json")
     s.dropped(2)
     snap = s.snapshot()
@@ -145,6 +146,10 @@ def test_stats_snapshot_per_surface_with_feed_figures_on_top() -> None:
     assert ads["requests_by_outcome"] == {"http_error": 1}
     assert ads["ctr_random"] == pytest.approx(0.02) and ads["ctr_oracle"] == pytest.approx(0.08)
     assert ads["predict_p99_ms"] is None
+    # a request ranked at random (serving gave no scores) is counted apart
+    assert ads["fallback_requests"] == 1 and ads["ctr_fallback"] == 0.0
+    assert ads["ctr_fallback_oracle"] == pytest.approx(0.1)
+    assert feed["fallback_requests"] == 0 and feed["ctr_fallback"] is None
     assert "log_shape" not in snap and "log_shape" in s.snapshot(shape=True)
 
 

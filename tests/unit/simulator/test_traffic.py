@@ -51,7 +51,7 @@ def test_feed_and_ads_requests_in_the_configured_mix() -> None:
         prefix = "a" if surface.name == "ads" else "i"
         assert all(c.startswith(prefix) for c in req.candidates)
         outcome = traffic.show(planned, None)
-        assert outcome.expected is None  # ranked at random
+        assert not outcome.by_model  # ranked at random
         assert [s.position for s in outcome.shown] == list(range(surface.k_shown))
         assert {s.surface for s in outcome.shown} == {surface.name}
         assert {s.item_id for s in outcome.shown} <= set(req.candidates)
@@ -72,7 +72,7 @@ def test_scores_rank_the_shown_items() -> None:
         best = np.argsort(-scores)[: planned.surface.k_shown]
         ids = planned.request.candidates
         assert [s.item_id for s in outcome.shown] == [ids[i] for i in best]
-        assert outcome.expected is not None
+        assert outcome.by_model
         assert outcome.expected.oracle >= outcome.expected.model - 1e-12
 
 
