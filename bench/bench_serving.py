@@ -32,7 +32,8 @@ from serving.app import ServingApp, ServingConfig
 from streams.broker import EmbeddedBroker
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, PredictionRequest, encode
-from streams.features import feed_spec, serving_features
+from streams.feature_catalog import feed_spec
+from streams.feature_store import serving_features
 from streams.kafka import flush, make_producer, produce
 from streams.topics import Topics, ensure_topics
 

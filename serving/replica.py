@@ -3,7 +3,7 @@
 Every serving instance reads the whole topic (a unique consumer group, offsets reset to
 earliest, nothing committed) into its own RocksDB under ``state_dir``, keyed by the record
 key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value; an item's
-per-partition partial records are merged on write (``streams.features.merge_item_partials``).
+per-partition partial records are merged on write (``streams.feature_store.merge_item_partials``).
 The store is rebuilt on every start, because the embedded broker neither compacts nor
 reports true end offsets (design.md §5), and removed on :meth:`FeatureReplica.stop`.
 
@@ -32,7 +32,7 @@ from serving.metrics import REPLICA_BAD_RECORDS, REPLICA_RECORDS
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, Scalar, decode
 from streams.errors import ContractError, StreamsError
-from streams.features import merge_item_partials
+from streams.feature_store import merge_item_partials
 from streams.kafka import check, make_consumer
 from streams.topics import Topics
 

@@ -33,7 +33,7 @@ from streams.contracts import (
     Scalar,
     ServedItem,
 )
-from streams.features import serving_features
+from streams.feature_store import serving_features
 
 log = logging.getLogger(__name__)
 

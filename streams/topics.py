@@ -42,7 +42,7 @@ class Topics:
         """Feature records (key ``user/<id>`` or ``item/<id>``): the feature store's changelog.
 
         A user's record is complete; an item's record is the partial aggregate of the
-        partition it is on (see ``streams.features.merge_item_partials``)."""
+        partition it is on (see ``streams.feature_store.merge_item_partials``)."""
         return f"{self.prefix}features"
 
     @property

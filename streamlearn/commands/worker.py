@@ -16,7 +16,8 @@ from models.registry import FileRegistry
 from streamlearn import options as o
 from streamlearn.settings import data_dir, parse_options
 from streams.config import KafkaConfig
-from streams.features import FEED_LEARNER_PARAMS, FeatureProcessor, feed_spec
+from streams.feature_catalog import feed_spec
+from streams.features import FEED_LEARNER_PARAMS, FeatureProcessor
 from streams.joiner import Joiner, JoinerConfig
 from streams.kafka import make_producer
 from streams.processor import BatchProcessor

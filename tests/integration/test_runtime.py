@@ -11,7 +11,8 @@ import pytest
 
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, decode
-from streams.features import FeatureProcessor, merge_item_partials
+from streams.feature_store import merge_item_partials
+from streams.features import FeatureProcessor
 from streams.kafka import flush, make_producer, produce
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.state import is_control_key

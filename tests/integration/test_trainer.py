@@ -24,7 +24,8 @@ from streamlearn.scrape import scrape, total
 from streams.broker import EmbeddedBroker, free_port
 from streams.config import KafkaConfig
 from streams.contracts import TrainingExample, encode
-from streams.features import FEED_LEARNER_PARAMS, feed_spec
+from streams.feature_catalog import feed_spec
+from streams.features import FEED_LEARNER_PARAMS
 from streams.kafka import flush, make_producer, produce
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.topics import Topics, ensure_loop_topics

@@ -14,7 +14,7 @@ from models.features import FeatureSpec
 from models.registry import FileRegistry, ModelVersion
 from models.snapshot import Snapshot
 from streams.contracts import FeatureLogRecord, PredictionReply, PredictionRequest, Scalar
-from streams.features import feed_spec
+from streams.feature_catalog import feed_spec
 
 SPEC: FeatureSpec = feed_spec(hash_bits=12)
 

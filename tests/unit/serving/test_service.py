@@ -8,7 +8,7 @@ from models.registry import FileRegistry
 from serving.errors import BadRequest, ModelNotFound, ModelNotReady, SnapshotRejected
 from serving.metrics import MODEL_SWAPS
 from serving.service import MAX_CANDIDATES, PredictionService
-from streams.features import serving_features
+from streams.feature_store import serving_features
 from tests.unit.serving.helpers import (
     VISION_CLASSES,
     DictFeatures,
