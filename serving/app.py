@@ -17,6 +17,7 @@ from serving.requests import RequestConsumer
 from serving.service import PredictionService
 from serving.updates import ModelUpdater
 from streams.config import KafkaConfig
+from streams.feature_catalog import CATALOG, FeatureCatalog
 from streams.kafka import make_producer
 from streams.topics import Topics
 
@@ -38,6 +39,8 @@ class ServingConfig:
     port: int = 8080
     models: tuple[str, ...] = ("feed",)
     registry_poll_s: float = 2.0
+    #: The declared features served (tests extend the default).
+    catalog: FeatureCatalog = CATALOG
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -60,11 +63,11 @@ class ServingApp:
         """
         cfg = self.config
         topics = Topics(cfg.kafka.topic_prefix)
-        self.replica = FeatureReplica(cfg.kafka, cfg.state_dir)
+        self.replica = FeatureReplica(cfg.kafka, cfg.state_dir, cfg.catalog)
         self._closers.append(self.replica.stop)
         try:
             self.service = PredictionService(
-                FileRegistry(cfg.registry_dir), self.replica, cfg.models
+                FileRegistry(cfg.registry_dir), self.replica, cfg.models, catalog=cfg.catalog
             )
             server = self._server = ServingHTTPServer((cfg.host, cfg.port), self.service, None)
             self._closers.append(server.server_close)

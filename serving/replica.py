@@ -32,6 +32,7 @@ from serving.metrics import REPLICA_BAD_RECORDS, REPLICA_RECORDS
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, Scalar, decode
 from streams.errors import ContractError, StreamsError
+from streams.feature_catalog import CATALOG, FeatureCatalog
 from streams.feature_store import merge_item_partials
 from streams.kafka import check, make_consumer
 from streams.topics import Topics
@@ -47,8 +48,11 @@ _VALUES_ENCODER = msgspec.json.Encoder()
 class FeatureReplica:
     """A background thread that keeps a local copy of every entity's current features."""
 
-    def __init__(self, kafka: KafkaConfig, state_dir: Path) -> None:
+    def __init__(
+        self, kafka: KafkaConfig, state_dir: Path, catalog: FeatureCatalog = CATALOG
+    ) -> None:
         self._kafka = kafka
+        self.catalog = catalog
         self.topic = Topics(kafka.topic_prefix).features
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix="feature-replica-", dir=state_dir))
@@ -126,7 +130,8 @@ class FeatureReplica:
             live = [_VALUES_DECODER.decode(v) for v in partials.values() if v is not None]
             if live:
                 wb.put(
-                    f"item/{item_id}".encode(), _VALUES_ENCODER.encode(merge_item_partials(live))
+                    f"item/{item_id}".encode(),
+                    _VALUES_ENCODER.encode(merge_item_partials(live, self.catalog)),
                 )
             else:
                 wb.delete(f"item/{item_id}".encode())

@@ -33,7 +33,8 @@ from streams.contracts import (
     Scalar,
     ServedItem,
 )
-from streams.feature_store import serving_features
+from streams.feature_catalog import CATALOG, FeatureCatalog
+from streams.feature_store import served_features
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class PredictionService:
         features: FeatureSource,
         models: Sequence[str],
         clock: Callable[[], float] = time.time,
+        catalog: FeatureCatalog = CATALOG,
     ) -> None:
         if not models:
             raise ValueError("expected at least one model to serve, got none")
@@ -180,6 +182,7 @@ class PredictionService:
         self.models = tuple(dict.fromkeys(models))
         self._features = features
         self._clock = clock
+        self._rows = served_features(catalog).row
         self._sessions: Mapping[str, ModelSession] = MappingProxyType({})
         self._load_lock = threading.Lock()
         for m in self.models:
@@ -250,7 +253,8 @@ class PredictionService:
         now = self._clock()
         user = self._features.user(request.user_id)
         item = self._features.item
-        rows = [serving_features(request, c, user, item(c), now) for c in request.candidates]
+        row = self._rows
+        rows = [row(request, c, user, item(c), now) for c in request.candidates]
         scores = sess.score(rows).tolist()
         reply = PredictionReply(request.request_id, model, sess.version, scores)
         served = [

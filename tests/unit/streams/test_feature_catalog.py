@@ -1,0 +1,162 @@
+"""The feature catalog and the accumulators compiled from it, without a broker."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from streams.contracts import ActivityEvent
+from streams.feature_aggregates import layout
+from streams.feature_catalog import (
+    CATALOG,
+    CatalogError,
+    Count,
+    DecayedRate,
+    Feature,
+    FeatureCatalog,
+    LastEventTime,
+    LatestContext,
+    SecondsSince,
+    feed_spec,
+)
+from streams.feature_store import merge_item_partials, public_values
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+BEGIN, END = "<!-- features:begin -->", "<!-- features:end -->"
+
+
+def _ev(kind: str, ts: float, user: str = "u1", item: str = "i1", **ctx: str) -> ActivityEvent:
+    return ActivityEvent(f"e{ts}", kind, ts, user, item, "feed", "r", None, ctx or None)
+
+
+def test_every_feature_has_its_public_definition() -> None:
+    for info in CATALOG.info():
+        assert set(info) == {"name", "entity", "type", "description", "owner", "version"}
+        assert info["type"] in ("int", "float", "str") and info["owner"] and info["version"] >= 1
+    assert CATALOG.get("user_ctr").type == "float"
+    assert CATALOG.get("item_category").type == "str"
+    assert CATALOG.get("user_recency_s").request_time
+    with pytest.raises(KeyError, match="expected a feature among"):
+        CATALOG.get("nope")
+
+
+def test_feed_spec_is_built_from_the_served_features() -> None:
+    spec = feed_spec()
+    assert spec.categorical == ("user_id", "item_id", "surface", "item_category")
+    served = [f.name for f in CATALOG.served() if f.type != "str"]
+    assert spec.numeric == tuple(served)
+    assert "user_last_event_ts" not in spec.numeric  # stored, not fed to models
+    assert spec.crosses == (("user_id", "item_category"),)
+
+
+def test_readme_feature_table_is_the_catalog() -> None:
+    text = README.read_text()
+    assert BEGIN in text and END in text, f"README.md must hold {BEGIN} … {END}"
+    table = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert table == CATALOG.markdown().strip(), (
+        "README.md's feature table is out of date: paste `streamlearn features list --markdown`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        (Feature("user_ctr", "user", Count(frozenset({"click"})), "d", "o"), "declared twice"),
+        (Feature("likes", "user", Count(frozenset({"like"})), "d", "o"), "starting with 'user_'"),
+        (Feature("user_x", "user", Count(frozenset({"poke"})), "d", "o"), "event types among"),
+        (Feature("user_x", "user", Count(frozenset({"like"})), "", "o"), "a description"),
+        (Feature("user_x", "user", Count(frozenset({"like"})), "d", "o", 0), "version >= 1"),
+        (Feature("user_x", "user", SecondsSince("item_last_event_ts"), "d", "o"), "SecondsSince"),
+        (Feature("user_x", "user", LastEventTime(), "d", "o"), "at most one LastEventTime"),
+    ],
+)
+def test_bad_declarations_are_refused(feature: Feature, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        CATALOG.with_features(feature)
+
+
+def test_accumulators_count_decay_and_take_the_latest_context() -> None:
+    user, item = layout(CATALOG, "user"), layout(CATALOG, "item")
+    u, i = user.new(), item.new()
+    for ev in (
+        _ev("impression", 100.0, category="shoes"),
+        _ev("click", 100.0),
+        _ev("hide", 700.0, category="hats"),  # 600 s later: decayed by half
+        _ev("impression", 50.0),  # late: counted, time and decay unchanged
+    ):
+        user.update(u, ev)
+        item.update(i, ev)
+    v = user.values(u)
+    assert (v["user_impressions"], v["user_engagements"], v["user_hides"]) == (2, 1, 1)
+    assert v["user_last_event_ts"] == 700.0
+    assert v["_user_ctr_num"] == pytest.approx(0.5) and v["_user_ctr_den"] == pytest.approx(1.5)
+    assert v["user_ctr"] == pytest.approx((0.5 + 0.05 * 10) / (1.5 + 10))
+    iv = item.values(i)
+    assert iv["item_category"] == "hats" and iv["item_impressions"] == 2
+    assert "item_hides" not in iv  # not declared for items
+    # the record is a FeatureRecord, and restores to the same accumulators
+    rec = msgspec.json.decode(user.encode("u1", u))
+    assert (rec["entity"], rec["id"], rec["ts"]) == ("user", "u1", 700.0)
+    assert rec["values"] == v
+    assert user.encode("u1", user.from_values(rec["values"])) == user.encode("u1", u)
+    assert public_values(v) == {k: x for k, x in v.items() if not k.startswith("_")}
+
+
+def test_item_partials_merge_like_one_stream() -> None:
+    item = layout(CATALOG, "item")
+    events = [
+        _ev("impression", 100.0 + 37 * n, category=f"c{n % 3}")
+        if n % 4
+        else _ev("like", 100.0 + 37 * n)
+        for n in range(40)
+    ]
+    whole = item.new()
+    parts = [item.new() for _ in range(3)]
+    for n, ev in enumerate(events):
+        item.update(whole, ev)
+        item.update(parts[n % 3], ev)
+    merged = merge_item_partials([item.values(p) for p in parts])
+    expected = item.values(whole)
+    assert merged.keys() == expected.keys()
+    for k, x in expected.items():
+        if isinstance(x, float):
+            assert math.isclose(merged[k], x, rel_tol=1e-9), k
+        else:
+            assert merged[k] == x, k
+
+
+def test_a_catalog_with_other_aggregations_compiles() -> None:
+    catalog = FeatureCatalog(
+        (
+            Feature("user_likes", "user", Count(frozenset({"like"})), "Likes.", "t"),
+            Feature(
+                "user_like_rate",
+                "user",
+                DecayedRate(frozenset({"like"}), frozenset({"impression"}), half_life_s=60.0),
+                "Likes per impression, 1 min half-life.",
+                "t",
+            ),
+            Feature(
+                "user_share_rate",
+                "user",
+                DecayedRate(frozenset({"share"}), frozenset({"impression"}), prior=0.0),
+                "Shares per impression.",
+                "t",
+            ),
+            Feature("user_device", "user", LatestContext("device"), "Latest device.", "t"),
+        )
+    )
+    user = layout(catalog, "user")
+    a = user.new()
+    for ev in (_ev("impression", 10.0, device="ios"), _ev("like", 70.0), _ev("share", 70.0)):
+        user.update(a, ev)
+    v = user.values(a)
+    assert v["user_likes"] == 1 and v["user_device"] == "ios"
+    assert v["_user_like_rate_den"] == pytest.approx(0.5)  # one half-life later
+    assert v["_user_share_rate_den"] == pytest.approx(2 ** (-60 / 600))
+    assert v["_last_ts"] == 70.0  # no LastEventTime declared: kept as a raw accumulator
+    assert v["user_share_rate"] == pytest.approx(1.0 / (2 ** (-60 / 600) + 10.0))
+    assert set(public_values(v)) == {f.name for f in catalog}
