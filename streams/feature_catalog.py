@@ -149,6 +149,14 @@ class Feature:
         """Computed when a request is scored, not stored."""
         return isinstance(self.aggregation, SecondsSince)
 
+    def note(self, emphasis: str = "") -> str:
+        """`` (at request time)`` / `` (not a model input)`` where that applies, else ""."""
+        notes = [
+            *(["at request time"] if self.request_time else []),
+            *([] if self.served else ["not a model input"]),
+        ]
+        return f" {emphasis}({', '.join(notes)}){emphasis}" if notes else ""
+
     def info(self) -> dict[str, str | int]:
         """The public definition: name, entity, type, description, owner, version."""
         return {
@@ -217,10 +225,9 @@ class FeatureCatalog:
             "|---|---|---|---|---|---:|",
         ]
         for f in self.features:
-            when = " *(at request time)*" if f.request_time else ""
             lines.append(
-                f"| `{f.name}` | {f.entity} | {f.type} | {f.description}{when} | {f.owner} "
-                f"| {f.version} |"
+                f"| `{f.name}` | {f.entity} | {f.type} | {f.description}{f.note('*')} "
+                f"| {f.owner} | {f.version} |"
             )
         return "\n".join(lines) + "\n"
 
