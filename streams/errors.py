@@ -26,3 +26,7 @@ class ContractError(StreamsError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class CatalogError(StreamsError):
+    """A feature declaration cannot be built (duplicate name, unknown reference, …)."""

@@ -33,13 +33,14 @@ aggregation                   type       value
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Final, Literal
 
 from models.features import FeatureSpec
 from streams.contracts import ENGAGEMENT_TYPES, EVENT_TYPES, Scalar
+from streams.errors import CatalogError
 
 Entity = Literal["user", "item"]
 ValueType = Literal["int", "float", "str"]
@@ -47,10 +48,6 @@ ValueType = Literal["int", "float", "str"]
 #: The entities, with the field that identifies one in events, requests and entity files.
 ENTITY_KEYS: Final[dict[str, str]] = {"user": "user_id", "item": "item_id"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class CatalogError(ValueError):
-    """A declaration that cannot be built (duplicate name, unknown reference, …)."""
 
 
 @dataclass(frozen=True)
@@ -390,12 +387,3 @@ def feed_spec(hash_bits: int = 18, catalog: FeatureCatalog = CATALOG) -> Feature
         crosses=crosses,
         hash_bits=hash_bits,
     )
-
-
-def entity_of(values: Mapping[str, Scalar]) -> str | None:
-    """The entity whose features ``values`` holds (by name prefix), or ``None``."""
-    for name in values:
-        if not name.startswith("_"):
-            entity = name.split("_", 1)[0]
-            return entity if entity in ENTITY_KEYS else None
-    return None

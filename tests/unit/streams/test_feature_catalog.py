@@ -9,10 +9,10 @@ import msgspec
 import pytest
 
 from streams.contracts import ActivityEvent
+from streams.errors import CatalogError
 from streams.feature_aggregates import layout
 from streams.feature_catalog import (
     CATALOG,
-    CatalogError,
     Count,
     DecayedRate,
     Feature,
