@@ -8,8 +8,15 @@ work is a few attribute updates whatever the features:
 * one count ``c<i>`` per ``Count`` feature, incremented by its event types;
 * two decayed counts ``d<2i>``, ``d<2i+1>`` (numerator, denominator) per ``DecayedRate``
   feature, decayed to the newest event time on each newer event (one ``exp`` per
-  half-life);
-* one string ``x<i>`` per ``LatestContext`` feature.
+  half-life); a late event (older than ``last_ts``) adds its weight decayed from its own
+  time, ``2^(-(last_ts - ts) / half_life)``, not 1;
+* one string ``x<i>`` per ``LatestContext`` feature, set by the newest event (by event
+  time) that carries the context key.
+
+So the result does not depend on the order events arrive in (up to float rounding, and
+which of two events with the very same time is the newest): the processor's online
+values and the point-in-time export's event-time rebuild (``offline.point_in_time``)
+agree.
 
 The feature record's ``values`` hold every stored feature plus the raw accumulators it
 cannot be rebuilt without, under names starting with ``_`` (the decayed counts
@@ -157,18 +164,35 @@ class EntityLayout:
 
     def _source(self, exprs: list[str]) -> str:
         """Python source of ``update(a, ev)``, ``encode(entity_id, a)`` and ``row(a)``."""
+        group_of = {i: g for g, (_, slots) in enumerate(self.decay_groups) for i in slots}
         lines = [
             "def update(a, ev):",
             "    ts = ev.ts",
             "    last = a.last_ts",
-            "    if ts > last:",
+            "    if ts >= last:",
+            "        if ts > last:",
         ]
         if self.decay_groups:
-            lines.append("        if last:")
+            lines.append("            if last:")
             for rate, slots in self.decay_groups:
-                lines.append(f"            f = _exp((last - ts) * {rate!r})")
-                lines += [f"            a.d{i} *= f" for i in slots]
-        lines.append("        a.last_ts = ts")
+                lines.append(f"                f = _exp((last - ts) * {rate!r})")
+                lines += [f"                a.d{i} *= f" for i in slots]
+        lines.append("            a.last_ts = ts")
+        lines += [f"        w{g} = 1.0" for g in range(len(self.decay_groups))]
+        if self.contexts:  # the newest event's value (by event time)
+            lines += ["        ctx = ev.context", "        if ctx:"]
+            for i, (_, c) in enumerate(self.contexts):
+                lines += [
+                    f"            v = ctx.get({c.key!r})",
+                    "            if v.__class__ is str:",
+                    f"                a.x{i} = v",
+                ]
+        if self.decay_groups:  # a late event counts as decayed from its own time
+            lines.append("    else:")
+            lines += [
+                f"        w{g} = _exp((ts - last) * {rate!r})"
+                for g, (rate, _) in enumerate(self.decay_groups)
+            ]
         # One branch per distinct action (the slots an event type increments); the
         # impression's first, as impressions outnumber every other event type.
         branches: dict[tuple[tuple[int, ...], tuple[int, ...]], list[str]] = {}
@@ -184,15 +208,7 @@ class EntityLayout:
             )
             lines.append(f"    {'elif' if n else 'if'} kind {test}:")
             lines += [f"        a.c{i} += 1" for i in counts]
-            lines += [f"        a.d{i} += 1.0" for i in decayed]
-        if self.contexts:
-            lines += ["    ctx = ev.context", "    if ctx:"]
-            for i, (_, c) in enumerate(self.contexts):
-                lines += [
-                    f"        v = ctx.get({c.key!r})",
-                    "        if v.__class__ is str:",
-                    f"            a.x{i} = v",
-                ]
+            lines += [f"        a.d{i} += w{group_of[i]}" for i in decayed]
         args = ", ".join(exprs)
         lines += [
             "",

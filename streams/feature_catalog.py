@@ -66,7 +66,8 @@ class DecayedRate:
 
     ``(n + prior * strength) / (d + strength)`` where ``n`` and ``d`` count the events of
     ``numerator`` and ``denominator`` types, each decayed by half every ``half_life_s``
-    seconds of event time (a Beta prior of mean ``prior`` worth ``strength`` events).
+    seconds of event time (a Beta prior of mean ``prior`` worth ``strength`` events); a
+    late event counts as decayed from its own time, so arrival order does not matter.
     Both counts ride along in the feature record as raw accumulators, so partials merge
     (decay to the newest time, then add) and a store restores from its changelog.
     """
@@ -95,7 +96,8 @@ class LastEventTime:
 
 @dataclass(frozen=True)
 class LatestContext:
-    """The latest string value of ``context[key]`` on the entity's events ("" before one)."""
+    """The string ``context[key]`` of the entity's newest event (by event time) that has
+    one ("" before one)."""
 
     key: str
 

@@ -112,8 +112,11 @@ def test_export_gives_values_strictly_before_each_row_from_either_source(
     for name in ("user_impressions", "user_engagements", "item_impressions", "item_engagements"):
         for now, exact in zip(held[name], got[name], strict=True):
             assert now is None or (exact is not None and now <= exact), (name, held, got)
-    assert held["user_impressions"][2] == 3 and held["user_engagements"][2] == 1  # after all
-    assert held["item_impressions"][2] == 2 and held["item_category"][2] == "cat-3"
+    # after every event the store holds what the event-time rebuild gives, although the
+    # processor took the +150 impression after the +250 one
+    for name, exact in got.items():
+        if name.startswith(("user_", "item_")):
+            assert held[name][2] == pytest.approx(exact[2]), name
 
     # a replayed dataset of the topic gives the same export without the broker's help
     replayed = tmp_path / "activity-ds"
