@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import Any, Final
 
 from models.errors import ModelError
 from models.features import FeatureSpec
 from models.protocol import Learner
+
+#: The learner ``eval`` and the online trainer use unless told otherwise (chosen on the
+#: public tables and the simulator: see ``bench/bench_learners.py`` and the README).
+DEFAULT_LEARNER: Final = "ftrl"
+#: Rows per learning call. ``ftrl`` and ``fm`` learn one example at a time whatever the
+#: call's size, so for them this only sets how much work one call does. ``deep`` learns
+#: in steps of its ``micro_batch`` (32) within each call, so calls whose sizes are
+#: multiples of 32 (this one, 1024) give it the same steps however they are cut.
+DEFAULT_BATCH_SIZE: Final = 1024
 
 _LEARNERS: dict[str, str] = {
     "ftrl": "models.learners.ftrl:FTRL",

@@ -38,7 +38,7 @@ from models.errors import ModelError
 from models.features import FeatureSpec
 from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
-from models.zoo import create
+from models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER, create
 from offline import tables
 from offline.errors import DatasetError
 
@@ -48,13 +48,8 @@ Progress = Callable[[int, int, dict[str, Any]], None]
 DEFAULT_LABEL = "label"
 DEFAULT_TIME = "ts"
 _TIE_BREAK = ("topic", "partition", "offset")
-#: The learner ``eval`` and the online trainer use unless told otherwise.
-DEFAULT_LEARNER: Final = "ftrl"
 #: Learners ``eval`` compares when no ``--model`` is given.
 COMPARED_LEARNERS: Final = ("ftrl", "fm", "deep", "river-lr")
-#: Rows per learning call. ``ftrl`` and ``fm`` learn one example at a time inside a
-#: batch, so this only sets how much work one call does.
-DEFAULT_BATCH_SIZE: Final = 1000
 #: 2**20 coordinates: 12 bytes of state per coordinate for ftrl (and the hashing leaves
 #: well under 1% of a million distinct values colliding).
 DEFAULT_HASH_BITS: Final = 20

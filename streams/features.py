@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
 
 import msgspec
 
@@ -122,10 +121,3 @@ class FeatureProcessor(StatefulProcessor):
 def _aggregate(lay: EntityLayout, raw: bytes) -> Aggregate:
     rec = _RECORD_DECODER.decode(raw)
     return lay.from_values(rec.values, rec.ts)
-
-
-#: FTRL settings of the ``feed`` model. Chosen by replaying a 90 s ``up`` run's training
-#: examples (33k) through ``ftrl`` offline: alpha 0.5 (the learner's default, tuned on
-#: categorical-only data) diverges on the log-scaled counts here (AUC 0.60, NE 1.45);
-#: alpha 0.1 / beta 0.1 gave progressive AUC 0.738, NE 0.90.
-FEED_LEARNER_PARAMS: Final[dict[str, float]] = {"alpha": 0.1, "beta": 0.1}

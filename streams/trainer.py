@@ -32,6 +32,7 @@ from models.heads import create_for
 from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
 from models.registry import FileRegistry
+from models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER
 from streams.contracts import ModelUpdate, TrainingExample, decode, encode
 from streams.processor import Decoder, Output, Record, TopicPartitionKey
 from streams.topics import Topics
@@ -65,11 +66,11 @@ class TrainerConfig:
     """What to train and how often to publish."""
 
     model: str = "feed"
-    learner: str = "ftrl"
+    learner: str = DEFAULT_LEARNER
     params: Mapping[str, Any] = field(default_factory=dict)
     spec: FeatureSpec = field(default_factory=FeatureSpec)
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int = DEFAULT_BATCH_SIZE
     flush_after_s: float = 1.0
     snapshot_interval_s: float = 10.0
     metrics_window: int = 5000

@@ -8,6 +8,11 @@ analytic gradients (``∂logit/∂v_k = val_k · (s − v_k·val_k)``), Adagrad 
 accumulator per coordinate) and row-wise Adagrad on ``v``. The batch size only chunks the
 work. With ``normalize`` (the default) coordinates learn on ``x / max|x|`` seen and the
 exported ``w`` and ``v`` are divided back, so the ONNX graph takes raw features.
+
+Defaults (lr 0.2, lr_factors 0.02) were chosen by a grid over lr {0.02…0.5} and
+lr_factors {0.01, 0.02, 0.05} on adult, KDD04 bio, women's clothing and the simulator
+(``bench/bench_learners.py``): the best mean AUC with log loss below the constant
+predictor's on every stream.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class FM(EncodedLearner):
         self,
         spec: FeatureSpec,
         factors: int = 8,
-        lr: float = 0.05,
+        lr: float = 0.2,
         lr_factors: float = 0.02,
         l2: float = 0.0,
         l2_factors: float = 0.0,

@@ -13,11 +13,12 @@ import typer
 from prometheus_client import start_http_server
 
 from models.registry import FileRegistry
+from models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER
 from streamlearn import options as o
 from streamlearn.settings import data_dir, parse_options
 from streams.config import KafkaConfig
 from streams.feature_catalog import feed_spec
-from streams.features import FEED_LEARNER_PARAMS, FeatureProcessor
+from streams.features import FeatureProcessor
 from streams.joiner import Joiner, JoinerConfig
 from streams.kafka import make_producer
 from streams.processor import BatchProcessor
@@ -148,7 +149,7 @@ def register(app: typer.Typer) -> None:
         elif processor is ProcessorName.joiner:
             proc = Joiner(topics, root / "state", JoinerConfig(window_s=label_window), restore)
         else:
-            proc = _trainer(topics, root, "feed", "ftrl", [], 10.0)
+            proc = _trainer(topics, root, "feed", DEFAULT_LEARNER, [], 10.0)
         interval = 0.0 if processor is ProcessorName.trainer else commit_interval
         group = f"{kafka.topic_prefix}{processor.value}"
         run_processor(proc, kafka, runtime, group, duration, commit_interval_s=interval)
@@ -158,7 +159,7 @@ def register(app: typer.Typer) -> None:
         model: o.Model = "feed",
         learner: Annotated[
             str, typer.Option("--learner", envvar="STREAMLEARN_LEARNER", help="Learner name.")
-        ] = "ftrl",
+        ] = DEFAULT_LEARNER,
         param: Annotated[
             list[str] | None,
             typer.Option("--param", envvar="STREAMLEARN_PARAM", help="Learner param key=value."),
@@ -179,7 +180,7 @@ def register(app: typer.Typer) -> None:
                 min=1,
                 help="Examples per learning micro-batch.",
             ),
-        ] = 256,
+        ] = DEFAULT_BATCH_SIZE,
         flush_after: Annotated[
             float,
             typer.Option(
@@ -220,10 +221,10 @@ def _trainer(
     learner: str,
     params: list[str] | None,
     snapshot_interval: float,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     flush_after: float = 1.0,
 ) -> OnlineTrainer:
-    parsed: dict[str, Any] = dict(FEED_LEARNER_PARAMS) if learner == "ftrl" else {}
+    parsed: dict[str, Any] = {}  # the learner's defaults, as in eval
     for k, v in parse_options(params).items():
         try:
             parsed[k] = json.loads(v)
