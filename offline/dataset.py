@@ -80,15 +80,6 @@ def parquet_files(path: Path) -> list[Path]:
     return files
 
 
-def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """All rows of a dataset (file or directory) as one table, in file then row order."""
-    try:
-        tables = [pq.read_table(f, columns=columns) for f in parquet_files(path)]
-    except (OSError, pa.ArrowInvalid, KeyError) as exc:
-        raise DatasetError(f"cannot read Parquet at {path}: {exc}") from exc
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-
-
 def iter_batches(path: Path, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Stream the rows of a dataset in record batches (bounded memory)."""
     for f in parquet_files(path):
@@ -96,8 +87,3 @@ def iter_batches(path: Path, batch_rows: int = 65_536) -> Iterator[pa.RecordBatc
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows)
         except (OSError, pa.ArrowInvalid) as exc:
             raise DatasetError(f"cannot read Parquet at {f}: {exc}") from exc
-
-
-def count_rows(path: Path) -> int:
-    """Number of rows of a dataset, from the Parquet footers."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(path))

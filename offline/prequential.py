@@ -83,14 +83,6 @@ class EvalConfig:
     report_every: int = 50_000
 
 
-def read_table(path: Path) -> pa.Table:
-    """:func:`offline.tables.read_table`, errors as :class:`EvalError`."""
-    try:
-        return tables.read_table(path)
-    except DatasetError as exc:
-        raise EvalError(str(exc)) from exc
-
-
 @dataclass(frozen=True)
 class Prepared:
     """The table to stream (features only, in order), labels, spec and what was decided."""
@@ -120,7 +112,7 @@ def prepare(config: EvalConfig) -> Prepared:
 
 
 def _prepare(config: EvalConfig) -> Prepared:
-    table = read_table(config.data)
+    table = tables.read_table(config.data)
     label = config.label or DEFAULT_LABEL
     time_column = config.time_column
     default_time = DEFAULT_TIME if DEFAULT_TIME in table.column_names else None

@@ -26,7 +26,7 @@ One home for what ``eval`` (:mod:`offline.prequential`) and batch training
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from models.features import DictColumn, FeatureSpec
+from offline.dataset import parquet_files
 from offline.errors import DatasetError
 
 FEATURES_COLUMN = "features"
@@ -72,9 +73,7 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.parquet"))
-        if not files:
-            raise DatasetError(f"expected *.parquet files in the directory {path}, found none")
+        files = parquet_files(path)
         try:
             tables = [pq.read_table(f, columns=columns) for f in files]
         except (OSError, pa.ArrowInvalid, KeyError) as exc:
@@ -191,6 +190,21 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def typed_column(values: Sequence[Any]) -> pa.Array:
+    """Python values as a column: float64 when every present value is a number, else
+    strings (``str(v)``); ``None`` stays null."""
+    present = [v for v in values if v is not None]
+    if present and all(_is_number(v) for v in present):
+        return pa.array(values, type=pa.float64())
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def rows_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Dict rows as a table typed by :func:`typed_column`, one column per key (sorted)."""
+    keys = sorted({k for r in rows for k in r})
+    return pa.table({k: typed_column([r.get(k) for r in rows]) for k in keys})
+
+
 def expand_features(table: pa.Table, reserved: Sequence[str] = ()) -> tuple[pa.Table, list[str]]:
     """Expand a ``features`` column of JSON objects into one column per key.
 
@@ -213,14 +227,7 @@ def expand_features(table: pa.Table, reserved: Sequence[str] = ()) -> tuple[pa.T
         raise DatasetError(
             f"feature keys {clash} clash with the label or time column; pass --label/--time-column"
         )
-    columns: dict[str, pa.Array] = {}
-    for k in sorted(keys):
-        values = [None if d is None else d.get(k) for d in dicts]
-        present = [v for v in values if v is not None]
-        if present and all(_is_number(v) for v in present):
-            columns[k] = pa.array(values, type=pa.float64())
-        else:
-            columns[k] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    columns = {k: typed_column([None if d is None else d.get(k) for d in dicts]) for k in keys}
     rest = [c for c in table.column_names if c != FEATURES_COLUMN and c not in columns]
     out = table.select(rest)
     for k, arr in columns.items():
@@ -257,13 +264,18 @@ def id_columns(table: pa.Table, columns: Sequence[str]) -> list[str]:
 def infer_spec(
     table: pa.Table, feature_columns: Sequence[str], hash_bits: int, numeric_transform: str
 ) -> FeatureSpec:
-    """The feature spec of ``feature_columns`` from their Arrow types (see module doc)."""
+    """The feature spec of ``feature_columns`` from their Arrow types (see module doc).
+
+    A column without a single value is left out: it carries nothing to learn from.
+    """
     categorical: list[str] = []
     numeric: list[str] = []
     n = max(table.num_rows, 1)
     for name in feature_columns:
         column = table.column(name)
         t = column.type
+        if column.null_count == len(column):
+            continue
         if pa.types.is_integer(t):
             numeric.append(name)
             if pc.count_distinct(column).as_py() * REPEATS_FOR_CATEGORY <= n:

@@ -28,19 +28,20 @@ import pyarrow as pa
 
 from models import zoo
 from models.features import FeatureSpec
-from models.metrics import exact_auc
+from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
 from models.registry import FileRegistry, ModelVersion
-from offline.dataset import read_table
 from offline.errors import DatasetError
 from offline.lineage import code_version, dataset_identity
+from offline.prequential import DEFAULT_NUMERIC_TRANSFORM
 from offline.records import SOURCE_COLUMNS
+from offline.tables import infer_spec as infer_table_spec
+from offline.tables import read_table, rows_table
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 _ENCODE_CHUNK = 65_536
-_EPS = 1e-15
 
 
 @dataclass(frozen=True)
@@ -139,19 +140,11 @@ def load_examples(path: Path, label: str = "label", time_column: str | None = No
 
 
 def infer_spec(rows: Sequence[Row], hash_bits: int = 20) -> FeatureSpec:
-    """A spec over every field seen: numeric when all its values are numbers, else categorical."""
-    numeric: dict[str, bool] = {}
-    for row in rows:
-        for k, v in row.items():
-            if v is None:
-                continue
-            is_num = isinstance(v, int | float) and not isinstance(v, bool)
-            numeric[k] = numeric.get(k, True) and is_num
-    return FeatureSpec(
-        categorical=tuple(sorted(k for k, n in numeric.items() if not n)),
-        numeric=tuple(sorted(k for k, n in numeric.items() if n)),
-        hash_bits=hash_bits,
-    )
+    """The spec ``eval`` infers for these rows (:func:`offline.tables.infer_spec` over
+    :func:`offline.tables.rows_table`): numeric when all values are numbers, else
+    categorical; fields that never hold a value are left out."""
+    table = rows_table(rows)
+    return infer_table_spec(table, table.column_names, hash_bits, DEFAULT_NUMERIC_TRANSFORM)
 
 
 def split_holdout(ex: Examples, fraction: float) -> tuple[Examples, Examples]:
@@ -204,18 +197,16 @@ def evaluate(learner: Learner, test: Examples) -> dict[str, Any]:
     idx, val = encode(learner, test.rows)
     p = np.asarray(learner.predict_encoded(idx, val), dtype=np.float64)
     y = test.y
-    pc = np.clip(p, _EPS, 1 - _EPS)
-    logloss = float(-(y * np.log(pc) + (1 - y) * np.log1p(-pc)).mean())
-    rate = float(y.mean())
-    entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate)) if 0 < rate < 1 else None
+    metrics = ProgressiveMetrics(window=n)  # the window holds the whole holdout: exact AUC
+    metrics.update(y, p)
     return {
         "count": n,
-        "base_rate": rate,
-        "auc": exact_auc(y, p),
-        "logloss": logloss,
-        "ne": logloss / entropy if entropy else None,
+        "base_rate": float(y.mean()),
+        "auc": metrics.window_auc,
+        "logloss": metrics.logloss,
+        "ne": metrics.ne,
         "accuracy": float(((p >= 0.5) == (y > 0.5)).mean()),
-        "calibration": float(p.sum() / y.sum()) if y.sum() > 0 else None,
+        "calibration": metrics.calibration,
     }
 
 

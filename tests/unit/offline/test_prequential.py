@@ -94,6 +94,7 @@ def test_feature_subset_params_and_progress(tmp_path: Path) -> None:
             model="ftrl",
             params={"alpha": 0.2},
             hash_bits=12,
+            batch_size=1000,
             report_every=1000,
         ),
         progress=lambda done, total, report: calls.append((done, total)),
