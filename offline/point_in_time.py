@@ -42,9 +42,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from offline.dataset import read_manifest, read_table
+from offline.dataset import read_manifest
 from offline.errors import DatasetError
 from offline.replay import ReplaySpec, replay
+from offline.tables import read_table
 from streams.config import KafkaConfig
 from streams.contracts import ActivityEvent, Scalar
 from streams.feature_aggregates import Aggregate, EntityLayout, layout

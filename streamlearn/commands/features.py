@@ -13,7 +13,7 @@ from rich.table import Table
 
 from offline.errors import OfflineError
 from offline.point_in_time import export
-from offline.prequential import read_table
+from offline.tables import read_table
 from streamlearn import options as o
 from streamlearn.commands.replay import fail
 from streamlearn.settings import kafka_config
