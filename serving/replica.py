@@ -70,6 +70,10 @@ class FeatureReplica:
         """The features of item ``item_id``, or ``None`` when none were seen."""
         return self._get("item/" + item_id)
 
+    def stored(self, entity: str, entity_id: str) -> dict[str, Scalar] | None:
+        """The stored values (features and raw accumulators) of any entity, or ``None``."""
+        return self._get(f"{entity}/{entity_id}")
+
     def _get(self, key: str) -> dict[str, Scalar] | None:
         raw = self._db.get(key.encode())
         return None if raw is None else _VALUES_DECODER.decode(raw)

@@ -92,7 +92,8 @@ class EntityLayout:
         self.contexts = [(f, a) for f in stored if isinstance(a := f.aggregation, LatestContext)]
         last = [f for f in stored if isinstance(f.aggregation, LastEventTime)]
         self.last_event: Feature | None = last[0] if last else None
-        self._last_name = self.last_event.name if self.last_event else "_last_ts"
+        #: Where a record's values keep the newest event time.
+        self.last_time_name = self.last_event.name if self.last_event else "_last_ts"
 
         #: Event type → (count slots, decayed slots) it increments.
         self.actions: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
@@ -130,7 +131,7 @@ class EntityLayout:
         columns: list[tuple[str, type, str]] = [
             *((f.name, int, f"a.c{i}") for i, (f, _) in enumerate(self.counts)),
             *((f.name, float, term) for (f, _), term in zip(self.rates, rate_terms, strict=True)),
-            (self._last_name, float, "a.last_ts"),
+            (self.last_time_name, float, "a.last_ts"),
             *((f.name, str, f"a.x{i}") for i, (f, _) in enumerate(self.contexts)),
             *(
                 (f"_{f.name}_{part}", float, f"a.d{2 * i + j}")
@@ -243,7 +244,7 @@ class EntityLayout:
 
         ``ts`` is the record's time, used when the values carry no last-event time.
         """
-        last = v.get(self._last_name)
+        last = v.get(self.last_time_name)
         return self._make(
             _Slots(
                 float(last if last is not None else (ts or 0.0)),

@@ -5,7 +5,8 @@ the ``features`` topic. A user's record is complete; an item's events are spread
 all partitions, so each partition writes a *partial* of the item and every reader merges
 them (:func:`merge_item_partials`). Serving turns the stored values of a user and a
 candidate item into the raw features one model row is scored on
-(:func:`serving_features`), adding the request-time features. Both follow the catalog
+(:func:`serving_features`), adding the request-time features; an online read of one
+entity (:func:`entity_features`) gives its public values. All follow the catalog
 (``streams.feature_catalog``).
 """
 
@@ -15,12 +16,16 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Final
 
+import msgspec
+
 from streams.contracts import PredictionRequest, Scalar
 from streams.feature_aggregates import layout
 from streams.feature_catalog import CATALOG, FeatureCatalog, SecondsSince
 
 #: Prefix of raw accumulator names in stored values: not features.
 RAW_PREFIX: Final = "_"
+#: Most entities one bulk read may ask for.
+MAX_READ_ENTITIES: Final = 1000
 
 
 def merge_item_partials(
@@ -110,3 +115,37 @@ def serving_features(
 ) -> dict[str, Scalar]:
     """The raw feature dict scored for one candidate (and logged exactly as scored)."""
     return served_features(catalog).row(request, item_id, user, item, now)
+
+
+class EntityFeatures(msgspec.Struct, frozen=True):
+    """One entity's current feature values, as an online read returns them."""
+
+    entity: str
+    id: str
+    #: Every feature of the entity; request-time ones computed at the read.
+    values: dict[str, Scalar]
+    #: Event time (epoch seconds) of the newest event the values reflect.
+    as_of: float
+
+
+def entity_features(
+    entity: str,
+    entity_id: str,
+    stored: Mapping[str, Scalar] | None,
+    now: float,
+    catalog: FeatureCatalog = CATALOG,
+) -> EntityFeatures | None:
+    """The public features of one entity from its stored values (``None`` when none are
+    stored): raw accumulators left out, a feature missing from an older record at its
+    default, request-time features computed at ``now``."""
+    if stored is None:
+        return None
+    last = float(stored.get(layout(catalog, entity).last_time_name, 0.0))
+    values: dict[str, Scalar] = {}
+    for f in catalog.of(entity):
+        if isinstance(f.aggregation, SecondsSince):
+            source = stored.get(f.aggregation.feature)
+            values[f.name] = round(now - float(source), 3) if source else -1.0
+        else:
+            values[f.name] = stored.get(f.name, f.default)
+    return EntityFeatures(entity, entity_id, values, last)

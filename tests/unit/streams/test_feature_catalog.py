@@ -24,7 +24,7 @@ from streams.feature_catalog import (
     SecondsSince,
     feed_spec,
 )
-from streams.feature_store import merge_item_partials, public_values
+from streams.feature_store import entity_features, merge_item_partials, public_values
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 _IDS = itertools.count()
@@ -195,3 +195,17 @@ def test_arrival_order_does_not_matter() -> None:
                 assert vb[k] in {e.context["category"] for e in events if e.ts == newest}
             else:
                 assert vb[k] == pytest.approx(x, rel=1e-9), k
+
+
+def test_an_online_read_gives_public_values_request_time_features_and_as_of() -> None:
+    user = layout(CATALOG, "user")
+    a = user.new()
+    user.update(a, _ev("impression", 100.0))
+    read = entity_features("user", "u1", user.values(a), now=130.0)
+    assert read is not None and (read.entity, read.id, read.as_of) == ("user", "u1", 100.0)
+    assert list(read.values) == [f.name for f in CATALOG.of("user")]  # no raw accumulators
+    assert read.values["user_impressions"] == 1 and read.values["user_recency_s"] == 30.0
+    older = entity_features("item", "i1", {"item_impressions": 3}, now=5.0)  # older record
+    assert older is not None and older.values["item_ctr"] == CATALOG.get("item_ctr").default
+    assert older.values["item_recency_s"] == -1.0 and older.as_of == 0.0
+    assert entity_features("user", "nobody", None, now=1.0) is None
