@@ -57,9 +57,7 @@ def _event(raw: bytes | None) -> tuple[Any, ...]:
 
 
 def _training(raw: bytes | None) -> tuple[Any, ...]:
-    ex = decode(TrainingExample, raw)
-    if ex.label not in (0, 1):
-        raise ContractError("invalid_value", f"expected label 0 or 1, got {ex.label!r}")
+    ex = decode(TrainingExample, raw)  # the label is 0 or 1 by the contract
     return (
         ex.request_id,
         ex.user_id,

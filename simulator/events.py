@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 
 from simulator.behaviour import Shown
-from streams.contracts import ActivityEvent, encode
+from streams.contracts import ActivityEvent, EventType, encode
 
 #: Kinds of malformed events, each rejected by ``streams.contracts.decode_event``.
 BAD_KINDS: Final = ("bad_json", "missing_field", "unknown_type")
@@ -32,7 +32,7 @@ def activity_event(event_id: str, type_: str, shown: Shown) -> bytes:
     return encode(
         ActivityEvent(
             event_id=event_id,
-            type=type_,
+            type=cast(EventType, type_),
             ts=time.time(),
             user_id=shown.user_id,
             item_id=shown.item_id,

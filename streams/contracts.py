@@ -1,110 +1,184 @@
-"""The data contracts of streamlearn (design.md §4), as msgspec structs.
+"""The data contracts of streamlearn, as msgspec structs.
 
-msgspec decodes and type-checks a JSON event in ~0.3 µs (design.md §6), ~8× faster than
-``json`` + hand validation, and gives precise error messages. Every decoder here raises
-``ContractError`` with a short ``reason`` code used in dead-letter headers and metrics.
+msgspec decodes and type-checks a JSON event in ~0.3 µs, ~8× faster than ``json`` + hand
+validation, and gives precise error messages. Every decoder here raises ``ContractError``
+with a short ``reason`` code used in dead-letter headers and metrics.
+
+The structs are also the source of the JSON Schemas that ``streamlearn contracts export``
+writes (``streams.schemas``): enums are ``Literal`` types and constraints are
+``msgspec.Meta`` annotations, which the decoder enforces in C as it decodes, so the
+schema and the decoder cannot disagree. A constraint the decoder checks in Python (to
+keep its error message) is added to the schema only, with ``extra_json_schema``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, TypeVar
+import re
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
+from msgspec import Meta
 
 from streams.errors import ContractError
 
-EVENT_TYPES: Final = frozenset({"impression", "click", "like", "share", "hide", "conversion"})
+EventType = Literal["impression", "click", "like", "share", "hide", "conversion"]
+Surface = Literal["feed", "ads"]
+Entity = Literal["user", "item"]
+UpdateKind = Literal["published", "stage"]
+#: ``error.reason`` codes of dead letters (and ``ContractError.reason``).
+DeadLetterReason = Literal[
+    "bad_json",
+    "missing_value",
+    "missing_field",
+    "wrong_type",
+    "unknown_type",
+    "invalid_value",
+    "oversize",
+    "processing_error",
+]
+
+EVENT_TYPES: Final = frozenset(get_args(EventType))
 ENGAGEMENT_TYPES: Final = frozenset({"click", "like", "share", "conversion"})
-SURFACES: Final = frozenset({"feed", "ads"})
+SURFACES: Final = frozenset(get_args(Surface))
 MAX_EVENT_BYTES: Final = 64 * 1024
 
 Scalar = str | int | float
 
+NonEmpty = Annotated[str, Meta(min_length=1)]
+Timestamp = Annotated[float, Meta(ge=0, description="Epoch seconds (UTC).")]
+Version = Annotated[int, Meta(ge=1, description="Model version in the registry (from 1).")]
+Probability = Annotated[float, Meta(ge=0, le=1)]
+Context = Annotated[
+    dict[str, Scalar],
+    Meta(description="Free-form request context; `category` sets the item's category."),
+]
+Features = Annotated[
+    dict[str, Scalar],
+    Meta(description="Raw features exactly as scored, by name (strings and numbers)."),
+]
+
 
 class ActivityEvent(msgspec.Struct, frozen=True):
-    """One user action. Key on Kafka: ``user_id``. Unknown extra fields are ignored."""
+    """One user action. Topic `activity`, key `user_id`. Unknown extra fields are ignored."""
 
-    event_id: str
-    type: str
-    ts: float
-    user_id: str
-    item_id: str
-    surface: str
-    request_id: str
-    position: int | None = None
-    context: dict[str, Scalar] | None = None
+    event_id: Annotated[str, Meta(description="Unique id of the event (for de-duplication).")]
+    type: Annotated[EventType, Meta(description="What the user did.")]
+    ts: Timestamp
+    user_id: NonEmpty
+    item_id: NonEmpty
+    surface: Annotated[Surface, Meta(description="Where the item was shown.")]
+    request_id: Annotated[
+        str, Meta(description="The prediction request that showed the item (joins labels).")
+    ]
+    position: Annotated[int, Meta(ge=0, description="Rank at which the item was shown.")] | None = (
+        None
+    )
+    context: Context | None = None
 
 
 class PredictionRequest(msgspec.Struct, frozen=True):
-    """Ask a model to score ``candidates`` for ``user_id`` on ``surface``."""
+    """Ask a model to score `candidates` for `user_id` on `surface`.
+
+    HTTP body of `POST /v1/models/{model}:predict`, or topic `prediction-requests` (key
+    `user_id`).
+    """
 
     request_id: str
     user_id: str
-    surface: str
-    candidates: list[str]
-    context: dict[str, Scalar] | None = None
+    surface: Surface
+    #: ``minItems`` is checked by ``decode_request`` (for its error message).
+    candidates: Annotated[
+        list[str],
+        Meta(description="Item ids to score, in any order.", extra_json_schema={"minItems": 1}),
+    ]
+    context: Context | None = None
 
 
 class PredictionReply(msgspec.Struct, frozen=True):
-    """Scores in the order of the request's candidates."""
+    """Scores in the order of the request's candidates (HTTP reply; topic `predictions`)."""
 
     request_id: str
     model: str
-    version: int
-    scores: list[float]
+    version: Version
+    scores: Annotated[list[float], Meta(description="Score per candidate, in order.")]
 
 
 class FeatureRecord(msgspec.Struct, frozen=True):
-    """The current features of one entity; the value of a feature-topic record."""
+    """The current features of one entity: a value on topic `features`.
 
-    entity: str
+    Key `user/<id>` or `item/<id>`; an item record is a per-partition partial that
+    readers merge. Value names starting with `_` are the store's raw accumulators.
+    """
+
+    entity: Entity
     id: str
-    values: dict[str, Scalar]
-    ts: float
+    values: Annotated[dict[str, Scalar], Meta(description="Feature values by name.")]
+    ts: Timestamp
 
 
 class ServedItem(msgspec.Struct, frozen=True):
     """One scored candidate: the raw features exactly as the model saw them."""
 
     item_id: str
-    features: dict[str, Scalar]
-    score: float
+    features: Features
+    score: Probability
 
 
 class FeatureLogRecord(msgspec.Struct, frozen=True):
-    """What serving scored for one request (the joiner labels it later)."""
+    """What serving scored for one request (topic `feature-log`, key `user_id`)."""
 
     request_id: str
     user_id: str
-    surface: str
-    ts: float
+    surface: Surface
+    ts: Timestamp
     model: str
-    version: int
+    version: Version
     items: list[ServedItem]
 
 
 class TrainingExample(msgspec.Struct, frozen=True):
-    """A served feature vector with its label, once the label window has closed."""
+    """A served feature vector with its label, once the label window has closed.
+
+    Topic `training-examples.<model>`, key `user_id`.
+    """
 
     request_id: str
     user_id: str
     item_id: str
-    surface: str
-    ts: float
-    label: int
-    features: dict[str, Scalar]
-    served_version: int
-    served_score: float
+    surface: Surface
+    ts: Timestamp
+    label: Annotated[Literal[0, 1], Meta(description="1: engaged within the label window.")]
+    features: Features
+    served_version: Version
+    served_score: Probability
 
 
 class ModelUpdate(msgspec.Struct, frozen=True):
-    """Announces a new model version or a stage change in the registry."""
+    """Announces a new model version or a stage change (topic `model-updates`, key model)."""
 
     model: str
-    version: int
-    created_at: float
-    kind: str = "published"  # or "stage"
-    metrics: dict[str, Any] = {}
+    version: Version
+    created_at: Timestamp
+    kind: UpdateKind = "published"
+    metrics: Annotated[
+        dict[str, Any], Meta(description="Training metrics of the version (AUC, NE, …).")
+    ] = {}
+
+
+class DeadLetterHeaders(msgspec.Struct, frozen=True):
+    """The Kafka headers of a dead letter on `<topic>.dlq` (as UTF-8 strings).
+
+    The record's key and value are the original ones; these headers say why and where
+    from. Not a message value: header names and values, described as one record.
+    """
+
+    error: Annotated[str, Meta(description="What was expected and what was got.")]
+    error_reason: DeadLetterReason = msgspec.field(name="error.reason")
+    source_topic: Annotated[str, Meta(min_length=1)] = msgspec.field(name="source.topic")
+    source_partition: Annotated[str, Meta(pattern="^[0-9]+$")] = msgspec.field(
+        name="source.partition"
+    )
+    source_offset: Annotated[str, Meta(pattern="^[0-9]+$")] = msgspec.field(name="source.offset")
 
 
 T = TypeVar("T")
@@ -120,13 +194,35 @@ def _decoder(cls: type[T]) -> msgspec.json.Decoder[T]:
     return dec
 
 
-def _reason(exc: msgspec.ValidationError) -> str:
-    msg = str(exc)
+def _reason(msg: str) -> str:
     if msg.startswith("Object missing required field"):
         return "missing_field"
-    if msg.startswith("Expected"):
+    if msg.startswith("Invalid enum value") and msg.endswith("`$.type`"):
+        return "unknown_type"
+    if msg.startswith("Expected") and ", got `" in msg:
         return "wrong_type"
-    return "invalid_value"
+    return "invalid_value"  # a constraint: enum, length, range, pattern
+
+
+_ENUM_ERROR = re.compile(r"Invalid enum value (?P<got>.+) - at `\$\.(?P<field>\w+)`$")
+
+
+def _explain(cls: type, msg: str) -> str:
+    """msgspec's message, saying which values a top-level enum field expects."""
+    m = _ENUM_ERROR.match(msg)
+    if m is None:
+        return msg
+    allowed = _literal_values(cls, m["field"])
+    if not allowed:
+        return msg
+    return f"expected {m['field']} in {allowed}, got {m['got']} (at `$.{m['field']}`)"
+
+
+def _literal_values(cls: type, field: str) -> list[Any]:
+    hint = get_type_hints(cls, include_extras=True).get(field)
+    while get_origin(hint) is Annotated:
+        hint = get_args(hint)[0]
+    return sorted(get_args(hint), key=str) if get_origin(hint) is Literal else []
 
 
 def decode(cls: type[T], raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> T:
@@ -138,34 +234,20 @@ def decode(cls: type[T], raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) ->
     try:
         return _decoder(cls).decode(raw)
     except msgspec.ValidationError as exc:
-        raise ContractError(_reason(exc), f"{cls.__name__}: {exc}") from None
+        msg = str(exc)
+        raise ContractError(_reason(msg), f"{cls.__name__}: {_explain(cls, msg)}") from None
     except msgspec.DecodeError as exc:
         raise ContractError("bad_json", f"expected JSON: {exc}") from None
 
 
 def decode_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> ActivityEvent:
-    """Decode and validate an activity event."""
-    ev = decode(ActivityEvent, raw, max_bytes)
-    if ev.type not in EVENT_TYPES:
-        raise ContractError(
-            "unknown_type", f"expected type in {sorted(EVENT_TYPES)}, got {ev.type!r}"
-        )
-    if ev.surface not in SURFACES:
-        raise ContractError(
-            "invalid_value", f"expected surface in {sorted(SURFACES)}, got {ev.surface!r}"
-        )
-    if not ev.user_id or not ev.item_id:
-        raise ContractError("invalid_value", "expected non-empty user_id and item_id")
-    return ev
+    """Decode and validate an activity event (type, surface and ids by the struct)."""
+    return decode(ActivityEvent, raw, max_bytes)
 
 
 def decode_request(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> PredictionRequest:
     """Decode and validate a prediction request."""
     req = decode(PredictionRequest, raw, max_bytes)
-    if req.surface not in SURFACES:
-        raise ContractError(
-            "invalid_value", f"expected surface in {sorted(SURFACES)}, got {req.surface!r}"
-        )
     if not req.candidates:
         raise ContractError("invalid_value", "expected at least one candidate, got none")
     return req

@@ -17,6 +17,7 @@ import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 from prometheus_client import Counter
@@ -186,7 +187,8 @@ class Joiner(StatefulProcessor):
         for item in log.items:
             if item.item_id not in pend.shown:
                 continue
-            label = 1 if positives.intersection(pend.engaged.get(item.item_id, ())) else 0
+            engaged = positives.intersection(pend.engaged.get(item.item_id, ()))
+            label: Literal[0, 1] = 1 if engaged else 0
             ex = TrainingExample(
                 request_id=log.request_id,
                 user_id=log.user_id,

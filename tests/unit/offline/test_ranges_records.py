@@ -66,7 +66,7 @@ def test_formats_decode_and_reject() -> None:
         "served_version": 1,
         "served_score": 0.5,
     }
-    with pytest.raises(ContractError, match="label 0 or 1"):
+    with pytest.raises(ContractError, match=r"\$\.label"):
         FORMATS["training"].decode(json.dumps(ex).encode())
 
 

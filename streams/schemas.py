@@ -1,0 +1,98 @@
+"""JSON Schemas of the record contracts, generated from the msgspec structs.
+
+Producers in any language can validate a record against these before they publish it;
+``streamlearn contracts export DIR`` writes them (draft 2020-12), one file per record.
+The structs in ``streams.contracts`` are the single source: the schema says what their
+decoders accept (enums, lengths, ranges), and the test suite checks both agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from streams.contracts import (
+    ActivityEvent,
+    DeadLetterHeaders,
+    FeatureLogRecord,
+    FeatureRecord,
+    ModelUpdate,
+    PredictionReply,
+    PredictionRequest,
+    TrainingExample,
+)
+
+DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One record of the README's contracts: its struct and where it travels."""
+
+    name: str
+    struct: type[msgspec.Struct]
+    #: the topic (without the prefix) or HTTP route that carries it
+    carried_by: str
+    #: the Kafka key, or "" where there is none
+    key: str = ""
+    #: ``value`` (the JSON message value) or ``headers`` (Kafka record headers)
+    part: str = "value"
+
+
+CONTRACTS: Final = (
+    Contract("activity-event", ActivityEvent, "topic activity", "user_id"),
+    Contract(
+        "prediction-request",
+        PredictionRequest,
+        "HTTP POST /v1/models/{model}:predict, or topic prediction-requests",
+        "user_id",
+    ),
+    Contract(
+        "prediction-reply",
+        PredictionReply,
+        "the HTTP reply, and topic predictions",
+        "user_id",
+    ),
+    Contract("feature-record", FeatureRecord, "topic features", "user/<id> or item/<id>"),
+    Contract("feature-log-record", FeatureLogRecord, "topic feature-log", "user_id"),
+    Contract("training-example", TrainingExample, "topic training-examples.<model>", "user_id"),
+    Contract("model-update", ModelUpdate, "topic model-updates", "the model name"),
+    Contract(
+        "dead-letter-headers",
+        DeadLetterHeaders,
+        "the headers of a record on topic <topic>.dlq",
+        "the original key",
+        part="headers",
+    ),
+)
+
+
+def json_schema(contract: Contract) -> dict[str, Any]:
+    """The JSON Schema document of one contract."""
+    generated = msgspec.json.schema(contract.struct)
+    return {
+        "$schema": DIALECT,
+        "$id": f"{contract.name}.schema.json",
+        "title": contract.struct.__name__,
+        **generated,
+        "x-streamlearn": {
+            "carried-by": contract.carried_by,
+            "key": contract.key,
+            "part": contract.part,
+        },
+    }
+
+
+def export(directory: Path) -> list[Path]:
+    """Write ``<name>.schema.json`` for every contract into ``directory``; return the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for contract in CONTRACTS:
+        path = directory / f"{contract.name}.schema.json"
+        doc = msgspec.json.format(msgspec.json.encode(json_schema(contract)), indent=2)
+        path.write_bytes(doc + b"\n")
+        written.append(path)
+    return written
