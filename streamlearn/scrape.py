@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def scrape(port: int, timeout_s: float = 0.5) -> Samples:
-    """All samples served at ``http://127.0.0.1:<port>/metrics``; empty when unreachable."""
+def scrape_families(port: int, timeout_s: float = 0.5) -> list[Metric]:
+    """The metric families served at ``http://127.0.0.1:<port>/metrics`` (empty when
+    unreachable), families without samples included: they say which names exist."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
             text = r.read().decode()
     except OSError:
-        return {}
+        return []
+    return list(text_string_to_metric_families(text))
+
+
+def samples_of(families: Iterable[Metric]) -> Samples:
+    """Every sample of ``families``, by sample name."""
     out: Samples = {}
-    for fam in text_string_to_metric_families(text):
+    for fam in families:
         for s in fam.samples:
             out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
     return out
+
+
+def scrape(port: int, timeout_s: float = 0.5) -> Samples:
+    """All samples served at ``http://127.0.0.1:<port>/metrics``; empty when unreachable."""
+    return samples_of(scrape_families(port, timeout_s))
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:

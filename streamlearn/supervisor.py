@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from prometheus_client.metrics_core import Metric
+
 from models.registry import FileRegistry
-from streamlearn.scrape import Samples, quantile, scrape, total, value
+from streamlearn.metrics_file import MetricsFile
+from streamlearn.scrape import Samples, quantile, samples_of, scrape_families, total, value
 from streams.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.config import KafkaConfig
 from streams.topics import Topics, ensure_loop_topics
@@ -46,6 +49,9 @@ class StackConfig:
     label_window_s: float = 8.0
     serving_port: int = 0
     runtime: str = "microbatch"
+    #: write every process's metrics over the run here (OpenMetrics, see ``metrics_file``)
+    metrics_file: Path | None = None
+    metrics_interval_s: float = 5.0
 
 
 @dataclass
@@ -66,6 +72,10 @@ class Child:
     #: counters accumulated over earlier incarnations (a restart resets a process's counters)
     carried: dict[str, float] = field(default_factory=dict)
     last: Samples = field(default_factory=dict)
+    #: the last scrape's families (with the names that have no samples yet)
+    families: list[Metric] = field(default_factory=list)
+    #: whether ``families`` were scraped since the metrics file last recorded them
+    fresh: bool = False
 
     def start(self) -> None:
         """Start (or restart) the process; its pid goes to ``<data>/run/<name>.pid``."""
@@ -99,6 +109,14 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def refresh(self) -> None:
+        """Scrape the process's metrics; the previous ones stay when it does not answer."""
+        families = scrape_families(self.metrics_port)
+        if families:
+            self.families = families
+            self.last = samples_of(families)
+            self.fresh = True
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -136,6 +154,11 @@ class Stack:
         if not config.bootstrap_servers:
             self._archive_previous_run()
         self.registry = FileRegistry(config.data_dir / "registry")
+        self.metrics_file = (
+            MetricsFile(config.metrics_file, config.metrics_interval_s)
+            if config.metrics_file
+            else None
+        )
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -263,13 +286,12 @@ class Stack:
                 self.note(f"{child.name} exited with {code}; restarting (see {child.log_path})")
                 for name in _CARRIED:
                     child.carried[name] = child.carried.get(name, 0.0) + total(child.last, name)
-                child.last = {}
+                child.last, child.families = {}, []
                 child.restarts += 1
                 child.start()
                 continue
-            samples = scrape(child.metrics_port)
-            if samples:
-                child.last = samples
+            child.refresh()
+        self._record_metrics()
         if self.first_prediction_s is None and self.counter(
             "serving", "streamlearn_predictions_total"
         ):
@@ -384,6 +406,7 @@ class Stack:
             elif last >= f["events_produced"] and time.monotonic() - still_since >= _QUIET_S:
                 break
             time.sleep(0.5)
+        self._record_metrics(force=True)  # the last round, before the processes go
         for name in ("serving", "joiner", "trainer", "features"):
             if name in self.children:
                 self.children[name].stop()
@@ -394,9 +417,19 @@ class Stack:
     def poll_metrics_only(self) -> None:
         for child in self.children.values():
             if child.alive:
-                samples = scrape(child.metrics_port)
-                if samples:
-                    child.last = samples
+                child.refresh()
+        self._record_metrics()
+
+    def _record_metrics(self, force: bool = False) -> None:
+        """Add a round of every child's last scrape to the metrics file, when one is due."""
+        now = time.time()
+        if self.metrics_file is None or not (force or self.metrics_file.due(now)):
+            return
+        fresh = {n: (c.metrics_port, c.families) for n, c in self.children.items() if c.fresh}
+        self.metrics_file.record(now, fresh)
+        self.metrics_file.write()
+        for c in self.children.values():
+            c.fresh = False
 
 
 def _ms(seconds: float | None) -> float | None:

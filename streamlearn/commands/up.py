@@ -116,6 +116,25 @@ def register(app: typer.Typer) -> None:
                 help="HTTP port of serving on 127.0.0.1 (0: a free one).",
             ),
         ] = 0,
+        metrics_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--metrics-file",
+                envvar="STREAMLEARN_METRICS_FILE",
+                help="Write every process's metrics over the run here (OpenMetrics with "
+                "timestamps and job/instance labels, rewritten every --metrics-interval): "
+                "the dashboard's data without Grafana.",
+            ),
+        ] = None,
+        metrics_interval: Annotated[
+            float,
+            typer.Option(
+                "--metrics-interval",
+                envvar="STREAMLEARN_METRICS_INTERVAL",
+                min=0.5,
+                help="Seconds between two rounds of the metrics file.",
+            ),
+        ] = 5.0,
         bootstrap_servers: o.BootstrapServers = None,
         topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
         partitions: o.Partitions = o.DEFAULT_PARTITIONS,
@@ -136,6 +155,8 @@ def register(app: typer.Typer) -> None:
             label_window_s=label_window,
             serving_port=serving_port,
             runtime=runtime,
+            metrics_file=metrics_file,
+            metrics_interval_s=metrics_interval,
         )
         stopping = {"flag": False}
 

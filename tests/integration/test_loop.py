@@ -2,7 +2,8 @@
 
 Also: events published by another Kafka client (aiokafka) are processed or dead-lettered,
 and a trainer killed with SIGKILL is restarted by ``up`` and ends having learned every
-training example it covers exactly once.
+training example it covers exactly once. The same run's ``--metrics-file`` (every process
+scraped) must export every metric that compose/'s dashboards and alert rules query.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from models.registry import FileRegistry
 from streams.broker import EmbeddedBroker
@@ -27,9 +29,13 @@ from streams.config import KafkaConfig
 from streams.topics import Topics
 from streams.trainer import example_fingerprint
 from tests.integration.reading import read_all
+from tests.metric_queries import check
 
 pytestmark = pytest.mark.integration
 DURATION = 75
+PROCESSES = {"features", "joiner", "trainer", "serving", "simulator"}
+#: queried metrics a healthy run may leave without a sample (declared, never incremented)
+MAY_BE_UNSAMPLED = {"streamlearn_joiner_dropped_total"}
 
 
 async def _publish_with_aiokafka(bootstrap: str, topic: str, n_good: int) -> int:
@@ -86,6 +92,7 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
     prefix = f"t{uuid.uuid4().hex[:8]}."
     data = tmp_path / "var"
     summary_path = tmp_path / "s.json"
+    metrics_path = tmp_path / "metrics.om"
     env = dict(os.environ)
     up = subprocess.Popen(
         [
@@ -107,6 +114,10 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
             "60",
             "--snapshot-interval",
             "5",
+            "--metrics-file",
+            str(metrics_path),
+            "--metrics-interval",
+            "2",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -159,3 +170,16 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
         KafkaConfig(broker.bootstrap_servers, prefix), topics.training_examples("feed")
     )
     assert count <= len(examples)
+
+    # every process was scraped into the metrics file, with timestamps and job labels
+    text = metrics_path.read_text()
+    assert text.endswith("# EOF\n")
+    families = list(text_string_to_metric_families(text))
+    samples = [smp for fam in families for smp in fam.samples]
+    assert {smp.labels["job"] for smp in samples} == PROCESSES
+    assert all(smp.timestamp is not None for smp in samples)
+    # no dashboard panel or alert rule queries a name (or label value) nobody exports
+    report = check(families)
+    assert report.unknown == [], report.unknown
+    assert report.unmatched == [], report.unmatched
+    assert report.unsampled <= MAY_BE_UNSAMPLED, report.unsampled
