@@ -81,6 +81,21 @@ def test_simulator_drives_serving_and_waits_for_it(compose: dict[str, Any]) -> N
     assert "healthcheck" in services["serving"]
 
 
+def test_the_image_copies_every_package_the_distribution_installs() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((COMPOSE.parent / "pyproject.toml").read_text())
+    packages = {
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    copied = {
+        line.split()[1]
+        for line in (COMPOSE / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and len(line.split()) == 3
+    }
+    assert packages <= copied, packages - copied
+
+
 def test_kafka_keeps_its_data_in_the_volume(compose: dict[str, Any]) -> None:
     kafka = compose["services"]["kafka"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in kafka["volumes"]}
