@@ -19,7 +19,7 @@ import xxhash
 from offline.errors import FlowError
 from offline.flow.graph import Flow
 
-BUILTIN_MODULES = ("offline.flow.retrain",)
+BUILTIN_MODULES = ("offline.flow.retrain", "offline.flow.vision")
 
 
 def _load_file(path: Path) -> ModuleType:

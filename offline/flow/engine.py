@@ -2,7 +2,9 @@
 
 Three ways to run (see :func:`run_flow`): every step; only the steps up to ``until``;
 or one ``step`` alone, which loads its upstream outputs from the cache (an upstream
-miss is an error naming what to run first). A step that raises fails the run: its
+miss is an error naming what to run first). A step that declares resources runs as a task of
+the run's ``executor`` (a :class:`~offline.flow.compute.RayExecutor`) when one is given;
+its output comes back to this process, which caches it. A step that raises fails the run: its
 partial output is removed, upstream outputs stay cached, downstream steps are marked
 ``skipped``, the run record says which step failed and why, and
 :class:`FlowStepError` is raised.
@@ -11,16 +13,18 @@ partial output is removed, upstream outputs stay cached, downstream steps are ma
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from offline.errors import FlowError
 from offline.flow.cache import StepCache, canonical_json, code_identity, step_key
+from offline.flow.compute import Resources
 from offline.flow.context import ProgressFn, StepContext, StepProgress
 from offline.flow.graph import CTX, RESOURCES, Flow, Step
 from offline.flow.runs import new_run_id, now_iso, summarize, write_record
@@ -63,6 +67,14 @@ class RunResult:
 Listener = Callable[[StepEvent], None]
 
 
+class Executor(Protocol):
+    """Runs a step function elsewhere (a Ray task) with the resources it declares."""
+
+    def run(self, fn: Callable[..., Any], kwargs: Mapping[str, Any], resources: Resources) -> Any:
+        """``fn(**kwargs)``, run where ``resources`` are; raises what ``fn`` raised."""
+        ...
+
+
 def _plan(flow: Flow, step: str | None, until: str | None) -> tuple[list[str], set[str]]:
     """(steps to consider in order, steps that must come from the cache)."""
     if step is not None and until is not None:
@@ -93,8 +105,10 @@ class _Run:
         resources: Mapping[str, Any],
         listener: Listener | None,
         on_progress: ProgressFn | None,
+        executor: Executor | None = None,
     ) -> None:
         self.flow = flow
+        self.executor = executor
         self.params = params
         self.root = Path(root)
         self.cache = StepCache(self.root, flow.name)
@@ -171,6 +185,7 @@ class _Run:
         out = self.cache.begin(step.name, key)
         available: dict[str, Any] = {i: self.outputs[i] for i in step.inputs}
         available.update(self.flow.step_params(step, self.params))
+        remote = self.executor is not None and step.resources is not None
         if step.takes_ctx:
             available[CTX] = StepContext(
                 flow=self.flow.name,
@@ -178,11 +193,19 @@ class _Run:
                 run_id=self.record["run_id"],
                 out=out,
                 resources=self.resources,
-                lineage=self.lineage,
-                on_progress=self.on_progress,
+                # a task elsewhere gets the lineage as it is now, and reports no progress
+                lineage=functools.partial(copy.deepcopy, self.lineage())
+                if remote
+                else self.lineage,
+                on_progress=None if remote else self.on_progress,
             )
         started = time.monotonic()
-        value = step.fn(**available)
+        if remote:
+            assert self.executor is not None and step.resources is not None
+            value = self.executor.run(step.fn, available, step.resources)
+            entry["executor"] = "ray"
+        else:
+            value = step.fn(**available)
         seconds = round(time.monotonic() - started, 4)
         done = {"status": "executed", "seconds": seconds, "output": summarize(value)}
         meta = {"flow": self.flow.name, "run_id": self.record["run_id"]}
@@ -230,6 +253,7 @@ def run_flow(
     use_cache: bool = True,
     listener: Listener | None = None,
     on_progress: Callable[[StepProgress], None] | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
     """Run ``flow`` with ``params``, caching step outputs under ``root``.
 
@@ -237,10 +261,17 @@ def run_flow(
     ``until``: run that step and what it needs, nothing after it.
     ``use_cache=False``: execute every step even when a cached output exists.
     ``resources``: what steps use but is not a param (not part of any key).
+    ``executor``: where steps that declare resources run (in this process when None).
     """
     order, required = _plan(flow, step, until)
     run = _Run(
-        flow, flow.resolve_params(params or {}), root, resources or {}, listener, on_progress
+        flow,
+        flow.resolve_params(params or {}),
+        root,
+        resources or {},
+        listener,
+        on_progress,
+        executor,
     )
     run.record["mode"] = {"step": step, "until": until, "use_cache": use_cache}
     for name in order:

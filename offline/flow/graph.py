@@ -13,6 +13,10 @@ A step is a plain function. Its parameters are bound by name:
 
 Steps are declared in order and may only name steps declared before them as inputs, so
 declaration order is a topological order and the graph cannot have a cycle.
+
+A step that declares resources (``cpus``, ``gpus``; ``gpus="auto"`` asks for one GPU
+where the cluster has one) runs as a Ray task asking for them when the run has an
+executor (``offline.flow.compute``); the others run in the process that runs the flow.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import inspect
 import keyword
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from offline.errors import FlowError
+from offline.flow.compute import Resources
 
 StepFn = Callable[..., Any]
 #: Computes a JSON-safe identity of the external state a step reads (a topic's end
@@ -47,6 +52,8 @@ class Step:
     takes_ctx: bool
     fingerprint: FingerprintFn | None = None
     description: str = ""
+    #: what the step asks the scheduler for; None: it runs in the flow's own process
+    resources: Resources | None = None
 
 
 def _check_name(what: str, name: str) -> None:
@@ -76,6 +83,18 @@ def _signature_params(fn: StepFn, inputs: Sequence[str], where: str) -> tuple[li
             f"{where}: expected a parameter for each input {list(inputs)}, missing {missing}"
         )
     return names, free
+
+
+def _resources(
+    where: str, cpus: float | None, gpus: float | Literal["auto"] | None
+) -> Resources | None:
+    if cpus is None and gpus is None:
+        return None
+    if cpus is not None and cpus < 0:
+        raise FlowError(f"{where}: expected cpus >= 0, got {cpus}")
+    if gpus is not None and gpus != "auto" and (isinstance(gpus, str) or gpus < 0):
+        raise FlowError(f"{where}: expected gpus >= 0 or 'auto', got {gpus!r}")
+    return Resources(1.0 if cpus is None else cpus, 0.0 if gpus is None else gpus)
 
 
 @dataclass
@@ -108,11 +127,16 @@ class Flow:
         *,
         name: str | None = None,
         fingerprint: FingerprintFn | None = None,
+        cpus: float | None = None,
+        gpus: float | Literal["auto"] | None = None,
     ) -> Callable[[StepFn], StepFn]:
-        """Decorator declaring ``fn`` as the next step, fed by the ``inputs`` steps."""
+        """Decorator declaring ``fn`` as the next step, fed by the ``inputs`` steps.
+
+        ``cpus``/``gpus`` make it a Ray task asking for them (see the module docstring).
+        """
 
         def decorate(fn: StepFn) -> StepFn:
-            self.add_step(fn, inputs, name=name, fingerprint=fingerprint)
+            self.add_step(fn, inputs, name=name, fingerprint=fingerprint, cpus=cpus, gpus=gpus)
             return fn
 
         return decorate
@@ -124,6 +148,8 @@ class Flow:
         *,
         name: str | None = None,
         fingerprint: FingerprintFn | None = None,
+        cpus: float | None = None,
+        gpus: float | Literal["auto"] | None = None,
     ) -> Step:
         """Declare ``fn`` as the next step (the decorator's plain form)."""
         step_name = name or fn.__name__
@@ -156,6 +182,7 @@ class Flow:
             takes_ctx=CTX in names,
             fingerprint=fingerprint,
             description=(inspect.getdoc(fn) or "").split("\n", 1)[0],
+            resources=_resources(where, cpus, gpus),
         )
         self.steps[step_name] = step
         return step
@@ -235,6 +262,9 @@ class Flow:
                     "inputs": list(s.inputs),
                     "params": list(s.params),
                     "description": s.description,
+                    "resources": None
+                    if s.resources is None
+                    else {"cpus": s.resources.cpus, "gpus": s.resources.gpus},
                 }
                 for s in self.steps.values()
             ],

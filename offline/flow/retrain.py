@@ -234,7 +234,7 @@ def replay(
     return DatasetRef(str(out), read_manifest(out)["checksum"], manifest["records"])
 
 
-@retrain.step(inputs=["replay"])
+@retrain.step(inputs=["replay"], cpus=1)
 def train(
     ctx: StepContext,
     replay: DatasetRef,

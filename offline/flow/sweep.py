@@ -1,24 +1,26 @@
-"""Sweeps: one flow run per grid configuration, in parallel worker processes.
+"""Sweeps: one flow run per grid configuration, each a Ray task.
 
-Workers are started with ``spawn`` (no forked torch or Kafka state) and load the flow
-again by name (and module). Runs share the step cache, so steps every configuration
-has in common (the replay) run once; the others wait on its lock and reuse it. A
-configuration that fails is a ``failed`` row with its error; the sweep goes on.
+A configuration's task loads the flow again by name (and module) in its Ray worker and
+runs it there; its steps that declare resources become Ray tasks of their own (a task
+blocked on them lends its CPU back to the scheduler). At most ``workers``
+configurations are in flight at once. Runs share the step cache, so steps every
+configuration has in common (the replay) run once; the others wait on its lock and
+reuse it. A configuration that fails is a ``failed`` row with its error; the sweep goes
+on.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from offline.errors import FlowError
 from offline.flow.catalog import get_flow
+from offline.flow.compute import RayConfig, connect, current_executor, shutdown
 from offline.flow.engine import FlowStepError, run_flow
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SweepJob:
-    """One configuration to run (everything a worker process needs, picklable)."""
+    """One configuration to run (everything its Ray task needs, picklable)."""
 
     index: int
     flow: str
@@ -50,6 +52,7 @@ def run_job(job: SweepJob) -> dict[str, Any]:
             root=job.root,
             resources=job.resources,
             until=job.until,
+            executor=current_executor(),  # in a Ray task: the cluster that runs it
         )
     except FlowStepError as exc:
         row.update(status="failed", error=str(exc).split(" (", 1)[0], run=str(exc.path))
@@ -66,18 +69,31 @@ def sweep(
     jobs: Sequence[SweepJob],
     workers: int = 2,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    ray: RayConfig | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``jobs`` in ``workers`` processes; the rows in configuration order."""
+    """Run ``jobs`` as Ray tasks, at most ``workers`` at once, on the Ray ``ray`` names
+    (a local one, started and stopped here, by default); the rows in configuration
+    order."""
     if workers < 1:
         raise FlowError(f"expected at least 1 worker, got {workers}")
-    rows: list[dict[str, Any]] = []
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, max(len(jobs), 1)), mp_context=ctx) as pool:
-        futures = [pool.submit(run_job, job) for job in jobs]
-        for fut in as_completed(futures):
-            row = fut.result()
+    import ray as ray_api
+
+    started = connect(ray or RayConfig())
+    try:
+        task = ray_api.remote(num_cpus=1, max_retries=0)(run_job)
+        queue = list(jobs)
+        pending: list[Any] = []
+        rows: list[dict[str, Any]] = []
+        while queue or pending:
+            while queue and len(pending) < workers:
+                pending.append(task.remote(queue.pop(0)))
+            done, pending = ray_api.wait(pending, num_returns=1)
+            row = ray_api.get(done[0])
             log.info("sweep config=%s status=%s", row["config"], row["status"])
             rows.append(row)
             if on_done is not None:
                 on_done(row)
+    finally:
+        if started:
+            shutdown()
     return sorted(rows, key=lambda r: int(r["config"]))

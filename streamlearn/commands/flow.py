@@ -13,6 +13,7 @@ from models.errors import ModelError
 from models.registry import FileRegistry
 from offline.errors import OfflineError
 from offline.flow.catalog import discover, get_flow
+from offline.flow.compute import RayConfig, RayExecutor
 from offline.flow.context import StepProgress
 from offline.flow.engine import StepEvent, run_flow
 from offline.flow.graph import Flow
@@ -40,6 +41,26 @@ Until = Annotated[
         "--until",
         envvar="STREAMLEARN_FLOW_UNTIL",
         help="Run this step and what it needs, nothing after it (e.g. evaluate: no publish).",
+    ),
+]
+
+
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        envvar="STREAMLEARN_RAY_ADDRESS",
+        help="Ray cluster to run on (HOST:PORT, ray://…, or auto for the one `ray start` "
+        "runs here); unset: a local Ray started for this command.",
+    ),
+]
+RayCpus = Annotated[
+    int | None,
+    typer.Option(
+        "--ray-cpus",
+        envvar="STREAMLEARN_RAY_CPUS",
+        min=1,
+        help="CPUs of the local Ray (default: every core); ignored with --ray-address.",
     ),
 ]
 
@@ -151,13 +172,21 @@ def register(app: typer.Typer) -> None:
         topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
         partitions: o.Partitions = o.DEFAULT_PARTITIONS,
         kafka_option: o.KafkaOptions = None,
+        ray_address: RayAddress = None,
+        ray_cpus: RayCpus = None,
         quiet: Quiet = False,
     ) -> None:
-        """Run a flow: cached steps are reused, the run's lineage is written as JSON."""
+        """Run a flow: cached steps are reused, the run's lineage is written as JSON.
+
+        Steps that declare resources (the training steps) run as Ray tasks.
+        """
         root = data_dir(data)
+        executor: RayExecutor | None = None
         try:
             flow = get_flow(flow_name, module)
             resources = _resources(root, bootstrap_servers, topic_prefix, partitions, kafka_option)
+            if any(s.resources is not None for s in flow.steps.values()):
+                executor = RayExecutor(RayConfig(ray_address, ray_cpus))
             with progress_bar(not quiet) as bar:
                 display = _StepDisplay(bar)
                 result = run_flow(
@@ -170,9 +199,13 @@ def register(app: typer.Typer) -> None:
                     use_cache=not no_cache,
                     listener=display.on_event,
                     on_progress=display.on_progress,
+                    executor=executor,
                 )
         except (OfflineError, ModelError, OSError, ValueError) as exc:
             raise fail(exc) from None
+        finally:
+            if executor is not None:
+                executor.close()
         steps = {
             name: {k: e.get(k) for k in ("status", "key", "seconds")}
             for name, e in result.record["steps"].items()
@@ -219,7 +252,10 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int,
             typer.Option(
-                "--workers", envvar="STREAMLEARN_SWEEP_WORKERS", min=1, help="Worker processes."
+                "--workers",
+                envvar="STREAMLEARN_SWEEP_WORKERS",
+                min=1,
+                help="Configurations run at once (each a Ray task).",
             ),
         ] = 2,
         max_configs: Annotated[
@@ -246,9 +282,12 @@ def register(app: typer.Typer) -> None:
         topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
         partitions: o.Partitions = o.DEFAULT_PARTITIONS,
         kafka_option: o.KafkaOptions = None,
+        ray_address: RayAddress = None,
+        ray_cpus: RayCpus = None,
         quiet: Quiet = False,
     ) -> None:
-        """Run a flow over a grid of params in parallel; write a table and a plot."""
+        """Run a flow over a grid of params, each configuration a Ray task; write a table
+        and a plot."""
         root = data_dir(data)
         try:
             flow = get_flow(flow_name, module)
@@ -272,7 +311,7 @@ def register(app: typer.Typer) -> None:
                 def on_done(row: dict[str, Any]) -> None:
                     bar.update(task, advance=1, note=f"#{row['config']} {row['status']}")
 
-                rows = sweep(jobs, workers, on_done)
+                rows = sweep(jobs, workers, on_done, RayConfig(ray_address, ray_cpus))
             title = f"Sweep of flow {flow.name}"
             metrics = plot_metric or list(flow.headline)
             paths = write_results(out, rows, list(grid), metrics, title)

@@ -82,10 +82,10 @@ def test_grid_expansion_and_bounds() -> None:
 
 
 def test_discover_builtin_and_user_flows(user_module: str) -> None:
-    assert "retrain" in discover()
+    assert {"retrain", "vision"} <= set(discover())
     flows = discover(user_module)
-    assert list(flows) == ["retrain", "toy"]
-    with pytest.raises(FlowError, match=r"among \['retrain'\] .*got 'toy'"):
+    assert list(flows) == ["retrain", "toy", "vision"]
+    with pytest.raises(FlowError, match=r"among \['retrain', 'vision'\] .*got 'toy'"):
         get_flow("toy")
     with pytest.raises(FlowError, match=r"expected a Python file of flows at nope\.py"):
         discover("nope.py")
@@ -141,15 +141,23 @@ def test_run_job_rows_and_report_files(user_module: str, tmp_path: Path) -> None
     assert md.startswith("# toy sweep") and "| config | scale | status | score |" in md
 
 
-def test_cli_sweep_in_worker_processes(user_module: str, tmp_path: Path) -> None:
+def test_cli_sweep_on_a_local_ray(user_module: str, tmp_path: Path) -> None:
+    """Each configuration is a Ray task on a local Ray (2 CPUs) that the command starts
+    and stops; the flows file is loaded again in the Ray workers."""
+    import ray
+
     out = tmp_path / "sweep"
     result = CliRunner().invoke(
         app(),
         ["flow", "sweep", "toy", "--module", user_module, "--data-dir", str(tmp_path / "var"),
-         "-p", "scale=1,2", "--set", "n=5", "--workers", "2", "--out", str(out), "--quiet"],
+         "-p", "scale=1,2", "--set", "n=5", "--workers", "2", "--out", str(out), "--quiet",
+         "--ray-cpus", "2"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "| 1 | 2 | ok | 20 |" in result.output
+    assert not ray.is_initialized()  # the local Ray is stopped again
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "var" / "flows").rglob("_runs/*.json")]
+    assert len({r["run_id"] for r in runs}) == 2
     assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)
     too_many = CliRunner().invoke(
         app(),
