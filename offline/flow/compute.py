@@ -132,13 +132,25 @@ def _call(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
 
 
 class RayExecutor:
-    """Runs steps as Ray tasks with the resources they declare (``offline.flow.engine``)."""
+    """Runs steps as Ray tasks with the resources they declare (``offline.flow.engine``).
+
+    Ray is started (or joined) on the first step that runs, not before: a run whose steps
+    all come from the cache pays nothing.
+    """
 
     def __init__(self, config: RayConfig | None = None) -> None:
-        self.started = connect(config or RayConfig())
+        self.config = config or RayConfig()
+        self.started = False
+        self._connected = False
+
+    def _connect(self) -> None:
+        if not self._connected:
+            self.started = connect(self.config)
+            self._connected = True
 
     def run(self, fn: Callable[..., Any], kwargs: Mapping[str, Any], resources: Resources) -> Any:
         """``fn(**kwargs)`` as a Ray task; its own exception is raised here, unwrapped."""
+        self._connect()
         import ray
         from ray.exceptions import RayTaskError
 
@@ -158,3 +170,4 @@ class RayExecutor:
         """Stop the local Ray if this executor started it."""
         if self.started:
             shutdown()
+            self.started = False

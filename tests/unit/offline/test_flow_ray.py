@@ -15,7 +15,7 @@ import ray
 
 from offline.errors import FlowError
 from offline.flow import Flow, FlowStepError, StepContext, run_flow
-from offline.flow.compute import RayConfig, RayExecutor, Resources
+from offline.flow.compute import RayConfig, RayExecutor, Resources, connect, shutdown
 
 
 def make_flow() -> Flow:
@@ -42,9 +42,11 @@ def make_flow() -> Flow:
 
 @pytest.fixture(scope="module")
 def executor() -> Iterator[RayExecutor]:
-    ex = RayExecutor(RayConfig(num_cpus=2))
-    yield ex
-    ex.close()
+    """One local Ray (2 CPUs) for the module's tests, stopped after them."""
+    started = connect(RayConfig(num_cpus=2))
+    yield RayExecutor()
+    if started:
+        shutdown()
 
 
 def test_resources_resolve_auto_gpus() -> None:
