@@ -8,7 +8,7 @@ from typing import Final, cast
 import numpy as np
 
 from simulator.behaviour import Shown
-from streams.contracts import ActivityEvent, EventType, encode
+from streams.contracts import ActivityEvent, EventType, Surface, encode
 
 #: Kinds of malformed events, each rejected by ``streams.contracts.decode_event``.
 BAD_KINDS: Final = ("bad_json", "missing_field", "unknown_type")
@@ -36,7 +36,7 @@ def activity_event(event_id: str, type_: str, shown: Shown) -> bytes:
             ts=time.time(),
             user_id=shown.user_id,
             item_id=shown.item_id,
-            surface=shown.surface,
+            surface=cast(Surface, shown.surface),
             request_id=shown.request_id,
             position=shown.position,
             context={"category": shown.category},

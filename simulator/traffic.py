@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from simulator.sessions import SessionParams, Sessions, Visit
 from simulator.surfaces import Surface
 from simulator.world import World
 from streams.contracts import PredictionRequest
+from streams.contracts import Surface as SurfaceName
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Traffic:
         request = PredictionRequest(
             request_id=f"{self.run_id}-r{self.requests}",
             user_id=self.world.user_ids[visit.user],
-            surface=surface.name,
+            surface=cast(SurfaceName, surface.name),
             candidates=[truth.item_ids[s] for s in candidates],
         )
         return Planned(visit, surface, visit.user, candidates, request)
