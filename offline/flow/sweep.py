@@ -82,13 +82,19 @@ def sweep(
     try:
         task = ray_api.remote(num_cpus=1, max_retries=0)(run_job)
         queue = list(jobs)
-        pending: list[Any] = []
+        running: dict[Any, SweepJob] = {}
         rows: list[dict[str, Any]] = []
-        while queue or pending:
-            while queue and len(pending) < workers:
-                pending.append(task.remote(queue.pop(0)))
-            done, pending = ray_api.wait(pending, num_returns=1)
-            row = ray_api.get(done[0])
+        while queue or running:
+            while queue and len(running) < workers:
+                job = queue.pop(0)
+                running[task.remote(job)] = job
+            done, _ = ray_api.wait(list(running), num_returns=1)
+            job = running.pop(done[0])
+            try:
+                row = ray_api.get(done[0])
+            except ray_api.exceptions.RayError as exc:  # the task's process died
+                row = {"config": job.index, **job.config, "status": "failed"}
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             log.info("sweep config=%s status=%s", row["config"], row["status"])
             rows.append(row)
             if on_done is not None:
