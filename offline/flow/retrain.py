@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from models import zoo
 from models.protocol import Learner
@@ -166,10 +166,39 @@ def _topics(
     return kafka, _as_list(topic) or [Topics(kafka.topic_prefix).training_examples(model)]
 
 
+def _fetched_end(consumer: Consumer, topic: str, partition: int, hint: int) -> int:
+    """A partition's end as a fetch reports it: the offset of the end-of-partition event
+    after reading from ``hint`` (ListOffsets' answer, which the embedded broker gives as
+    the start of the last batch + 1, so at most one batch is read)."""
+    consumer.assign([TopicPartition(topic, partition, max(0, hint - 1))])
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        err = msg.error()
+        if err is None:
+            continue
+        offset = msg.offset()
+        if err.code() == KafkaError._PARTITION_EOF and offset is not None:
+            return int(offset)
+        if err.fatal() or not err.retriable():
+            raise RangeError(f"consume failed topic={topic} partition={partition}: {err}")
+    raise RangeError(f"topic={topic} partition={partition}: no end of partition within 10 s")
+
+
 def _end_offsets(kafka: KafkaConfig, topics: list[str], end: Bounds) -> dict[str, list[int]]:
     """Where the range ends now, per topic and partition: an end offset bound, capped by
-    the partition's end offset, or that end offset (``latest`` and timestamp bounds)."""
-    consumer = make_consumer(kafka, f"streamlearn-flow-{uuid.uuid4().hex[:12]}")
+    the partition's end offset, or that end offset (``latest`` and timestamp bounds).
+
+    The end is never taken from ListOffsets alone (wrong on the embedded broker): below
+    an offset bound it is a lower bound, enough to keep that bound; else a fetch from it
+    finds the end (``offline.replay`` ends a partition the same way)."""
+    consumer = make_consumer(
+        kafka,
+        f"streamlearn-flow-{uuid.uuid4().hex[:12]}",
+        **{"enable.partition.eof": True, "auto.offset.reset": "earliest"},
+    )
     try:
         out: dict[str, list[int]] = {}
         for t in topics:
@@ -181,7 +210,11 @@ def _end_offsets(kafka: KafkaConfig, topics: list[str], end: Bounds) -> dict[str
             for p in sorted(md.partitions):
                 _, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10.0)
                 bound = end.for_partition(p)
-                ends.append(min(bound.value, int(high)) if bound.kind == "offset" else int(high))
+                if bound.kind == "offset" and bound.value <= high:
+                    ends.append(bound.value)
+                    continue
+                true_end = _fetched_end(consumer, t, p, int(high))
+                ends.append(min(bound.value, true_end) if bound.kind == "offset" else true_end)
             out[t] = ends
         return out
     finally:
