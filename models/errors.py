@@ -17,3 +17,7 @@ class SnapshotError(ModelError):
 
 class RegistryError(ModelError):
     """The model registry cannot find, publish or stage a model version."""
+
+
+class StageError(RegistryError):
+    """A model version cannot be promoted, rolled back or rejected in the registry's state."""

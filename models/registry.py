@@ -9,7 +9,8 @@ A version is written into a hidden temporary directory, fsync'd, and renamed int
 with one ``os.rename``: readers see a whole version or none. Stages live in
 ``stages.json``, replaced atomically under an advisory lock. A version with no stage
 entry has stage ``"none"``. At most one version per model is ``"production"``:
-promoting one archives the previous production version.
+promoting one archives the previous production version. A ``"rejected"`` version is
+never served. Promotion history and rollback are in :mod:`models.stages`.
 
 ``state.npz`` is data only (:mod:`models.state`); ``metadata.json`` carries its
 ``state_sha256``, which :meth:`FileRegistry.load_learner` verifies before reading it. A
@@ -37,7 +38,8 @@ from typing import Any
 from models.errors import RegistryError, SnapshotError
 from models.snapshot import Snapshot
 
-STAGES = ("candidate", "production", "archived")
+#: ``rejected`` versions are never served (see :meth:`FileRegistry.serving_version`).
+STAGES = ("candidate", "production", "archived", "rejected")
 NO_STAGE = "none"
 _VERSION_DIR = re.compile(r"^v(\d{8})$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -247,9 +249,14 @@ class FileRegistry:
         return mv
 
     def serving_version(self, model: str) -> ModelVersion | None:
-        """The production version of ``model`` if one is marked, else the latest."""
+        """The production version of ``model`` if one is marked, else the newest one not
+        ``rejected``; ``None`` when there is none."""
         model_dir = self._model_dir(model)
-        production = [v for v, s in _read_stages(model_dir).items() if s == "production"]
+        stages = _read_stages(model_dir)
+        production = [v for v, s in stages.items() if s == "production"]
         if production:
             return self.get(model, max(production))
-        return self.latest(model)
+        for v in reversed(self._version_numbers(model_dir)):
+            if stages.get(v) != "rejected":
+                return self.get(model, v)
+        return None

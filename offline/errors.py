@@ -17,7 +17,3 @@ class DatasetError(OfflineError):
 
 class FlowError(OfflineError):
     """A workflow step failed, or a step was asked to run without its upstream outputs."""
-
-
-class PromotionError(OfflineError):
-    """A model version cannot be promoted or rolled back."""

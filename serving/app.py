@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from pydantic import SecretStr
+
 from models.registry import FileRegistry
-from serving.http import ServingHTTPServer
+from serving.http import build_api
 from serving.publish import KafkaSink
 from serving.replica import FeatureReplica
 from serving.requests import RequestConsumer
+from serving.server import HttpLimits, HttpServer
 from serving.service import PredictionService
 from serving.updates import ModelUpdater
 from streams.config import KafkaConfig
@@ -29,7 +32,8 @@ class ServingConfig:
     """Everything the prediction service needs; built by the CLI or by tests.
 
     ``port`` 0 binds a free port (see :attr:`ServingApp.port`). The first of ``models``
-    also answers the prediction-request topic.
+    also answers the prediction-request topic. ``http`` holds the server's time-outs and
+    caps; admin endpoints are on only with an ``admin_token``.
     """
 
     registry_dir: Path
@@ -41,6 +45,8 @@ class ServingConfig:
     registry_poll_s: float = 2.0
     #: The declared features served (tests extend the default).
     catalog: FeatureCatalog = CATALOG
+    http: HttpLimits = field(default_factory=HttpLimits)
+    admin_token: SecretStr | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -52,7 +58,7 @@ class ServingApp:
 
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
-        self._server: ServingHTTPServer | None = None
+        self._server: HttpServer | None = None
         self._closers: list[Callable[[], object]] = []
 
     def start(self) -> ServingApp:
@@ -69,16 +75,24 @@ class ServingApp:
             self.service = PredictionService(
                 FileRegistry(cfg.registry_dir), self.replica, cfg.models, catalog=cfg.catalog
             )
-            server = self._server = ServingHTTPServer((cfg.host, cfg.port), self.service, None)
-            self._closers.append(server.server_close)
-            self.replica.start()
-            self.sink = server.sink = KafkaSink(make_producer(cfg.kafka), topics)
+            self.sink = KafkaSink(make_producer(cfg.kafka), topics)
             self._closers.append(self.sink.close)
-            self.updater = ModelUpdater(self.service, cfg.kafka, cfg.registry_poll_s).start()
+            self.updater = ModelUpdater(self.service, cfg.kafka, cfg.registry_poll_s)
+            api = build_api(
+                self.service,
+                self.sink,
+                max_body_bytes=cfg.http.max_body_bytes,
+                admin_token=cfg.admin_token,
+                refresh=self.updater.check,
+                announce=self.sink.announce,
+            )
+            server = self._server = HttpServer(api, cfg.host, cfg.port, cfg.http)
+            self.replica.start()
+            self.updater.start()
             self._closers.append(self.updater.stop)
             self.requests = RequestConsumer(self.service, self.sink, cfg.kafka, cfg.models[0])
             self._closers.append(self.requests.start().stop)
-            self._closers.append(_serve_in_thread(server))
+            server.start()
         except BaseException:
             self.stop()
             raise
@@ -98,7 +112,10 @@ class ServingApp:
         return f"http://{self.config.host}:{self.port}"
 
     def stop(self) -> None:
-        """Stop accepting requests, stop the consumers, flush the producer, drop the replica."""
+        """Stop accepting requests and drain those in flight, stop the consumers, flush the
+        producer, drop the replica."""
+        if self._server is not None:
+            self._server.stop()  # first: in-flight requests still need the service
         while self._closers:
             close = self._closers.pop()
             try:
@@ -117,20 +134,6 @@ class ServingApp:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _serve_in_thread(server: ServingHTTPServer) -> Callable[[], None]:
-    """Run ``server`` in a thread; return the function that stops it."""
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http"
-    )
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        thread.join(timeout=10.0)
-
-    return stop
 
 
 def run_serving(config: ServingConfig, stop_event: threading.Event | None = None) -> None:

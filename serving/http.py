@@ -1,218 +1,207 @@
-"""The HTTP/1.1 API of the prediction service (stdlib ``ThreadingHTTPServer``, keep-alive).
+"""The HTTP API of the prediction service, as one ASGI application.
 
-Endpoints:
+:class:`ServingAPI` routes a request (:mod:`serving.routing`), reads its body when the
+route takes one (a ``Content-Length`` is required: 411 without, 413 over the limit),
+calls the handler and writes the response with an explicit ``Content-Length``. Errors
+are mapped in one place: a :class:`serving.errors.ServingError` carries its status,
+headers and whether to close the connection, and becomes ``{"error": "..."}``; anything
+else is logged with its traceback and answered 500. Handlers are plain functions run on
+the event loop (a prediction is a few hundred microseconds of CPU; handing it to a
+thread would cost more than it saves) or coroutines for work that waits (registry
+reads and writes run in a thread).
 
-* ``POST /v1/models/{model}:predict`` — a prediction request (design.md §4) →
-  ``{"request_id", "model", "version", "scores"}``; for a vision model
-  ``{"request_id", "image" | "image_png_base64"}`` → ``{…, "probs", "classes"}``;
-* ``GET /v1/models`` — every served model with its serving version and all versions and
-  stages in the registry;
-* ``GET /healthz`` — liveness, with the version each model serves;
-* ``GET /metrics`` — Prometheus exposition of the process registry.
-
-Errors are JSON ``{"error": "..."}`` saying what was expected and what was got: 400 bad
-request, 404 unknown model or path, 411/413 body length, 503 no model version yet.
-Each response is written with one ``send`` and ``TCP_NODELAY`` set, so small replies on
-keep-alive connections are not held back by Nagle's algorithm and delayed ACKs.
+:func:`build_api` assembles the native API (:mod:`serving.v1`), the Open Inference
+Protocol (:mod:`serving.oip`) and the admin endpoints (:mod:`serving.admin`), and serves
+their OpenAPI document at ``/openapi.json``. The server that runs it, with its limits
+and time-outs, is :mod:`serving.server`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 
-from models.errors import ModelError
-from serving.errors import BadRequest, ModelNotFound, ModelNotReady, ServingError
+from serving.admin import admin_routes
+from serving.errors import LengthRequired, PayloadTooLarge, ServingError
 from serving.metrics import HTTP_REQUESTS
+from serving.oip import oip_routes, server_version
+from serving.openapi import openapi_document
 from serving.publish import Sink
+from serving.routing import Request, Response, Router
+from serving.schema import ErrorReply
 from serving.service import PredictionService
-from streams.contracts import decode_request, encode
-from streams.errors import ContractError
+from serving.v1 import v1_routes
+from streams.contracts import ModelUpdate
 
 log = logging.getLogger(__name__)
 
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+#: Default cap on a request body.
 MAX_BODY_BYTES: Final = 1 << 20
-JSON: Final = "application/json"
-_PREDICT = re.compile(r"^/v1/models/([^/:]+):predict$")
-_REQUEST_SHAPE: Final = (
-    'expected {"request_id": str, "user_id": str, "surface": "feed" | "ads", '
-    '"candidates": [str, ...], "context"?: {str: str | number}}'
-)
+_ENCODER: Final = msgspec.json.Encoder()
 
 
-class HttpError(ServingError):
-    """An error answered with ``status`` (and, when ``close``, the connection closed)."""
-
-    def __init__(self, status: int, message: str, close: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.close = close
+class _Disconnected(Exception):
+    """The client went away while its body was being read: nothing to answer."""
 
 
-class ServingHTTPServer(ThreadingHTTPServer):
-    """One thread per connection; connections are kept alive between requests."""
-
-    daemon_threads = True
-    request_queue_size = 256
-
-    def __init__(
-        self, address: tuple[str, int], service: PredictionService, sink: Sink | None
-    ) -> None:
-        super().__init__(address, _Handler)
-        self.service = service
-        self.sink = sink
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful when constructed with port 0)."""
-        return int(self.server_address[1])
+def error_response(exc: ServingError) -> Response:
+    """The response for ``exc``: its status, headers and ``{"error": str(exc)}``."""
+    body = _ENCODER.encode(ErrorReply(str(exc)))
+    return Response(exc.status, body, headers=exc.headers, close=exc.close)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    timeout = 60  # idle keep-alive connections are closed after this many seconds
-    server: ServingHTTPServer
+def raw_response(response: Response) -> bytes:
+    """``response`` as HTTP/1.1 bytes, for answers written before any handler runs."""
+    head = [
+        f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
+        f"content-type: {response.content_type}",
+        f"content-length: {len(response.body)}",
+        *(f"{k}: {v}" for k, v in response.headers),
+    ]
+    if response.close:
+        head.append("connection: close")
+    HTTP_REQUESTS.labels(str(response.status)).inc()
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Errors found by the stdlib parser (bad request line, headers, method) as JSON."""
-        self.close_connection = True
-        self._send(code, _error(message or HTTPStatus(code).phrase))
+class ServingAPI:
+    """The ASGI application: ``router``'s routes, bodies up to ``max_body_bytes``."""
 
-    def do_GET(self) -> None:
-        path = self.path.partition("?")[0]
+    def __init__(self, router: Router, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.router = router
+        self.max_body_bytes = max_body_bytes
+        self._counters: dict[int, Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
         try:
-            if path == "/healthz":
-                svc = self.server.service
-                body = {"status": "ok", "models": {m: svc.version(m) for m in svc.models}}
-                self._send(200, msgspec.json.encode(body))
-            elif path == "/metrics":
-                self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
-            elif path == "/v1/models":
-                self._send(200, msgspec.json.encode({"models": _models(self.server.service)}))
+            route, params = self.router.match(method, path)
+            headers = dict(scope["headers"])
+            body = b"" if route.request is None else await self._body(headers, receive)
+            query = scope.get("query_string", b"").decode("latin-1")
+            request = Request(method, path, params, headers, body, query)
+            if route.is_async:
+                response = await cast(Awaitable[Response], route.handler(request))
             else:
-                raise HttpError(404, f"expected GET /v1/models, /healthz or /metrics, got {path}")
-        except HttpError as exc:
-            self._send(exc.status, _error(str(exc)))
-        except ModelError as exc:
-            log.error("GET %s: %s", path, exc)
-            self._send(500, _error(f"registry error: {exc}"))
-
-    def do_POST(self) -> None:
-        path = self.path.partition("?")[0]
-        headers: Sequence[tuple[str, str]] = ()
-        try:
-            body = self._read_body()  # first, so the connection stays in sync on any error
-            match = _PREDICT.match(path)
-            if match is None:
-                raise HttpError(404, f"expected POST /v1/models/<model>:predict, got {path}")
-            self._send(200, self._predict(match.group(1), body))
+                response = cast(Response, route.handler(request))
+        except ServingError as exc:
+            response = error_response(exc)
+        except _Disconnected:
             return
-        except HttpError as exc:
-            code, message = exc.status, str(exc)
-            self.close_connection = self.close_connection or exc.close
-        except (BadRequest, ContractError) as exc:
-            code, message = 400, str(exc)
-        except ModelNotFound as exc:
-            code, message = 404, str(exc)
-        except ModelNotReady as exc:
-            code, message, headers = 503, str(exc), (("Retry-After", "1"),)
         except Exception as exc:
-            log.exception("POST %s failed", path)
-            code, message = 500, f"internal error: {type(exc).__name__}: {exc}"
-        self._send(code, _error(message), headers=headers)
+            log.exception("%s %s failed", method, path)
+            response = error_response(ServingError(f"internal error: {type(exc).__name__}: {exc}"))
+        await self.respond(send, response)
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise HttpError(411, "expected a Content-Length body, got chunked encoding", True)
-        length = self.headers.get("Content-Length")
+    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            raise LengthRequired("expected a Content-Length body, got chunked encoding")
+        length = headers.get(b"content-length")
         if length is None or not length.isdigit():
-            raise HttpError(411, f"expected a Content-Length header, got {length!r}", True)
+            got = None if length is None else length.decode("latin-1")
+            raise LengthRequired(f"expected a Content-Length header, got {got!r}")
         n = int(length)
-        if n > MAX_BODY_BYTES:
-            raise HttpError(
-                413, f"expected a body of at most {MAX_BODY_BYTES} bytes, got {n}", True
+        if n > self.max_body_bytes:
+            raise PayloadTooLarge(
+                f"expected a body of at most {self.max_body_bytes} bytes, got {n}"
             )
-        body = self.rfile.read(n)
-        if len(body) != n:
-            raise HttpError(400, f"expected {n} body bytes, got {len(body)}", True)
-        return body
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _predict(self, model: str, body: bytes) -> bytes:
-        svc = self.server.service
-        if svc.session(model).kind == "vision":
-            try:
-                payload = msgspec.json.decode(body)
-            except msgspec.DecodeError as exc:
-                raise BadRequest(f"expected a JSON object, got invalid JSON: {exc}") from None
-            if not isinstance(payload, dict):
-                raise BadRequest(f"expected a JSON object, got {type(payload).__name__}")
-            return msgspec.json.encode(svc.predict_vision(model, payload))
-        try:
-            request = decode_request(body, MAX_BODY_BYTES)
-        except ContractError as exc:
-            raise BadRequest(f"{_REQUEST_SHAPE}; got: {exc}") from None
-        reply, record = svc.predict(model, request)
-        if self.server.sink is not None:
-            self.server.sink.publish(reply, record)
-        return encode(reply)
+    async def respond(self, send: Send, response: Response) -> None:
+        """Write ``response`` (with ``Content-Length``; ``connection: close`` when asked)."""
+        headers = [(b"content-length", b"%d" % len(response.body))]
+        if response.body or response.content_type != "application/json":
+            headers.append((b"content-type", response.content_type.encode("latin-1")))
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        if response.close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+        counter = self._counters.get(response.status)
+        if counter is None:
+            counter = self._counters[response.status] = HTTP_REQUESTS.labels(str(response.status))
+        counter.inc()
 
-    def _send(
-        self,
-        code: int,
-        body: bytes,
-        content_type: str = JSON,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        head = [
-            f"HTTP/1.1 {code} {HTTPStatus(code).phrase}",
-            f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}",
-            *(f"{k}: {v}" for k, v in headers),
-        ]
-        if self.close_connection:
-            head.append("Connection: close")
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        HTTP_REQUESTS.labels(str(code)).inc()
+    def refuse(self, exc: ServingError) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        """An ASGI app answering every request with ``exc`` (e.g. over the connection cap)."""
+        response = error_response(exc)
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await self.respond(send, response)
+
+        return app
 
 
-def _error(message: str) -> bytes:
-    return msgspec.json.encode({"error": message})
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
-def _models(service: PredictionService) -> list[dict[str, Any]]:
-    out = []
-    for model in service.models:
-        try:
-            sess = service.session(model)
-            kind = sess.kind
-        except ModelNotReady:
-            kind = None
-        versions = [
-            {
-                "version": mv.version,
-                "stage": mv.stage,
-                "created_at": mv.metadata.get("created_at"),
-                "learner": mv.metadata.get("learner"),
-            }
-            for mv in service.registry.versions(model)
-        ]
-        out.append(
-            {
-                "name": model,
-                "kind": kind,
-                "serving_version": service.version(model),
-                "versions": versions,
-            }
-        )
-    return out
+def build_api(
+    service: PredictionService,
+    sink: Sink | None,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    admin_token: SecretStr | None = None,
+    refresh: Callable[[str], object] | None = None,
+    announce: Callable[[ModelUpdate], None] | None = None,
+) -> ServingAPI:
+    """The whole HTTP API over ``service``: ``/v1``, ``/v2``, admin and ``/openapi.json``.
+
+    ``refresh(model)`` makes the server serve the model's registry serving version now
+    (after an admin stage change; default: load it directly); ``announce`` publishes a
+    stage change on ``model-updates``. Admin endpoints are off without ``admin_token``.
+    """
+    router = Router()
+    router.include(v1_routes(service, sink, max_body_bytes))
+    router.include(oip_routes(service, sink))
+    router.include(admin_routes(service, admin_token, refresh or _loader(service), announce))
+    doc = msgspec.json.encode(openapi_document(router, "streamlearn serving", server_version()))
+
+    @router.route(
+        "GET",
+        "/openapi.json",
+        summary="This document.",
+        tag="ops",
+        responses={200: None},
+    )
+    def openapi(req: Request) -> Response:
+        return Response(200, doc)
+
+    return ServingAPI(router, max_body_bytes)
+
+
+def _loader(service: PredictionService) -> Callable[[str], object]:
+    def load(model: str) -> None:
+        mv = service.registry.serving_version(model)
+        if mv is not None and mv.version != service.version(model):
+            service.load(mv)
+
+    return load

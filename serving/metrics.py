@@ -45,6 +45,10 @@ HTTP_REQUESTS = Counter(
     "HTTP responses sent, per status code.",
     ["code"],
 )
+HTTP_CONNECTIONS = Gauge(
+    "streamlearn_http_connections",
+    "Open HTTP connections.",
+)
 MODEL_SWAPS = Counter(
     "streamlearn_model_swaps_total",
     "Attempts to load a model version: outcome is swapped or rejected.",

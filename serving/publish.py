@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from confluent_kafka import Message, Producer
 
 from serving.metrics import PUBLISH_DROPPED
-from streams.contracts import FeatureLogRecord, PredictionReply, encode
+from streams.contracts import FeatureLogRecord, ModelUpdate, PredictionReply, encode
 from streams.errors import StreamsError
 from streams.kafka import flush
 from streams.topics import Topics
@@ -37,6 +37,7 @@ class KafkaSink:
         self.producer = producer
         self._feature_log = topics.feature_log
         self._predictions = topics.predictions
+        self._model_updates = topics.model_updates
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="serving-producer", daemon=True)
         self._thread.start()
@@ -45,6 +46,10 @@ class KafkaSink:
         """Queue both records; never waits for the broker."""
         self._send(self._feature_log, encode(record), record.user_id)
         self._send(self._predictions, encode(reply), record.user_id)
+
+    def announce(self, update: ModelUpdate) -> None:
+        """Queue a model update (a stage change made through serving) on ``model-updates``."""
+        self._send(self._model_updates, encode(update), update.model)
 
     def _send(self, topic: str, value: bytes, key: str) -> None:
         try:

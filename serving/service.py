@@ -23,9 +23,16 @@ import onnxruntime as ort
 from models.errors import ModelError
 from models.features import FeatureSpec, Featuriser
 from models.registry import FileRegistry, ModelVersion
-from serving.errors import BadRequest, ModelNotFound, ModelNotReady, SnapshotRejected
+from serving.errors import (
+    BadRequest,
+    ModelNotFound,
+    ModelNotReady,
+    SnapshotRejected,
+    VersionNotFound,
+)
 from serving.metrics import MODEL_SWAPS, MODEL_VERSION, PREDICT_LATENCY, PREDICTIONS
-from serving.vision import image_array
+from serving.schema import VisionReply
+from serving.vision import check_pixels, image_array
 from streams.contracts import (
     FeatureLogRecord,
     PredictionReply,
@@ -188,10 +195,19 @@ class PredictionService:
         for m in self.models:
             MODEL_VERSION.labels(m).set(0)
 
-    def session(self, model: str) -> ModelSession:
-        """The current session of ``model``; :class:`ModelNotFound` / :class:`ModelNotReady`."""
+    def session(self, model: str, version: int | None = None) -> ModelSession:
+        """The current session of ``model``; :class:`ModelNotFound` / :class:`ModelNotReady`.
+
+        With ``version``, :class:`VersionNotFound` unless that version is the one serving
+        (only the serving version of a model is loaded).
+        """
         sess = self._sessions.get(model)
         if sess is not None:
+            if version is not None and version != sess.version:
+                raise VersionNotFound(
+                    f"expected version {sess.version} of model {model!r} (the one serving; "
+                    f"only that one is loaded), got {version}"
+                )
             return sess
         if model not in self.models:
             raise ModelNotFound(f"expected a model among {list(self.models)}, got {model!r}")
@@ -199,6 +215,11 @@ class PredictionService:
             f"model {model!r} has no version loaded yet: waiting for the first one to be "
             "published to the registry (the online trainer publishes version 1 when it starts)"
         )
+
+    def kind(self, model: str) -> str | None:
+        """The kind (``ctr``/``vision``) of ``model``'s loaded version, or ``None``."""
+        sess = self._sessions.get(model)
+        return None if sess is None else sess.kind
 
     def version(self, model: str) -> int | None:
         """The version of ``model`` serving now, or ``None``."""
@@ -235,11 +256,14 @@ class PredictionService:
         return sess
 
     def predict(
-        self, model: str, request: PredictionRequest
+        self, model: str, request: PredictionRequest, version: int | None = None
     ) -> tuple[PredictionReply, FeatureLogRecord]:
-        """Score ``request``'s candidates; the log record holds exactly what was scored."""
+        """Score ``request``'s candidates; the log record holds exactly what was scored.
+
+        ``version``: answer only if that version is serving (see :meth:`session`).
+        """
         started = time.perf_counter()
-        sess = self.session(model)
+        sess = self.session(model, version)
         if sess.kind != "ctr":
             raise BadRequest(
                 f"model {model!r} is a {sess.kind} model: expected "
@@ -268,15 +292,10 @@ class PredictionService:
         PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
         return reply, record
 
-    def predict_vision(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Classify one image: ``{"request_id", "model", "version", "probs", "classes"}``."""
+    def predict_vision(self, model: str, payload: Mapping[str, Any]) -> VisionReply:
+        """Classify one image (a request body of the native API)."""
         started = time.perf_counter()
-        sess = self.session(model)
-        if sess.kind != "vision":
-            raise BadRequest(
-                f"model {model!r} is a {sess.kind} model: expected a request with "
-                '"request_id", "user_id", "surface" and "candidates", got an image request'
-            )
+        sess = self._vision_session(model, None)
         request_id = payload.get("request_id")
         if not isinstance(request_id, str):
             raise BadRequest(f"expected request_id as a string, got {request_id!r}")
@@ -284,10 +303,34 @@ class PredictionService:
         probs = sess.classify(image[None])[0].tolist()
         PREDICTIONS.labels(model).inc()
         PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
-        return {
-            "request_id": request_id,
-            "model": model,
-            "version": sess.version,
-            "probs": probs,
-            "classes": sess.classes,
-        }
+        return VisionReply(request_id, model, sess.version, probs, sess.classes)
+
+    def classify(
+        self, model: str, images: np.ndarray, version: int | None = None
+    ) -> tuple[ModelSession, np.ndarray]:
+        """The session used and class probabilities ``(n, n_classes)`` of ``[n, C, H, W]``.
+
+        Each image's pixels are read as in the native API (0–255, or 0–1 when no value
+        exceeds 1), so a batch gives what single-image requests give.
+        """
+        started = time.perf_counter()
+        sess = self._vision_session(model, version)
+        want = (-1, *sess.input_shape)
+        if images.ndim != 4 or images.shape[1:] != sess.input_shape or not len(images):
+            raise BadRequest(
+                f"expected at least one image, of shape {list(want)}, got {list(images.shape)}"
+            )
+        scaled = np.stack([check_pixels(img) for img in images])
+        probs = sess.classify(scaled.astype(np.float32, copy=False))
+        PREDICTIONS.labels(model).inc(len(images))
+        PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
+        return sess, probs
+
+    def _vision_session(self, model: str, version: int | None) -> ModelSession:
+        sess = self.session(model, version)
+        if sess.kind != "vision":
+            raise BadRequest(
+                f"model {model!r} is a {sess.kind} model: expected a request with "
+                '"request_id", "user_id", "surface" and "candidates", got an image request'
+            )
+        return sess

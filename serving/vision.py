@@ -47,6 +47,11 @@ def _from_list(image: Any, shape: tuple[int, int, int]) -> np.ndarray:
         arr = arr[None, :, :]
     if arr.shape != (c, h, w):
         raise BadRequest(f"expected image of shape {want}, got {'×'.join(map(str, arr.shape))}")
+    return check_pixels(arr)
+
+
+def check_pixels(arr: np.ndarray) -> np.ndarray:
+    """One image's pixels scaled to ``[0, 1]``: read as 0–255 when any value exceeds 1."""
     if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > _MAX_PIXEL:
         raise BadRequest("expected pixel values in [0, 1] or [0, 255], got values outside")
     return arr / _MAX_PIXEL if arr.max() > 1.0 else arr

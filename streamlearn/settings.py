@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.config import KafkaConfig
@@ -43,6 +43,23 @@ class KafkaSecurity(BaseSettings):
             key = key.replace("_", ".") if key.startswith("ssl.") else key
             out[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
         return out
+
+
+class ServeSettings(BaseSettings):
+    """Secrets of ``streamlearn serve``, from the environment only.
+
+    Env: ``STREAMLEARN_SERVE_ADMIN_TOKEN`` — the bearer token of the admin endpoints
+    (promote, rollback, reject); unset or empty: the endpoints are off.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMLEARN_SERVE_", frozen=True, extra="ignore")
+
+    admin_token: SecretStr | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _blank_is_none(cls, token: SecretStr | None) -> SecretStr | None:
+        return token if token is not None and token.get_secret_value().strip() else None
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, str]:

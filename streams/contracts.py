@@ -14,6 +14,7 @@ keep its error message) is added to the schema only, with ``extra_json_schema``.
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
@@ -181,6 +182,20 @@ class DeadLetterHeaders(msgspec.Struct, frozen=True):
     source_offset: Annotated[str, Meta(pattern="^[0-9]+$")] = msgspec.field(name="source.offset")
 
 
+def stage_update(
+    model: str, version: int, stage: str, previous: int | None, metrics: dict[str, Any]
+) -> ModelUpdate:
+    """The model-updates record saying that ``version`` of ``model`` entered ``stage``
+    (``previous``: the production version before the change)."""
+    return ModelUpdate(
+        model,
+        version,
+        time.time(),
+        kind="stage",
+        metrics={**metrics, "stage": stage, "previous": previous},
+    )
+
+
 T = TypeVar("T")
 
 _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
@@ -247,7 +262,11 @@ def decode_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> Activit
 
 def decode_request(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> PredictionRequest:
     """Decode and validate a prediction request."""
-    req = decode(PredictionRequest, raw, max_bytes)
+    return validate_request(decode(PredictionRequest, raw, max_bytes))
+
+
+def validate_request(req: PredictionRequest) -> PredictionRequest:
+    """Check what the types cannot: at least one candidate (the surface is a Literal)."""
     if not req.candidates:
         raise ContractError("invalid_value", "expected at least one candidate, got none")
     return req

@@ -1,4 +1,4 @@
-"""``streamlearn models list|promote|rollback``: registry stages, announced to serving."""
+"""``streamlearn models list|promote|rollback|reject``: registry stages, announced to serving."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import typer
 
 from models.errors import ModelError
 from models.registry import FileRegistry
-from offline.errors import OfflineError
-from offline.promotion import StageChange, announce, describe, promote, rollback
+from models.stages import StageChange, describe, promote, reject, rollback
+from offline.promotion import announce
 from streamlearn import options as o
 from streamlearn.commands.replay import console, fail
 from streamlearn.settings import data_dir, kafka_config
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         registry = FileRegistry(data_dir(data) / "registry")
         try:
             change = promote(registry, model, version)
-        except (OfflineError, ModelError) as exc:
+        except ModelError as exc:
             raise fail(exc) from None
         _announce(registry, change, bootstrap_servers, topic_prefix, kafka_option)
         typer.echo(
@@ -85,9 +85,33 @@ def register(app: typer.Typer) -> None:
         registry = FileRegistry(data_dir(data) / "registry")
         try:
             change = rollback(registry, model)
-        except (OfflineError, ModelError) as exc:
+        except ModelError as exc:
             raise fail(exc) from None
         _announce(registry, change, bootstrap_servers, topic_prefix, kafka_option)
         typer.echo(
             json.dumps({"model": model, "production": change.version, "previous": change.previous})
         )
+
+    @group.command("reject")
+    def reject_cmd(
+        model: Annotated[str, typer.Argument(help="Model name.")],
+        version: Annotated[int, typer.Argument(help="Version never to serve.")],
+        reason: Annotated[
+            str | None,
+            typer.Option(
+                "--reason", envvar="STREAMLEARN_REJECT_REASON", help="Why (kept in the history)."
+            ),
+        ] = None,
+        data: o.DataDir = o.DEFAULT_DATA_DIR,
+        bootstrap_servers: o.BootstrapServers = None,
+        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
+        kafka_option: o.KafkaOptions = None,
+    ) -> None:
+        """Mark VERSION rejected: never served (the production version cannot be rejected)."""
+        registry = FileRegistry(data_dir(data) / "registry")
+        try:
+            change = reject(registry, model, version, reason)
+        except ModelError as exc:
+            raise fail(exc) from None
+        _announce(registry, change, bootstrap_servers, topic_prefix, kafka_option)
+        typer.echo(json.dumps({"model": model, "rejected": change.version}))

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from serving.app import ServingConfig, run_serving
+from serving.server import HttpLimits
 from streamlearn import options as o
-from streamlearn.settings import data_dir, kafka_config
+from streamlearn.settings import ServeSettings, data_dir, kafka_config
 from streams.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,43 @@ Models = Annotated[
     ),
 ]
 
+_LIMITS = HttpLimits()
+
+
+def _limit(flag: str, help: str, kind: type = float) -> object:
+    env = "STREAMLEARN_SERVE_" + flag.lstrip("-").replace("-", "_").upper()
+    return typer.Option(flag, envvar=env, min=1 if kind is int else 0.001, help=help)
+
+
+MaxConnections = Annotated[
+    int,
+    _limit(
+        "--max-connections",
+        "Open connections at most; a request on one more gets 503 and is closed.",
+        int,
+    ),
+]
+MaxBodyBytes = Annotated[int, _limit("--max-body-bytes", "Largest request body (413 above).", int)]
+MaxHeaderBytes = Annotated[
+    int,
+    _limit("--max-header-bytes", "Largest request line + headers (431).", int),
+]
+RequestTimeout = Annotated[
+    float,
+    _limit(
+        "--request-timeout",
+        "Seconds from a request's first byte to its last (408 and closed after).",
+    ),
+]
+KeepAlive = Annotated[
+    float,
+    _limit("--keep-alive-timeout", "Seconds an idle connection is kept open."),
+]
+ShutdownTimeout = Annotated[
+    float,
+    _limit("--shutdown-timeout", "Seconds to drain in-flight requests on stop."),
+]
+
 
 def register(app: typer.Typer) -> None:
     """Add ``serve``."""
@@ -50,8 +88,19 @@ def register(app: typer.Typer) -> None:
         topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
         partitions: o.Partitions = o.DEFAULT_PARTITIONS,
         kafka_option: o.KafkaOptions = None,
+        max_connections: MaxConnections = _LIMITS.max_connections,
+        max_body_bytes: MaxBodyBytes = _LIMITS.max_body_bytes,
+        max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
+        request_timeout: RequestTimeout = _LIMITS.request_timeout_s,
+        keep_alive_timeout: KeepAlive = _LIMITS.keep_alive_s,
+        shutdown_timeout: ShutdownTimeout = _LIMITS.shutdown_timeout_s,
     ) -> None:
-        """Serve predictions over HTTP and the request topic, hot-swapping model versions."""
+        """Serve predictions over HTTP and the request topic, hot-swapping model versions.
+
+        Admin endpoints (promote, rollback, reject) are on only when the environment sets
+        STREAMLEARN_SERVE_ADMIN_TOKEN (a bearer token; never a flag, so it stays out of
+        the process list).
+        """
         if not bootstrap_servers:
             raise typer.BadParameter(
                 "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
@@ -73,6 +122,15 @@ def register(app: typer.Typer) -> None:
             registry_dir=root / "registry",
             kafka=kafka,
             state_dir=root / "serving",
+            http=HttpLimits(
+                max_connections=max_connections,
+                max_body_bytes=max_body_bytes,
+                max_header_bytes=max_header_bytes,
+                request_timeout_s=request_timeout,
+                keep_alive_s=keep_alive_timeout,
+                shutdown_timeout_s=shutdown_timeout,
+            ),
+            admin_token=ServeSettings().admin_token,
         )
         stop = threading.Event()
 

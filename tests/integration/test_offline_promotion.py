@@ -12,7 +12,8 @@ from confluent_kafka import Consumer, TopicPartition
 from sklearn.datasets import load_digits
 
 from models.registry import FileRegistry
-from offline.promotion import announce, promote, rollback
+from models.stages import promote, rollback
+from offline.promotion import announce
 from offline.vision import VisionConfig, train_vision
 from serving.app import ServingApp, ServingConfig
 from streams.config import KafkaConfig

@@ -1,6 +1,7 @@
+"""The HTTP API on the real server (uvicorn) over loopback, without a broker."""
+
 import http.client
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,8 @@ from typing import Any
 import pytest
 
 from models.registry import FileRegistry
-from serving.http import MAX_BODY_BYTES, ServingHTTPServer
+from serving.http import MAX_BODY_BYTES, build_api
+from serving.server import HttpLimits, HttpServer
 from serving.service import PredictionService
 from tests.unit.serving.helpers import (
     DictFeatures,
@@ -23,8 +25,11 @@ REQUEST = {"request_id": "r1", "user_id": "u1", "surface": "feed", "candidates":
 
 
 class Api:
-    def __init__(self, server: ServingHTTPServer, sink: ListSink, registry: FileRegistry) -> None:
+    def __init__(
+        self, server: HttpServer, service: PredictionService, sink: ListSink, registry: FileRegistry
+    ) -> None:
         self.server = server
+        self.service = service
         self.sink = sink
         self.registry = registry
         self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
@@ -45,21 +50,17 @@ def api(tmp_path: Path) -> Iterator[Api]:
     registry = FileRegistry(tmp_path)
     service = PredictionService(registry, DictFeatures(), ["feed", "digits"])
     sink = ListSink()
-    server = ServingHTTPServer(("127.0.0.1", 0), service, sink)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    client = Api(server, sink, registry)
+    server = HttpServer(build_api(service, sink), "127.0.0.1", 0, HttpLimits()).start()
+    client = Api(server, service, sink, registry)
     yield client
     client.conn.close()
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    server.stop()
 
 
 def test_predict_on_one_keep_alive_connection(api: Api) -> None:
     code, body, _ = api.call("POST", "/v1/models/feed:predict", REQUEST)
     assert code == 503 and "no version loaded yet" in body["error"]
-    api.server.service.load(publish_ftrl(api.registry))
+    api.service.load(publish_ftrl(api.registry))
     for n in range(3):
         code, body, resp = api.call(
             "POST", "/v1/models/feed:predict", {**REQUEST, "request_id": f"r{n}"}
@@ -87,13 +88,13 @@ def test_predict_on_one_keep_alive_connection(api: Api) -> None:
         ("/v1/models/feed:predict", {**REQUEST, "surface": "tv"}, 400, "got 'tv'"),
         ("/v1/models/feed:predict", {**REQUEST, "candidates": []}, 400, "at least one candidate"),
         ("/v1/models/ads:predict", REQUEST, 404, "among ['feed', 'digits'], got 'ads'"),
-        ("/v1/models/feed", REQUEST, 404, "expected POST /v1/models/<model>:predict"),
+        ("/v1/models/feed", REQUEST, 404, "expected POST /v1/models/{model}:predict"),
     ],
 )
 def test_bad_requests_say_what_was_expected(
     api: Api, path: str, body: Any, code: int, message: str
 ) -> None:
-    api.server.service.load(publish_ftrl(api.registry))
+    api.service.load(publish_ftrl(api.registry))
     got, reply, _ = api.call("POST", path, body)
     assert got == code and message in reply["error"], reply
     if code == 400 and path.endswith(":predict"):
@@ -116,7 +117,7 @@ def test_body_length_errors_close_the_connection(api: Api) -> None:
 
 
 def test_models_health_and_metrics(api: Api) -> None:
-    api.server.service.load(publish_ftrl(api.registry))
+    api.service.load(publish_ftrl(api.registry))
     api.registry.set_stage("feed", 1, "production")
     api.call("POST", "/v1/models/feed:predict", REQUEST)
     code, body, _ = api.call("GET", "/v1/models")
@@ -135,12 +136,12 @@ def test_models_health_and_metrics(api: Api) -> None:
     assert 'streamlearn_http_requests_total{code="200"}' in text
     code, body, _ = api.call("GET", "/nope")
     assert code == 404 and "expected GET" in body["error"]
+    code, body, resp = api.call("GET", "/v1/models/feed:predict")
+    assert code == 405 and "expected POST" in body["error"]
 
 
 def test_vision_over_http(api: Api) -> None:
-    api.server.service.load(
-        publish_raw(api.registry, vision_graph(), vision_metadata(), model="digits")
-    )
+    api.service.load(publish_raw(api.registry, vision_graph(), vision_metadata(), model="digits"))
     code, body, _ = api.call(
         "POST", "/v1/models/digits:predict", {"request_id": "v", "image": [[200] * 4] * 4}
     )

@@ -147,10 +147,10 @@ def test_vision_model(registry: FileRegistry) -> None:
     svc.load(publish_raw(registry, vision_graph(), vision_metadata(), model="digits"))
     bright = svc.predict_vision("digits", {"request_id": "v1", "image": [[255] * 4] * 4})
     dark = svc.predict_vision("digits", {"request_id": "v2", "image": [[[0.0] * 4] * 4]})
-    assert bright["classes"] == VISION_CLASSES and bright["version"] == 1
-    assert bright["request_id"] == "v1" and bright["model"] == "digits"
-    assert np.argmax(bright["probs"]) == 2 and np.argmax(dark["probs"]) == 0
-    assert sum(bright["probs"]) == pytest.approx(1.0, abs=1e-5)
+    assert bright.classes == VISION_CLASSES and bright.version == 1
+    assert bright.request_id == "v1" and bright.model == "digits"
+    assert np.argmax(bright.probs) == 2 and np.argmax(dark.probs) == 0
+    assert sum(bright.probs) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(BadRequest, match="expected image of shape 4×4, got 3×4"):
         svc.predict_vision("digits", {"request_id": "v3", "image": [[0] * 4] * 3})
     with pytest.raises(BadRequest, match="vision model"):
@@ -169,7 +169,7 @@ def test_vision_png_is_resized_and_bad_png_is_a_bad_request(registry: FileRegist
     Image.new("RGB", (16, 16), (250, 250, 250)).save(buf, format="PNG")
     png = base64.b64encode(buf.getvalue()).decode()
     out = svc.predict_vision("digits", {"request_id": "p", "image_png_base64": png})
-    assert np.argmax(out["probs"]) == 2
+    assert np.argmax(out.probs) == 2
     with pytest.raises(BadRequest, match="base64-encoded PNG"):
         svc.predict_vision("digits", {"request_id": "p", "image_png_base64": "bm90IGEgcG5n"})
     with pytest.raises(BadRequest, match='"image"'):

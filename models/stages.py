@@ -1,0 +1,170 @@
+"""Promotion, rollback and rejection of model versions, with a stage history.
+
+Stages live in the registry (:meth:`FileRegistry.set_stage`; serving serves the production
+version, else the newest version that is not rejected). The registry keeps only the
+current stage of each version, so rollback needs a history: every promote, rollback and
+reject appends one line to ``<registry>/<model>/promotions.jsonl``. The production
+history is a stack — promote pushes, rollback pops the current version and re-promotes
+the one below it (skipping versions rejected since). Without a history (stages set by
+other tools) rollback falls back to the newest archived version older than the current
+production one.
+
+The CLI (``streamlearn models promote|rollback|reject``) and serving's admin endpoints
+call these same functions; announcing a change on Kafka is the caller's business.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import RegistryError, StageError
+from models.registry import FileRegistry, ModelVersion
+
+HISTORY_FILE = "promotions.jsonl"
+
+
+@dataclass(frozen=True)
+class StageChange:
+    """A promotion, rollback or rejection that happened.
+
+    ``version`` is the version the action was about (the new production version for
+    promote and rollback, the rejected one for reject); ``previous`` the production
+    version before it.
+    """
+
+    model: str
+    version: int
+    previous: int | None
+    action: str
+
+    @property
+    def stage(self) -> str:
+        """The stage ``version`` is in after the change."""
+        return "rejected" if self.action == "reject" else "production"
+
+
+def _history_path(registry: FileRegistry, model: str) -> Path:
+    return registry.root / model / HISTORY_FILE
+
+
+def history(registry: FileRegistry, model: str) -> list[dict[str, Any]]:
+    """Every promote/rollback/reject of ``model``, oldest first."""
+    path = _history_path(registry, model)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _stack(events: list[dict[str, Any]]) -> list[int]:
+    stack: list[int] = []
+    for e in events:
+        if e["action"] == "promote":
+            stack.append(int(e["version"]))
+        elif e["action"] == "rollback" and stack:
+            stack.pop()
+    return stack
+
+
+def _current(registry: FileRegistry, model: str) -> int | None:
+    prod = [mv.version for mv in registry.versions(model) if mv.stage == "production"]
+    return max(prod) if prod else None
+
+
+def _record(registry: FileRegistry, change: StageChange, reason: str | None = None) -> None:
+    line: dict[str, Any] = {
+        "action": change.action,
+        "version": change.version,
+        "previous": change.previous,
+        "at": time.time(),
+    }
+    if reason:
+        line["reason"] = reason
+    with open(_history_path(registry, change.model), "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def promote(registry: FileRegistry, model: str, version: int) -> StageChange:
+    """Make ``version`` the production version (the previous one is archived)."""
+    try:
+        registry.get(model, version)
+        previous = _current(registry, model)
+        registry.set_stage(model, version, "production")
+    except StageError:
+        raise
+    except RegistryError as exc:
+        raise StageError(str(exc)) from exc
+    change = StageChange(model, version, previous, "promote")
+    _record(registry, change)
+    return change
+
+
+def rollback(registry: FileRegistry, model: str) -> StageChange:
+    """Re-promote the production version that preceded the current one."""
+    current = _current(registry, model)
+    if current is None:
+        raise StageError(f"model {model!r} has no production version to roll back from")
+    stack = _stack(history(registry, model))
+    while stack and stack[-1] == current:
+        stack.pop()
+    existing = {mv.version: mv for mv in registry.versions(model)}
+    usable = {v for v, mv in existing.items() if mv.stage != "rejected"}
+    target = next((v for v in reversed(stack) if v in usable and v != current), None)
+    if target is None:
+        older = [v for v, mv in existing.items() if mv.stage == "archived" and v < current]
+        target = max(older) if older else None
+    if target is None:
+        raise StageError(
+            f"model {model!r}: expected an earlier production version to roll back to from "
+            f"version {current}, found none"
+        )
+    registry.set_stage(model, target, "production")
+    change = StageChange(model, target, current, "rollback")
+    _record(registry, change)
+    return change
+
+
+def reject(
+    registry: FileRegistry, model: str, version: int, reason: str | None = None
+) -> StageChange:
+    """Mark ``version`` rejected: it is never served again.
+
+    The production version cannot be rejected (roll back or promote another one first),
+    so rejecting never leaves a model without the version its operators chose.
+    """
+    try:
+        mv = registry.get(model, version)
+    except RegistryError as exc:
+        raise StageError(str(exc)) from exc
+    if mv.stage == "production":
+        raise StageError(
+            f"model {model!r}: expected a version that is not production, got version "
+            f"{version}, which is; roll back or promote another version first"
+        )
+    registry.set_stage(model, version, "rejected")
+    change = StageChange(model, version, _current(registry, model), "reject")
+    _record(registry, change, reason)
+    return change
+
+
+def describe(registry: FileRegistry, model: str) -> list[dict[str, Any]]:
+    """One row per version: version, stage, created_at, key metrics, serving flag."""
+    serving = registry.serving_version(model)
+    return [_row(mv, serving) for mv in registry.versions(model)]
+
+
+def _row(mv: ModelVersion, serving: ModelVersion | None) -> dict[str, Any]:
+    metrics = mv.metadata.get("metrics") or {}
+    keys = ("accuracy", "auc", "logloss", "ne")
+    return {
+        "version": mv.version,
+        "stage": mv.stage,
+        "serving": serving is not None and serving.version == mv.version,
+        "kind": mv.metadata.get("kind"),
+        "learner": mv.metadata.get("learner"),
+        "created_at": mv.metadata.get("created_at"),
+        **{k: metrics[k] for k in keys if isinstance(metrics.get(k), int | float)},
+    }

@@ -1,0 +1,250 @@
+"""The HTTP server: uvicorn (httptools parser, uvloop) in a thread, with limits.
+
+uvicorn was chosen over granian by measurement (``bench/bench_serving.py``; figures in the
+README) and because it gives what a production server needs here: a connection cap that
+answers 503, a keep-alive time-out and a graceful shutdown that drains in-flight
+requests. :class:`_Protocol` adds what uvicorn lacks, on each connection:
+
+* a **request time-out**: from a request's first byte until its last, at most
+  ``request_timeout_s`` (a client sending one byte a second gets 408 and is closed);
+* an **idle time-out** from the connection's opening, and between requests
+  (``keep_alive_s``), that stray bytes cannot extend;
+* a cap on the **request line and headers** (``max_header_bytes``, 431);
+* a cap on **connections** (``max_connections``): a request on a connection beyond it
+  gets 503 with ``Retry-After`` and the connection is closed.
+
+The socket is bound when :class:`HttpServer` is made, so a port in use fails at once.
+:meth:`HttpServer.stop` stops accepting, lets in-flight requests finish (at most
+``shutdown_timeout_s``) and closes idle connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from serving.errors import HeadersTooLarge, Overloaded, RequestTimeout
+from serving.http import MAX_BODY_BYTES, ServingAPI, error_response, raw_response
+from serving.metrics import HTTP_CONNECTIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpLimits:
+    """Time-outs and caps of the HTTP server (flags of ``streamlearn serve``)."""
+
+    max_connections: int = 512
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_header_bytes: int = 16 * 1024
+    request_timeout_s: float = 10.0
+    keep_alive_s: float = 15.0
+    shutdown_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value <= 0:
+                raise ValueError(f"expected {name} > 0, got {value}")
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's config, carrying the limits and the app for the protocol."""
+
+    limits: HttpLimits
+    api: ServingAPI
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with request/idle time-outs and caps (module doc)."""
+
+    def __init__(self, config: _Config, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._limits = config.limits
+        self._api = config.api
+        self._served = self.app
+        self._overloaded = config.api.refuse(
+            Overloaded(
+                f"expected at most {self._limits.max_connections} connections, got more: "
+                "retry shortly"
+            )
+        )
+        self._too_large = config.api.refuse(
+            HeadersTooLarge(
+                f"expected a request line and headers of at most "
+                f"{self._limits.max_header_bytes} bytes, got more"
+            )
+        )
+        self._timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._in_head = False
+
+    # -- deadlines ---------------------------------------------------------------------
+    def _arm(self, delay: float, callback: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _idle_expired(self) -> None:
+        self._timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _request_expired(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            # No response is being written on this connection: answer 408, then close.
+            timeout = RequestTimeout(
+                f"expected the whole request within {self._limits.request_timeout_s:g} s "
+                "of its first byte, got only part of it"
+            )
+            self.transport.write(raw_response(error_response(timeout)))
+        self.transport.close()
+
+    # -- connection and parser callbacks ------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        HTTP_CONNECTIONS.inc()
+        self._arm(self._limits.keep_alive_s, self._idle_expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        HTTP_CONNECTIONS.dec()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self._limits.max_header_bytes:
+            self._in_head = False
+            self.transport.write(
+                raw_response(
+                    error_response(
+                        HeadersTooLarge(
+                            f"expected a request line and headers of at most "
+                            f"{self._limits.max_header_bytes} bytes, got more"
+                        )
+                    )
+                )
+            )
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._arm(self._limits.request_timeout_s, self._request_expired)
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_bytes += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_bytes > self._limits.max_header_bytes:
+            self.app = self._too_large
+        elif len(self.connections) > self._limits.max_connections:
+            self.app = self._overloaded
+        else:
+            self.app = self._served
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn arms its keep-alive time-out; ours replaces it, and stray bytes
+        # (which cancel uvicorn's) do not cancel ours.
+        self._unset_keepalive_if_required()
+        if not self.transport.is_closing() and not self.pipeline and not self._in_head:
+            self._arm(self._limits.keep_alive_s, self._idle_expired)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class HttpServer:
+    """``api`` served by uvicorn on ``host:port`` in a thread of its own."""
+
+    def __init__(self, api: ServingAPI, host: str, port: int, limits: HttpLimits) -> None:
+        self.limits = limits
+        self._sock = bind(host, port)
+        config = _Config(
+            api,
+            http=_Protocol,
+            loop="uvloop",
+            interface="asgi3",
+            lifespan="off",
+            proxy_headers=False,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            backlog=2048,
+            timeout_keep_alive=int(max(1, limits.keep_alive_s)),
+            timeout_graceful_shutdown=int(max(1, round(limits.shutdown_timeout_s))),
+        )
+        config.limits = limits
+        config.api = api
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self._sock.getsockname()[1])
+
+    def start(self, timeout_s: float = 10.0) -> HttpServer:
+        """Serve in a thread; return once connections are accepted."""
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="http", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start; see the log above")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, drain in-flight requests (bounded), close connections."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(self.limits.shutdown_timeout_s + 5.0)
+            if self._thread.is_alive():
+                log.error("the HTTP server did not stop within its shutdown time-out")
+            self._thread = None
+        self._sock.close()

@@ -1,0 +1,134 @@
+"""The native HTTP API: ``/v1`` predictions and models, health and metrics.
+
+* ``POST /v1/models/{model}:predict`` — a prediction request →
+  ``{"request_id", "model", "version", "scores"}``; for a vision model
+  ``{"request_id", "image" | "image_png_base64"}`` → ``{…, "probs", "classes"}``;
+* ``GET /v1/models`` — every served model with its serving version and all versions and
+  stages in the registry;
+* ``GET /healthz`` — liveness, with the version each model serves;
+* ``GET /metrics`` — Prometheus exposition of the process registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models.errors import ModelError
+from serving.errors import BadRequest, RegistryUnavailable
+from serving.publish import Sink
+from serving.routing import Request, Response, Router
+from serving.schema import (
+    ErrorReply,
+    Health,
+    ModelInfo,
+    ModelsReply,
+    VersionInfo,
+    VisionReply,
+    VisionRequest,
+)
+from serving.service import PredictionService
+from streams.contracts import PredictionReply, PredictionRequest, decode_request, encode
+from streams.errors import ContractError
+
+TAG: Final = "v1"
+_REQUEST_SHAPE: Final = (
+    'expected {"request_id": str, "user_id": str, "surface": "feed" | "ads", '
+    '"candidates": [str, ...], "context"?: {str: str | number}}'
+)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def v1_routes(service: PredictionService, sink: Sink | None, max_body_bytes: int) -> Router:
+    """The native API's routes over ``service``; served predictions go to ``sink``."""
+    router = Router()
+
+    @router.route(
+        "POST",
+        "/v1/models/{model}:predict",
+        summary="Score candidates for a user (CTR models) or classify an image (vision models).",
+        tag=TAG,
+        request=(PredictionRequest, VisionRequest),
+        responses={
+            200: (PredictionReply, VisionReply),
+            400: ErrorReply,
+            404: ErrorReply,
+            411: ErrorReply,
+            413: ErrorReply,
+            503: ErrorReply,
+        },
+    )
+    def predict(req: Request) -> Response:
+        model = req.params["model"]
+        if service.session(model).kind == "vision":
+            try:
+                payload = msgspec.json.decode(req.body)
+            except msgspec.DecodeError as exc:
+                raise BadRequest(f"expected a JSON object, got invalid JSON: {exc}") from None
+            if not isinstance(payload, dict):
+                raise BadRequest(f"expected a JSON object, got {type(payload).__name__}")
+            return Response(200, _ENCODER.encode(service.predict_vision(model, payload)))
+        try:
+            request = decode_request(req.body, max_body_bytes)
+        except ContractError as exc:
+            raise BadRequest(f"{_REQUEST_SHAPE}; got: {exc}") from None
+        reply, record = service.predict(model, request)
+        if sink is not None:
+            sink.publish(reply, record)
+        return Response(200, encode(reply))
+
+    @router.route(
+        "GET",
+        "/v1/models",
+        summary="Served models: the version serving now, every version and its stage.",
+        tag=TAG,
+        responses={200: ModelsReply, 500: ErrorReply},
+    )
+    async def models(req: Request) -> Response:
+        reply = await asyncio.to_thread(_models, service)
+        return Response(200, _ENCODER.encode(reply))
+
+    @router.route(
+        "GET",
+        "/healthz",
+        summary="Liveness, with the version each model serves.",
+        tag="ops",
+        responses={200: Health},
+    )
+    def healthz(req: Request) -> Response:
+        health = Health("ok", {m: service.version(m) for m in service.models})
+        return Response(200, _ENCODER.encode(health))
+
+    @router.route(
+        "GET",
+        "/metrics",
+        summary="Prometheus metrics of this process.",
+        tag="ops",
+        responses={200: "text/plain"},
+    )
+    def metrics(req: Request) -> Response:
+        return Response(200, generate_latest(), CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _models(service: PredictionService) -> ModelsReply:
+    out = []
+    for model in service.models:
+        try:
+            versions = [
+                VersionInfo(
+                    mv.version,
+                    mv.stage,
+                    mv.metadata.get("created_at"),
+                    mv.metadata.get("learner"),
+                )
+                for mv in service.registry.versions(model)
+            ]
+        except ModelError as exc:
+            raise RegistryUnavailable(f"registry error: {exc}") from None
+        out.append(ModelInfo(model, service.kind(model), service.version(model), versions))
+    return ModelsReply(out)
