@@ -1,34 +1,56 @@
-"""Serving latency: HTTP predict (20 candidates) against a bare onnxruntime run.
+"""Serving over HTTP, old server against new, side by side (20 candidates per request).
 
 Starts the embedded broker and a ServingApp (feature replica, Kafka feature log,
-predictions topic: everything a production request pays for) on loopback, then times
-from a separate client process (so the client does not share the server's GIL):
+predictions topic: everything a production request pays for), then serves the same
+prediction service with several HTTP servers in the same process, each on its own port:
 
-* ``raw``     — ``InferenceSession.run`` on the featurised 20 rows (the floor);
-* ``service`` — ``PredictionService.predict`` in-process (features, featurise, run);
-* ``http``    — ``POST /v1/models/feed:predict`` on one keep-alive connection, paced
-  at ``--rate`` requests/s (0: back to back).
+* ``stdlib``  — the former server (``bench/stdlib_server.py``: ``ThreadingHTTPServer``,
+  a thread per connection), the baseline;
+* ``uvicorn`` — the ASGI app on uvicorn with httptools and uvloop, as ``streamlearn
+  serve`` runs it (``serving/server.py``, limits and time-outs on);
+* ``uvicorn-asyncio`` — the same on the standard asyncio loop (what uvloop buys);
+* ``granian`` — the same ASGI app on granian (Rust HTTP, embedded; 1 runtime thread).
 
-Prints p50/p99 per path and their ratios to ``raw`` measured in the same run.
-Usage: ``python bench/bench_serving.py [--count 3000] [--seconds 30] [--rate 200] [--hogs 1]``
+A load client in a separate process (asyncio on uvloop, raw HTTP/1.1) keeps 64 keep-alive
+connections and, per server and per round (servers interleaved, so noise on a shared
+machine falls on all of them):
+
+* **paced**: ``--rate`` requests/s in total (request k of connection i is due at
+  ``(k * 64 + i) / rate`` s; a connection whose last reply is late sends at once);
+  latency is from writing a request to reading its whole reply;
+* **saturation**: every connection sends back to back for ``--sat-seconds``; the
+  throughput is replies/s, the load client sharing the machine's cores.
+
+Also prints the in-process floor: raw ``InferenceSession.run`` and
+``PredictionService.predict`` (features, featurise, run), as before.
+
+Usage: ``python bench/bench_serving.py [--rate 1000] [--seconds 10] [--sat-seconds 5]
+[--rounds 2] [--connections 64] [--servers stdlib,uvicorn,uvicorn-asyncio,granian]``
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
+import asyncio
 import multiprocessing as mp
+import re
 import shutil
+import socket
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 
 from models import zoo
 from models.registry import FileRegistry
 from serving.app import ServingApp, ServingConfig
+from serving.http import ServingAPI, build_api
+from serving.server import HttpServer
 from streams.broker import EmbeddedBroker
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, PredictionRequest, encode
@@ -38,9 +60,10 @@ from streams.kafka import flush, make_producer, produce
 from streams.topics import Topics, ensure_topics
 
 N_USERS, N_ITEMS, N_CANDIDATES = 1000, 500, 20
+_CONTENT_LENGTH = re.compile(rb"content-length: *(\d+)", re.IGNORECASE)
 
 
-def _request(i: int, rng: np.random.Generator) -> dict[str, object]:
+def _request(i: int, rng: np.random.Generator) -> dict[str, Any]:
     items = rng.choice(N_ITEMS, N_CANDIDATES, replace=False)
     return {
         "request_id": f"b{i}",
@@ -51,72 +74,206 @@ def _request(i: int, rng: np.random.Generator) -> dict[str, object]:
     }
 
 
-def _client(port: int, count: int, seconds: float, rate: float, out: mp.Queue) -> None:
+def _wire_requests(n: int) -> list[bytes]:
     rng = np.random.default_rng(1)
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    out = []
+    for i in range(n):
+        body = orjson.dumps(_request(i, rng))
+        out.append(
+            b"POST /v1/models/feed:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+    return out
+
+
+# -- the load client (its own process) -----------------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection: write a request, wait for one whole reply."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.need: int | None = None
+        self.status = 0
+        self.waiter: asyncio.Future[int] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            if self.need is None:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(self.buf[:end])
+                self.status = int(head[9:12])
+                m = _CONTENT_LENGTH.search(head)
+                self.need = end + 4 + (int(m.group(1)) if m else 0)
+            if len(self.buf) < self.need:
+                return
+            del self.buf[: self.need]
+            self.need = None
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+
+async def _load(
+    port: int, requests: list[bytes], conns: int, rate: float, seconds: float, warmup: float
+) -> tuple[list[float], float, int]:
+    loop = asyncio.get_running_loop()
+    pool = []
+    for _ in range(conns):
+        _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
+        pool.append(proto)
     lat: list[float] = []
-    start = time.perf_counter()
-    for i in range(count):
-        if rate:
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        body = json.dumps(_request(i, rng))
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/models/feed:predict", body=body)
-        resp = conn.getresponse()
-        resp.read()
-        lat.append(time.perf_counter() - t0)
-        if resp.status != 200:
-            raise SystemExit(f"HTTP {resp.status}")
-        if time.perf_counter() - start > seconds:
+    errors = 0
+    start = loop.time()
+    measure_from = start + warmup
+    end = measure_from + seconds
+
+    async def run(i: int, conn: _Conn) -> None:
+        nonlocal errors
+        k = 0
+        while True:
+            if rate:
+                due = start + (k * conns + i) / rate
+                if due >= end:
+                    return
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+            elif loop.time() >= end:
+                return
+            conn.waiter = loop.create_future()
+            t0 = time.perf_counter()
+            assert conn.transport is not None
+            conn.transport.write(requests[(k * conns + i) % len(requests)])
+            status = await conn.waiter
+            took = time.perf_counter() - t0
+            if loop.time() >= measure_from:
+                lat.append(took)
+                errors += status != 200
+            k += 1
+
+    await asyncio.gather(*(run(i, c) for i, c in enumerate(pool)))
+    elapsed = loop.time() - measure_from
+    for c in pool:
+        if c.transport is not None:
+            c.transport.close()
+    return lat, elapsed, errors
+
+
+def _client(port: int, conns: int, rate: float, seconds: float, out: Any) -> None:
+    import uvloop
+
+    requests = _wire_requests(2000)
+    lat, elapsed, errors = uvloop.run(_load(port, requests, conns, rate, seconds, warmup=1.0))
+    out.put((lat, elapsed, errors))
+
+
+def _measure(port: int, conns: int, rate: float, seconds: float) -> tuple[list[float], float, int]:
+    ctx = mp.get_context("spawn")  # not fork: this process runs Kafka and server threads
+    out: Any = ctx.Queue()
+    proc = ctx.Process(target=_client, args=(port, conns, rate, seconds, out))
+    proc.start()
+    result = out.get(timeout=seconds + 120)
+    proc.join()
+    return result  # type: ignore[no-any-return]
+
+
+# -- the servers under test ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stdlib(app: ServingApp, api: ServingAPI) -> tuple[int, Callable[[], None]]:
+    from stdlib_server import ServingHTTPServer  # bench/ is on sys.path when run as a script
+
+    server = ServingHTTPServer(("127.0.0.1", 0), app.service, app.sink)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return server.port, stop
+
+
+def _uvicorn(app: ServingApp, api: ServingAPI) -> tuple[int, Callable[[], None]]:
+    return app.port, lambda: None  # the ServingApp's own server, as `streamlearn serve` runs it
+
+
+def _uvicorn_asyncio(app: ServingApp, api: ServingAPI) -> tuple[int, Callable[[], None]]:
+    server = HttpServer(api, "127.0.0.1", 0, app.config.http, loop="asyncio").start()
+    return server.port, server.stop
+
+
+def _granian(app: ServingApp, api: ServingAPI, **options: Any) -> tuple[int, Callable[[], None]]:
+    import uvloop
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.embed import Server
+
+    port = _free_port()
+    server = Server(
+        api,
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.ASGINL,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_enabled=False,
+        **{"runtime_threads": 1, **options},
+    )
+    loop = uvloop.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
-    out.put((lat, time.perf_counter() - start))
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+    def stop() -> None:
+        loop.call_soon_threadsafe(server.stop)
+        thread.join(10)
+
+    return port, stop
 
 
-def _hog(stop: mp.Event) -> None:  # type: ignore[valid-type]
-    x = 0
-    while not stop.is_set():  # type: ignore[attr-defined]
-        for _ in range(100_000):
-            x += 1
-
-
-def _feature_writer(kafka: KafkaConfig, rate: float, stop: mp.Event) -> None:  # type: ignore[valid-type]
-    """Keep the replica busy: ``rate`` user feature updates per second, in 10 ms bursts."""
-    producer = make_producer(kafka)
-    topic = Topics(kafka.topic_prefix).features
-    i = 0
-    start = time.perf_counter()
-    while not stop.is_set():  # type: ignore[attr-defined]
-        due = int((time.perf_counter() - start) * rate)
-        for _ in range(due - i):
-            u = i % N_USERS
-            values = {"user_impressions": i, "user_ctr": 0.05, "user_last_event_ts": time.time()}
-            rec = FeatureRecord(entity="user", id=f"u{u}", values=values, ts=0.0)
-            produce(producer, topic, encode(rec), f"user/u{u}")
-            i += 1
-        producer.poll(0)
-        time.sleep(0.01)
-    flush(producer)
+SERVERS = {
+    "stdlib": _stdlib,
+    "uvicorn": _uvicorn,
+    "uvicorn-asyncio": _uvicorn_asyncio,
+    "granian": _granian,
+    "granian-2-threads": lambda app, api: _granian(app, api, runtime_threads=2),
+}
 
 
 def _pcts(lat: list[float]) -> tuple[float, float]:
+    if not lat:
+        return float("nan"), float("nan")
     a = np.asarray(lat) * 1e3
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--count", type=int, default=3000, help="HTTP requests at most")
-    ap.add_argument("--seconds", type=float, default=30.0, help="HTTP phase time limit")
-    ap.add_argument("--rate", type=float, default=200.0, help="requests/s (0: back to back)")
-    ap.add_argument("--hogs", type=int, default=0, help="busy CPU processes running alongside")
-    ap.add_argument(
-        "--feature-rate", type=float, default=0.0, help="feature records/s streamed meanwhile"
-    )
-    args = ap.parse_args()
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+def _fixture(tmp: Path, kafka: KafkaConfig) -> FileRegistry:
     spec = feed_spec()
     learner = zoo.create("ftrl", spec)
     rng = np.random.default_rng(0)
@@ -127,25 +284,71 @@ def main() -> None:
     learner.learn_many(rows, (rng.random(len(rows)) < 0.1).astype(float))
     registry = FileRegistry(tmp / "registry")
     registry.publish("feed", learner.snapshot())
+    topics = Topics(kafka.topic_prefix)
+    ensure_topics(
+        kafka,
+        [topics.features, topics.feature_log, topics.predictions, topics.prediction_requests],
+    )
+    ensure_topics(kafka, [topics.model_updates], partitions=1)
+    producer = make_producer(kafka)
+    for u in range(N_USERS):
+        values = {"user_impressions": u, "user_ctr": 0.05, "user_last_event_ts": time.time()}
+        rec = FeatureRecord(entity="user", id=f"u{u}", values=values, ts=0.0)
+        produce(producer, topics.features, encode(rec), f"user/u{u}")
+    for i in range(N_ITEMS):
+        values = {"item_impressions": i, "item_category": f"c{i % 7}", "item_ctr": 0.1}
+        rec = FeatureRecord(entity="item", id=f"i{i}", values=values, ts=0.0)
+        produce(producer, topics.features, encode(rec), f"item/i{i}")
+    flush(producer)
+    return registry
 
+
+def _floor(app: ServingApp) -> tuple[list[float], list[float]]:
+    """Raw ``session.run`` and in-process ``service.predict`` latencies."""
+    rng = np.random.default_rng(2)
+    sess = app.service.session("feed")
+    reqs = [PredictionRequest(**_request(i, rng)) for i in range(1000)]
+    now = time.time()
+    encoded = []
+    for r in reqs:
+        user = app.replica.user(r.user_id)
+        feats = [serving_features(r, c, user, app.replica.item(c), now) for c in r.candidates]
+        encoded.append(sess.featuriser.transform_many(feats))
+    raw, svc = [], []
+    for _ in range(3):
+        for idx, val in encoded:
+            t0 = time.perf_counter()
+            sess._ort.run(["prob"], {"idx": idx, "val": val})
+            raw.append(time.perf_counter() - t0)
+    for r in reqs:
+        t0 = time.perf_counter()
+        app.service.predict("feed", r)
+        svc.append(time.perf_counter() - t0)
+    return raw, svc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rate", type=float, default=1000.0, help="paced phase: requests/s in all")
+    ap.add_argument("--seconds", type=float, default=10.0, help="paced phase length per round")
+    ap.add_argument("--sat-seconds", type=float, default=5.0, help="saturation phase length")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds (servers interleaved)")
+    ap.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, in order")
+    args = ap.parse_args()
+    names = [n for n in args.servers.split(",") if n]
+    unknown = set(names) - set(SERVERS)
+    if unknown:
+        raise SystemExit(f"expected servers among {list(SERVERS)}, got {sorted(unknown)}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    paced: dict[str, list[float]] = {n: [] for n in names}
+    saturated: dict[str, list[float]] = {n: [] for n in names}
+    sat_lat: dict[str, list[float]] = {n: [] for n in names}
+    errors: dict[str, int] = dict.fromkeys(names, 0)
     with EmbeddedBroker() as broker:
         kafka = KafkaConfig(broker.bootstrap_servers, topic_prefix="bench.", partitions=4)
-        topics = Topics(kafka.topic_prefix)
-        ensure_topics(
-            kafka,
-            [topics.features, topics.feature_log, topics.predictions, topics.prediction_requests],
-        )
-        ensure_topics(kafka, [topics.model_updates], partitions=1)
-        producer = make_producer(kafka)
-        for u in range(N_USERS):
-            values = {"user_impressions": u, "user_ctr": 0.05, "user_last_event_ts": time.time()}
-            rec = FeatureRecord(entity="user", id=f"u{u}", values=values, ts=0.0)
-            produce(producer, topics.features, encode(rec), f"user/u{u}")
-        for i in range(N_ITEMS):
-            values = {"item_impressions": i, "item_category": f"c{i % 7}", "item_ctr": 0.1}
-            rec = FeatureRecord(entity="item", id=f"i{i}", values=values, ts=0.0)
-            produce(producer, topics.features, encode(rec), f"item/i{i}")
-        flush(producer)
+        registry = _fixture(tmp, kafka)
         config = ServingConfig(
             port=0, registry_dir=registry.root, kafka=kafka, state_dir=tmp / "state"
         )
@@ -153,65 +356,52 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while app.replica.records_applied < N_USERS + N_ITEMS and time.monotonic() < deadline:
                 time.sleep(0.05)
-
-            # Baselines in this process: raw session.run and the in-process service.
-            sess = app.service.session("feed")
-            reqs = [PredictionRequest(**_request(i, rng)) for i in range(1000)]  # type: ignore[arg-type]
-            now = time.time()
-            encoded = []
-            for r in reqs:
-                user = app.replica.user(r.user_id)
-                feats = [
-                    serving_features(r, c, user, app.replica.item(c), now) for c in r.candidates
-                ]
-                encoded.append(sess.featuriser.transform_many(feats))
-            raw, svc = [], []
-            for _ in range(3):
-                for idx, val in encoded:
-                    t0 = time.perf_counter()
-                    sess._ort.run(["prob"], {"idx": idx, "val": val})
-                    raw.append(time.perf_counter() - t0)
-            for r in reqs:
-                t0 = time.perf_counter()
-                app.service.predict("feed", r)
-                svc.append(time.perf_counter() - t0)
-
-            stop = mp.Event()
-            hogs = [mp.Process(target=_hog, args=(stop,), daemon=True) for _ in range(args.hogs)]
-            if args.feature_rate:
-                hogs.append(
-                    mp.Process(target=_feature_writer, args=(kafka, args.feature_rate, stop))
-                )
-            applied_before = app.replica.records_applied
-            for h in hogs:
-                h.start()
-            out: mp.Queue = mp.Queue()
-            client = mp.Process(
-                target=_client, args=(app.port, args.count, args.seconds, args.rate, out)
-            )
-            client.start()
-            lat, elapsed = out.get(timeout=args.seconds + 60)
-            client.join()
-            stop.set()
-            for h in hogs:
-                h.join()
-            applied = app.replica.records_applied - applied_before
-        del producer  # before the broker stops
+            raw, svc = _floor(app)
+            api = build_api(app.service, app.sink, max_body_bytes=config.http.max_body_bytes)
+            for rnd in range(args.rounds):
+                for name in names:
+                    port, stop = SERVERS[name](app, api)
+                    try:
+                        lat, _, err = _measure(port, args.connections, args.rate, args.seconds)
+                        paced[name] += lat
+                        lat2, elapsed, err2 = _measure(port, args.connections, 0, args.sat_seconds)
+                        saturated[name].append(len(lat2) / elapsed)
+                        sat_lat[name] += lat2
+                        errors[name] += err + err2
+                    finally:
+                        stop()
+                    p50, p99 = _pcts(lat)
+                    print(
+                        f"round {rnd + 1} {name:16s} paced p50 {p50:.2f} ms p99 {p99:.2f} ms; "
+                        f"saturation {saturated[name][-1]:,.0f} req/s",
+                        flush=True,
+                    )
     shutil.rmtree(tmp, ignore_errors=True)
 
     r50, r99 = _pcts(raw)
     s50, s99 = _pcts(svc)
-    h50, h99 = _pcts(lat)
     print(
-        f"serving bench: {N_CANDIDATES} candidates, hash_bits={spec.hash_bits}, "
-        f"{len(lat)} HTTP requests in {elapsed:.1f}s ({len(lat) / elapsed:.0f} req/s, "
-        f"target rate {args.rate or 'max'}), {args.hogs} CPU hog(s), "
-        f"{applied} feature records applied meanwhile"
+        f"\nserving bench: {N_CANDIDATES} candidates, {args.connections} keep-alive connections, "
+        f"paced at {args.rate:g} req/s for {args.seconds:g} s and saturated for "
+        f"{args.sat_seconds:g} s, {args.rounds} round(s); load client on the same machine"
     )
-    print(f"{'path':10s} {'p50 ms':>9s} {'p99 ms':>9s} {'p50/raw':>9s} {'p99/raw':>9s}")
-    for name, p50, p99 in (("raw", r50, r99), ("service", s50, s99), ("http", h50, h99)):
-        print(f"{name:10s} {p50:9.3f} {p99:9.3f} {p50 / r50:9.1f} {p99 / r99:9.1f}")
-    print(f"http max {max(lat) * 1e3:.2f} ms; p99 budget 20 ms: {'OK' if h99 < 20 else 'EXCEEDED'}")
+    print(f"in-process floor: session.run p50 {r50:.3f} ms; service.predict p50 {s50:.3f} ms")
+    base = names[0]
+    b50, b99 = _pcts(paced[base])
+    bsat = float(np.mean(saturated[base]))
+    print(
+        f"\n| server | p50 ms @ {args.rate:g}/s | p99 ms | saturation req/s | p50 ms saturated "
+        f"| p50 vs {base} | p99 vs {base} | saturation vs {base} | non-200 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        p50, p99 = _pcts(paced[name])
+        sat = float(np.mean(saturated[name]))
+        q50, _ = _pcts(sat_lat[name])
+        print(
+            f"| {name} | {p50:.2f} | {p99:.2f} | {sat:,.0f} | {q50:.2f} | {p50 / b50:.2f} "
+            f"| {p99 / b99:.2f} | {sat / bsat:.2f} | {errors[name]} |"
+        )
 
 
 if __name__ == "__main__":

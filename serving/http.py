@@ -53,10 +53,10 @@ class _Disconnected(Exception):
     """The client went away while its body was being read: nothing to answer."""
 
 
-def error_response(exc: ServingError) -> Response:
+def error_response(exc: ServingError, close: bool = False) -> Response:
     """The response for ``exc``: its status, headers and ``{"error": str(exc)}``."""
     body = _ENCODER.encode(ErrorReply(str(exc)))
-    return Response(exc.status, body, headers=exc.headers, close=exc.close)
+    return Response(exc.status, body, headers=exc.headers, close=close or exc.close)
 
 
 def raw_response(response: Response) -> bytes:

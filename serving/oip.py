@@ -412,14 +412,12 @@ def _one(tensors: dict[str, _Tensor], name: str) -> str:
 
 def _ctr_request(request_id: str, tensors: dict[str, _Tensor]) -> PredictionRequest:
     _only(tensors, _CTR_INPUTS)
+    user_id, surface = _one(tensors, "user_id"), _one(tensors, "surface")
     candidates = _input(tensors, "candidates")
     if len(candidates.spec.shape) != 1:
         raise BadRequest(f"expected input 'candidates' of shape [N], got {candidates.spec.shape}")
     request = PredictionRequest(
-        request_id=request_id,
-        user_id=_one(tensors, "user_id"),
-        surface=_one(tensors, "surface"),
-        candidates=_strings(candidates),
+        request_id=request_id, user_id=user_id, surface=surface, candidates=_strings(candidates)
     )
     try:
         return validate_request(request)

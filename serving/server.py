@@ -11,7 +11,8 @@ requests. :class:`_Protocol` adds what uvicorn lacks, on each connection:
   (``keep_alive_s``), that stray bytes cannot extend;
 * a cap on the **request line and headers** (``max_header_bytes``, 431);
 * a cap on **connections** (``max_connections``): a request on a connection beyond it
-  gets 503 with ``Retry-After`` and the connection is closed.
+  gets 503 with ``Retry-After`` and the connection is closed;
+* bytes the HTTP parser rejects get a JSON 400, like every other error, and a close.
 
 The socket is bound when :class:`HttpServer` is made, so a port in use fails at once.
 :meth:`HttpServer.stop` stops accepting, lets in-flight requests finish (at most
@@ -31,7 +32,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.errors import HeadersTooLarge, Overloaded, RequestTimeout
+from serving.errors import BadRequest, HeadersTooLarge, Overloaded, RequestTimeout
 from serving.http import MAX_BODY_BYTES, ServingAPI, error_response, raw_response
 from serving.metrics import HTTP_CONNECTIONS
 
@@ -40,7 +41,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class HttpLimits:
-    """Time-outs and caps of the HTTP server (flags of ``streamlearn serve``)."""
+    """Time-outs and caps of the HTTP server (flags of ``streamlearn serve``).
+
+    ``max_body_bytes`` is enforced by the app that reads bodies
+    (:func:`serving.http.build_api` takes it); the rest by :class:`HttpServer`.
+    """
 
     max_connections: int = 512
     max_body_bytes: int = MAX_BODY_BYTES
@@ -114,6 +119,12 @@ class _Protocol(HttpToolsProtocol):
                 "of its first byte, got only part of it"
             )
             self.transport.write(raw_response(error_response(timeout)))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser cannot read: JSON 400 like every other error, then close."""
+        bad = BadRequest(f"expected an HTTP/1.1 request, got one the parser rejects: {msg}")
+        self.transport.write(raw_response(error_response(bad, close=True)))
         self.transport.close()
 
     # -- connection and parser callbacks ------------------------------------------------
@@ -196,15 +207,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class HttpServer:
-    """``api`` served by uvicorn on ``host:port`` in a thread of its own."""
+    """``api`` served by uvicorn on ``host:port`` in a thread of its own.
 
-    def __init__(self, api: ServingAPI, host: str, port: int, limits: HttpLimits) -> None:
+    ``loop``: ``uvloop`` (the default, measured faster) or ``asyncio``.
+    """
+
+    def __init__(
+        self, api: ServingAPI, host: str, port: int, limits: HttpLimits, loop: str = "uvloop"
+    ) -> None:
         self.limits = limits
         self._sock = bind(host, port)
         config = _Config(
             api,
             http=_Protocol,
-            loop="uvloop",
+            loop=loop,
             interface="asgi3",
             lifespan="off",
             proxy_headers=False,

@@ -1,0 +1,232 @@
+"""The HTTP server's time-outs, caps and shutdown, over real sockets on loopback.
+
+Each test drives raw bytes at a real server (uvicorn with serving's protocol); a small
+router stands in for the prediction API where a slow handler is needed. Every wait is
+bounded; short time-outs keep the whole file to a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.registry import FileRegistry
+from serving.http import ServingAPI, build_api
+from serving.routing import Request, Response, Router
+from serving.server import HttpLimits, HttpServer, bind
+from serving.service import PredictionService
+from tests.unit.serving.helpers import DictFeatures, publish_ftrl
+
+LIMITS = HttpLimits(
+    max_connections=4,
+    max_body_bytes=4096,
+    max_header_bytes=2048,
+    request_timeout_s=0.6,
+    keep_alive_s=0.6,
+    shutdown_timeout_s=3.0,
+)
+PREDICT = b'{"request_id": "r", "user_id": "u", "surface": "feed", "candidates": ["a", "b"]}'
+
+
+def _predict_bytes(body: bytes = PREDICT) -> bytes:
+    head = (
+        f"POST /v1/models/feed:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[HttpServer]:
+    registry = FileRegistry(tmp_path)
+    service = PredictionService(registry, DictFeatures(), ["feed"])
+    service.load(publish_ftrl(registry))
+    api = build_api(service, None, max_body_bytes=LIMITS.max_body_bytes)
+    srv = HttpServer(api, "127.0.0.1", 0, LIMITS).start()
+    yield srv
+    srv.stop()
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _read_all(sock: socket.socket, timeout_s: float = 5.0) -> bytes:
+    """Everything until the server closes (bounded by ``timeout_s``)."""
+    sock.settimeout(timeout_s)
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def _status_and_error(raw: bytes) -> tuple[int, str, bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)["error"], head.lower()
+
+
+def _one_response(sock: socket.socket) -> tuple[int, bytes]:
+    sock.settimeout(5)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed before answering"
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split(b" ", 2)[1]), head.lower()
+
+
+def _healthy(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/healthz")
+    ok = conn.getresponse().status == 200
+    conn.close()
+    return ok
+
+
+def test_a_client_sending_one_byte_at_a_time_gets_408_and_is_closed(server: HttpServer) -> None:
+    sock = _connect(server.port)
+    started = time.monotonic()
+    request = _predict_bytes()
+    try:
+        for b in request:  # far slower than the request time-out allows
+            sock.sendall(bytes([b]))
+            time.sleep(0.05)
+            if time.monotonic() - started > 3:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    status, error, head = _status_and_error(_read_all(sock))
+    took = time.monotonic() - started
+    assert status == 408 and "within 0.6 s" in error and b"connection: close" in head
+    assert took < 2.5, took
+    assert _healthy(server.port)
+
+
+def test_a_body_that_stops_halfway_gets_408(server: HttpServer) -> None:
+    sock = _connect(server.port)
+    sock.sendall(_predict_bytes()[:-10])
+    status, error, _ = _status_and_error(_read_all(sock))
+    assert status == 408 and "got only part of it" in error
+
+
+def test_idle_connections_are_closed_and_stray_bytes_do_not_keep_them(server: HttpServer) -> None:
+    quiet = _connect(server.port)
+    started = time.monotonic()
+    assert _read_all(quiet) == b""  # closed without a word
+    assert time.monotonic() - started < 2.0
+    chatty = _connect(server.port)
+    chatty.sendall(_predict_bytes())
+    assert _one_response(chatty)[0] == 200
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 3:
+            chatty.sendall(b"\r\n")  # not a request: must not extend the idle time-out
+            time.sleep(0.1)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert time.monotonic() - started < 2.5
+    _read_all(chatty, 1.0)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_oversized_headers_get_431(server: HttpServer, streamed: bool) -> None:
+    sock = _connect(server.port)
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4000 + b"\r\n\r\n"
+    try:
+        if streamed:
+            for i in range(0, len(head), 512):
+                sock.sendall(head[i : i + 512])
+                time.sleep(0.01)
+        else:
+            sock.sendall(head)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    status, error, head_out = _status_and_error(_read_all(sock))
+    assert status == 431 and "at most 2048 bytes" in error and b"connection: close" in head_out
+
+
+def test_bodies_over_the_limit_get_413_and_garbage_gets_a_json_400(server: HttpServer) -> None:
+    sock = _connect(server.port)
+    sock.sendall(_predict_bytes(b"{" + b" " * 5000 + b"}"))
+    status, error, _ = _status_and_error(_read_all(sock))
+    assert status == 413 and "at most 4096 bytes" in error
+    sock = _connect(server.port)
+    sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+    status, error, _ = _status_and_error(_read_all(sock))
+    assert status == 400 and "parser rejects" in error
+    assert _healthy(server.port)
+
+
+def test_connections_beyond_the_cap_get_503_and_are_closed(server: HttpServer) -> None:
+    held = [_connect(server.port) for _ in range(LIMITS.max_connections)]
+    for s in held:
+        s.sendall(_predict_bytes())
+        assert _one_response(s)[0] == 200
+    extra = _connect(server.port)
+    extra.sendall(_predict_bytes())
+    raw = _read_all(extra)
+    status, error, head = _status_and_error(raw)
+    assert status == 503 and "at most 4 connections" in error
+    assert b"retry-after: 1" in head and b"connection: close" in head
+    held.pop().close()
+    time.sleep(0.1)
+    again = _connect(server.port)
+    again.sendall(_predict_bytes())
+    assert _one_response(again)[0] == 200
+    for s in [*held, again]:
+        s.close()
+
+
+def test_stop_drains_the_requests_in_flight(tmp_path: Path) -> None:
+    router = Router()
+    entered = threading.Event()
+
+    @router.route("POST", "/slow", summary="", tag="test", request=bytes, responses={200: None})
+    async def slow(req: Request) -> Response:
+        entered.set()
+        await asyncio.sleep(0.5)
+        return Response(200, b'{"done": true}')
+
+    server = HttpServer(ServingAPI(router), "127.0.0.1", 0, LIMITS).start()
+    port = server.port
+    sock = _connect(port)
+    sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    assert entered.wait(5)
+    stopper = threading.Thread(target=server.stop)
+    started = time.monotonic()
+    stopper.start()
+    raw = _read_all(sock)
+    stopper.join(10)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b'{"done": true}')
+    assert b"connection: close" in raw.lower()  # drained, then closed
+    assert 0.2 < time.monotonic() - started < 5
+    with pytest.raises(OSError):
+        _connect(port)  # no longer accepting
+
+
+def test_binding_a_port_in_use_fails_at_once() -> None:
+    taken = bind("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError):
+            bind("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()
