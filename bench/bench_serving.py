@@ -378,8 +378,8 @@ def main() -> None:
                     )
     shutil.rmtree(tmp, ignore_errors=True)
 
-    r50, r99 = _pcts(raw)
-    s50, s99 = _pcts(svc)
+    r50, _r99 = _pcts(raw)
+    s50, _s99 = _pcts(svc)
     print(
         f"\nserving bench: {N_CANDIDATES} candidates, {args.connections} keep-alive connections, "
         f"paced at {args.rate:g} req/s for {args.seconds:g} s and saturated for "

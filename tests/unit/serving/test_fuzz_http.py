@@ -147,7 +147,7 @@ request_lines = st.builds(
         + body
     ),
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW", "G\x00T"]),
-    path=st.sampled_from(PATHS + ("/", "/v2", "//..//", "/%00", "/v1/models/%2e%2e:predict"))
+    path=st.sampled_from((*PATHS, "/", "/v2", "//..//", "/%00", "/v1/models/%2e%2e:predict"))
     | st.text(max_size=30),
     version=st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/9", "http/1.1", ""]),
     header=st.sampled_from(["Host", "Transfer-Encoding", "Content-Length", "Expect", "X"])
