@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as triton
+from pydantic import SecretStr
 from confluent_kafka import Consumer, TopicPartition
 from sklearn.datasets import load_digits
 
@@ -62,11 +64,24 @@ def test_vision_served_and_promotion_rollback_seen_by_server(
         port=0,
         models=("digits",),
         registry_poll_s=0.5,
+        admin_token=SecretStr("t0ken"),
     )
     with ServingApp(cfg).start() as app:
         version, probs, classes = _served_version(app.url, image)
         assert version == 1 and classes == [str(i) for i in range(10)]
         assert int(np.argmax(probs)) == 0 and abs(sum(probs) - 1) < 1e-4
+
+        # The same image through the Open Inference Protocol, with tritonclient.
+        client = triton.InferenceServerClient(f"127.0.0.1:{app.port}")
+        assert client.is_server_live() and client.is_model_ready("digits")
+        meta = client.get_model_metadata("digits")
+        assert meta["platform"] == "onnxruntime_onnx" and meta["versions"] == ["1"]
+        assert meta["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
+        tensor = triton.InferInput("image", [1, 1, 8, 8], "FP32")
+        tensor.set_data_from_numpy(np.asarray(image, np.float32)[None, None])
+        result = client.infer("digits", [tensor])
+        assert result.as_numpy("probs")[0].tolist() == probs
+        client.close()
 
         change = promote(reg, "digits", 2)
         announce(kafka, reg, change)
@@ -80,13 +95,24 @@ def test_vision_served_and_promotion_rollback_seen_by_server(
         assert reg.get("digits", 2).stage == "archived"
         _wait_for(app.url, image, 1)
 
+        # Admin over HTTP: reject version 2; the token is required.
+        url = f"{app.url}/v1/models/digits/versions/2:reject"
+        assert httpx.post(url, timeout=5).status_code == 401
+        r = httpx.post(url, headers={"Authorization": "Bearer t0ken"}, timeout=5)
+        assert r.status_code == 200 and r.json()["serving_version"] == 1, r.text
+        assert reg.get("digits", 2).stage == "rejected"
+
     c = Consumer(kafka.consumer_conf("check-updates", **{"enable.partition.eof": True}))
     c.assign([TopicPartition(topics.model_updates, 0, 0)])
     updates = []
-    while len(updates) < 2:
+    while len(updates) < 3:
         m = c.poll(5)
-        assert m is not None, "expected two stage announcements on the model-updates topic"
+        assert m is not None, "expected three stage announcements on the model-updates topic"
         if m.error() is None:
             updates.append(decode(ModelUpdate, m.value()))
     c.close()
-    assert [(u.kind, u.version) for u in updates] == [("stage", 2), ("stage", 1)]
+    assert [(u.kind, u.version, u.metrics["stage"]) for u in updates] == [
+        ("stage", 2, "production"),
+        ("stage", 1, "production"),
+        ("stage", 2, "rejected"),  # announced by serving's admin endpoint
+    ]

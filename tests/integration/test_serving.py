@@ -16,7 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import tritonclient.http as triton
 from confluent_kafka import Consumer
 
 from models.registry import FileRegistry
@@ -136,6 +138,28 @@ def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) 
             topics.predictions, lambda r: json.loads(r[1])["request_id"] == "h1"
         )
         assert key == b"u3" and json.loads(raw) == reply
+
+        # -- the same request through the Open Inference Protocol (tritonclient) ----------
+        client = triton.InferenceServerClient(f"127.0.0.1:{app.port}")
+        assert client.is_server_ready() and client.is_model_ready("feed", "1")
+        inputs = []
+        for name, values in (
+            ("user_id", ["u3"]),
+            ("surface", ["feed"]),
+            ("candidates", candidates),
+        ):
+            tensor = triton.InferInput(name, [len(values)], "BYTES")
+            tensor.set_data_from_numpy(np.array(values, dtype=np.object_))
+            inputs.append(tensor)
+        result = client.infer("feed", inputs, request_id="t1")
+        client.close()
+        oip_scores = result.as_numpy("scores").tolist()
+        assert result.get_response()["model_version"] == "1"
+        _, raw, _ = reader.find(
+            topics.feature_log, lambda r: json.loads(r[1])["request_id"] == "t1"
+        )
+        assert [i["score"] for i in json.loads(raw)["items"]] == oip_scores
+        assert oip_scores == pytest.approx(reply["scores"], abs=1e-6)  # features aged a little
 
         # -- the request topic: answered, malformed ones dead-lettered --------------------
         topic_req = PredictionRequest(
