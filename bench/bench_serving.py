@@ -127,20 +127,20 @@ class _Conn(asyncio.Protocol):
 
 async def _load(
     port: int, requests: list[bytes], conns: int, rate: float, seconds: float, warmup: float
-) -> tuple[list[float], float, int]:
+) -> tuple[list[float], float, int, int]:
     loop = asyncio.get_running_loop()
     pool = []
     for _ in range(conns):
         _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
         pool.append(proto)
     lat: list[float] = []
-    errors = 0
+    errors = total = 0
     start = loop.time()
     measure_from = start + warmup
     end = measure_from + seconds
 
     async def run(i: int, conn: _Conn) -> None:
-        nonlocal errors
+        nonlocal errors, total
         k = 0
         while True:
             if rate:
@@ -157,6 +157,7 @@ async def _load(
             conn.transport.write(requests[(k * conns + i) % len(requests)])
             status = await conn.waiter
             took = time.perf_counter() - t0
+            total += 1
             if loop.time() >= measure_from:
                 lat.append(took)
                 errors += status != 200
@@ -167,25 +168,29 @@ async def _load(
     for c in pool:
         if c.transport is not None:
             c.transport.close()
-    return lat, elapsed, errors
+    return lat, elapsed, errors, total
 
 
 def _client(port: int, conns: int, rate: float, seconds: float, out: Any) -> None:
     import uvloop
 
     requests = _wire_requests(2000)
-    lat, elapsed, errors = uvloop.run(_load(port, requests, conns, rate, seconds, warmup=1.0))
-    out.put((lat, elapsed, errors))
+    out.put(uvloop.run(_load(port, requests, conns, rate, seconds, warmup=1.0)))
 
 
-def _measure(port: int, conns: int, rate: float, seconds: float) -> tuple[list[float], float, int]:
-    ctx = mp.get_context("spawn")  # not fork: this process runs Kafka and server threads
-    out: Any = ctx.Queue()
-    proc = ctx.Process(target=_client, args=(port, conns, rate, seconds, out))
-    proc.start()
-    result = out.get(timeout=seconds + 120)
-    proc.join()
-    return result  # type: ignore[no-any-return]
+class Phase:
+    """One load phase on one server: latencies, throughput, server CPU per request."""
+
+    def __init__(self, port: int, conns: int, rate: float, seconds: float) -> None:
+        ctx = mp.get_context("spawn")  # not fork: this process runs Kafka and server threads
+        out: Any = ctx.Queue()
+        proc = ctx.Process(target=_client, args=(port, conns, rate, seconds, out))
+        cpu0 = time.process_time()  # this process only: the server side, not the client
+        proc.start()
+        self.lat, self.elapsed, self.errors, total = out.get(timeout=seconds + 120)
+        self.cpu_us = (time.process_time() - cpu0) / max(total, 1) * 1e6
+        proc.join()
+        self.throughput = len(self.lat) / self.elapsed
 
 
 # -- the servers under test ---------------------------------------------------------------
@@ -342,10 +347,8 @@ def main() -> None:
         raise SystemExit(f"expected servers among {list(SERVERS)}, got {sorted(unknown)}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    paced: dict[str, list[float]] = {n: [] for n in names}
-    saturated: dict[str, list[float]] = {n: [] for n in names}
-    sat_lat: dict[str, list[float]] = {n: [] for n in names}
-    errors: dict[str, int] = dict.fromkeys(names, 0)
+    paced: dict[str, list[Phase]] = {n: [] for n in names}
+    saturated: dict[str, list[Phase]] = {n: [] for n in names}
     with EmbeddedBroker() as broker:
         kafka = KafkaConfig(broker.bootstrap_servers, topic_prefix="bench.", partitions=4)
         registry = _fixture(tmp, kafka)
@@ -362,18 +365,17 @@ def main() -> None:
                 for name in names:
                     port, stop = SERVERS[name](app, api)
                     try:
-                        lat, _, err = _measure(port, args.connections, args.rate, args.seconds)
-                        paced[name] += lat
-                        lat2, elapsed, err2 = _measure(port, args.connections, 0, args.sat_seconds)
-                        saturated[name].append(len(lat2) / elapsed)
-                        sat_lat[name] += lat2
-                        errors[name] += err + err2
+                        one = Phase(port, args.connections, args.rate, args.seconds)
+                        sat = Phase(port, args.connections, 0, args.sat_seconds)
                     finally:
                         stop()
-                    p50, p99 = _pcts(lat)
+                    paced[name].append(one)
+                    saturated[name].append(sat)
+                    p50, p99 = _pcts(one.lat)
                     print(
-                        f"round {rnd + 1} {name:16s} paced p50 {p50:.2f} ms p99 {p99:.2f} ms; "
-                        f"saturation {saturated[name][-1]:,.0f} req/s",
+                        f"round {rnd + 1} {name:18s} paced p50 {p50:.2f} ms p99 {p99:.2f} ms "
+                        f"server CPU {one.cpu_us:.0f} µs/req; saturation {sat.throughput:,.0f} "
+                        f"req/s ({sat.cpu_us:.0f} µs/req)",
                         flush=True,
                     )
     shutil.rmtree(tmp, ignore_errors=True)
@@ -386,22 +388,37 @@ def main() -> None:
         f"{args.sat_seconds:g} s, {args.rounds} round(s); load client on the same machine"
     )
     print(f"in-process floor: session.run p50 {r50:.3f} ms; service.predict p50 {s50:.3f} ms")
-    base = names[0]
-    b50, b99 = _pcts(paced[base])
-    bsat = float(np.mean(saturated[base]))
     print(
-        f"\n| server | p50 ms @ {args.rate:g}/s | p99 ms | saturation req/s | p50 ms saturated "
-        f"| p50 vs {base} | p99 vs {base} | saturation vs {base} | non-200 |"
+        "figures: the median over rounds of each round's p50 / p99 / throughput / server "
+        "CPU per request (this process's CPU time, Kafka threads included, over requests)"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def med(xs: list[float]) -> float:
+        return float(np.median(xs))
+
+    rows = {}
     for name in names:
-        p50, p99 = _pcts(paced[name])
-        sat = float(np.mean(saturated[name]))
-        q50, _ = _pcts(sat_lat[name])
-        print(
-            f"| {name} | {p50:.2f} | {p99:.2f} | {sat:,.0f} | {q50:.2f} | {p50 / b50:.2f} "
-            f"| {p99 / b99:.2f} | {sat / bsat:.2f} | {errors[name]} |"
+        rows[name] = (
+            med([_pcts(p.lat)[0] for p in paced[name]]),
+            med([_pcts(p.lat)[1] for p in paced[name]]),
+            med([p.cpu_us for p in paced[name]]),
+            med([p.throughput for p in saturated[name]]),
+            med([_pcts(p.lat)[0] for p in saturated[name]]),
+            sum(p.errors for p in paced[name] + saturated[name]),
         )
+    base = rows[names[0]]
+    print(
+        f"\n| server | p50 ms @ {args.rate:g}/s | p99 ms | CPU µs/req | saturation req/s "
+        f"| p50 ms saturated | p50 × | p99 × | CPU × | saturation × | non-200 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, (p50, p99, cpu, sat, q50, err) in rows.items():
+        print(
+            f"| {name} | {p50:.2f} | {p99:.2f} | {cpu:.0f} | {sat:,.0f} | {q50:.1f} "
+            f"| {p50 / base[0]:.2f} | {p99 / base[1]:.2f} | {cpu / base[2]:.2f} "
+            f"| {sat / base[3]:.2f} | {err} |"
+        )
+    print(f"(× : against {names[0]}, measured in the same run)")
 
 
 if __name__ == "__main__":

@@ -149,3 +149,35 @@ def test_vision_over_http(api: Api) -> None:
     code, body, _ = api.call("POST", "/v1/models/digits:predict", [1, 2])
     assert code == 400 and body["error"] == "expected a JSON object, got list"
     assert api.sink.published == []  # vision replies are not feature-logged
+
+
+def test_openapi_document_is_generated_from_the_routes_and_structs(api: Api) -> None:
+    code, doc, _ = api.call("GET", "/openapi.json")
+    assert code == 200 and doc["openapi"] == "3.1.0"
+    predict = doc["paths"]["/v1/models/{model}:predict"]["post"]
+    assert predict["parameters"] == [
+        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    body = predict["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {
+        "oneOf": [
+            {"$ref": "#/components/schemas/PredictionRequest"},
+            {"$ref": "#/components/schemas/VisionRequest"},
+        ]
+    }
+    assert set(predict["responses"]) == {"200", "400", "404", "411", "413", "503"}
+    schemas = doc["components"]["schemas"]
+    assert schemas["PredictionRequest"]["required"] == [
+        "request_id",
+        "user_id",
+        "surface",
+        "candidates",
+    ]
+    assert schemas["ErrorReply"]["properties"] == {"error": {"type": "string"}}
+    assert "InferenceRequest" in schemas and "ModelMetadata" in schemas
+    promote = doc["paths"]["/v1/models/{model}/versions/{version}:promote"]["post"]
+    assert promote["security"] == [{"bearer": []}] and "requestBody" not in promote
+    assert "/v2/models/{model}/versions/{version}/infer" in doc["paths"]
+    assert doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"] == {
+        "text/plain": {"schema": {"type": "string"}}
+    }
