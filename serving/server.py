@@ -1,9 +1,10 @@
 """The HTTP server: uvicorn (httptools parser, uvloop) in a thread, with limits.
 
 uvicorn was chosen over granian by measurement (``bench/bench_serving.py``; figures in the
-README) and because it gives what a production server needs here: a connection cap that
-answers 503, a keep-alive time-out and a graceful shutdown that drains in-flight
-requests. :class:`_Protocol` adds what uvicorn lacks, on each connection:
+README: at equal p50, granian cost more CPU per request and its embedded mode is
+experimental) and because its protocol class can be extended with what a production
+server needs here; uvicorn itself drains in-flight requests on shutdown.
+:class:`_Protocol` adds, on each connection:
 
 * a **request time-out**: from a request's first byte until its last, at most
   ``request_timeout_s`` (a client sending one byte a second gets 408 and is closed);
