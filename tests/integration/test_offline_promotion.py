@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from pydantic import SecretStr
 from confluent_kafka import Consumer, TopicPartition
+from pydantic import SecretStr
 from sklearn.datasets import load_digits
 
 from models.registry import FileRegistry
