@@ -63,13 +63,21 @@ class KafkaSink:
             self.producer.poll(0.1)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the delivery thread and flush what is queued."""
+        """Stop the delivery thread, flush what is queued and close the producer.
+
+        Closing explicitly (not when the last reference goes) matters: the HTTP server's
+        objects form reference cycles that keep the sink reachable until a garbage
+        collection, and an open producer keeps its broker connections.
+        """
         self._stop.set()
         self._thread.join(timeout=5.0)
         try:
             flush(self.producer, timeout_s)
         except StreamsError as exc:
             log.error("closing the serving producer: %s", exc)
+        close = getattr(self.producer, "close", None)  # older clients: freed by the GC
+        if close is not None:
+            close()
 
 
 def _delivered(err: Any, msg: Message) -> None:
