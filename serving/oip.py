@@ -416,13 +416,16 @@ def _ctr_request(request_id: str, tensors: dict[str, _Tensor]) -> PredictionRequ
     candidates = _input(tensors, "candidates")
     if len(candidates.spec.shape) != 1:
         raise BadRequest(f"expected input 'candidates' of shape [N], got {candidates.spec.shape}")
-    request = PredictionRequest(
-        request_id=request_id, user_id=user_id, surface=surface, candidates=_strings(candidates)
-    )
-    try:
-        return validate_request(request)
-    except ContractError as exc:
-        raise BadRequest(str(exc)) from None
+    fields = {
+        "request_id": request_id,
+        "user_id": user_id,
+        "surface": surface,
+        "candidates": _strings(candidates),
+    }
+    try:  # the checks of a /v1 body: types, the surface's values, at least one candidate
+        return validate_request(msgspec.convert(fields, PredictionRequest))
+    except (msgspec.ValidationError, ContractError) as exc:
+        raise BadRequest(f"expected a valid prediction request, got: {exc}") from None
 
 
 def _answer(

@@ -205,6 +205,18 @@ def test_vision_infer_equals_v1(served: Served, binary: bool) -> None:
             "got also ['x']",
         ),
         (b'{"inputs": []}', "expected an input named 'user_id'"),
+        (
+            b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["u"]},'
+            b'{"name": "surface", "shape": [1], "datatype": "BYTES", "data": ["tv"]},'
+            b'{"name": "candidates", "shape": [1], "datatype": "BYTES", "data": ["i1"]}]}',
+            "expected a valid prediction request",
+        ),
+        (
+            b'{"inputs": [{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["u"]},'
+            b'{"name": "surface", "shape": [1], "datatype": "BYTES", "data": ["feed"]},'
+            b'{"name": "candidates", "shape": [0], "datatype": "BYTES", "data": []}]}',
+            "at least one candidate",
+        ),
     ],
 )
 def test_bad_inference_requests_are_400_with_the_protocols_error(
