@@ -23,8 +23,24 @@ from typing import Any
 
 from models.errors import RegistryError, StageError
 from models.registry import FileRegistry, ModelVersion
+from models.snapshot import Snapshot
 
 HISTORY_FILE = "promotions.jsonl"
+#: ``origin`` of versions trained offline (the online trainer's are ``online``).
+OFFLINE = "offline"
+
+
+def publish_candidate(
+    registry: FileRegistry, model: str, snapshot: Snapshot, extra: dict[str, Any]
+) -> ModelVersion:
+    """Publish an offline-trained version as a ``candidate`` with ``origin`` ``offline``.
+
+    The online trainer resumes only from versions it published itself, so an offline
+    version never becomes its resume point (it carries no offsets of the stream); it
+    serves once promoted (or while it is the newest version and nothing is promoted)."""
+    mv = registry.publish(model, snapshot, {**extra, "origin": OFFLINE})
+    registry.set_stage(model, mv.version, "candidate")
+    return mv
 
 
 @dataclass(frozen=True)

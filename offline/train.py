@@ -31,6 +31,7 @@ from models.features import FeatureSpec
 from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
 from models.registry import FileRegistry, ModelVersion
+from models.stages import publish_candidate
 from offline.errors import DatasetError
 from offline.lineage import code_version, dataset_identity
 from offline.prequential import DEFAULT_NUMERIC_TRANSFORM
@@ -254,7 +255,7 @@ def train(
     }
     version = None
     if registry is not None:
-        version = registry.publish(model, snap, {"lineage": lineage, "metrics": metrics})
+        version = publish_candidate(registry, model, snap, {"lineage": lineage, "metrics": metrics})
         log.info(
             "published model=%s version=%d holdout auc=%s",
             model,

@@ -42,6 +42,7 @@ from torch import nn
 
 from models.registry import FileRegistry, ModelVersion
 from models.snapshot import Snapshot
+from models.stages import publish_candidate
 from models.state import encode_arrays
 from offline.errors import OfflineError
 from offline.images import ImageSet, load_digits, load_image_folder, stratified_split
@@ -337,7 +338,8 @@ def _train_vision(
 
     version = None
     if registry is not None:
-        version = registry.publish(
+        version = publish_candidate(
+            registry,
             model,
             _snapshot(net, config, images, mean, std, onnx_bytes),
             {

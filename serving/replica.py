@@ -5,7 +5,7 @@ earliest, nothing committed) into its own RocksDB under ``state_dir``, keyed by 
 key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value; an item's
 per-partition partial records are merged on write (``streams.feature_store.merge_item_partials``).
 The store is rebuilt on every start, because the embedded broker neither compacts nor
-reports true end offsets (design.md §5), and removed on :meth:`FeatureReplica.stop`.
+reports true end offsets (see the README), and removed on :meth:`FeatureReplica.stop`.
 
 Why RocksDB and not a dict: memory. A Python dict holds ~0.5 KB per entity and grows with
 the user base; RocksDB keeps it on disk with a bounded cache. Measured on this machine
@@ -18,23 +18,21 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import threading
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
 import msgspec
-from confluent_kafka import Consumer
+from confluent_kafka import Message
 from rocksdict import Options, Rdict, WriteBatch
 
 from serving.metrics import REPLICA_BAD_RECORDS, REPLICA_RECORDS
 from streams.config import KafkaConfig
-from streams.contracts import FeatureRecord, Scalar, decode
-from streams.errors import ContractError, StreamsError
+from streams.contracts import Scalar, decode_feature_record
+from streams.errors import ContractError
 from streams.feature_catalog import CATALOG, FeatureCatalog
 from streams.feature_store import merge_item_partials
-from streams.kafka import check, make_consumer
+from streams.kafka import Follower, KafkaCluster, reader
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -57,8 +55,7 @@ class FeatureReplica:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix="feature-replica-", dir=state_dir))
         self._db = Rdict(str(self.path), Options(raw_mode=True))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._follower: Follower | None = None
         #: Feature records applied since the replica was created (tombstones included).
         self.records_applied = 0
 
@@ -109,7 +106,7 @@ class FeatureReplica:
             encoded: bytes | None = None
             if value is not None:
                 try:
-                    rec = decode(FeatureRecord, value)
+                    rec = decode_feature_record(value)
                 except ContractError as exc:
                     REPLICA_BAD_RECORDS.inc()
                     log.warning("skipped feature record key=%r: %s", key, exc)
@@ -146,35 +143,22 @@ class FeatureReplica:
         return applied
 
     def start(self) -> FeatureReplica:
-        """Start following the features topic from its beginning."""
-        if self._thread is None:
-            group = f"serving-replica-{uuid.uuid4().hex[:12]}"
-            consumer = make_consumer(self._kafka, group, **{"auto.offset.reset": "earliest"})
-            consumer.subscribe([self.topic])
-            self._thread = threading.Thread(
-                target=self._run, args=(consumer,), name="feature-replica", daemon=True
-            )
-            self._thread.start()
-            log.info("feature replica following topic=%s group=%s", self.topic, group)
+        """Start following the features topic from its beginning (a group of its own)."""
+        if self._follower is None:
+            consumer = reader(KafkaCluster(self._kafka), self.topic)
+            self._follower = Follower(
+                consumer, self._apply_batch, "feature-replica", batch_size=_BATCH, poll_s=_POLL_S
+            ).start()
+            log.info("feature replica following topic=%s", self.topic)
         return self
 
-    def _run(self, consumer: Consumer) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    msgs = consumer.consume(_BATCH, _POLL_S)
-                    self.apply((m.key(), m.value(), m.partition() or 0) for m in msgs if check(m))
-                except StreamsError as exc:
-                    log.error("feature replica consumer error on topic=%s: %s", self.topic, exc)
-                    self._stop.wait(1.0)
-        finally:
-            consumer.close()
+    def _apply_batch(self, msgs: Sequence[Message]) -> None:
+        self.apply((m.key(), m.value(), m.partition() or 0) for m in msgs)
 
     def stop(self) -> None:
         """Stop the thread, close the store and remove it from disk."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
         self._db.close()
         shutil.rmtree(self.path, ignore_errors=True)

@@ -5,24 +5,24 @@ with the model given (the first served model by default) on the ``predictions`` 
 feature-logging it like an HTTP request. A malformed request goes to
 ``prediction-requests.dlq`` with the reason in its headers. Offsets are committed after
 the batch's replies are acknowledged (at-least-once). While the model has no version
-loaded yet, nothing is consumed: requests wait on the topic rather than fail.
+loaded yet, a batch waits unanswered and uncommitted rather than fail.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Sequence
 from typing import Final
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from serving.errors import BadRequest
 from serving.publish import KafkaSink
 from serving.service import PredictionService
 from streams.config import KafkaConfig
 from streams.contracts import decode_request
-from streams.errors import ContractError, StreamsError
-from streams.kafka import DeadLetters, check, flush, make_consumer
+from streams.errors import ContractError
+from streams.kafka import DeadLetters, Follower, flush, make_consumer
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -44,39 +44,25 @@ class RequestConsumer:
         self._kafka = kafka
         self.topic = Topics(kafka.topic_prefix).prediction_requests
         self._dlq = DeadLetters(sink.producer)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._follower: Follower | None = None
 
     def start(self) -> RequestConsumer:
         """Join group ``serving`` and answer requests in a thread."""
-        if self._thread is None:
+        if self._follower is None:
             consumer = make_consumer(self._kafka, GROUP_ID)
             consumer.subscribe([self.topic])
-            self._thread = threading.Thread(
-                target=self._run, args=(consumer,), name="prediction-requests", daemon=True
-            )
-            self._thread.start()
+            self._follower = Follower(
+                consumer, self._answer, "prediction-requests", batch_size=_BATCH, poll_s=_POLL_S
+            ).start()
             log.info("answering topic=%s group=%s with model=%s", self.topic, GROUP_ID, self.model)
         return self
 
-    def _run(self, consumer: Consumer) -> None:
-        try:
-            while not self._stop.is_set():
-                if self.service.version(self.model) is None:
-                    self._stop.wait(_POLL_S)
-                    continue
-                try:
-                    msgs = consumer.consume(_BATCH, _POLL_S)
-                    self._answer(consumer, [m for m in msgs if check(m)])
-                except (StreamsError, KafkaException) as exc:
-                    log.error("request consumer error on topic=%s: %s", self.topic, exc)
-                    self._stop.wait(1.0)
-        finally:
-            consumer.close()
-
-    def _answer(self, consumer: Consumer, msgs: list[Message]) -> None:
-        if not msgs:
-            return
+    def _answer(self, msgs: Sequence[Message]) -> None:
+        assert self._follower is not None
+        stopping = self._follower.stopping
+        while self.service.version(self.model) is None:  # wait for a model, do not fail
+            if stopping.wait(_POLL_S):
+                return  # unanswered and uncommitted: answered after the restart
         for msg in msgs:
             try:
                 request = decode_request(msg.value())
@@ -94,14 +80,13 @@ class RequestConsumer:
             offset = msg.offset()
             if offset is not None:
                 next_offsets[(msg.topic() or self.topic, msg.partition() or 0)] = offset + 1
-        consumer.commit(
+        self._follower.consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
             asynchronous=False,
         )
 
     def stop(self) -> None:
         """Finish the current batch and leave the group."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None

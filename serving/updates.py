@@ -13,18 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
+from collections.abc import Sequence
 from typing import Final
 
-from confluent_kafka import Consumer
+from confluent_kafka import Message
 
 from models.errors import ModelError
 from serving.errors import SnapshotRejected
 from serving.service import PredictionService
 from streams.config import KafkaConfig
-from streams.contracts import ModelUpdate, decode
-from streams.errors import ContractError, StreamsError
-from streams.kafka import check, make_consumer
+from streams.contracts import decode_model_update
+from streams.errors import ContractError
+from streams.kafka import Follower, KafkaCluster, reader
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class ModelUpdater:
         self._rejected: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._follower: Follower | None = None
+        self._next_poll = 0.0
 
     def check(self, model: str) -> bool:
         """Load ``model``'s serving version if it is not the one loaded; True on a swap."""
@@ -74,47 +76,41 @@ class ModelUpdater:
 
     def start(self) -> ModelUpdater:
         """Load the current serving versions now, then follow updates in a thread."""
-        if self._thread is None:
+        if self._follower is None and self._thread is None:
             self.check_all()
-            consumer = None
+            self._next_poll = time.monotonic() + self.poll_interval_s
             if self._kafka is not None:
                 topic = Topics(self._kafka.topic_prefix).model_updates
-                group = f"serving-updates-{uuid.uuid4().hex[:12]}"
-                consumer = make_consumer(self._kafka, group, **{"auto.offset.reset": "earliest"})
-                consumer.subscribe([topic])
-                log.info("following topic=%s group=%s", topic, group)
-            self._thread = threading.Thread(
-                target=self._run, args=(consumer,), name="model-updates", daemon=True
-            )
-            self._thread.start()
+                self._follower = Follower(
+                    reader(KafkaCluster(self._kafka), topic),
+                    self._on_updates,
+                    "model-updates",
+                    batch_size=_BATCH,
+                    poll_s=_POLL_S,
+                    tick=self._poll_registry,
+                ).start()
+                log.info("following topic=%s", topic)
+            else:  # no broker: the registry alone
+                self._thread = threading.Thread(
+                    target=self._registry_only, name="model-updates", daemon=True
+                )
+                self._thread.start()
         return self
 
-    def _run(self, consumer: Consumer | None) -> None:
-        next_poll = time.monotonic() + self.poll_interval_s
-        try:
-            while not self._stop.is_set():
-                if consumer is None:
-                    self._stop.wait(_POLL_S)
-                else:
-                    self._follow(consumer)
-                if time.monotonic() >= next_poll:
-                    self.check_all()
-                    next_poll = time.monotonic() + self.poll_interval_s
-        finally:
-            if consumer is not None:
-                consumer.close()
+    def _poll_registry(self) -> None:
+        if time.monotonic() >= self._next_poll:
+            self.check_all()
+            self._next_poll = time.monotonic() + self.poll_interval_s
 
-    def _follow(self, consumer: Consumer) -> None:
-        try:
-            msgs = [m for m in consumer.consume(_BATCH, _POLL_S) if check(m)]
-        except StreamsError as exc:
-            log.error("model-updates consumer error: %s", exc)
-            self._stop.wait(1.0)
-            return
+    def _registry_only(self) -> None:
+        while not self._stop.wait(_POLL_S):
+            self._poll_registry()
+
+    def _on_updates(self, msgs: Sequence[Message]) -> None:
         announced: set[str] = set()
         for m in msgs:
             try:
-                announced.add(decode(ModelUpdate, m.value()).model)
+                announced.add(decode_model_update(m.value()).model)
             except ContractError as exc:
                 log.warning(
                     "skipped model update topic=%s partition=%s offset=%s: %s",
@@ -129,6 +125,9 @@ class ModelUpdater:
     def stop(self) -> None:
         """Stop following updates."""
         self._stop.set()
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
         if self._thread is not None:
             self._thread.join(timeout=10.0)
             self._thread = None

@@ -1,39 +1,34 @@
-"""What both runtimes share: decode (bad → dead letters), apply, produce, commit state.
+"""What both runtimes share: decode (bad → dead letters), apply, and checkpoint.
 
-A runtime hands over the messages it consumed; ``BatchApplier`` decodes them and runs the
-processor's batch function. At a commit it produces the outputs and changelog records,
-waits for the acknowledgements, then has the processor commit its state with the input
-offsets. With ``commit_interval_s`` > 0 several consumed batches share one commit (like
-Kafka Streams' ``commit.interval.ms``): an entity touched many times in the interval is
-encoded, stored and emitted once, at the cost of up to that interval of output latency.
+A runtime hands over the messages it consumed; ``BatchApplier`` decodes them, runs the
+processor's batch function and adds the results to its ``Checkpoint``, which commits
+every ``commit_interval_s`` (like Kafka Streams' ``commit.interval.ms``): an entity
+touched many times in the interval is encoded, stored and emitted once, at the cost of
+up to that interval of output latency.
 
 A batch that raises is retried record by record; a record that still raises is
-dead-lettered with ``processing_error``. When earlier batches of the interval are not yet
-committed, their state is dropped too and the consumer is rewound (``seek``) to the last
-commit, and the whole interval is re-applied record by record.
+dead-lettered with ``processing_error``. For a store processor whose earlier batches of
+the interval are not committed yet, their state went with the ``discard`` too: the
+interval is dropped, the consumer rewound (``seek``) to its first offsets, and the whole
+interval re-applied record by record. A snapshot processor's ``process`` is
+all-or-nothing, so only the failed batch is retried. ``StateLost`` is never retried: it
+propagates and the runtime stops without committing.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message, Producer
-from prometheus_client import Counter
+from confluent_kafka import Message
 
-from streams.errors import ContractError
-from streams.kafka import DeadLetters, flush
-from streams.metrics import (
-    BATCH_SECONDS,
-    EVENTS_IN,
-    EVENTS_OUT,
-    EVENTS_PROCESSED,
-    INVALID_SKIPPED,
-)
-from streams.processor import BatchProcessor, Output, Record, TopicPartitionKey
+from streams.checkpoint import Checkpoint, CommitOffsets
+from streams.errors import ContractError, StateLost
+from streams.kafka import ProducerLike
+from streams.metrics import BATCH_SECONDS, EVENTS_IN, EVENTS_PROCESSED, INVALID_SKIPPED
+from streams.processor import Processor, Record, StoreProcessor, TopicPartitionKey
 
 log = logging.getLogger(__name__)
 
@@ -49,45 +44,34 @@ class RuntimeStats:
     batches: int = 0
 
 
-def count_by_topic(counter: Counter, processor: str, topics: Iterable[str | None]) -> None:
-    """Increment a per-(processor, topic) counter once per topic, not once per record."""
-    for topic, n in collections.Counter(topics).items():
-        counter.labels(processor, topic or "?").inc(n)
-
-
-OnCommitted = Callable[[dict[TopicPartitionKey, int]], None]
-
-
 Seek = Callable[[dict[TopicPartitionKey, int]], None]
 
 
 @dataclass
 class BatchApplier:
-    """Runs one processor's micro-batches against one producer."""
+    """Runs one processor's micro-batches into one checkpoint."""
 
-    processor: BatchProcessor
-    producer: Producer
-    on_committed: OnCommitted | None = None
+    processor: Processor
+    producer: ProducerLike
+    on_committed: CommitOffsets | None = None
     stats: RuntimeStats = field(default_factory=RuntimeStats)
-    #: Seconds between commits (0: every batch). Needs ``seek`` when > 0.
+    #: Seconds between commits (0: every batch). A store processor needs ``seek`` when > 0.
     commit_interval_s: float = 0.0
     #: Commit earlier than the interval once this many records are uncommitted.
     max_uncommitted: int = 100_000
     seek: Seek | None = None
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
-        if self.commit_interval_s > 0 and self.seek is None:
+        self._store: StoreProcessor | None = (
+            self.processor if isinstance(self.processor, StoreProcessor) else None
+        )
+        if self.commit_interval_s > 0 and self._store is not None and self.seek is None:
             raise ValueError("a commit interval needs a seek callback to rewind on failure")
         self._decoders = dict(self.processor.inputs())
-        self._dlq = DeadLetters(self.producer)
-        owned = getattr(self.processor, "dead_letter_inputs", None)
+        owned = self.processor.dead_letter_inputs
         self._owned: frozenset[str] | None = None if owned is None else frozenset(owned)
-        # The uncommitted interval: outputs, next offsets, first offsets, applied records.
-        self._outputs: list[Output] = []
-        self._offsets: dict[TopicPartitionKey, int] = {}
-        self._starts: dict[TopicPartitionKey, int] = {}
-        self._applied: dict[str, int] = {}
-        self._last_commit = time.monotonic()
+        self.checkpoint = Checkpoint(self.processor, self.producer, self.on_committed, self.clock)
         # After a rewind: re-apply record by record up to these offsets.
         self._careful: dict[TopicPartitionKey, int] = {}
 
@@ -103,26 +87,25 @@ class BatchApplier:
         name = self.processor.name
         records: list[Record] = []
         append = records.append
+        first: dict[TopicPartitionKey, int] = {}
         offsets: dict[TopicPartitionKey, int] = {}
         consumed: dict[str, int] = {}
         decoders = self._decoders
-        careful = self._careful
+        cp = self.checkpoint
         for m in msgs:
             topic: str = m.topic()  # type: ignore[assignment]
             part: int = m.partition()  # type: ignore[assignment]
             off: int = m.offset()  # type: ignore[assignment]
             if (topic, part) not in offsets:
-                self._starts.setdefault((topic, part), off)
+                first[(topic, part)] = off
             offsets[(topic, part)] = off + 1
             consumed[topic] = consumed.get(topic, 0) + 1
             raw = m.value()
             try:
                 value = decoders[topic](raw)
             except ContractError as exc:
-                if careful and off < careful.get((topic, part), -1):
-                    continue  # dead-lettered before the rewind
                 if self._owned is None or topic in self._owned:
-                    self._dlq.send(m, exc.reason, str(exc))
+                    cp.dead_letter(m, exc.reason, str(exc))
                     self.stats.dead_lettered += 1
                 else:
                     INVALID_SKIPPED.labels(name, topic).inc()
@@ -131,67 +114,72 @@ class BatchApplier:
         self.stats.consumed += len(msgs)
         for topic, c in consumed.items():
             EVENTS_IN.labels(name, topic).inc(c)
-        if careful:
-            self._one_by_one(records, msgs, offsets)
-            self._careful = {tp: end for tp, end in careful.items() if offsets.get(tp, -1) < end}
+        if self._careful:
+            self._one_by_one(records, msgs, first, offsets)
+            self._careful = {
+                tp: end for tp, end in self._careful.items() if offsets.get(tp, -1) < end
+            }
             return
         try:
             outputs = self.processor.process(records) if records else []
-            outputs += self.processor.tick(time.time())
+        except StateLost:
+            raise
         except Exception:
             log.exception("processor=%s batch failed; retrying record by record", name)
-            self.processor.discard()
-            self._recover(records, msgs, offsets)
+            self._recover(records, msgs, first, offsets)
             return
-        self._outputs += outputs
-        self._offsets.update(offsets)
+        # Not a record's fault when it fails: it propagates and the runtime stops uncommitted.
+        outputs += self.processor.tick(self.clock())
+        cp.add(outputs)
+        cp.store_offsets(first, offsets)
         for r in records:
-            self._applied[r.topic] = self._applied.get(r.topic, 0) + 1
+            cp.applied[r.topic] += 1
         BATCH_SECONDS.labels(name).observe(time.perf_counter() - t0)
-        if (
-            time.monotonic() - self._last_commit >= self.commit_interval_s
-            or sum(self._applied.values()) >= self.max_uncommitted
-        ):
+        if cp.expired(self.commit_interval_s) or cp.size() >= self.max_uncommitted:
             self.commit()
 
     def forget(self, partitions: Iterable[TopicPartitionKey]) -> None:
         """Partitions taken away (after ``commit``): stop tracking them."""
         for tp in partitions:
             self._careful.pop(tp, None)
-            self._starts.pop(tp, None)
 
     def commit(self) -> None:
         """Commit the uncommitted interval now (also before a revoke and at a stop)."""
-        if self._offsets or self._outputs:
-            self.checkpoint(self._outputs, self._offsets)
-            self.stats.batches += 1
-        n = 0
-        for topic, c in self._applied.items():
+        if self.checkpoint.empty:
+            return
+        before = self.checkpoint.produced
+        applied = self.checkpoint.commit()
+        self.stats.produced += self.checkpoint.produced - before
+        self.stats.batches += 1
+        for topic, c in applied.items():
             EVENTS_PROCESSED.labels(self.processor.name, topic).inc(c)
-            n += c
-        self.stats.processed += n
-        self._outputs, self._offsets, self._starts, self._applied = [], {}, {}, {}
-        self._last_commit = time.monotonic()
+            self.stats.processed += c
 
     def _recover(
         self,
         records: list[Record],
         msgs: Sequence[Message],
+        first: dict[TopicPartitionKey, int],
         offsets: dict[TopicPartitionKey, int],
     ) -> None:
-        if not self._offsets:  # nothing earlier is uncommitted: retry just this batch
-            self._starts = {}
-            self._one_by_one(records, msgs, offsets)
+        cp = self.checkpoint
+        if self._store is None or not cp.offsets:
+            # A snapshot processor's failed batch left no trace; a store processor with
+            # nothing earlier uncommitted only lost this batch: retry just this batch.
+            if self._store is not None:
+                self._store.discard()
+            self._one_by_one(records, msgs, first, offsets)
             return
         # Earlier batches' state went with the discard: rewind to the last commit and
         # re-apply the whole interval record by record.
+        self._store.discard()
         assert self.seek is not None
-        ends = {**self._offsets, **offsets}
-        starts = dict(self._starts)
+        ends = {**cp.offsets, **offsets}
+        starts = {**first, **cp.starts}
         log.warning(
             "processor=%s rewinding to %s to re-apply record by record", self.processor.name, starts
         )
-        self._outputs, self._offsets, self._starts, self._applied = [], {}, {}, {}
+        cp.drop()
         self._careful = ends
         self.seek(starts)
 
@@ -199,61 +187,43 @@ class BatchApplier:
         self,
         records: list[Record],
         msgs: Sequence[Message],
+        first: dict[TopicPartitionKey, int],
         offsets: dict[TopicPartitionKey, int],
     ) -> None:
         """Apply and commit each record alone; dead-letter the ones that raise."""
         by_coord = {(m.topic(), m.partition(), m.offset()): m for m in msgs}
+        cp = self.checkpoint
         for r in records:
             try:
                 outputs = self.processor.process([r])
+            except StateLost:
+                raise
             except Exception as exc:
-                self.processor.discard()
-                self._dlq.send(
+                if self._store is not None:
+                    self._store.discard()
+                cp.dead_letter(
                     by_coord[(r.topic, r.partition, r.offset)],
                     "processing_error",
                     f"{type(exc).__name__}: {exc}",
                 )
                 self.stats.dead_lettered += 1
-                outputs = []
             else:
-                self.stats.processed += 1
-                EVENTS_PROCESSED.labels(self.processor.name, r.topic).inc()
-            self.checkpoint(outputs, {(r.topic, r.partition): r.offset + 1})
-        self.checkpoint([], offsets)
-        self._starts = {}
-        self._last_commit = time.monotonic()
-
-    def checkpoint(self, outputs: list[Output], offsets: dict[TopicPartitionKey, int]) -> None:
-        """Produce ``outputs`` + changelog, wait for acks, then commit state with offsets."""
-        outputs = outputs + self.processor.prepare(offsets)
-        producer = self.producer
-        send = producer.produce
-        per_topic: dict[str, int] = {}
-        for o in outputs:
-            per_topic[o.topic] = per_topic.get(o.topic, 0) + 1
-            while True:
-                try:
-                    if o.partition is None:
-                        send(o.topic, o.value, o.key)
-                    else:
-                        send(o.topic, o.value, o.key, partition=o.partition)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        self.stats.produced += len(outputs)
-        for topic, c in per_topic.items():
-            EVENTS_OUT.labels(self.processor.name, topic).inc(c)
-        flush(producer)
-        self.processor.commit(offsets)
-        if offsets and self.on_committed is not None:
-            self.on_committed(offsets)
+                cp.add(outputs)
+                cp.applied[r.topic] += 1
+            tp = (r.topic, r.partition)
+            cp.store_offsets({tp: r.offset}, {tp: r.offset + 1})
+            self.commit()
+        cp.store_offsets(first, offsets)  # records that did not decode, after the last one
+        self.commit()
 
     def finish(self) -> None:
-        """A clean stop: commit the interval, then the processor's last outputs."""
-        try:
-            self.commit()
-            outputs = self.processor.finish()
-            if outputs:
-                self.checkpoint(outputs, {})
-        except Exception:
-            log.exception("processor=%s final flush failed", self.processor.name)
+        """A clean stop: commit the interval, then the processor's last outputs.
+
+        Raises when either fails (a lost final snapshot or commit is an error)."""
+        self.commit()
+        outputs = self.processor.finish()
+        if outputs or self._store is not None:  # finish may also have changed state
+            self.checkpoint.add(outputs)
+            before = self.checkpoint.produced
+            self.checkpoint.commit()
+            self.stats.produced += self.checkpoint.produced - before

@@ -30,3 +30,9 @@ class ContractError(StreamsError):
 
 class CatalogError(StreamsError):
     """A feature declaration cannot be built (duplicate name, unknown reference, …)."""
+
+
+class StateLost(StreamsError):
+    """A processor's in-memory state is undefined (e.g. a learner failed half-way through
+    an update). The runtime stops without committing anything more, so a restart resumes
+    from the last checkpoint; retrying record by record would apply records twice."""

@@ -13,16 +13,19 @@ wrong on the embedded broker), no exactly-once (the aiokafka transactional produ
 on the embedded broker), no leader topic and no web server.
 
 Guarantee (as the default runtime): state is exactly-once with respect to the input,
-outputs are at-least-once.
+outputs are at-least-once; a partition resumes only from the offsets stored with the
+state (or its beginning), never from faust's committed offset.
 
 - The batch body is synchronous (no ``await``), so a batch is never cancelled half-way:
-  every event faust acks has been committed to state first, hence faust's committed
-  offset is never ahead of the offsets stored with the state.
-- faust resumes from its committed offset, which after a crash may be *behind* the
-  stored offsets. The runtime tracks the next offset per partition (the stored one on
-  assignment) and skips records below it (``skipped``), so nothing is applied twice.
-- A delivered offset *above* the next expected one is a gap (local state lost without a
-  restore source, or retention): it is logged as a warning and processing goes on.
+  every event faust acks has been committed to state first.
+- faust starts each partition at its own committed offset. The runtime tracks the next
+  offset per partition (the stored one on assignment; for a partition without one, the
+  partition's first offset) and skips records below it (``skipped``), so nothing is
+  applied twice. A record *above* it (faust's offset is ahead of the state: the state was
+  lost or rolled back) is not applied: the runtime seeks faust's consumer back to the
+  expected offset and withholds everything until that record arrives. If it never does
+  within ``gap_timeout_s`` (the broker has no record there: a compacted topic, or
+  transaction markers), the gap is logged as a warning and processing goes on.
 - If a batch fails beyond the record-by-record retry (broker down, state write error),
   its events are withheld from faust's commit, the runtime stops and ``run`` raises.
 """
@@ -39,14 +42,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
-from confluent_kafka import Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, Message, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 from faust.types import TP, EventT, StreamT
 
 from streams.applier import BatchApplier, RuntimeStats
 from streams.config import KafkaConfig
 from streams.errors import StreamsError
-from streams.kafka import make_producer
-from streams.processor import BatchProcessor, TopicPartitionKey
+from streams.kafka import make_consumer, make_producer
+from streams.processor import Processor, TopicPartitionKey
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +58,16 @@ _POLL_S = 0.05
 
 
 class FaustRuntime:
-    """Run a ``BatchProcessor`` as a faust agent consuming its input topics."""
+    """Run a processor as a faust agent consuming its input topics."""
 
     def __init__(
         self,
-        processor: BatchProcessor,
+        processor: Processor,
         kafka: KafkaConfig,
         group_id: str,
         batch_size: int = 2000,
         within_s: float = 0.1,
+        gap_timeout_s: float = 10.0,
     ) -> None:
         unsupported = {k: v for k, v in kafka.security().items() if k != "client.id"}
         if unsupported:
@@ -75,14 +80,21 @@ class FaustRuntime:
         self.group_id = group_id
         self.batch_size = batch_size
         self.within_s = within_s
+        self.gap_timeout_s = gap_timeout_s
         #: Records delivered again below the offsets stored with the state, not applied.
         self.skipped = 0
+        #: Records withheld above the expected offset while faust's consumer seeks back.
+        self.withheld = 0
         self._producer: Producer = make_producer(kafka)
         self._applier = BatchApplier(processor, self._producer)
         self.stats = self._applier.stats
         self._decoders = self._applier.topics
-        # Assigned input partitions → next offset to apply (None: no stored offset yet).
-        self._next: dict[TopicPartitionKey, int | None] = {}
+        # Assigned input partitions → next offset to apply.
+        self._next: dict[TopicPartitionKey, int] = {}
+        # Partitions faust must be sought back on → (offset, monotonic time of the ask).
+        self._seek_to: dict[TopicPartitionKey, int] = {}
+        self._gap_since: dict[TopicPartitionKey, float] = {}
+        self._app: faust.App | None = None
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self._max_events: int | None = None
@@ -130,6 +142,8 @@ class FaustRuntime:
             )
             async for events in batches:
                 self._on_batch(events)
+                for (t, p), off in self._take_seeks():
+                    await app.consumer.seek(TP(t, p), off)
 
         app.agent(topic, name=f"{self.processor.name}-batches")(agent)
         return app
@@ -139,14 +153,33 @@ class FaustRuntime:
         assigned: set[TP] = args[0]
         keys = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in self._decoders)
         starts = self.processor.assign(keys)
-        self._next = {k: starts.get(k) for k in keys}
+        beginning = [k for k in keys if starts[k] == OFFSET_BEGINNING]
+        starts.update(self._first_offsets(beginning))
+        self._next = {k: starts[k] for k in keys}
         log.info(
             "processor=%s assigned %s",
             self.processor.name,
-            ", ".join(
-                f"topic={t} partition={p} offset={starts.get((t, p), 'committed')}" for t, p in keys
-            ),
+            ", ".join(f"topic={t} partition={p} offset={starts[(t, p)]}" for t, p in keys),
         )
+
+    def _first_offsets(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """The first offset of each partition (ListOffsets(earliest) is right on every
+        broker we know, unlike latest)."""
+        if not keys:
+            return {}
+        consumer = make_consumer(self.kafka, f"{self.group_id}-first-offsets")
+        try:
+            return {
+                (t, p): int(consumer.get_watermark_offsets(KafkaTopicPartition(t, p), 10.0)[0])
+                for t, p in keys
+            }
+        finally:
+            consumer.close()
+
+    def _take_seeks(self) -> list[tuple[TopicPartitionKey, int]]:
+        out = list(self._seek_to.items())
+        self._seek_to = {}
+        return out
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """faust ``on_partitions_revoked``: close the state of partitions taken away."""
@@ -155,6 +188,7 @@ class FaustRuntime:
         self.processor.revoke(keys)
         for k in keys:
             self._next.pop(k, None)
+            self._gap_since.pop(k, None)
 
     # -- one batch (synchronous: never cancelled half-way) -------------------------------
     def _on_batch(self, events: Sequence[EventT]) -> None:
@@ -165,7 +199,6 @@ class FaustRuntime:
             self._handle(events)
         except Exception as exc:
             log.exception("processor=%s batch failed; stopping", self.processor.name)
-            self.processor.discard()
             _withhold(events)
             self._failure = exc
             self._stop.set()
@@ -175,35 +208,63 @@ class FaustRuntime:
 
     def _handle(self, events: Sequence[EventT]) -> None:
         msgs: list[Message] = []
-        stale: list[EventT] = []
+        withheld: list[EventT] = []
         for ev in events:
             m = ev.message
             key = (m.topic, m.partition)
             if key not in self._next:  # buffered before its partition was revoked
-                stale.append(ev)
+                withheld.append(ev)
                 continue
             expected = self._next[key]
-            if expected is not None and m.offset < expected:
+            if m.offset < expected:
                 self.skipped += 1
                 continue
-            if expected is not None and m.offset > expected:
-                log.warning(
-                    "processor=%s gap topic=%s partition=%d offset=%d expected=%d",
-                    self.processor.name,
-                    m.topic,
-                    m.partition,
-                    m.offset,
-                    expected,
-                )
+            if m.offset > expected and not self._gap_accepted(key, m.offset, expected):
+                withheld.append(ev)
+                self.withheld += 1
+                continue
+            self._gap_since.pop(key, None)
             self._next[key] = m.offset + 1
             msgs.append(
                 Message(
                     topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value
                 )
             )
-        # Not ours any more: the new owner reads them from its committed offset.
-        _withhold(stale)
+        # Not applied: the new owner, or this runtime after its seek, reads them again.
+        _withhold(withheld)
         self._applier.apply(msgs)
+
+    def _gap_accepted(self, key: TopicPartitionKey, offset: int, expected: int) -> bool:
+        """A record above the expected offset: seek back once; accept the gap only when
+        the expected record has not come within ``gap_timeout_s``."""
+        now = time.monotonic()
+        since = self._gap_since.get(key)
+        if since is None:
+            log.warning(
+                "processor=%s topic=%s partition=%d delivered offset=%d, expected %d (faust's "
+                "committed offset is ahead of the state): seeking back",
+                self.processor.name,
+                key[0],
+                key[1],
+                offset,
+                expected,
+            )
+            self._gap_since[key] = now
+            self._seek_to[key] = expected
+            return False
+        if now - since < self.gap_timeout_s:
+            return False
+        log.warning(
+            "processor=%s gap topic=%s partition=%d offset=%d expected=%d: no record there "
+            "after %.0fs; going on",
+            self.processor.name,
+            key[0],
+            key[1],
+            offset,
+            expected,
+            self.gap_timeout_s,
+        )
+        return True
 
     # -- running -------------------------------------------------------------------------
     def run(self, max_seconds: float | None = None, max_events: int | None = None) -> RuntimeStats:
@@ -233,7 +294,7 @@ class FaustRuntime:
         return self.stats
 
     async def _main(self, datadir: Path, deadline: float | None) -> None:
-        app = self._build_app(datadir)
+        app = self._app = self._build_app(datadir)
         starting = asyncio.ensure_future(app.start())
         try:
             while not self._stop.is_set():

@@ -22,8 +22,9 @@ import msgspec
 from streams.contracts import ActivityEvent, FeatureRecord, decode_event
 from streams.feature_aggregates import Aggregate, EntityLayout, layout
 from streams.feature_catalog import CATALOG, FeatureCatalog
+from streams.kafka import Cluster
 from streams.processor import Decoder, Output, Record, StatefulProcessor, TopicPartitionKey
-from streams.state import RestoreSource
+from streams.state import Durability
 from streams.topics import Topics
 
 _RECORD_DECODER = msgspec.json.Decoder(FeatureRecord)
@@ -44,11 +45,12 @@ class FeatureProcessor(StatefulProcessor):
         self,
         topics: Topics,
         state_dir: Path,
-        restore: RestoreSource | None = None,
+        cluster: Cluster | None = None,
         cache_size: int = 200_000,
         catalog: FeatureCatalog = CATALOG,
+        durability: Durability = Durability.SYNC,
     ) -> None:
-        super().__init__(state_dir, topics.features, restore=restore)
+        super().__init__(state_dir, topics.features, cluster, durability)
         self.topics = topics
         self.catalog = catalog
         self._user = layout(catalog, "user")

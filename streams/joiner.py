@@ -3,12 +3,18 @@
 Serving logs what it scored per request (``feature-log``); the simulator or any producer
 publishes impressions and engagements (``activity``). Both are keyed by user_id, so one
 request's records meet in the same partition. When a request's label window closes (event
-time of the request + ``window_s``, judged against the partition's watermark), every shown
-item becomes a ``TrainingExample``: label 1 if an engagement that is a positive of the
-model's head (``models.heads``: any engagement for ``feed``, a click for ``ads``) came
-inside the window, else 0.
-Items scored but never shown are not examples. Records whose request never shows up in the
-feature-log are dropped after ``orphan_timeout_s`` and counted.
+time of the request + ``window_s``, judged against the partition's watermark: the newest
+event time read from the *slower* of the two topics, so a window never closes while the
+other topic has not caught up with it), every shown item becomes a ``TrainingExample``:
+label 1 if an engagement that is a positive of the model's head (``models.heads``: any
+engagement for ``feed``, a click for ``ads``) came inside the window, else 0. Items scored
+but never shown are not examples. Records whose request never shows up in the feature-log
+are dropped after ``orphan_timeout_s`` and counted; records that come after their
+request's window closed are dropped and counted too.
+
+What a request holds does not depend on how the two topics interleaved (a restart, a
+rewind or another consumer reads them in another interleaving), so a restarted joiner
+emits what an uninterrupted one does (``streams.checks``).
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ from streams.contracts import (
     ActivityEvent,
     FeatureLogRecord,
     TrainingExample,
-    decode,
     decode_event,
+    decode_feature_log,
     encode,
 )
+from streams.kafka import Cluster
 from streams.processor import Decoder, Output, Record, StatefulProcessor, TopicPartitionKey
-from streams.state import RestoreSource
+from streams.state import Durability
 from streams.topics import Topics
 
 JOINED = Counter(
@@ -43,7 +50,8 @@ JOINED = Counter(
 )
 DROPPED = Counter(
     "streamlearn_joiner_dropped_total",
-    "Requests dropped without examples, per reason (no feature-log record, late engagement).",
+    "Requests dropped without examples (no_feature_log) and records that came after their "
+    "request's window closed (after_window).",
     ["reason"],
 )
 
@@ -60,11 +68,16 @@ class JoinerConfig:
 
 
 class _Pending(msgspec.Struct):
+    """One request's records so far. Order-independent: the same records give the same
+    value whichever of the two topics was read first."""
+
+    #: the earliest event time among the request's records
     first_ts: float
     log: FeatureLogRecord | None = None
     shown: dict[str, int] = {}
-    #: item_id → engagement types seen inside the window
-    engaged: dict[str, list[str]] = {}
+    #: item_id → engagement type → its earliest event time (judged against the window
+    #: when the window closes, once the feature-log record's time is known)
+    engaged: dict[str, dict[str, float]] = {}
 
 
 _DEC = msgspec.json.Decoder(_Pending)
@@ -72,7 +85,13 @@ _ENC = msgspec.json.Encoder()
 
 
 def _decode_log(raw: bytes | None) -> FeatureLogRecord:
-    return decode(FeatureLogRecord, raw, max_bytes=4 * 1024 * 1024)
+    return decode_feature_log(raw, max_bytes=4 * 1024 * 1024)
+
+
+#: Where a partition's event times per input topic are stored (so a restart closes
+#: windows at the same event time as an uninterrupted run).
+_WATERMARK_KEY = "_watermark"
+_WM_DEC = msgspec.json.Decoder(dict[str, float])
 
 
 class Joiner(StatefulProcessor):
@@ -85,15 +104,19 @@ class Joiner(StatefulProcessor):
         topics: Topics,
         state_dir: Path,
         config: JoinerConfig | None = None,
-        restore: RestoreSource | None = None,
+        cluster: Cluster | None = None,
+        durability: Durability = Durability.SYNC,
     ) -> None:
-        super().__init__(state_dir, topics.joiner_changelog, restore=restore)
+        super().__init__(state_dir, topics.joiner_changelog, cluster, durability)
         self.topics = topics
         self.config = config or JoinerConfig()
         # The feature processor dead-letters bad activity; the joiner owns feature-log's.
         self.dead_letter_inputs: frozenset[str] | None = frozenset({topics.feature_log})
         self._deadlines: dict[int, list[tuple[float, str]]] = {}
-        self._watermark: dict[int, float] = {}
+        #: closed requests' markers (``c/<request_id>``) and when they expire
+        self._expiries: dict[int, list[tuple[float, str]]] = {}
+        #: partition → input topic → newest event time read
+        self._seen: dict[int, dict[str, float]] = {}
 
     def inputs(self) -> Mapping[str, Decoder]:
         return {self.topics.feature_log: _decode_log, self.topics.activity: decode_event}
@@ -105,12 +128,38 @@ class Joiner(StatefulProcessor):
             for key, raw in self.state[p].items("r/"):
                 pend = _DEC.decode(raw)
                 heapq.heappush(heap, (self._deadline(pend), key[2:]))
+            closed = [(float(raw), key[2:]) for key, raw in self.state[p].items("c/")]
+            heapq.heapify(closed)
+            self._expiries[p] = closed
+            self._load_watermark(p)
         return starts
+
+    def _load_watermark(self, p: int) -> None:
+        raw = self.state[p].get(_WATERMARK_KEY)
+        self._seen[p] = {} if raw is None else _WM_DEC.decode(raw)
+
+    def _watermark(self, p: int) -> float:
+        seen = self._seen.get(p, {})
+        return min(seen.get(t, 0.0) for t in (self.topics.feature_log, self.topics.activity))
+
+    def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
+        for p, seen in self._seen.items():
+            if seen and p in self.state.partitions:
+                raw = _ENC.encode(dict(sorted(seen.items())))
+                if self.state[p].get(_WATERMARK_KEY) != raw:
+                    self.state[p].put(_WATERMARK_KEY, raw)
+        return super().prepare(offsets)
+
+    def discard(self) -> None:
+        super().discard()
+        for p in self.state.partitions:  # the failed batch may have moved it
+            self._load_watermark(p)
 
     def revoke(self, partitions: list[TopicPartitionKey]) -> None:
         for p in {p for _, p in partitions}:
             self._deadlines.pop(p, None)
-            self._watermark.pop(p, None)
+            self._expiries.pop(p, None)
+            self._seen.pop(p, None)
         super().revoke(partitions)
 
     def _deadline(self, pend: _Pending) -> float:
@@ -123,12 +172,16 @@ class Joiner(StatefulProcessor):
             value = r.value
             ts = value.ts
             p = r.partition
-            if ts > self._watermark.get(p, 0.0):
-                self._watermark[p] = ts
+            seen = self._seen.setdefault(p, {})
+            if ts > seen.get(r.topic, 0.0):
+                seen[r.topic] = ts
             rid = value.request_id
             pend = touched.get((p, rid))
             if pend is None:
                 raw = self.state[p].get("r/" + rid)
+                if raw is None and self.state[p].get("c/" + rid) is not None:
+                    DROPPED.labels("after_window").inc()  # its window has closed
+                    continue
                 if raw is None:
                     pend = _Pending(first_ts=ts, shown={}, engaged={})
                     heapq.heappush(
@@ -137,6 +190,9 @@ class Joiner(StatefulProcessor):
                 else:
                     pend = _DEC.decode(raw)
                 touched[(p, rid)] = pend
+            if ts < pend.first_ts:
+                pend.first_ts = ts
+                heapq.heappush(self._deadlines.setdefault(p, []), (ts + self.config.window_s, rid))
             if isinstance(value, FeatureLogRecord):
                 pend.log = value
             else:
@@ -149,15 +205,14 @@ class Joiner(StatefulProcessor):
         if ev.type == "impression":
             pend.shown[ev.item_id] = ev.position if ev.position is not None else -1
         elif ev.type in ENGAGEMENT_TYPES:
-            base = pend.log.ts if pend.log is not None else pend.first_ts
-            kinds = pend.engaged.setdefault(ev.item_id, [])
-            if ev.ts <= base + self.config.window_s and ev.type not in kinds:
-                kinds.append(ev.type)
+            kinds = pend.engaged.setdefault(ev.item_id, {})
+            if ev.ts < kinds.get(ev.type, float("inf")):
+                kinds[ev.type] = ev.ts
 
     def tick(self, now: float) -> list[Output]:
         out: list[Output] = []
         for p, heap in self._deadlines.items():
-            wm = self._watermark.get(p, 0.0)
+            wm = self._watermark(p)
             if self.config.idle_lateness_s is not None:
                 wm = max(wm, now - self.config.idle_lateness_s)
             while heap and heap[0][0] <= wm:
@@ -177,18 +232,38 @@ class Joiner(StatefulProcessor):
                     continue
                 else:
                     out.extend(self._examples(pend.log, pend))
-                self.state[p].delete("r/" + rid)
+                self._close(p, rid, true_deadline)
+            self._expire(p, wm)
         return out
+
+    def _close(self, p: int, rid: str, deadline: float) -> None:
+        """Forget a request; records for it that still come are dropped until
+        ``orphan_timeout_s`` after its deadline (whichever topic was read faster)."""
+        expiry = deadline + self.config.orphan_timeout_s
+        store = self.state[p]
+        store.delete("r/" + rid)
+        store.put("c/" + rid, repr(expiry).encode())
+        heapq.heappush(self._expiries.setdefault(p, []), (expiry, rid))
+
+    def _expire(self, p: int, wm: float) -> None:
+        heap = self._expiries.get(p, [])
+        store = self.state[p]
+        while heap and heap[0][0] <= wm:
+            _, rid = heapq.heappop(heap)
+            if store.get("c/" + rid) is not None:
+                store.delete("c/" + rid)
 
     def _examples(self, log: FeatureLogRecord, pend: _Pending) -> list[Output]:
         topic = self.topics.training_examples(log.model)
         positives = head(log.model).positives
+        closes = log.ts + self.config.window_s
         out = []
         for item in log.items:
             if item.item_id not in pend.shown:
                 continue
-            engaged = positives.intersection(pend.engaged.get(item.item_id, ()))
-            label: Literal[0, 1] = 1 if engaged else 0
+            engaged = pend.engaged.get(item.item_id, {})
+            hit = any(k in positives and ts <= closes for k, ts in engaged.items())
+            label: Literal[0, 1] = 1 if hit else 0
             ex = TrainingExample(
                 request_id=log.request_id,
                 user_id=log.user_id,

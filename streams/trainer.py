@@ -4,23 +4,38 @@ Each training example is scored by the current model before it is learned (predi
 before learn), feeding live AUC / log loss / normalized entropy per model version.
 Examples are learned in fixed-size micro-batches in arrival order; every
 ``snapshot_interval_s`` the learner is snapshotted (ONNX + learner state + metadata with
-the input offsets it has learned up to) and published atomically to the registry, then
+the input offsets it has passed) and published atomically to the registry, then
 announced on the model-updates topic.
 
-Guarantee: exactly-once model updates. A restarted trainer loads the newest snapshot and
-resumes each partition from the snapshot's offsets, so every example is learned exactly
+It is a snapshot processor (``streams.processor``): ``process`` featurises the whole
+batch before learning anything, so a batch that raises leaves no trace (the runtime then
+retries it record by record and dead-letters the culprit); a learner that fails half-way
+through an update raises ``StateLost`` and the process stops, to resume from the last
+snapshot.
+
+Guarantee: exactly-once model updates. A snapshot records, per input partition, the
+offset below which every example is learned or dead-lettered, with the ids of the topics
+(``Cluster.topic_ids``); a restarted trainer loads the newest *online* version of its
+model and resumes each partition from those offsets, so every example is learned exactly
 once by the model lineage, without Kafka transactions. The snapshot also records
 ``examples_seen`` and an order-independent fingerprint of the learned
 (topic, partition, offset) set, which tests compare against an uninterrupted run.
+
+A snapshot whose topic id differs from the topic's id now (the topic was recreated, or
+this is another cluster), or whose offset lies beyond the partition's log end, is not
+resumed: a new lineage starts from its learner (``parent_version`` is the old version)
+with offsets for the new topics and counts from zero, and one warning says so. Versions
+published offline (``origin`` ``offline``) are never a resume point.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 import xxhash
@@ -31,9 +46,11 @@ from models.features import FeatureSpec
 from models.heads import create_for
 from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
-from models.registry import FileRegistry
+from models.registry import FileRegistry, ModelVersion
 from models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER
-from streams.contracts import ModelUpdate, TrainingExample, decode, encode
+from streams.contracts import ModelUpdate, decode_example, encode
+from streams.errors import StateLost
+from streams.kafka import Cluster
 from streams.processor import Decoder, Output, Record, TopicPartitionKey
 from streams.topics import Topics
 
@@ -76,14 +93,36 @@ class TrainerConfig:
     metrics_window: int = 5000
 
 
-def _decode_example(raw: bytes | None) -> TrainingExample:
-    return decode(TrainingExample, raw, max_bytes=1024 * 1024)
+#: ``origin`` of the versions the online trainer publishes (its resume points).
+ONLINE: Final = "online"
+
+
+def is_online(mv: ModelVersion) -> bool:
+    """True for a version the online trainer published (older ones carry no ``origin``
+    but a fingerprint)."""
+    origin = mv.metadata.get("origin")
+    return origin == ONLINE or (origin is None and "fingerprint" in mv.metadata)
+
+
+def _decode_example(raw: bytes | None) -> Any:
+    return decode_example(raw, max_bytes=1024 * 1024)
+
+
+@dataclass
+class _Block:
+    """Featurised examples waiting to be learned, in arrival order."""
+
+    records: list[Record]
+    idx: np.ndarray
+    val: np.ndarray
+    y: np.ndarray
 
 
 class OnlineTrainer:
-    """A batch processor over ``training-examples.<model>`` (see module docstring)."""
+    """A snapshot processor over ``training-examples.<model>`` (see module docstring)."""
 
     name = "trainer"
+    checkpoint_kind: ClassVar[Literal["store", "snapshot"]] = "snapshot"
     dead_letter_inputs: frozenset[str] | None = None
 
     def __init__(
@@ -92,49 +131,102 @@ class OnlineTrainer:
         registry: FileRegistry,
         config: TrainerConfig,
         clock: Callable[[], float] = time.time,
+        cluster: Cluster | None = None,
     ) -> None:
         self.topics = topics
         self.registry = registry
         self.config = config
         self._clock = clock
+        self._cluster = cluster
         self.learner: Learner | None = None
         self.metrics = ProgressiveMetrics(window=config.metrics_window)
         self.version = 0
-        self.offsets: dict[str, int] = {}  # "topic/partition" -> next offset learned up to
+        #: "topic/partition" -> offset below which every example is learned or
+        #: dead-lettered (examples still pending are above it; see ``_resume_offsets``)
+        self.offsets: dict[str, int] = {}
         self.fingerprint = 0
         self.examples_seen = 0
-        self._pending: list[Record] = []
-        self._last_batch: list[Record] = []
+        self.lineage_id = uuid.uuid4().hex
+        self.topic_ids: dict[str, str] = {}
+        self._pending: list[_Block] = []
+        self._pending_n = 0
         self._last_arrival = 0.0
         self._last_snapshot = 0.0
         self._learned_since_snapshot = 0
+        self._snapshot_offsets: dict[str, int] = {}
         self._loaded = False
+
+    @property
+    def input_topic(self) -> str:
+        """The training-examples topic of the model."""
+        return self.topics.training_examples(self.config.model)
 
     # -- lifecycle -------------------------------------------------------------------------
     def inputs(self) -> Mapping[str, Decoder]:
-        return {self.topics.training_examples(self.config.model): _decode_example}
+        return {self.input_topic: _decode_example}
+
+    def _resume_point(self) -> ModelVersion | None:
+        online = [mv for mv in self.registry.versions(self.config.model) if is_online(mv)]
+        return online[-1] if online else None
+
+    def _new_learner(self) -> Learner:
+        return create_for(
+            self.config.model,
+            self.config.learner,
+            self.config.spec,
+            seed=self.config.seed,
+            **self.config.params,
+        )
+
+    def _stale(self, meta: Mapping[str, Any]) -> str | None:
+        """Why a snapshot cannot be resumed on the topics as they are now, or ``None``."""
+        if self._cluster is None:
+            return None
+        topic = self.input_topic
+        was = (meta.get("topic_ids") or {}).get(topic)
+        if was is not None and self.topic_ids.get(topic) not in (None, was):
+            return f"topic={topic} had id {was}, now {self.topic_ids[topic]}"
+        offsets = {
+            int(k.rsplit("/", 1)[1]): int(v)
+            for k, v in meta.get("offsets", {}).items()
+            if k.rsplit("/", 1)[0] == topic
+        }
+        ends = self._cluster.log_ends([(topic, p) for p in offsets])
+        for p, off in sorted(offsets.items()):
+            if off > ends[(topic, p)]:
+                end = ends[(topic, p)]
+                return f"topic={topic} partition={p} offset {off} is beyond its log end {end}"
+        return None
 
     def _load(self) -> None:
-        """Resume from the newest snapshot, or start a fresh learner."""
+        """Resume from the newest online snapshot, or start a fresh learner."""
         self._loaded = True
-        mv = self.registry.latest(self.config.model)
+        if self._cluster is not None:
+            self.topic_ids = self._cluster.topic_ids([self.input_topic])
+        mv = self._resume_point()
         if mv is None:
-            self.learner = create_for(
-                self.config.model,
-                self.config.learner,
-                self.config.spec,
-                seed=self.config.seed,
-                **self.config.params,
-            )
+            self.learner = self._new_learner()
             return
         self.learner = self.registry.load_learner(mv)
         meta = mv.metadata
         self.version = mv.version
-        self.offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
-        self.fingerprint = int(meta.get("fingerprint", 0))
-        self.examples_seen = int(meta.get("examples_seen", 0))
         self._last_snapshot = self._clock()  # the next snapshot is an interval away
         MODEL_VERSION.labels(self.config.model).set(self.version)
+        why = self._stale(meta)
+        if why:
+            log.warning(
+                "model=%s version=%d was trained on other topics (%s): starting a new "
+                "lineage from its learner, with offsets for the topics as they are now",
+                self.config.model,
+                mv.version,
+                why,
+            )
+            return
+        self.offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
+        self._snapshot_offsets = dict(self.offsets)
+        self.fingerprint = int(meta.get("fingerprint", 0))
+        self.examples_seen = int(meta.get("examples_seen", 0))
+        self.lineage_id = str(meta.get("lineage_id") or self.lineage_id)
         log.info(
             "model=%s resumed from version=%d examples_seen=%d offsets=%s",
             self.config.model,
@@ -143,56 +235,116 @@ class OnlineTrainer:
             self.offsets,
         )
 
+    def _resume_offsets(self) -> dict[str, int]:
+        """Per partition: the first pending example, else the passed offset."""
+        out = dict(self.offsets)
+        for block in reversed(self._pending):
+            for r in reversed(block.records):
+                out[f"{r.topic}/{r.partition}"] = r.offset
+        return out
+
     def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         if not self._loaded:
             self._load()
         # The snapshot is the truth: a partition it has not learned from starts at the
         # beginning, whatever the group's committed offset says.
-        return {(t, p): self.offsets.get(f"{t}/{p}", OFFSET_BEGINNING) for t, p in partitions}
+        resume = self._resume_offsets()
+        return {(t, p): resume.get(f"{t}/{p}", OFFSET_BEGINNING) for t, p in partitions}
 
     def revoke(self, partitions: list[TopicPartitionKey]) -> None:
         gone = set(partitions)
-        self._pending = [r for r in self._pending if (r.topic, r.partition) not in gone]
+        self.offsets = self._resume_offsets()  # their pending examples are read again
+        kept: list[_Block] = []
+        for b in self._pending:
+            keep = [i for i, r in enumerate(b.records) if (r.topic, r.partition) not in gone]
+            if len(keep) == len(b.records):
+                kept.append(b)
+            elif keep:
+                kept.append(
+                    _Block([b.records[i] for i in keep], b.idx[keep], b.val[keep], b.y[keep])
+                )
+        self._pending = kept
+        self._pending_n = sum(len(b.records) for b in kept)
 
     # -- learning --------------------------------------------------------------------------
     def process(self, records: list[Record]) -> list[Output]:
+        """Featurise the whole batch (a failure leaves no trace), then learn every full
+        micro-batch."""
         if not self._loaded:
             self._load()
-        self._last_batch = records
-        self._pending.extend(records)
+        if not records:
+            return []
+        assert self.learner is not None
+        idx, val = self.learner.featuriser.transform_many([r.value.features for r in records])
+        y = np.fromiter((r.value.label for r in records), dtype=np.float64, count=len(records))
+        self._pending.append(_Block(list(records), idx, val, y))
+        self._pending_n += len(records)
         self._last_arrival = self._clock()
         bs = self.config.batch_size
-        while len(self._pending) >= bs:
-            chunk, self._pending = self._pending[:bs], self._pending[bs:]
-            self._learn(chunk)
+        while self._pending_n >= bs:
+            self._learn(self._take(bs))
         return []
 
-    def _learn(self, chunk: list[Record]) -> None:
+    def _take(self, n: int) -> _Block:
+        """The first ``n`` pending examples, removed from the queue."""
+        taken: list[_Block] = []
+        need = n
+        while need > 0:
+            b = self._pending[0]
+            if len(b.records) <= need:
+                taken.append(self._pending.pop(0))
+                need -= len(b.records)
+            else:
+                taken.append(_Block(b.records[:need], b.idx[:need], b.val[:need], b.y[:need]))
+                self._pending[0] = _Block(b.records[need:], b.idx[need:], b.val[need:], b.y[need:])
+                need = 0
+        self._pending_n -= n
+        if len(taken) == 1:
+            return taken[0]
+        return _Block(
+            [r for b in taken for r in b.records],
+            np.concatenate([b.idx for b in taken]),
+            np.concatenate([b.val for b in taken]),
+            np.concatenate([b.y for b in taken]),
+        )
+
+    def _learn(self, chunk: _Block) -> None:
         assert self.learner is not None
-        examples: list[TrainingExample] = [r.value for r in chunk]
-        idx, val = self.learner.featuriser.transform_many([e.features for e in examples])
-        y = np.fromiter((e.label for e in examples), dtype=np.float64, count=len(examples))
-        p = self.learner.predict_learn_encoded(idx, val, y)
-        self.metrics.update(y, p)
+        try:
+            p = self.learner.predict_learn_encoded(chunk.idx, chunk.val, chunk.y)
+        except Exception as exc:
+            raise StateLost(
+                f"model={self.config.model} learner failed half-way through an update "
+                f"({type(exc).__name__}: {exc}); resume from the last snapshot"
+            ) from exc
+        self.metrics.update(chunk.y, p)
         fp = self.fingerprint
-        for r in chunk:
-            key = f"{r.topic}/{r.partition}"
-            if r.offset + 1 > self.offsets.get(key, 0):
-                self.offsets[key] = r.offset + 1
+        for r in chunk.records:
             fp = (fp + example_fingerprint(r.topic, r.partition, r.offset)) & _MASK
         self.fingerprint = fp
-        self.examples_seen += len(chunk)
-        self._learned_since_snapshot += len(chunk)
-        EXAMPLES_TRAINED.labels(self.config.model).inc(len(chunk))
+        n = len(chunk.records)
+        self.examples_seen += n
+        self._learned_since_snapshot += n
+        EXAMPLES_TRAINED.labels(self.config.model).inc(n)
+
+    def _learn_pending(self) -> None:
+        if self._pending_n:
+            self._learn(self._take(self._pending_n))
 
     def tick(self, now: float) -> list[Output]:
+        """Learn a partial micro-batch after ``flush_after_s`` without examples; publish
+        version 1 before any example arrives (so serving has a model at once). Later
+        snapshots are published by ``advance``, when the offsets they record are safe."""
         if not self._loaded:
             self._load()
-        if self._pending and now - self._last_arrival >= self.config.flush_after_s:
-            chunk, self._pending = self._pending, []
-            self._learn(chunk)
-        due = now - self._last_snapshot >= self.config.snapshot_interval_s
-        if self.version == 0 or (due and self._learned_since_snapshot > 0):
+        if self._pending_n and now - self._last_arrival >= self.config.flush_after_s:
+            self._learn_pending()
+        if (
+            self.version == 0
+            and not self.offsets
+            and not self._pending_n
+            and not self.examples_seen
+        ):
             return [self.publish()]
         return []
 
@@ -202,11 +354,15 @@ class OnlineTrainer:
         t0 = time.perf_counter()
         report = self.metrics.report()
         snap = self.learner.snapshot()
+        offsets = self._resume_offsets()
         mv = self.registry.publish(
             self.config.model,
             snap,
             extra={
-                "offsets": dict(self.offsets),
+                "origin": ONLINE,
+                "offsets": offsets,
+                "topic_ids": dict(self.topic_ids),
+                "lineage_id": self.lineage_id,
                 "fingerprint": str(self.fingerprint),
                 "examples_seen": self.examples_seen,
                 "metrics": report,
@@ -214,6 +370,7 @@ class OnlineTrainer:
             },
         )
         self.version = mv.version
+        self._snapshot_offsets = offsets
         self._last_snapshot = self._clock()
         self._learned_since_snapshot = 0
         SNAPSHOT_SECONDS.labels(self.config.model).set(time.perf_counter() - t0)
@@ -237,22 +394,24 @@ class OnlineTrainer:
         return Output(self.topics.model_updates, encode(upd), self.config.model)
 
     # -- checkpoints: the snapshot is the checkpoint ----------------------------------------
-    def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
+    def advance(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
+        """Everything below ``offsets`` is learned, pending, or dead-lettered with its dead
+        letter acknowledged; publish a snapshot when one is due (it records these offsets,
+        or the first pending example's)."""
+        for (t, p), off in offsets.items():
+            key = f"{t}/{p}"
+            if off > self.offsets.get(key, 0):
+                self.offsets[key] = off
+        due = self._clock() - self._last_snapshot >= self.config.snapshot_interval_s
+        if due and self._learned_since_snapshot > 0:
+            return [self.publish()]
         return []
-
-    def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        return None
 
     def finish(self) -> list[Output]:
         """Learn what is pending and publish a last snapshot, so a clean stop loses nothing."""
-        if self._pending:
-            chunk, self._pending = self._pending, []
-            self._learn(chunk)
-        return [self.publish()] if self._learned_since_snapshot else []
-
-    def discard(self) -> None:
-        failed = {id(r) for r in self._last_batch}
-        self._pending = [r for r in self._pending if id(r) not in failed]
+        self._learn_pending()
+        moved = self._resume_offsets() != self._snapshot_offsets  # e.g. dead letters only
+        return [self.publish()] if self._learned_since_snapshot or moved else []
 
     def close(self) -> None:
         return None

@@ -40,6 +40,7 @@ from models import zoo
 from models.protocol import Learner
 from models.registry import FileRegistry
 from models.snapshot import Snapshot
+from models.stages import publish_candidate
 from offline.dataset import read_manifest
 from offline.errors import DatasetError, FlowError, RangeError
 from offline.flow.context import StepContext, get_resource
@@ -365,5 +366,7 @@ def publish(
         "trainer": "offline.flow:retrain",
         "flow": ctx.lineage(),
     }
-    mv = registry.publish(model, export.snapshot, {"lineage": lineage, "metrics": evaluate})
+    mv = publish_candidate(
+        registry, model, export.snapshot, {"lineage": lineage, "metrics": evaluate}
+    )
     return {"model": model, "version": mv.version, "path": str(mv.path)}

@@ -20,10 +20,9 @@ from streams.config import KafkaConfig
 from streams.feature_catalog import feed_spec
 from streams.features import FeatureProcessor
 from streams.joiner import Joiner, JoinerConfig
-from streams.kafka import make_producer
-from streams.processor import BatchProcessor
+from streams.kafka import Cluster, KafkaCluster
+from streams.processor import Processor
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.state import RestoreSource
 from streams.topics import Topics, ensure_loop_topics
 from streams.trainer import OnlineTrainer, TrainerConfig
 
@@ -51,7 +50,7 @@ def _serve_metrics(port: int, host: str = "127.0.0.1") -> None:
 
 
 def run_processor(
-    proc: BatchProcessor,
+    proc: Processor,
     kafka: KafkaConfig,
     runtime: RuntimeName,
     group_id: str,
@@ -59,7 +58,10 @@ def run_processor(
     batch_size: int = 2000,
     commit_interval_s: float = 1.0,
 ) -> None:
-    """Run ``proc`` until SIGINT/SIGTERM or ``duration`` seconds."""
+    """Run ``proc`` until SIGINT/SIGTERM or ``duration`` seconds.
+
+    Raises when the run fails, including its final commit or snapshot on the way out,
+    so the process exits non-zero (``streamlearn.cli.main``)."""
     rt: Any
     if runtime is RuntimeName.faust and isinstance(proc, OnlineTrainer):
         # faust starts from its own committed offsets and cannot seek to a snapshot's, so
@@ -142,14 +144,14 @@ def register(app: typer.Typer) -> None:
         ensure_loop_topics(kafka, topics)
         root = data_dir(data)
         _serve_metrics(metrics_port, metrics_host)
-        restore = RestoreSource(make_producer(kafka), kafka.consumer_conf("restore"))
-        proc: BatchProcessor
+        cluster = KafkaCluster(kafka)
+        proc: Processor
         if processor is ProcessorName.features:
-            proc = FeatureProcessor(topics, root / "state", restore=restore)
+            proc = FeatureProcessor(topics, root / "state", cluster=cluster)
         elif processor is ProcessorName.joiner:
-            proc = Joiner(topics, root / "state", JoinerConfig(window_s=label_window), restore)
+            proc = Joiner(topics, root / "state", JoinerConfig(window_s=label_window), cluster)
         else:
-            proc = _trainer(topics, root, "feed", DEFAULT_LEARNER, [], 10.0)
+            proc = _trainer(topics, root, "feed", DEFAULT_LEARNER, [], 10.0, cluster=cluster)
         interval = 0.0 if processor is ProcessorName.trainer else commit_interval
         group = f"{kafka.topic_prefix}{processor.value}"
         run_processor(proc, kafka, runtime, group, duration, commit_interval_s=interval)
@@ -206,7 +208,15 @@ def register(app: typer.Typer) -> None:
         root = data_dir(data)
         _serve_metrics(metrics_port, metrics_host)
         proc = _trainer(
-            topics, root, model, learner, param, snapshot_interval, batch_size, flush_after
+            topics,
+            root,
+            model,
+            learner,
+            param,
+            snapshot_interval,
+            batch_size,
+            flush_after,
+            cluster=KafkaCluster(kafka),
         )
         # The trainer's checkpoint is its snapshot: commit every batch (nothing to coalesce,
         # and a rewind would re-learn examples already in the learner).
@@ -223,6 +233,7 @@ def _trainer(
     snapshot_interval: float,
     batch_size: int = DEFAULT_BATCH_SIZE,
     flush_after: float = 1.0,
+    cluster: Cluster | None = None,
 ) -> OnlineTrainer:
     parsed: dict[str, Any] = {}  # the learner's defaults, as in eval
     for k, v in parse_options(params).items():
@@ -239,4 +250,4 @@ def _trainer(
         batch_size=batch_size,
         flush_after_s=flush_after,
     )
-    return OnlineTrainer(topics, FileRegistry(root / "registry"), cfg)
+    return OnlineTrainer(topics, FileRegistry(root / "registry"), cfg, cluster=cluster)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
-import uuid
+from collections.abc import Sequence
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
 from streams.config import KafkaConfig
+from streams.kafka import KafkaCluster, follow, reader
 
 
 def read_all(
@@ -15,15 +15,14 @@ def read_all(
 ) -> list[Message]:
     """Every record of ``topic`` (its ``kafka.partitions`` partitions), from the beginning
     until ``idle_s`` pass without data; bounded by ``timeout_s``."""
-    c = Consumer(kafka.consumer_conf(f"read-{uuid.uuid4().hex}"))
-    c.assign([TopicPartition(topic, p, 0) for p in range(kafka.partitions)])
     out: list[Message] = []
-    last = time.monotonic()
-    deadline = last + timeout_s
-    while time.monotonic() - last < idle_s and time.monotonic() < deadline:
-        for m in c.consume(1000, 0.2):
-            if m.error() is None:
-                out.append(m)
-                last = time.monotonic()
-    c.close()
+
+    def keep(msgs: Sequence[Message]) -> None:
+        out.extend(msgs)
+
+    consumer = reader(KafkaCluster(kafka), topic, range(kafka.partitions))
+    try:
+        follow(consumer, keep, idle_s=idle_s, timeout_s=timeout_s, poll_s=0.2, what=topic)
+    finally:
+        consumer.close()
     return out

@@ -66,6 +66,8 @@ def test_same_data_and_seed_give_identical_onnx(tmp_path: Path) -> None:
     assert meta["lineage"]["train"]["params"] == {"alpha": 0.1}
     assert meta["lineage"]["code"]["package"]
     assert meta["metrics"]["auc"] == a.metrics["auc"]
+    # offline versions land as candidates, never the online trainer's resume point
+    assert a.version.stage == "candidate" and meta["origin"] == "offline"
     c = train(
         data, TrainConfig(epochs=2, hash_bits=12, params={"alpha": 0.1}, seed=3, shuffle=True)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from models import zoo
@@ -86,7 +87,14 @@ def test_a_feature_declared_once_is_processed_served_logged_trained_on(tmp_path:
         [Record(T.feature_log, 0, 0, b"u1", logged)]
         + [Record(T.activity, 0, n + 1, b"u1", ev) for n, ev in enumerate(shown)]
     )
-    joiner.process([Record(T.activity, 0, 9, b"u1", _ev("impression", log.ts + 60, "z", "r9"))])
+    # both topics move on (the joiner's watermark is the slower topic's event time)
+    later = msgspec.structs.replace(logged, request_id="r9", ts=log.ts + 60, items=[])
+    joiner.process(
+        [
+            Record(T.feature_log, 0, 8, b"u1", later),
+            Record(T.activity, 0, 9, b"u1", _ev("impression", log.ts + 60, "z", "r9")),
+        ]
+    )
     examples = [decode(TrainingExample, o.value) for o in joiner.tick(0.0)]
     assert [(e.item_id, e.label, e.features["user_likes"]) for e in examples] == [("i1", 1, 2)]
 

@@ -78,8 +78,11 @@ def test_shown_items_labelled_by_engagement_within_window(tmp_path: Path) -> Non
         _ev("r1", 100.1, "b", "impression"),
         _ev("r1", 103.0, "b", "click"),
     )
-    assert j.tick(0.0) == []  # watermark 103 < 110: window still open
-    feed(_ev("r9", 110.5, "z", "impression"))  # advances the watermark past 110
+    assert j.tick(0.0) == []  # watermark 100 (both topics) < 110: window still open
+    # both topics move past 110: the watermark is the slower topic's newest event time
+    feed(_ev("r9", 110.5, "z", "impression"))
+    assert j.tick(0.0) == []  # the feature-log is still at 100
+    feed(_log("r9", 110.5, ["z"]))
     ex = {e.item_id: e for e in _examples(j.tick(0.0))}
     assert set(ex) == {"a", "b"}  # c was scored but never shown
     assert ex["b"].label == 1 and ex["a"].label == 0
@@ -95,7 +98,7 @@ def test_engagement_after_window_is_negative_and_events_before_log_are_kept(
     feed(_ev("r1", 100.1, "a", "impression"))
     feed(_log("r1", 100.0, ["a"]))
     feed(_ev("r1", 111.0, "a", "click"))  # too late: 111 > 100 + 10
-    feed(_ev("r9", 125.0, "z", "impression"))
+    feed(_log("r9", 125.0, ["z"]), _ev("r9", 125.0, "z", "impression"))
     ex = _examples(j.tick(0.0))
     assert [(e.item_id, e.label) for e in ex] == [("a", 0)]
 
@@ -103,10 +106,10 @@ def test_engagement_after_window_is_negative_and_events_before_log_are_kept(
 def test_request_without_feature_log_is_dropped_after_orphan_timeout(tmp_path: Path) -> None:
     j, feed = _joiner(tmp_path)
     feed(_ev("r1", 100.0, "a", "impression"))
-    feed(_ev("r9", 115.0, "z", "impression"))
+    feed(_log("r9", 115.0, []), _ev("r9", 115.0, "z", "impression"))
     assert j.tick(0.0) == []
     assert j.state[0].get("r/r1") is not None  # still waiting for the log
-    feed(_ev("r8", 131.0, "z", "impression"))
+    feed(_log("r8", 131.0, []), _ev("r8", 131.0, "z", "impression"))
     assert j.tick(0.0) == []
     j.commit({})
     assert j.state[0].get("r/r1") is None
@@ -124,7 +127,12 @@ def test_open_windows_survive_restart(tmp_path: Path) -> None:
     j2 = Joiner(T, tmp_path, JoinerConfig(window_s=10.0, idle_lateness_s=None))
     starts = j2.assign([(T.feature_log, 0), (T.activity, 0)])
     assert starts == {(T.feature_log, 0): 1, (T.activity, 0): 3}
-    j2.process([Record(T.activity, 0, 3, b"u1", _ev("r9", 120.0, "z", "impression"))])
+    j2.process(
+        [
+            Record(T.feature_log, 0, 1, b"u1", _log("r9", 120.0, ["z"])),
+            Record(T.activity, 0, 3, b"u1", _ev("r9", 120.0, "z", "impression")),
+        ]
+    )
     ex = _examples(j2.tick(0.0))
     assert [(e.item_id, e.label) for e in ex] == [("a", 1)]
 
@@ -156,7 +164,7 @@ def test_ads_head_counts_only_clicks(tmp_path: Path) -> None:
         _ev("r1", 101.0, "a", "like"),
         _ev("r1", 102.0, "b", "click"),
     )
-    feed(_ev("r9", 120.0, "z", "impression"))
+    feed(_log("r9", 120.0, ["z"]), _ev("r9", 120.0, "z", "impression"))
     outputs = j.tick(0.0)
     assert {o.topic for o in outputs} == {T.training_examples("ads")}
     ex = {e.item_id: e.label for e in (decode(TrainingExample, o.value) for o in outputs)}

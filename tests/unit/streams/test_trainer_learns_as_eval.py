@@ -77,9 +77,7 @@ def test_trainer_and_eval_report_the_same_progressive_metrics(
     ]
     data = tmp_path / "replay.parquet"
     pq.write_table(pa.Table.from_pylist(rows), data)
-    summary = evaluate(
-        EvalConfig(data=data, model=learner, hash_bits=14, window=500)
-    )
+    summary = evaluate(EvalConfig(data=data, model=learner, hash_bits=14, window=500))
     assert FeatureSpec.from_dict(summary["feature_spec"]) == spec  # the same features
     report = trainer.metrics.report()
     assert report["count"] == summary["examples"] == N

@@ -1,0 +1,18 @@
+"""Every stream processor passes every check of ``streams.checks`` (no broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from streams import checks
+from streams.checks import Scenario
+from tests.unit.streams.scenarios import SCENARIOS
+
+
+@pytest.mark.parametrize("check", list(checks.yield_checks()), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_processor_passes_check(scenario: Scenario, check: Callable[[Scenario], Any]) -> None:
+    check(scenario)

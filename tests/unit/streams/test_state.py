@@ -1,0 +1,147 @@
+"""Partitioned state without a broker: commits, provenance, stale stores, restores."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.state import (
+    OFFSETS_KEY,
+    RESET_KEY,
+    Durability,
+    PartitionedState,
+    PartitionStore,
+    Provenance,
+    RestoreSource,
+)
+from streams.testing import MemoryBroker
+
+CHANGELOG = "t.changelog"
+INPUT = "t.input"
+
+
+def test_reads_see_pending_writes_and_commit_writes_state_with_offsets(tmp_path: Path) -> None:
+    s = PartitionStore(tmp_path / "p", 0)
+    assert s.is_empty()
+    s.put("a", b"1")
+    s.put("b", b"2")
+    s.delete("b")
+    assert s.get("a") == b"1" and s.get("b") is None
+    assert s.items() == [("a", b"1")]
+    s.discard()
+    assert s.get("a") is None
+    s.put("a", b"1")
+    s.stamp({INPUT: "id-1"})
+    s.commit({INPUT: 7})
+    s.close()
+    s = PartitionStore(tmp_path / "p", 0)
+    assert s.items() == [("a", b"1")]
+    assert s.offsets() == {INPUT: 7}
+    assert s.identity() == {INPUT: "id-1"}
+    s.close()
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+def test_every_durability_commits(tmp_path: Path, durability: Durability) -> None:
+    s = PartitionStore(tmp_path / "p", 0, durability)
+    s.put("k", b"v")
+    s.commit({INPUT: 1})
+    s.close()
+    s = PartitionStore(tmp_path / "p", 0, durability)
+    assert s.get("k") == b"v" and s.offsets() == {INPUT: 1}
+    s.close()
+
+
+def test_provenance_says_why_state_is_stale() -> None:
+    now = Provenance({INPUT: "new", CHANGELOG: "c"}, {INPUT: 10})
+    assert now.stale({INPUT: "new", CHANGELOG: "c"}, {INPUT: 10}) is None
+    assert "had id old, now new" in (now.stale({INPUT: "old"}, {INPUT: 3}) or "")
+    assert "beyond the partition's log end 10" in (now.stale({INPUT: "new"}, {INPUT: 11}) or "")
+    assert "no topic ids" in (now.stale(None, {INPUT: 1}) or "")
+
+
+def _write(state: PartitionedState, p: int, provenance: Provenance, offsets: int) -> None:
+    store = state.open(p, provenance)
+    store.put("k", b"v")
+    state.commit({p: {INPUT: offsets}})
+
+
+def test_a_store_of_a_recreated_topic_is_wiped_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = PartitionedState(tmp_path, None)
+    _write(state, 0, Provenance({INPUT: "a"}, {INPUT: 5}), 5)
+    state.close_all()
+    with caplog.at_level(logging.WARNING, logger="streams.state"):
+        store = state.open(0, Provenance({INPUT: "b"}, {INPUT: 5}))
+    assert store.is_empty() and store.offsets() == {}
+    assert [r.message for r in caplog.records if "stale state" in r.message] != []
+    assert len(caplog.records) == 1
+    state.close_all()
+
+
+def test_a_store_beyond_the_log_end_is_wiped(tmp_path: Path) -> None:
+    state = PartitionedState(tmp_path, None)
+    _write(state, 0, Provenance({INPUT: "a"}, {INPUT: 5}), 5)
+    state.close_all()
+    assert state.open(0, Provenance({INPUT: "a"}, {INPUT: 4})).is_empty()
+    state.close_all()
+
+
+def test_restore_brings_back_state_offsets_and_ids(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=2)
+    prov = Provenance({INPUT: "a", CHANGELOG: broker.topic_ids([CHANGELOG])[CHANGELOG]}, {INPUT: 9})
+    state = PartitionedState(tmp_path / "one", CHANGELOG)
+    store = state.open(1, prov)
+    store.put("x", b"1")
+    store.put("y", b"2")
+    for _, p, k, v in state.changelog({1: {INPUT: 4}}):
+        broker.append(CHANGELOG, v, k.encode(), p)
+    state.commit({1: {INPUT: 4}})
+    store.delete("y")
+    for _, p, k, v in state.changelog({1: {}}):  # a commit without new input offsets
+        broker.append(CHANGELOG, v, k.encode(), p)
+    state.commit({1: {}})
+    state.close_all()
+
+    other = PartitionedState(tmp_path / "two", CHANGELOG)
+    restored = other.open(1, prov, RestoreSource(broker))
+    assert restored.items() == [("x", b"1")]
+    assert restored.offsets() == {INPUT: 4}
+    assert restored.identity() == dict(prov.topic_ids)
+    other.close_all()
+
+
+def test_a_stale_changelog_is_reset_and_its_state_never_comes_back(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    old = {INPUT: "old"}
+    broker.append(CHANGELOG, b"stale", b"k", 0)
+    broker.append(
+        CHANGELOG, orjson.dumps({"offsets": {INPUT: 3}, "topic_ids": old}), OFFSETS_KEY.encode(), 0
+    )
+    state = PartitionedState(tmp_path / "a", CHANGELOG)
+    store = state.open(0, Provenance({INPUT: "new"}, {INPUT: 0}), RestoreSource(broker))
+    assert store.is_empty()  # starts over from the beginning of the input
+    assert [m.key() for m in broker.messages(CHANGELOG)][-1] == RESET_KEY.encode()
+    state.close_all()
+    # what came after the reset is restored, what came before it is not
+    broker.append(CHANGELOG, b"fresh", b"j", 0)
+    new_offsets = {"offsets": {INPUT: 1}, "topic_ids": {INPUT: "new"}}
+    broker.append(CHANGELOG, orjson.dumps(new_offsets), OFFSETS_KEY.encode(), 0)
+    again = PartitionedState(tmp_path / "b", CHANGELOG)
+    store = again.open(0, Provenance({INPUT: "new"}, {INPUT: 1}), RestoreSource(broker))
+    assert store.items() == [("j", b"fresh")] and store.offsets() == {INPUT: 1}
+    again.close_all()
+
+
+def test_an_offsets_record_of_an_older_version_is_read(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    broker.append(CHANGELOG, b"v", b"k", 0)
+    broker.append(CHANGELOG, orjson.dumps({INPUT: 2}), OFFSETS_KEY.encode(), 0)
+    state = PartitionedState(tmp_path, CHANGELOG)
+    store = state.open(0, None, RestoreSource(broker))
+    assert store.items() == [("k", b"v")] and store.offsets() == {INPUT: 2}
+    state.close_all()

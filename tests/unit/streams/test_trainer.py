@@ -1,0 +1,202 @@
+"""The online trainer without a broker: atomic batches, bad labels, lineages, resume points."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.registry import FileRegistry
+from streams.contracts import TrainingExample, encode
+from streams.errors import StateLost
+from streams.processor import Record
+from streams.runtime import MicroBatchRuntime, RuntimeConfig
+from streams.testing import MemoryBroker
+from streams.trainer import OnlineTrainer, TrainerConfig, is_online
+from tests.unit.streams.scenarios import PROBES, SPEC, TOPICS, dead_letters
+
+TOPIC = TOPICS.training_examples("feed")
+BS = 8
+
+
+def _example(i: int, label: int = 0) -> TrainingExample:
+    return TrainingExample(
+        request_id=f"r{i}",
+        user_id=f"u{i % 5}",
+        item_id=f"i{i % 3}",
+        surface="feed",
+        ts=float(i),
+        label=label,
+        features={"user_id": f"u{i % 5}", "item_id": f"i{i % 3}", "n": float(i % 4)},
+        served_version=1,
+        served_score=0.5,
+    )
+
+
+def _records(start: int, n: int) -> list[Record]:
+    return [Record(TOPIC, 0, i, b"k", _example(i, label=i % 2)) for i in range(start, start + n)]
+
+
+def _trainer(root: Path, cluster: MemoryBroker | None = None, **kw: object) -> OnlineTrainer:
+    cfg = TrainerConfig(spec=SPEC, batch_size=BS, flush_after_s=1e9, snapshot_interval_s=1e9)
+    for k, v in kw.items():
+        cfg = TrainerConfig(**{**cfg.__dict__, k: v})
+    return OnlineTrainer(TOPICS, FileRegistry(root / "registry"), cfg, cluster=cluster)
+
+
+def test_a_batch_that_fails_half_way_learns_nothing(tmp_path: Path) -> None:
+    """A later chunk raising used to leave the earlier chunks learned and the rest
+    dropped; the whole batch is featurised before anything is learned."""
+    t = _trainer(tmp_path)
+    t.assign([(TOPIC, 0)])
+    t.process(_records(0, 3))  # pending, carried into the next batch
+    assert t.learner is not None
+    before = t.learner.predict_proba_many(PROBES)
+    real = t.learner.featuriser.transform_many
+
+    culprit = _example(30).features  # in the 4th chunk of 8
+
+    def poisoned(rows):  # type: ignore[no-untyped-def]
+        if culprit in rows:
+            raise ValueError("cannot featurise")
+        return real(rows)
+
+    t.learner.featuriser.transform_many = poisoned  # type: ignore[method-assign]
+    with pytest.raises(ValueError):
+        t.process(_records(3, 30))  # 33 examples: 4 chunks of 8 would be due
+    assert t.examples_seen == 0
+    assert t._pending_n == 3  # the earlier batch's examples are still there
+    np.testing.assert_array_equal(t.learner.predict_proba_many(PROBES), before)
+
+
+def test_the_runtime_retries_a_failed_batch_and_learns_each_example_once(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    broker.create_topics(TOPICS.loop_topics())
+    for r in _records(0, 40):
+        broker.append(TOPIC, encode(r.value), b"k")
+    t = _trainer(tmp_path, broker)
+    t._load()
+    assert t.learner is not None
+    real = t.learner.featuriser.transform_many
+
+    def fails_once_on_many(rows):  # type: ignore[no-untyped-def]
+        if len(rows) > 1 and not getattr(fails_once_on_many, "done", False):
+            fails_once_on_many.done = True  # type: ignore[attr-defined]
+            raise RuntimeError("transient")
+        return real(rows)
+
+    t.learner.featuriser.transform_many = fails_once_on_many  # type: ignore[method-assign]
+    MicroBatchRuntime(t, broker, RuntimeConfig("g", batch_size=16, commit_interval_s=0)).run(
+        idle_polls=3
+    )
+    mv = FileRegistry(tmp_path / "registry").latest("feed")
+    assert mv is not None
+    assert mv.metadata["examples_seen"] == 40
+    assert mv.metadata["offsets"] == {f"{TOPIC}/0": 40}
+
+
+def test_label_2_is_a_contract_error_dead_lettered_never_learned(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    broker.create_topics(TOPICS.loop_topics())
+    for i in range(16):
+        ex = _example(i, label=2 if i == 5 else 1)
+        broker.append(TOPIC, encode(ex), b"k")
+    t = _trainer(tmp_path, broker)
+    MicroBatchRuntime(t, broker, RuntimeConfig("g", batch_size=4, commit_interval_s=0)).run(
+        idle_polls=3
+    )
+    assert dead_letters(broker, TOPIC) == {(0, 5, "invalid_value")}
+    mv = FileRegistry(tmp_path / "registry").latest("feed")
+    assert mv is not None and mv.metadata["examples_seen"] == 15
+    # the dead letter is passed: a restart does not read (nor dead-letter) it again
+    assert mv.metadata["offsets"] == {f"{TOPIC}/0": 16}
+
+
+class _Broken:
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def predict_learn_encoded(self, idx, val, y):  # type: ignore[no-untyped-def]
+        raise FloatingPointError("half-way")
+
+
+def test_a_learner_failing_mid_update_stops_the_runtime_uncommitted(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    broker.create_topics(TOPICS.loop_topics())
+    for r in _records(0, 20):
+        broker.append(TOPIC, encode(r.value), b"k")
+    t = _trainer(tmp_path, broker)
+    t._load()
+    t.learner = _Broken(t.learner)  # type: ignore[assignment]
+    rt = MicroBatchRuntime(t, broker, RuntimeConfig("g", batch_size=20, commit_interval_s=0))
+    with pytest.raises(StateLost):
+        rt.run(idle_polls=3)
+    assert rt.stats.dead_lettered == 0  # not retried record by record
+    assert broker.group("g").committed == {}
+    assert dead_letters(broker, TOPIC) == set()
+
+
+def test_offline_versions_are_never_the_resume_point(tmp_path: Path) -> None:
+    t = _trainer(tmp_path)
+    t.assign([(TOPIC, 0)])
+    t.process(_records(0, 16))
+    t.advance({(TOPIC, 0): 16})
+    t.publish()
+    online = t.version
+    registry = t.registry
+    assert t.learner is not None
+    offline = registry.publish("feed", t.learner.snapshot(), {"origin": "offline"})
+    registry.set_stage("feed", offline.version, "candidate")
+    t2 = _trainer(tmp_path)
+    assert t2.assign([(TOPIC, 0)]) == {(TOPIC, 0): 16}
+    assert t2.version == online and not is_online(offline)
+
+
+def test_a_snapshot_of_other_topics_starts_a_new_lineage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = MemoryBroker(partitions=1)
+    a.create_topics(TOPICS.loop_topics())
+    for r in _records(0, 24):
+        a.append(TOPIC, encode(r.value), b"k")
+    MicroBatchRuntime(_trainer(tmp_path, a), a, RuntimeConfig("g", commit_interval_s=0)).run(
+        idle_polls=3
+    )
+    old = FileRegistry(tmp_path / "registry").latest("feed")
+    assert old is not None and old.metadata["examples_seen"] == 24
+
+    b = MemoryBroker(partitions=1)  # another cluster: new topic ids, fewer records
+    b.create_topics(TOPICS.loop_topics())
+    for r in _records(0, 8):
+        b.append(TOPIC, encode(r.value), b"k")
+    t = _trainer(tmp_path, b)
+    with caplog.at_level(logging.WARNING, logger="streams.trainer"):
+        starts = t.assign([(TOPIC, 0)])
+    assert starts == {(TOPIC, 0): -2}  # the beginning of the new topic
+    assert sum("new lineage" in r.message for r in caplog.records) == 1
+    MicroBatchRuntime(t, b, RuntimeConfig("g", commit_interval_s=0)).run(idle_polls=3)
+    new = FileRegistry(tmp_path / "registry").latest("feed")
+    assert new is not None
+    assert new.metadata["parent_version"] == old.version
+    assert new.metadata["examples_seen"] == 8
+    assert new.metadata["offsets"] == {f"{TOPIC}/0": 8}
+    assert new.metadata["topic_ids"] == b.topic_ids([TOPIC])
+    assert new.metadata["lineage_id"] != old.metadata["lineage_id"]
+
+
+def test_an_offset_beyond_the_log_end_starts_a_new_lineage(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    broker.create_topics(TOPICS.loop_topics())
+    t = _trainer(tmp_path)
+    t.assign([(TOPIC, 0)])
+    t.process(_records(0, 8))
+    t.advance({(TOPIC, 0): 500})
+    t.publish()  # no topic ids recorded (no cluster): only the offset can tell
+    t2 = _trainer(tmp_path, broker)
+    assert t2.assign([(TOPIC, 0)]) == {(TOPIC, 0): -2}
+    assert t2.examples_seen == 0 and t2.version == t.version
