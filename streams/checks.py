@@ -130,7 +130,7 @@ class _FaultySnapshot(_Faulty):
 
 def _wrap(proc: Processor, faults: Faults, fail_call: int | None = None) -> Processor:
     cls = _FaultyStore if isinstance(proc, StoreProcessor) else _FaultySnapshot
-    return cls(proc, faults, fail_call)  # type: ignore[return-value]
+    return cls(proc, faults, fail_call)
 
 
 def run(

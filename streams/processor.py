@@ -1,7 +1,8 @@
 """The processor contracts every stream processor implements, and its records.
 
 A processor is plain Python: decoded records in, output records out. Two kinds, told
-apart by how their state reaches a checkpoint (``streams.checkpoint.Checkpoint``):
+apart by how their state reaches a checkpoint (``streams.checkpoint.Checkpoint``) and by
+the methods that says (a processor is exactly one of them):
 
 - ``StoreProcessor`` — state in partitioned RocksDB stores (``StatefulProcessor``: the
   feature processor, the joiner). ``process`` buffers writes; at a commit the runtime
@@ -25,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING
@@ -77,8 +78,6 @@ class Processor(Protocol):
     """What a runtime needs from any processor."""
 
     name: str
-    #: ``"store"`` or ``"snapshot"`` (see the module docstring).
-    checkpoint_kind: ClassVar[Literal["store", "snapshot"]]
     #: Input topics whose undecodable records this processor dead-letters. When several
     #: processors read one topic, exactly one owns its dead letters; the others skip
     #: such records (counted). ``None``: all inputs.
@@ -152,7 +151,6 @@ class StatefulProcessor:
     """
 
     name = "processor"
-    checkpoint_kind: ClassVar[Literal["store", "snapshot"]] = "store"
     dead_letter_inputs: frozenset[str] | None = None
 
     def __init__(

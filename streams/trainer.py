@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import xxhash
@@ -122,7 +122,6 @@ class OnlineTrainer:
     """A snapshot processor over ``training-examples.<model>`` (see module docstring)."""
 
     name = "trainer"
-    checkpoint_kind: ClassVar[Literal["store", "snapshot"]] = "snapshot"
     dead_letter_inputs: frozenset[str] | None = None
 
     def __init__(
