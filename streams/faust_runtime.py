@@ -55,6 +55,9 @@ from streams.processor import Processor, TopicPartitionKey
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+#: How often faust's position of a partition is compared with the expected offset until
+#: the partition's first record arrives.
+_CHECK_S = 0.5
 
 
 class FaustRuntime:
@@ -95,6 +98,8 @@ class FaustRuntime:
         self._seek_to: dict[TopicPartitionKey, int] = {}
         self._gap_since: dict[TopicPartitionKey, float] = {}
         self._app: faust.App | None = None
+        # Assigned partitions whose position faust has not yet shown to be right.
+        self._unconfirmed: set[TopicPartitionKey] = set()
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self._max_events: int | None = None
@@ -156,6 +161,7 @@ class FaustRuntime:
         beginning = [k for k in keys if starts[k] == OFFSET_BEGINNING]
         starts.update(self._first_offsets(beginning))
         self._next = {k: starts[k] for k in keys}
+        self._unconfirmed = set(keys)
         log.info(
             "processor=%s assigned %s",
             self.processor.name,
@@ -175,6 +181,36 @@ class FaustRuntime:
             }
         finally:
             consumer.close()
+
+    async def _check_positions(self, app: faust.App) -> None:
+        """Seek faust back where its position is ahead of the expected offset, for the
+        partitions whose first record has not come yet (with nothing new to read, a gap
+        would never show). A partition is checked until a record of it arrives, because
+        faust seeks every partition to its committed offset once its recovery ends."""
+        for key in sorted(self._unconfirmed):
+            expected = self._next.get(key)
+            if expected is None:
+                self._unconfirmed.discard(key)
+                continue
+            try:
+                position = await app.consumer.position(TP(*key))
+            except Exception as exc:  # not assigned on faust's side yet
+                log.debug("no position for topic=%s partition=%d yet: %s", key[0], key[1], exc)
+                continue
+            if position is None:
+                continue
+            if position > expected:
+                log.warning(
+                    "processor=%s topic=%s partition=%d faust's position %d is ahead of the "
+                    "state's offset %d: seeking back",
+                    self.processor.name,
+                    key[0],
+                    key[1],
+                    position,
+                    expected,
+                )
+                await app.consumer.seek(TP(*key), expected)
+            # else: right for now; faust may still seek it to its committed offset
 
     def _take_seeks(self) -> list[tuple[TopicPartitionKey, int]]:
         out = list(self._seek_to.items())
@@ -218,12 +254,14 @@ class FaustRuntime:
             expected = self._next[key]
             if m.offset < expected:
                 self.skipped += 1
+                self._unconfirmed.discard(key)
                 continue
             if m.offset > expected and not self._gap_accepted(key, m.offset, expected):
                 withheld.append(ev)
                 self.withheld += 1
                 continue
             self._gap_since.pop(key, None)
+            self._unconfirmed.discard(key)
             self._next[key] = m.offset + 1
             msgs.append(
                 Message(
@@ -296,6 +334,7 @@ class FaustRuntime:
     async def _main(self, datadir: Path, deadline: float | None) -> None:
         app = self._app = self._build_app(datadir)
         starting = asyncio.ensure_future(app.start())
+        next_check = 0.0
         try:
             while not self._stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
@@ -305,6 +344,9 @@ class FaustRuntime:
                         starting.exception()
                     )
                 await asyncio.sleep(_POLL_S)
+                if time.monotonic() >= next_check:
+                    await self._check_positions(app)
+                    next_check = time.monotonic() + _CHECK_S
             # Between batches (the batch body never awaits), so ``finish`` is safe here.
             if self._failure is None:
                 self._applier.finish()

@@ -195,3 +195,32 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
     ]
     np.testing.assert_array_equal(a.predict_proba_many(rows), b.predict_proba_many(rows))
     assert registry.read_onnx(killed) == ref_registry.read_onnx(ref)
+
+
+def test_a_failed_final_snapshot_exits_non_zero(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A clean stop whose last snapshot cannot be written is an error, not a quiet exit."""
+    kafka = KafkaConfig(broker.bootstrap_servers, f"t{uuid.uuid4().hex[:8]}.", partitions=1)
+    topics = Topics(kafka.topic_prefix)
+    ensure_loop_topics(kafka, topics)
+    producer = make_producer(kafka)
+    for r in _examples(0, BATCH * 4, seed=3):
+        produce(producer, topics.training_examples("feed"), r, "k")
+    flush(producer)
+    port = free_port()
+    proc = _trainer_proc(kafka, tmp_path, port)
+    try:
+        _wait(
+            lambda: total(scrape(port), "streamlearn_examples_trained_total") >= BATCH * 4,
+            60,
+            "examples learned",
+        )
+        model_dir = tmp_path / "registry" / "feed"
+        model_dir.rename(tmp_path / "moved-away")
+        model_dir.write_text("not a directory")  # the registry cannot take a version now
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = next(tmp_path.glob("trainer-*.log")).read_text()
+    assert "Traceback" in log or "error:" in log
