@@ -93,8 +93,9 @@ class FeatureReplica:
         """Write ``(key, value, partition)`` feature records in one batch; return how many.
 
         Keys starting with ``__`` (control records) and records without a key are
-        skipped; a ``None`` value (tombstone) deletes the key; an undecodable value is
-        logged, counted and skipped. Item records are per-partition partials: each is
+        skipped; a ``None`` value (tombstone) deletes the key; an undecodable value (or an
+        item partial whose values are not the catalog's types) is logged, counted and
+        skipped. Item records are per-partition partials: each is
         kept under ``item/<id>#<partition>`` and ``item/<id>`` holds their merge.
         """
         wb = WriteBatch(raw_mode=True)
@@ -104,17 +105,20 @@ class FeatureReplica:
             if not key or key.startswith(b"__"):
                 continue
             encoded: bytes | None = None
-            if value is not None:
-                try:
+            try:
+                item_id = key[5:].decode() if key.startswith(b"item/") else None
+                if value is not None:
                     rec = decode_feature_record(value)
-                except ContractError as exc:
-                    REPLICA_BAD_RECORDS.inc()
-                    log.warning("skipped feature record key=%r: %s", key, exc)
-                    continue
-                encoded = _VALUES_ENCODER.encode(rec.values)
+                    if item_id is not None:  # a partial that cannot be merged is bad data
+                        merge_item_partials([rec.values], self.catalog)
+                    encoded = _VALUES_ENCODER.encode(rec.values)
+            except (ContractError, UnicodeDecodeError, ValueError, TypeError) as exc:
+                REPLICA_BAD_RECORDS.inc()
+                log.warning("skipped feature record key=%r: %s", key, exc)
+                continue
             applied += 1
-            if key.startswith(b"item/"):
-                items.setdefault(key[5:].decode(), {})[partition] = encoded
+            if item_id is not None:
+                items.setdefault(item_id, {})[partition] = encoded
             elif encoded is None:
                 wb.delete(key)
             else:
