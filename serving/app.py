@@ -85,6 +85,8 @@ class ServingApp:
                 admin_token=cfg.admin_token,
                 refresh=self.updater.check,
                 announce=self.sink.announce,
+                features=self.replica,
+                catalog=cfg.catalog,
             )
             server = self._server = HttpServer(api, cfg.host, cfg.port, cfg.http)
             self.replica.start()

@@ -11,7 +11,8 @@ thread would cost more than it saves) or coroutines for work that waits (registr
 reads and writes run in a thread).
 
 :func:`build_api` assembles the native API (:mod:`serving.v1`), the Open Inference
-Protocol (:mod:`serving.oip`) and the admin endpoints (:mod:`serving.admin`), and serves
+Protocol (:mod:`serving.oip`), the admin endpoints (:mod:`serving.admin`) and the feature
+store's online reads (:mod:`serving.feature_api`), and serves
 their OpenAPI document at ``/openapi.json``. The server that runs it, with its limits
 and time-outs, is :mod:`serving.server`.
 """
@@ -28,6 +29,7 @@ from pydantic import SecretStr
 
 from serving.admin import admin_routes
 from serving.errors import LengthRequired, PayloadTooLarge, ServingError
+from serving.feature_api import StoredFeatures, feature_routes
 from serving.metrics import HTTP_REQUESTS
 from serving.oip import oip_routes, server_version
 from serving.openapi import openapi_document
@@ -37,6 +39,7 @@ from serving.schema import ErrorReply
 from serving.service import PredictionService
 from serving.v1 import v1_routes
 from streams.contracts import ModelUpdate
+from streams.feature_catalog import CATALOG, FeatureCatalog
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +175,13 @@ def build_api(
     admin_token: SecretStr | None = None,
     refresh: Callable[[str], object] | None = None,
     announce: Callable[[ModelUpdate], None] | None = None,
+    features: StoredFeatures | None = None,
+    catalog: FeatureCatalog = CATALOG,
 ) -> ServingAPI:
     """The whole HTTP API over ``service``: ``/v1``, ``/v2``, admin and ``/openapi.json``.
+
+    With ``features`` (serving's feature replica) it also answers the feature store's
+    online reads, ``/v1/features`` (:mod:`serving.feature_api`), for ``catalog``.
 
     ``refresh(model)`` makes the server serve the model's registry serving version now
     (after an admin stage change; default: load it directly); ``announce`` publishes a
@@ -183,6 +191,8 @@ def build_api(
     router.include(v1_routes(service, sink, max_body_bytes))
     router.include(oip_routes(service, sink))
     router.include(admin_routes(service, admin_token, refresh or _loader(service), announce))
+    if features is not None:
+        router.include(feature_routes(features, catalog))
     doc = msgspec.json.encode(openapi_document(router, "streamlearn serving", server_version()))
 
     @router.route(

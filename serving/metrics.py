@@ -67,3 +67,8 @@ PUBLISH_DROPPED = Counter(
     "Feature-log or prediction records dropped because the producer queue was full.",
     ["topic"],
 )
+FEATURE_READS = Counter(
+    "streamlearn_feature_reads_total",
+    "Entities read over the feature API: outcome found or missing.",
+    ["outcome"],
+)

@@ -81,3 +81,48 @@ class StageReply(msgspec.Struct, frozen=True):
     version: int
     previous: int | None
     serving_version: int | None
+
+
+class FeatureInfo(msgspec.Struct, frozen=True):
+    """One declared feature (``streams.feature_catalog``)."""
+
+    name: str
+    entity: str
+    type: str
+    description: str
+    owner: str
+    version: int
+
+
+class FeaturesReply(msgspec.Struct, frozen=True):
+    """``GET /v1/features``: every declared feature, in declared order."""
+
+    features: list[FeatureInfo]
+
+
+class EntityRef(msgspec.Struct, frozen=True):
+    """One entity to read: its kind (``user`` or ``item``) and id."""
+
+    entity: str
+    id: str
+
+
+class FeaturesReadRequest(msgspec.Struct, frozen=True):
+    """``POST /v1/features:read``: the entities to read, in the order to answer them."""
+
+    entities: list[EntityRef]
+
+
+class EntityRead(msgspec.Struct, frozen=True):
+    """One entity's values (``values`` and ``as_of`` null when it has none stored)."""
+
+    entity: str
+    id: str
+    values: dict[str, str | int | float] | None
+    as_of: float | None
+
+
+class FeaturesReadReply(msgspec.Struct, frozen=True):
+    """``POST /v1/features:read``: one answer per requested entity, in request order."""
+
+    entities: list[EntityRead]

@@ -25,6 +25,7 @@ from models.registry import FileRegistry
 from serving.app import ServingApp, ServingConfig
 from streams.config import KafkaConfig
 from streams.contracts import FeatureRecord, ModelUpdate, PredictionRequest, encode
+from streams.feature_catalog import CATALOG
 from streams.kafka import check, flush, make_consumer, make_producer, produce
 from streams.topics import Topics, ensure_topics
 from tests.unit.serving.helpers import publish_ftrl, trained_ftrl
@@ -196,5 +197,26 @@ def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) 
         assert "streamlearn_feature_replica_records_total" in text
         code, body = call("POST", "/v1/models/feed:predict", {"request_id": "bad"})
         assert code == 400 and "user_id" in body["error"]
+
+        # -- the feature store's online reads, from the same replica ----------------------
+        def missing_reads() -> float:
+            text = call("GET", "/metrics")[1]
+            line = 'streamlearn_feature_reads_total{outcome="missing"} '
+            return next((float(x[len(line) :]) for x in text.splitlines() if x.startswith(line)), 0)
+
+        missing = missing_reads()
+        code, body = call("GET", "/v1/features")
+        assert code == 200 and body["features"] == CATALOG.info()
+        code, body = call("GET", "/v1/features/user/u3")
+        assert code == 200 and (body["entity"], body["id"], body["as_of"]) == ("user", "u3", 1.0)
+        assert body["values"]["user_impressions"] == 30 and body["values"]["user_hides"] == 0
+        code, body = call("GET", "/v1/features/item/nope")
+        assert code == 404 and "unknown id 'nope'" in body["error"]
+        wanted = [{"entity": "item", "id": "i3"}, {"entity": "user", "id": "zz"}]
+        code, body = call("POST", "/v1/features:read", {"entities": wanted})
+        assert code == 200, body
+        assert body["entities"][0]["values"]["item_category"] == "c1"
+        assert body["entities"][1] == {"entity": "user", "id": "zz", "values": None, "as_of": None}
+        assert missing_reads() == missing + 2
         conn.close()
     reader.consumer.close()
