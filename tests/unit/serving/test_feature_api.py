@@ -13,6 +13,7 @@ import pytest
 
 from serving.feature_api import feature_routes
 from serving.http import ServingAPI
+from serving.openapi import openapi_document
 from serving.replica import FeatureReplica
 from serving.server import HttpLimits, HttpServer
 from streams.config import KafkaConfig
@@ -141,3 +142,15 @@ def test_bad_bulk_reads_are_400(client: Client, body: Any, message: str) -> None
     code, reply = client.call("POST", "/v1/features:read", body)
     assert code == 400 and message in reply["error"], reply
     assert "expected {" in reply["error"]
+
+
+def test_openapi_documents_the_feature_routes(replica: FeatureReplica) -> None:
+    doc = openapi_document(feature_routes(replica), "t", "0")
+    assert set(doc["paths"]) == {
+        "/v1/features",
+        "/v1/features/{entity}/{id}",
+        "/v1/features:read",
+    }
+    assert {"EntityFeatures", "FeaturesReadRequest", "FeaturesReply"} <= set(
+        doc["components"]["schemas"]
+    )
