@@ -1,19 +1,17 @@
 """Model heads: what a model predicts, and how it is trained and calibrated.
 
-``feed`` predicts engagement (a click, like, share or conversion). ``ads`` predicts a
-click and is trained with negative downsampling (negatives kept at ``negative_rate``),
-its predictions corrected back to the true rate, so its calibration (mean predicted /
-observed rate, tracked by ``ProgressiveMetrics``) stays near 1 — what ad pricing needs.
+:data:`ENGAGEMENT` (the ``feed`` model) predicts a click, like, share or conversion.
+:data:`CLICK` (the ``ads`` model) predicts a click and is trained with negative
+downsampling (negatives kept at ``negative_rate``), its predictions corrected back to the
+true rate, so its calibration (mean predicted / observed rate, tracked by
+``ProgressiveMetrics``) stays near 1 — what ad pricing needs.
+A model's head is part of its definition (:class:`models.definition.ModelDef`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
-
-from models.features import FeatureSpec
-from models.protocol import Learner
-from models.zoo import create
+from typing import Final
 
 
 @dataclass(frozen=True)
@@ -27,19 +25,9 @@ class Head:
     negative_rate: float | None = None
 
 
-HEADS: Final[dict[str, Head]] = {
-    "feed": Head("feed", frozenset({"click", "like", "share", "conversion"})),
-    "ads": Head("ads", frozenset({"click"}), negative_rate=0.25),
-}
+#: Engagement: a click, like, share or conversion is a positive (the ``feed`` model).
+ENGAGEMENT: Final = Head("engagement", frozenset({"click", "like", "share", "conversion"}))
+#: A click, with negatives kept at 0.25 and the correction applied (the ``ads`` model).
+CLICK: Final = Head("click", frozenset({"click"}), negative_rate=0.25)
 
-
-def head(model: str) -> Head:
-    """The head of ``model``; a model without a declared head predicts engagement."""
-    return HEADS.get(model, Head(model, HEADS["feed"].positives))
-
-
-def create_for(
-    model: str, learner: str, spec: FeatureSpec, seed: int = 0, **params: Any
-) -> Learner:
-    """A learner for ``model``'s head (downsampled and corrected where the head says)."""
-    return create(learner, spec, seed=seed, negative_rate=head(model).negative_rate, **params)
+HEADS: Final[dict[str, Head]] = {h.name: h for h in (ENGAGEMENT, CLICK)}

@@ -12,7 +12,9 @@ Feature columns are every column but the label and time columns (or ``features``
 id columns (a string or integer value on every row, see :mod:`offline.tables`, which
 also says how columns become categorical or numeric and how a text label is mapped).
 :func:`compare` runs several learners on the same prepared stream (``eval`` without
-``--model``) and marks the best by AUC.
+``--model``) and marks the best by AUC. With a model definition
+(:class:`~models.definition.ModelDef`, ``eval --definition feed``) the learner is built
+exactly as the online trainer builds it: the definition's spec, head and parameters.
 
 Training-example rows (a replayed ``training-examples.<model>`` topic, or any file whose
 ``features`` column holds JSON objects) are expanded: each key of ``features`` becomes a
@@ -34,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from models.definition import ModelDef
 from models.errors import ModelError
 from models.features import FeatureSpec
 from models.metrics import ProgressiveMetrics
@@ -81,6 +84,16 @@ class EvalConfig:
     drop: tuple[str, ...] = ()
     window: int = 10_000
     report_every: int = 50_000
+    #: Evaluate this model definition (its spec, head, learner and params; ``model`` and
+    #: ``params`` override its learner) instead of a learner over the inferred spec.
+    definition: ModelDef | None = None
+
+    def learner(self, spec: FeatureSpec, name: str | None = None) -> Learner:
+        """A new learner ``name`` (default ``model``) over ``spec``, or of the definition."""
+        if self.definition is not None:
+            d = self.definition.with_learner(name or self.model, self.params)
+            return d.create(seed=self.seed)
+        return create(name or self.model, spec, seed=self.seed, **self.params)
 
 
 @dataclass(frozen=True)
@@ -146,7 +159,10 @@ def _prepare(config: EvalConfig) -> Prepared:
     if clash:
         raise EvalError(f"feature columns must not include the label or time column, got {clash}")
     labels = tables.binary_labels(table, label, config.positive)
-    spec = tables.infer_spec(table, features, config.hash_bits, config.numeric_transform)
+    if config.definition is not None:
+        spec = config.definition.spec
+    else:
+        spec = tables.infer_spec(table, features, config.hash_bits, config.numeric_transform)
     return Prepared(
         table.select(features),
         labels.y,
@@ -224,6 +240,7 @@ def _summary(
         "examples_per_s": total / busy if busy > 0 else None,
         "seconds": busy,
         "model": model,
+        "definition": None if config.definition is None else config.definition.name,
         "params": dict(params),
         "seed": config.seed,
         "batch_size": config.batch_size,
@@ -241,7 +258,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict[str, 
     if config.batch_size < 1:
         raise EvalError(f"batch size must be >= 1, got {config.batch_size}")
     prepared = prepare(config)
-    learner = create(config.model, prepared.spec, seed=config.seed, **config.params)
+    learner = config.learner(prepared.spec)
     metrics, busy = run(
         prepared, learner, config.batch_size, config.window, config.report_every, progress
     )
@@ -263,7 +280,7 @@ def compare(
     prepared = prepare(config)
     results: dict[str, dict[str, Any]] = {}
     for model in models:
-        learner = create(model, prepared.spec, seed=config.seed, **config.params)
+        learner = config.learner(prepared.spec, model)
         on_progress: Progress | None = None
         if progress is not None:
 

@@ -7,7 +7,10 @@ columns are the features. Rows are put in time order (``ts``, else the Kafka
 ``timestamp``, else file order; ties keep file order), the last ``holdout`` fraction is
 held out, and the learner sees the rest for ``epochs`` ordered passes (optionally
 shuffled with ``seed``). Everything is a function of (data, config), so the same data
-and seed give a byte-identical ONNX graph.
+and seed give a byte-identical ONNX graph. A declared model is trained from its
+definition (``TrainConfig.definition``: head, learner, params, feature spec). Before it is
+published, the ONNX graph is checked against the learner on holdout rows
+(:func:`models.parity.onnx_parity`): a graph that differs is never published.
 
 The dataset is held in memory as featurised arrays (``n × K`` int64 + float32).
 """
@@ -27,10 +30,13 @@ import orjson
 import pyarrow as pa
 
 from models import zoo
+from models.definition import ModelDef
 from models.features import FeatureSpec
 from models.metrics import ProgressiveMetrics
+from models.parity import onnx_parity
 from models.protocol import Learner
 from models.registry import FileRegistry, ModelVersion
+from models.snapshot import Snapshot
 from models.stages import publish_candidate
 from offline.errors import DatasetError
 from offline.lineage import code_version, dataset_identity
@@ -43,6 +49,8 @@ log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 _ENCODE_CHUNK = 65_536
+#: Holdout rows (else training rows) the ONNX graph is checked on before publishing.
+PARITY_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,17 @@ class TrainConfig:
     time_column: str | None = None
     spec: FeatureSpec | None = None
     hash_bits: int = 20
+    #: The model's definition (head, learner, params, spec): ``learner``/``params``
+    #: override its learner's, ``spec`` its spec. ``None``: a learner over ``spec`` or the
+    #: spec inferred from the rows.
+    definition: ModelDef | None = None
+    #: With a definition: infer the spec from the rows instead of using the definition's.
+    infer_spec: bool = False
 
     def lineage(self) -> dict[str, Any]:
         """The config as JSON-safe lineage."""
         return {
+            "definition": None if self.definition is None else self.definition.name,
             "learner": self.learner,
             "params": dict(self.params),
             "seed": self.seed,
@@ -223,9 +238,22 @@ class TrainResult:
 
 
 def make_learner(config: TrainConfig, rows: Sequence[Row]) -> Learner:
-    """The configured learner over the configured (or inferred) feature spec."""
+    """The configured learner: the model definition's (with the config's learner,
+    params and spec over it), else the learner over the configured or inferred spec."""
+    if config.definition is not None:
+        d = config.definition.with_learner(config.learner, config.params)
+        spec = config.spec or (infer_spec(rows, config.hash_bits) if config.infer_spec else None)
+        return (d.with_spec(spec) if spec else d).create(seed=config.seed)
     spec = config.spec or infer_spec(rows, config.hash_bits)
     return zoo.create(config.learner, spec, seed=config.seed, **dict(config.params))
+
+
+def checked_snapshot(learner: Learner, rows: Sequence[Row]) -> tuple[Snapshot, float]:
+    """The learner's snapshot, its ONNX graph checked against it on up to
+    :data:`PARITY_ROWS` of ``rows`` (:class:`~models.parity.ParityError` when it differs)."""
+    snap = learner.snapshot()
+    idx, val = encode(learner, rows[:PARITY_ROWS])
+    return snap, onnx_parity(snap, learner, idx, val)
 
 
 def train(
@@ -244,7 +272,8 @@ def train(
     learner = make_learner(config, train_ex.rows)
     fit(learner, train_ex, config, progress)
     metrics = evaluate(learner, test_ex)
-    snap = learner.snapshot()
+    snap, parity = checked_snapshot(learner, test_ex.rows or train_ex.rows)
+    metrics["parity_max_abs_diff"] = parity
     lineage = {
         "dataset": dataset_identity(dataset),
         "code": code_version(),

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin
 import msgspec
 from msgspec import Meta
 
+from models.heads import ENGAGEMENT
 from streams.errors import ContractError
 
 EventType = Literal["impression", "click", "like", "share", "hide", "conversion"]
@@ -44,7 +45,8 @@ DeadLetterReason = Literal[
 ]
 
 EVENT_TYPES: Final = frozenset(get_args(EventType))
-ENGAGEMENT_TYPES: Final = frozenset({"click", "like", "share", "conversion"})
+#: Engagements: what the ``feed`` model's head counts as a positive.
+ENGAGEMENT_TYPES: Final = ENGAGEMENT.positives
 SURFACES: Final = frozenset(get_args(Surface))
 MAX_EVENT_BYTES: Final = 64 * 1024
 

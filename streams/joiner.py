@@ -6,8 +6,9 @@ request's records meet in the same partition. When a request's label window clos
 time of the request + ``window_s``, judged against the partition's watermark: the newest
 event time read from the *slower* of the two topics, so a window never closes while the
 other topic has not caught up with it), every shown item becomes a ``TrainingExample``:
-label 1 if an engagement that is a positive of the model's head (``models.heads``: any
-engagement for ``feed``, a click for ``ads``) came inside the window, else 0. Items scored
+label 1 if an engagement that is a positive of the model's head (its definition in
+``streams.model_catalog``: any engagement for ``feed``, a click for ``ads``) came inside
+the window, else 0. Items scored
 but never shown are not examples. Records whose request never shows up in the feature-log
 are dropped after ``orphan_timeout_s`` and counted; records that come after their
 request's window closed are dropped and counted too.
@@ -28,7 +29,6 @@ from typing import Literal
 import msgspec
 from prometheus_client import Counter
 
-from models.heads import head
 from streams.contracts import (
     ENGAGEMENT_TYPES,
     ActivityEvent,
@@ -39,6 +39,7 @@ from streams.contracts import (
     encode,
 )
 from streams.kafka import Cluster
+from streams.model_catalog import MODELS, ModelCatalog
 from streams.processor import Decoder, Output, Record, StatefulProcessor, TopicPartitionKey
 from streams.state import Durability
 from streams.topics import Topics
@@ -106,9 +107,11 @@ class Joiner(StatefulProcessor):
         config: JoinerConfig | None = None,
         cluster: Cluster | None = None,
         durability: Durability = Durability.SYNC,
+        models: ModelCatalog = MODELS,
     ) -> None:
         super().__init__(state_dir, topics.joiner_changelog, cluster, durability)
         self.topics = topics
+        self.models = models
         self.config = config or JoinerConfig()
         # The feature processor dead-letters bad activity; the joiner owns feature-log's.
         self.dead_letter_inputs: frozenset[str] | None = frozenset({topics.feature_log})
@@ -255,7 +258,7 @@ class Joiner(StatefulProcessor):
 
     def _examples(self, log: FeatureLogRecord, pend: _Pending) -> list[Output]:
         topic = self.topics.training_examples(log.model)
-        positives = head(log.model).positives
+        positives = self.models.head(log.model).positives
         closes = log.ts + self.config.window_s
         out = []
         for item in log.items:

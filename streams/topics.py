@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import KafkaConfig
 from streams.errors import KafkaError
+from streams.model_catalog import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,10 @@ class Topics:
         """The dead-letter topic of ``topic``."""
         return topic + DLQ_SUFFIX
 
-    def loop_topics(self, models: tuple[str, ...] = ("feed",)) -> list[str]:
-        """All partitioned topics of the online loop, dead-letter topics included."""
+    def loop_topics(self, models: tuple[str, ...] = ()) -> list[str]:
+        """All partitioned topics of the online loop, dead-letter topics included, with the
+        training examples of every declared model and of ``models``."""
+        models = tuple(dict.fromkeys((*MODELS.names, *models)))
         main = [
             self.activity,
             self.prediction_requests,
@@ -125,9 +128,7 @@ def ensure_topics(
         log.info("created topic=%s partitions=%d", name, want)
 
 
-def ensure_loop_topics(
-    config: KafkaConfig, topics: Topics, models: tuple[str, ...] = ("feed",)
-) -> None:
+def ensure_loop_topics(config: KafkaConfig, topics: Topics, models: tuple[str, ...] = ()) -> None:
     """Create every topic of the online loop: partitioned ones and the 1-partition
     model-updates topic (its order is the order of versions)."""
     ensure_topics(config, topics.loop_topics(models))

@@ -34,7 +34,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -42,15 +42,15 @@ import xxhash
 from confluent_kafka import OFFSET_BEGINNING
 from prometheus_client import Counter, Gauge
 
-from models.features import FeatureSpec
-from models.heads import create_for
+from models.definition import ModelDef
 from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
 from models.registry import FileRegistry, ModelVersion
-from models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER
+from models.zoo import DEFAULT_BATCH_SIZE
 from streams.contracts import ModelUpdate, decode_example, encode
 from streams.errors import StateLost
 from streams.kafka import Cluster
+from streams.model_catalog import FEED
 from streams.processor import Decoder, Output, Record, TopicPartitionKey
 from streams.topics import Topics
 
@@ -80,17 +80,20 @@ def example_fingerprint(topic: str, partition: int, offset: int) -> int:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """What to train and how often to publish."""
+    """Which model to train (its definition: head, spec, learner, params) and how often
+    to publish."""
 
-    model: str = "feed"
-    learner: str = DEFAULT_LEARNER
-    params: Mapping[str, Any] = field(default_factory=dict)
-    spec: FeatureSpec = field(default_factory=FeatureSpec)
+    definition: ModelDef = FEED
     seed: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_after_s: float = 1.0
     snapshot_interval_s: float = 10.0
     metrics_window: int = 5000
+
+    @property
+    def model(self) -> str:
+        """The model's name (its registry folder and ``training-examples.<model>``)."""
+        return self.definition.name
 
 
 #: ``origin`` of the versions the online trainer publishes (its resume points).
@@ -169,13 +172,7 @@ class OnlineTrainer:
         return online[-1] if online else None
 
     def _new_learner(self) -> Learner:
-        return create_for(
-            self.config.model,
-            self.config.learner,
-            self.config.spec,
-            seed=self.config.seed,
-            **self.config.params,
-        )
+        return self.config.definition.create(seed=self.config.seed)
 
     def _stale(self, meta: Mapping[str, Any]) -> str | None:
         """Why a snapshot cannot be resumed on the topics as they are now, or ``None``."""

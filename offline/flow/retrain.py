@@ -13,6 +13,10 @@ cached steps. Params (``--param name=value``):
 ``learner``     a ``models.zoo`` learner name (``ftrl``, ``fm``, ``deep``, ``river-lr``)
 ``epochs`` …    ``batch_size``, ``shuffle``, ``seed``, ``holdout``, ``label``,
                 ``time_column``, ``hash_bits``: as ``streamlearn offline train``
+``spec``        ``model`` (default): a declared model (``feed``, ``ads``) is trained from
+                its definition (``streams.model_catalog``: head, params, feature spec);
+                ``infer``: the spec is inferred from the rows (head and params still
+                the definition's)
 anything else   a hyper-parameter of the learner (``alpha=0.1`` for ftrl, ``lr`` for fm);
                 ``LEARNER.name`` applies to that learner only (``ftrl.alpha=0.1``), so a
                 sweep over ``learner=ftrl,fm`` can vary each one's own parameters
@@ -37,6 +41,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from models import zoo
+from models.parity import ParityError, onnx_parity
 from models.protocol import Learner
 from models.registry import FileRegistry
 from models.snapshot import Snapshot
@@ -49,14 +54,20 @@ from offline.lineage import code_version, dataset_identity
 from offline.ranges import EARLIEST, LATEST, Bounds, parse_bounds
 from offline.replay import ReplayProgress, ReplaySpec
 from offline.replay import replay as replay_topics
-from offline.train import TrainConfig, encode, fit, load_examples, make_learner, split_holdout
+from offline.train import (
+    PARITY_ROWS,
+    TrainConfig,
+    encode,
+    fit,
+    load_examples,
+    make_learner,
+    split_holdout,
+)
 from offline.train import evaluate as evaluate_holdout
 from streams.config import KafkaConfig
 from streams.kafka import make_consumer
+from streams.model_catalog import MODELS
 from streams.topics import Topics
-
-_PARITY_ROWS = 256
-_PARITY_ATOL = 1e-5
 
 
 def scope_learner_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +121,7 @@ retrain = Flow(
         "label": "label",
         "time_column": None,
         "hash_bits": 20,
+        "spec": "model",
     },
     description="Replay a topic range (or take a dataset), batch-train a learner, evaluate "
     "on the time holdout, export ONNX and publish it with the flow's lineage.",
@@ -281,10 +293,16 @@ def train(
     label: str,
     time_column: str | None,
     hash_bits: int,
+    model: str,
+    spec: str,
     **learner_params: Any,
 ) -> Trained:
     """Batch-train the learner on the oldest rows (time order), holding out the newest."""
+    if spec not in ("model", "infer"):
+        raise FlowError(f"expected spec=model or spec=infer, got spec={spec!r}")
     config = TrainConfig(
+        definition=MODELS.get(model) if model in MODELS else None,
+        infer_spec=spec == "infer",
         learner=learner,
         params=learner_params,
         seed=seed,
@@ -300,13 +318,13 @@ def train(
     if len(examples) == 0:
         raise DatasetError(f"expected training examples in {replay.path}, found none")
     train_ex, test_ex = split_holdout(examples, holdout)
-    model = make_learner(config, train_ex.rows)
+    trained = make_learner(config, train_ex.rows)
     started = time.monotonic()
-    fit(model, train_ex, config, lambda done, total: ctx.progress(done, total, "batches"))
+    fit(trained, train_ex, config, lambda done, total: ctx.progress(done, total, "batches"))
     seconds = time.monotonic() - started
-    idx, val = encode(model, test_ex.rows[:_PARITY_ROWS] or train_ex.rows[:_PARITY_ROWS])
+    idx, val = encode(trained, test_ex.rows[:PARITY_ROWS] or train_ex.rows[:PARITY_ROWS])
     return Trained(
-        learner=model,
+        learner=trained,
         config=config.lineage(),
         train_rows=len(train_ex),
         holdout_rows=len(test_ex),
@@ -329,20 +347,13 @@ def evaluate(
 @retrain.step(inputs=["train"])
 def export(ctx: StepContext, train: Trained) -> Exported:
     """Snapshot the learner to ONNX and check onnxruntime agrees with it on holdout rows."""
-    import onnxruntime as ort
-
     snap = train.learner.snapshot()
     path = ctx.out / "model.onnx"
     path.write_bytes(snap.onnx)
-    session = ort.InferenceSession(snap.onnx, providers=["CPUExecutionProvider"])
-    (onnx_p,) = session.run(["prob"], {"idx": train.sample_idx, "val": train.sample_val})
-    mem_p = np.asarray(train.learner.predict_encoded(train.sample_idx, train.sample_val))
-    diff = float(np.max(np.abs(onnx_p - mem_p))) if len(mem_p) else 0.0
-    if diff > _PARITY_ATOL:
-        raise FlowError(
-            f"expected the ONNX graph to match the learner within {_PARITY_ATOL}, "
-            f"got a max abs difference of {diff:.3g}"
-        )
+    try:
+        diff = onnx_parity(snap, train.learner, train.sample_idx, train.sample_val)
+    except ParityError as exc:
+        raise FlowError(str(exc)) from None
     return Exported(snap, str(path), len(snap.onnx), diff)
 
 

@@ -41,6 +41,8 @@ from offline.replay import ReplayProgress, ReplaySpec, replay
 from streamlearn import options as o
 from streamlearn.commands.replay import progress_bar
 from streams.config import KafkaConfig
+from streams.errors import CatalogError
+from streams.model_catalog import MODELS
 
 console = Console(stderr=True)
 
@@ -270,6 +272,16 @@ def register(app: typer.Typer) -> None:
                 help="Learner hyper-parameter key=value (repeatable), e.g. alpha=0.1.",
             ),
         ] = None,
+        definition: Annotated[
+            str | None,
+            typer.Option(
+                "--definition",
+                envvar="STREAMLEARN_DEFINITION",
+                help="Evaluate a declared model (feed, ads) as the online trainer builds it: "
+                "its feature spec, head, learner and params (--model/--param override the "
+                "learner).",
+            ),
+        ] = None,
         seed: Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED")] = 0,
         batch_size: Annotated[
             int,
@@ -301,7 +313,11 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--from/--to apply to --topic, not --data")
         chosen = tuple(f.strip() for f in features.split(",") if f.strip()) if features else None
         dropped = tuple(f.strip() for f in drop.split(",") if f.strip()) if drop else ()
-        single = model is not None
+        try:
+            mdef = None if definition is None else MODELS.get(definition)
+        except CatalogError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--definition") from None
+        single = model is not None or mdef is not None
         if param and not single:
             raise typer.BadParameter(
                 "--param sets one learner's hyper-parameters: pass --model with it "
@@ -314,8 +330,9 @@ def register(app: typer.Typer) -> None:
             features=chosen,
             positive=positive,
             drop=dropped,
-            model=model or COMPARED_LEARNERS[0],
+            model=model or (mdef.learner if mdef else COMPARED_LEARNERS[0]),
             params=parse_params(param),
+            definition=mdef,
             seed=seed,
             batch_size=batch_size,
             hash_bits=hash_bits,

@@ -1,4 +1,5 @@
-"""``streamlearn models list|promote|rollback|reject``: registry stages, announced to serving."""
+"""``streamlearn models defs|list|promote|rollback|reject``: the declared models, registry
+stages (announced to serving)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from offline.promotion import announce
 from streamlearn import options as o
 from streamlearn.commands.replay import console, fail
 from streamlearn.settings import data_dir, kafka_config
+from streams.model_catalog import MODELS
 
 
 def _announce(
@@ -36,6 +38,13 @@ def register(app: typer.Typer) -> None:
     """Add the ``models`` group."""
     group = typer.Typer(help="Model versions and their stages.", no_args_is_help=True)
     app.add_typer(group, name="models")
+
+    @group.command("defs")
+    def defs_cmd() -> None:
+        """The declared models (name, head, feature spec, learner, params, surfaces), one
+        JSON object per line."""
+        for definition in MODELS:
+            typer.echo(json.dumps(definition.info()))
 
     @group.command("list")
     def list_cmd(

@@ -11,11 +11,13 @@ import typer
 from models.errors import ModelError
 from models.features import FeatureSpec
 from models.registry import FileRegistry
+from models.zoo import DEFAULT_LEARNER
 from offline.errors import OfflineError
 from offline.train import TrainConfig, train
 from streamlearn import options as o
 from streamlearn.commands.replay import Quiet, fail, progress_bar
 from streamlearn.settings import data_dir, parse_options
+from streams.model_catalog import MODELS
 
 Seed = Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED", help="Random seed.")]
 Epochs = Annotated[
@@ -77,11 +79,13 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[Path, typer.Argument(help="Replayed dataset dir or Parquet file.")],
         model: o.Model = "feed",
         learner: Annotated[
-            str,
+            str | None,
             typer.Option(
-                "--learner", envvar="STREAMLEARN_LEARNER", help="Learner name (models.zoo)."
+                "--learner",
+                envvar="STREAMLEARN_LEARNER",
+                help="Learner name (models.zoo); default: the model definition's, else ftrl.",
             ),
-        ] = "ftrl",
+        ] = None,
         param: Annotated[
             list[str] | None,
             typer.Option(
@@ -93,9 +97,18 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--spec",
                 envvar="STREAMLEARN_FEATURE_SPEC",
-                help="FeatureSpec JSON; default: inferred from the training rows.",
+                help="FeatureSpec JSON; default: the declared model's (feed, ads), else "
+                "inferred from the training rows.",
             ),
         ] = None,
+        infer_spec: Annotated[
+            bool,
+            typer.Option(
+                "--infer-spec",
+                envvar="STREAMLEARN_INFER_SPEC",
+                help="Infer the feature spec from the rows even for a declared model.",
+            ),
+        ] = False,
         hash_bits: Annotated[
             int,
             typer.Option(
@@ -139,8 +152,11 @@ def register(app: typer.Typer) -> None:
         """Train an online learner on a replayed dataset and publish it with lineage."""
         try:
             fspec = FeatureSpec.from_dict(json.loads(spec.read_text())) if spec else None
+            definition = MODELS.get(model) if model in MODELS else None
             cfg = TrainConfig(
-                learner=learner,
+                infer_spec=infer_spec,
+                definition=definition,
+                learner=learner or (definition.learner if definition else DEFAULT_LEARNER),
                 params=_params(param),
                 seed=seed,
                 epochs=epochs,

@@ -13,14 +13,15 @@ import typer
 from prometheus_client import start_http_server
 
 from models.registry import FileRegistry
-from models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER
+from models.zoo import DEFAULT_BATCH_SIZE
 from streamlearn import options as o
 from streamlearn.settings import data_dir, parse_options
 from streams.config import KafkaConfig
-from streams.feature_catalog import feed_spec
+from streams.errors import CatalogError
 from streams.features import FeatureProcessor
 from streams.joiner import Joiner, JoinerConfig
 from streams.kafka import Cluster, KafkaCluster
+from streams.model_catalog import MODELS
 from streams.processor import Processor
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.topics import Topics, ensure_loop_topics
@@ -126,6 +127,15 @@ def register(app: typer.Typer) -> None:
         metrics_port: o.MetricsPort = 0,
         metrics_host: o.MetricsHost = "127.0.0.1",
         label_window: WindowS = 8.0,
+        model: Annotated[
+            str,
+            typer.Option(
+                "--model",
+                envvar="STREAMLEARN_MODEL",
+                help="The model the trainer learns (a declared model: see `streamlearn models "
+                "defs`).",
+            ),
+        ] = "feed",
         commit_interval: Annotated[
             float,
             typer.Option(
@@ -151,20 +161,31 @@ def register(app: typer.Typer) -> None:
         elif processor is ProcessorName.joiner:
             proc = Joiner(topics, root / "state", JoinerConfig(window_s=label_window), cluster)
         else:
-            proc = _trainer(topics, root, "feed", DEFAULT_LEARNER, [], 10.0, cluster=cluster)
+            proc = _trainer(topics, root, model, None, [], 10.0, cluster=cluster)
         interval = 0.0 if processor is ProcessorName.trainer else commit_interval
         group = f"{kafka.topic_prefix}{processor.value}"
+        if processor is ProcessorName.trainer:
+            group = f"{kafka.topic_prefix}trainer.{model}"
         run_processor(proc, kafka, runtime, group, duration, commit_interval_s=interval)
 
     @app.command()
     def train(
         model: o.Model = "feed",
         learner: Annotated[
-            str, typer.Option("--learner", envvar="STREAMLEARN_LEARNER", help="Learner name.")
-        ] = DEFAULT_LEARNER,
+            str | None,
+            typer.Option(
+                "--learner",
+                envvar="STREAMLEARN_LEARNER",
+                help="Learner name; default: the model definition's.",
+            ),
+        ] = None,
         param: Annotated[
             list[str] | None,
-            typer.Option("--param", envvar="STREAMLEARN_PARAM", help="Learner param key=value."),
+            typer.Option(
+                "--param",
+                envvar="STREAMLEARN_PARAM",
+                help="Learner param key=value, over the model definition's.",
+            ),
         ] = None,
         snapshot_interval: Annotated[
             float,
@@ -228,24 +249,25 @@ def _trainer(
     topics: Topics,
     root: Path,
     model: str,
-    learner: str,
+    learner: str | None,
     params: list[str] | None,
     snapshot_interval: float,
     batch_size: int = DEFAULT_BATCH_SIZE,
     flush_after: float = 1.0,
     cluster: Cluster | None = None,
 ) -> OnlineTrainer:
-    parsed: dict[str, Any] = {}  # the learner's defaults, as in eval
+    try:
+        definition = MODELS.get(model)
+    except CatalogError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    parsed: dict[str, Any] = {}
     for k, v in parse_options(params).items():
         try:
             parsed[k] = json.loads(v)
         except json.JSONDecodeError:
             parsed[k] = v
     cfg = TrainerConfig(
-        model=model,
-        learner=learner,
-        params=parsed,
-        spec=feed_spec(),
+        definition=definition.with_learner(learner, parsed),
         snapshot_interval_s=snapshot_interval,
         batch_size=batch_size,
         flush_after_s=flush_after,

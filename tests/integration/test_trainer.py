@@ -24,7 +24,6 @@ from streamlearn.scrape import scrape, total
 from streams.broker import EmbeddedBroker, free_port
 from streams.config import KafkaConfig
 from streams.contracts import TrainingExample, encode
-from streams.feature_catalog import feed_spec
 from streams.kafka import flush, make_producer, produce
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.topics import Topics, ensure_loop_topics
@@ -169,7 +168,6 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
         topics,
         ref_registry,
         TrainerConfig(
-            spec=feed_spec(),
             batch_size=BATCH,
             flush_after_s=3600,
             snapshot_interval_s=3600,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.definition import ModelDef
 from models.features import FeatureSpec
-from models.heads import create_for, head
+from models.heads import CLICK, ENGAGEMENT
 from models.metrics import ProgressiveMetrics
 
 
 def test_heads_declare_their_positives() -> None:
-    assert head("ads").positives == {"click"}
-    assert {"click", "like", "share", "conversion"} == head("feed").positives
-    assert head("anything").positives == head("feed").positives
+    assert CLICK.positives == {"click"} and CLICK.negative_rate == 0.25
+    assert {"click", "like", "share", "conversion"} == ENGAGEMENT.positives
+    assert ENGAGEMENT.negative_rate is None
 
 
 def test_ads_learner_is_downsampled_and_stays_calibrated() -> None:
@@ -22,7 +23,7 @@ def test_ads_learner_is_downsampled_and_stays_calibrated() -> None:
     rate = 0.02 + 0.1 * (items % 5) / 4  # true click rates 2%–12%
     y = (rng.random(items.size) < rate).astype(float)
     rows = [{"item": f"i{i}"} for i in items]
-    ads = create_for("ads", "ftrl", spec, seed=1, alpha=0.1)
+    ads = ModelDef("ads", CLICK, spec, "ftrl", {"alpha": 0.1}).create(seed=1)
     assert type(ads).__name__ == "Downsampled"
     m = ProgressiveMetrics(window=10_000)
     for b in range(0, len(rows), 1000):

@@ -19,7 +19,14 @@ from tests.unit.offline.test_train import write_examples
 def test_retrain_publishes_with_flow_lineage_and_reruns_from_cache(tmp_path: Path) -> None:
     data = write_examples(tmp_path / "ex.parquet", n=2000)
     reg = FileRegistry(tmp_path / "registry")
-    params = {"dataset": str(data), "hash_bits": 12, "epochs": 2, "ftrl.alpha": 0.2}
+    # toy features, not the feed model's: the spec is inferred from them
+    params = {
+        "dataset": str(data),
+        "hash_bits": 12,
+        "epochs": 2,
+        "ftrl.alpha": 0.2,
+        "spec": "infer",
+    }
     res = run_flow(retrain, params, root=tmp_path / "flows", resources={"registry": reg})
     assert res.outputs["publish"]["version"] == 1
     assert res.outputs["evaluate"]["auc"] > 0.65 and res.outputs["evaluate"]["count"] == 400
@@ -56,7 +63,7 @@ def test_retrain_publishes_with_flow_lineage_and_reruns_from_cache(tmp_path: Pat
 
 def test_changed_dataset_content_invalidates_the_replay(tmp_path: Path) -> None:
     data = write_examples(tmp_path / "ex.parquet", n=500)
-    params = {"dataset": str(data), "hash_bits": 10}
+    params = {"dataset": str(data), "hash_bits": 10, "spec": "infer"}
     root = tmp_path / "flows"
     a = run_flow(retrain, params, root=root, until="evaluate")
     write_examples(data, n=500, seed=2)  # same path, other rows

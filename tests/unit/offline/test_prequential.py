@@ -357,3 +357,27 @@ def test_cli_without_model_prints_the_comparison(tmp_path: Path) -> None:
         app(), ["eval", "--data", str(path), "--label", "clicked", "--param", "alpha=1"]
     )
     assert result.exit_code == 2 and "pass --model" in result.output
+
+
+def test_a_model_definition_is_evaluated_as_the_trainer_builds_it(tmp_path: Path) -> None:
+    """``eval --definition ads``: the definition's spec and its downsampled head."""
+    from models.definition import ModelDef
+    from models.features import FeatureSpec
+    from models.heads import CLICK
+
+    spec = FeatureSpec(categorical=("item", "user"), hash_bits=12)
+    ads = ModelDef("ads", CLICK, spec, "ftrl", {"alpha": 0.1})
+    data = write(pa.Table.from_pylist(training_rows()), tmp_path / "a.parquet")
+    s = evaluate(EvalConfig(data=data, model="ftrl", definition=ads))
+    assert s["definition"] == "ads" and s["feature_spec"] == spec.to_dict()
+    assert s["auc"] > 0.7 and s["calibration"] == pytest.approx(1.0, abs=0.2)
+    runner = CliRunner()
+    app = typer.Typer()
+    eval_command.register(app)
+    out = tmp_path / "s.json"
+    args = ["--data", str(data), "--definition", "ads", "--quiet", "--summary-json", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["definition"] == "ads"
+    res = runner.invoke(app, ["--data", str(data), "--definition", "nope"])
+    assert res.exit_code != 0 and "among ['feed', 'ads']" in res.output

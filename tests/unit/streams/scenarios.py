@@ -15,6 +15,7 @@ from streams.checks import Scenario
 from streams.contracts import FeatureLogRecord, ServedItem, TrainingExample, encode
 from streams.features import FeatureProcessor
 from streams.joiner import Joiner, JoinerConfig
+from streams.model_catalog import FEED
 from streams.processor import Processor
 from streams.state import PartitionStore, is_control_key
 from streams.testing import MemoryBroker
@@ -222,11 +223,10 @@ def _feed_trainer(broker: MemoryBroker, part: int) -> None:
 
 def _build_trainer(root: Path, broker: MemoryBroker, clock: Callable[[], float]) -> Processor:
     config = TrainerConfig(
-        spec=SPEC,
+        definition=FEED.with_spec(SPEC).with_learner(params={"alpha": 0.1, "beta": 0.1}),
         batch_size=TRAIN_BATCH,
         flush_after_s=1e9,
         snapshot_interval_s=6.0,
-        params={"alpha": 0.1, "beta": 0.1},
     )
     return OnlineTrainer(
         TOPICS, FileRegistry(root / "registry"), config, clock=clock, cluster=broker

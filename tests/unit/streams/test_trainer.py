@@ -11,6 +11,7 @@ import pytest
 from models.registry import FileRegistry
 from streams.contracts import TrainingExample, encode
 from streams.errors import StateLost
+from streams.model_catalog import FEED
 from streams.processor import Record
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.testing import MemoryBroker
@@ -40,7 +41,9 @@ def _records(start: int, n: int) -> list[Record]:
 
 
 def _trainer(root: Path, cluster: MemoryBroker | None = None, **kw: object) -> OnlineTrainer:
-    cfg = TrainerConfig(spec=SPEC, batch_size=BS, flush_after_s=1e9, snapshot_interval_s=1e9)
+    cfg = TrainerConfig(
+        definition=FEED.with_spec(SPEC), batch_size=BS, flush_after_s=1e9, snapshot_interval_s=1e9
+    )
     for k, v in kw.items():
         cfg = TrainerConfig(**{**cfg.__dict__, k: v})
     return OnlineTrainer(TOPICS, FileRegistry(root / "registry"), cfg, cluster=cluster)

@@ -20,6 +20,7 @@ from models.features import FeatureSpec
 from models.registry import FileRegistry
 from offline.prequential import EvalConfig, evaluate
 from streams.contracts import TrainingExample
+from streams.model_catalog import FEED
 from streams.processor import Record
 from streams.topics import Topics
 from streams.trainer import OnlineTrainer, TrainerConfig
@@ -64,7 +65,11 @@ def test_trainer_and_eval_report_the_same_progressive_metrics(
     trainer = OnlineTrainer(
         topics,
         FileRegistry(tmp_path / "registry"),
-        TrainerConfig(learner=learner, spec=spec, batch_size=trainer_batch, metrics_window=500),
+        TrainerConfig(
+            definition=FEED.with_spec(spec).with_learner(learner),
+            batch_size=trainer_batch,
+            metrics_window=500,
+        ),
         clock=lambda: 0.0,
     )
     records = [Record(topic, 0, i, None, e) for i, e in enumerate(exs)]
