@@ -156,6 +156,10 @@ class FileRegistry:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def version_numbers(self, model: str) -> list[int]:
+        """The version numbers of ``model``, ascending, without reading their metadata."""
+        return self._version_numbers(self._model_dir(model))
+
     def models(self) -> list[str]:
         """Names of the models with at least one version, sorted."""
         return sorted(

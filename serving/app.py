@@ -22,6 +22,7 @@ from serving.updates import ModelUpdater
 from streams.config import KafkaConfig
 from streams.feature_catalog import CATALOG, FeatureCatalog
 from streams.kafka import make_producer
+from streams.model_catalog import MODELS
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,10 @@ log = logging.getLogger(__name__)
 class ServingConfig:
     """Everything the prediction service needs; built by the CLI or by tests.
 
-    ``port`` 0 binds a free port (see :attr:`ServingApp.port`). The first of ``models``
-    also answers the prediction-request topic. ``http`` holds the server's time-outs and
-    caps; admin endpoints are on only with an ``admin_token``.
+    ``port`` 0 binds a free port (see :attr:`ServingApp.port`). The request topic is
+    answered by the model each request is routed to (``serving.requests.route``).
+    ``http`` holds the server's time-outs and caps; admin endpoints are on only with an
+    ``admin_token``.
     """
 
     registry_dir: Path
@@ -41,7 +43,7 @@ class ServingConfig:
     state_dir: Path
     host: str = "127.0.0.1"
     port: int = 8080
-    models: tuple[str, ...] = ("feed",)
+    models: tuple[str, ...] = MODELS.names
     registry_poll_s: float = 2.0
     #: The declared features served (tests extend the default).
     catalog: FeatureCatalog = CATALOG
@@ -92,7 +94,7 @@ class ServingApp:
             self.replica.start()
             self.updater.start()
             self._closers.append(self.updater.stop)
-            self.requests = RequestConsumer(self.service, self.sink, cfg.kafka, cfg.models[0])
+            self.requests = RequestConsumer(self.service, self.sink, cfg.kafka)
             self._closers.append(self.requests.start().stop)
             server.start()
         except BaseException:

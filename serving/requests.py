@@ -1,11 +1,17 @@
 """The request-topic path: answer prediction requests that arrive on Kafka.
 
-A consumer in group ``serving`` reads ``prediction-requests`` and answers each request
-with the model given (the first served model by default) on the ``predictions`` topic,
-feature-logging it like an HTTP request. A malformed request goes to
+A consumer in group ``serving`` reads ``prediction-requests`` and answers each request on
+the ``predictions`` topic, feature-logging it like an HTTP request. Which model answers:
+
+1. the model the record's ``model`` header names (it must be one this server serves);
+2. else the model that ranks the request's ``surface`` (``streams.model_catalog``:
+   ``feed`` → ``feed``, ``ads`` → ``ads``), when this server serves it;
+3. else the first served model.
+
+A malformed request, or one naming a model not served here, goes to
 ``prediction-requests.dlq`` with the reason in its headers. Offsets are committed after
-the batch's replies are acknowledged (at-least-once). While the model has no version
-loaded yet, a batch waits unanswered and uncommitted rather than fail.
+the batch's replies are acknowledged (at-least-once). While a model the batch needs has
+no version loaded yet, the batch waits unanswered and uncommitted rather than fail.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from serving.errors import BadRequest
 from serving.publish import KafkaSink
 from serving.service import PredictionService
 from streams.config import KafkaConfig
-from streams.contracts import decode_request
+from streams.contracts import PredictionRequest, decode_request
 from streams.errors import ContractError
 from streams.kafka import DeadLetters, Follower, flush, make_consumer
+from streams.model_catalog import MODELS, ModelCatalog
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -32,14 +39,44 @@ _BATCH: Final = 500
 _POLL_S: Final = 0.1
 
 
+#: The Kafka header that names the model a request is for.
+MODEL_HEADER: Final = "model"
+
+
+def route(
+    request: PredictionRequest,
+    headers: Sequence[tuple[str, str | bytes | None]] | None,
+    served: Sequence[str],
+    models: ModelCatalog = MODELS,
+) -> str:
+    """The model that answers ``request`` (see the module docstring); :class:`BadRequest`
+    when its header names a model not in ``served``."""
+    for key, value in headers or ():
+        if key == MODEL_HEADER and value is not None:
+            named = value if isinstance(value, str) else value.decode("utf-8", "replace")
+            if named not in served:
+                raise BadRequest(
+                    f"expected the {MODEL_HEADER!r} header to name a model among "
+                    f"{list(served)}, got {named[:80]!r}"
+                )
+            return named
+    by_surface = models.for_surface(request.surface)
+    return by_surface if by_surface is not None and by_surface in served else served[0]
+
+
 class RequestConsumer:
-    """Answers the request topic with ``model``; replies go through ``sink``."""
+    """Answers the request topic with the model each request is routed to (:func:`route`);
+    replies go through ``sink``."""
 
     def __init__(
-        self, service: PredictionService, sink: KafkaSink, kafka: KafkaConfig, model: str
+        self,
+        service: PredictionService,
+        sink: KafkaSink,
+        kafka: KafkaConfig,
+        models: ModelCatalog = MODELS,
     ) -> None:
         self.service = service
-        self.model = model
+        self.models = models
         self._sink = sink
         self._kafka = kafka
         self.topic = Topics(kafka.topic_prefix).prediction_requests
@@ -54,22 +91,36 @@ class RequestConsumer:
             self._follower = Follower(
                 consumer, self._answer, "prediction-requests", batch_size=_BATCH, poll_s=_POLL_S
             ).start()
-            log.info("answering topic=%s group=%s with model=%s", self.topic, GROUP_ID, self.model)
+            log.info(
+                "answering topic=%s group=%s with models=%s",
+                self.topic,
+                GROUP_ID,
+                list(self.service.models),
+            )
         return self
 
     def _answer(self, msgs: Sequence[Message]) -> None:
         assert self._follower is not None
         stopping = self._follower.stopping
-        while self.service.version(self.model) is None:  # wait for a model, do not fail
-            if stopping.wait(_POLL_S):
-                return  # unanswered and uncommitted: answered after the restart
+        routed: list[tuple[Message, PredictionRequest, str]] = []
         for msg in msgs:
             try:
                 request = decode_request(msg.value())
-                reply, record = self.service.predict(self.model, request)
+                headers = msg.headers()
+                if isinstance(headers, dict):
+                    headers = list(headers.items())
+                routed.append((msg, request, route(request, headers, self.service.models)))
             except ContractError as exc:
                 self._dlq.send(msg, exc.reason, str(exc))
-                continue
+            except BadRequest as exc:
+                self._dlq.send(msg, "invalid_value", str(exc))
+        needed = {model for _, _, model in routed}
+        while any(self.service.version(m) is None for m in needed):  # wait, do not fail
+            if stopping.wait(_POLL_S):
+                return  # unanswered and uncommitted: answered after the restart
+        for msg, request, model in routed:
+            try:
+                reply, record = self.service.predict(model, request)
             except BadRequest as exc:
                 self._dlq.send(msg, "invalid_value", str(exc))
                 continue

@@ -1,10 +1,12 @@
 """``streamlearn up``: the whole loop as supervised processes on one machine.
 
 Starts the embedded broker (unless ``--bootstrap-servers`` names a cluster), creates
-the topics, then runs the feature processor, joiner, online trainer, serving and the
-simulator as separate processes. A child that dies is reported and restarted. A live
-view shows the loop; at the end (Ctrl-C or ``--duration``) everything stops in order
-(simulator first, then the processors once they have caught up) and a summary is written.
+the topics, then runs the feature processor, joiner, one online trainer per declared
+model (``trainer-feed``, ``trainer-ads``: ``streams.model_catalog``), serving (every
+declared model) and the simulator as separate processes. A child that dies is reported
+and restarted. A live view shows the loop; at the end (Ctrl-C or ``--duration``)
+everything stops in order (simulator first, then the processors once they have caught
+up) and a summary is written.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from streamlearn.metrics_file import MetricsFile
 from streamlearn.scrape import Samples, quantile, samples_of, scrape_families, total, value
 from streams.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.config import KafkaConfig
+from streams.model_catalog import MODELS
 from streams.topics import Topics, ensure_loop_topics
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,13 @@ class StackConfig:
     #: write every process's metrics over the run here (OpenMetrics, see ``metrics_file``)
     metrics_file: Path | None = None
     metrics_interval_s: float = 5.0
+    #: the models trained (one trainer each) and served
+    models: tuple[str, ...] = MODELS.names
+
+
+def trainer_name(model: str) -> str:
+    """The supervised process that trains ``model``."""
+    return f"trainer-{model}"
 
 
 @dataclass
@@ -70,7 +80,7 @@ class Child:
     restarts: int = 0
     started_at: float = 0.0
     #: counters accumulated over earlier incarnations (a restart resets a process's counters)
-    carried: dict[str, float] = field(default_factory=dict)
+    carried: Samples = field(default_factory=dict)
     last: Samples = field(default_factory=dict)
     #: the last scrape's families (with the names that have no samples yet)
     families: list[Metric] = field(default_factory=list)
@@ -138,6 +148,20 @@ _CARRIED = (
     "streamlearn_events_processed_total",
     "streamlearn_dlq_events_total",
     "streamlearn_predictions_total",
+    "streamlearn_examples_trained_total",
+)
+#: The first model's figures that the summary also gives at its top level (the keys it
+#: had when ``feed`` was the only model).
+_TOP_LEVEL_MODEL_KEYS = (
+    "examples_trained",
+    "examples_trained_live",
+    "progressive_auc",
+    "progressive_logloss",
+    "progressive_ne",
+    "ctr_model",
+    "ctr_model_expected",
+    "ctr_random",
+    "ctr_oracle",
 )
 
 
@@ -211,18 +235,26 @@ class Stack:
                     str(cfg.label_window_s),
                 ],
             ),
-            (
-                "trainer",
-                [
-                    "train",  # always micro-batch: see `streamlearn train --help`
-                    "--snapshot-interval",
-                    str(cfg.snapshot_interval_s),
-                ],
+            *(
+                (
+                    trainer_name(model),
+                    [
+                        "train",  # always micro-batch: see `streamlearn train --help`
+                        "--model",
+                        model,
+                        "--snapshot-interval",
+                        str(cfg.snapshot_interval_s),
+                    ],
+                )
+                for model in cfg.models
             ),
         ):
             port = free_port()
             specs.append((name, [*py, *args, "--metrics-port", str(port)], port))
-        specs.append(("serving", [*py, "serve", "--port", str(serving_port)], serving_port))
+        served = [a for m in cfg.models for a in ("--model", m)]
+        specs.append(
+            ("serving", [*py, "serve", "--port", str(serving_port), *served], serving_port)
+        )
         sim_port = free_port()
         specs.append(
             (
@@ -285,7 +317,7 @@ class Stack:
                 code = child.proc.returncode
                 self.note(f"{child.name} exited with {code}; restarting (see {child.log_path})")
                 for name in _CARRIED:
-                    child.carried[name] = child.carried.get(name, 0.0) + total(child.last, name)
+                    child.carried.setdefault(name, []).extend(child.last.get(name, []))
                 child.last, child.families = {}, []
                 child.restarts += 1
                 child.start()
@@ -300,21 +332,21 @@ class Stack:
 
     def counter(self, child: str, name: str, **labels: str) -> float:
         c = self.children[child]
-        return c.carried.get(name, 0.0) + total(c.last, name, **labels)
+        return total(c.carried, name, **labels) + total(c.last, name, **labels)
 
     def gauge(self, child: str, name: str, **labels: str) -> float | None:
         return value(self.children[child].last, name, **labels)
 
     # -- figures -----------------------------------------------------------------------------
     def figures(self) -> dict[str, Any]:
+        """The run's figures: the loop's, the first model's (``feed``) at the top level
+        as before there were several, and every model's under ``models``."""
         topics = Topics(self.config.topic_prefix)
-        latest = self.registry.latest("feed")
-        meta = latest.metadata if latest else {}
-        metrics = meta.get("metrics") or {}
         sim = self.children["simulator"].last
         final = self.simulator_summary()
         p99 = value(sim, "streamlearn_simulator_predict_latency_p99_seconds")
-        auc_live = self.gauge("trainer", "streamlearn_progressive_metric", metric="auc")
+        models = {m: self.model_figures(m, final) for m in self.config.models}
+        first = models[self.config.models[0]] if models else {}
         figures: dict[str, Any] = {
             "elapsed_s": round(time.monotonic() - self.started, 1),
             "events_produced": int(total(sim, "streamlearn_simulator_events_produced_total")),
@@ -323,17 +355,9 @@ class Stack:
                     "features", "streamlearn_events_processed_total", topic=topics.activity
                 )
             ),
-            "examples_trained": int(meta.get("examples_seen", 0)),
-            "examples_trained_live": int(
-                total(self.children["trainer"].last, "streamlearn_examples_trained_total")
-            ),
-            "model_versions": len(self.registry.versions("feed")),
-            "model_version": latest.version if latest else None,
-            "progressive_auc": auc_live if auc_live is not None else metrics.get("auc"),
-            "progressive_logloss": self.gauge(
-                "trainer", "streamlearn_progressive_metric", metric="logloss"
-            ),
-            "progressive_ne": self.gauge("trainer", "streamlearn_progressive_metric", metric="ne"),
+            "model_versions": first.get("versions", 0),
+            "model_version": first.get("model_version"),
+            **{k: first.get(k) for k in _TOP_LEVEL_MODEL_KEYS},
             "predictions_served": int(self.counter("serving", "streamlearn_predictions_total")),
             "predict_p99_ms": None if p99 is None else round(p99 * 1000, 2),
             "serve_p99_ms": _ms(
@@ -342,27 +366,15 @@ class Stack:
             "dlq_events": int(
                 sum(self.counter(n, "streamlearn_dlq_events_total") for n in self.children)
             ),
-            "ctr_model": value(sim, "streamlearn_simulator_ctr", surface="feed", policy="model"),
-            "ctr_model_expected": value(
-                sim, "streamlearn_simulator_ctr", surface="feed", policy="model_expected"
-            ),
-            "ctr_random": value(sim, "streamlearn_simulator_ctr", surface="feed", policy="random"),
-            "ctr_oracle": value(sim, "streamlearn_simulator_ctr", surface="feed", policy="oracle"),
             "first_prediction_s": (
                 None if self.first_prediction_s is None else round(self.first_prediction_s, 1)
             ),
             "restarts": {n: c.restarts for n, c in self.children.items() if c.restarts},
+            "models": models,
         }
         if final:
             # the simulator's own end-of-run figures are exact; the scrape may be stale
-            for key in (
-                "events_produced",
-                "ctr_model",
-                "ctr_model_expected",
-                "ctr_random",
-                "ctr_oracle",
-                "predict_p99_ms",
-            ):
+            for key in ("events_produced", "predict_p99_ms"):
                 if final.get(key) is not None:
                     figures[key] = final[key]
             figures["predict_p99_ms"] = round(float(figures["predict_p99_ms"]), 2)
@@ -371,6 +383,53 @@ class Stack:
                 if key in final:
                     figures[f"simulator_{key}"] = final[key]
         return figures
+
+    def model_figures(self, model: str, final: dict[str, Any]) -> dict[str, Any]:
+        """One model's figures: versions, its trainer's live metrics, predictions served,
+        and the CTR of the surface it ranks (model, random, oracle)."""
+        trainer = trainer_name(model)
+        latest = self.registry.latest(model)
+        meta = latest.metadata if latest else {}
+        serving = self.gauge("serving", "streamlearn_serving_model_version", model=model)
+        auc_live = self.gauge(trainer, "streamlearn_progressive_metric", metric="auc")
+        surface = next(iter(MODELS.get(model).surfaces), model) if model in MODELS else model
+        sim = self.children["simulator"].last
+        out: dict[str, Any] = {
+            "versions": len(self.registry.version_numbers(model)),
+            "model_version": latest.version if latest else None,
+            "serving_version": int(serving) if serving else None,
+            "examples_trained": int(meta.get("examples_seen", 0)),
+            "examples_trained_live": int(
+                self.counter(trainer, "streamlearn_examples_trained_total")
+            ),
+            "progressive_auc": (
+                auc_live if auc_live is not None else (meta.get("metrics") or {}).get("auc")
+            ),
+            "progressive_logloss": self.gauge(
+                trainer, "streamlearn_progressive_metric", metric="logloss"
+            ),
+            "progressive_ne": self.gauge(trainer, "streamlearn_progressive_metric", metric="ne"),
+            "progressive_calibration": self.gauge(
+                trainer, "streamlearn_progressive_metric", metric="calibration"
+            ),
+            "predictions_served": int(
+                self.counter("serving", "streamlearn_predictions_total", model=model)
+            ),
+            "serve_p99_ms": _ms(
+                quantile(
+                    self.children["serving"].last,
+                    "streamlearn_predict_latency_seconds",
+                    0.99,
+                    model=model,
+                )
+            ),
+            "surface": surface,
+        }
+        at_end = (final.get("surfaces") or {}).get(surface) or {}
+        for policy in ("model", "model_expected", "random", "oracle", "fallback"):
+            live = value(sim, "streamlearn_simulator_ctr", surface=surface, policy=policy)
+            out[f"ctr_{policy}"] = at_end.get(f"ctr_{policy}", live)
+        return out
 
     def simulator_summary(self) -> dict[str, Any]:
         """The simulator's end-of-run summary, once it has stopped and written it."""
@@ -407,7 +466,8 @@ class Stack:
                 break
             time.sleep(0.5)
         self._record_metrics(force=True)  # the last round, before the processes go
-        for name in ("serving", "joiner", "trainer", "features"):
+        trainers = [trainer_name(m) for m in self.config.models]
+        for name in ("serving", "joiner", *trainers, "features"):
             if name in self.children:
                 self.children[name].stop()
         self.note("processors stopped")

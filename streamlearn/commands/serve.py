@@ -13,6 +13,7 @@ from serving.app import ServingConfig, run_serving
 from serving.server import HttpLimits
 from streamlearn import options as o
 from streamlearn.settings import ServeSettings, data_dir, kafka_config
+from streams.model_catalog import MODELS
 from streams.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ Models = Annotated[
     typer.Option(
         "--model",
         envvar="STREAMLEARN_MODEL",
-        help="Model to serve (repeatable; env: space-separated). The first one also answers "
-        "the prediction-request topic. Default: feed.",
+        help="Model to serve (repeatable; env: space-separated). Default: every declared "
+        "model (feed, ads). A request on the request topic goes to the model its `model` "
+        "header names, else to its surface's model, else to the first one.",
     ),
 ]
 
@@ -118,7 +120,7 @@ def register(app: typer.Typer) -> None:
         config = ServingConfig(
             host=host,
             port=port,
-            models=tuple(model or ("feed",)),
+            models=tuple(model or MODELS.names),
             registry_dir=root / "registry",
             kafka=kafka,
             state_dir=root / "serving",

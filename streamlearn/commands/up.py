@@ -37,25 +37,37 @@ def _view(stack: Stack) -> Group:
         "events produced / processed",
         f"{f['events_produced']} / {f['events_processed']}  ({f['events_processed'] / el:.0f}/s)",
     )
-    t.add_row("examples trained", f"{f['examples_trained_live']}")
-    t.add_row("model version (published)", f"{_fmt(f['model_version'])} ({f['model_versions']})")
-    t.add_row("live AUC / NE", f"{_fmt(f['progressive_auc'])} / {_fmt(f['progressive_ne'])}")
-    t.add_row(
-        "CTR model / random / oracle",
-        f"{_fmt(f['ctr_model'], 4)} / {_fmt(f['ctr_random'], 4)} / {_fmt(f['ctr_oracle'], 4)}",
-    )
     t.add_row("predictions served", str(f["predictions_served"]))
     t.add_row(
         "predict p99 (client / server)",
         f"{_fmt(f['predict_p99_ms'], 1)} ms / {_fmt(f['serve_p99_ms'], 1)} ms",
     )
     t.add_row("dead-lettered", str(f["dlq_events"]))
+    models = Table(show_header=True, expand=False)
+    for col in (
+        "model",
+        "version (published)",
+        "examples trained",
+        "live AUC / NE",
+        "CTR model / random / oracle",
+        "served",
+    ):
+        models.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in f["models"].items():
+        models.add_row(
+            name,
+            f"{_fmt(m['model_version'])} ({m['versions']})",
+            str(m["examples_trained_live"]),
+            f"{_fmt(m['progressive_auc'])} / {_fmt(m['progressive_ne'])}",
+            f"{_fmt(m['ctr_model'], 4)} / {_fmt(m['ctr_random'], 4)} / {_fmt(m['ctr_oracle'], 4)}",
+            str(m["predictions_served"]),
+        )
     procs = Table(show_header=True, expand=False)
     for col in ("process", "state", "restarts"):
         procs.add_column(col)
     for name, c in stack.children.items():
         procs.add_row(name, "[green]up[/]" if c.alive else "[red]down[/]", str(c.restarts))
-    return Group(t, procs, Text("\n".join(stack.events[-6:]), style="dim"))
+    return Group(t, models, procs, Text("\n".join(stack.events[-6:]), style="dim"))
 
 
 def register(app: typer.Typer) -> None:

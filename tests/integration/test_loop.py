@@ -33,7 +33,7 @@ from tests.metric_queries import check
 
 pytestmark = pytest.mark.integration
 DURATION = 75
-PROCESSES = {"features", "joiner", "trainer", "serving", "simulator"}
+PROCESSES = {"features", "joiner", "trainer-feed", "trainer-ads", "serving", "simulator"}
 #: queried metrics a healthy run may leave without a sample (declared, never incremented)
 MAY_BE_UNSAMPLED = {"streamlearn_joiner_dropped_total"}
 
@@ -131,7 +131,7 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
         n_bad = asyncio.run(
             _publish_with_aiokafka(broker.bootstrap_servers, topics.activity, n_ext)
         )
-        pid_file = data / "run" / "trainer.pid"
+        pid_file = data / "run" / "trainer-feed.pid"
         killed_pid = int(pid_file.read_text())
         os.kill(killed_pid, signal.SIGKILL)
         _wait(lambda: int(pid_file.read_text()) != killed_pid, 20, "the trainer restarted")
@@ -142,7 +142,7 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
     assert up.returncode == 0, out.decode()[-3000:]
     s = json.loads(summary_path.read_text())
 
-    assert s["restarts"].get("trainer", 0) >= 1
+    assert s["restarts"].get("trainer-feed", 0) >= 1
     assert s["first_prediction_s"] is not None and s["first_prediction_s"] < 30
     assert s["predictions_served"] > 0
     assert s["model_versions"] >= 3
@@ -152,6 +152,12 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
     dlq = read_all(KafkaConfig(broker.bootstrap_servers, prefix), topics.dlq(topics.activity))
     assert len(dlq) == n_bad
     assert s["progressive_auc"] is not None and s["progressive_auc"] > 0.55, s
+    # feed and ads live together: both served, both learned by their own trainer
+    for name in ("feed", "ads"):
+        m = s["models"][name]
+        assert m["versions"] >= 2 and m["predictions_served"] > 0, (name, m)
+        assert m["examples_trained"] > 0, (name, m)
+    assert s["models"]["feed"]["progressive_auc"] == s["progressive_auc"]
 
     # exactly once: the last snapshot learned each example below its offsets once
     last = registry.latest("feed")

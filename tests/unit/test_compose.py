@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from streamlearn.cli import app
 from tests.metric_queries import COMPOSE, check, queries, selectors
 
-SERVICES = ("features", "joiner", "trainer", "serving", "simulator")
+SERVICES = ("features", "joiner", "trainer-feed", "trainer-ads", "serving", "simulator")
 
 
 def _yaml(path: Path) -> Any:
