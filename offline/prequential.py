@@ -37,13 +37,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.definition import ModelDef
-from models.errors import ModelError
 from models.features import FeatureSpec
 from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
 from models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER, create
 from offline import tables
-from offline.errors import DatasetError
+from offline.errors import DatasetError, EvalError
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 """``progress(done, total, report)``: called after every reporting interval and at the end."""
@@ -60,10 +59,6 @@ DEFAULT_HASH_BITS: Final = 20
 DEFAULT_NUMERIC_TRANSFORM: Final = "log1p"
 #: Rows featurised per Arrow slice (bounds memory on large files).
 _SLICE_ROWS = 65_536
-
-
-class EvalError(DatasetError, ModelError):
-    """The evaluation file, a column or a label is not usable (both roots catch it)."""
 
 
 @dataclass(frozen=True)

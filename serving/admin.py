@@ -31,9 +31,9 @@ from urllib.parse import parse_qs
 import msgspec
 from pydantic import SecretStr
 
-from models.errors import RegistryError, StageError
+from models.errors import RegistryError
 from models.stages import StageChange, promote, reject, rollback
-from serving.errors import AdminDisabled, Conflict, ModelNotFound, Unauthorized, VersionNotFound
+from serving.errors import AdminDisabled, ModelNotFound, Unauthorized, VersionNotFound
 from serving.routing import Request, Response, Router
 from serving.schema import ErrorReply, StageReply
 from serving.service import PredictionService
@@ -91,10 +91,7 @@ def admin_routes(
             raise VersionNotFound(str(exc)) from None
 
     def apply(model: str, change: Callable[[], StageChange]) -> Response:
-        try:
-            done = change()
-        except StageError as exc:
-            raise Conflict(str(exc)) from None
+        done = change()  # a StageError is answered 409 by the edge
         refresh(model)
         if announce is not None:
             metrics = registry.get(model, done.version).metadata.get("metrics") or {}

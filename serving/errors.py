@@ -1,46 +1,22 @@
-"""Exceptions of the prediction service: one root, each class carries its HTTP answer.
+"""The exceptions of the prediction service: one root under
+:class:`models.errors.StreamlearnError`, whose docstring draws the whole tree with each
+class's HTTP status.
 
-The HTTP edge maps any :class:`ServingError` to a response with one lookup
-(``exc.status``, ``exc.headers``, ``exc.close``); the message is the JSON body's
-``"error"``, saying what was expected and what was got. The tree::
-
-    ServingError                  500  root; anything unexpected in serving
-    ├── BadRequest                400  malformed body, wrong shape, bad value
-    ├── Unauthorized              401  admin call without the right bearer token
-    ├── NotFound                  404  no such path
-    │   ├── ModelNotFound         404  the model is not served here
-    │   ├── VersionNotFound       404  the version is not in the registry, or not the one serving
-    │   └── AdminDisabled         404  admin endpoints are off (no token configured)
-    ├── MethodNotAllowed          405  the path exists, the method does not
-    ├── RequestTimeout            408  the request did not arrive in time (connection closed)
-    ├── Conflict                  409  a stage change that the registry's state forbids
-    ├── LengthRequired            411  no Content-Length (connection closed)
-    ├── PayloadTooLarge           413  body over the limit (connection closed)
-    ├── HeadersTooLarge           431  request line and headers over the limit (connection closed)
-    ├── Unavailable               503  try again later (``Retry-After: 1``)
-    │   ├── ModelNotReady         503  the model has no version loaded yet
-    │   └── Overloaded            503  over the connection cap (connection closed)
-    ├── RegistryUnavailable       500  the registry cannot be read
-    └── SnapshotRejected          500  a version failed to load; never an answer, the old one serves
-
-Errors of the lower layers are translated where they are caught (a
-:class:`streams.errors.ContractError` from decoding becomes a :class:`BadRequest`), so the
-edge sees only this tree.
+The HTTP edge (:class:`serving.http.ServingAPI`) maps any
+:class:`~models.errors.StreamlearnError` to a response with one lookup (``exc.status``,
+``exc.headers``, ``exc.close``); the message is the JSON body's ``"error"``, saying what
+was expected and what was got. Lower layers' errors that need another status or message
+are translated where they are caught (a :class:`streams.errors.ContractError` from a
+request body becomes a :class:`BadRequest` naming the field).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from models.errors import StreamlearnError
 
 
-class ServingError(Exception):
+class ServingError(StreamlearnError):
     """Root of every error raised by :mod:`serving`: answered as ``status``."""
-
-    status: ClassVar[int] = 500
-    #: Extra response headers.
-    headers: ClassVar[tuple[tuple[str, str], ...]] = ()
-    #: Close the connection after answering (the request stream may be out of sync).
-    close: ClassVar[bool] = False
 
 
 class BadRequest(ServingError):
@@ -85,12 +61,6 @@ class RequestTimeout(ServingError):
 
     status = 408
     close = True
-
-
-class Conflict(ServingError):
-    """A stage change the registry's state forbids (nothing to roll back to, …)."""
-
-    status = 409
 
 
 class LengthRequired(ServingError):

@@ -3,9 +3,10 @@
 :class:`ServingAPI` routes a request (:mod:`serving.routing`), reads its body when the
 route takes one (a ``Content-Length`` is required: 411 without, 413 over the limit),
 calls the handler and writes the response with an explicit ``Content-Length``. Errors
-are mapped in one place: a :class:`serving.errors.ServingError` carries its status,
-headers and whether to close the connection, and becomes ``{"error": "..."}``; anything
-else is logged with its traceback and answered 500. Handlers are plain functions run on
+are mapped in one place: every :class:`models.errors.StreamlearnError` (serving's own
+tree, and a lower layer's error that was not translated) carries its status, headers and
+whether to close the connection, and becomes ``{"error": "..."}``; anything else is
+logged with its traceback and answered 500. Handlers are plain functions run on
 the event loop (a prediction is a few hundred microseconds of CPU; handing it to a
 thread would cost more than it saves) or coroutines for work that waits (registry
 reads and writes run in a thread).
@@ -27,6 +28,7 @@ from typing import Any, Final, cast
 import msgspec
 from pydantic import SecretStr
 
+from models.errors import StreamlearnError
 from serving.admin import admin_routes
 from serving.errors import LengthRequired, PayloadTooLarge, ServingError
 from serving.feature_api import StoredFeatures, feature_routes
@@ -56,7 +58,7 @@ class _Disconnected(Exception):
     """The client went away while its body was being read: nothing to answer."""
 
 
-def error_response(exc: ServingError, close: bool = False) -> Response:
+def error_response(exc: StreamlearnError, close: bool = False) -> Response:
     """The response for ``exc``: its status, headers and ``{"error": str(exc)}``."""
     body = _ENCODER.encode(ErrorReply(str(exc)))
     return Response(exc.status, body, headers=exc.headers, close=close or exc.close)
@@ -102,7 +104,7 @@ class ServingAPI:
                 response = await cast(Awaitable[Response], route.handler(request))
             else:
                 response = cast(Response, route.handler(request))
-        except ServingError as exc:
+        except StreamlearnError as exc:
             response = error_response(exc)
         except _Disconnected:
             return

@@ -27,8 +27,9 @@ from serving.publish import KafkaSink
 from serving.service import PredictionService
 from streams.config import KafkaConfig
 from streams.contracts import PredictionRequest, decode_request
+from streams.dead_letters import DeadLetters
 from streams.errors import ContractError
-from streams.kafka import DeadLetters, Follower, flush, make_consumer
+from streams.kafka import Follower, flush, make_consumer
 from streams.model_catalog import MODELS, ModelCatalog
 from streams.topics import Topics
 

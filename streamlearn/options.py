@@ -1,13 +1,21 @@
-"""Options shared by several commands; every flag also has a ``STREAMLEARN_…`` env var."""
+"""Options shared by several commands (every flag also has a ``STREAMLEARN_…`` env var),
+the Kafka flags as one value (:class:`KafkaOptions`), and the one parser of ``key=value``
+flags (``--param``, ``--set``, ``--kafka-option``, sweep grids).
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from streamlearn.settings import kafka_config
+from streamlearn.settings import KafkaSecurity
 from streams.config import KafkaConfig
 
 BootstrapServers = Annotated[
@@ -31,7 +39,7 @@ Partitions = Annotated[
         "--partitions", envvar="STREAMLEARN_PARTITIONS", min=1, help="Partitions per topic created."
     ),
 ]
-KafkaOptions = Annotated[
+KafkaOptionFlags = Annotated[
     list[str] | None,
     typer.Option(
         "--kafka-option",
@@ -63,6 +71,10 @@ MetricsHost = Annotated[
         help="Address the metrics endpoint binds (loopback by default).",
     ),
 ]
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", envvar="STREAMLEARN_QUIET", help="No progress bar."),
+]
 Model = Annotated[
     str, typer.Option("--model", envvar="STREAMLEARN_MODEL", help="Model name (registry key).")
 ]
@@ -71,14 +83,134 @@ DEFAULT_PREFIX = "streamlearn."
 DEFAULT_PARTITIONS = 4
 DEFAULT_DATA_DIR = Path("var")
 
+_NO_BROKER = (
+    "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
+    "or run `streamlearn up`, which starts the embedded broker"
+)
 
-def require_kafka(
-    bootstrap: str | None, prefix: str, partitions: int, opts: list[str] | None
-) -> KafkaConfig:
-    """The Kafka config of a command that needs a broker; a usage error when none is set."""
-    if not bootstrap:
-        raise typer.BadParameter(
-            "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
-            "or run `streamlearn up`, which starts the embedded broker"
-        )
-    return kafka_config(bootstrap, prefix, partitions, opts)
+
+# -- key=value flags -----------------------------------------------------------------------
+def parse_pairs(pairs: Sequence[str] | None, flag: str = "--param") -> dict[str, str]:
+    """``["a.b=1", "c=x"]`` → ``{"a.b": "1", "c": "x"}`` (keys and values stripped); a
+    usage error naming ``flag`` on a pair without ``=`` or with an empty key."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint=flag)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A value from the command line: JSON when it parses (``0.1``, ``true``, ``[1, 2]``,
+    ``null``), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_params(pairs: Sequence[str] | None, flag: str = "--param") -> dict[str, Any]:
+    """``["alpha=0.1", "topic=a,b"]`` → ``{"alpha": 0.1, "topic": "a,b"}`` (commas kept)."""
+    return {k: parse_value(v) for k, v in parse_pairs(pairs, flag).items()}
+
+
+def parse_grid(pairs: Sequence[str] | None, flag: str = "--param") -> dict[str, list[Any]]:
+    """``["learner=ftrl,fm", "alpha=0.1,0.5"]`` → ``{"learner": [...], "alpha": [...]}``:
+    each key once, at least one value each."""
+    grid: dict[str, list[Any]] = {}
+    for pair in pairs or []:
+        ((key, text),) = parse_pairs([pair], flag).items()
+        if key in grid:
+            raise typer.BadParameter(
+                f"expected each grid param once, got {key!r} twice", param_hint=flag
+            )
+        values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+        if not values:
+            raise typer.BadParameter(
+                f"expected at least one value for grid param {key!r}, got {pair!r}", param_hint=flag
+            )
+        grid[key] = values
+    return grid
+
+
+# -- Kafka ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KafkaOptions:
+    """The Kafka flags of a command as one value (see :func:`kafka_options`)."""
+
+    bootstrap_servers: str | None = None
+    topic_prefix: str = DEFAULT_PREFIX
+    partitions: int = DEFAULT_PARTITIONS
+    #: ``--kafka-option key=value`` pairs: librdkafka settings passed through.
+    client_options: tuple[str, ...] = ()
+
+    @property
+    def given(self) -> bool:
+        """Whether a broker was named."""
+        return bool(self.bootstrap_servers)
+
+    def config(self, missing: str = _NO_BROKER) -> KafkaConfig:
+        """The ``KafkaConfig`` every component gets, security settings from the environment
+        (:class:`~streamlearn.settings.KafkaSecurity`) included; a usage error (``missing``)
+        when no broker is named."""
+        if not self.bootstrap_servers:
+            raise typer.BadParameter(missing)
+        overrides: dict[str, Any] = KafkaSecurity().librdkafka()
+        overrides.update(parse_pairs(self.client_options, "--kafka-option"))
+        try:
+            return KafkaConfig(
+                bootstrap_servers=self.bootstrap_servers,
+                topic_prefix=self.topic_prefix,
+                partitions=self.partitions,
+                client_overrides=overrides,
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def kafka_options(partitions: bool = True) -> Callable[[F], F]:
+    """Give a command the Kafka flags (``--bootstrap-servers``, ``--topic-prefix``,
+    ``--partitions`` unless ``partitions=False``, ``--kafka-option``) in place of its
+    ``kafka_opts: KafkaOptions`` parameter (first, without a default), which receives them
+    as one value::
+
+        @kafka_options()
+        def replay_cmd(kafka_opts: KafkaOptions, topic: ..., quiet: Quiet = False) -> None:
+            kafka = kafka_opts.config()
+    """
+    flags = [
+        ("bootstrap_servers", BootstrapServers, None),
+        ("topic_prefix", TopicPrefix, DEFAULT_PREFIX),
+        *([("partitions", Partitions, DEFAULT_PARTITIONS)] if partitions else []),
+        ("kafka_option", KafkaOptionFlags, None),
+    ]
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "kafka_opts"]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+            for name, a, d in flags
+        ]
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            kafka = KafkaOptions(
+                kwargs.pop("bootstrap_servers"),
+                kwargs.pop("topic_prefix"),
+                kwargs.pop("partitions", DEFAULT_PARTITIONS),
+                tuple(kwargs.pop("kafka_option") or ()),
+            )
+            return command(kafka_opts=kafka, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -11,8 +11,6 @@ from typing import Any
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.config import KafkaConfig
-
 
 class KafkaSecurity(BaseSettings):
     """librdkafka security settings, passed through to every client.
@@ -60,34 +58,6 @@ class ServeSettings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, token: SecretStr | None) -> SecretStr | None:
         return token if token is not None and token.get_secret_value().strip() else None
-
-
-def parse_options(pairs: list[str] | None) -> dict[str, str]:
-    """``["a.b=1", "c=2"]`` → ``{"a.b": "1", "c": "2"}``; raise ``ValueError`` on a bad pair."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"expected key=value, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def kafka_config(
-    bootstrap_servers: str,
-    topic_prefix: str,
-    partitions: int,
-    kafka_options: list[str] | None = None,
-) -> KafkaConfig:
-    """The ``KafkaConfig`` every component gets, security settings included."""
-    overrides: dict[str, Any] = KafkaSecurity().librdkafka()
-    overrides.update(parse_options(kafka_options))
-    return KafkaConfig(
-        bootstrap_servers=bootstrap_servers,
-        topic_prefix=topic_prefix,
-        partitions=partitions,
-        client_overrides=overrides,
-    )
 
 
 def data_dir(path: Path) -> Path:

@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 from confluent_kafka import Message
 
-from streams.kafka import ProducerLike, dead_letter_headers, flush, note_dead_letter
+from streams.dead_letters import dead_letter_headers, note_dead_letter
+from streams.kafka import ProducerLike, flush
 from streams.metrics import EVENTS_OUT
 from streams.processor import (
     Output,

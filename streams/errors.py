@@ -1,18 +1,25 @@
-"""The exception tree of ``streams``: one root, a subclass per kind of failure."""
+"""The exceptions of ``streams``: one root under :class:`models.errors.StreamlearnError`
+(whose docstring draws the whole tree, with each class's HTTP status and exit code)."""
 
 from __future__ import annotations
 
+from models.errors import StreamlearnError
 
-class StreamsError(Exception):
+
+class StreamsError(StreamlearnError):
     """Root of every error raised by the ``streams`` package."""
 
 
 class BrokerError(StreamsError):
     """The embedded broker could not be started, or did not answer in time."""
 
+    status = 503
+
 
 class KafkaError(StreamsError):
     """A Kafka client operation failed (topic creation, produce, commit)."""
+
+    status = 503
 
 
 class ContractError(StreamsError):
@@ -23,6 +30,9 @@ class ContractError(StreamsError):
     dead-letter headers and as a metric label; the message says what was expected and got.
     """
 
+    status = 400
+    exit_code = 2
+
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
@@ -30,6 +40,8 @@ class ContractError(StreamsError):
 
 class CatalogError(StreamsError):
     """A feature declaration cannot be built (duplicate name, unknown reference, …)."""
+
+    exit_code = 2
 
 
 class StateLost(StreamsError):

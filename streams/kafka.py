@@ -32,8 +32,6 @@ from confluent_kafka.admin import AdminClient
 
 from streams.config import KafkaConfig
 from streams.errors import KafkaError
-from streams.metrics import DLQ_EVENTS
-from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 #: librdkafka's own log lines (connection retries and the like) go through Python logging
@@ -230,48 +228,6 @@ def flush(producer: ProducerLike, timeout_s: float = 30.0) -> None:
         raise KafkaError(f"{remaining} records not acknowledged within {timeout_s}s")
 
 
-def dead_letter_headers(msg: Message, reason: str, error: str) -> Headers:
-    """A dead letter's headers: ``error``, ``error.reason``, ``source.*`` coordinates."""
-    return [
-        ("error", error.encode()[:4096]),
-        ("error.reason", reason.encode()),
-        ("source.topic", (msg.topic() or "?").encode()),
-        ("source.partition", str(msg.partition()).encode()),
-        ("source.offset", str(msg.offset()).encode()),
-    ]
-
-
-class DeadLetters:
-    """Sends a record that could not be processed to ``<topic>.dlq`` with its error.
-
-    Headers: ``error`` (message), ``error.reason`` (short code), ``source.topic``,
-    ``source.partition``, ``source.offset``. The original key and value are kept.
-    """
-
-    def __init__(self, producer: ProducerLike) -> None:
-        self._producer = producer
-
-    def send(self, msg: Message, reason: str, error: str) -> None:
-        """Dead-letter ``msg`` and count it under ``reason``."""
-        topic = msg.topic() or "?"
-        headers = dead_letter_headers(msg, reason, error)
-        produce(self._producer, Topics.dlq(topic), msg.value(), msg.key(), headers)
-        note_dead_letter(msg, reason, error)
-
-
-def note_dead_letter(msg: Message, reason: str, error: str) -> None:
-    """Count and log one dead letter."""
-    DLQ_EVENTS.labels(msg.topic() or "?", reason).inc()
-    log.warning(
-        "dead-lettered topic=%s partition=%s offset=%s reason=%s: %s",
-        msg.topic(),
-        msg.partition(),
-        msg.offset(),
-        reason,
-        error,
-    )
-
-
 # -- consuming ------------------------------------------------------------------------------
 def check(msg: Message) -> bool:
     """True for a data message; False for a partition-EOF event; raise on a real error."""
@@ -403,13 +359,11 @@ class Follower:
 __all__ = [
     "Cluster",
     "ConsumerLike",
-    "DeadLetters",
     "Follower",
     "KafkaCluster",
     "KafkaException",
     "ProducerLike",
     "check",
-    "dead_letter_headers",
     "flush",
     "follow",
     "make_consumer",

@@ -19,11 +19,6 @@ EVENTS_OUT = Counter(
     "Records produced, per processor and topic.",
     ["processor", "topic"],
 )
-DLQ_EVENTS = Counter(
-    "streamlearn_dlq_events_total",
-    "Records sent to a dead-letter topic, per source topic and reason.",
-    ["topic", "reason"],
-)
 INVALID_SKIPPED = Counter(
     "streamlearn_invalid_skipped_total",
     "Undecodable records skipped because another processor of the topic dead-letters them.",

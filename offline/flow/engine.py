@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from offline.errors import FlowError
+from offline.errors import FlowError, FlowStepError
 from offline.flow.cache import StepCache, canonical_json, code_identity, step_key
 from offline.flow.compute import Resources
 from offline.flow.context import ProgressFn, StepContext, StepProgress
@@ -31,16 +31,6 @@ from offline.flow.runs import new_run_id, now_iso, summarize, write_record
 from offline.lineage import code_version
 
 log = logging.getLogger(__name__)
-
-
-class FlowStepError(FlowError):
-    """A step of a run raised; ``step`` names it and ``record`` is the run record."""
-
-    def __init__(self, message: str, step: str, record: dict[str, Any], path: Path) -> None:
-        super().__init__(message)
-        self.step = step
-        self.record = record
-        self.path = path
 
 
 @dataclass(frozen=True)

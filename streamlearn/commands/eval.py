@@ -14,20 +14,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import TaskID
 from rich.table import Table
 
-from models.errors import ModelError
 from models.zoo import available
 from offline.dataset import DATA_FILE
-from offline.errors import OfflineError, RangeError
+from offline.errors import RangeError
 from offline.prequential import (
     COMPARED_LEARNERS,
     DEFAULT_BATCH_SIZE,
@@ -37,28 +29,12 @@ from offline.prequential import (
     evaluate,
 )
 from offline.ranges import EARLIEST, LATEST, parse_bounds
-from offline.replay import ReplayProgress, ReplaySpec, replay
+from offline.replay import ReplaySpec, replay
 from streamlearn import options as o
-from streamlearn.commands.replay import progress_bar
+from streamlearn.ui import console, progress_bar, replay_progress
 from streams.config import KafkaConfig
 from streams.errors import CatalogError
 from streams.model_catalog import MODELS
-
-console = Console(stderr=True)
-
-
-def parse_params(pairs: list[str] | None) -> dict[str, Any]:
-    """``key=value`` pairs; values are JSON when they parse (numbers, lists), else strings."""
-    params: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"--param must look like key=value, got {pair!r}")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except ValueError:
-            params[key.strip()] = raw
-    return params
 
 
 def _fmt(value: Any) -> str:
@@ -104,19 +80,12 @@ def _decisions(summary: dict[str, Any]) -> str:
 
 def compare_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
     """:func:`compare` with a progress bar per learner."""
-    with Progress(
-        TextColumn("eval {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    ) as bar:
+    with progress_bar(not quiet) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(model: str, done: int, total: int, report: dict[str, Any]) -> None:
             if model not in tasks:
-                tasks[model] = bar.add_task(model, total=total)
+                tasks[model] = bar.add_task(f"eval {model}", total=total, note="")
             bar.update(tasks[model], completed=done, total=total)
 
         return compare(config, COMPARED_LEARNERS, progress)
@@ -124,15 +93,8 @@ def compare_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
 
 def eval_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
     """:func:`evaluate` with a progress bar and a metrics line per reporting interval."""
-    with Progress(
-        TextColumn("eval"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    ) as bar:
-        task = bar.add_task("eval", total=None)
+    with progress_bar(not quiet) as bar:
+        task = bar.add_task("eval", total=None, note="")
 
         def progress(done: int, total: int, report: dict[str, Any]) -> None:
             bar.update(task, completed=done, total=total)
@@ -153,15 +115,7 @@ def eval_range(
     with tempfile.TemporaryDirectory(prefix="streamlearn-eval-") as tmp:
         out = Path(tmp) / "replay"
         with progress_bar(not quiet) as bar:
-            tasks: dict[tuple[str, int], TaskID] = {}
-
-            def on_progress(p: ReplayProgress) -> None:
-                key = (p.topic, p.partition)
-                if key not in tasks:
-                    tasks[key] = bar.add_task(f"replay {p.topic}[{p.partition}]", note="")
-                bar.update(tasks[key], completed=p.done, total=p.total, note=f"{p.records} rows")
-
-            manifest = replay(kafka, spec, out, progress=on_progress)
+            manifest = replay(kafka, spec, out, progress=replay_progress(bar, "replay "))
         if not manifest["records"]:
             raise RangeError(
                 f"expected records to evaluate in topics {list(spec.topics)} from {spec.start} "
@@ -176,7 +130,9 @@ def register(app: typer.Typer) -> None:
     """Add ``eval``."""
 
     @app.command("eval")
+    @o.kafka_options()
     def eval_cmd(
+        kafka_opts: o.KafkaOptions,
         data: Annotated[
             Path | None,
             typer.Option(
@@ -297,13 +253,7 @@ def register(app: typer.Typer) -> None:
                 "--summary-json", envvar="STREAMLEARN_SUMMARY_JSON", help="Write the summary here."
             ),
         ] = None,
-        quiet: Annotated[
-            bool, typer.Option("--quiet", envvar="STREAMLEARN_QUIET", help="No progress bar.")
-        ] = False,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
-        kafka_option: o.KafkaOptions = None,
+        quiet: o.Quiet = False,
     ) -> None:
         """Predict-then-learn over a file or a topic range; print AUC, log loss, NE, calibration,
         throughput."""
@@ -331,26 +281,22 @@ def register(app: typer.Typer) -> None:
             positive=positive,
             drop=dropped,
             model=model or (mdef.learner if mdef else COMPARED_LEARNERS[0]),
-            params=parse_params(param),
+            params=o.parse_params(param),
             definition=mdef,
             seed=seed,
             batch_size=batch_size,
             hash_bits=hash_bits,
         )
-        try:
-            if topic:
-                kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
-                spec = ReplaySpec(
-                    tuple(topic),
-                    start=parse_bounds(from_ or [], EARLIEST),
-                    end=parse_bounds(to or [], LATEST),
-                )
-                summary = eval_range(kafka, spec, config, quiet, single)
-            else:
-                summary = run_eval(config, quiet, single)
-        except (ModelError, OfflineError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+        if topic:
+            kafka = kafka_opts.config()
+            spec = ReplaySpec(
+                tuple(topic),
+                start=parse_bounds(from_ or [], EARLIEST),
+                end=parse_bounds(to or [], LATEST),
+            )
+            summary = eval_range(kafka, spec, config, quiet, single)
+        else:
+            summary = run_eval(config, quiet, single)
         if _decisions(summary):
             console.print(_decisions(summary))
         if single:

@@ -11,12 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from offline.errors import OfflineError
 from offline.point_in_time import export
 from offline.tables import read_table
 from streamlearn import options as o
-from streamlearn.commands.replay import fail
-from streamlearn.settings import kafka_config
 from streams.feature_catalog import CATALOG
 
 
@@ -67,7 +64,9 @@ def list_cmd(
     Console().print(table)  # stdout: the listing is the command's output
 
 
+@o.kafka_options(partitions=False)
 def export_cmd(
+    kafka_opts: o.KafkaOptions,
     entities: Annotated[
         Path,
         typer.Option(
@@ -108,25 +107,16 @@ def export_cmd(
             "instead of the broker.",
         ),
     ] = None,
-    bootstrap_servers: o.BootstrapServers = None,
-    topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-    kafka_option: o.KafkaOptions = None,
 ) -> None:
     """Each entity row with its feature values as they stood strictly before its time."""
-    kafka = None
-    if dataset is None:
-        kafka = o.require_kafka(bootstrap_servers, topic_prefix, 1, kafka_option)
-    elif bootstrap_servers:
-        kafka = kafka_config(bootstrap_servers, topic_prefix, 1, kafka_option)
-    try:
-        result = export(
-            read_table(entities),
-            out,
-            time_column=time_column,
-            source=source.value,
-            kafka=kafka,
-            dataset=dataset,
-        )
-    except OfflineError as exc:
-        raise fail(exc) from None
+    # a --dataset is read instead of the broker; the broker is needed without one
+    kafka = kafka_opts.config() if dataset is None or kafka_opts.given else None
+    result = export(
+        read_table(entities),
+        out,
+        time_column=time_column,
+        source=source.value,
+        kafka=kafka,
+        dataset=dataset,
+    )
     typer.echo(json.dumps(result.summary()))

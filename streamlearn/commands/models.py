@@ -8,28 +8,21 @@ from typing import Annotated
 
 import typer
 
-from models.errors import ModelError
 from models.registry import FileRegistry
 from models.stages import StageChange, describe, promote, reject, rollback
 from offline.promotion import announce
 from streamlearn import options as o
-from streamlearn.commands.replay import console, fail
-from streamlearn.settings import data_dir, kafka_config
+from streamlearn.settings import data_dir
+from streamlearn.ui import console
 from streams.model_catalog import MODELS
 
 
-def _announce(
-    registry: FileRegistry,
-    change: StageChange,
-    bootstrap: str | None,
-    prefix: str,
-    opts: list[str] | None,
-) -> None:
-    if not bootstrap:
+def _announce(registry: FileRegistry, change: StageChange, kafka: o.KafkaOptions) -> None:
+    if not kafka.given:
         console.print("no broker configured: serving picks the change up from the registry")
         return
     try:
-        announce(kafka_config(bootstrap, prefix, 1, opts), registry, change)
+        announce(kafka.config(), registry, change)
     except Exception as exc:  # the stage is already changed; the announcement is a hint
         console.print(f"[yellow]warning:[/yellow] stage changed, announcement failed: {exc}")
 
@@ -55,54 +48,45 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Versions with stage, serving flag and key metrics (one JSON object per line)."""
         registry = FileRegistry(data_dir(data) / "registry")
-        try:
-            for name in [model] if model else registry.models():
-                for row in describe(registry, name):
-                    typer.echo(json.dumps({"model": name, **row}))
-        except ModelError as exc:
-            raise fail(exc) from None
+        for name in [model] if model else registry.models():
+            for row in describe(registry, name):
+                typer.echo(json.dumps({"model": name, **row}))
 
     @group.command("promote")
+    @o.kafka_options(partitions=False)
     def promote_cmd(
+        kafka_opts: o.KafkaOptions,
         model: Annotated[str, typer.Argument(help="Model name.")],
         version: Annotated[int, typer.Argument(help="Version to make production.")],
         data: o.DataDir = o.DEFAULT_DATA_DIR,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        kafka_option: o.KafkaOptions = None,
     ) -> None:
         """Mark VERSION production (the previous production version is archived)."""
         registry = FileRegistry(data_dir(data) / "registry")
-        try:
-            change = promote(registry, model, version)
-        except ModelError as exc:
-            raise fail(exc) from None
-        _announce(registry, change, bootstrap_servers, topic_prefix, kafka_option)
+        change = promote(registry, model, version)
+        _announce(registry, change, kafka_opts)
         typer.echo(
             json.dumps({"model": model, "production": change.version, "previous": change.previous})
         )
 
     @group.command("rollback")
+    @o.kafka_options(partitions=False)
     def rollback_cmd(
+        kafka_opts: o.KafkaOptions,
         model: Annotated[str, typer.Argument(help="Model name.")],
         data: o.DataDir = o.DEFAULT_DATA_DIR,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        kafka_option: o.KafkaOptions = None,
     ) -> None:
         """Re-promote the production version that preceded the current one."""
         registry = FileRegistry(data_dir(data) / "registry")
-        try:
-            change = rollback(registry, model)
-        except ModelError as exc:
-            raise fail(exc) from None
-        _announce(registry, change, bootstrap_servers, topic_prefix, kafka_option)
+        change = rollback(registry, model)
+        _announce(registry, change, kafka_opts)
         typer.echo(
             json.dumps({"model": model, "production": change.version, "previous": change.previous})
         )
 
     @group.command("reject")
+    @o.kafka_options(partitions=False)
     def reject_cmd(
+        kafka_opts: o.KafkaOptions,
         model: Annotated[str, typer.Argument(help="Model name.")],
         version: Annotated[int, typer.Argument(help="Version never to serve.")],
         reason: Annotated[
@@ -112,15 +96,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        kafka_option: o.KafkaOptions = None,
     ) -> None:
         """Mark VERSION rejected: never served (the production version cannot be rejected)."""
         registry = FileRegistry(data_dir(data) / "registry")
-        try:
-            change = reject(registry, model, version, reason)
-        except ModelError as exc:
-            raise fail(exc) from None
-        _announce(registry, change, bootstrap_servers, topic_prefix, kafka_option)
+        change = reject(registry, model, version, reason)
+        _announce(registry, change, kafka_opts)
         typer.echo(json.dumps({"model": model, "rejected": change.version}))

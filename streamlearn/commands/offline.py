@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from models.errors import ModelError
 from models.features import FeatureSpec
 from models.registry import FileRegistry
 from models.zoo import DEFAULT_LEARNER
-from offline.errors import OfflineError
 from offline.train import TrainConfig, train
 from streamlearn import options as o
-from streamlearn.commands.replay import Quiet, fail, progress_bar
-from streamlearn.settings import data_dir, parse_options
+from streamlearn.settings import data_dir
+from streamlearn.ui import fail, progress_bar
 from streams.model_catalog import MODELS
+
+if TYPE_CHECKING:
+    from offline.vision import VisionProgress
 
 Seed = Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED", help="Random seed.")]
 Epochs = Annotated[
@@ -51,14 +52,18 @@ NoPublish = Annotated[
 ]
 
 
-def _params(pairs: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in parse_options(pairs).items():
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+def _read_spec(path: Path | None) -> FeatureSpec | None:
+    """The ``--spec`` file's FeatureSpec (a usage error when it cannot be read)."""
+    if path is None:
+        return None
+    try:
+        return FeatureSpec.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot read the feature spec {path}: {exc}") from None
+
+
+def _registry(data: Path, no_publish: bool) -> FileRegistry | None:
+    return None if no_publish else FileRegistry(data_dir(data) / "registry")
 
 
 def _write_summary(path: Path | None, summary: dict[str, Any]) -> None:
@@ -73,209 +78,200 @@ def register(app: typer.Typer) -> None:
     """Add the ``offline`` group."""
     group = typer.Typer(help="Batch (re)training and the vision path.", no_args_is_help=True)
     app.add_typer(group, name="offline")
+    group.command("train")(train_cmd)
+    group.command("vision")(vision_cmd)
 
-    @group.command("train")
-    def train_cmd(
-        dataset: Annotated[Path, typer.Argument(help="Replayed dataset dir or Parquet file.")],
-        model: o.Model = "feed",
-        learner: Annotated[
-            str | None,
-            typer.Option(
-                "--learner",
-                envvar="STREAMLEARN_LEARNER",
-                help="Learner name (models.zoo); default: the model definition's, else ftrl.",
-            ),
-        ] = None,
-        param: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--param", envvar="STREAMLEARN_PARAM", help="Learner param key=value (repeatable)."
-            ),
-        ] = None,
-        spec: Annotated[
-            Path | None,
-            typer.Option(
-                "--spec",
-                envvar="STREAMLEARN_FEATURE_SPEC",
-                help="FeatureSpec JSON; default: the declared model's (feed, ads), else "
-                "inferred from the training rows.",
-            ),
-        ] = None,
-        infer_spec: Annotated[
-            bool,
-            typer.Option(
-                "--infer-spec",
-                envvar="STREAMLEARN_INFER_SPEC",
-                help="Infer the feature spec from the rows even for a declared model.",
-            ),
-        ] = False,
-        hash_bits: Annotated[
-            int,
-            typer.Option(
-                "--hash-bits",
-                envvar="STREAMLEARN_HASH_BITS",
-                min=1,
-                max=30,
-                help="Hashed space size (inferred spec only).",
-            ),
-        ] = 20,
-        label: Annotated[
-            str, typer.Option("--label", envvar="STREAMLEARN_LABEL", help="Label column (0/1).")
-        ] = "label",
-        time_column: Annotated[
-            str | None,
-            typer.Option(
-                "--time-column",
-                envvar="STREAMLEARN_TIME_COLUMN",
-                help="Ordering column; default ts, else timestamp, else file order.",
-            ),
-        ] = None,
-        epochs: Epochs = 1,
-        batch_size: Annotated[
-            int, typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1)
-        ] = 256,
-        shuffle: Annotated[
-            bool,
-            typer.Option(
-                "--shuffle",
-                envvar="STREAMLEARN_SHUFFLE",
-                help="Shuffle each epoch with the seed (default: time order).",
-            ),
-        ] = False,
-        holdout: Holdout = 0.2,
-        seed: Seed = 0,
-        data: o.DataDir = o.DEFAULT_DATA_DIR,
-        no_publish: NoPublish = False,
-        summary_json: SummaryJson = None,
-        quiet: Quiet = False,
-    ) -> None:
-        """Train an online learner on a replayed dataset and publish it with lineage."""
-        try:
-            fspec = FeatureSpec.from_dict(json.loads(spec.read_text())) if spec else None
-            definition = MODELS.get(model) if model in MODELS else None
-            cfg = TrainConfig(
-                infer_spec=infer_spec,
-                definition=definition,
-                learner=learner or (definition.learner if definition else DEFAULT_LEARNER),
-                params=_params(param),
-                seed=seed,
-                epochs=epochs,
-                batch_size=batch_size,
-                holdout=holdout,
-                shuffle=shuffle,
-                label=label,
-                time_column=time_column,
-                spec=fspec,
-                hash_bits=hash_bits,
+
+def train_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Replayed dataset dir or Parquet file.")],
+    model: o.Model = "feed",
+    learner: Annotated[
+        str | None,
+        typer.Option(
+            "--learner",
+            envvar="STREAMLEARN_LEARNER",
+            help="Learner name (models.zoo); default: the model definition's, else ftrl.",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", envvar="STREAMLEARN_PARAM", help="Learner param key=value (repeatable)."
+        ),
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            envvar="STREAMLEARN_FEATURE_SPEC",
+            help="FeatureSpec JSON; default: the declared model's (feed, ads), else "
+            "inferred from the training rows.",
+        ),
+    ] = None,
+    infer_spec: Annotated[
+        bool,
+        typer.Option(
+            "--infer-spec",
+            envvar="STREAMLEARN_INFER_SPEC",
+            help="Infer the feature spec from the rows even for a declared model.",
+        ),
+    ] = False,
+    hash_bits: Annotated[
+        int,
+        typer.Option(
+            "--hash-bits",
+            envvar="STREAMLEARN_HASH_BITS",
+            min=1,
+            max=30,
+            help="Hashed space size (inferred spec only).",
+        ),
+    ] = 20,
+    label: Annotated[
+        str, typer.Option("--label", envvar="STREAMLEARN_LABEL", help="Label column (0/1).")
+    ] = "label",
+    time_column: Annotated[
+        str | None,
+        typer.Option(
+            "--time-column",
+            envvar="STREAMLEARN_TIME_COLUMN",
+            help="Ordering column; default ts, else timestamp, else file order.",
+        ),
+    ] = None,
+    epochs: Epochs = 1,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1)
+    ] = 256,
+    shuffle: Annotated[
+        bool,
+        typer.Option(
+            "--shuffle",
+            envvar="STREAMLEARN_SHUFFLE",
+            help="Shuffle each epoch with the seed (default: time order).",
+        ),
+    ] = False,
+    holdout: Holdout = 0.2,
+    seed: Seed = 0,
+    data: o.DataDir = o.DEFAULT_DATA_DIR,
+    no_publish: NoPublish = False,
+    summary_json: SummaryJson = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """Train an online learner on a replayed dataset and publish it with lineage."""
+    definition = MODELS.get(model) if model in MODELS else None
+    cfg = TrainConfig(
+        infer_spec=infer_spec,
+        definition=definition,
+        learner=learner or (definition.learner if definition else DEFAULT_LEARNER),
+        params=o.parse_params(param),
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        holdout=holdout,
+        shuffle=shuffle,
+        label=label,
+        time_column=time_column,
+        spec=_read_spec(spec),
+        hash_bits=hash_bits,
+    )
+    with progress_bar(not quiet) as bar:
+        task = bar.add_task(f"train {model}", total=None, note="")
+        result = train(
+            dataset,
+            cfg,
+            _registry(data, no_publish),
+            model,
+            lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    _write_summary(
+        summary_json,
+        {
+            "model": model,
+            "version": result.version.version if result.version else None,
+            "metrics": result.metrics,
+            "train_seconds": round(result.seconds, 3),
+            "lineage": result.lineage,
+        },
+    )
+
+
+def vision_cmd(
+    data_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            envvar="STREAMLEARN_VISION_DATA",
+            help="Image folder: one subfolder per class, PNG/JPEG, any size.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            envvar="STREAMLEARN_VISION_DATASET",
+            help="A bundled dataset instead of --data: digits.",
+        ),
+    ] = None,
+    model: o.Model = "vision",
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            envvar="STREAMLEARN_VISION_SIZE",
+            help="Square input size, a multiple of 4 (default 16 digits, 32 folders).",
+        ),
+    ] = None,
+    channels: Annotated[
+        int | None,
+        typer.Option(
+            "--channels",
+            envvar="STREAMLEARN_VISION_CHANNELS",
+            help="1 or 3 (default: 1 if every image is grayscale).",
+        ),
+    ] = None,
+    epochs: Epochs = 10,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1)
+    ] = 32,
+    lr: Annotated[
+        float, typer.Option("--lr", envvar="STREAMLEARN_LR", help="Adam learning rate.")
+    ] = 6e-3,
+    holdout: Holdout = 0.2,
+    seed: Seed = 0,
+    device: Annotated[
+        str, typer.Option("--device", envvar="STREAMLEARN_DEVICE", help="auto | cpu | cuda.")
+    ] = "auto",
+    data: o.DataDir = o.DEFAULT_DATA_DIR,
+    no_publish: NoPublish = False,
+    summary_json: SummaryJson = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """Train a small CNN, check its ONNX export, publish it (resumes from checkpoints)."""
+    # torch takes seconds to import: only this command pays for it
+    from offline.vision import VisionConfig, train_vision
+
+    cfg = VisionConfig(
+        data=data_path,
+        dataset=dataset,
+        size=size,
+        channels=channels,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        holdout=holdout,
+        seed=seed,
+        device=device,
+    )
+    checkpoints = data_dir(data) / "checkpoints" / "vision" / model
+    with progress_bar(not quiet) as bar:
+        task = bar.add_task(f"vision {model}", total=None, note="")
+
+        def on_progress(p: VisionProgress) -> None:
+            bar.update(
+                task,
+                completed=(p.epoch - 1) * p.batches + p.batch,
+                total=p.epochs * p.batches,
+                note=f"epoch {p.epoch} loss {p.loss:.3f}",
             )
-            registry = None if no_publish else FileRegistry(data_dir(data) / "registry")
-            with progress_bar(not quiet) as bar:
-                task = bar.add_task(f"train {model}", total=None, note="")
-                result = train(
-                    dataset,
-                    cfg,
-                    registry,
-                    model,
-                    lambda done, total: bar.update(task, completed=done, total=total),
-                )
-        except (OfflineError, ModelError, OSError, ValueError) as exc:
-            raise fail(exc) from None
-        _write_summary(
-            summary_json,
-            {
-                "model": model,
-                "version": result.version.version if result.version else None,
-                "metrics": result.metrics,
-                "train_seconds": round(result.seconds, 3),
-                "lineage": result.lineage,
-            },
-        )
 
-    @group.command("vision")
-    def vision_cmd(
-        data_path: Annotated[
-            Path | None,
-            typer.Option(
-                "--data",
-                envvar="STREAMLEARN_VISION_DATA",
-                help="Image folder: one subfolder per class, PNG/JPEG, any size.",
-            ),
-        ] = None,
-        dataset: Annotated[
-            str | None,
-            typer.Option(
-                "--dataset",
-                envvar="STREAMLEARN_VISION_DATASET",
-                help="A bundled dataset instead of --data: digits.",
-            ),
-        ] = None,
-        model: o.Model = "vision",
-        size: Annotated[
-            int | None,
-            typer.Option(
-                "--size",
-                envvar="STREAMLEARN_VISION_SIZE",
-                help="Square input size, a multiple of 4 (default 16 digits, 32 folders).",
-            ),
-        ] = None,
-        channels: Annotated[
-            int | None,
-            typer.Option(
-                "--channels",
-                envvar="STREAMLEARN_VISION_CHANNELS",
-                help="1 or 3 (default: 1 if every image is grayscale).",
-            ),
-        ] = None,
-        epochs: Epochs = 10,
-        batch_size: Annotated[
-            int, typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1)
-        ] = 32,
-        lr: Annotated[
-            float, typer.Option("--lr", envvar="STREAMLEARN_LR", help="Adam learning rate.")
-        ] = 6e-3,
-        holdout: Holdout = 0.2,
-        seed: Seed = 0,
-        device: Annotated[
-            str, typer.Option("--device", envvar="STREAMLEARN_DEVICE", help="auto | cpu | cuda.")
-        ] = "auto",
-        data: o.DataDir = o.DEFAULT_DATA_DIR,
-        no_publish: NoPublish = False,
-        summary_json: SummaryJson = None,
-        quiet: Quiet = False,
-    ) -> None:
-        """Train a small CNN, check its ONNX export, publish it (resumes from checkpoints)."""
-        # torch takes seconds to import: only this command pays for it
-        from offline.vision import VisionConfig, VisionProgress, train_vision
-
-        cfg = VisionConfig(
-            data=data_path,
-            dataset=dataset,
-            size=size,
-            channels=channels,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            holdout=holdout,
-            seed=seed,
-            device=device,
-        )
-        root = data_dir(data)
-        registry = None if no_publish else FileRegistry(root / "registry")
-        try:
-            with progress_bar(not quiet) as bar:
-                task = bar.add_task(f"vision {model}", total=None, note="")
-
-                def on_progress(p: VisionProgress) -> None:
-                    bar.update(
-                        task,
-                        completed=(p.epoch - 1) * p.batches + p.batch,
-                        total=p.epochs * p.batches,
-                        note=f"epoch {p.epoch} loss {p.loss:.3f}",
-                    )
-
-                result = train_vision(
-                    cfg, root / "checkpoints" / "vision" / model, registry, model, on_progress
-                )
-        except (OfflineError, ModelError, OSError) as exc:
-            raise fail(exc) from None
-        _write_summary(summary_json, result.summary())
+        result = train_vision(cfg, checkpoints, _registry(data, no_publish), model, on_progress)
+    _write_summary(summary_json, result.summary())

@@ -8,17 +8,18 @@ from typing import Annotated
 
 import typer
 
-from offline.errors import OfflineError
 from offline.publish import publish
 from streamlearn import options as o
-from streamlearn.commands.replay import Quiet, fail, progress_bar
+from streamlearn.ui import progress_bar
 
 
 def register(app: typer.Typer) -> None:
     """Add ``produce``."""
 
     @app.command("produce")
+    @o.kafka_options()
     def produce_cmd(
+        kafka_opts: o.KafkaOptions,
         source: Annotated[
             Path,
             typer.Argument(help="Replayed dataset dir, .parquet, .jsonl or .csv file."),
@@ -58,28 +59,21 @@ def register(app: typer.Typer) -> None:
                 help="Send at most this many records.",
             ),
         ] = None,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
-        kafka_option: o.KafkaOptions = None,
-        quiet: Quiet = False,
+        quiet: o.Quiet = False,
     ) -> None:
         """Send the records of SOURCE to a topic, keyed and rate limited."""
-        kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
-        try:
-            with progress_bar(not quiet) as bar:
-                task = bar.add_task(f"→ {topic}", total=limit, note="")
-                result = publish(
-                    kafka,
-                    source,
-                    topic,
-                    key_field=key_field,
-                    rate=rate,
-                    limit=limit,
-                    progress=lambda n: bar.update(task, completed=n),
-                )
-        except OfflineError as exc:
-            raise fail(exc) from None
+        kafka = kafka_opts.config()
+        with progress_bar(not quiet) as bar:
+            task = bar.add_task(f"→ {topic}", total=limit, note="")
+            result = publish(
+                kafka,
+                source,
+                topic,
+                key_field=key_field,
+                rate=rate,
+                limit=limit,
+                progress=lambda n: bar.update(task, completed=n),
+            )
         typer.echo(
             json.dumps(
                 {

@@ -1,67 +1,26 @@
-"""``streamlearn replay``: topic ranges → a Parquet dataset with a manifest.
-
-Also holds the small helpers the offline commands share (broker check, progress bar).
-"""
+"""``streamlearn replay``: topic ranges → a Parquet dataset with a manifest."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from offline.errors import OfflineError
 from offline.ranges import EARLIEST, LATEST, parse_bounds
-from offline.replay import ReplayProgress, ReplaySpec, replay
+from offline.replay import ReplaySpec, replay
 from streamlearn import options as o
-
-console = Console(stderr=True)
-
-
-@contextmanager
-def progress_bar(show: bool = True) -> Iterator[Progress]:
-    """A rich progress bar on stderr (disabled with ``show=False``)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[note]}"),
-        console=console,
-        disable=not show,
-    ) as bar:
-        yield bar
-
-
-def fail(exc: Exception) -> typer.Exit:
-    """Print an offline error as one line and return the exit to raise."""
-    console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(2)
-
-
-Quiet = Annotated[
-    bool,
-    typer.Option("--quiet", envvar="STREAMLEARN_QUIET", help="No progress bar."),
-]
+from streamlearn.ui import progress_bar, replay_progress
 
 
 def register(app: typer.Typer) -> None:
     """Add ``replay``."""
 
     @app.command("replay")
+    @o.kafka_options()
     def replay_cmd(
+        kafka_opts: o.KafkaOptions,
         topic: Annotated[
             list[str],
             typer.Option(
@@ -124,35 +83,18 @@ def register(app: typer.Typer) -> None:
                 help="Replace an existing dataset directory.",
             ),
         ] = False,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
-        kafka_option: o.KafkaOptions = None,
-        quiet: Quiet = False,
+        quiet: o.Quiet = False,
     ) -> None:
         """Replay topic ranges into a Parquet dataset; print its manifest summary."""
-        kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
-        try:
-            spec = ReplaySpec(
-                tuple(topic),
-                start=parse_bounds(from_ or [], EARLIEST),
-                end=parse_bounds(to or [], LATEST),
-                format=fmt,
-                row_group_rows=row_group_rows,
-            )
-            with progress_bar(not quiet) as bar:
-                tasks: dict[tuple[str, int], TaskID] = {}
-
-                def on_progress(p: ReplayProgress) -> None:
-                    key = (p.topic, p.partition)
-                    if key not in tasks:
-                        tasks[key] = bar.add_task(f"{p.topic}[{p.partition}]", total=None, note="")
-                    bar.update(
-                        tasks[key], completed=p.done, total=p.total, note=f"{p.records} rows"
-                    )
-
-                manifest = replay(kafka, spec, out, overwrite=overwrite, progress=on_progress)
-        except OfflineError as exc:
-            raise fail(exc) from None
+        kafka = kafka_opts.config()
+        spec = ReplaySpec(
+            tuple(topic),
+            start=parse_bounds(from_ or [], EARLIEST),
+            end=parse_bounds(to or [], LATEST),
+            format=fmt,
+            row_group_rows=row_group_rows,
+        )
+        with progress_bar(not quiet) as bar:
+            manifest = replay(kafka, spec, out, overwrite=overwrite, progress=replay_progress(bar))
         summary = {k: manifest[k] for k in ("records", "rejected", "checksum", "format")}
         typer.echo(json.dumps({"out": str(out), **summary}))

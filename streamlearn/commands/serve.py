@@ -12,7 +12,7 @@ import typer
 from serving.app import ServingConfig, run_serving
 from serving.server import HttpLimits
 from streamlearn import options as o
-from streamlearn.settings import ServeSettings, data_dir, kafka_config
+from streamlearn.settings import ServeSettings, data_dir
 from streams.model_catalog import MODELS
 from streams.topics import Topics, ensure_topics
 
@@ -81,15 +81,13 @@ def register(app: typer.Typer) -> None:
     """Add ``serve``."""
 
     @app.command()
+    @o.kafka_options()
     def serve(
+        kafka_opts: o.KafkaOptions,
         host: Host = "127.0.0.1",
         port: Port = 8080,
         model: Models = None,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
-        kafka_option: o.KafkaOptions = None,
         max_connections: MaxConnections = _LIMITS.max_connections,
         max_body_bytes: MaxBodyBytes = _LIMITS.max_body_bytes,
         max_header_bytes: MaxHeaderBytes = _LIMITS.max_header_bytes,
@@ -103,15 +101,10 @@ def register(app: typer.Typer) -> None:
         STREAMLEARN_SERVE_ADMIN_TOKEN (a bearer token; never a flag, so it stays out of
         the process list).
         """
-        if not bootstrap_servers:
-            raise typer.BadParameter(
-                "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
-                "or run `streamlearn up`, which starts the embedded broker and serving"
-            )
-        try:
-            kafka = kafka_config(bootstrap_servers, topic_prefix, partitions, kafka_option)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+        kafka = kafka_opts.config(
+            "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
+            "or run `streamlearn up`, which starts the embedded broker and serving"
+        )
         topics = Topics(kafka.topic_prefix)
         main = [topics.features, topics.feature_log, topics.predictions, topics.prediction_requests]
         ensure_topics(kafka, [*main, topics.dlq(topics.prediction_requests)])

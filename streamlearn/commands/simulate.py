@@ -15,7 +15,6 @@ from prometheus_client import start_http_server
 from simulator import LoopOptions, SessionParams, Simulator, World
 from simulator.scoring import parse_urls
 from streamlearn import options as o
-from streamlearn.settings import kafka_config
 from streams.topics import Topics, ensure_loop_topics
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,9 @@ def register(app: typer.Typer) -> None:
     """Add ``simulate``."""
 
     @app.command()
+    @o.kafka_options()
     def simulate(
+        kafka_opts: o.KafkaOptions,
         serving_url: ServingUrls = None,
         model: o.Model = "feed",
         ads_model: AdsModel = "ads",
@@ -120,10 +121,6 @@ def register(app: typer.Typer) -> None:
         session_requests: SessionRequests = 8.0,
         bad_event_rate: BadEventRate = 0.0,
         drain_seconds: DrainSeconds = 6.0,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
-        kafka_option: o.KafkaOptions = None,
         metrics_port: o.MetricsPort = 0,
         metrics_host: o.MetricsHost = "127.0.0.1",
         summary_json: SummaryJson = None,
@@ -135,14 +132,9 @@ def register(app: typer.Typer) -> None:
         --duration or --max-requests; logs progress every 10 s; the final stats (per
         surface, and the shape of the published log) go to stdout and --summary-json.
         """
-        if not bootstrap_servers:
-            raise typer.BadParameter(
-                "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
-                "or run `streamlearn up`, which starts the embedded broker"
-            )
+        kafka = kafka_opts.config()
         # httpx logs every request at INFO: 150 lines a second.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        kafka = kafka_config(bootstrap_servers, topic_prefix, partitions, kafka_option)
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics, (model,))
         try:

@@ -74,7 +74,9 @@ def register(app: typer.Typer) -> None:
     """Add ``up``."""
 
     @app.command()
+    @o.kafka_options()
     def up(
+        kafka_opts: o.KafkaOptions,
         duration: Annotated[
             float | None,
             typer.Option(
@@ -147,19 +149,15 @@ def register(app: typer.Typer) -> None:
                 help="Seconds between two rounds of the metrics file.",
             ),
         ] = 5.0,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
-        kafka_option: o.KafkaOptions = None,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
     ) -> None:
         """Start the broker (unless one is given) and the whole loop, with a live view."""
         cfg = StackConfig(
             data_dir=data,
-            bootstrap_servers=bootstrap_servers,
-            topic_prefix=topic_prefix,
-            partitions=partitions,
-            kafka_options=tuple(kafka_option or ()),
+            bootstrap_servers=kafka_opts.bootstrap_servers,
+            topic_prefix=kafka_opts.topic_prefix,
+            partitions=kafka_opts.partitions,
+            kafka_options=kafka_opts.client_options,
             duration_s=duration,
             rate=rate,
             seed=seed,

@@ -1,13 +1,15 @@
-"""``streamlearn worker`` and ``streamlearn train``: run the stream processors."""
+"""``streamlearn worker`` and ``streamlearn train``: run the stream processors.
+
+Each processor's module is imported when it is built, so a worker process exports only
+its own processor's metric families."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from prometheus_client import start_http_server
@@ -15,17 +17,17 @@ from prometheus_client import start_http_server
 from models.registry import FileRegistry
 from models.zoo import DEFAULT_BATCH_SIZE
 from streamlearn import options as o
-from streamlearn.settings import data_dir, parse_options
+from streamlearn.settings import data_dir
 from streams.config import KafkaConfig
 from streams.errors import CatalogError
-from streams.features import FeatureProcessor
-from streams.joiner import Joiner, JoinerConfig
 from streams.kafka import Cluster, KafkaCluster
 from streams.model_catalog import MODELS
-from streams.processor import Processor
+from streams.processor import Processor, SnapshotProcessor
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.topics import Topics, ensure_loop_topics
-from streams.trainer import OnlineTrainer, TrainerConfig
+
+if TYPE_CHECKING:
+    from streams.trainer import OnlineTrainer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def run_processor(
     Raises when the run fails, including its final commit or snapshot on the way out,
     so the process exits non-zero (``streamlearn.cli.main``)."""
     rt: Any
-    if runtime is RuntimeName.faust and isinstance(proc, OnlineTrainer):
+    if runtime is RuntimeName.faust and isinstance(proc, SnapshotProcessor):
         # faust starts from its own committed offsets and cannot seek to a snapshot's, so
         # a restarted trainer would skip the examples learned after its last snapshot.
         raise typer.BadParameter(
@@ -116,13 +118,11 @@ def register(app: typer.Typer) -> None:
     """Add ``worker`` and ``train``."""
 
     @app.command()
+    @o.kafka_options()
     def worker(
+        kafka_opts: o.KafkaOptions,
         processor: Annotated[ProcessorName, typer.Argument(help="Which processor to run.")],
         runtime: Runtime = RuntimeName.microbatch,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
-        kafka_option: o.KafkaOptions = None,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
         metrics_port: o.MetricsPort = 0,
         metrics_host: o.MetricsHost = "127.0.0.1",
@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
         duration: Duration = None,
     ) -> None:
         """Run a stream processor (features, joiner, trainer) on a runtime."""
-        kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+        kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics)
         root = data_dir(data)
@@ -157,8 +157,12 @@ def register(app: typer.Typer) -> None:
         cluster = KafkaCluster(kafka)
         proc: Processor
         if processor is ProcessorName.features:
+            from streams.features import FeatureProcessor
+
             proc = FeatureProcessor(topics, root / "state", cluster=cluster)
         elif processor is ProcessorName.joiner:
+            from streams.joiner import Joiner, JoinerConfig
+
             proc = Joiner(topics, root / "state", JoinerConfig(window_s=label_window), cluster)
         else:
             proc = _trainer(topics, root, model, None, [], 10.0, cluster=cluster)
@@ -169,7 +173,9 @@ def register(app: typer.Typer) -> None:
         run_processor(proc, kafka, runtime, group, duration, commit_interval_s=interval)
 
     @app.command()
+    @o.kafka_options()
     def train(
+        kafka_opts: o.KafkaOptions,
         model: o.Model = "feed",
         learner: Annotated[
             str | None,
@@ -213,17 +219,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = 1.0,
         runtime: Runtime = RuntimeName.microbatch,
-        bootstrap_servers: o.BootstrapServers = None,
-        topic_prefix: o.TopicPrefix = o.DEFAULT_PREFIX,
-        partitions: o.Partitions = o.DEFAULT_PARTITIONS,
-        kafka_option: o.KafkaOptions = None,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
         metrics_port: o.MetricsPort = 0,
         metrics_host: o.MetricsHost = "127.0.0.1",
         duration: Duration = None,
     ) -> None:
         """Train a model online from its training-examples topic, publishing snapshots."""
-        kafka = o.require_kafka(bootstrap_servers, topic_prefix, partitions, kafka_option)
+        kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics, models=(model,))
         root = data_dir(data)
@@ -260,14 +262,10 @@ def _trainer(
         definition = MODELS.get(model)
     except CatalogError as exc:
         raise typer.BadParameter(str(exc), param_hint="--model") from None
-    parsed: dict[str, Any] = {}
-    for k, v in parse_options(params).items():
-        try:
-            parsed[k] = json.loads(v)
-        except json.JSONDecodeError:
-            parsed[k] = v
+    from streams.trainer import OnlineTrainer, TrainerConfig
+
     cfg = TrainerConfig(
-        definition=definition.with_learner(learner, parsed),
+        definition=definition.with_learner(learner, o.parse_params(params)),
         snapshot_interval_s=snapshot_interval,
         batch_size=batch_size,
         flush_after_s=flush_after,

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from models.registry import FileRegistry
-from streamlearn.commands import flow as flow_command
+from streamlearn import cli
 from streams.config import KafkaConfig
 from streams.topics import Topics, ensure_topics
 
@@ -23,14 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def app() -> typer.Typer:
-    application = typer.Typer()
-
-    @application.callback()
-    def _root() -> None:  # keeps "flow" a sub-command group
-        pass
-
-    flow_command.register(application)
-    return application
+    return cli.app  # the real CLI: its error edge, its lazy commands
 
 
 def produce_examples(kafka: KafkaConfig, topic: str, start: int, n: int) -> None:

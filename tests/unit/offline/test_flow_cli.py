@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from offline.errors import FlowError
 from offline.flow.catalog import discover, get_flow
-from offline.flow.grid import expand_grid, parse_grid, parse_params
+from offline.flow.grid import expand_grid
 from offline.flow.report import write_results
 from offline.flow.sweep import SweepJob, run_job
-from streamlearn.commands import flow as flow_command
+from streamlearn import cli
+from streamlearn.options import parse_grid, parse_params
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -46,14 +47,7 @@ def user_module(tmp_path: Path) -> str:
 
 
 def app() -> typer.Typer:
-    application = typer.Typer()
-
-    @application.callback()
-    def _root() -> None:  # keeps "flow" a sub-command group
-        pass
-
-    flow_command.register(application)
-    return application
+    return cli.app  # the real CLI: its error edge, its lazy commands
 
 
 def test_grid_expansion_and_bounds() -> None:
@@ -70,9 +64,9 @@ def test_grid_expansion_and_bounds() -> None:
     assert expand_grid({}, 1) == [{}]
     with pytest.raises(FlowError, match=r"at most 3 configurations .* has 4"):
         expand_grid(grid, max_configs=3)
-    with pytest.raises(FlowError, match="twice"):
+    with pytest.raises(typer.BadParameter, match="twice"):
         parse_grid(["a=1", "a=2"])
-    with pytest.raises(FlowError, match="expected key=value, got 'oops'"):
+    with pytest.raises(typer.BadParameter, match="expected key=value, got 'oops'"):
         parse_grid(["oops"])
     assert parse_params(["topic=a,b", "end=100", "x=null"]) == {
         "topic": "a,b",

@@ -12,11 +12,11 @@ import typer
 from typer.testing import CliRunner
 
 from models.errors import ModelError
-from offline.errors import DatasetError, OfflineError
+from offline.errors import DatasetError
 from offline.prequential import EvalConfig, EvalError, evaluate
 from offline.prequential import compare as compare_learners
 from offline.tables import expand_features
-from streamlearn.commands import eval as eval_command
+from streamlearn import cli
 
 
 def make_table(n: int = 3000, seed: int = 0) -> pa.Table:
@@ -130,7 +130,7 @@ def test_bad_inputs_raise_clear_errors(
         change = {"data": tmp_path / Path(str(change["data"]))}
     with pytest.raises(EvalError, match=message) as info:
         evaluate(EvalConfig(**{**base, **change}))  # type: ignore[arg-type]
-    assert isinstance(info.value, ModelError) and isinstance(info.value, OfflineError)
+    assert isinstance(info.value, DatasetError) and info.value.exit_code == 2
 
 
 def test_corrupt_file_and_unknown_model(tmp_path: Path) -> None:
@@ -157,14 +157,7 @@ def test_null_labels(tmp_path: Path) -> None:
 
 
 def app() -> typer.Typer:
-    application = typer.Typer()
-
-    @application.callback()
-    def _root() -> None:  # keeps "eval" a sub-command
-        pass
-
-    eval_command.register(application)
-    return application
+    return cli.app  # the real CLI: its error edge, its lazy commands
 
 
 def test_cli_writes_summary_and_reads_env(tmp_path: Path) -> None:
@@ -372,12 +365,10 @@ def test_a_model_definition_is_evaluated_as_the_trainer_builds_it(tmp_path: Path
     assert s["definition"] == "ads" and s["feature_spec"] == spec.to_dict()
     assert s["auc"] > 0.7 and s["calibration"] == pytest.approx(1.0, abs=0.2)
     runner = CliRunner()
-    app = typer.Typer()
-    eval_command.register(app)
     out = tmp_path / "s.json"
-    args = ["--data", str(data), "--definition", "ads", "--quiet", "--summary-json", str(out)]
-    res = runner.invoke(app, args)
+    args = ["eval", "--data", str(data), "--definition", "ads", "--quiet"]
+    res = runner.invoke(app(), [*args, "--summary-json", str(out)])
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["definition"] == "ads"
-    res = runner.invoke(app, ["--data", str(data), "--definition", "nope"])
+    res = runner.invoke(app(), ["eval", "--data", str(data), "--definition", "nope"])
     assert res.exit_code != 0 and "among ['feed', 'ads']" in res.output

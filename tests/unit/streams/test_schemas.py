@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from streamlearn.cli import app
 from streams.contracts import DeadLetterHeaders, decode, decode_event, decode_request
+from streams.dead_letters import DeadLetters
 from streams.errors import ContractError
-from streams.kafka import DeadLetters
 from streams.schemas import CONTRACTS, Contract, export, json_schema
 
 REPO = Path(__file__).resolve().parents[3]
