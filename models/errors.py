@@ -12,6 +12,7 @@ against the classes by ``tests/unit/test_errors.py``)::
     ├── ModelError               500  2  models/errors.py: learners, features, snapshots, registry
     │   ├── FeatureError         400  2  a feature spec or row is not what the featuriser expects
     │   ├── SnapshotError        500  1  a snapshot cannot be built, exported or read back
+    │   │   └── ParityError      500  1  the ONNX graph does not score what its learner scores
     │   └── RegistryError        500  2  the registry cannot find, publish or stage a model version
     │       └── StageError       409  2  a stage change the registry's state forbids
     ├── StreamsError             500  1  streams/errors.py: events, Kafka, state
@@ -86,6 +87,14 @@ class SnapshotError(ModelError):
     """A snapshot cannot be built, exported or read back."""
 
     exit_code = 1
+
+
+class ParityError(SnapshotError):
+    """A snapshot's ONNX graph does not score what its learner scores (``max_abs_diff``)."""
+
+    def __init__(self, message: str, max_abs_diff: float) -> None:
+        super().__init__(message)
+        self.max_abs_diff = max_abs_diff
 
 
 class RegistryError(ModelError):

@@ -14,20 +14,12 @@ from typing import Final
 
 import numpy as np
 
-from models.errors import SnapshotError
+from models.errors import ParityError
 from models.protocol import Learner
 from models.snapshot import Snapshot
 
 #: Largest |onnxruntime − in-memory| probability a published version may show.
 PARITY_ATOL: Final = 1e-5
-
-
-class ParityError(SnapshotError):
-    """A snapshot's ONNX graph does not score what its learner scores."""
-
-    def __init__(self, message: str, max_abs_diff: float) -> None:
-        super().__init__(message)
-        self.max_abs_diff = max_abs_diff
 
 
 def onnx_parity(

@@ -41,7 +41,8 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from models import zoo
-from models.parity import ParityError, onnx_parity
+from models.errors import ParityError
+from models.parity import onnx_parity
 from models.protocol import Learner
 from models.registry import FileRegistry
 from models.snapshot import Snapshot
