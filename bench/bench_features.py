@@ -16,7 +16,7 @@ Runtime timings span first ``process`` to last ``commit``, so the consumer-group
 process (librdkafka threads included; the broker is another process).
 Each run is bounded (raw 20 s, default runtime 80 s, faust 50 s; the whole script < 3 min):
 a run cut short reports the events it got through.
-Design target (design.md §2): the default runtime reaches >= 50,000 events/s on one core.
+Target: the default runtime processes >= 50,000 events/s on one core.
 """
 
 from __future__ import annotations

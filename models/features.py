@@ -41,11 +41,6 @@ def _digest(key: str) -> int:
     return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass"))
 
 
-def hash_cache_size() -> int:
-    """Entries in the bounded hash cache (at most 65,536, however many ids stream by)."""
-    return _digest.cache_info().currsize
-
-
 def hash_index(key: str, dim: int) -> int:
     """Index of ``key`` in ``[1, dim)``: xxh3-64 modulo ``dim``, 0 mapped to 1."""
     return (_digest(key) % dim) or 1

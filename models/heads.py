@@ -29,5 +29,3 @@ class Head:
 ENGAGEMENT: Final = Head("engagement", frozenset({"click", "like", "share", "conversion"}))
 #: A click, with negatives kept at 0.25 and the correction applied (the ``ads`` model).
 CLICK: Final = Head("click", frozenset({"click"}), negative_rate=0.25)
-
-HEADS: Final[dict[str, Head]] = {h.name: h for h in (ENGAGEMENT, CLICK)}

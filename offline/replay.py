@@ -1,6 +1,7 @@
 """Replay topic ranges into a Parquet dataset with a manifest.
 
-How a range is read, and why (the embedded broker's ListOffsets is wrong, design.md §5):
+How a range is read, and why (the embedded broker answers ListOffsets(latest) and
+``offsets_for_times`` wrongly: README, "What the embedded broker does not give"):
 
 * Each (topic, partition) is read on its own, in (topic, partition) order, with
   ``Consumer.assign`` at an explicit offset — no group, no commits. Rows therefore land

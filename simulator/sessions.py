@@ -102,11 +102,6 @@ class Sessions:
         while self._peek() < 0:
             self._pop()
 
-    @property
-    def active(self) -> int:
-        """Sessions in progress."""
-        return len(self._due)
-
     def next(self) -> Visit:
         """The next request in time order."""
         self._peek()

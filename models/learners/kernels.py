@@ -51,18 +51,6 @@ def _normalised(x: float, s: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def grow_scale(idx: np.ndarray, val: np.ndarray, scale: np.ndarray) -> None:
-    """``scale[i] = max(scale[i], |x_i|)`` over a batch (the normaliser's update)."""
-    rows, k = idx.shape
-    for r in range(rows):
-        for j in range(k):
-            a = abs(val[r, j])
-            i = idx[r, j]
-            if a > scale[i]:
-                scale[i] = a
-
-
-@numba.njit(cache=True, nogil=True)
 def ftrl_predict(
     idx: np.ndarray,
     val: np.ndarray,

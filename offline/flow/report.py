@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-_FIXED = ("config", "status")
 _TRAILING = ("seconds", "error", "run")
 
 
