@@ -1,19 +1,26 @@
-"""Wide & deep CTR model over hashed features (DLRM-style), in torch.
+"""Wide & deep CTR model over hashed features: an exact online FTRL wide part plus a
+DLRM-style deep part (hashed embeddings and an MLP, in torch).
 
-``logit = Σ_k w[idx_k]·val_k + MLP(concat_k(emb[idx_k]·val_k))``
+``logit = Σ_k w[idx_k]·x_k + MLP(concat_k(emb[idx_k]·x_k))``, with ``x_k = val_k / s[idx_k]``
+(``s`` the largest ``|val|`` each coordinate has seen, shared by both parts).
 
-Embeddings and wide weights are hashed tables trained by row-wise Adagrad on the rows a
-step touches; the MLP is trained by Adam. The tables are plain tensors: a step gathers
-its rows, autograd runs over the gathered rows and the MLP only, and the update scatters
-back (see :mod:`models.learners.torch_base`).
+The two parts learn at different grains, so a burst of one key cannot overshoot and the
+model still adapts within a session:
 
-Learning goes in steps of ``micro_batch`` examples in stream order (each predicted
-before its step), whatever batch size the caller passes: the caller's batch size only
-chunks the work, so ``eval --batch-size 1000`` and the trainer learn the same model. A
-key repeated within a step (the bias, one user's session, a popular item) takes one
-averaged step, not one per occurrence (see :func:`rowwise_adagrad_`), so hot keys do not
-overshoot. The default of 32 was chosen on the public tables: 8 gains ≤ 0.002 AUC at a
-third of the speed; 256 loses 0.007.
+* the wide part is the FTRL-Proximal kernel of :mod:`models.learners.ftrl`, learning
+  every example in stream order, one at a time (Vowpal Wabbit's and river's semantics),
+  with the deep part's output as a fixed offset: a user's or an item's own weight moves
+  after each of its examples, as in ``ftrl``;
+* the deep part (embeddings by row-wise Adagrad, the MLP by Adam) learns in steps of
+  ``micro_batch`` examples in stream order, on the loss of the full logit (the wide
+  margin each example was predicted with, plus its own). A key repeated within a step
+  takes one averaged step, not one per occurrence (see :func:`rowwise_adagrad_`).
+
+Every example is predicted before it is learned: by the wide state the examples before
+it left, and the deep state at the start of its step. The caller's batch size only
+chunks the work, so ``eval --batch-size 1000`` and the trainer learn the same model.
+The graph (:func:`~models.onnx_export.deep_graph`) takes raw features: the normaliser
+is folded into the exported wide weights and embedding rows.
 """
 
 from __future__ import annotations
@@ -28,13 +35,14 @@ from torch.nn import functional as F
 
 from models.errors import ModelError
 from models.features import FeatureSpec
-from models.learners.base import EncodedLearner
-from models.learners.torch_base import generator, rowwise_adagrad_, set_threads, to_tensors
+from models.learners import kernels
+from models.learners.base import EncodedLearner, sigmoid
+from models.learners.torch_base import generator, rowwise_adagrad_, set_threads
 from models.onnx_export import deep_graph
 
 
 class Deep(EncodedLearner):
-    """Hashed embeddings + MLP, with a wide linear part."""
+    """Wide (exact online FTRL) & deep (hashed embeddings + MLP) logistic model."""
 
     name = "deep"
     sequential = True
@@ -48,6 +56,10 @@ class Deep(EncodedLearner):
         lr_dense: float = 1e-3,
         init_std: float = 0.05,
         micro_batch: int = 32,
+        alpha: float = 0.3,
+        beta: float = 0.1,
+        l1: float = 0.0,
+        l2: float = 1.0,
         num_threads: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -60,13 +72,20 @@ class Deep(EncodedLearner):
         self.lr = float(lr)
         self.lr_dense = float(lr_dense)
         self.init_std = float(init_std)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.l1 = float(l1)
+        self.l2 = float(l2)
         self.num_threads = num_threads
         set_threads(num_threads)
         gen = generator(seed)
         dim = spec.dim
-        self.w = torch.zeros(dim)
+        # Wide part: FTRL state and the normaliser both parts share.
+        self._z = np.zeros(dim, dtype=np.float64)
+        self._n = np.zeros(dim, dtype=np.float64)
+        self._scale = np.zeros(dim, dtype=np.float64)
+        # Deep part.
         self.emb = torch.randn(dim, self.embedding_dim, generator=gen) * self.init_std
-        self._acc_w = torch.zeros(dim)
         self._acc_emb = torch.zeros(dim)
         sizes = [spec.n_slots * self.embedding_dim, *self.hidden, 1]
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -81,12 +100,33 @@ class Deep(EncodedLearner):
         params = [t for layer in self.layers for t in layer]
         return torch.optim.Adam(params, lr=self.lr_dense, fused=True)
 
+    def _hyper(self) -> tuple[float, float, float, float]:
+        return self.alpha, self.beta, self.l1, self.l2
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters as passed to the constructor (seed excluded)."""
+        return {
+            "embedding_dim": self.embedding_dim,
+            "hidden": list(self.hidden),
+            "lr": self.lr,
+            "lr_dense": self.lr_dense,
+            "init_std": self.init_std,
+            "micro_batch": self.micro_batch,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "l1": self.l1,
+            "l2": self.l2,
+            "num_threads": self.num_threads,
+        }
+
+    # -- state -------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Tables, their Adagrad accumulators, the MLP and its Adam moments."""
+        """FTRL state, normaliser, embeddings and their accumulators, MLP and Adam moments."""
         arrays = {
-            "w": self.w.numpy(),
+            "z": self._z,
+            "n": self._n,
+            "scale": self._scale,
             "emb": self.emb.numpy(),
-            "acc_w": self._acc_w.numpy(),
             "acc_emb": self._acc_emb.numpy(),
         }
         optim = self._optim.state_dict()["state"]
@@ -102,9 +142,10 @@ class Deep(EncodedLearner):
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of :meth:`state_arrays`."""
         dim, d = self.spec.dim, self.embedding_dim
-        self.w = torch.from_numpy(self._array(arrays, "w", (dim,), np.float32))
+        self._z, self._n, self._scale = (
+            self._array(arrays, k, (dim,), np.float64) for k in ("z", "n", "scale")
+        )
         self.emb = torch.from_numpy(self._array(arrays, "emb", (dim, d), np.float32))
-        self._acc_w = torch.from_numpy(self._array(arrays, "acc_w", (dim,), np.float32))
         self._acc_emb = torch.from_numpy(self._array(arrays, "acc_emb", (dim,), np.float32))
         params = [t for layer in self.layers for t in layer]
         moments: dict[int, dict[str, torch.Tensor]] = {}
@@ -128,71 +169,84 @@ class Deep(EncodedLearner):
         optim_state["state"] = moments
         self._optim.load_state_dict(optim_state)
 
-    def params(self) -> dict[str, Any]:
-        """Hyper-parameters as passed to the constructor (seed excluded)."""
-        return {
-            "embedding_dim": self.embedding_dim,
-            "hidden": list(self.hidden),
-            "lr": self.lr,
-            "lr_dense": self.lr_dense,
-            "init_std": self.init_std,
-            "micro_batch": self.micro_batch,
-            "num_threads": self.num_threads,
-        }
-
-    def _logit(self, w_rows: torch.Tensor, e_rows: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
-        n, k = val.shape
-        wide = (w_rows.reshape(n, k) * val).sum(dim=1)
-        h = (e_rows.reshape(n, k, -1) * val[:, :, None]).reshape(n, -1)
+    # -- the model ---------------------------------------------------------------
+    def _deep_logit(self, e_rows: torch.Tensor, x: np.ndarray) -> torch.Tensor:
+        n, k = x.shape
+        h = (e_rows.reshape(n, k, -1) * torch.from_numpy(x)[:, :, None]).reshape(n, -1)
         for i, (weight, bias) in enumerate(self.layers):
             h = F.linear(h, weight, bias)
             if i < len(self.layers) - 1:
                 h = F.relu(h)
-        return wide + h[:, 0]
+        return h[:, 0]
+
+    def _inputs(self, idx: np.ndarray, val: np.ndarray, learning: bool) -> np.ndarray:
+        """The deep part's ``val / s`` (float32; 0 where a coordinate was never seen).
+
+        While learning, ``s`` already counts the example's own value, as the wide
+        kernel's normaliser does before it predicts the example.
+        """
+        s = self._scale[idx]
+        if learning:
+            s = np.maximum(s, np.abs(val))
+        out = np.zeros(val.shape, dtype=np.float32)
+        np.divide(val, s, out=out, where=s > 0, casting="unsafe")
+        return out
 
     def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """Probabilities (float64 ``(n,)``) for an encoded batch."""
         idx, val = self.check_encoded(idx, val)
-        ti, tv = to_tensors(idx, val)
-        flat = ti.reshape(-1)
+        wide = kernels.ftrl_margin(idx, val, self._z, self._n, self._scale, *self._hyper())
         with torch.no_grad():
-            logit = self._logit(self.w[flat], self.emb[flat], tv)
-        return torch.sigmoid(logit).numpy().astype(np.float64)
+            deep = self._deep_logit(
+                self.emb[torch.from_numpy(idx.reshape(-1))], self._inputs(idx, val, False)
+            )
+        return sigmoid(wide + deep.numpy().astype(np.float64))
 
     def _learn(
         self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
     ) -> np.ndarray:
-        out = np.empty(idx.shape[0], dtype=np.float64)
+        rows = idx.shape[0]
+        weight = np.ones(rows) if weight is None else weight
+        out = np.empty(rows, dtype=np.float64)
         mb = self.micro_batch
-        for s in range(0, idx.shape[0], mb):
-            w = None if weight is None else weight[s : s + mb]
-            out[s : s + mb] = self._step(idx[s : s + mb], val[s : s + mb], y[s : s + mb], w)
+        for s in range(0, rows, mb):
+            sl = slice(s, s + mb)
+            out[sl] = self._step(idx[sl], val[sl], y[sl], weight[sl])
         return out
 
     def _step(
-        self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray | None
+        self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray
     ) -> np.ndarray:
-        if weight is not None and not weight.any():
-            return self.predict_encoded(idx, val)
-        ti, tv = to_tensors(idx, val)
-        flat = ti.reshape(-1)
-        w_rows = self.w.index_select(0, flat).requires_grad_()
+        flat = torch.from_numpy(idx.reshape(-1))
+        x = self._inputs(idx, val, True)
         e_rows = self.emb.index_select(0, flat).requires_grad_()
-        logit = self._logit(w_rows, e_rows, tv)
-        target = torch.from_numpy(y).to(torch.float32)
-        w8 = None if weight is None else torch.from_numpy(weight).to(torch.float32)
-        loss = F.binary_cross_entropy_with_logits(logit, target, weight=w8, reduction="sum")
+        deep = self._deep_logit(e_rows, x)
+        offset = deep.detach().numpy().astype(np.float64)
+        wide = np.empty(idx.shape[0], dtype=np.float64)
+        p = kernels.ftrl_learn(
+            idx, val, y, weight, offset, self._z, self._n, self._scale, *self._hyper(), True, wide
+        )
+        if not weight.any():
+            return p
+        logit = deep + torch.from_numpy(wide).to(torch.float32)
+        loss = F.binary_cross_entropy_with_logits(
+            logit,
+            torch.from_numpy(y).to(torch.float32),
+            weight=torch.from_numpy(weight).to(torch.float32),
+            reduction="sum",
+        )
         self._optim.zero_grad()
         loss.backward()
         self._optim.step()
         with torch.no_grad():
-            assert w_rows.grad is not None and e_rows.grad is not None
-            rowwise_adagrad_(self.w, self._acc_w, flat, w_rows.grad, self.lr)
+            assert e_rows.grad is not None
             rowwise_adagrad_(self.emb, self._acc_emb, flat, e_rows.grad, self.lr)
-            p = torch.sigmoid(logit)
-        return p.numpy().astype(np.float64)
+        return p
 
     def to_onnx(self) -> bytes:
-        """Wide & deep graph with every table and layer as initializers."""
+        """Wide & deep graph over raw features (the normaliser folded into the tables)."""
+        inv = np.divide(1.0, self._scale, out=np.zeros_like(self._scale), where=self._scale > 0)
+        wide = kernels.ftrl_weights(self._z, self._n, self._scale, *self._hyper())
+        emb = self.emb.numpy() * inv[:, None].astype(np.float32)
         layers = [(w.detach().numpy(), b.detach().numpy()) for w, b in self.layers]
-        return deep_graph(self.w.numpy(), self.emb.numpy(), layers, self.spec.n_slots)
+        return deep_graph(wide, emb, layers, self.spec.n_slots)

@@ -99,16 +99,19 @@ class FTRL(EncodedLearner):
     def _learn(
         self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
     ) -> np.ndarray:
+        rows = y.shape[0]
         return kernels.ftrl_learn(
             idx,
             val,
             y,
-            np.ones(y.shape[0]) if weight is None else weight,
+            np.ones(rows) if weight is None else weight,
+            np.zeros(rows),
             self._z,
             self._n,
             self._scale,
             *self._hyper(),
             self.normalize,
+            np.empty(rows),
         )
 
     def to_onnx(self) -> bytes:

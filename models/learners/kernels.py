@@ -51,37 +51,12 @@ def _normalised(x: float, s: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def ftrl_predict(
-    idx: np.ndarray,
-    val: np.ndarray,
-    z: np.ndarray,
-    n: np.ndarray,
-    scale: np.ndarray,
-    alpha: float,
-    beta: float,
-    l1: float,
-    l2: float,
-) -> np.ndarray:
-    """Probabilities of a batch under the current FTRL state (nothing is updated)."""
-    rows, k = idx.shape
-    out = np.empty(rows, dtype=np.float64)
-    for r in range(rows):
-        m = 0.0
-        for j in range(k):
-            i = idx[r, j]
-            x = _normalised(val[r, j], scale[i])
-            if x != 0.0:
-                m += _ftrl_weight(z[i], n[i], alpha, beta, l1, l2) * x
-        out[r] = _sigmoid(m)
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
 def ftrl_learn(
     idx: np.ndarray,
     val: np.ndarray,
     y: np.ndarray,
     weight: np.ndarray,
+    offset: np.ndarray,
     z: np.ndarray,
     n: np.ndarray,
     scale: np.ndarray,
@@ -90,11 +65,16 @@ def ftrl_learn(
     l1: float,
     l2: float,
     normalize: bool,
+    margin: np.ndarray,
 ) -> np.ndarray:
     """FTRL-Proximal (McMahan et al., KDD 2013), one example at a time.
 
-    ``weight`` is each example's importance (0: predicted, not learned). Returns each
-    example's probability before it was learned.
+    ``weight`` is each example's importance (0: predicted, not learned). ``offset`` is a
+    margin added to each example's linear margin before the link (0 for plain FTRL;
+    the deep part's output when FTRL is the wide part of wide & deep), so the
+    coordinates learn the residual the offset leaves. Each example's linear margin
+    before it was learned is written to ``margin``. Returns each example's probability
+    ``sigmoid(margin + offset)`` before it was learned.
     """
     rows, k = idx.shape
     out = np.empty(rows, dtype=np.float64)
@@ -114,7 +94,8 @@ def ftrl_learn(
             if x != 0.0:
                 w[j] = _ftrl_weight(z[i], n[i], alpha, beta, l1, l2)
                 m += w[j] * x
-        p = _sigmoid(m)
+        margin[r] = m
+        p = _sigmoid(m + offset[r])
         out[r] = p
         if weight[r] == 0.0:
             continue
@@ -129,6 +110,52 @@ def ftrl_learn(
             sigma = (math.sqrt(ni + g * g) - math.sqrt(ni)) / alpha
             z[i] += g - sigma * w[j]
             n[i] = ni + g * g
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def ftrl_margin(
+    idx: np.ndarray,
+    val: np.ndarray,
+    z: np.ndarray,
+    n: np.ndarray,
+    scale: np.ndarray,
+    alpha: float,
+    beta: float,
+    l1: float,
+    l2: float,
+) -> np.ndarray:
+    """Linear margins of a batch under the current FTRL state (nothing is updated)."""
+    rows, k = idx.shape
+    out = np.empty(rows, dtype=np.float64)
+    for r in range(rows):
+        m = 0.0
+        for j in range(k):
+            i = idx[r, j]
+            x = _normalised(val[r, j], scale[i])
+            if x != 0.0:
+                m += _ftrl_weight(z[i], n[i], alpha, beta, l1, l2) * x
+        out[r] = m
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def ftrl_predict(
+    idx: np.ndarray,
+    val: np.ndarray,
+    z: np.ndarray,
+    n: np.ndarray,
+    scale: np.ndarray,
+    alpha: float,
+    beta: float,
+    l1: float,
+    l2: float,
+) -> np.ndarray:
+    """Probabilities of a batch under the current FTRL state (nothing is updated)."""
+    m = ftrl_margin(idx, val, z, n, scale, alpha, beta, l1, l2)
+    out = np.empty(m.shape[0], dtype=np.float64)
+    for r in range(m.shape[0]):
+        out[r] = _sigmoid(m[r])
     return out
 
 
