@@ -14,11 +14,14 @@ model still adapts within a session:
 * the deep part (embeddings by row-wise Adagrad, the MLP by Adam) learns in steps of
   ``micro_batch`` examples in stream order, on the loss of the full logit (the wide
   margin each example was predicted with, plus its own). A key repeated within a step
-  takes one averaged step, not one per occurrence (see :func:`rowwise_adagrad_`).
+  takes one averaged step, not one per occurrence (see
+  :func:`~models.learners.kernels.rowwise_adagrad`). Steps are counted across calls (a
+  partial one waits, with the inputs and wide margins of its examples, in the state).
 
 Every example is predicted before it is learned: by the wide state the examples before
 it left, and the deep state at the start of its step. The caller's batch size only
-chunks the work, so ``eval --batch-size 1000`` and the trainer learn the same model.
+chunks the work (any batch size gives the same model, up to float rounding in the
+matrix products), so ``eval --batch-size 1000`` and the trainer learn the same model.
 The graph (:func:`~models.onnx_export.deep_graph`) takes raw features: the normaliser
 is folded into the exported wide weights and embedding rows.
 """
@@ -27,18 +30,63 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from models.errors import ModelError
+from models.errors import ModelError, SnapshotError
 from models.features import FeatureSpec
 from models.learners import kernels
 from models.learners.base import EncodedLearner, sigmoid
-from models.learners.torch_base import generator, rowwise_adagrad_, set_threads
+from models.learners.torch_base import generator, set_threads
 from models.onnx_export import deep_graph
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """The deep part's current step so far: examples already predicted and learnt by the
+    wide part, with their normalised inputs and the wide margins they were predicted with."""
+
+    idx: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    wide: np.ndarray
+
+    @classmethod
+    def empty(cls, k: int) -> _Pending:
+        """No example pending (rows of width ``k``)."""
+        return cls(
+            np.empty((0, k), dtype=np.int64),
+            np.empty((0, k), dtype=np.float32),
+            np.empty(0),
+            np.empty(0),
+            np.empty(0),
+        )
+
+    @property
+    def rows(self) -> int:
+        """Examples pending."""
+        return int(self.y.shape[0])
+
+    def add(
+        self, idx: np.ndarray, x: np.ndarray, y: np.ndarray, weight: np.ndarray, wide: np.ndarray
+    ) -> _Pending:
+        """These examples appended (a new object)."""
+        return _Pending(
+            np.concatenate([self.idx, idx]),
+            np.concatenate([self.x, x]),
+            np.concatenate([self.y, y]),
+            np.concatenate([self.weight, weight]),
+            np.concatenate([self.wide, wide]),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """As named state arrays."""
+        return {f"pending_{k}": v for k, v in self.__dict__.items()}
 
 
 class Deep(EncodedLearner):
@@ -95,6 +143,7 @@ class Deep(EncodedLearner):
             bias = (torch.rand(fan_out, generator=gen) * 2 - 1) * bound
             self.layers.append((weight.requires_grad_(), bias.requires_grad_()))
         self._optim = self._make_optimizer()
+        self._pending = _Pending.empty(spec.n_slots)
 
     def _make_optimizer(self) -> torch.optim.Adam:
         params = [t for layer in self.layers for t in layer]
@@ -128,6 +177,7 @@ class Deep(EncodedLearner):
             "scale": self._scale,
             "emb": self.emb.numpy(),
             "acc_emb": self._acc_emb.numpy(),
+            **self._pending.arrays(),
         }
         optim = self._optim.state_dict()["state"]
         for p, tensor in enumerate(t for layer in self.layers for t in layer):
@@ -147,6 +197,7 @@ class Deep(EncodedLearner):
         )
         self.emb = torch.from_numpy(self._array(arrays, "emb", (dim, d), np.float32))
         self._acc_emb = torch.from_numpy(self._array(arrays, "acc_emb", (dim,), np.float32))
+        self._pending = self._load_pending(arrays)
         params = [t for layer in self.layers for t in layer]
         moments: dict[int, dict[str, torch.Tensor]] = {}
         with torch.no_grad():
@@ -169,6 +220,23 @@ class Deep(EncodedLearner):
         optim_state["state"] = moments
         self._optim.load_state_dict(optim_state)
 
+    def _load_pending(self, arrays: dict[str, np.ndarray]) -> _Pending:
+        y = arrays.get("pending_y")
+        rows = -1 if y is None or y.ndim != 1 else y.shape[0]
+        if not 0 <= rows < self.micro_batch:
+            raise SnapshotError(
+                f"deep learner state must hold 0 to {self.micro_batch - 1} pending examples, "
+                f"got array pending_y of shape {None if y is None else y.shape}"
+            )
+        k = self.spec.n_slots
+        return _Pending(
+            self._array(arrays, "pending_idx", (rows, k), np.int64),
+            self._array(arrays, "pending_x", (rows, k), np.float32),
+            self._array(arrays, "pending_y", (rows,), np.float64),
+            self._array(arrays, "pending_weight", (rows,), np.float64),
+            self._array(arrays, "pending_wide", (rows,), np.float64),
+        )
+
     # -- the model ---------------------------------------------------------------
     def _deep_logit(self, e_rows: torch.Tensor, x: np.ndarray) -> torch.Tensor:
         n, k = x.shape
@@ -179,58 +247,90 @@ class Deep(EncodedLearner):
                 h = F.relu(h)
         return h[:, 0]
 
-    def _inputs(self, idx: np.ndarray, val: np.ndarray, learning: bool) -> np.ndarray:
-        """The deep part's ``val / s`` (float32; 0 where a coordinate was never seen).
-
-        While learning, ``s`` already counts the example's own value, as the wide
-        kernel's normaliser does before it predicts the example.
-        """
-        s = self._scale[idx]
-        if learning:
-            s = np.maximum(s, np.abs(val))
-        out = np.zeros(val.shape, dtype=np.float32)
-        np.divide(val, s, out=out, where=s > 0, casting="unsafe")
-        return out
-
     def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """Probabilities (float64 ``(n,)``) for an encoded batch."""
         idx, val = self.check_encoded(idx, val)
         wide = kernels.ftrl_margin(idx, val, self._z, self._n, self._scale, *self._hyper())
+        s = self._scale[idx]
+        x = np.zeros(val.shape, dtype=np.float32)
+        np.divide(val, s, out=x, where=s > 0, casting="unsafe")
         with torch.no_grad():
-            deep = self._deep_logit(
-                self.emb[torch.from_numpy(idx.reshape(-1))], self._inputs(idx, val, False)
-            )
+            deep = self._deep_logit(self.emb[torch.from_numpy(idx.reshape(-1))], x)
         return sigmoid(wide + deep.numpy().astype(np.float64))
 
     def _learn(
         self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
     ) -> np.ndarray:
+        """Predict and learn in stream order; the deep part steps on every ``micro_batch``
+        examples, counted across calls (a partial one waits in ``_pending``)."""
         rows = idx.shape[0]
         weight = np.ones(rows) if weight is None else weight
         out = np.empty(rows, dtype=np.float64)
-        mb = self.micro_batch
-        for s in range(0, rows, mb):
-            sl = slice(s, s + mb)
-            out[sl] = self._step(idx[sl], val[sl], y[sl], weight[sl])
+        s = 0
+        while s < rows:
+            take = min(self.micro_batch - self._pending.rows, rows - s)
+            piece = slice(s, s + take)
+            out[piece] = self._piece(idx[piece], val[piece], y[piece], weight[piece])
+            s += take
         return out
 
-    def _step(
+    def _piece(
         self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, weight: np.ndarray
     ) -> np.ndarray:
+        """Examples up to the end of the current step: predicted by the deep state at the
+        step's start and the wide state example by example, learnt by the wide part; the
+        deep part steps once the step is full."""
+        x = kernels.normalise(idx, val, self._scale)
         flat = torch.from_numpy(idx.reshape(-1))
-        x = self._inputs(idx, val, True)
-        e_rows = self.emb.index_select(0, flat).requires_grad_()
-        deep = self._deep_logit(e_rows, x)
-        offset = deep.detach().numpy().astype(np.float64)
+        whole = self._pending.rows == 0 and idx.shape[0] == self.micro_batch
+        e_rows = self.emb.index_select(0, flat)
+        if whole:
+            e_rows.requires_grad_()
+            deep = self._deep_logit(e_rows, x)
+        else:
+            with torch.no_grad():
+                deep = self._deep_logit(e_rows, x)
         wide = np.empty(idx.shape[0], dtype=np.float64)
         p = kernels.ftrl_learn(
-            idx, val, y, weight, offset, self._z, self._n, self._scale, *self._hyper(), True, wide
+            idx,
+            x,
+            y,
+            weight,
+            deep.detach().numpy().astype(np.float64),
+            self._z,
+            self._n,
+            self._scale,
+            *self._hyper(),
+            False,
+            wide,
         )
-        if not weight.any():
+        if whole:
+            self._deep_step(flat, e_rows, deep, wide, y, weight)
             return p
-        logit = deep + torch.from_numpy(wide).to(torch.float32)
+        step = self._pending.add(idx, x, y, weight, wide)
+        if step.rows == self.micro_batch:
+            flat = torch.from_numpy(step.idx.reshape(-1))
+            e_rows = self.emb.index_select(0, flat).requires_grad_()
+            deep = self._deep_logit(e_rows, step.x)
+            self._deep_step(flat, e_rows, deep, step.wide, step.y, step.weight)
+            step = _Pending.empty(self.spec.n_slots)
+        self._pending = step
+        return p
+
+    def _deep_step(
+        self,
+        flat: torch.Tensor,
+        e_rows: torch.Tensor,
+        deep: torch.Tensor,
+        wide: np.ndarray,
+        y: np.ndarray,
+        weight: np.ndarray,
+    ) -> None:
+        """One step of the deep part on the loss of ``wide + deep`` (wide held fixed)."""
+        if not weight.any():
+            return
         loss = F.binary_cross_entropy_with_logits(
-            logit,
+            deep + torch.from_numpy(wide).to(torch.float32),
             torch.from_numpy(y).to(torch.float32),
             weight=torch.from_numpy(weight).to(torch.float32),
             reduction="sum",
@@ -238,10 +338,10 @@ class Deep(EncodedLearner):
         self._optim.zero_grad()
         loss.backward()
         self._optim.step()
-        with torch.no_grad():
-            assert e_rows.grad is not None
-            rowwise_adagrad_(self.emb, self._acc_emb, flat, e_rows.grad, self.lr)
-        return p
+        assert e_rows.grad is not None
+        kernels.rowwise_adagrad(
+            self.emb.numpy(), self._acc_emb.numpy(), flat.numpy(), e_rows.grad.numpy(), self.lr
+        )
 
     def to_onnx(self) -> bytes:
         """Wide & deep graph over raw features (the normaliser folded into the tables)."""

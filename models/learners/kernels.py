@@ -51,6 +51,26 @@ def _normalised(x: float, s: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
+def normalise(idx: np.ndarray, val: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Each row's ``val / scale`` as the learning kernels see it, growing ``scale`` row by row.
+
+    Row ``r`` is divided by ``scale`` after it has taken in rows ``0..r`` (so a row's own
+    value counts), exactly as :func:`ftrl_learn` with ``normalize`` does; float32.
+    """
+    rows, k = idx.shape
+    out = np.empty((rows, k), dtype=np.float32)
+    for r in range(rows):
+        for j in range(k):
+            i = idx[r, j]
+            x = val[r, j]
+            a = abs(x)
+            if a > scale[i]:
+                scale[i] = a
+            out[r, j] = _normalised(x, scale[i])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def ftrl_learn(
     idx: np.ndarray,
     val: np.ndarray,
@@ -294,3 +314,41 @@ def fm_learn(
             for c in range(f):
                 v[i, c] -= step * gv[c]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def rowwise_adagrad(
+    table: np.ndarray, acc: np.ndarray, rows: np.ndarray, grad: np.ndarray, lr: float
+) -> None:
+    """Row-wise Adagrad step on ``table[rows]`` (DLRM's and FBGEMM's scheme for hashed
+    embedding tables: one accumulator per row); a row listed ``c`` times takes one step.
+
+    ``table`` is ``[dim, d]``, ``acc`` ``[dim]``, ``rows`` ``[m]``, ``grad`` ``[m, d]`` (the
+    gradient of each listed row). The gradients of a repeated row (the bias, a user in a
+    session, a popular item) are averaged, not summed, so a step holding one key a
+    hundred times moves it once, as one example would, instead of a hundred times from
+    the same stale prediction (which overshoots). The accumulator grows by the mean
+    squared (averaged) gradient of the row.
+    """
+    m, d = grad.shape
+    order = np.argsort(rows, kind="mergesort")
+    g = np.zeros(d, dtype=np.float64)
+    start = 0
+    while start < m:
+        i = rows[order[start]]
+        stop = start
+        g[:] = 0.0
+        while stop < m and rows[order[stop]] == i:
+            for c in range(d):
+                g[c] += grad[order[stop], c]
+            stop += 1
+        count = stop - start
+        g2 = 0.0
+        for c in range(d):
+            g[c] /= count
+            g2 += g[c] * g[c]
+        acc[i] += g2 / d
+        step = lr / math.sqrt(acc[i] + 1e-10)
+        for c in range(d):
+            table[i, c] -= step * g[c]
+        start = stop

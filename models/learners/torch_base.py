@@ -1,20 +1,18 @@
-"""Plumbing shared by the torch learners: seeded init, thread control, row-wise Adagrad.
+"""Plumbing for the torch learners: seeded initialisation and thread control.
 
-The sparse tables (hashed embeddings, wide weights) are plain tensors updated by a
-row-wise Adagrad on the rows a batch touches (``index_add_``), the scheme DLRM and
-FBGEMM use: one accumulator per row, so memory stays ``O(2**hash_bits · dim)`` and a
-batch costs ``O(n · K · dim)``. torch's own sparse optimizers coalesce a sparse gradient
-per step and run at a third of the speed here.
+The hashed embedding tables are plain tensors sharing memory with numpy arrays, updated
+by a compiled row-wise Adagrad on the rows a step touches
+(:func:`models.learners.kernels.rowwise_adagrad`), the scheme DLRM and FBGEMM use: one
+accumulator per row, so memory stays ``O(2**hash_bits · dim)`` and a step costs
+``O(n · K · dim)``. torch's own sparse optimizers coalesce a sparse gradient per step and
+run several times slower here.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from models.errors import ModelError
-
-_ADAGRAD_EPS = 1e-10
 
 
 def generator(seed: int) -> torch.Generator:
@@ -31,30 +29,3 @@ def set_threads(num_threads: int | None) -> None:
     if num_threads < 1:
         raise ModelError(f"num_threads must be >= 1 or None, got {num_threads}")
     torch.set_num_threads(int(num_threads))
-
-
-def rowwise_adagrad_(
-    table: torch.Tensor, acc: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float
-) -> None:
-    """Row-wise Adagrad step on ``table[rows]``; a row listed ``c`` times takes one step.
-
-    ``table`` is ``[dim]`` or ``[dim, d]``, ``acc`` is ``[dim]``, ``grad`` matches
-    ``table[rows]``. The gradients of a repeated row (the bias, a user in a session, a
-    popular item) are averaged, not summed, so a batch holding one key a hundred times
-    moves it one step, as one example would, instead of a hundred steps computed from
-    the same stale prediction (which overshoots). The accumulator grows by the mean
-    squared (averaged) gradient of each row.
-    """
-    uniq, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
-    summed = torch.zeros((uniq.shape[0], *grad.shape[1:]), dtype=grad.dtype)
-    summed.index_add_(0, inverse, grad)
-    g = summed / (counts.to(grad.dtype) if grad.dim() == 1 else counts.to(grad.dtype)[:, None])
-    g2 = g * g if g.dim() == 1 else (g * g).mean(dim=1)
-    acc.index_add_(0, uniq, g2)
-    scale = acc.index_select(0, uniq).add_(_ADAGRAD_EPS).rsqrt_().mul_(-lr)
-    table.index_add_(0, uniq, g * (scale if g.dim() == 1 else scale[:, None]))
-
-
-def to_tensors(idx: np.ndarray, val: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """numpy ``(idx int64, val float32)`` → torch tensors sharing memory."""
-    return torch.from_numpy(idx), torch.from_numpy(val)

@@ -52,9 +52,9 @@ def examples(n: int = N, seed: int = 0) -> list[TrainingExample]:
     ]
 
 
-# ftrl and fm learn one example at a time: any batch sizes agree. deep learns in steps of
-# 32 within a call: batch sizes that are multiples of 32 agree (eval's default is 1024).
-@pytest.mark.parametrize(("learner", "trainer_batch"), [("ftrl", 256), ("fm", 7), ("deep", 128)])
+# ftrl, fm and deep's wide part learn one example at a time, deep's deep part in steps of
+# 32 examples counted across calls: any batch sizes agree (eval's default is 1024).
+@pytest.mark.parametrize(("learner", "trainer_batch"), [("ftrl", 256), ("fm", 7), ("deep", 100)])
 def test_trainer_and_eval_report_the_same_progressive_metrics(
     tmp_path: Path, learner: str, trainer_batch: int
 ) -> None:
