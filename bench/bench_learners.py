@@ -1,11 +1,48 @@
 """Learner benchmark on real tables and the simulator, against river and Vowpal Wabbit.
 
 Run: ``python bench/bench_learners.py`` (about 10 minutes on 2 cores; ``--quick`` caps
-every stream at 30k rows). For every stream it prints one table: river
-LogisticRegression (SGD and AdaGrad), river FMClassifier, Vowpal Wabbit (plain, i.e.
-adaptive + normalized + invariant, and ``--ftrl``) and each of ours at the defaults of
-``streamlearn eval`` — progressive AUC, log loss (and the constant predictor's), and
-examples/s — plus ``ftrl``/``fm`` at batch 1 to show the batch size changes nothing.
+every stream at 30k rows and times once; ``--cpu N`` pins the process to CPU ``N``, as
+``taskset -c N`` does; ``--json PATH`` writes every figure). For every stream it prints
+one table, every learner predicting each example before learning it (progressive
+validation) in the stream's order:
+
+* river as a river user runs it ("river pipeline"): the columns ``eval`` chose, numbers
+  through ``preprocessing.StandardScaler``, strings through
+  ``preprocessing.OneHotEncoder(drop_zeros=True)`` (river's ``compose.SelectType``
+  idiom), into ``linear_model.LogisticRegression`` with plain SGD (river's default,
+  lr 0.01) or AdaGrad (lr 0.1), or ``facto.FMClassifier`` (8 factors);
+* the same three river learners on *our* features ("river, our features"): the hashed
+  ``{index: value}`` rows our featuriser makes (numbers as sign(x)·log(1+|x|), integer
+  columns with repeating values also one-hot);
+* Vowpal Wabbit on our features, plain (adaptive, normalized, invariant) and ``--ftrl``,
+  one pass;
+* ours at the defaults of ``streamlearn eval`` (batch 1024), and the largest difference
+  in any prediction at ``--batch-size 1000`` and ``1`` (the batch only chunks the work).
+
+AUC is the exact progressive ROC AUC; log loss is the mean progressive log loss (the
+constant predictor's, the entropy of the positive rate, is printed with each table).
+The acceptance bars of the learners' issue are checked and printed under each table.
+
+What each timing includes (examples/s = examples / seconds; the best of ``--repeats``
+runs, 3 by default, each on a fresh learner, so a noisy neighbour on a shared machine
+only ever slows a run down):
+
+* ours: featurising the stream's Arrow columns (dictionary encoding, hashing each
+  distinct value once, the numeric transform: :meth:`Featuriser.transform_columns`),
+  predicting and learning, exactly what ``eval`` times; reading the file and the
+  metrics are left out. The compiled kernels are loaded before the clock starts (their
+  first-call cost is printed once at the top). ``ftrl kernel`` is the learning kernel
+  alone on rows already encoded;
+* Vowpal Wabbit: parsing its own text file (the same hashed ``idx:val`` features,
+  written beforehand, untimed), learning, and writing its predictions, one pass, in
+  this process (``pyvw``);
+* river, our features: ``predict_proba_one`` + ``learn_one`` on prebuilt dicts (building
+  the dicts is left out, which favours river);
+* river pipeline: ``predict_proba_one`` + ``learn_one`` of the pipeline on the rows as
+  dicts (its scaling and one-hot encoding included; making the dicts is left out).
+  river's FM runs at 10-3,000 examples/s, so it sees the first :data:`RIVER_FM_ROWS`
+  rows only and is timed once; the column "AUC first N" compares every learner on
+  those rows.
 
 Streams (row order as given; none has a time column):
 
@@ -15,22 +52,14 @@ Streams (row order as given; none has a time column):
 * the Open Bandit Dataset sample (ZOZOTOWN, CC BY 4.0), read from the ``obp==0.4.1``
   wheel: ``pip download --no-deps obp==0.4.1 -d /tmp/obp`` (or set ``OBP_WHEEL``);
   skipped, and said so, when the wheel is absent;
-* the simulator's world (:class:`simulator.World`): users drawn by activity, items shown
-  at random positions, clicks drawn from the world's true CTR.
+* the simulator's session-shaped log (:class:`simulator.traffic.Traffic`, the traffic of
+  ``streamlearn up``): users in sessions (bursts of one user's requests, a few very
+  active users), Zipf-like item popularity, the feed surface, 3 of 20 candidates shown
+  in random order; a shown item is a positive when it is clicked, liked, shared or
+  converted (the ``feed`` head).
 
-What each timing includes:
-
-* ours: featurising the Arrow columns (:meth:`Featuriser.transform_columns`), predicting
-  and learning, as ``eval`` does; reading the file is left out. The compiled kernels are
-  loaded before the clock starts (their first-call cost is printed once at the top);
-* Vowpal Wabbit: parsing its own text file (the same hashed ``idx:val`` features,
-  written beforehand, untimed) and learning, one pass, progressive predictions to a file;
-* river: ``predict_proba_one`` + ``learn_one`` on prebuilt ``{idx: val}`` dicts (their
-  featurisation is left out, which favours river). river FM runs at ~2-4k examples/s, so
-  it sees the first :data:`RIVER_FM_ROWS` rows only; the column "AUC first N" compares
-  every learner on those rows.
-
-The machine is shared: compare ratios within one run, not absolute figures across runs.
+The machine may be shared: compare ratios within one run, not absolute figures across
+runs.
 """
 
 from __future__ import annotations
@@ -39,11 +68,15 @@ import argparse
 import csv
 import gc
 import io
+import json
+import math
+import numbers
 import os
 import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,23 +86,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.metrics import exact_auc
-from models.zoo import create
+from models.zoo import DEFAULT_BATCH_SIZE, create
 from offline import tables
-from offline.prequential import (
-    COMPARED_LEARNERS,
-    DEFAULT_BATCH_SIZE,
-    EvalConfig,
-    Prepared,
-    prepare,
-    run,
-)
+from offline.prequential import EvalConfig, Prepared, prepare, run
 
 DATA = Path(
     os.environ.get("STREAMLEARN_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
 )
 OBP_WHEEL = Path(os.environ.get("OBP_WHEEL", "/tmp/obp/obp-0.4.1-py3-none-any.whl"))
-RIVER_FM_ROWS = 10_000
+RIVER_FM_ROWS = 2_000
 SIM_ROWS = 150_000
+OURS = ("ftrl", "fm", "deep")
 TABLES = (
     ("adult", "income", ()),
     ("kdd04_bio", "target", ()),
@@ -82,14 +109,27 @@ class Result:
     """One learner on one stream."""
 
     name: str
+    family: str  # "river pipeline", "river, our features", "vw", "ours"
     rows: int
     examples_per_s: float
     p: np.ndarray
+    runs: int
 
 
 def logloss(y: np.ndarray, p: np.ndarray) -> float:
     p = np.clip(p, 1e-15, 1 - 1e-15)
     return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
+
+
+def timed(fn: Callable[[], np.ndarray], rows: int, repeats: int) -> tuple[float, np.ndarray]:
+    """``fn``'s predictions and the best examples/s over ``repeats`` runs."""
+    best, p = math.inf, np.empty(0)
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        p = fn()
+        best = min(best, time.perf_counter() - start)
+    return rows / best, p
 
 
 # -- streams ------------------------------------------------------------------------------
@@ -120,36 +160,45 @@ def open_bandit(tmp: Path) -> Path | None:
     return path
 
 
-def simulated(tmp: Path, n: int, seed: int = 0) -> Path:
-    """Impressions from the simulator's world under a random ranking, as a Parquet file."""
+def simulated(tmp: Path, n: int, seed: int = 0) -> tuple[Path, str]:
+    """``n`` feed impressions of the simulator's session traffic (random ranking) as a
+    Parquet file, and a line describing the log's shape."""
     from simulator import World
+    from simulator.inprocess import POSITIVES
+    from simulator.surfaces import default_surfaces
+    from simulator.traffic import Traffic
 
     world = World(seed=seed)
-    rng = np.random.default_rng(seed + 1)
+    traffic = Traffic(world, default_surfaces(world), 150.0, "bench", ads_fraction=0.0)
     rows: list[dict[str, Any]] = []
-    per_request, t = 10, 0.0
+    requests: list[str] = []
     while len(rows) < n:
-        t += 0.01
-        world.advance_to(t)
-        user = world.sample_user(rng)
-        items = world.sample_candidates(rng, per_request)
-        positions = np.arange(items.shape[0])
-        clicks = rng.random(items.shape[0]) < world.true_ctr(user, items, positions)
-        for slot, pos, click in zip(
-            items.tolist(), positions.tolist(), clicks.tolist(), strict=True
-        ):
-            rows.append(
-                {
-                    "user_id": world.user_ids[user],
-                    "item_id": world.item_ids[slot],
-                    "item_category": world.category_name(slot),
-                    "position": pos,
-                    "label": int(click),
-                }
-            )
+        planned = traffic.plan()
+        outcome = traffic.show(planned, None)
+        requests.append(planned.request.user_id)
+        engaged = {s.item_id for _, t, s in outcome.engagements if t in POSITIVES["feed"]}
+        rows += [
+            {
+                "user_id": s.user_id,
+                "item_id": s.item_id,
+                "item_category": s.category,
+                "position": s.position,
+                "label": int(s.item_id in engaged),
+            }
+            for s in outcome.shown
+        ]
+    table = pa.Table.from_pylist(rows[:n])
     path = tmp / "simulator.parquet"
-    pq.write_table(pa.Table.from_pylist(rows[:n]), path)
-    return path
+    pq.write_table(table, path)
+    per_user = np.unique(np.array(requests), return_counts=True)[1]
+    items = np.sort(np.unique(table.column("item_id").to_numpy(), return_counts=True)[1])
+    top = items[::-1][: max(1, items.size // 100)].sum() / n
+    shape = (
+        f"{len(requests):,} requests from {per_user.size:,} users (the top 10% of users "
+        f"make {np.sort(per_user)[::-1][: per_user.size // 10].sum() / len(requests):.0%}); "
+        f"{items.size:,} items, the top 1% get {top:.0%} of the impressions"
+    )
+    return path, shape
 
 
 # -- baselines ----------------------------------------------------------------------------
@@ -161,6 +210,8 @@ def encode(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
 
 
 def river_dicts(idx: np.ndarray, val: np.ndarray) -> list[dict[int, float]]:
+    """Our encoded rows as river's ``{feature: value}`` dicts (the bias slot left out:
+    river keeps its own intercept)."""
     out = []
     for r_idx, r_val in zip(idx[:, 1:].tolist(), val[:, 1:].tolist(), strict=True):
         x: dict[int, float] = {}
@@ -171,47 +222,79 @@ def river_dicts(idx: np.ndarray, val: np.ndarray) -> list[dict[int, float]]:
     return out
 
 
-def run_river(name: str, model: Any, xs: list[dict[int, float]], y: np.ndarray) -> Result:
+def raw_dicts(prepared: Prepared) -> list[dict[str, Any]]:
+    """The stream's feature columns as river takes rows: one dict per row, missing
+    values left out."""
+    return [{k: v for k, v in r.items() if v is not None} for r in prepared.table.to_pylist()]
+
+
+def river_pipeline(estimator: Any) -> Any:
+    from river import compose, preprocessing
+
+    numeric = compose.SelectType(numbers.Number) | preprocessing.StandardScaler()
+    categorical = compose.SelectType(str) | preprocessing.OneHotEncoder(drop_zeros=True)
+    return (numeric + categorical) | estimator
+
+
+def river_learners() -> dict[str, Callable[[], Any]]:
+    from river import facto, linear_model, optim
+
+    return {
+        "LR (SGD)": lambda: linear_model.LogisticRegression(),
+        "LR (AdaGrad)": lambda: linear_model.LogisticRegression(optim.AdaGrad()),
+        "FM": lambda: facto.FMClassifier(n_factors=8, seed=0),
+    }
+
+
+def run_river(make: Callable[[], Any], xs: list[Any], y: np.ndarray) -> np.ndarray:
+    model = make()
     labels = (y > 0).tolist()
     p = np.empty(len(xs))
-    start = time.perf_counter()
     for r, (x, label) in enumerate(zip(xs, labels, strict=True)):
         p[r] = model.predict_proba_one(x).get(True, 0.0)
         model.learn_one(x, label)
-    return Result(name, len(xs), len(xs) / (time.perf_counter() - start), p)
+    return p
 
 
-def run_vw(
-    name: str, extra: str, idx: np.ndarray, val: np.ndarray, y: np.ndarray, bits: int, tmp: Path
-) -> Result:
+def write_vw(idx: np.ndarray, val: np.ndarray, y: np.ndarray, path: Path) -> None:
+    with open(path, "w") as fh:
+        for r_idx, r_val, label in zip(
+            idx[:, 1:].tolist(), val[:, 1:].tolist(), y.tolist(), strict=True
+        ):
+            feats = " ".join(f"{i}:{v:.7g}" for i, v in zip(r_idx, r_val, strict=True) if v)
+            fh.write(f"{1 if label > 0 else -1} |f {feats}\n")
+
+
+def run_vw(extra: str, data: Path, bits: int, tmp: Path) -> np.ndarray:
     from vowpalwabbit import pyvw
 
-    data, preds = tmp / "examples.vw", tmp / "preds.txt"
-    if not data.exists():
-        with open(data, "w") as fh:
-            for r_idx, r_val, label in zip(
-                idx[:, 1:].tolist(), val[:, 1:].tolist(), y.tolist(), strict=True
-            ):
-                feats = " ".join(f"{i}:{v:.7g}" for i, v in zip(r_idx, r_val, strict=True) if v)
-                fh.write(f"{1 if label > 0 else -1} |f {feats}\n")
-    args = (
+    preds = tmp / "preds.txt"
+    vw = pyvw.Workspace(
         f"--data {data} -b {bits} --loss_function logistic --link logistic "
         f"-p {preds} --quiet --no_stdin {extra}"
     )
-    start = time.perf_counter()
-    vw = pyvw.Workspace(args)
     vw.finish()
-    elapsed = time.perf_counter() - start
-    return Result(name, len(y), len(y) / elapsed, np.loadtxt(preds, usecols=0))
+    return np.loadtxt(preds, usecols=0, ndmin=1)
 
 
-def ours(prepared: Prepared, model: str, batch: int) -> Result:
+def run_ours(prepared: Prepared, model: str, batch: int) -> np.ndarray:
     learner = create(model, prepared.spec)
-    gc.collect()
     preds: list[np.ndarray] = []
-    _, busy = run(prepared, _Recorder(learner, preds), batch)  # type: ignore[arg-type]
-    label = f"{model} (ours, batch {batch})"
-    return Result(label, prepared.y.shape[0], prepared.y.shape[0] / busy, np.concatenate(preds))
+    run(prepared, _Recorder(learner, preds), batch)  # type: ignore[arg-type]
+    return np.concatenate(preds)
+
+
+def ours_busy(prepared: Prepared, model: str, repeats: int) -> tuple[float, np.ndarray]:
+    """Best examples/s over ``repeats`` runs as ``eval`` times them (busy seconds)."""
+    best, p = 0.0, np.empty(0)
+    for _ in range(repeats):
+        learner = create(model, prepared.spec)
+        preds: list[np.ndarray] = []
+        gc.collect()
+        _, busy = run(prepared, _Recorder(learner, preds), DEFAULT_BATCH_SIZE)  # type: ignore[arg-type]
+        best = max(best, prepared.y.shape[0] / busy)
+        p = np.concatenate(preds)
+    return best, p
 
 
 class _Recorder:
@@ -227,83 +310,195 @@ class _Recorder:
         return p
 
 
-# -- one stream ---------------------------------------------------------------------------
-def bench(title: str, prepared: Prepared, tmp: Path, quick: bool) -> list[dict[str, Any]]:
-    from river import facto, linear_model, optim
+def ftrl_kernel(prepared: Prepared, idx: np.ndarray, val: np.ndarray, repeats: int) -> float:
+    """Examples/s of ``ftrl`` at its defaults on rows already encoded (batch 1024)."""
+    y = prepared.y
 
+    def once() -> np.ndarray:
+        learner = create("ftrl", prepared.spec)
+        step = DEFAULT_BATCH_SIZE
+        return np.concatenate(
+            [
+                learner.predict_learn_encoded(idx[s : s + step], val[s : s + step], y[s : s + step])
+                for s in range(0, y.shape[0], step)
+            ]
+        )
+
+    return timed(once, y.shape[0], repeats)[0]
+
+
+# -- one stream ---------------------------------------------------------------------------
+def bench(title: str, prepared: Prepared, tmp: Path, repeats: int, quick: bool) -> dict[str, Any]:
     y = prepared.y
     n = y.shape[0]
     idx, val = encode(prepared)
-    xs = river_dicts(idx, val)
+    ours_dicts = river_dicts(idx, val)
+    raw = raw_dicts(prepared)
     n_fm = min(n, RIVER_FM_ROWS)
-    results = [
-        run_river("river LR (SGD)", linear_model.LogisticRegression(optim.SGD(0.01)), xs, y),
-        run_river("river LR (AdaGrad)", linear_model.LogisticRegression(optim.AdaGrad()), xs, y),
-        run_river(
-            f"river FM (first {n_fm:,})",
-            facto.FMClassifier(n_factors=8, seed=0),
-            xs[:n_fm],
-            y[:n_fm],
-        ),
-    ]
+    results: list[Result] = []
+    for family, xs in (("river pipeline", raw), ("river, our features", ours_dicts)):
+        for name, make in river_learners().items():
+            if name == "FM":
+                rows, reps = n_fm, 1
+                label = f"river {name} (first {n_fm:,})"
+            else:
+                rows, reps, label = n, repeats, f"river {name}"
+
+            def fit(
+                make: Callable[[], Any] = make,
+                xs: list[Any] = xs,
+                rows: int = rows,
+                family: str = family,
+            ) -> Any:
+                if family == "river pipeline":
+                    return run_river(lambda: river_pipeline(make()), xs[:rows], y[:rows])
+                return run_river(make, xs[:rows], y[:rows])
+
+            eps, p = timed(fit, rows, reps)
+            results.append(Result(label, family, rows, eps, p, reps))
     with tempfile.TemporaryDirectory(dir=tmp) as work:
-        bits = prepared.spec.hash_bits
-        results.append(run_vw("VW (plain)", "", idx, val, y, bits, Path(work)))
-        results.append(run_vw("VW --ftrl", "--ftrl", idx, val, y, bits, Path(work)))
-    for model in COMPARED_LEARNERS:
-        results.append(ours(prepared, model, DEFAULT_BATCH_SIZE))
+        data = Path(work) / "examples.vw"
+        write_vw(idx, val, y, data)
+        for label, extra in (("VW (plain)", ""), ("VW --ftrl", "--ftrl")):
+
+            def vw(extra: str = extra, work: str = work) -> np.ndarray:
+                return run_vw(extra, data, prepared.spec.hash_bits, Path(work))
+
+            eps, p = timed(vw, n, repeats)
+            results.append(Result(label, "vw", n, eps, p, repeats))
+    for model in OURS:
+        eps, p = ours_busy(prepared, model, repeats)
+        results.append(Result(f"{model} (ours)", "ours", n, eps, p, repeats))
+    batch_gaps: dict[str, dict[int, float]] = {}
     if not quick:
-        for model in ("ftrl", "fm"):
-            results.append(ours(prepared, model, 1))
+        for r in results[-len(OURS) :]:
+            model = r.name.split()[0]
+            batch_gaps[model] = {
+                b: float(np.abs(run_ours(prepared, model, b) - r.p).max()) for b in (1000, 1)
+            }
+    kernel_eps = ftrl_kernel(prepared, idx, val, repeats)
+    return report(title, prepared, results, batch_gaps, kernel_eps, n_fm)
+
+
+def report(
+    title: str,
+    prepared: Prepared,
+    results: list[Result],
+    batch_gaps: dict[str, dict[int, float]],
+    kernel_eps: float,
+    n_fm: int,
+) -> dict[str, Any]:
+    y = prepared.y
+    n = y.shape[0]
     rate = float(y.mean())
     constant = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
     print(
-        f"\n## {title}: {n:,} rows, positive rate {rate:.4f}, K={prepared.spec.n_slots}, "
-        f"constant predictor log loss {constant:.4f}"
+        f"\n## {title}: {n:,} rows, positive rate {rate:.4f}, K={prepared.spec.n_slots} "
+        f"slots, constant predictor log loss {constant:.4f}"
     )
-    river_lr = results[0].examples_per_s
-    vw = max(r.examples_per_s for r in results if r.name.startswith("VW"))
-    print(f"| learner | AUC | log loss | examples/s | × river LR | × VW | AUC first {n_fm:,} |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    rows = []
+    print(f"| learner | features | AUC | log loss | examples/s | AUC first {n_fm:,} |")
+    print("|---|---|---:|---:|---:|---:|")
+    rows: list[dict[str, Any]] = []
     for r in results:
         auc = exact_auc(y[: r.rows], r.p)
         head = exact_auc(y[:n_fm], r.p[:n_fm])
         ll = logloss(y[: r.rows], r.p)
-        print(
-            f"| {r.name} | {auc:.4f} | {ll:.4f} | {r.examples_per_s:,.0f} | "
-            f"{r.examples_per_s / river_lr:.1f} | {r.examples_per_s / vw:.2f} | {head:.4f} |"
+        features = "river's own" if r.family == "river pipeline" else "ours (hashed)"
+        timing = f"{r.examples_per_s:,.0f}" + ("" if r.runs > 1 else " (1 run)")
+        print(f"| {r.name} | {features} | {auc:.4f} | {ll:.4f} | {timing} | {head:.4f} |")
+        rows.append(
+            {
+                "learner": r.name,
+                "family": r.family,
+                "rows": r.rows,
+                "auc": auc,
+                "logloss": ll,
+                "examples_per_s": r.examples_per_s,
+                "auc_first": head,
+            }
         )
-        rows.append({"learner": r.name, "auc": auc, "logloss": ll, "eps": r.examples_per_s})
-    return rows
+    by = {(r["family"], r["learner"]): r for r in rows}
+
+    def best(family: str, full_only: bool = True) -> dict[str, Any]:
+        pool = [r for r in rows if r["family"] == family and (r["rows"] == n or not full_only)]
+        return max(pool, key=lambda r: r["auc"])
+
+    ours = best("ours")
+    vw = best("vw")
+    river_pipe = best("river pipeline")
+    river_ours = best("river, our features")
+    ftrl = by[("ours", "ftrl (ours)")]
+    vw_eps = max(r["examples_per_s"] for r in rows if r["family"] == "vw")
+    lr_pipe = by[("river pipeline", "river LR (SGD)")]["examples_per_s"]
+    lr_ours = by[("river, our features", "river LR (SGD)")]["examples_per_s"]
+    print(
+        f"\nAUC: best of ours {ours['learner']} {ours['auc']:.4f}; best VW "
+        f"{vw['auc']:.4f} ({ours['auc'] - vw['auc']:+.4f}); best river pipeline "
+        f"{river_pipe['auc']:.4f} ({ours['auc'] - river_pipe['auc']:+.4f}); best river on "
+        f"our features {river_ours['auc']:.4f} ({ours['auc'] - river_ours['auc']:+.4f})"
+    )
+    print(
+        f"speed: ftrl {ftrl['examples_per_s']:,.0f}/s = "
+        f"{ftrl['examples_per_s'] / vw_eps:.1f}x the faster VW, "
+        f"{ftrl['examples_per_s'] / lr_pipe:.0f}x river LR (SGD) pipeline, "
+        f"{ftrl['examples_per_s'] / lr_ours:.1f}x river LR (SGD) on our features; "
+        f"the FTRL kernel alone on encoded rows {kernel_eps:,.0f}/s"
+    )
+    above = [r["learner"] for r in rows if r["family"] == "ours" and r["logloss"] >= constant]
+    print(f"log loss of ours above the constant predictor's: {above or 'none'}")
+    if batch_gaps:
+        gaps = "; ".join(f"{m} {g[1000]:.1e} / {g[1]:.1e}" for m, g in batch_gaps.items())
+        print(f"largest |Δp| against batch 1024 at batch 1000 / batch 1: {gaps}")
+    return {
+        "stream": title,
+        "rows": n,
+        "positive_rate": rate,
+        "constant_logloss": constant,
+        "slots": prepared.spec.n_slots,
+        "learners": rows,
+        "ftrl_kernel_examples_per_s": kernel_eps,
+        "batch_gaps": batch_gaps,
+    }
 
 
 def kernel_first_call() -> float:
-    """Seconds for the first ftrl+fm call of this process (numba cache load)."""
+    """Seconds for the first call of every kernel in this process (numba cache load)."""
     from models.features import FeatureSpec
 
     spec = FeatureSpec(categorical=("a",), hash_bits=4)
     start = time.perf_counter()
-    for name in ("ftrl", "fm"):
+    for name in OURS:
         learner = create(name, spec)
-        idx, val = learner.featuriser.transform_many([{"a": "x"}])
-        learner.predict_learn_encoded(idx, val, np.ones(1))
+        idx, val = learner.featuriser.transform_many([{"a": "x"}] * 40)
+        learner.predict_learn_encoded(idx, val, np.ones(40))
         learner.predict_encoded(idx, val)
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="at most 30k rows per stream")
+    parser.add_argument("--quick", action="store_true", help="at most 30k rows, one run each")
     parser.add_argument("--only", help="comma-separated stream names")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
+    parser.add_argument("--cpu", type=int, help="pin the process to this CPU")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
     args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+        import torch
+
+        torch.set_num_threads(1)
+    repeats = 1 if args.quick else args.repeats
     started = time.perf_counter()
     print(
-        f"# streamlearn learner benchmark — {time.strftime('%Y-%m-%d')}, "
-        f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}"
+        f"# streamlearn learner benchmark — {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{os.cpu_count()} CPUs (pinned to {args.cpu if args.cpu is not None else 'none'}), "
+        f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}, "
+        f"best of {repeats} timed runs"
     )
     print(f"kernels' first call in this process: {kernel_first_call():.2f} s (left out below)")
     limit = 30_000 if args.quick else None
+    out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         streams: list[tuple[str, Path, str, tuple[str, ...]]] = [
@@ -314,7 +509,10 @@ def main() -> None:
             print(f"\n(Open Bandit sample skipped: no wheel at {OBP_WHEEL}; see the docstring)")
         else:
             streams.append(("open_bandit", obd, "click", ()))
-        streams.append(("simulator", simulated(tmp, limit or SIM_ROWS), "label", ()))
+        if not args.only or "simulator" in args.only.split(","):
+            sim, shape = simulated(tmp, limit or SIM_ROWS)
+            print(f"simulator log: {shape}")
+            streams.append(("simulator", sim, "label", ()))
         for name, path, label, drop in streams:
             if args.only and name not in args.only.split(","):
                 continue
@@ -323,8 +521,11 @@ def main() -> None:
                 pq.write_table(pq.read_table(path).slice(0, limit), sliced)
                 path = sliced
             prepared = prepare(EvalConfig(data=path, label=label, drop=drop))
-            bench(name, prepared, tmp, args.quick)
-    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+            out.append(bench(name, prepared, tmp, repeats, args.quick))
+            print(f"(load average now {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
