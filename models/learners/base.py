@@ -62,7 +62,8 @@ class EncodedLearner(abc.ABC):
             )
         if val.dtype != np.float32:
             val = val.astype(np.float32)
-        return idx, val
+        # The compiled kernels take C-ordered arrays (another layout would compile anew).
+        return np.ascontiguousarray(idx), np.ascontiguousarray(val)
 
     @staticmethod
     def check_labels(y: np.ndarray | Sequence[float], n: int) -> np.ndarray:

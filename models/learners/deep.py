@@ -112,6 +112,7 @@ class Deep(EncodedLearner):
         seed: int = 0,
     ) -> None:
         super().__init__(spec, seed)
+        kernels.load()
         if micro_batch < 1:
             raise ModelError(f"micro_batch must be >= 1, got {micro_batch}")
         self.micro_batch = int(micro_batch)

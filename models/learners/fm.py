@@ -46,6 +46,7 @@ class FM(EncodedLearner):
         seed: int = 0,
     ) -> None:
         super().__init__(spec, seed)
+        kernels.load()
         self.factors = int(factors)
         self.lr = float(lr)
         self.lr_factors = float(lr_factors)

@@ -53,6 +53,7 @@ class FTRL(EncodedLearner):
         seed: int = 0,
     ) -> None:
         super().__init__(spec, seed)
+        kernels.load()
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.l1 = float(l1)

@@ -15,12 +15,16 @@ a plain dot product over the raw features. A coordinate never seen has scale 0 a
 weight 0.
 
 Compiled with ``cache=True``: the first call in a fresh environment compiles (a few
-seconds, once) and writes the machine code to ``__pycache__``; later processes load it.
+seconds, once) and writes the machine code to ``__pycache__``; later processes load it
+(a fraction of a second). :func:`load` does either for every kernel, once per process;
+the learners call it when they are built, so no stream pays it on its first batch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 
 import numba
 import numpy as np
@@ -352,3 +356,32 @@ def rowwise_adagrad(
         for c in range(d):
             table[i, c] -= step * g[c]
         start = stop
+
+
+@functools.cache
+def load() -> float:
+    """Compile or load every kernel, with the argument types the learners pass, once per
+    process; returns the seconds it took (0 after the first call: cached)."""
+    start = time.perf_counter()
+    idx = np.zeros((1, 1), dtype=np.int64)
+    val = np.ones((1, 1), dtype=np.float32)
+    one, state = np.ones(1), np.zeros(1)
+    ftrl = (state.copy(), state.copy(), state.copy(), 0.1, 0.1, 0.0, 0.0)
+    ftrl_learn(idx, val, one, one, state, *ftrl, True, np.empty(1))
+    ftrl_predict(idx, val, *ftrl)
+    ftrl_margin(idx, val, *ftrl)
+    ftrl_weights(*ftrl)
+    normalise(idx, val, state.copy())
+    w, v = state.copy(), np.zeros((1, 2), dtype=np.float32)
+    fm_learn(
+        idx, val, one, one, w, v, state.copy(), state.copy(), state.copy(), 0.1, 0.1, 0.0, 0.0, True
+    )
+    fm_predict(idx, val, w, v, state.copy())
+    rowwise_adagrad(
+        np.zeros((1, 2), dtype=np.float32),
+        np.zeros(1, dtype=np.float32),
+        np.zeros(1, dtype=np.int64),
+        np.ones((1, 2), dtype=np.float32),
+        0.1,
+    )
+    return time.perf_counter() - start
