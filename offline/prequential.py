@@ -11,6 +11,10 @@ prediction and learning; reading the file and the metrics are left out.
 Feature columns are every column but the label and time columns (or ``features``), less
 id columns (a string or integer value on every row, see :mod:`offline.tables`, which
 also says how columns become categorical or numeric and how a text label is mapped).
+When a feature column's rows come in blocks (``block_column``: found in the data by
+default, or named, or ``none``), each numeric column also enters as its z-score within
+the block so far (:func:`offline.tables.within_block`: earlier rows of the block and the
+row itself, never a label).
 :func:`compare` runs several learners on the same prepared stream (``eval`` without
 ``--model``) and marks the best by AUC. With a model definition
 (:class:`~models.definition.ModelDef`, ``eval --definition feed``) the learner is built
@@ -57,6 +61,8 @@ COMPARED_LEARNERS: Final = ("ftrl", "fm", "deep", "river-lr")
 DEFAULT_HASH_BITS: Final = 20
 #: Numbers enter as sign(x)·log(1+|x|), then each coordinate is normalised online.
 DEFAULT_NUMERIC_TRANSFORM: Final = "log1p"
+#: ``block_column`` values: find a block column in the data, or use none.
+AUTO, NONE = "auto", "none"
 #: Rows featurised per Arrow slice (bounds memory on large files).
 _SLICE_ROWS = 65_536
 
@@ -77,6 +83,7 @@ class EvalConfig:
     numeric_transform: str = DEFAULT_NUMERIC_TRANSFORM
     positive: str | None = None
     drop: tuple[str, ...] = ()
+    block_column: str = AUTO
     window: int = 10_000
     report_every: int = 50_000
     #: Evaluate this model definition (its spec, head, learner and params; ``model`` and
@@ -102,6 +109,8 @@ class Prepared:
     time_column: str | None
     positive: str | None = None
     dropped_ids: tuple[str, ...] = ()
+    block_column: str | None = None
+    block_features: tuple[str, ...] = ()
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -132,6 +141,8 @@ def _prepare(config: EvalConfig) -> Prepared:
     names = table.column_names
     needed = [label] + ([time_column] if time_column else [])
     needed += list(config.features or ()) + list(config.drop)
+    if config.block_column not in (AUTO, NONE):
+        needed.append(config.block_column)
     missing = [c for c in needed if c not in names]
     if missing:
         hint = "" if config.label or label not in missing else " (pass --label)"
@@ -154,6 +165,13 @@ def _prepare(config: EvalConfig) -> Prepared:
     if clash:
         raise EvalError(f"feature columns must not include the label or time column, got {clash}")
     labels = tables.binary_labels(table, label, config.positive)
+    block = _block_column(config, table, features, expanded=bool(keys))
+    derived: list[str] = []
+    if block is not None:
+        numeric = [c for c in features if c != block and _is_number(table.column(c).type)]
+        table = tables.within_block(table, block, numeric)
+        derived = table.column_names[-len(numeric) :] if numeric else []
+        features = features + derived
     if config.definition is not None:
         spec = config.definition.spec
     else:
@@ -166,7 +184,29 @@ def _prepare(config: EvalConfig) -> Prepared:
         time_column,
         labels.positive,
         tuple(dropped_ids),
+        block,
+        tuple(derived),
     )
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
+
+
+def _block_column(
+    config: EvalConfig, table: pa.Table, features: list[str], expanded: bool
+) -> str | None:
+    """The block column: the one named, or (``auto``) the first feature column whose rows
+    come in blocks, for a plain table with inferred features (training examples and
+    model definitions are evaluated on the features the trainer sees)."""
+    if config.block_column == NONE or config.definition is not None:
+        return None
+    if config.block_column != AUTO:
+        return config.block_column
+    if expanded or config.features:
+        return None
+    found = tables.block_columns(table, features)
+    return found[0] if found else None
 
 
 def run(
@@ -244,6 +284,8 @@ def _summary(
         "label": prepared.label,
         "positive_label": prepared.positive,
         "dropped_id_columns": list(prepared.dropped_ids),
+        "block_column": prepared.block_column,
+        "block_features": len(prepared.block_features),
         "time_column": prepared.time_column,
     }
 
@@ -296,6 +338,8 @@ def compare(
         **{k: first[k] for k in keep},
         "positive_label": prepared.positive,
         "dropped_id_columns": list(prepared.dropped_ids),
+        "block_column": prepared.block_column,
+        "block_features": len(prepared.block_features),
         "time_column": prepared.time_column,
         "batch_size": config.batch_size,
     }

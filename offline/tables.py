@@ -19,6 +19,12 @@ One home for what ``eval`` (:mod:`offline.prequential`) and batch training
   decimals numeric; an integer column is numeric and, when its values repeat (at most
   one distinct value per :data:`REPEATS_FOR_CATEGORY` rows: an age, a store id, a
   session id), categorical too, so a linear model learns any shape over it.
+* :func:`block_columns` and :func:`within_block`: a column whose rows come in blocks
+  (each value in one or two contiguous runs of :data:`BLOCK_MIN_ROWS` rows or more on
+  average: a protein in KDD Cup 2004, a query, a session) is a block id; each numeric
+  column then also enters as its z-score within the block *so far* (the block's rows
+  up to and including this one; never a later row, never a label), so a learner sees
+  where a row stands in its block, which is what ranks candidates within one.
 * :func:`feature_columns`: the Arrow columns in the form
   :meth:`models.features.Featuriser.transform_columns` takes (each distinct string is
   hashed once).
@@ -48,6 +54,10 @@ FEATURES_COLUMN = "features"
 ID_MIN_ROWS = 100
 #: An integer column is also categorical when each distinct value covers this many rows.
 REPEATS_FOR_CATEGORY = 10
+#: A block column's runs (stretches of one value) hold at least this many rows on average.
+BLOCK_MIN_ROWS = 20
+#: Name of the within-block z-score of numeric column ``c`` in block column ``b``.
+WITHIN_BLOCK = "{column}@{block}"
 _FORMATS = {
     ".csv": "csv",
     ".jsonl": "jsonl",
@@ -294,6 +304,77 @@ def infer_spec(
         hash_bits=hash_bits,
         numeric_transform=numeric_transform,
     )
+
+
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Integer codes of a column's values (nulls are one more value)."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    return np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False))
+
+
+def block_columns(table: pa.Table, columns: Sequence[str]) -> list[str]:
+    """String or integer ``columns`` whose rows come in blocks (see the module docstring):
+    at least two values, at most two runs per value, :data:`BLOCK_MIN_ROWS` rows per run
+    on average, in the table's order."""
+    n = table.num_rows
+    out = []
+    for name in columns:
+        t = table.column(name).type
+        if not (_is_categorical_type(t) or pa.types.is_integer(t)) or pa.types.is_boolean(t):
+            continue
+        codes = _codes(table.column(name))
+        runs = 1 + int(np.count_nonzero(codes[1:] != codes[:-1])) if n else 0
+        distinct = int(np.unique(codes).shape[0])
+        if distinct >= 2 and runs <= 2 * distinct and runs * BLOCK_MIN_ROWS <= n:
+            out.append(name)
+    return out
+
+
+def within_block(table: pa.Table, block: str, numeric: Sequence[str]) -> pa.Table:
+    """``table`` with, for each column of ``numeric``, its z-score within ``block`` so far.
+
+    Row ``r``'s value is ``(x_r − mean) / std`` over the present values of its block in
+    rows ``0..r`` (0 while that spread is 0, null where ``x_r`` is missing), computed in
+    the table's order from those rows alone. The columns are named by
+    :data:`WITHIN_BLOCK` and appended.
+    """
+    codes = _codes(table.column(block))
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    first = np.ones(codes.shape[0], dtype=bool)
+    first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(codes.shape[0]), 0))
+    starts = np.flatnonzero(first)
+    block_of = np.cumsum(first) - 1
+    out = table
+    for name in numeric:
+        x = table.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)[order]
+        present = np.isfinite(x)
+        # Shift each block by its first present value (a row at or before any row whose
+        # score is computed) so the running sums stay small.
+        at = np.minimum.reduceat(np.where(present, np.arange(x.shape[0]), x.shape[0]), starts)
+        base = np.where(at < x.shape[0], x[np.minimum(at, x.shape[0] - 1)], 0.0)[block_of]
+        d = np.where(present, x - base, 0.0)
+        z = np.full(x.shape[0], np.nan)
+        count, s1, s2 = (_block_cumsum(a, group_start) for a in (present * 1.0, d, d * d))
+        ok = present & (count > 0)
+        mean = np.divide(s1, count, out=np.zeros_like(s1), where=ok)
+        var = np.divide(s2, count, out=np.zeros_like(s2), where=ok) - mean * mean
+        spread = np.sqrt(np.maximum(var, 0.0))
+        tiny = spread <= 1e-12 * (np.abs(mean) + np.abs(base) + 1.0)
+        z[ok] = np.where(tiny[ok], 0.0, (d[ok] - mean[ok]) / np.where(tiny[ok], 1.0, spread[ok]))
+        unsorted = np.empty_like(z)
+        unsorted[order] = z
+        column = pa.array(unsorted, type=pa.float64(), from_pandas=True)
+        out = out.append_column(WITHIN_BLOCK.format(column=name, block=block), column)
+    return out
+
+
+def _block_cumsum(a: np.ndarray, group_start: np.ndarray) -> np.ndarray:
+    """Cumulative sums of ``a`` restarting at each block (rows sorted by block)."""
+    c = np.cumsum(a)
+    before = np.concatenate([[0.0], c])[group_start]
+    return np.asarray(c - before)
 
 
 def feature_columns(

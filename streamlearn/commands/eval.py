@@ -21,6 +21,7 @@ from models.zoo import available
 from offline.dataset import DATA_FILE
 from offline.errors import RangeError
 from offline.prequential import (
+    AUTO,
     COMPARED_LEARNERS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_HASH_BITS,
@@ -75,6 +76,11 @@ def _decisions(summary: dict[str, Any]) -> str:
         notes.append(f"label {summary['label']!r}: {summary['positive_label']!r} is 1")
     if summary.get("dropped_id_columns"):
         notes.append(f"id columns left out: {summary['dropped_id_columns']}")
+    if summary.get("block_column"):
+        notes.append(
+            f"rows come in blocks of {summary['block_column']!r}: {summary['block_features']} "
+            "numbers also enter as z-scores within the block so far (--block-column none: off)"
+        )
     return "; ".join(notes)
 
 
@@ -194,6 +200,16 @@ def register(app: typer.Typer) -> None:
                 help="Comma-separated columns to leave out of the features (e.g. a leak).",
             ),
         ] = None,
+        block_column: Annotated[
+            str,
+            typer.Option(
+                "--block-column",
+                envvar="STREAMLEARN_BLOCK_COLUMN",
+                help="Column whose rows come in blocks (a session, a query): each number "
+                "also enters as its z-score within the block so far. auto: found in the "
+                "data (a plain table without --features); none: off.",
+            ),
+        ] = AUTO,
         time_column: Annotated[
             str | None,
             typer.Option(
@@ -280,6 +296,7 @@ def register(app: typer.Typer) -> None:
             features=chosen,
             positive=positive,
             drop=dropped,
+            block_column=block_column,
             model=model or (mdef.learner if mdef else COMPARED_LEARNERS[0]),
             params=o.parse_params(param),
             definition=mdef,
