@@ -20,8 +20,9 @@ model still adapts within a session:
 
 Every example is predicted before it is learned: by the wide state the examples before
 it left, and the deep state at the start of its step. The caller's batch size only
-chunks the work (any batch size gives the same model, up to float rounding in the
-matrix products), so ``eval --batch-size 1000`` and the trainer learn the same model.
+chunks the work: any batch size gives the same model, to the bit (a partial step's
+rows are scored padded to a whole step, so the matrix products keep their shapes), so
+``eval --batch-size 1000`` and the trainer learn the same model.
 The graph (:func:`~models.onnx_export.deep_graph`) takes raw features: the normaliser
 is folded into the exported wide weights and embedding rows.
 """
@@ -282,16 +283,23 @@ class Deep(EncodedLearner):
         step's start and the wide state example by example, learnt by the wide part; the
         deep part steps once the step is full."""
         x = kernels.normalise(idx, val, self._scale)
-        flat = torch.from_numpy(idx.reshape(-1))
-        whole = self._pending.rows == 0 and idx.shape[0] == self.micro_batch
-        e_rows = self.emb.index_select(0, flat)
+        rows, mb = idx.shape[0], self.micro_batch
+        whole = self._pending.rows == 0 and rows == mb
         if whole:
-            e_rows.requires_grad_()
+            flat = torch.from_numpy(idx.reshape(-1))
+            e_rows = self.emb.index_select(0, flat).requires_grad_()
             deep = self._deep_logit(e_rows, x)
         else:
+            # Padded to a whole step: the same matrix shapes as a whole step, so each
+            # row's output is the same to the bit however the caller cut the stream.
+            padded = np.zeros((mb, idx.shape[1]), dtype=np.int64)
+            padded[:rows] = idx
+            xs = np.zeros((mb, idx.shape[1]), dtype=np.float32)
+            xs[:rows] = x
             with torch.no_grad():
-                deep = self._deep_logit(e_rows, x)
-        wide = np.empty(idx.shape[0], dtype=np.float64)
+                e_pad = self.emb.index_select(0, torch.from_numpy(padded.reshape(-1)))
+                deep = self._deep_logit(e_pad, xs)[:rows]
+        wide = np.empty(rows, dtype=np.float64)
         p = kernels.ftrl_learn(
             idx,
             x,
