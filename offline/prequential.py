@@ -54,8 +54,10 @@ Progress = Callable[[int, int, dict[str, Any]], None]
 DEFAULT_LABEL = "label"
 DEFAULT_TIME = "ts"
 _TIE_BREAK = ("topic", "partition", "offset")
-#: Learners ``eval`` compares when no ``--model`` is given.
-COMPARED_LEARNERS: Final = ("ftrl", "fm", "deep", "river-lr")
+#: Learners ``eval`` compares when no ``--model`` is given: ours. ``river-lr`` (river's
+#: SGD logistic regression on our features) is the baseline, run with ``--model river-lr``
+#: and, with river's own pipeline and Vowpal Wabbit, by ``bench/bench_learners.py``.
+COMPARED_LEARNERS: Final = ("ftrl", "fm", "deep")
 #: 2**20 coordinates: 12 bytes of state per coordinate for ftrl (and the hashing leaves
 #: well under 1% of a million distinct values colliding).
 DEFAULT_HASH_BITS: Final = 20

@@ -106,7 +106,7 @@ def test_eval_without_flags_on_adult(tmp_path: Path) -> None:
     assert summary["examples"] == 48_842 and summary["batch_size"] == 1024
     constant = summary["constant_logloss"]
     learners = summary["learners"]
-    assert set(learners) == {"ftrl", "fm", "deep", "river-lr"}
+    assert set(learners) == {"ftrl", "fm", "deep"}
     for name, s in learners.items():
         assert s["logloss"] < constant, f"{name}: log loss {s['logloss']:.4f} ≥ {constant:.4f}"
 

@@ -344,7 +344,7 @@ def test_cli_without_model_prints_the_comparison(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(out.read_text())
-    assert set(summary["learners"]) == {"ftrl", "fm", "deep", "river-lr"}
+    assert set(summary["learners"]) == {"ftrl", "fm", "deep"}
     assert f"{summary['best']} (best)" in result.output
     result = CliRunner().invoke(
         app(), ["eval", "--data", str(path), "--label", "clicked", "--param", "alpha=1"]
