@@ -19,33 +19,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from models.metrics import exact_auc
 from models.zoo import create
 from offline import tables
 from offline.prequential import EvalConfig, prepare
-from streamlearn.commands import eval as eval_command
+from streamlearn import cli
 
 ADULT = Path(__file__).parents[2] / "data" / "adult.parquet"
-
-
-def app() -> typer.Typer:
-    application = typer.Typer()
-
-    @application.callback()
-    def _root() -> None:  # keeps "eval" a sub-command
-        pass
-
-    eval_command.register(application)
-    return application
 
 
 def run_eval(tmp_path: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / f"summary{'-'.join(extra)}.json"
     args = ["eval", "--data", str(ADULT), "--label", "income", "--quiet"]
-    result = CliRunner().invoke(app(), [*args, *extra, "--summary-json", str(out)])
+    result = CliRunner().invoke(cli.app, [*args, *extra, "--summary-json", str(out)])
     assert result.exit_code == 0, result.output
     summary: dict[str, Any] = json.loads(out.read_text())
     return summary
