@@ -85,6 +85,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.learners.river_adapter import river_rows
 from models.metrics import exact_auc
 from models.zoo import DEFAULT_BATCH_SIZE, create
 from offline import tables
@@ -209,19 +210,6 @@ def encode(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def river_dicts(idx: np.ndarray, val: np.ndarray) -> list[dict[int, float]]:
-    """Our encoded rows as river's ``{feature: value}`` dicts (the bias slot left out:
-    river keeps its own intercept)."""
-    out = []
-    for r_idx, r_val in zip(idx[:, 1:].tolist(), val[:, 1:].tolist(), strict=True):
-        x: dict[int, float] = {}
-        for i, v in zip(r_idx, r_val, strict=True):
-            if v != 0.0:
-                x[i] = x.get(i, 0.0) + v
-        out.append(x)
-    return out
-
-
 def raw_dicts(prepared: Prepared) -> list[dict[str, Any]]:
     """The stream's feature columns as river takes rows: one dict per row, missing
     values left out."""
@@ -332,7 +320,7 @@ def bench(title: str, prepared: Prepared, tmp: Path, repeats: int, quick: bool) 
     y = prepared.y
     n = y.shape[0]
     idx, val = encode(prepared)
-    ours_dicts = river_dicts(idx, val)
+    ours_dicts = river_rows(idx, val)
     raw = raw_dicts(prepared)
     n_fm = min(n, RIVER_FM_ROWS)
     results: list[Result] = []

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.catalog import Catalog, CatalogParams
-from simulator.world import World, calibrate, sigmoid
-
-_CALIBRATION_PAIRS = 50_000
+from simulator.world import CatalogTruth, World, calibrate
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class AdsParams:
             raise ValueError(f"base_ctr must be in (0, 1), got {self.base_ctr}")
 
 
-class AdsWorld:
+class AdsWorld(CatalogTruth):
     """Ads and the users' hidden ad preferences, on top of a :class:`World`'s users.
 
     Seeded from the world's seed (its own generator, so adding ads does not change the
@@ -73,24 +71,6 @@ class AdsWorld:
         self.offset = 0.0
         self.offset = self._calibrate_offset()
 
-    @property
-    def item_ids(self) -> list[str]:
-        """The id of the ad in each slot."""
-        return self.items.ids
-
-    @property
-    def base_ctr(self) -> float:
-        """The calibrated CTR of a random candidate ad at position 0."""
-        return self.params.base_ctr
-
-    def category_name(self, slot: int) -> str:
-        """The category of the ad in ``slot`` (``"c7"``, the feed's categories)."""
-        return self.items.category_name(slot)
-
-    def sample_candidates(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` distinct live ad slots, drawn by popularity."""
-        return self.items.sample(rng, n)
-
     def logits(self, user: int, ads: np.ndarray | int) -> np.ndarray:
         """True click logits of ``ads`` for ``user`` at position 0."""
         ads = np.asarray(ads)
@@ -102,12 +82,6 @@ class AdsWorld:
             - self.offset
         )
 
-    def true_ctr(
-        self, user: int, ads: np.ndarray | int, position: np.ndarray | int = 0
-    ) -> np.ndarray:
-        """True click probability of ``ads`` shown to ``user`` at ``position``."""
-        return sigmoid(self.logits(user, ads) + self.position_bias[np.asarray(position)])
-
     def advance_to(self, t: float) -> None:
         """Retire and replace the ads whose campaigns are over by ``t``."""
         if t > self.now:
@@ -115,14 +89,10 @@ class AdsWorld:
             self.items.churn(t)
 
     def _calibrate_offset(self) -> float:
-        w = self.world
-        users = np.searchsorted(w.user_cdf, self.rng.random(_CALIBRATION_PAIRS), side="right")
-        users = np.minimum(users, w.n_users - 1)
-        weights = self.items.popularity / self.items.popularity.sum()
-        ads = self.rng.choice(len(self.items), _CALIBRATION_PAIRS, p=weights)
+        users, ads = self.calibration_pairs(self.rng, self.world.user_cdf)
         z = (
             self.ad_bias[users]
-            + self.params.interest * w.affinity[users, self.items.category[ads]]
+            + self.params.interest * self.world.affinity[users, self.items.category[ads]]
             + self.items.quality[ads]
         )
         return calibrate(z, self.params.base_ctr)

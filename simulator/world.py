@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,56 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-class World:
+class CatalogTruth:
+    """What every surface's hidden truth shares: a :class:`Catalog` of items (``items``),
+    a position bias, a calibrated base CTR (``params.base_ctr``), and clicks drawn from
+    ``sigmoid(logits + position_bias[p])``; a subclass gives :meth:`logits`."""
+
+    items: Catalog
+    position_bias: np.ndarray
+    params: Any  # WorldParams, AdsParams: each has base_ctr
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The id of the item in each slot."""
+        return self.items.ids
+
+    @property
+    def base_ctr(self) -> float:
+        """The calibrated CTR of a random candidate at position 0."""
+        return float(self.params.base_ctr)
+
+    def category_name(self, slot: int) -> str:
+        """The category of the item in ``slot`` as events carry it (``"c7"``)."""
+        return self.items.category_name(slot)
+
+    def sample_candidates(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` distinct live item slots, drawn by popularity (all when ``n >= n_items``)."""
+        return self.items.sample(rng, n)
+
+    def logits(self, user: int, items: np.ndarray | int) -> np.ndarray:
+        """True click logits of ``items`` for ``user`` at position 0."""
+        raise NotImplementedError
+
+    def true_ctr(
+        self, user: int, items: np.ndarray | int, position: np.ndarray | int = 0
+    ) -> np.ndarray:
+        """True click probability of ``items`` shown to ``user`` at ``position``."""
+        return sigmoid(self.logits(user, items) + self.position_bias[np.asarray(position)])
+
+    def calibration_pairs(
+        self, rng: np.random.Generator, user_cdf: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(users, items)``: pairs that calibrate the offset, users drawn by activity
+        (``user_cdf``), items by popularity."""
+        users = np.searchsorted(user_cdf, rng.random(_CALIBRATION_PAIRS), side="right")
+        users = np.minimum(users, len(user_cdf) - 1)
+        weights = self.items.popularity / self.items.popularity.sum()
+        items = rng.choice(len(self.items), _CALIBRATION_PAIRS, p=weights)
+        return users, items
+
+
+class World(CatalogTruth):
     """Seeded users and feed items with hidden preferences, drift and item churn.
 
     Items live in the slots of :attr:`items`; a retired item's slot is reused by a new
@@ -148,28 +198,10 @@ class World:
         """Number of live items (constant: a retired item is replaced at once)."""
         return len(self.items)
 
-    @property
-    def item_ids(self) -> list[str]:
-        """The id of the item in each slot."""
-        return self.items.ids
-
-    @property
-    def base_ctr(self) -> float:
-        """The calibrated CTR of a random candidate at position 0."""
-        return self.params.base_ctr
-
-    def category_name(self, slot: int) -> str:
-        """The category of the item in ``slot`` as events carry it (``"c7"``)."""
-        return self.items.category_name(slot)
-
     def sample_user(self, rng: np.random.Generator) -> int:
         """A user index, drawn in proportion to the users' (skewed) activity."""
         u = int(np.searchsorted(self.user_cdf, rng.random(), side="right"))
         return min(u, self.n_users - 1)
-
-    def sample_candidates(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` distinct live item slots, drawn by popularity (all when ``n >= n_items``)."""
-        return self.items.sample(rng, n)
 
     def logits(self, user: int, items: np.ndarray | int) -> np.ndarray:
         """True click logits of ``items`` for ``user`` at position 0."""
@@ -183,12 +215,6 @@ class World:
             + self.category_pop[cat]
             - self.offset
         )
-
-    def true_ctr(
-        self, user: int, items: np.ndarray | int, position: np.ndarray | int = 0
-    ) -> np.ndarray:
-        """True click probability of ``items`` shown to ``user`` at ``position``."""
-        return sigmoid(self.logits(user, items) + self.position_bias[np.asarray(position)])
 
     def advance_to(self, t: float) -> None:
         """Move world time to ``t`` seconds: drift and churn once per elapsed tick."""
@@ -210,10 +236,7 @@ class World:
 
     def _calibrate_offset(self) -> float:
         """The offset that makes the mean CTR of a candidate at position 0 ``base_ctr``."""
-        users = np.searchsorted(self.user_cdf, self.rng.random(_CALIBRATION_PAIRS), side="right")
-        users = np.minimum(users, self.n_users - 1)
-        weights = self.items.popularity / self.items.popularity.sum()
-        items = self.rng.choice(self.n_items, _CALIBRATION_PAIRS, p=weights)
+        users, items = self.calibration_pairs(self.rng, self.user_cdf)
         cat = self.items.category[items]
         z = (
             self.user_bias[users]

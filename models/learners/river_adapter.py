@@ -23,7 +23,9 @@ from models.learners.base import EncodedLearner
 from models.onnx_export import linear_graph
 
 
-def _rows(idx: np.ndarray, val: np.ndarray) -> list[dict[int, float]]:
+def river_rows(idx: np.ndarray, val: np.ndarray) -> list[dict[int, float]]:
+    """Encoded rows as river's ``{coordinate: value}`` dicts (bias slot left out, hashed
+    collisions summed, zeros dropped)."""
     out: list[dict[int, float]] = []
     for r_idx, r_val in zip(idx[:, 1:].tolist(), val[:, 1:].tolist(), strict=True):
         x: dict[int, float] = {}
@@ -73,12 +75,12 @@ class RiverLearner(EncodedLearner):
         """Probabilities (float64 ``(n,)``) for an encoded batch."""
         idx, val = self.check_encoded(idx, val)
         predict = self.model.predict_proba_one
-        return np.array([predict(x).get(True, 0.0) for x in _rows(idx, val)], dtype=np.float64)
+        return np.array([predict(x).get(True, 0.0) for x in river_rows(idx, val)], dtype=np.float64)
 
     def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
         predict, learn = self.model.predict_proba_one, self.model.learn_one
         p = np.empty(idx.shape[0], dtype=np.float64)
-        for r, (x, label) in enumerate(zip(_rows(idx, val), (y > 0).tolist(), strict=True)):
+        for r, (x, label) in enumerate(zip(river_rows(idx, val), (y > 0).tolist(), strict=True)):
             p[r] = predict(x).get(True, 0.0)
             learn(x, label)
         return p
