@@ -201,6 +201,35 @@ def ftrl_weights(
     return out
 
 
+@numba.njit(cache=True, inline="always")
+def _fm_logit(
+    idx_row: np.ndarray, xs: np.ndarray, w: np.ndarray, v: np.ndarray, s: np.ndarray
+) -> float:
+    """The FM logit of one row from its input values ``xs``; leaves ``s[c]`` = the sum of
+    ``v[i, c] * x`` over the row's factor slots (slot 0, the bias, is linear only), which
+    the factors' gradient needs."""
+    f = v.shape[1]
+    m = 0.0
+    s[:] = 0.0
+    sq = 0.0
+    for j in range(xs.shape[0]):
+        x = xs[j]
+        if x == 0.0:
+            continue
+        i = idx_row[j]
+        m += w[i] * x
+        if j == 0:
+            continue
+        for c in range(f):
+            t = v[i, c] * x
+            s[c] += t
+            sq += t * t
+    pair = 0.0
+    for c in range(f):
+        pair += s[c] * s[c]
+    return m + 0.5 * (pair - sq)
+
+
 @numba.njit(cache=True, nogil=True)
 def fm_predict(
     idx: np.ndarray,
@@ -211,29 +240,13 @@ def fm_predict(
 ) -> np.ndarray:
     """FM probabilities of a batch (slot 0, the bias, is in the linear term only)."""
     rows, k = idx.shape
-    f = v.shape[1]
     out = np.empty(rows, dtype=np.float64)
-    s = np.empty(f, dtype=np.float64)
+    xs = np.empty(k, dtype=np.float64)
+    s = np.empty(v.shape[1], dtype=np.float64)
     for r in range(rows):
-        m = 0.0
-        s[:] = 0.0
-        sq = 0.0
         for j in range(k):
-            i = idx[r, j]
-            x = _normalised(val[r, j], scale[i])
-            if x == 0.0:
-                continue
-            m += w[i] * x
-            if j == 0:
-                continue
-            for c in range(f):
-                t = v[i, c] * x
-                s[c] += t
-                sq += t * t
-        pair = 0.0
-        for c in range(f):
-            pair += s[c] * s[c]
-        out[r] = _sigmoid(m + 0.5 * (pair - sq))
+            xs[j] = _normalised(val[r, j], scale[idx[r, j]])
+        out[r] = _sigmoid(_fm_logit(idx[r], xs, w, v, s))
     return out
 
 
@@ -268,9 +281,6 @@ def fm_learn(
     s = np.empty(f, dtype=np.float64)
     gv = np.empty(f, dtype=np.float64)
     for r in range(rows):
-        m = 0.0
-        s[:] = 0.0
-        sq = 0.0
         for j in range(k):
             i = idx[r, j]
             x = val[r, j]
@@ -280,19 +290,7 @@ def fm_learn(
                     scale[i] = a
                 x = _normalised(x, scale[i])
             xs[j] = x
-            if x == 0.0:
-                continue
-            m += w[i] * x
-            if j == 0:
-                continue
-            for c in range(f):
-                t = v[i, c] * x
-                s[c] += t
-                sq += t * t
-        pair = 0.0
-        for c in range(f):
-            pair += s[c] * s[c]
-        p = _sigmoid(m + 0.5 * (pair - sq))
+        p = _sigmoid(_fm_logit(idx[r], xs, w, v, s))
         out[r] = p
         if weight[r] == 0.0:
             continue
