@@ -75,6 +75,48 @@ Quiet = Annotated[
     bool,
     typer.Option("--quiet", envvar="STREAMLEARN_QUIET", help="No progress bar."),
 ]
+Seed = Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED", help="Random seed.")]
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        "--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1, help="Examples per batch."
+    ),
+]
+HashBits = Annotated[
+    int,
+    typer.Option(
+        "--hash-bits",
+        envvar="STREAMLEARN_HASH_BITS",
+        min=1,
+        max=30,
+        help="Hashed feature space: 2**bits coordinates (inferred specs).",
+    ),
+]
+Learner = Annotated[
+    str | None,
+    typer.Option(
+        "--learner",
+        envvar="STREAMLEARN_LEARNER",
+        help="Learner name (models.zoo); default: the model definition's, else ftrl.",
+    ),
+]
+Params = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        envvar="STREAMLEARN_PARAM",
+        help="Learner hyper-parameter key=value (repeatable; JSON values, else text), over "
+        "the model definition's or the learner's defaults, e.g. alpha=0.1.",
+    ),
+]
+SummaryJson = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary-json",
+        envvar="STREAMLEARN_SUMMARY_JSON",
+        help="Write the command's JSON summary here too.",
+    ),
+]
 Model = Annotated[
     str, typer.Option("--model", envvar="STREAMLEARN_MODEL", help="Model name (registry key).")
 ]

@@ -236,14 +236,7 @@ def register(app: typer.Typer) -> None:
                 f"{', '.join(COMPARED_LEARNERS)} and mark the best).",
             ),
         ] = None,
-        param: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--param",
-                envvar="STREAMLEARN_PARAM",
-                help="Learner hyper-parameter key=value (repeatable), e.g. alpha=0.1.",
-            ),
-        ] = None,
+        param: o.Params = None,
         definition: Annotated[
             str | None,
             typer.Option(
@@ -254,21 +247,10 @@ def register(app: typer.Typer) -> None:
                 "learner).",
             ),
         ] = None,
-        seed: Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED")] = 0,
-        batch_size: Annotated[
-            int,
-            typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1),
-        ] = DEFAULT_BATCH_SIZE,
-        hash_bits: Annotated[
-            int,
-            typer.Option("--hash-bits", envvar="STREAMLEARN_HASH_BITS", min=1, max=30),
-        ] = DEFAULT_HASH_BITS,
-        summary_json: Annotated[
-            Path | None,
-            typer.Option(
-                "--summary-json", envvar="STREAMLEARN_SUMMARY_JSON", help="Write the summary here."
-            ),
-        ] = None,
+        seed: o.Seed = 0,
+        batch_size: o.BatchSize = DEFAULT_BATCH_SIZE,
+        hash_bits: o.HashBits = DEFAULT_HASH_BITS,
+        summary_json: o.SummaryJson = None,
         quiet: o.Quiet = False,
     ) -> None:
         """Predict-then-learn over a file or a topic range; print AUC, log loss, NE, calibration,

@@ -20,7 +20,6 @@ from streams.model_catalog import MODELS
 if TYPE_CHECKING:
     from offline.vision import VisionProgress
 
-Seed = Annotated[int, typer.Option("--seed", envvar="STREAMLEARN_SEED", help="Random seed.")]
 Epochs = Annotated[
     int, typer.Option("--epochs", envvar="STREAMLEARN_EPOCHS", min=1, help="Passes over the data.")
 ]
@@ -32,14 +31,6 @@ Holdout = Annotated[
         min=0.0,
         max=0.95,
         help="Fraction held out for evaluation (train: the most recent rows).",
-    ),
-]
-SummaryJson = Annotated[
-    Path | None,
-    typer.Option(
-        "--summary-json",
-        envvar="STREAMLEARN_SUMMARY_JSON",
-        help="Write a JSON summary (metrics, version, timings) here.",
     ),
 ]
 NoPublish = Annotated[
@@ -85,20 +76,8 @@ def register(app: typer.Typer) -> None:
 def train_cmd(
     dataset: Annotated[Path, typer.Argument(help="Replayed dataset dir or Parquet file.")],
     model: o.Model = "feed",
-    learner: Annotated[
-        str | None,
-        typer.Option(
-            "--learner",
-            envvar="STREAMLEARN_LEARNER",
-            help="Learner name (models.zoo); default: the model definition's, else ftrl.",
-        ),
-    ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param", envvar="STREAMLEARN_PARAM", help="Learner param key=value (repeatable)."
-        ),
-    ] = None,
+    learner: o.Learner = None,
+    param: o.Params = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -116,16 +95,7 @@ def train_cmd(
             help="Infer the feature spec from the rows even for a declared model.",
         ),
     ] = False,
-    hash_bits: Annotated[
-        int,
-        typer.Option(
-            "--hash-bits",
-            envvar="STREAMLEARN_HASH_BITS",
-            min=1,
-            max=30,
-            help="Hashed space size (inferred spec only).",
-        ),
-    ] = 20,
+    hash_bits: o.HashBits = 20,
     label: Annotated[
         str, typer.Option("--label", envvar="STREAMLEARN_LABEL", help="Label column (0/1).")
     ] = "label",
@@ -138,9 +108,7 @@ def train_cmd(
         ),
     ] = None,
     epochs: Epochs = 1,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1)
-    ] = 256,
+    batch_size: o.BatchSize = 256,
     shuffle: Annotated[
         bool,
         typer.Option(
@@ -150,10 +118,10 @@ def train_cmd(
         ),
     ] = False,
     holdout: Holdout = 0.2,
-    seed: Seed = 0,
+    seed: o.Seed = 0,
     data: o.DataDir = o.DEFAULT_DATA_DIR,
     no_publish: NoPublish = False,
-    summary_json: SummaryJson = None,
+    summary_json: o.SummaryJson = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Train an online learner on a replayed dataset and publish it with lineage."""
@@ -229,20 +197,18 @@ def vision_cmd(
         ),
     ] = None,
     epochs: Epochs = 10,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", envvar="STREAMLEARN_BATCH_SIZE", min=1)
-    ] = 32,
+    batch_size: o.BatchSize = 32,
     lr: Annotated[
         float, typer.Option("--lr", envvar="STREAMLEARN_LR", help="Adam learning rate.")
     ] = 6e-3,
     holdout: Holdout = 0.2,
-    seed: Seed = 0,
+    seed: o.Seed = 0,
     device: Annotated[
         str, typer.Option("--device", envvar="STREAMLEARN_DEVICE", help="auto | cpu | cuda.")
     ] = "auto",
     data: o.DataDir = o.DEFAULT_DATA_DIR,
     no_publish: NoPublish = False,
-    summary_json: SummaryJson = None,
+    summary_json: o.SummaryJson = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Train a small CNN, check its ONNX export, publish it (resumes from checkpoints)."""

@@ -177,22 +177,8 @@ def register(app: typer.Typer) -> None:
     def train(
         kafka_opts: o.KafkaOptions,
         model: o.Model = "feed",
-        learner: Annotated[
-            str | None,
-            typer.Option(
-                "--learner",
-                envvar="STREAMLEARN_LEARNER",
-                help="Learner name; default: the model definition's.",
-            ),
-        ] = None,
-        param: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--param",
-                envvar="STREAMLEARN_PARAM",
-                help="Learner param key=value, over the model definition's.",
-            ),
-        ] = None,
+        learner: o.Learner = None,
+        param: o.Params = None,
         snapshot_interval: Annotated[
             float,
             typer.Option(
@@ -201,15 +187,7 @@ def register(app: typer.Typer) -> None:
                 help="Seconds between published snapshots.",
             ),
         ] = 10.0,
-        batch_size: Annotated[
-            int,
-            typer.Option(
-                "--batch-size",
-                envvar="STREAMLEARN_BATCH_SIZE",
-                min=1,
-                help="Examples per learning micro-batch.",
-            ),
-        ] = DEFAULT_BATCH_SIZE,
+        batch_size: o.BatchSize = DEFAULT_BATCH_SIZE,
         flush_after: Annotated[
             float,
             typer.Option(
