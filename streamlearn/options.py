@@ -15,7 +15,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from streamlearn.settings import KafkaSecurity
+from models.registry import FileRegistry
+from streamlearn.settings import KafkaSecurity, data_dir
 from streams.config import KafkaConfig
 
 BootstrapServers = Annotated[
@@ -124,6 +125,12 @@ Model = Annotated[
 DEFAULT_PREFIX = "streamlearn."
 DEFAULT_PARTITIONS = 4
 DEFAULT_DATA_DIR = Path("var")
+
+
+def open_registry(data: Path) -> FileRegistry:
+    """The model registry under the ``--data-dir`` (created if missing)."""
+    return FileRegistry(data_dir(data) / "registry")
+
 
 _NO_BROKER = (
     "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "

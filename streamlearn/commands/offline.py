@@ -54,7 +54,7 @@ def _read_spec(path: Path | None) -> FeatureSpec | None:
 
 
 def _registry(data: Path, no_publish: bool) -> FileRegistry | None:
-    return None if no_publish else FileRegistry(data_dir(data) / "registry")
+    return None if no_publish else o.open_registry(data)
 
 
 def _write_summary(path: Path | None, summary: dict[str, Any]) -> None:

@@ -116,3 +116,31 @@ def test_kafka_options_arrive_as_one_value() -> None:
     assert result.exit_code == 0 and not seen[-1].given
     with pytest.raises(typer.BadParameter, match="no broker"):
         seen[-1].config()
+
+
+def test_models_commands_change_stages_and_fail_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from models.registry import FileRegistry
+    from models.snapshot import Snapshot
+    from streamlearn.cli import app
+
+    reg = FileRegistry(tmp_path / "registry")
+    for _ in range(2):
+        reg.publish("m", Snapshot(b"onnx", b"", {}))
+    runner = CliRunner()
+    env = {"STREAMLEARN_BOOTSTRAP_SERVERS": None, "STREAMLEARN_DATA_DIR": str(tmp_path)}
+    out = runner.invoke(app, ["models", "promote", "m", "1"], env=env)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == {"model": "m", "production": 1, "previous": None}
+    assert "no broker configured" in out.stderr
+    out = runner.invoke(app, ["models", "reject", "m", "2", "--reason", "worse"], env=env)
+    assert json.loads(out.stdout) == {"model": "m", "rejected": 2}
+    out = runner.invoke(app, ["models", "rollback", "m"], env=env)
+    assert out.exit_code == 2  # a StageError: the registry's state forbids it
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    listed = [
+        json.loads(line)
+        for line in runner.invoke(app, ["models", "list"], env=env).stdout.splitlines()
+    ]
+    assert [(r["version"], r["stage"]) for r in listed] == [(1, "production"), (2, "rejected")]
