@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 
 from models import zoo
 from models.errors import ParityError
@@ -66,7 +66,8 @@ from offline.train import (
 )
 from offline.train import evaluate as evaluate_holdout
 from streams.config import KafkaConfig
-from streams.kafka import make_consumer
+from streams.errors import KafkaError
+from streams.kafka import KafkaCluster, make_consumer
 from streams.model_catalog import MODELS
 from streams.topics import Topics
 
@@ -180,59 +181,39 @@ def _topics(
     return kafka, _as_list(topic) or [Topics(kafka.topic_prefix).training_examples(model)]
 
 
-def _fetched_end(consumer: Consumer, topic: str, partition: int, hint: int) -> int:
-    """A partition's end as a fetch reports it: the offset of the end-of-partition event
-    after reading from ``hint`` (ListOffsets' answer, which the embedded broker gives as
-    the start of the last batch + 1, so at most one batch is read)."""
-    consumer.assign([TopicPartition(topic, partition, max(0, hint - 1))])
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        err = msg.error()
-        if err is None:
-            continue
-        offset = msg.offset()
-        if err.code() == KafkaError._PARTITION_EOF and offset is not None:
-            return int(offset)
-        if err.fatal() or not err.retriable():
-            raise RangeError(f"consume failed topic={topic} partition={partition}: {err}")
-    raise RangeError(f"topic={topic} partition={partition}: no end of partition within 10 s")
-
-
 def _end_offsets(kafka: KafkaConfig, topics: list[str], end: Bounds) -> dict[str, list[int]]:
     """Where the range ends now, per topic and partition: an end offset bound, capped by
     the partition's end offset, or that end offset (``latest`` and timestamp bounds).
 
     The end is never taken from ListOffsets alone (wrong on the embedded broker): below
-    an offset bound it is a lower bound, enough to keep that bound; else a fetch from it
-    finds the end (``offline.replay`` ends a partition the same way)."""
-    consumer = make_consumer(
-        kafka,
-        f"streamlearn-flow-{uuid.uuid4().hex[:12]}",
-        **{"enable.partition.eof": True, "auto.offset.reset": "earliest"},
-    )
+    an offset bound it is a lower bound, enough to keep that bound; else the true end
+    comes from a fetch (:meth:`streams.kafka.KafkaCluster.log_ends`)."""
+    consumer = make_consumer(kafka, f"streamlearn-flow-{uuid.uuid4().hex[:12]}")
     try:
-        out: dict[str, list[int]] = {}
+        kept: dict[tuple[str, int], int] = {}
+        fetch: list[tuple[str, int]] = []
         for t in topics:
             md = consumer.list_topics(t, timeout=10.0).topics.get(t)
             if md is None or md.error is not None or not md.partitions:
                 why = "unknown topic" if md is None or md.error is None else md.error
                 raise RangeError(f"expected topic={t} to exist with partitions, got: {why}")
-            ends = []
             for p in sorted(md.partitions):
                 _, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10.0)
                 bound = end.for_partition(p)
                 if bound.kind == "offset" and bound.value <= high:
-                    ends.append(bound.value)
-                    continue
-                true_end = _fetched_end(consumer, t, p, int(high))
-                ends.append(min(bound.value, true_end) if bound.kind == "offset" else true_end)
-            out[t] = ends
-        return out
+                    kept[(t, p)] = bound.value
+                else:
+                    fetch.append((t, p))
     finally:
         consumer.close()
+    try:
+        true_ends = KafkaCluster(kafka).log_ends(fetch)
+    except KafkaError as exc:
+        raise RangeError(f"cannot find where topics {topics} end: {exc}") from None
+    for (t, p), true_end in true_ends.items():
+        bound = end.for_partition(p)
+        kept[(t, p)] = min(bound.value, true_end) if bound.kind == "offset" else true_end
+    return {t: [kept[(t, p)] for p in sorted(q for s, q in kept if s == t)] for t in topics}
 
 
 def source_state(
