@@ -32,7 +32,7 @@ only ever slows a run down):
   predicting and learning, exactly what ``eval`` times; reading the file and the
   metrics are left out. The compiled kernels are loaded before the clock starts (their
   first-call cost is printed once at the top). ``ftrl kernel`` is the learning kernel
-  alone on rows already encoded;
+  alone on rows already featurised;
 * Vowpal Wabbit: parsing its own text file (the same hashed ``idx:val`` features,
   written beforehand, untimed), learning, and writing its predictions, one pass, in
   this process (``pyvw``);
@@ -203,7 +203,7 @@ def simulated(tmp: Path, n: int, seed: int = 0) -> tuple[Path, str]:
 
 
 # -- baselines ----------------------------------------------------------------------------
-def encode(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
+def featurise(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
     featuriser = create("ftrl", prepared.spec).featuriser
     return featuriser.transform_columns(
         prepared.table.num_rows, *tables.feature_columns(prepared.table, prepared.spec)
@@ -292,14 +292,14 @@ class _Recorder:
         self.inner, self.out = inner, out
         self.featuriser = inner.featuriser
 
-    def predict_learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> Any:
-        p = self.inner.predict_learn_encoded(idx, val, y)
+    def predict_learn_featurised(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> Any:
+        p = self.inner.predict_learn_featurised(idx, val, y)
         self.out.append(p)
         return p
 
 
 def ftrl_kernel(prepared: Prepared, idx: np.ndarray, val: np.ndarray, repeats: int) -> float:
-    """Examples/s of ``ftrl`` at its defaults on rows already encoded (batch 1024)."""
+    """Examples/s of ``ftrl`` at its defaults on rows already featurised (batch 1024)."""
     y = prepared.y
 
     def once() -> np.ndarray:
@@ -307,7 +307,9 @@ def ftrl_kernel(prepared: Prepared, idx: np.ndarray, val: np.ndarray, repeats: i
         step = DEFAULT_BATCH_SIZE
         return np.concatenate(
             [
-                learner.predict_learn_encoded(idx[s : s + step], val[s : s + step], y[s : s + step])
+                learner.predict_learn_featurised(
+                    idx[s : s + step], val[s : s + step], y[s : s + step]
+                )
                 for s in range(0, y.shape[0], step)
             ]
         )
@@ -319,7 +321,7 @@ def ftrl_kernel(prepared: Prepared, idx: np.ndarray, val: np.ndarray, repeats: i
 def bench(title: str, prepared: Prepared, tmp: Path, repeats: int, quick: bool) -> dict[str, Any]:
     y = prepared.y
     n = y.shape[0]
-    idx, val = encode(prepared)
+    idx, val = featurise(prepared)
     ours_dicts = river_rows(idx, val)
     raw = raw_dicts(prepared)
     n_fm = min(n, RIVER_FM_ROWS)
@@ -430,7 +432,7 @@ def report(
         f"{ftrl['examples_per_s'] / vw_eps:.1f}x the faster VW, "
         f"{ftrl['examples_per_s'] / lr_pipe:.0f}x river LR (SGD) pipeline, "
         f"{ftrl['examples_per_s'] / lr_ours:.1f}x river LR (SGD) on our features; "
-        f"the FTRL kernel alone on encoded rows {kernel_eps:,.0f}/s"
+        f"the FTRL kernel alone on featurised rows {kernel_eps:,.0f}/s"
     )
     above = [r["learner"] for r in rows if r["family"] == "ours" and r["logloss"] >= constant]
     print(f"log loss of ours above the constant predictor's: {above or 'none'}")
@@ -458,8 +460,8 @@ def kernel_first_call() -> float:
     for name in OURS:
         learner = create(name, spec)
         idx, val = learner.featuriser.transform_many([{"a": "x"}] * 40)
-        learner.predict_learn_encoded(idx, val, np.ones(40))
-        learner.predict_encoded(idx, val)
+        learner.predict_learn_featurised(idx, val, np.ones(40))
+        learner.predict_featurised(idx, val)
     return time.perf_counter() - start
 
 

@@ -314,14 +314,14 @@ def _floor(app: ServingApp) -> tuple[list[float], list[float]]:
     sess = app.service.session("feed")
     reqs = [PredictionRequest(**_request(i, rng)) for i in range(1000)]
     now = time.time()
-    encoded = []
+    featurised = []
     for r in reqs:
         user = app.replica.user(r.user_id)
         feats = [serving_features(r, c, user, app.replica.item(c), now) for c in r.candidates]
-        encoded.append(sess.featuriser.transform_many(feats))
+        featurised.append(sess.featuriser.transform_many(feats))
     raw, svc = [], []
     for _ in range(3):
-        for idx, val in encoded:
+        for idx, val in featurised:
             t0 = time.perf_counter()
             sess._ort.run(["prob"], {"idx": idx, "val": val})
             raw.append(time.perf_counter() - t0)

@@ -41,8 +41,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from models.errors import ModelError
 from serving.errors import BadRequest, ModelNotFound, ModelNotReady, ServingError
 from serving.metrics import HTTP_REQUESTS
-from serving.publish import Sink
 from serving.service import PredictionService
+from serving.sink import Sink
 from streams.contracts import decode_request, encode
 from streams.errors import ContractError
 
@@ -174,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"{_REQUEST_SHAPE}; got: {exc}") from None
         reply, record = svc.predict(model, request)
         if self.server.sink is not None:
-            self.server.sink.publish(reply, record)
+            self.server.sink.log_prediction(reply, record)
         return encode(reply)
 
     def _send(

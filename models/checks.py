@@ -171,7 +171,7 @@ def check_determinism(make: MakeLearner) -> None:
 
 
 def check_inputs_not_mutated(make: MakeLearner) -> None:
-    """Rows, labels and encoded arrays are left as they were."""
+    """Rows, labels and featurised arrays are left as they were."""
     learner = make(0)
     rows, ys = make_stream(100, 7)
     rows_before, ys_before = copy.deepcopy(rows), ys.copy()
@@ -182,11 +182,11 @@ def check_inputs_not_mutated(make: MakeLearner) -> None:
     assert rows == rows_before and np.array_equal(ys, ys_before), "raw inputs were mutated"
     idx, val = learner.featuriser.transform_many(rows)
     idx_before, val_before = idx.copy(), val.copy()
-    learner.predict_learn_encoded(idx, val, ys)
-    learner.learn_encoded(idx, val, ys)
-    learner.predict_encoded(idx, val)
+    learner.predict_learn_featurised(idx, val, ys)
+    learner.learn_featurised(idx, val, ys)
+    learner.predict_featurised(idx, val)
     assert np.array_equal(idx, idx_before) and np.array_equal(val, val_before), (
-        "encoded inputs were mutated"
+        "featurised inputs were mutated"
     )
 
 

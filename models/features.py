@@ -129,7 +129,7 @@ class FeatureSpec:
 
     @property
     def n_slots(self) -> int:
-        """Width ``K`` of an encoded row: bias + categorical + numeric + crosses."""
+        """Width ``K`` of a featurised row: bias + categorical + numeric + crosses."""
         return 1 + len(self.categorical) + len(self.numeric) + len(self.crosses)
 
     @property
@@ -168,7 +168,7 @@ class FeatureSpec:
 class Featuriser:
     """Encodes raw rows by a :class:`FeatureSpec`; stateless apart from a shared hash cache.
 
-    Rows are encoded column by column (one pass per field over the batch), which keeps
+    Rows are featurised column by column (one pass per field over the batch), which keeps
     the per-row Python work to a dictionary lookup and a cached hash per slot.
     """
 

@@ -29,7 +29,7 @@ def onnx_parity(
     val: np.ndarray,
     atol: float = PARITY_ATOL,
 ) -> float:
-    """The largest |onnxruntime − learner| over the encoded rows ``(idx, val)``.
+    """The largest |onnxruntime − learner| over the featurised rows ``(idx, val)``.
 
     Raises :class:`ParityError` above ``atol`` (or when the graph cannot run, or gives
     the wrong shape)."""
@@ -46,7 +46,7 @@ def onnx_parity(
         (onnx_p,) = session.run(["prob"], feeds)
     except Exception as exc:  # onnxruntime raises its own pybind exception types
         raise ParityError(f"expected the ONNX graph to run, got: {exc}", float("inf")) from None
-    mem_p = np.asarray(learner.predict_encoded(idx, val), dtype=np.float64).reshape(-1)
+    mem_p = np.asarray(learner.predict_featurised(idx, val), dtype=np.float64).reshape(-1)
     onnx_p = np.asarray(onnx_p, dtype=np.float64).reshape(-1)
     if onnx_p.shape != mem_p.shape:
         raise ParityError(

@@ -20,9 +20,9 @@ class Learner(Protocol):
     ``*_one``/``*_many`` take raw rows and featurise them with ``featuriser``. The
     ``predict_proba_*`` names are river's, but they return P(y=1) itself (a float, or a
     float64 array), not river's ``{False: …, True: …}`` dict;
-    ``*_encoded`` take the featuriser's ``(idx int64 [n, K], val float32 [n, K])``
+    ``*_featurised`` take the featuriser's ``(idx int64 [n, K], val float32 [n, K])``
     arrays directly (the trainer's and serving's fast path). Probabilities are float64.
-    ``predict_learn_encoded`` is progressive validation in one pass: the returned
+    ``predict_learn_featurised`` is progressive validation in one pass: the returned
     probabilities are those *before* the update. Seeds are passed to constructors;
     no learner touches global random state.
     """
@@ -39,11 +39,11 @@ class Learner(Protocol):
 
     def learn_many(self, xs: Sequence[Row], ys: Sequence[float] | np.ndarray) -> None: ...
 
-    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray: ...
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray: ...
 
-    def learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None: ...
+    def learn_featurised(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None: ...
 
-    def predict_learn_encoded(
+    def predict_learn_featurised(
         self, idx: np.ndarray, val: np.ndarray, y: np.ndarray
     ) -> np.ndarray: ...
 

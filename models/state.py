@@ -32,7 +32,7 @@ from models.errors import ModelError, SnapshotError
 from models.features import FeatureSpec
 
 if TYPE_CHECKING:
-    from models.learners.base import EncodedLearner
+    from models.learners.base import FeaturisedLearner
 
 STATE_FORMAT = "streamlearn.state.v1"
 _HEADER = "__header__"
@@ -53,7 +53,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def dump_state(learner: EncodedLearner) -> State:
+def dump_state(learner: FeaturisedLearner) -> State:
     """Encode ``learner``'s state (see the module docstring)."""
     from models.learners.downsampled import Downsampled
 
@@ -128,14 +128,14 @@ def _read(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def load_state(data: bytes, expected_sha256: str | None) -> EncodedLearner:
+def load_state(data: bytes, expected_sha256: str | None) -> FeaturisedLearner:
     """Rebuild a learner from :func:`dump_state`'s bytes; verifies the checksum first.
 
     ``expected_sha256`` is the snapshot metadata's ``state_sha256``; ``None`` refuses the
     state (a version without a checksum predates this format).
     """
     header, arrays = decode_arrays(data, expected_sha256)
-    from models.learners.base import EncodedLearner
+    from models.learners.base import FeaturisedLearner
     from models.zoo import create
 
     try:
@@ -148,9 +148,9 @@ def load_state(data: bytes, expected_sha256: str | None) -> EncodedLearner:
         if rate is not None:
             from models.learners.downsampled import Downsampled
 
-            assert isinstance(inner, EncodedLearner)
+            assert isinstance(inner, FeaturisedLearner)
             learner = Downsampled(inner, float(rate), seed=int(header["wrapper_seed"]))
-        assert isinstance(learner, EncodedLearner)
+        assert isinstance(learner, FeaturisedLearner)
         learner.load_state_arrays(arrays)
         learner.load_state_extra(header.get("extra") or {})
         learner.examples_seen = int(header["examples_seen"])

@@ -2,7 +2,7 @@
 
 The file (CSV, JSONL or Parquet) is read whole with pyarrow, optionally ordered by a
 time column, and streamed through the learner in mini-batches: each batch is featurised,
-scored, and only then learnt (``predict_learn_encoded``), and the scores feed
+scored, and only then learnt (``predict_learn_featurised``), and the scores feed
 :class:`~models.metrics.ProgressiveMetrics`. ``ftrl`` and ``fm`` learn one example at a
 time inside each batch, so for them the batch size only chunks the work. Throughput
 counts featurisation (from Arrow columns, :meth:`Featuriser.transform_columns`),
@@ -15,7 +15,7 @@ When a feature column's rows come in blocks (``block_column``: found in the data
 default, or named, or ``none``), each numeric column also enters as its z-score within
 the block so far (:func:`offline.tables.within_block`: earlier rows of the block and the
 row itself, never a label).
-:func:`compare` runs several learners on the same prepared stream (``eval`` without
+:func:`compare_learners` runs several learners on the same prepared stream (``eval`` without
 ``--model``) and marks the best by AUC. With a model definition
 (:class:`~models.definition.ModelDef`, ``eval --definition feed``) the learner is built
 exactly as the online trainer builds it: the definition's spec, head and parameters.
@@ -241,7 +241,7 @@ def run(
         busy += time.perf_counter() - t0
         for s in range(0, part.num_rows, batch_size):
             t0 = time.perf_counter()
-            p = learner.predict_learn_encoded(
+            p = learner.predict_learn_featurised(
                 idx[s : s + batch_size], val[s : s + batch_size], y[lo + s : lo + s + batch_size]
             )
             busy += time.perf_counter() - t0
@@ -292,7 +292,7 @@ def _summary(
     }
 
 
-def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
+def progressive_validation(config: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Prequential evaluation of ``config.model``; the summary (``examples``, ``auc``, …)."""
     if config.batch_size < 1:
         raise EvalError(f"batch size must be >= 1, got {config.batch_size}")
@@ -304,7 +304,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict[str, 
     return _summary(config, prepared, config.model, config.params, metrics, busy)
 
 
-def compare(
+def compare_learners(
     config: EvalConfig,
     models: Sequence[str] = COMPARED_LEARNERS,
     progress: Callable[[str, int, int, dict[str, Any]], None] | None = None,

@@ -171,7 +171,7 @@ def split_holdout(ex: Examples, fraction: float) -> tuple[Examples, Examples]:
     return ex.take(slice(0, cut)), ex.take(slice(cut, None))
 
 
-def encode(learner: Learner, rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray]:
+def featurise(learner: Learner, rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray]:
     """Featurise rows in chunks: ``(idx int64 [n, K], val float32 [n, K])``."""
     k = learner.featuriser.spec.n_slots
     if not rows:
@@ -190,7 +190,7 @@ def fit(
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """``config.epochs`` passes over ``train`` in time order (or shuffled with the seed)."""
-    idx, val = encode(learner, train.rows)
+    idx, val = featurise(learner, train.rows)
     n, bs = len(train), config.batch_size
     steps = math.ceil(n / bs) * config.epochs
     rng = np.random.default_rng(config.seed)
@@ -199,19 +199,19 @@ def fit(
         order = rng.permutation(n) if config.shuffle else np.arange(n)
         for start in range(0, n, bs):
             sel = order[start : start + bs]
-            learner.learn_encoded(idx[sel], val[sel], train.y[sel])
+            learner.learn_featurised(idx[sel], val[sel], train.y[sel])
             done += 1
             if progress is not None and (done % 50 == 0 or done == steps):
                 progress(done, steps)
 
 
-def evaluate(learner: Learner, test: Examples) -> dict[str, Any]:
+def holdout_metrics(learner: Learner, test: Examples) -> dict[str, Any]:
     """Holdout metrics: count, base rate, AUC, log loss, NE, accuracy, calibration."""
     n = len(test)
     if n == 0:
         return {"count": 0}
-    idx, val = encode(learner, test.rows)
-    p = np.asarray(learner.predict_encoded(idx, val), dtype=np.float64)
+    idx, val = featurise(learner, test.rows)
+    p = np.asarray(learner.predict_featurised(idx, val), dtype=np.float64)
     y = test.y
     metrics = ProgressiveMetrics(window=n)  # the window holds the whole holdout: exact AUC
     metrics.update(y, p)
@@ -252,7 +252,7 @@ def checked_snapshot(learner: Learner, rows: Sequence[Row]) -> tuple[Snapshot, f
     """The learner's snapshot, its ONNX graph checked against it on up to
     :data:`PARITY_ROWS` of ``rows`` (:class:`~models.parity.ParityError` when it differs)."""
     snap = learner.snapshot()
-    idx, val = encode(learner, rows[:PARITY_ROWS])
+    idx, val = featurise(learner, rows[:PARITY_ROWS])
     return snap, onnx_parity(snap, learner, idx, val)
 
 
@@ -271,7 +271,7 @@ def train(
     train_ex, test_ex = split_holdout(examples, config.holdout)
     learner = make_learner(config, train_ex.rows)
     fit(learner, train_ex, config, progress)
-    metrics = evaluate(learner, test_ex)
+    metrics = holdout_metrics(learner, test_ex)
     snap, parity = checked_snapshot(learner, test_ex.rows or train_ex.rows)
     metrics["parity_max_abs_diff"] = parity
     lineage = {

@@ -13,11 +13,11 @@ from pydantic import SecretStr
 
 from models.registry import FileRegistry
 from serving.http import build_api
-from serving.publish import KafkaSink
 from serving.replica import FeatureReplica
 from serving.requests import RequestConsumer
 from serving.server import HttpLimits, HttpServer
 from serving.service import PredictionService
+from serving.sink import KafkaSink
 from serving.updates import ModelUpdater
 from streams.config import KafkaConfig
 from streams.feature_catalog import CATALOG, FeatureCatalog

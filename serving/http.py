@@ -35,10 +35,10 @@ from serving.feature_api import StoredFeatures, feature_routes
 from serving.metrics import HTTP_REQUESTS
 from serving.oip import oip_routes, server_version
 from serving.openapi import openapi_document
-from serving.publish import Sink
 from serving.routing import Request, Response, Router
 from serving.schema import ErrorReply
 from serving.service import PredictionService
+from serving.sink import Sink
 from serving.v1 import v1_routes
 from streams.contracts import ModelUpdate
 from streams.feature_catalog import CATALOG, FeatureCatalog

@@ -44,10 +44,10 @@ import msgspec
 import numpy as np
 
 from serving.errors import BadRequest, ModelNotFound
-from serving.publish import Sink
 from serving.routing import Request, Response, Router
 from serving.schema import ErrorReply
 from serving.service import ModelSession, PredictionService
+from serving.sink import Sink
 from streams.contracts import PredictionRequest, validate_request
 from streams.errors import ContractError
 
@@ -206,7 +206,7 @@ def oip_routes(service: PredictionService, sink: Sink | None) -> Router:
             request = _ctr_request(request_id, tensors)
             reply, record = service.predict(model, request, version)
             if sink is not None:
-                sink.publish(reply, record)
+                sink.log_prediction(reply, record)
             outputs = {"scores": np.asarray(reply.scores, np.float32)}
             return _answer(inference, model, reply.version, request_id, outputs)
         _only(tensors, ("image",))

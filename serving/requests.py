@@ -23,8 +23,8 @@ from typing import Final
 from confluent_kafka import Message, TopicPartition
 
 from serving.errors import BadRequest
-from serving.publish import KafkaSink
 from serving.service import PredictionService
+from serving.sink import KafkaSink
 from streams.config import KafkaConfig
 from streams.contracts import PredictionRequest, decode_request
 from streams.dead_letters import DeadLetters
@@ -125,7 +125,7 @@ class RequestConsumer:
             except BadRequest as exc:
                 self._dlq.send(msg, "invalid_value", str(exc))
                 continue
-            self._sink.publish(reply, record)
+            self._sink.log_prediction(reply, record)
         flush(self._sink.producer)
         next_offsets: dict[tuple[str, int], int] = {}
         for msg in msgs:

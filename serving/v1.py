@@ -19,7 +19,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.errors import ModelError
 from serving.errors import BadRequest, RegistryUnavailable
-from serving.publish import Sink
 from serving.routing import Request, Response, Router
 from serving.schema import (
     ErrorReply,
@@ -31,6 +30,7 @@ from serving.schema import (
     VisionRequest,
 )
 from serving.service import PredictionService
+from serving.sink import Sink
 from streams.contracts import PredictionReply, PredictionRequest, decode_request, encode
 from streams.errors import ContractError
 
@@ -77,7 +77,7 @@ def v1_routes(service: PredictionService, sink: Sink | None, max_body_bytes: int
             raise BadRequest(f"{_REQUEST_SHAPE}; got: {exc}") from None
         reply, record = service.predict(model, request)
         if sink is not None:
-            sink.publish(reply, record)
+            sink.log_prediction(reply, record)
         return Response(200, encode(reply))
 
     @router.route(

@@ -82,7 +82,7 @@ def run_inprocess(
             }
             for s in planned.candidates
         ]
-        scores = learners[surface].predict_encoded(*fz.transform_many(rows))
+        scores = learners[surface].predict_featurised(*fz.transform_many(rows))
         outcome = traffic.show(planned, scores.tolist())
         tally.request(planned.request.user_id, planned.t)
         engaged = {s.item_id for _, t, s in outcome.engagements if t in POSITIVES[surface]}
@@ -97,9 +97,9 @@ def run_inprocess(
         if len(xs) >= batch_size:
             idx, val = fz.transform_many(xs)
             y = np.asarray(labels, dtype=np.int64)
-            ps[surface].append(learners[surface].predict_encoded(idx, val))
+            ps[surface].append(learners[surface].predict_featurised(idx, val))
             ys[surface].append(y)
-            learners[surface].learn_encoded(idx, val, y)
+            learners[surface].learn_featurised(idx, val, y)
             pending[surface] = ([], [])
         if planned.t > seconds / 2:
             e, k = outcome.expected, len(outcome.shown)

@@ -208,7 +208,7 @@ class Simulator:
             now = time.monotonic()
             if now >= deadline:
                 break
-            self._publish_due(now)
+            self._produce_due(now)
             due = origin + planned.t
             if now < due:
                 stop.wait(min(due - now, _MAX_WAIT_S))
@@ -231,7 +231,7 @@ class Simulator:
         self._stats.shape.request(planned.request.user_id, time.time())
         now = time.monotonic()
         for item in outcome.shown:
-            self._publish("impression", item)
+            self._produce_event("impression", item)
         for delay, type_, item in outcome.engagements:
             self.schedule.add(now + delay, type_, item)
         self._stats.scheduled(len(outcome.engagements))
@@ -240,7 +240,7 @@ class Simulator:
         )
 
     # -- publishing --------------------------------------------------------------------
-    def _publish(self, type_: str, shown: Shown) -> None:
+    def _produce_event(self, type_: str, shown: Shown) -> None:
         producer = self.producer
         raw = activity_event(self.ids.next(), type_, shown)
         ack = self._acks[(shown.surface, type_)]
@@ -250,9 +250,9 @@ class Simulator:
             kind, bad = bad_event(self.rng, self.ids.next(), shown)
             produce(producer, self.topic, bad, shown.user_id, on_delivery=self._bad_acks[kind])
 
-    def _publish_due(self, now: float) -> None:
+    def _produce_due(self, now: float) -> None:
         for pending in self.schedule.pop_due(now):
-            self._publish(pending.type, pending.shown)
+            self._produce_event(pending.type, pending.shown)
         self.producer.poll(0)  # serve delivery callbacks
 
     def _on_delivery(self, surface: str, label: str, bad: bool, err: Any, msg: Message) -> None:
@@ -276,7 +276,7 @@ class Simulator:
                 time.sleep(min(due - now, _MAX_WAIT_S))
                 self.producer.poll(0)
                 continue
-            self._publish_due(now)
+            self._produce_due(now)
 
     def _finish(self) -> None:
         producer, self._producer = self._producer, None
@@ -289,7 +289,7 @@ class Simulator:
 
     def _report(self, elapsed: float | None) -> None:
         self._stats.set_pending(len(self.schedule))
-        self._stats.publish_gauges()
+        self._stats.update_gauges()
         s = self._stats.snapshot()
         parts = [
             f"{name}: requests={x['requests']} served={x['served']} "

@@ -217,7 +217,7 @@ class SimStats:
         self.pending = n
         m.PENDING_ENGAGEMENTS.set(n)
 
-    def publish_gauges(self) -> None:
+    def update_gauges(self) -> None:
         """Refresh the CTR and latency-quantile gauges (cheap; call every second or so)."""
         for name, s in self.surfaces.items():
             for gauge, ctrs in ((m.CTR, s.ctr.since_start()), (m.CTR_RECENT, s.ctr.recent())):

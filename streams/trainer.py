@@ -307,7 +307,7 @@ class OnlineTrainer:
     def _learn(self, chunk: _Block) -> None:
         assert self.learner is not None
         try:
-            p = self.learner.predict_learn_encoded(chunk.idx, chunk.val, chunk.y)
+            p = self.learner.predict_learn_featurised(chunk.idx, chunk.val, chunk.y)
         except Exception as exc:
             raise StateLost(
                 f"model={self.config.model} learner failed half-way through an update "

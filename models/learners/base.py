@@ -1,4 +1,4 @@
-"""Shared plumbing for learners that work on encoded ``(idx, val)`` arrays."""
+"""Shared plumbing for learners that work on featurised ``(idx, val)`` arrays."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ def sigmoid(margin: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(margin, -35.0, 35.0)))
 
 
-class EncodedLearner(abc.ABC):
-    """Implements the raw-row half of :class:`~models.protocol.Learner` on the encoded half.
+class FeaturisedLearner(abc.ABC):
+    """Implements the raw-row half of :class:`~models.protocol.Learner` on the featurised half.
 
-    Subclasses implement :meth:`predict_encoded`, :meth:`_learn` (returning the
+    Subclasses implement :meth:`predict_featurised`, :meth:`_learn` (returning the
     pre-update probabilities), :meth:`params`, :meth:`to_onnx`, and their state as plain
     arrays (:meth:`state_arrays`, :meth:`load_state_arrays`; JSON extras in
     :meth:`state_extra`, :meth:`load_state_extra`), which is what a snapshot stores.
@@ -42,15 +42,15 @@ class EncodedLearner(abc.ABC):
         self.featuriser = Featuriser(spec)
         self.examples_seen = 0
 
-    # -- encoded API -------------------------------------------------------------
-    def check_encoded(self, idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Validate and normalise an encoded batch; :class:`FeatureError` if malformed."""
+    # -- featurised API -------------------------------------------------------------
+    def check_featurised(self, idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validate and normalise a featurised batch; :class:`FeatureError` if malformed."""
         idx = np.asarray(idx)
         val = np.asarray(val)
         k = self.spec.n_slots
         if idx.ndim != 2 or idx.shape[1] != k or val.shape != idx.shape:
             raise FeatureError(
-                f"encoded batch must be idx/val of shape (n, {k}), "
+                f"featurised batch must be idx/val of shape (n, {k}), "
                 f"got idx {idx.shape} and val {val.shape}"
             )
         if idx.dtype != np.int64:
@@ -76,14 +76,16 @@ class EncodedLearner(abc.ABC):
         return arr
 
     @abc.abstractmethod
-    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        """Probabilities (float64 ``(n,)``) for an encoded batch."""
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Probabilities (float64 ``(n,)``) for a featurised batch."""
 
     @abc.abstractmethod
     def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Update on a validated batch; return the probabilities before the update."""
 
-    def predict_learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def predict_learn_featurised(
+        self, idx: np.ndarray, val: np.ndarray, y: np.ndarray
+    ) -> np.ndarray:
         """Progressive validation: predict, then learn; returns the predictions.
 
         A sequential learner learns the batch one example at a time. For the others,
@@ -92,7 +94,7 @@ class EncodedLearner(abc.ABC):
         fresh model does not score a whole large first batch untrained. Afterwards a
         batch is one update.
         """
-        idx, val = self.check_encoded(idx, val)
+        idx, val = self.check_featurised(idx, val)
         labels = self.check_labels(y, idx.shape[0])
         n = idx.shape[0]
         if self.sequential or self.examples_seen >= n:
@@ -117,43 +119,43 @@ class EncodedLearner(abc.ABC):
         (dropped rows are scored, not learned); the others predict the batch first.
         ``examples_seen`` grows by the rows learned. Returns the pre-update probabilities.
         """
-        idx, val = self.check_encoded(idx, val)
+        idx, val = self.check_featurised(idx, val)
         labels = self.check_labels(y, idx.shape[0])
         keep = np.asarray(keep, dtype=bool)
         if self.sequential:
             p = self._learn(idx, val, labels, keep.astype(np.float64))  # type: ignore[call-arg]
             self.examples_seen += int(keep.sum())
             return p
-        p = self.predict_encoded(idx, val)
+        p = self.predict_featurised(idx, val)
         if keep.any():
-            self.learn_encoded(idx[keep], val[keep], labels[keep])
+            self.learn_featurised(idx[keep], val[keep], labels[keep])
         return p
 
-    def learn_encoded(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
-        """Update on an encoded batch."""
-        self.predict_learn_encoded(idx, val, y)
+    def learn_featurised(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
+        """Update on a featurised batch."""
+        self.predict_learn_featurised(idx, val, y)
 
     # -- raw rows ----------------------------------------------------------------
     def predict_proba_one(self, x: Row) -> float:
         """P(y=1) for one raw row (river's method of that name returns ``{False: …, True: …}``;
         this returns the ``True`` entry as a float)."""
         idx, val = self.featuriser.transform_one(x)
-        return float(self.predict_encoded(idx[None, :], val[None, :])[0])
+        return float(self.predict_featurised(idx[None, :], val[None, :])[0])
 
     def predict_proba_many(self, xs: Sequence[Row]) -> np.ndarray:
         """P(y=1) (float64 ``(n,)``) for raw rows."""
         idx, val = self.featuriser.transform_many(xs)
-        return self.predict_encoded(idx, val)
+        return self.predict_featurised(idx, val)
 
     def learn_one(self, x: Row, y: float) -> None:
         """Update on one raw row."""
         idx, val = self.featuriser.transform_one(x)
-        self.learn_encoded(idx[None, :], val[None, :], np.array([y], dtype=np.float64))
+        self.learn_featurised(idx[None, :], val[None, :], np.array([y], dtype=np.float64))
 
     def learn_many(self, xs: Sequence[Row], ys: Sequence[float] | np.ndarray) -> None:
         """Update on raw rows (one mini-batch)."""
         idx, val = self.featuriser.transform_many(xs)
-        self.learn_encoded(idx, val, np.asarray(ys, dtype=np.float64))
+        self.learn_featurised(idx, val, np.asarray(ys, dtype=np.float64))
 
     # -- snapshots ---------------------------------------------------------------
     @abc.abstractmethod

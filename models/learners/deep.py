@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from models.errors import ModelError, SnapshotError
 from models.features import FeatureSpec
 from models.learners import kernels
-from models.learners.base import EncodedLearner, sigmoid
+from models.learners.base import FeaturisedLearner, sigmoid
 from models.learners.torch_base import generator, set_threads
 from models.onnx_export import deep_graph
 
@@ -90,7 +90,7 @@ class _Pending:
         return {f"pending_{k}": v for k, v in self.__dict__.items()}
 
 
-class Deep(EncodedLearner):
+class Deep(FeaturisedLearner):
     """Wide (exact online FTRL) & deep (hashed embeddings + MLP) logistic model."""
 
     name = "deep"
@@ -249,9 +249,9 @@ class Deep(EncodedLearner):
                 h = F.relu(h)
         return h[:, 0]
 
-    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        """Probabilities (float64 ``(n,)``) for an encoded batch."""
-        idx, val = self.check_encoded(idx, val)
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Probabilities (float64 ``(n,)``) for a featurised batch."""
+        idx, val = self.check_featurised(idx, val)
         wide = kernels.ftrl_margin(idx, val, self._z, self._n, self._scale, *self._hyper())
         s = self._scale[idx]
         x = np.zeros(val.shape, dtype=np.float32)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import ModelError, SnapshotError
-from models.learners.base import EncodedLearner
+from models.learners.base import FeaturisedLearner
 from models.onnx_export import with_downsampling_correction
 
 
@@ -23,10 +23,10 @@ def correct(p: np.ndarray, rate: float) -> np.ndarray:
     return p / (p + (1.0 - p) / rate)
 
 
-class Downsampled(EncodedLearner):
+class Downsampled(FeaturisedLearner):
     """Wraps a learner: trains it on all positives and a ``rate`` sample of negatives."""
 
-    def __init__(self, inner: EncodedLearner, rate: float, seed: int = 0) -> None:
+    def __init__(self, inner: FeaturisedLearner, rate: float, seed: int = 0) -> None:
         if not 0.0 < rate <= 1.0:
             raise ModelError(f"negative sampling rate must be in (0, 1], got {rate!r}")
         super().__init__(inner.spec, seed)
@@ -40,9 +40,9 @@ class Downsampled(EncodedLearner):
         """The inner learner's hyper-parameters plus ``negative_rate``."""
         return {**self.inner.params(), "negative_rate": self.rate}
 
-    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """Corrected probabilities (float64 ``(n,)``)."""
-        return correct(self.inner.predict_encoded(idx, val), self.rate)
+        return correct(self.inner.predict_featurised(idx, val), self.rate)
 
     def _learn(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> np.ndarray:
         keep = (y > 0) | (self._rng.random(y.shape[0]) < self.rate)

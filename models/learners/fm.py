@@ -23,11 +23,11 @@ import numpy as np
 
 from models.features import FeatureSpec
 from models.learners import kernels
-from models.learners.base import EncodedLearner
+from models.learners.base import FeaturisedLearner
 from models.onnx_export import fm_graph
 
 
-class FM(EncodedLearner):
+class FM(FeaturisedLearner):
     """Factorization machine for binary targets (log loss), learnt one example at a time."""
 
     name = "fm"
@@ -95,9 +95,9 @@ class FM(EncodedLearner):
         self._acc_v = self._array(arrays, "acc_v", (dim,), np.float64)
         self._scale = self._array(arrays, "scale", (dim,), np.float64)
 
-    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        """Probabilities (float64 ``(n,)``) for an encoded batch."""
-        idx, val = self.check_encoded(idx, val)
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Probabilities (float64 ``(n,)``) for a featurised batch."""
+        idx, val = self.check_featurised(idx, val)
         return kernels.fm_predict(idx, val, self.w, self.v, self._scale)
 
     def _learn(

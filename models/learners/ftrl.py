@@ -31,11 +31,11 @@ import numpy as np
 
 from models.features import FeatureSpec
 from models.learners import kernels
-from models.learners.base import EncodedLearner
+from models.learners.base import FeaturisedLearner
 from models.onnx_export import linear_graph
 
 
-class FTRL(EncodedLearner):
+class FTRL(FeaturisedLearner):
     """FTRL-Proximal logistic regression with L1/L2 regularisation, learnt one example at a
     time."""
 
@@ -92,9 +92,9 @@ class FTRL(EncodedLearner):
         """The dense raw-feature weight vector (float64, ``2**hash_bits``)."""
         return kernels.ftrl_weights(self._z, self._n, self._scale, *self._hyper())
 
-    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        """Probabilities (float64 ``(n,)``) for an encoded batch."""
-        idx, val = self.check_encoded(idx, val)
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Probabilities (float64 ``(n,)``) for a featurised batch."""
+        idx, val = self.check_featurised(idx, val)
         return kernels.ftrl_predict(idx, val, self._z, self._n, self._scale, *self._hyper())
 
     def _learn(

@@ -19,7 +19,7 @@ import numpy as np
 
 from models.errors import ModelError, SnapshotError
 from models.features import FeatureSpec
-from models.learners.base import EncodedLearner
+from models.learners.base import FeaturisedLearner
 from models.onnx_export import linear_graph
 
 
@@ -50,7 +50,7 @@ def _build(estimator: str, seed: int, params: dict[str, Any]) -> Any:
     return cls(**params)
 
 
-class RiverLearner(EncodedLearner):
+class RiverLearner(FeaturisedLearner):
     """Wraps ``river.<estimator>(**estimator_params)``; ``seed`` is passed if it takes one."""
 
     name = "river"
@@ -71,9 +71,9 @@ class RiverLearner(EncodedLearner):
         """The estimator's name and parameters."""
         return {"estimator": self.estimator, **self.estimator_params}
 
-    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        """Probabilities (float64 ``(n,)``) for an encoded batch."""
-        idx, val = self.check_encoded(idx, val)
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Probabilities (float64 ``(n,)``) for a featurised batch."""
+        idx, val = self.check_featurised(idx, val)
         predict = self.model.predict_proba_one
         return np.array([predict(x).get(True, 0.0) for x in river_rows(idx, val)], dtype=np.float64)
 

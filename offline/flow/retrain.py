@@ -58,13 +58,13 @@ from offline.replay import replay as replay_topics
 from offline.train import (
     PARITY_ROWS,
     TrainConfig,
-    encode,
+    featurise,
     fit,
+    holdout_metrics,
     load_examples,
     make_learner,
     split_holdout,
 )
-from offline.train import evaluate as evaluate_holdout
 from streams.config import KafkaConfig
 from streams.errors import KafkaError
 from streams.kafka import KafkaCluster, make_consumer
@@ -144,7 +144,7 @@ class DatasetRef:
 
 @dataclass(frozen=True)
 class Trained:
-    """A trained learner, its config lineage, and an encoded holdout sample for parity."""
+    """A trained learner, its config lineage, and a featurised holdout sample for parity."""
 
     learner: Learner
     config: dict[str, Any]
@@ -304,7 +304,7 @@ def train(
     started = time.monotonic()
     fit(trained, train_ex, config, lambda done, total: ctx.progress(done, total, "batches"))
     seconds = time.monotonic() - started
-    idx, val = encode(trained, test_ex.rows[:PARITY_ROWS] or train_ex.rows[:PARITY_ROWS])
+    idx, val = featurise(trained, test_ex.rows[:PARITY_ROWS] or train_ex.rows[:PARITY_ROWS])
     return Trained(
         learner=trained,
         config=config.lineage(),
@@ -323,7 +323,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Holdout metrics (AUC, log loss, NE, accuracy, calibration) on the newest rows."""
     _, test_ex = split_holdout(load_examples(Path(replay.path), label, time_column), holdout)
-    return evaluate_holdout(train.learner, test_ex)
+    return holdout_metrics(train.learner, test_ex)
 
 
 @retrain.step(inputs=["train"])

@@ -26,8 +26,8 @@ from offline.prequential import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_HASH_BITS,
     EvalConfig,
-    compare,
-    evaluate,
+    compare_learners,
+    progressive_validation,
 )
 from offline.ranges import EARLIEST, LATEST, parse_bounds
 from offline.replay import ReplaySpec, replay
@@ -85,7 +85,7 @@ def _decisions(summary: dict[str, Any]) -> str:
 
 
 def compare_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
-    """:func:`compare` with a progress bar per learner."""
+    """:func:`compare_learners` with a progress bar per learner."""
     with progress_bar(not quiet) as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -94,11 +94,11 @@ def compare_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
                 tasks[model] = bar.add_task(f"eval {model}", total=total, note="")
             bar.update(tasks[model], completed=done, total=total)
 
-        return compare(config, COMPARED_LEARNERS, progress)
+        return compare_learners(config, COMPARED_LEARNERS, progress)
 
 
 def eval_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
-    """:func:`evaluate` with a progress bar and a metrics line per reporting interval."""
+    """:func:`progressive_validation` with a progress bar and a metrics line per report."""
     with progress_bar(not quiet) as bar:
         task = bar.add_task("eval", total=None, note="")
 
@@ -106,7 +106,7 @@ def eval_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
             bar.update(task, completed=done, total=total)
             bar.console.print(_line(report))
 
-        return evaluate(config, progress)
+        return progressive_validation(config, progress)
 
 
 def run_eval(config: EvalConfig, quiet: bool, single: bool) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from offline.publish import publish
+from offline.produce import produce_file
 from streamlearn import options as o
 from streamlearn.ui import progress_bar
 
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         kafka = kafka_opts.config()
         with progress_bar(not quiet) as bar:
             task = bar.add_task(f"→ {topic}", total=limit, note="")
-            result = publish(
+            result = produce_file(
                 kafka,
                 source,
                 topic,

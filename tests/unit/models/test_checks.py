@@ -38,9 +38,9 @@ def test_zoo_covers_the_required_learners() -> None:
 class _MutatingFTRL(FTRL):
     """Broken on purpose: scribbles on its input."""
 
-    def predict_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         val[:] = 0.0
-        return super().predict_encoded(idx, val)
+        return super().predict_featurised(idx, val)
 
 
 class _UncorrectedDownsampled(Downsampled):

@@ -60,7 +60,7 @@ def test_any_batch_size_matches_the_sequential_reference(
     assert all(len(set(r)) == len(r) for r in idx.tolist())  # no collisions in this spec
     got = np.concatenate(
         [
-            m.predict_learn_encoded(idx[i : i + batch], val[i : i + batch], ys[i : i + batch])
+            m.predict_learn_featurised(idx[i : i + batch], val[i : i + batch], ys[i : i + batch])
             for i in range(0, 300, batch)
         ]
     )
@@ -91,11 +91,14 @@ def test_batch_size_only_chunks_the_work(name: str) -> None:
         [{"u": str(u), "i": str(i)} for u, i in zip(users, items, strict=True)]
     )
     p1 = np.concatenate(
-        [one.predict_learn_encoded(idx[s : s + 1], val[s : s + 1], ys[s : s + 1]) for s in range(n)]
+        [
+            one.predict_learn_featurised(idx[s : s + 1], val[s : s + 1], ys[s : s + 1])
+            for s in range(n)
+        ]
     )
     p1000 = np.concatenate(
         [
-            big.predict_learn_encoded(idx[s : s + 1000], val[s : s + 1000], ys[s : s + 1000])
+            big.predict_learn_featurised(idx[s : s + 1000], val[s : s + 1000], ys[s : s + 1000])
             for s in range(0, n, 1000)
         ]
     )
@@ -119,7 +122,7 @@ def test_unscaled_numbers_need_no_tuning(name: str) -> None:
     )
     p = np.concatenate(
         [
-            m.predict_learn_encoded(idx[s : s + 500], val[s : s + 500], ys[s : s + 500])
+            m.predict_learn_featurised(idx[s : s + 500], val[s : s + 500], ys[s : s + 500])
             for s in range(0, n, 500)
         ]
     )
@@ -128,7 +131,7 @@ def test_unscaled_numbers_need_no_tuning(name: str) -> None:
     base = ys.mean()
     constant = -(base * np.log(base) + (1 - base) * np.log(1 - base))
     assert loss < constant, (loss, constant)
-    assert np.all(np.isfinite(m.predict_encoded(idx, val)))
+    assert np.all(np.isfinite(m.predict_featurised(idx, val)))
 
 
 def test_l1_gives_sparse_weights() -> None:
@@ -151,7 +154,7 @@ def test_learns_a_signal_in_mini_batches() -> None:
     idx, val = m.featuriser.transform_many([{"a": str(v)} for v in a])
     preds = np.concatenate(
         [
-            m.predict_learn_encoded(idx[s : s + 1000], val[s : s + 1000], ys[s : s + 1000])
+            m.predict_learn_featurised(idx[s : s + 1000], val[s : s + 1000], ys[s : s + 1000])
             for s in range(0, n, 1000)
         ]
     )
@@ -161,17 +164,17 @@ def test_learns_a_signal_in_mini_batches() -> None:
     assert abs(preds[n // 2 :].mean() - ys.mean()) < 0.02
 
 
-def test_learn_encoded_equals_predict_learn_encoded() -> None:
+def test_learn_featurised_equals_predict_learn_featurised() -> None:
     rng = np.random.default_rng(2)
     rows = [{"a": str(v), "x": float(v)} for v in rng.integers(0, 30, 500)]
     ys = rng.random(500) < 0.3
     m1, m2 = FTRL(SPEC), FTRL(SPEC)
     idx, val = m1.featuriser.transform_many(rows)
-    before = m1.predict_encoded(idx, val)
-    m1.learn_encoded(idx, val, ys)
-    p = m2.predict_learn_encoded(idx, val, ys)
+    before = m1.predict_featurised(idx, val)
+    m1.learn_featurised(idx, val, ys)
+    p = m2.predict_learn_featurised(idx, val, ys)
     assert p[0] == before[0] and not np.array_equal(p, before)  # each row scored in turn
-    np.testing.assert_array_equal(m1.predict_encoded(idx, val), m2.predict_encoded(idx, val))
+    np.testing.assert_array_equal(m1.predict_featurised(idx, val), m2.predict_featurised(idx, val))
 
 
 def test_learns_within_the_first_batch() -> None:
@@ -179,23 +182,23 @@ def test_learns_within_the_first_batch() -> None:
     ys = (rng.random(2000) < 0.1).astype(float)
     m = FTRL(SPEC)
     idx, val = m.featuriser.transform_many([{}] * 2000)
-    p = m.predict_learn_encoded(idx, val, ys)
+    p = m.predict_learn_featurised(idx, val, ys)
     assert p[0] == 0.5 and p[1] != 0.5  # each example is scored by the model before it
     assert abs(p[1000:].mean() - 0.1) < 0.05  # later chunks already know the base rate
     assert m.examples_seen == 2000
 
 
-def test_bad_encoded_inputs_and_labels() -> None:
+def test_bad_featurised_inputs_and_labels() -> None:
     m = FTRL(SPEC)
     with pytest.raises(FeatureError, match="shape"):
-        m.predict_encoded(np.zeros((2, 3), np.int64), np.zeros((2, 3), np.float32))
+        m.predict_featurised(np.zeros((2, 3), np.int64), np.zeros((2, 3), np.float32))
     with pytest.raises(FeatureError, match="indices"):
-        m.predict_encoded(np.full((1, 4), SPEC.dim, np.int64), np.zeros((1, 4), np.float32))
+        m.predict_featurised(np.full((1, 4), SPEC.dim, np.int64), np.zeros((1, 4), np.float32))
     idx, val = m.featuriser.transform_many([{}, {}])
     with pytest.raises(FeatureError, match="0 or 1"):
-        m.learn_encoded(idx, val, np.array([0.0, 2.0]))
+        m.learn_featurised(idx, val, np.array([0.0, 2.0]))
     with pytest.raises(FeatureError, match="expected 2 labels"):
-        m.learn_encoded(idx, val, np.array([0.0]))
+        m.learn_featurised(idx, val, np.array([0.0]))
 
 
 def test_zoo() -> None:

@@ -28,5 +28,5 @@ def test_ads_learner_is_downsampled_and_stays_calibrated() -> None:
     m = ProgressiveMetrics(window=10_000)
     for b in range(0, len(rows), 1000):
         idx, val = ads.featuriser.transform_many(rows[b : b + 1000])
-        m.update(y[b : b + 1000], ads.predict_learn_encoded(idx, val, y[b : b + 1000]))
+        m.update(y[b : b + 1000], ads.predict_learn_featurised(idx, val, y[b : b + 1000]))
     assert m.window_calibration is not None and abs(m.window_calibration - 1.0) < 0.1

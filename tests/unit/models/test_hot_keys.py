@@ -33,7 +33,9 @@ def progressive(name: str, batch: int, **params: object) -> tuple[np.ndarray, np
     idx, val = learner.featuriser.transform_many(rows)
     p = np.concatenate(
         [
-            learner.predict_learn_encoded(idx[s : s + batch], val[s : s + batch], ys[s : s + batch])
+            learner.predict_learn_featurised(
+                idx[s : s + batch], val[s : s + batch], ys[s : s + batch]
+            )
             for s in range(0, N, batch)
         ]
     )

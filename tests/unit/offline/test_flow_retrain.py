@@ -50,7 +50,7 @@ def test_retrain_publishes_with_flow_lineage_and_reruns_from_cache(tmp_path: Pat
     learner = res.outputs["train"].learner
     np.testing.assert_allclose(
         session.run(["prob"], {"idx": idx, "val": val})[0],
-        learner.predict_encoded(idx, val),
+        learner.predict_featurised(idx, val),
         atol=1e-5,
     )
 

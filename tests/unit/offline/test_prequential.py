@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from models.errors import ModelError
 from offline.errors import DatasetError
-from offline.prequential import EvalConfig, EvalError, evaluate
-from offline.prequential import compare as compare_learners
+from offline.prequential import EvalConfig, EvalError, compare_learners, progressive_validation
 from offline.tables import expand_features
 from streamlearn import cli
 
@@ -53,7 +52,7 @@ def config(path: Path, **kw: object) -> EvalConfig:
 def test_formats_agree_and_the_model_learns(tmp_path: Path) -> None:
     table = make_table()
     summaries = [
-        evaluate(config(write(table, tmp_path / f"d.{ext}"), time_column="ts"))
+        progressive_validation(config(write(table, tmp_path / f"d.{ext}"), time_column="ts"))
         for ext in ("parquet", "csv", "jsonl")
     ]
     first = summaries[0]
@@ -72,11 +71,13 @@ def test_formats_agree_and_the_model_learns(tmp_path: Path) -> None:
 def test_time_column_orders_rows(tmp_path: Path) -> None:
     table = make_table()
     ordered = table.sort_by("ts")
-    by_time = evaluate(config(write(table, tmp_path / "shuffled.parquet"), time_column="ts"))
-    presorted = evaluate(
+    by_time = progressive_validation(
+        config(write(table, tmp_path / "shuffled.parquet"), time_column="ts")
+    )
+    presorted = progressive_validation(
         config(write(ordered, tmp_path / "sorted.parquet"), features=("user", "item", "position"))
     )
-    unordered = evaluate(
+    unordered = progressive_validation(
         config(tmp_path / "shuffled.parquet", features=("user", "item", "position"))
     )
     assert by_time["logloss"] == pytest.approx(presorted["logloss"], abs=1e-12)
@@ -86,7 +87,7 @@ def test_time_column_orders_rows(tmp_path: Path) -> None:
 def test_feature_subset_params_and_progress(tmp_path: Path) -> None:
     path = write(make_table(), tmp_path / "d.parquet")
     calls: list[tuple[int, int]] = []
-    summary = evaluate(
+    summary = progressive_validation(
         EvalConfig(
             data=path,
             label="clicked",
@@ -129,7 +130,7 @@ def test_bad_inputs_raise_clear_errors(
     if "data" in change:
         change = {"data": tmp_path / Path(str(change["data"]))}
     with pytest.raises(EvalError, match=message) as info:
-        evaluate(EvalConfig(**{**base, **change}))  # type: ignore[arg-type]
+        progressive_validation(EvalConfig(**{**base, **change}))  # type: ignore[arg-type]
     assert isinstance(info.value, DatasetError) and info.value.exit_code == 2
 
 
@@ -137,12 +138,12 @@ def test_corrupt_file_and_unknown_model(tmp_path: Path) -> None:
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet at all")
     with pytest.raises(EvalError, match="cannot read"):
-        evaluate(EvalConfig(data=bad, label="clicked"))
+        progressive_validation(EvalConfig(data=bad, label="clicked"))
     path = write(make_table(50), tmp_path / "d.parquet")
     with pytest.raises(ModelError, match="learner must be one of"):
-        evaluate(EvalConfig(data=path, label="clicked", model="nope"))
+        progressive_validation(EvalConfig(data=path, label="clicked", model="nope"))
     with pytest.raises(ModelError, match="parameters of learner"):
-        evaluate(EvalConfig(data=path, label="clicked", params={"alpah": 1}))
+        progressive_validation(EvalConfig(data=path, label="clicked", params={"alpah": 1}))
 
 
 def null_labels(tmp_path: Path) -> Path:
@@ -153,7 +154,7 @@ def null_labels(tmp_path: Path) -> Path:
 
 def test_null_labels(tmp_path: Path) -> None:
     with pytest.raises(EvalError, match="no nulls"):
-        evaluate(EvalConfig(data=null_labels(tmp_path), label="clicked"))
+        progressive_validation(EvalConfig(data=null_labels(tmp_path), label="clicked"))
 
 
 def app() -> typer.Typer:
@@ -241,8 +242,10 @@ def test_training_rows_expand_features_with_label_and_ts_defaults(tmp_path: Path
     table = pa.Table.from_pylist(rows)
     rng = np.random.default_rng(0)
     shuffled = table.take(rng.permutation(len(rows)))
-    a = evaluate(EvalConfig(data=write(table, tmp_path / "a.parquet"), hash_bits=14))
-    b = evaluate(EvalConfig(data=write(shuffled, tmp_path / "b.parquet"), hash_bits=14))
+    a = progressive_validation(EvalConfig(data=write(table, tmp_path / "a.parquet"), hash_bits=14))
+    b = progressive_validation(
+        EvalConfig(data=write(shuffled, tmp_path / "b.parquet"), hash_bits=14)
+    )
     assert a["examples"] == 3000 and a["auc"] > 0.7
     assert (a["label"], a["time_column"]) == ("label", "ts")
     # only the keys of ``features`` are features by default: strings categorical, numbers numeric
@@ -254,11 +257,13 @@ def test_training_rows_expand_features_with_label_and_ts_defaults(tmp_path: Path
     nested = [{**r, "features": json.loads(str(r["features"]))} for r in rows]
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in nested))
-    c = evaluate(EvalConfig(data=jsonl, hash_bits=14))
+    c = progressive_validation(EvalConfig(data=jsonl, hash_bits=14))
     assert c["feature_spec"] == a["feature_spec"]
     assert c["logloss"] == pytest.approx(a["logloss"], abs=1e-12)
     # --features still chooses, among the keys and the other columns
-    sub = evaluate(EvalConfig(data=tmp_path / "a.parquet", features=("item", "user_id")))
+    sub = progressive_validation(
+        EvalConfig(data=tmp_path / "a.parquet", features=("item", "user_id"))
+    )
     assert sub["feature_spec"]["categorical"] == ["item", "user_id"]
 
 
@@ -285,7 +290,7 @@ def test_expand_features_types_missing_and_clashes() -> None:
 def test_missing_default_label_says_pass_label(tmp_path: Path) -> None:
     path = write(make_table(50), tmp_path / "d.parquet")
     with pytest.raises(EvalError, match=r"\['label'\] not found .*\(pass --label\)"):
-        evaluate(EvalConfig(data=path))
+        progressive_validation(EvalConfig(data=path))
 
 
 def test_cli_needs_exactly_one_of_data_and_topic(tmp_path: Path) -> None:
@@ -310,14 +315,19 @@ def test_text_labels_map_automatically_and_on_request(tmp_path: Path) -> None:
     table = make_table()
     text = pa.array(np.where(table["clicked"].to_numpy(), ">50K", "<=50K"))
     path = write(table.append_column("income", text).drop(["clicked"]), tmp_path / "t.parquet")
-    auto = evaluate(EvalConfig(data=path, label="income", hash_bits=12))
+    auto = progressive_validation(EvalConfig(data=path, label="income", hash_bits=12))
     assert auto["positive_label"] == ">50K"  # the rarer value is 1
     assert auto["positive_rate"] == pytest.approx(float(table["clicked"].to_numpy().mean()))
-    flipped = evaluate(EvalConfig(data=path, label="income", positive="<=50K", hash_bits=12))
+    flipped = progressive_validation(
+        EvalConfig(data=path, label="income", positive="<=50K", hash_bits=12)
+    )
     assert flipped["positive_rate"] == pytest.approx(1 - auto["positive_rate"])
     yes_no = pa.array(np.where(table["clicked"].to_numpy(), "No", "Yes"))  # by meaning
     path = write(table.append_column("y", yes_no).drop(["clicked"]), tmp_path / "yn.parquet")
-    assert evaluate(EvalConfig(data=path, label="y", hash_bits=12))["positive_label"] == "Yes"
+    assert (
+        progressive_validation(EvalConfig(data=path, label="y", hash_bits=12))["positive_label"]
+        == "Yes"
+    )
 
 
 def test_id_columns_are_left_out_and_compare_marks_the_best(tmp_path: Path) -> None:
@@ -361,7 +371,7 @@ def test_a_model_definition_is_evaluated_as_the_trainer_builds_it(tmp_path: Path
     spec = FeatureSpec(categorical=("item", "user"), hash_bits=12)
     ads = ModelDef("ads", CLICK, spec, "ftrl", {"alpha": 0.1})
     data = write(pa.Table.from_pylist(training_rows()), tmp_path / "a.parquet")
-    s = evaluate(EvalConfig(data=data, model="ftrl", definition=ads))
+    s = progressive_validation(EvalConfig(data=data, model="ftrl", definition=ads))
     assert s["definition"] == "ads" and s["feature_spec"] == spec.to_dict()
     assert s["auc"] > 0.7 and s["calibration"] == pytest.approx(1.0, abs=0.2)
     runner = CliRunner()

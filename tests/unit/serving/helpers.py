@@ -146,7 +146,7 @@ class ListSink:
     def __init__(self) -> None:
         self.published: list[tuple[PredictionReply, FeatureLogRecord]] = []
 
-    def publish(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
+    def log_prediction(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
         self.published.append((reply, record))
 
 

@@ -124,7 +124,7 @@ class _Broken:
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
-    def predict_learn_encoded(self, idx, val, y):  # type: ignore[no-untyped-def]
+    def predict_learn_featurised(self, idx, val, y):  # type: ignore[no-untyped-def]
         raise FloatingPointError("half-way")
 
 

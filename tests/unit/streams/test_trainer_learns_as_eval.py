@@ -18,7 +18,7 @@ import pytest
 
 from models.features import FeatureSpec
 from models.registry import FileRegistry
-from offline.prequential import EvalConfig, evaluate
+from offline.prequential import EvalConfig, progressive_validation
 from streams.contracts import TrainingExample
 from streams.model_catalog import FEED
 from streams.processor import Record
@@ -82,7 +82,7 @@ def test_trainer_and_eval_report_the_same_progressive_metrics(
     ]
     data = tmp_path / "replay.parquet"
     pq.write_table(pa.Table.from_pylist(rows), data)
-    summary = evaluate(EvalConfig(data=data, model=learner, hash_bits=14, window=500))
+    summary = progressive_validation(EvalConfig(data=data, model=learner, hash_bits=14, window=500))
     assert FeatureSpec.from_dict(summary["feature_spec"]) == spec  # the same features
     report = trainer.metrics.report()
     assert report["count"] == summary["examples"] == N

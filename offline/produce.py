@@ -1,4 +1,4 @@
-"""Re-publish a dataset (replayed Parquet, JSONL or CSV) into a topic, rate limited.
+"""Produce a dataset (replayed Parquet, JSONL or CSV) into a topic, rate limited.
 
 For backfills, staging and load tests. Each record becomes one JSON message keyed by
 ``key_field`` (``user_id`` by default, as every activity topic is keyed):
@@ -137,7 +137,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class PublishResult:
+class ProduceResult:
     """What a re-publish did."""
 
     topic: str
@@ -151,7 +151,7 @@ class PublishResult:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-def publish(
+def produce_file(
     config: KafkaConfig,
     source: Path,
     topic: str,
@@ -160,7 +160,7 @@ def publish(
     rate: float = 0.0,
     limit: int | None = None,
     progress: Callable[[int], None] | None = None,
-) -> PublishResult:
+) -> ProduceResult:
     """Send the records of ``source`` to ``topic`` (created if missing); see the module doc."""
     records = read_records(source)
     ensure_topics(config, [topic])
@@ -202,4 +202,4 @@ def publish(
             unkeyed,
             key_field,
         )
-    return PublishResult(topic, sent, unkeyed, time.monotonic() - started)
+    return ProduceResult(topic, sent, unkeyed, time.monotonic() - started)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     """Receives every served prediction with the features it scored."""
 
-    def publish(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
+    def log_prediction(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
         """Hand off one served request; must not block on the network."""
         ...
 
@@ -42,7 +42,7 @@ class KafkaSink:
         self._thread = threading.Thread(target=self._poll, name="serving-producer", daemon=True)
         self._thread.start()
 
-    def publish(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
+    def log_prediction(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
         """Queue both records; never waits for the broker."""
         self._send(self._feature_log, encode(record), record.user_id)
         self._send(self._predictions, encode(reply), record.user_id)

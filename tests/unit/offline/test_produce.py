@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from offline.errors import DatasetError
-from offline.publish import RateLimiter, read_records
+from offline.produce import RateLimiter, read_records
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from offline.publish import publish
+from offline.produce import produce_file
 from offline.replay import ReplaySpec, replay
 from streams.config import KafkaConfig
 from streams.topics import Topics
@@ -32,7 +32,7 @@ def test_republish_round_trip(kafka: KafkaConfig, topics: Topics, tmp_path: Path
     _fill(kafka, topics.activity)
     replay(kafka, ReplaySpec((topics.activity,)), tmp_path / "src")
     target = topics.prefix + "backfill.activity"
-    result = publish(kafka, tmp_path / "src", target, rate=800.0)
+    result = produce_file(kafka, tmp_path / "src", target, rate=800.0)
     assert result.records == N and result.unkeyed == 0
     assert result.seconds >= (N - 80) / 800  # paced (after the initial burst)
     m = replay(kafka, ReplaySpec((target,)), tmp_path / "dst")
