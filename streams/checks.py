@@ -155,6 +155,7 @@ def run(
     try:
         rt.run(idle_polls=3, max_seconds=60)
     except Crash:
+        broker.crash(delivered=0.5)
         return False
     return True
 
@@ -340,19 +341,27 @@ def check_crash_at_every_step(scenario: Scenario) -> dict[str, int]:
             if n == 0:
                 raise AssertionError(f"{scenario.name}: the run has no {step!r} step")
             for k in sorted({1, (n + 1) // 2, n}):
-                faults = Faults(at=(step, k))
-                broker = _fresh(scenario, faults)
-                scenario.feed(broker, 0)
-                scenario.feed(broker, 1)
-                root = d / f"{step}-{k}"
-                clock = FakeClock()
-                if run(scenario, broker, root, clock):
-                    raise AssertionError(f"{scenario.name}: no crash at {step} #{k}")
-                broker.faults = Faults()
-                run(scenario, broker, root, clock)
-                got = scenario.observe(broker, root)
-                _assert_same(scenario, f"crash at {step} #{k}", got, want)
-                survived[step] = survived.get(step, 0) + 1
+                for lose_state in (False, True):
+                    if lose_state and not isinstance(
+                        scenario.build(d / "probe", MemoryBroker(), FakeClock()), StoreProcessor
+                    ):
+                        continue
+                    faults = Faults(at=(step, k))
+                    broker = _fresh(scenario, faults)
+                    scenario.feed(broker, 0)
+                    scenario.feed(broker, 1)
+                    root = d / f"{step}-{k}-{lose_state}"
+                    clock = FakeClock()
+                    if run(scenario, broker, root, clock):
+                        raise AssertionError(f"{scenario.name}: no crash at {step} #{k}")
+                    what = f"crash at {step} #{k}"
+                    if lose_state:  # and the store with it: restored from the changelog
+                        shutil.rmtree(root / "state", ignore_errors=True)
+                        what += ", local state lost"
+                    broker.faults = Faults()
+                    run(scenario, broker, root, clock)
+                    _assert_same(scenario, what, scenario.observe(broker, root), want)
+                    survived[step] = survived.get(step, 0) + 1
     return survived
 
 

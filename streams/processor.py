@@ -203,8 +203,8 @@ class StatefulProcessor:
 
     def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
         return [
-            Output(topic, value, key, p)
-            for topic, p, key, value in self.state.changelog(self._by_partition(offsets))
+            Output(topic, value, key, p, headers or None)
+            for topic, p, key, value, headers in self.state.changelog(self._by_partition(offsets))
         ]
 
     def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:

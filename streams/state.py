@@ -18,11 +18,17 @@ topic was recreated, or this is another cluster), or whose stored offset lies be
 partition's true log end, is stale: it is wiped, with one warning line, and rebuilt.
 
 **The changelog.** Every write is also emitted to a changelog topic (coalesced per key
-per commit, same partition number), followed by an ``__offsets__`` control record with
-the input offsets and topic ids. A restore reads the partition up to a fence record it
-writes itself (the embedded broker's reported end offsets are wrong); an ``__reset__``
-control record, written when stale state was found in the changelog, makes a restore
-forget everything before it.
+per commit, same partition number), followed by an ``__offsets__/<epoch>`` control record
+with all the partition's input offsets and topic ids. A commit is one *interval* of the
+changelog: each write carries a ``commit`` header ``<epoch>:<seq>`` (``epoch``: new each
+time a store is opened; ``seq``: its commit count) and the offsets record closes it. A
+restore reads the partition up to a fence record it writes itself (the embedded broker's
+reported end offsets are wrong) and applies an interval's writes only once its offsets
+record has come: a process killed while producing leaves a prefix of an interval in the
+changelog, which is never restored (its inputs are read again from the offsets before
+it). One offsets key per epoch keeps that true under log compaction, which keeps the
+newest record of each key. An ``__reset__`` control record, written when stale state
+was found in the changelog, makes a restore forget everything before it.
 """
 
 from __future__ import annotations
@@ -60,8 +66,11 @@ def is_control_key(key: str | bytes | None) -> bool:
     return k.startswith("__")
 
 
-#: A changelog record to produce: (topic, partition, key, value or None for a tombstone).
-ChangelogRecord = tuple[str, int, str, bytes | None]
+#: A changelog record to produce: (topic, partition, key, value or None for a tombstone,
+#: headers).
+ChangelogRecord = tuple[str, int, str, bytes | None, list[tuple[str, str | bytes | None]]]
+#: The header naming the interval (``<epoch>:<seq>``) a changelog write belongs to.
+COMMIT_HEADER = "commit"
 
 
 class Durability(StrEnum):
@@ -119,6 +128,9 @@ class PartitionStore:
         self._commit_opts.sync = durability is Durability.SYNC
         self._pending: dict[str, bytes | None] = {}
         self._identity: dict[str, str] | None = None
+        #: changelog intervals: this opening's epoch and its commit count
+        self.epoch = uuid.uuid4().hex[:16]
+        self.seq = 0
 
     def get(self, key: str) -> bytes | None:
         """The value of ``key``, including writes not yet committed."""
@@ -311,14 +323,20 @@ class PartitionedState:
         out: list[ChangelogRecord] = []
         for p, store in self._stores.items():
             pending = store.pending()
-            out.extend((topic, p, k, v) for k, v in pending.items())
-            if p in offsets or pending:
-                # every input's offset, not only this interval's: the last record is whole
-                meta = {
-                    "offsets": {**store.offsets(), **offsets.get(p, {})},
-                    "topic_ids": self._ids.get(p, {}),
-                }
-                out.append((topic, p, OFFSETS_KEY, orjson.dumps(meta)))
+            if p not in offsets and not pending:
+                continue
+            store.seq += 1
+            headers: list[tuple[str, str | bytes | None]] = [
+                (COMMIT_HEADER, f"{store.epoch}:{store.seq}".encode())
+            ]
+            out.extend((topic, p, k, v, headers) for k, v in pending.items())
+            # every input's offset, not only this interval's: the last record is whole
+            meta = {
+                "offsets": {**store.offsets(), **offsets.get(p, {})},
+                "topic_ids": self._ids.get(p, {}),
+                "seq": store.seq,
+            }
+            out.append((topic, p, f"{OFFSETS_KEY}/{store.epoch}", orjson.dumps(meta), []))
         return out
 
     def commit(self, offsets: Mapping[int, Mapping[str, int]]) -> None:
@@ -335,11 +353,30 @@ class Restored:
     topic_ids: dict[str, str] | None
 
 
-def _offsets_record(raw: bytes | None) -> tuple[dict[str, int], dict[str, str] | None]:
+def _offsets_record(
+    raw: bytes | None,
+) -> tuple[dict[str, int], dict[str, str] | None, int | None]:
+    """(input offsets, topic ids, the interval's seq) of an offsets record."""
     obj: Any = orjson.loads(raw or b"{}")
     if isinstance(obj.get("offsets"), dict):
-        return {k: int(v) for k, v in obj["offsets"].items()}, dict(obj.get("topic_ids") or {})
-    return {k: int(v) for k, v in obj.items()}, None  # written before ids were recorded
+        offsets = {k: int(v) for k, v in obj["offsets"].items()}
+        seq = obj.get("seq")
+        return offsets, dict(obj.get("topic_ids") or {}), None if seq is None else int(seq)
+    return {k: int(v) for k, v in obj.items()}, None, None  # before ids were recorded
+
+
+def _header(msg: Message, name: str) -> str | None:
+    headers: Any = msg.headers() or ()
+    for k, v in headers:
+        if k == name and v is not None:
+            return v.decode() if isinstance(v, bytes) else str(v)
+    return None
+
+
+def _closes(interval: str, epoch: str, seq: int | None) -> bool:
+    """Whether the offsets record of ``epoch`` at ``seq`` completes ``interval``."""
+    e, _, n = interval.partition(":")
+    return e == epoch and seq is not None and int(n) <= seq
 
 
 class RestoreSource:
@@ -358,7 +395,8 @@ class RestoreSource:
             )
 
     def restore(self, topic: str, store: PartitionStore, timeout_s: float = 120.0) -> Restored:
-        """Replay ``topic``'s partition into the (empty) ``store``, offsets included."""
+        """Replay ``topic``'s partition into the (empty) ``store``, offsets included; only
+        intervals whose offsets record came are applied (see the module docstring)."""
         fence = uuid.uuid4().hex.encode()
         self._producer.produce(topic, fence, FENCE_KEY, partition=store.partition)
         if self._producer.flush(10):
@@ -368,9 +406,19 @@ class RestoreSource:
         applied = 0
         offsets: dict[str, int] = {}
         ids: dict[str, str] | None = None
+        # interval "<epoch>:<seq>" → its writes, until its offsets record comes
+        waiting: dict[str, list[tuple[str, bytes | None]]] = {}
+
+        def write(key: str, raw: bytes | None) -> None:
+            nonlocal applied
+            if raw is None:
+                store.delete(key)
+            else:
+                store.put(key, raw)
+            applied += 1
 
         def apply(msgs: Sequence[Message]) -> bool:
-            nonlocal applied, offsets, ids
+            nonlocal applied, offsets, ids, waiting
             for msg in msgs:
                 key = (msg.key() or b"").decode()
                 raw = msg.value()
@@ -379,16 +427,20 @@ class RestoreSource:
                         return True
                 elif key == RESET_KEY:
                     store.discard()
-                    applied, offsets, ids = 0, {}, None
-                elif key == OFFSETS_KEY:
-                    more, ids = _offsets_record(raw)
+                    applied, offsets, ids, waiting = 0, {}, None, {}
+                elif key == OFFSETS_KEY or key.startswith(OFFSETS_KEY + "/"):
+                    more, ids, seq = _offsets_record(raw)
                     offsets.update(more)
-                elif raw is None:
-                    store.delete(key)
-                    applied += 1
+                    epoch = key[len(OFFSETS_KEY) + 1 :]
+                    for done in [i for i in waiting if _closes(i, epoch, seq)]:
+                        for k, v in waiting.pop(done):
+                            write(k, v)
                 else:
-                    store.put(key, raw)
-                    applied += 1
+                    interval = _header(msg, COMMIT_HEADER)
+                    if interval is None:  # written before intervals were recorded
+                        write(key, raw)
+                    else:
+                        waiting.setdefault(interval, []).append((key, raw))
             return False
 
         consumer = reader(self._cluster, topic, [store.partition])
@@ -401,6 +453,15 @@ class RestoreSource:
             raise StreamsError(
                 f"changelog restore of topic={topic} partition={store.partition} "
                 f"did not reach its fence within {timeout_s}s"
+            )
+        if waiting:
+            log.warning(
+                "restore of topic=%s partition=%d dropped %d unfinished interval(s) (%d "
+                "writes of a process that died while producing)",
+                topic,
+                store.partition,
+                len(waiting),
+                sum(len(w) for w in waiting.values()),
             )
         if ids is not None:
             store.stamp(ids)

@@ -6,8 +6,9 @@ broker process. Records are real ``confluent_kafka.Message`` objects.
 
 What it models, and what it does not:
 
-- a producer buffers records until ``flush`` (or ``poll``), like librdkafka's queue; a
-  crashed producer (see ``Faults``) loses its buffer;
+- a producer buffers records until ``flush``, like librdkafka's queue; after a crash
+  (see ``Faults``) ``MemoryBroker.crash`` delivers a prefix of each producer's buffer and
+  loses the rest, as a process killed while librdkafka was sending would;
 - a consumer group assigns partitions with the range strategy and rebalances eagerly
   when members join or leave (revoke everything, then assign), inside ``consume``;
 - committed group offsets are kept (and may be ahead of a store: the checks prove the
@@ -98,6 +99,13 @@ class MemoryBroker:
         self.faults = faults or Faults()
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
+        self._producers: list[MemoryProducer] = []
+
+    def crash(self, delivered: float = 0.5) -> None:
+        """What a kill -9 leaves: each producer's unflushed records, the first
+        ``delivered`` fraction of them in order (per producer), reach their partitions."""
+        for producer in self._producers:
+            producer.crash(delivered)
 
     # -- topics ----------------------------------------------------------------------------
     def create_topics(self, names: Iterable[str], partitions: int | None = None) -> None:
@@ -159,7 +167,9 @@ class MemoryBroker:
 
     # -- the Cluster protocol --------------------------------------------------------------
     def producer(self) -> MemoryProducer:
-        return MemoryProducer(self)
+        producer = MemoryProducer(self)
+        self._producers.append(producer)
+        return producer
 
     def consumer(self, group_id: str, **extra: Any) -> MemoryConsumer:
         return MemoryConsumer(self, group_id)
@@ -222,6 +232,13 @@ class MemoryProducer:
             self.broker.append(topic, value, key, partition, headers)
         self._buffer = []
         return 0
+
+    def crash(self, delivered: float) -> None:
+        """Deliver the first ``delivered`` fraction of the buffer, lose the rest."""
+        keep = self._buffer[: int(len(self._buffer) * delivered)]
+        for topic, value, key, partition, headers in keep:
+            self.broker.append(topic, value, key, partition, headers)
+        self._buffer = []
 
     def __len__(self) -> int:
         return len(self._buffer)

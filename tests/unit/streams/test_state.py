@@ -98,12 +98,12 @@ def test_restore_brings_back_state_offsets_and_ids(tmp_path: Path) -> None:
     store = state.open(1, prov)
     store.put("x", b"1")
     store.put("y", b"2")
-    for _, p, k, v in state.changelog({1: {INPUT: 4}}):
-        broker.append(CHANGELOG, v, k.encode(), p)
+    for _, p, k, v, h in state.changelog({1: {INPUT: 4}}):
+        broker.append(CHANGELOG, v, k.encode(), p, h)
     state.commit({1: {INPUT: 4}})
     store.delete("y")
-    for _, p, k, v in state.changelog({1: {}}):  # a commit without new input offsets
-        broker.append(CHANGELOG, v, k.encode(), p)
+    for _, p, k, v, h in state.changelog({1: {}}):  # a commit without new input offsets
+        broker.append(CHANGELOG, v, k.encode(), p, h)
     state.commit({1: {}})
     state.close_all()
 
@@ -145,3 +145,23 @@ def test_an_offsets_record_of_an_older_version_is_read(tmp_path: Path) -> None:
     store = state.open(0, None, RestoreSource(broker))
     assert store.items() == [("k", b"v")] and store.offsets() == {INPUT: 2}
     state.close_all()
+
+
+def test_an_interval_cut_short_by_a_crash_is_never_restored(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    state = PartitionedState(tmp_path / "one", CHANGELOG)
+    store = state.open(0)
+    store.put("a", b"1")
+    for _, p, k, v, h in state.changelog({0: {INPUT: 2}}):
+        broker.append(CHANGELOG, v, k.encode(), p, h)
+    state.commit({0: {INPUT: 2}})
+    store.put("a", b"2")
+    store.put("b", b"2")
+    cut = state.changelog({0: {INPUT: 5}})
+    for _, p, k, v, h in cut[:1]:  # killed after the first write: no offsets record
+        broker.append(CHANGELOG, v, k.encode(), p, h)
+    state.close_all()
+    restored = PartitionedState(tmp_path / "two", CHANGELOG).open(0, None, RestoreSource(broker))
+    assert restored.items() == [("a", b"1")]
+    assert restored.offsets() == {INPUT: 2}
+    restored.close()
