@@ -57,6 +57,10 @@ class StackConfig:
     metrics_interval_s: float = 5.0
     #: the models trained (one trainer each) and served
     models: tuple[str, ...] = MODELS.names
+    #: feature processors and joiners, each in its processor's consumer group
+    workers: int = 1
+    #: serving processes; the simulator spreads requests over all of them
+    serving_replicas: int = 1
 
 
 def trainer_name(model: str) -> str:
@@ -218,52 +222,56 @@ class Stack:
         )
         if cfg.kafka_options:
             env["STREAMLEARN_KAFKA_OPTIONS"] = " ".join(cfg.kafka_options)
-        serving_port = cfg.serving_port or free_port()
-        self.serving_port = serving_port
+        serving_ports = [cfg.serving_port or free_port()] + [
+            free_port() for _ in range(cfg.serving_replicas - 1)
+        ]
+        self.serving_port = serving_ports[0]
         py = [sys.executable, "-m", "streamlearn"]
         specs: list[tuple[str, list[str], int]] = []
-        for name, args in (
-            ("features", ["worker", "features", "--runtime", cfg.runtime]),
-            (
-                "joiner",
-                [
-                    "worker",
-                    "joiner",
-                    "--runtime",
-                    cfg.runtime,
-                    "--label-window",
-                    str(cfg.label_window_s),
-                ],
-            ),
-            *(
+        for i in range(1, cfg.workers + 1):
+            # one worker keeps the state's usual place; several get one directory each
+            ids = ["--worker-id", f"w{i}"] if cfg.workers > 1 else []
+            for role, args in (
+                ("features", ["worker", "features", "--runtime", cfg.runtime, *ids]),
                 (
-                    trainer_name(model),
+                    "joiner",
                     [
-                        "train",  # always micro-batch: see `streamlearn train --help`
-                        "--model",
-                        model,
-                        "--snapshot-interval",
-                        str(cfg.snapshot_interval_s),
+                        "worker",
+                        "joiner",
+                        "--runtime",
+                        cfg.runtime,
+                        "--label-window",
+                        str(cfg.label_window_s),
+                        *ids,
                     ],
-                )
-                for model in cfg.models
-            ),
-        ):
+                ),
+            ):
+                port = free_port()
+                name = _member(role, i, cfg.workers)
+                specs.append((name, [*py, *args, "--metrics-port", str(port)], port))
+        for model in cfg.models:
             port = free_port()
-            specs.append((name, [*py, *args, "--metrics-port", str(port)], port))
+            args = [
+                "train",  # always micro-batch: see `streamlearn train --help`
+                "--model",
+                model,
+                "--snapshot-interval",
+                str(cfg.snapshot_interval_s),
+            ]
+            specs.append((trainer_name(model), [*py, *args, "--metrics-port", str(port)], port))
         served = [a for m in cfg.models for a in ("--model", m)]
-        specs.append(
-            ("serving", [*py, "serve", "--port", str(serving_port), *served], serving_port)
-        )
+        for i, sport in enumerate(serving_ports, 1):
+            name = _member("serving", i, cfg.serving_replicas)
+            specs.append((name, [*py, "serve", "--port", str(sport), *served], sport))
         sim_port = free_port()
+        urls = [a for p in serving_ports for a in ("--serving-url", f"http://127.0.0.1:{p}")]
         specs.append(
             (
                 "simulator",
                 [
                     *py,
                     "simulate",
-                    "--serving-url",
-                    f"http://127.0.0.1:{serving_port}",
+                    *urls,
                     "--rate",
                     str(cfg.rate),
                     "--seed",
@@ -277,7 +285,7 @@ class Stack:
             )
         )
         for name, argv, port in specs:
-            nice = 0 if name in ("serving", "simulator") else 10
+            nice = 0 if _role(name) in ("serving", "simulator") else 10
             child = Child(name, argv, port, env, cfg.data_dir / "logs" / f"{name}.log", nice)
             child.start()
             self.children[name] = child
@@ -330,12 +338,29 @@ class Stack:
             self.first_prediction_s = time.monotonic() - self.started
             self.note(f"first prediction served after {self.first_prediction_s:.1f}s")
 
-    def counter(self, child: str, name: str, **labels: str) -> float:
-        c = self.children[child]
-        return total(c.carried, name, **labels) + total(c.last, name, **labels)
+    def members(self, role: str) -> list[Child]:
+        """The children of one role (``features``: ``features`` or ``features-1``, …)."""
+        return [c for n, c in self.children.items() if _role(n) == role]
 
-    def gauge(self, child: str, name: str, **labels: str) -> float | None:
-        return value(self.children[child].last, name, **labels)
+    def counter(self, role: str, name: str, **labels: str) -> float:
+        """A counter summed over a role's children and their earlier incarnations."""
+        return sum(
+            total(c.carried, name, **labels) + total(c.last, name, **labels)
+            for c in self.members(role)
+        )
+
+    def gauge(self, role: str, name: str, **labels: str) -> float | None:
+        """A gauge of a role's first child that has it."""
+        for c in self.members(role):
+            v = value(c.last, name, **labels)
+            if v is not None:
+                return v
+        return None
+
+    def p99_ms(self, role: str, name: str, **labels: str) -> float | None:
+        """The highest p99 of a histogram over a role's children, in milliseconds."""
+        found = [q for c in self.members(role) if (q := quantile(c.last, name, 0.99, **labels))]
+        return _ms(max(found)) if found else None
 
     # -- figures -----------------------------------------------------------------------------
     def figures(self) -> dict[str, Any]:
@@ -360,16 +385,24 @@ class Stack:
             **{k: first.get(k) for k in _TOP_LEVEL_MODEL_KEYS},
             "predictions_served": int(self.counter("serving", "streamlearn_predictions_total")),
             "predict_p99_ms": None if p99 is None else round(p99 * 1000, 2),
-            "serve_p99_ms": _ms(
-                quantile(self.children["serving"].last, "streamlearn_predict_latency_seconds", 0.99)
-            ),
+            "serve_p99_ms": self.p99_ms("serving", "streamlearn_predict_latency_seconds"),
             "dlq_events": int(
-                sum(self.counter(n, "streamlearn_dlq_events_total") for n in self.children)
+                sum(
+                    self.counter(r, "streamlearn_dlq_events_total")
+                    for r in {_role(n) for n in self.children}
+                )
             ),
             "first_prediction_s": (
                 None if self.first_prediction_s is None else round(self.first_prediction_s, 1)
             ),
             "restarts": {n: c.restarts for n, c in self.children.items() if c.restarts},
+            "predictions_by_replica": {
+                c.name: int(
+                    total(c.carried, "streamlearn_predictions_total")
+                    + total(c.last, "streamlearn_predictions_total")
+                )
+                for c in self.members("serving")
+            },
             "models": models,
         }
         if final:
@@ -415,13 +448,8 @@ class Stack:
             "predictions_served": int(
                 self.counter("serving", "streamlearn_predictions_total", model=model)
             ),
-            "serve_p99_ms": _ms(
-                quantile(
-                    self.children["serving"].last,
-                    "streamlearn_predict_latency_seconds",
-                    0.99,
-                    model=model,
-                )
+            "serve_p99_ms": self.p99_ms(
+                "serving", "streamlearn_predict_latency_seconds", model=model
             ),
             "surface": surface,
         }
@@ -467,9 +495,9 @@ class Stack:
             time.sleep(0.5)
         self._record_metrics(force=True)  # the last round, before the processes go
         trainers = [trainer_name(m) for m in self.config.models]
-        for name in ("serving", "joiner", *trainers, "features"):
-            if name in self.children:
-                self.children[name].stop()
+        for role in ("serving", "joiner", *trainers, "features"):
+            for child in self.members(role):
+                child.stop()
         self.note("processors stopped")
         if self.broker is not None:
             self.broker.stop()
@@ -490,6 +518,17 @@ class Stack:
         self.metrics_file.write()
         for c in self.children.values():
             c.fresh = False
+
+
+def _member(role: str, i: int, n: int) -> str:
+    """The name of the ``i``-th of ``n`` children of ``role``: the role alone when n is 1."""
+    return role if n == 1 else f"{role}-{i}"
+
+
+def _role(name: str) -> str:
+    """``features-2`` → ``features`` (``trainer-feed`` is a role of its own)."""
+    head, _, tail = name.rpartition("-")
+    return head if head and tail.isdigit() else name
 
 
 def _ms(seconds: float | None) -> float | None:

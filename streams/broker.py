@@ -153,6 +153,11 @@ class EmbeddedBroker:
                 log.warning("could not renice the broker: %s", exc)
 
     @property
+    def pid(self) -> int | None:
+        """The broker process's id (tests pause it with SIGSTOP), or ``None``."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def running(self) -> bool:
         """Whether the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -86,13 +88,21 @@ class Topics:
         return main + [self.dlq(t) for t in main]
 
 
+#: Topic settings of state changelogs: only the newest record of each key is needed to
+#: rebuild a store. Apache Kafka compacts them; the embedded broker records the setting
+#: and never compacts (a restore there reads a partition's whole history).
+CHANGELOG_CONFIG: Final = {"cleanup.policy": "compact"}
+
+
 def ensure_topics(
     config: KafkaConfig,
     names: list[str],
     partitions: int | None = None,
     timeout_s: float = 15.0,
+    topic_config: Mapping[str, str] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet, with an explicit partition count.
+    """Create the topics that do not exist yet, with an explicit partition count (and
+    ``topic_config``, e.g. ``CHANGELOG_CONFIG``).
 
     Existing topics are left alone (a partition-count mismatch is logged, since
     co-partitioned topics must agree).
@@ -112,7 +122,12 @@ def ensure_topics(
                 want,
             )
     new = [
-        NewTopic(n, num_partitions=want, replication_factor=config.replication_factor)
+        NewTopic(
+            n,
+            num_partitions=want,
+            replication_factor=config.replication_factor,
+            config=dict(topic_config or {}),
+        )
         for n in dict.fromkeys(names)
         if n not in existing
     ]
@@ -129,7 +144,10 @@ def ensure_topics(
 
 
 def ensure_loop_topics(config: KafkaConfig, topics: Topics, models: tuple[str, ...] = ()) -> None:
-    """Create every topic of the online loop: partitioned ones and the 1-partition
-    model-updates topic (its order is the order of versions)."""
-    ensure_topics(config, topics.loop_topics(models))
+    """Create every topic of the online loop: partitioned ones (the stores' changelogs
+    compacted) and the 1-partition model-updates topic (its order is the order of
+    versions)."""
+    changelogs = [topics.features, topics.joiner_changelog]
+    ensure_topics(config, changelogs, topic_config=CHANGELOG_CONFIG)
+    ensure_topics(config, [t for t in topics.loop_topics(models) if t not in changelogs])
     ensure_topics(config, [topics.model_updates], partitions=1)

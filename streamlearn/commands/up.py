@@ -149,6 +149,25 @@ def register(app: typer.Typer) -> None:
                 help="Seconds between two rounds of the metrics file.",
             ),
         ] = 5.0,
+        workers: Annotated[
+            int,
+            typer.Option(
+                "--workers",
+                envvar="STREAMLEARN_WORKERS",
+                min=1,
+                help="Feature processors and joiners to run, each group splitting the "
+                "partitions (a dead one's move to the others).",
+            ),
+        ] = 1,
+        serving_replicas: Annotated[
+            int,
+            typer.Option(
+                "--serving-replicas",
+                envvar="STREAMLEARN_SERVING_REPLICAS",
+                min=1,
+                help="Serving processes; the simulator spreads its requests over them.",
+            ),
+        ] = 1,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
     ) -> None:
         """Start the broker (unless one is given) and the whole loop, with a live view."""
@@ -167,6 +186,8 @@ def register(app: typer.Typer) -> None:
             runtime=runtime,
             metrics_file=metrics_file,
             metrics_interval_s=metrics_interval,
+            workers=workers,
+            serving_replicas=serving_replicas,
         )
         stopping = {"flag": False}
 

@@ -146,24 +146,38 @@ def register(app: typer.Typer) -> None:
                 "the trainer always commits every batch).",
             ),
         ] = 1.0,
+        worker_id: Annotated[
+            str | None,
+            typer.Option(
+                "--worker-id",
+                envvar="STREAMLEARN_WORKER_ID",
+                help="Name of this worker when several share a processor's consumer group: "
+                "its stores live under <data-dir>/state/<worker-id>.",
+            ),
+        ] = None,
         duration: Duration = None,
     ) -> None:
-        """Run a stream processor (features, joiner, trainer) on a runtime."""
+        """Run a stream processor (features, joiner, trainer) on a runtime.
+
+        Several workers of one processor split its partitions (one consumer group); a
+        partition that moves to a worker without its store is restored from the changelog.
+        """
         kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics)
         root = data_dir(data)
         _serve_metrics(metrics_port, metrics_host)
         cluster = KafkaCluster(kafka)
+        state = root / "state" / worker_id if worker_id else root / "state"
         proc: Processor
         if processor is ProcessorName.features:
             from streams.features import FeatureProcessor
 
-            proc = FeatureProcessor(topics, root / "state", cluster=cluster)
+            proc = FeatureProcessor(topics, state, cluster=cluster)
         elif processor is ProcessorName.joiner:
             from streams.joiner import Joiner, JoinerConfig
 
-            proc = Joiner(topics, root / "state", JoinerConfig(window_s=label_window), cluster)
+            proc = Joiner(topics, state, JoinerConfig(window_s=label_window), cluster)
         else:
             proc = _trainer(topics, root, model, None, [], 10.0, cluster=cluster)
         interval = 0.0 if processor is ProcessorName.trainer else commit_interval

@@ -135,3 +135,73 @@ def check_features(bootstrap: str, topics: Topics, partitions: int) -> Truth:
             )
         truth.items_checked += 1
     return truth
+
+
+def latest_features(bootstrap: str, topics: Topics, partitions: int) -> dict[str, dict]:
+    """Each entity's newest values in ``features`` (item partials merged)."""
+    latest: dict[tuple[bytes, int], bytes] = {}
+    for r in read(bootstrap, topics.features, partitions):
+        if r.key and not r.key.startswith(b"__") and r.value is not None:
+            latest[(r.key, r.partition)] = r.value
+    return _merged(latest)
+
+
+def _merged(latest: dict[tuple[bytes, int], bytes]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    items: dict[str, list[dict]] = {}
+    for (key, _), raw in latest.items():
+        values = orjson.loads(raw)["values"]
+        if key.startswith(b"item/"):
+            items.setdefault(key.decode(), []).append(values)
+        else:
+            out[key.decode()] = values
+    out.update((k, merge_item_partials(v)) for k, v in items.items())
+    return out
+
+
+def single_worker_features(bootstrap: str, topics: Topics, partitions: int) -> dict[str, dict]:
+    """What one uninterrupted feature processor makes of ``activity``: the activity
+    records read back (aiokafka), run through ``FeatureProcessor`` on the in-memory
+    broker, in their partitions and order."""
+    import tempfile
+    from pathlib import Path
+
+    from streams.features import FeatureProcessor
+    from streams.runtime import MicroBatchRuntime, RuntimeConfig
+    from streams.testing import MemoryBroker
+
+    broker = MemoryBroker(partitions)
+    broker.create_topics(topics.loop_topics())
+    for r in sorted(
+        read(bootstrap, topics.activity, partitions), key=lambda r: (r.partition, r.offset)
+    ):
+        broker.append(topics.activity, r.value, r.key, r.partition)
+    with tempfile.TemporaryDirectory() as d:
+        proc = FeatureProcessor(topics, Path(d), cluster=broker)
+        MicroBatchRuntime(proc, broker, RuntimeConfig("reference", commit_interval_s=0)).run(
+            idle_polls=3
+        )
+    latest = {
+        (k, p): v
+        for (k, p), v in broker.latest(topics.features).items()
+        if k and not k.startswith(b"__") and v is not None
+    }
+    return _merged(latest)
+
+
+def diff_features(got: dict[str, dict], want: dict[str, dict], rel: float = 1e-9) -> list[str]:
+    """Entities whose values differ (floats within ``rel``)."""
+    wrong = []
+    for key in sorted(set(got) | set(want)):
+        a, b = got.get(key), want.get(key)
+        if a is None or b is None or set(a) != set(b):
+            wrong.append(f"{key}: {a} != {b}")
+            continue
+        for name, va in a.items():
+            vb = b[name]
+            if isinstance(va, float) or isinstance(vb, float):
+                if abs(float(va) - float(vb)) > rel * max(1.0, abs(float(vb))):
+                    wrong.append(f"{key}.{name}: {va} != {vb}")
+            elif va != vb:
+                wrong.append(f"{key}.{name}: {va} != {vb}")
+    return wrong

@@ -1,0 +1,276 @@
+"""Chaos under load: ``streamlearn up`` on a broker of our own, with processes killed with
+SIGKILL, a worker's store deleted, the broker paused; then the truth, read back from the
+topics with aiokafka (``truth``). Used by ``test_chaos.py`` (short, in CI) and by
+``bench/soak.py`` (long)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamlearn.commands.worker import _trainer
+from streams.broker import EmbeddedBroker
+from streams.config import KafkaConfig
+from streams.kafka import KafkaCluster, flush, make_producer, produce
+from streams.runtime import MicroBatchRuntime, RuntimeConfig
+from streams.topics import Topics
+from streams.trainer import example_fingerprint, is_online
+from tests.integration.truth import (
+    Truth,
+    check_features,
+    diff_features,
+    latest_features,
+    read,
+    single_worker_features,
+)
+
+PARTITIONS = 4
+MALFORMED = (
+    b"{not json",
+    b'{"event_id": "x1", "type": "click"}',
+    b'{"event_id":"x2","type":"teleport","ts":1,"user_id":"u","item_id":"i",'
+    b'"surface":"feed","request_id":"r"}',
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What happens to the loop, and when (seconds after ``up`` starts)."""
+
+    duration_s: float = 45.0
+    rate: float = 40.0
+    workers: int = 2
+    serving_replicas: int = 2
+    #: (when, process): SIGKILL; ``up`` restarts it
+    kills: tuple[tuple[float, str], ...] = (
+        (12.0, "features-1"),
+        (15.0, "joiner-2"),
+        (18.0, "trainer"),
+        (21.0, "serving-1"),
+        (26.0, "features-2"),
+        (42.0, "joiner-1"),
+    )
+    #: processes whose local stores are deleted just before their first kill
+    delete_stores: tuple[str, ...] = ("features-1",)
+    #: the broker is stopped (SIGSTOP) at this time for ``pause_s``, then continued
+    pause_at_s: float | None = 30.0
+    pause_s: float = 10.0
+    malformed_events: int = 30
+    snapshot_interval_s: float = 5.0
+
+
+@dataclass
+class Outcome:
+    """What ``run`` saw and what the topics say."""
+
+    summary: dict[str, Any]
+    kills: int
+    truth: Truth
+    feature_diffs: list[str]
+    examples_in_topic: int
+    snapshot: dict[str, Any]
+    fingerprint_expected: int
+    activity_after_pause: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        """Everything that is not exact."""
+        out = list(self.truth.wrong)
+        out += [f"feature differs from one worker's: {d}" for d in self.feature_diffs[:10]]
+        seen, offsets = self.snapshot["examples_seen"], sum(self.snapshot["offsets"].values())
+        if not seen == offsets == self.examples_in_topic:
+            out.append(
+                f"snapshot examples_seen={seen}, sum of offsets={offsets}, "
+                f"examples in the topic={self.examples_in_topic}"
+            )
+        if int(self.snapshot["fingerprint"]) != self.fingerprint_expected:
+            out.append("the snapshot's fingerprint is not that of each example learned once")
+        return out
+
+
+def _pid(data: Path, name: str) -> int:
+    return int((data / "run" / f"{name}.pid").read_text())
+
+
+def _inject(
+    kafka: KafkaConfig, topics: Topics, n: int, spread_s: float, stop: threading.Event
+) -> None:
+    """``n`` malformed events over ``spread_s`` seconds, as a foreign producer would."""
+    producer = make_producer(kafka)
+    for i in range(n):
+        if stop.wait(spread_s / max(n, 1)):
+            break
+        produce(producer, topics.activity, MALFORMED[i % len(MALFORMED)], f"bad-{i % 7}")
+        producer.poll(0)
+    flush(producer)
+
+
+def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
+    """Run ``up`` under ``plan`` against ``broker``, then read the truth back."""
+    t0 = time.monotonic()
+    prefix = f"chaos{uuid.uuid4().hex[:6]}."
+    kafka = KafkaConfig(broker.bootstrap_servers, prefix, PARTITIONS)
+    topics = Topics(prefix)
+    summary_path = data / "summary.json"
+    data.mkdir(parents=True, exist_ok=True)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlearn",
+            "up",
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--topic-prefix",
+            prefix,
+            "--data-dir",
+            str(data),
+            "--duration",
+            str(plan.duration_s),
+            "--rate",
+            str(plan.rate),
+            "--workers",
+            str(plan.workers),
+            "--serving-replicas",
+            str(plan.serving_replicas),
+            "--snapshot-interval",
+            str(plan.snapshot_interval_s),
+            "--summary-json",
+            str(summary_path),
+        ],
+        stdout=open(data / "up.log", "ab"),  # noqa: SIM115 - handed to the child
+        stderr=subprocess.STDOUT,
+    )
+    stop = threading.Event()
+    injector: threading.Thread | None = None
+    notes: list[str] = []
+    kills = 0
+    activity_after_pause = 0
+    try:
+        events: list[tuple[float, str]] = [(at, f"kill {name}") for at, name in plan.kills]
+        if plan.pause_at_s is not None:
+            events.append((plan.pause_at_s, "pause"))
+        events.append((5.0, "inject"))
+        deleted: set[str] = set()
+        for at, what in sorted(events):
+            wait = at - (time.monotonic() - t0)
+            if wait > 0:
+                time.sleep(wait)
+            if up.poll() is not None:
+                raise AssertionError(f"up exited early with {up.returncode}; see {data}/up.log")
+            if what == "inject":
+                injector = threading.Thread(
+                    target=_inject,
+                    args=(kafka, topics, plan.malformed_events, plan.duration_s * 0.6, stop),
+                )
+                injector.start()
+            elif what == "pause":
+                assert broker.pid is not None
+                os.kill(broker.pid, signal.SIGSTOP)
+                notes.append(f"broker paused at {time.monotonic() - t0:.1f}s")
+                time.sleep(plan.pause_s)
+                os.kill(broker.pid, signal.SIGCONT)
+                activity_after_pause = _activity_end(kafka, topics)
+            else:
+                name = what.split()[1]
+                if name in plan.delete_stores and name not in deleted:
+                    wid = name.rsplit("-", 1)[1]
+                    shutil.rmtree(data / "state" / f"w{wid}" / "features", ignore_errors=True)
+                    deleted.add(name)
+                    notes.append(f"deleted the store of {name}")
+                try:
+                    os.kill(_pid(data, name), signal.SIGKILL)
+                    kills += 1
+                except (OSError, ValueError) as exc:
+                    notes.append(f"could not kill {name}: {exc}")
+        up.wait(plan.duration_s + 180)
+    finally:
+        stop.set()
+        if injector is not None:
+            injector.join(30)
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    if up.returncode != 0:
+        raise AssertionError(f"up exited with {up.returncode}; see {data}/up.log")
+    summary = json.loads(summary_path.read_text())
+
+    # The trainer was stopped with the rest; a restart learns what it had not yet.
+    cluster = KafkaCluster(kafka)
+    trainer = _trainer(topics, data, "feed", "ftrl", [], 3600.0, cluster=cluster)
+    MicroBatchRuntime(
+        trainer, kafka, RuntimeConfig(f"{prefix}trainer.feed", commit_interval_s=0)
+    ).run(max_seconds=90, idle_polls=30)
+    online = [mv for mv in trainer.registry.versions("feed") if is_online(mv)]
+    snapshot = online[-1].metadata
+
+    topic = topics.training_examples("feed")
+    examples = read(broker.bootstrap_servers, topic, PARTITIONS)
+    expected = 0
+    for r in examples:
+        expected = (expected + example_fingerprint(topic, r.partition, r.offset)) % (1 << 64)
+    truth = check_features(broker.bootstrap_servers, topics, PARTITIONS)
+    diffs = diff_features(
+        latest_features(broker.bootstrap_servers, topics, PARTITIONS),
+        single_worker_features(broker.bootstrap_servers, topics, PARTITIONS),
+    )
+    return Outcome(
+        summary=summary,
+        kills=kills,
+        truth=truth,
+        feature_diffs=diffs,
+        examples_in_topic=len(examples),
+        snapshot={
+            "examples_seen": snapshot["examples_seen"],
+            "offsets": snapshot["offsets"],
+            "fingerprint": snapshot["fingerprint"],
+            "version": online[-1].version,
+        },
+        fingerprint_expected=expected,
+        activity_after_pause=activity_after_pause,
+        seconds=time.monotonic() - t0,
+        notes=notes,
+    )
+
+
+def _activity_end(kafka: KafkaConfig, topics: Topics) -> int:
+    """Records in ``activity`` now (true log ends), after the broker came back."""
+    ends = KafkaCluster(kafka).log_ends([(topics.activity, p) for p in range(PARTITIONS)], 60)
+    return sum(ends.values())
+
+
+def seeded(seed: int, plan: Plan, n: int) -> Plan:
+    """``plan`` with ``n`` kills at random times over its run (the soak's schedule)."""
+    rng = random.Random(seed)
+    names = [
+        *(f"features-{i}" for i in range(1, plan.workers + 1)),
+        *(f"joiner-{i}" for i in range(1, plan.workers + 1)),
+        "trainer",
+        *(f"serving-{i}" for i in range(1, plan.serving_replicas + 1)),
+    ]
+    start, end = 10.0, plan.duration_s - 5.0
+    kills = tuple(sorted((rng.uniform(start, end), rng.choice(names)) for _ in range(n)))
+    return Plan(
+        duration_s=plan.duration_s,
+        rate=plan.rate,
+        workers=plan.workers,
+        serving_replicas=plan.serving_replicas,
+        kills=kills,
+        delete_stores=plan.delete_stores,
+        pause_at_s=plan.pause_at_s,
+        pause_s=plan.pause_s,
+        malformed_events=plan.malformed_events,
+        snapshot_interval_s=plan.snapshot_interval_s,
+    )
