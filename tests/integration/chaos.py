@@ -48,23 +48,23 @@ MALFORMED = (
 class Plan:
     """What happens to the loop, and when (seconds after ``up`` starts)."""
 
-    duration_s: float = 45.0
+    duration_s: float = 40.0
     rate: float = 40.0
     workers: int = 2
     serving_replicas: int = 2
     #: (when, process): SIGKILL; ``up`` restarts it
     kills: tuple[tuple[float, str], ...] = (
-        (12.0, "features-1"),
-        (15.0, "joiner-2"),
-        (18.0, "trainer"),
-        (21.0, "serving-1"),
-        (26.0, "features-2"),
-        (42.0, "joiner-1"),
+        (11.0, "features-1"),
+        (13.0, "joiner-2"),
+        (15.0, "trainer"),
+        (17.0, "serving-1"),
+        (20.0, "features-2"),
+        (36.0, "joiner-1"),
     )
     #: processes whose local stores are deleted just before their first kill
     delete_stores: tuple[str, ...] = ("features-1",)
     #: the broker is stopped (SIGSTOP) at this time for ``pause_s``, then continued
-    pause_at_s: float | None = 30.0
+    pause_at_s: float | None = 23.0
     pause_s: float = 10.0
     malformed_events: int = 30
     snapshot_interval_s: float = 5.0
