@@ -140,9 +140,7 @@ def main() -> None:
             for key, fn in (("orjson", orjson.loads), ("plain", plain), ("real", real)):
                 best[key] = min(best[key], _ns(fn, raw))
         rows.append((name, best))
-    print(
-        f"{'record':24s} {'orjson ns':>10s} {'plain':>7s} {'contract':>9s} {'x plain':>8s}"
-    )
+    print(f"{'record':24s} {'orjson ns':>10s} {'plain':>7s} {'contract':>9s} {'x plain':>8s}")
     for name, b in rows:
         print(
             f"{name:24s} {b['orjson']:10.0f} {b['plain']:7.0f} {b['real']:9.0f}"

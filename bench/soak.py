@@ -53,9 +53,13 @@ def soak(duration: float, kills: int, seed: int, work: Path) -> bool:
         f"{len(t.malformed)} malformed checked over {t.users_checked:,} users and "
         f"{t.items_checked:,} items; {sum(t.dead_lettered.values())} dead letters "
         f"({t.duplicate_dead_letters} duplicates); {len(out.feature_diffs)} features differ "
-        f"from one worker's; {out.examples_in_topic:,} training examples, last snapshot "
-        f"v{out.snapshot['version']} examples_seen={out.snapshot['examples_seen']:,} "
-        f"(sum of offsets {sum(out.snapshot['offsets'].values()):,}); predictions per "
+        f"from one worker's; training examples {out.examples_in_topic}, last snapshots "
+        + ", ".join(
+            f"{m} v{s['version']} examples_seen={s['examples_seen']:,} (sum of offsets "
+            f"{sum(s['offsets'].values()):,})"
+            for m, s in out.snapshot.items()
+        )
+        + f"; predictions per "
         f"replica {out.summary.get('predictions_by_replica')}; {out.seconds:.0f} s in all"
     )
     for note in out.notes:

@@ -23,6 +23,7 @@ from streamlearn.commands.worker import _trainer
 from streams.broker import EmbeddedBroker
 from streams.config import KafkaConfig
 from streams.kafka import KafkaCluster, flush, make_producer, produce
+from streams.model_catalog import MODELS
 from streams.runtime import MicroBatchRuntime, RuntimeConfig
 from streams.topics import Topics
 from streams.trainer import example_fingerprint, is_online
@@ -56,7 +57,7 @@ class Plan:
     kills: tuple[tuple[float, str], ...] = (
         (11.0, "features-1"),
         (13.0, "joiner-2"),
-        (15.0, "trainer"),
+        (15.0, "trainer-feed"),
         (17.0, "serving-1"),
         (20.0, "features-2"),
         (36.0, "joiner-1"),
@@ -78,9 +79,10 @@ class Outcome:
     kills: int
     truth: Truth
     feature_diffs: list[str]
-    examples_in_topic: int
-    snapshot: dict[str, Any]
-    fingerprint_expected: int
+    #: per model: examples in its topic, its last snapshot, the fingerprint of all learned
+    examples_in_topic: dict[str, int]
+    snapshot: dict[str, dict[str, Any]]
+    fingerprint_expected: dict[str, int]
     activity_after_pause: int
     seconds: float
     notes: list[str] = field(default_factory=list)
@@ -89,14 +91,15 @@ class Outcome:
         """Everything that is not exact."""
         out = list(self.truth.wrong)
         out += [f"feature differs from one worker's: {d}" for d in self.feature_diffs[:10]]
-        seen, offsets = self.snapshot["examples_seen"], sum(self.snapshot["offsets"].values())
-        if not seen == offsets == self.examples_in_topic:
-            out.append(
-                f"snapshot examples_seen={seen}, sum of offsets={offsets}, "
-                f"examples in the topic={self.examples_in_topic}"
-            )
-        if int(self.snapshot["fingerprint"]) != self.fingerprint_expected:
-            out.append("the snapshot's fingerprint is not that of each example learned once")
+        for model, snap in self.snapshot.items():
+            seen, offsets = snap["examples_seen"], sum(snap["offsets"].values())
+            if not seen == offsets == self.examples_in_topic[model]:
+                out.append(
+                    f"model={model} snapshot examples_seen={seen}, sum of offsets={offsets}, "
+                    f"examples in the topic={self.examples_in_topic[model]}"
+                )
+            if int(snap["fingerprint"]) != self.fingerprint_expected[model]:
+                out.append(f"model={model}: the fingerprint is not each example learned once")
         return out
 
 
@@ -207,20 +210,31 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         raise AssertionError(f"up exited with {up.returncode}; see {data}/up.log")
     summary = json.loads(summary_path.read_text())
 
-    # The trainer was stopped with the rest; a restart learns what it had not yet.
+    # The trainers were stopped with the rest; a restart learns what they had not yet.
     cluster = KafkaCluster(kafka)
-    trainer = _trainer(topics, data, "feed", "ftrl", [], 3600.0, cluster=cluster)
-    MicroBatchRuntime(
-        trainer, kafka, RuntimeConfig(f"{prefix}trainer.feed", commit_interval_s=0)
-    ).run(max_seconds=90, idle_polls=30)
-    online = [mv for mv in trainer.registry.versions("feed") if is_online(mv)]
-    snapshot = online[-1].metadata
-
-    topic = topics.training_examples("feed")
-    examples = read(broker.bootstrap_servers, topic, PARTITIONS)
-    expected = 0
-    for r in examples:
-        expected = (expected + example_fingerprint(topic, r.partition, r.offset)) % (1 << 64)
+    snapshots: dict[str, dict[str, Any]] = {}
+    in_topic: dict[str, int] = {}
+    fingerprints: dict[str, int] = {}
+    for model in MODELS.names:
+        trainer = _trainer(topics, data, model, None, [], 3600.0, cluster=cluster)
+        MicroBatchRuntime(
+            trainer, kafka, RuntimeConfig(f"{prefix}trainer.{model}", commit_interval_s=0)
+        ).run(max_seconds=90, idle_polls=30)
+        online = [mv for mv in trainer.registry.versions(model) if is_online(mv)]
+        meta = online[-1].metadata
+        snapshots[model] = {
+            "examples_seen": meta["examples_seen"],
+            "offsets": meta["offsets"],
+            "fingerprint": meta["fingerprint"],
+            "version": online[-1].version,
+        }
+        topic = topics.training_examples(model)
+        examples = read(broker.bootstrap_servers, topic, PARTITIONS)
+        in_topic[model] = len(examples)
+        fp = 0
+        for r in examples:
+            fp = (fp + example_fingerprint(topic, r.partition, r.offset)) % (1 << 64)
+        fingerprints[model] = fp
     truth = check_features(broker.bootstrap_servers, topics, PARTITIONS)
     diffs = diff_features(
         latest_features(broker.bootstrap_servers, topics, PARTITIONS),
@@ -231,14 +245,9 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         kills=kills,
         truth=truth,
         feature_diffs=diffs,
-        examples_in_topic=len(examples),
-        snapshot={
-            "examples_seen": snapshot["examples_seen"],
-            "offsets": snapshot["offsets"],
-            "fingerprint": snapshot["fingerprint"],
-            "version": online[-1].version,
-        },
-        fingerprint_expected=expected,
+        examples_in_topic=in_topic,
+        snapshot=snapshots,
+        fingerprint_expected=fingerprints,
         activity_after_pause=activity_after_pause,
         seconds=time.monotonic() - t0,
         notes=notes,
@@ -257,7 +266,8 @@ def seeded(seed: int, plan: Plan, n: int) -> Plan:
     names = [
         *(f"features-{i}" for i in range(1, plan.workers + 1)),
         *(f"joiner-{i}" for i in range(1, plan.workers + 1)),
-        "trainer",
+        "trainer-feed",
+        "trainer-ads",
         *(f"serving-{i}" for i in range(1, plan.serving_replicas + 1)),
     ]
     start, end = 10.0, plan.duration_s - 5.0

@@ -33,4 +33,4 @@ def test_kills_a_lost_store_and_a_paused_broker_lose_nothing(tmp_path: Path) -> 
     by_replica = outcome.summary["predictions_by_replica"]
     assert set(by_replica) == {"serving-1", "serving-2"}
     assert all(n > 0 for n in by_replica.values()), by_replica
-    assert outcome.examples_in_topic > 0
+    assert outcome.examples_in_topic["feed"] > 0
