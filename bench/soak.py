@@ -59,7 +59,7 @@ def soak(duration: float, kills: int, seed: int, work: Path) -> bool:
             f"{sum(s['offsets'].values()):,})"
             for m, s in out.snapshot.items()
         )
-        + f"; predictions per "
+        + f"; examples emitted twice {out.duplicate_examples}; predictions per "
         f"replica {out.summary.get('predictions_by_replica')}; {out.seconds:.0f} s in all"
     )
     for note in out.notes:

@@ -269,6 +269,21 @@ class PartitionedState:
                     why,
                 )
                 store = self._wipe(store)
+        if not store.is_empty() and restore_from is not None and self.changelog_topic:
+            # Another worker (or this one before a crash) may have gone further with this
+            # partition: then the changelog has it, and outputs are not emitted again.
+            latest = restore_from.latest_offsets(self.changelog_topic, partition)
+            local = store.offsets()
+            if latest and any(off > local.get(t, 0) for t, off in latest.items()):
+                log.info(
+                    "store of partition=%d is behind its changelog topic=%s (local %s, "
+                    "changelog %s): restoring it",
+                    partition,
+                    self.changelog_topic,
+                    local,
+                    latest,
+                )
+                store = self._wipe(store)
         if store.is_empty() and restore_from is not None and self.changelog_topic:
             restored = restore_from.restore(self.changelog_topic, store)
             why = (
@@ -385,6 +400,33 @@ class RestoreSource:
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
         self._producer = cluster.producer()
+
+    def latest_offsets(
+        self, topic: str, partition: int, window: int = 5000, timeout_s: float = 30.0
+    ) -> dict[str, int] | None:
+        """The input offsets of the newest offsets record among the last ``window``
+        records of the changelog partition (``None``: none there)."""
+        end = self._cluster.log_ends([(topic, partition)])[(topic, partition)]
+        if end == 0:
+            return None
+        latest: dict[str, int] | None = None
+
+        def scan(msgs: Sequence[Message]) -> bool:
+            nonlocal latest
+            for msg in msgs:
+                key = (msg.key() or b"").decode(errors="replace")
+                if key == OFFSETS_KEY or key.startswith(OFFSETS_KEY + "/"):
+                    latest = _offsets_record(msg.value())[0]
+                if (msg.offset() or 0) >= end - 1:
+                    return True
+            return False
+
+        consumer = reader(self._cluster, topic, [partition], start=max(0, end - window))
+        try:
+            follow(consumer, scan, timeout_s=timeout_s, what=f"tail of topic={topic}")
+        finally:
+            consumer.close()
+        return latest
 
     def reset(self, topic: str, partition: int) -> None:
         """Write a reset marker: later restores forget everything before it."""

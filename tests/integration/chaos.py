@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from streamlearn.commands.worker import _trainer
 from streams.broker import EmbeddedBroker
 from streams.config import KafkaConfig
@@ -83,6 +85,9 @@ class Outcome:
     examples_in_topic: dict[str, int]
     snapshot: dict[str, dict[str, Any]]
     fingerprint_expected: dict[str, int]
+    #: per model: examples emitted more than once (same request and item), which the
+    #: at-least-once outputs of a re-applied interval allow
+    duplicate_examples: dict[str, int]
     activity_after_pause: int
     seconds: float
     notes: list[str] = field(default_factory=list)
@@ -215,6 +220,7 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
     snapshots: dict[str, dict[str, Any]] = {}
     in_topic: dict[str, int] = {}
     fingerprints: dict[str, int] = {}
+    duplicates: dict[str, int] = {}
     for model in MODELS.names:
         trainer = _trainer(topics, data, model, None, [], 3600.0, cluster=cluster)
         MicroBatchRuntime(
@@ -231,6 +237,10 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         topic = topics.training_examples(model)
         examples = read(broker.bootstrap_servers, topic, PARTITIONS)
         in_topic[model] = len(examples)
+        keys = {
+            (r.key, orjson.loads(r.value or b"{}").get("request_id"), _item(r)) for r in examples
+        }
+        duplicates[model] = len(examples) - len(keys)
         fp = 0
         for r in examples:
             fp = (fp + example_fingerprint(topic, r.partition, r.offset)) % (1 << 64)
@@ -248,10 +258,15 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         examples_in_topic=in_topic,
         snapshot=snapshots,
         fingerprint_expected=fingerprints,
+        duplicate_examples=duplicates,
         activity_after_pause=activity_after_pause,
         seconds=time.monotonic() - t0,
         notes=notes,
     )
+
+
+def _item(r: Any) -> str:
+    return str(orjson.loads(r.value or b"{}").get("item_id"))
 
 
 def _activity_end(kafka: KafkaConfig, topics: Topics) -> int:

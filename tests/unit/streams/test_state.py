@@ -165,3 +165,26 @@ def test_an_interval_cut_short_by_a_crash_is_never_restored(tmp_path: Path) -> N
     assert restored.items() == [("a", b"1")]
     assert restored.offsets() == {INPUT: 2}
     restored.close()
+
+
+def test_a_store_behind_its_changelog_is_restored(tmp_path: Path) -> None:
+    """A partition that comes back to a worker which owned it earlier: the changelog,
+    written by the worker in between, is further than the local store."""
+    broker = MemoryBroker(partitions=1)
+    old = PartitionedState(tmp_path / "old", CHANGELOG)
+    store = old.open(0)
+    store.put("a", b"1")
+    for _, p, k, v, h in old.changelog({0: {INPUT: 2}}):
+        broker.append(CHANGELOG, v, k.encode(), p, h)
+    old.commit({0: {INPUT: 2}})
+    old.close_all()
+    other = PartitionedState(tmp_path / "other", CHANGELOG)
+    store = other.open(0, None, RestoreSource(broker))
+    store.put("a", b"3")
+    for _, p, k, v, h in other.changelog({0: {INPUT: 7}}):
+        broker.append(CHANGELOG, v, k.encode(), p, h)
+    other.commit({0: {INPUT: 7}})
+    other.close_all()
+    back = PartitionedState(tmp_path / "old", CHANGELOG).open(0, None, RestoreSource(broker))
+    assert back.offsets() == {INPUT: 7} and back.items() == [("a", b"3")]
+    back.close()
