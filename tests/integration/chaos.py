@@ -172,6 +172,7 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
             events.append((plan.pause_at_s, "pause"))
         events.append((5.0, "inject"))
         deleted: set[str] = set()
+        killed: dict[str, int] = {}
         for at, what in sorted(events):
             wait = at - (time.monotonic() - t0)
             if wait > 0:
@@ -199,7 +200,13 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
                     deleted.add(name)
                     notes.append(f"deleted the store of {name}")
                 try:
-                    os.kill(_pid(data, name), signal.SIGKILL)
+                    pid = _pid(data, name)
+                    waited = time.monotonic() + 15
+                    while pid == killed.get(name) and time.monotonic() < waited:
+                        time.sleep(0.2)  # not restarted yet: kill the new one
+                        pid = _pid(data, name)
+                    os.kill(pid, signal.SIGKILL)
+                    killed[name] = pid
                     kills += 1
                 except (OSError, ValueError) as exc:
                     notes.append(f"could not kill {name}: {exc}")
