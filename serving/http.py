@@ -106,6 +106,8 @@ class ServingAPI:
                 response = cast(Response, route.handler(request))
         except StreamlearnError as exc:
             response = error_response(exc)
+            if exc.status >= 500:  # the server's side failed: say so in its log
+                log.warning("%s %s answered %d: %s", method, path, exc.status, exc)
         except _Disconnected:
             return
         except Exception as exc:
