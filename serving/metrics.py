@@ -23,6 +23,41 @@ LATENCY_BUCKETS = (
     0.1,
 )
 
+#: From a quarter second to two minutes, fine around the few seconds that matter.
+FRESHNESS_BUCKETS = (
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.25,
+    1.5,
+    1.75,
+    2.0,
+    2.25,
+    2.5,
+    2.75,
+    3.0,
+    3.5,
+    4.0,
+    5.0,
+    6.0,
+    7.0,
+    8.0,
+    9.0,
+    10.0,
+    12.0,
+    14.0,
+    16.0,
+    18.0,
+    20.0,
+    25.0,
+    30.0,
+    45.0,
+    60.0,
+    120.0,
+)
+
 PREDICTIONS = Counter(
     "streamlearn_predictions_total",
     "Prediction requests answered (HTTP and request topic), per model.",
@@ -71,4 +106,18 @@ FEATURE_READS = Counter(
     "streamlearn_feature_reads_total",
     "Entities read over the feature API: outcome found or missing.",
     ["outcome"],
+)
+FRESHNESS = Histogram(
+    "streamlearn_freshness_seconds",
+    "Seconds from an engagement's event time until this server answered with a model "
+    "version that learned it (per sampled positive; see models.freshness).",
+    ["model"],
+    buckets=FRESHNESS_BUCKETS,
+)
+FRESHNESS_STAGE = Histogram(
+    "streamlearn_freshness_stage_seconds",
+    "Freshness broken down: join_wait (engagement to the joiner producing the example), "
+    "trainer_lag (to learned), publish (to the version's publish), swap (to served here).",
+    ["model", "stage"],
+    buckets=FRESHNESS_BUCKETS,
 )

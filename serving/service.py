@@ -30,6 +30,7 @@ from serving.errors import (
     SnapshotRejected,
     VersionNotFound,
 )
+from serving.freshness import FreshnessTracker
 from serving.metrics import MODEL_SWAPS, MODEL_VERSION, PREDICT_LATENCY, PREDICTIONS
 from serving.schema import VisionReply
 from serving.vision import check_pixels, image_array
@@ -192,6 +193,7 @@ class PredictionService:
         self._rows = served_features(catalog).row
         self._sessions: Mapping[str, ModelSession] = MappingProxyType({})
         self._load_lock = threading.Lock()
+        self.freshness = FreshnessTracker(registry)
         for m in self.models:
             MODEL_VERSION.labels(m).set(0)
 
@@ -244,6 +246,7 @@ class PredictionService:
                 raise
             old = self.version(mv.model)
             self._sessions = MappingProxyType({**self._sessions, mv.model: sess})
+            swapped_at = self._clock()
         MODEL_SWAPS.labels(mv.model, "swapped").inc()
         MODEL_VERSION.labels(mv.model).set(mv.version)
         log.info(
@@ -253,6 +256,7 @@ class PredictionService:
             old,
             (time.perf_counter() - started) * 1e3,
         )
+        self.freshness.swapped(mv, swapped_at)
         return sess
 
     def predict(

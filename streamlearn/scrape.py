@@ -65,5 +65,36 @@ def quantile(samples: Samples, name: str, q: float, **labels: str) -> float | No
     return None
 
 
+def histogram_quantile(samples: Samples, name: str, q: float, **labels: str) -> float | None:
+    """Quantile ``q`` of a histogram summed over every series matching ``labels``,
+    interpolated linearly within its bucket (as PromQL's ``histogram_quantile``); the
+    highest finite bound when it falls in the ``+Inf`` bucket; ``None`` when empty."""
+    cum: dict[float, float] = {}
+    for lab, v in samples.get(f"{name}_bucket", []):
+        if "le" in lab and _match(lab, labels):
+            le = float(lab["le"])
+            cum[le] = cum.get(le, 0.0) + v
+    buckets = sorted(cum.items())
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    target = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for le, count in buckets:
+        if count >= target:
+            if le == float("inf"):
+                return lower
+            if count == below:
+                return le
+            return lower + (le - lower) * (target - below) / (count - below)
+        lower, below = le, count
+    return lower
+
+
+def histogram_mean(samples: Samples, name: str, **labels: str) -> float | None:
+    """Mean of a histogram's observations (``_sum / _count``) over matching series."""
+    n = total(samples, f"{name}_count", **labels)
+    return total(samples, f"{name}_sum", **labels) / n if n > 0 else None
+
+
 def _match(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
     return all(have.get(k) == v for k, v in want.items())

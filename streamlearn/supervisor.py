@@ -25,9 +25,19 @@ from typing import IO, Any
 
 from prometheus_client.metrics_core import Metric
 
+from models.freshness import STAGES as FRESHNESS_STAGES
 from models.registry import FileRegistry
 from streamlearn.metrics_file import MetricsFile
-from streamlearn.scrape import Samples, quantile, samples_of, scrape_families, total, value
+from streamlearn.scrape import (
+    Samples,
+    histogram_mean,
+    histogram_quantile,
+    quantile,
+    samples_of,
+    scrape_families,
+    total,
+    value,
+)
 from streams.broker import EmbeddedBroker, die_with_parent, free_port
 from streams.config import KafkaConfig
 from streams.model_catalog import MODELS
@@ -405,6 +415,7 @@ class Stack:
             },
             "models": models,
         }
+        figures.update(self.freshness())  # over every model
         if final:
             # the simulator's own end-of-run figures are exact; the scrape may be stale
             for key in ("events_produced", "predict_p99_ms"):
@@ -428,7 +439,8 @@ class Stack:
         surface = next(iter(MODELS.get(model).surfaces), model) if model in MODELS else model
         sim = self.children["simulator"].last
         out: dict[str, Any] = {
-            "versions": len(self.registry.version_numbers(model)),
+            # numbered from 1 without gaps; retention deletes old ones from the registry
+            "versions": latest.version if latest else 0,
             "model_version": latest.version if latest else None,
             "serving_version": int(serving) if serving else None,
             "examples_trained": int(meta.get("examples_seen", 0)),
@@ -457,6 +469,32 @@ class Stack:
         for policy in ("model", "model_expected", "random", "oracle", "fallback"):
             live = value(sim, "streamlearn_simulator_ctr", surface=surface, policy=policy)
             out[f"ctr_{policy}"] = at_end.get(f"ctr_{policy}", live)
+        out.update(self.freshness(model))
+        return out
+
+    def freshness(self, model: str | None = None) -> dict[str, Any]:
+        """Freshness quantiles and their breakdown, from serving's histograms (over every
+        model, or one): seconds from an engagement to being served by a version that
+        learned it (``models.freshness``). With several serving replicas, each one's
+        observations count (each swaps versions in on its own)."""
+        last: Samples = {}
+        for c in self.members("serving"):
+            for name, rows in c.last.items():
+                last.setdefault(name, []).extend(rows)
+        labels = {} if model is None else {"model": model}
+        out: dict[str, Any] = {
+            "freshness_p50_s": _round(histogram_quantile(last, _FRESHNESS, 0.5, **labels)),
+            "freshness_p99_s": _round(histogram_quantile(last, _FRESHNESS, 0.99, **labels)),
+            "freshness_mean_s": _round(histogram_mean(last, _FRESHNESS, **labels)),
+            "freshness_positives": int(total(last, f"{_FRESHNESS}_count", **labels)),
+        }
+        out["freshness_breakdown_s"] = {
+            stage: {
+                "p50": _round(histogram_quantile(last, _STAGE, 0.5, stage=stage, **labels)),
+                "mean": _round(histogram_mean(last, _STAGE, stage=stage, **labels)),
+            }
+            for stage in FRESHNESS_STAGES
+        }
         return out
 
     def simulator_summary(self) -> dict[str, Any]:
@@ -529,6 +567,12 @@ def _role(name: str) -> str:
     """``features-2`` → ``features`` (``trainer-feed`` is a role of its own)."""
     head, _, tail = name.rpartition("-")
     return head if head and tail.isdigit() else name
+_FRESHNESS = "streamlearn_freshness_seconds"
+_STAGE = "streamlearn_freshness_stage_seconds"
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from streams.checkpoint import Checkpoint, CommitOffsets
 from streams.errors import ContractError, StateLost
@@ -110,7 +110,9 @@ class BatchApplier:
                 else:
                     INVALID_SKIPPED.labels(name, topic).inc()
                 continue
-            append(Record(topic, part, off, m.key(), value, raw))
+            kind, ms = m.timestamp()
+            stamp = ms / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else None
+            append(Record(topic, part, off, m.key(), value, raw, stamp))
         self.stats.consumed += len(msgs)
         for topic, c in consumed.items():
             EVENTS_IN.labels(name, topic).inc(c)

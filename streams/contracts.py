@@ -159,6 +159,16 @@ class TrainingExample(msgspec.Struct, frozen=True):
     features: Features
     served_version: Version
     served_score: Probability
+    label_ts: (
+        Annotated[
+            float,
+            Meta(
+                ge=0,
+                description="Event time of the engagement that made the label 1 (absent for 0).",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class ModelUpdate(msgspec.Struct, frozen=True):

@@ -265,8 +265,8 @@ class Joiner(StatefulProcessor):
             if item.item_id not in pend.shown:
                 continue
             engaged = pend.engaged.get(item.item_id, {})
-            hit = any(k in positives and ts <= closes for k, ts in engaged.items())
-            label: Literal[0, 1] = 1 if hit else 0
+            hits = [ts for k, ts in engaged.items() if k in positives and ts <= closes]
+            label: Literal[0, 1] = 1 if hits else 0
             ex = TrainingExample(
                 request_id=log.request_id,
                 user_id=log.user_id,
@@ -277,6 +277,7 @@ class Joiner(StatefulProcessor):
                 features=item.features,
                 served_version=log.version,
                 served_score=item.score,
+                label_ts=min(hits) if hits else None,
             )
             out.append(Output(topic, encode(ex), log.user_id))
             JOINED.labels(str(label)).inc()

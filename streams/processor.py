@@ -62,6 +62,10 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     key: bytes | None
     value: Any
     raw: bytes | None = None
+    #: The record's Kafka timestamp in epoch seconds (when its producer sent it, or when
+    #: the broker appended it, per the topic's ``message.timestamp.type``); ``None`` when
+    #: the broker gave none.
+    timestamp: float | None = None
 
 
 class Output(msgspec.Struct, frozen=True, gc=False):

@@ -43,6 +43,8 @@ from confluent_kafka import OFFSET_BEGINNING
 from prometheus_client import Counter, Gauge
 
 from models.definition import ModelDef
+from models.freshness import METADATA_KEY as FRESHNESS_KEY
+from models.freshness import PositivesSample
 from models.metrics import ProgressiveMetrics
 from models.protocol import Learner
 from models.registry import FileRegistry, ModelVersion
@@ -157,6 +159,9 @@ class OnlineTrainer:
         self._learned_since_snapshot = 0
         self._snapshot_offsets: dict[str, int] = {}
         self._loaded = False
+        #: positives learned since the last published version (freshness, see
+        #: ``models.freshness``)
+        self._positives = PositivesSample(seed=config.seed)
 
     @property
     def input_topic(self) -> str:
@@ -315,8 +320,15 @@ class OnlineTrainer:
             ) from exc
         self.metrics.update(chunk.y, p)
         fp = self.fingerprint
+        learned_at = self._clock()
+        positives = self._positives
         for r in chunk.records:
             fp = (fp + example_fingerprint(r.topic, r.partition, r.offset)) & _MASK
+            label_ts = r.value.label_ts
+            if label_ts is not None and r.value.label == 1:
+                # joined: when the joiner produced it (its Kafka timestamp)
+                joined = r.timestamp if r.timestamp is not None else learned_at
+                positives.add(label_ts, joined, learned_at)
         self.fingerprint = fp
         n = len(chunk.records)
         self.examples_seen += n
@@ -363,8 +375,10 @@ class OnlineTrainer:
                 "examples_seen": self.examples_seen,
                 "metrics": report,
                 "parent_version": self.version or None,
+                FRESHNESS_KEY: self._positives.to_metadata(),
             },
         )
+        self._positives.clear()
         self.version = mv.version
         self._snapshot_offsets = offsets
         self._last_snapshot = self._clock()

@@ -27,6 +27,19 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _freshness_row(f: dict[str, Any]) -> str:
+    if f["freshness_p50_s"] is None:
+        return "–"
+    means = " · ".join(
+        f"{stage.split('_')[0]} {_fmt(v['mean'], 2)}"
+        for stage, v in f["freshness_breakdown_s"].items()
+    )
+    return (
+        f"{_fmt(f['freshness_p50_s'], 2)} s / {_fmt(f['freshness_p99_s'], 2)} s"
+        f"  (means: {means})"
+    )
+
+
 def _view(stack: Stack) -> Group:
     f = stack.figures()
     el = max(f["elapsed_s"], 1e-9)
@@ -42,6 +55,7 @@ def _view(stack: Stack) -> Group:
         "predict p99 (client / server)",
         f"{_fmt(f['predict_p99_ms'], 1)} ms / {_fmt(f['serve_p99_ms'], 1)} ms",
     )
+    t.add_row("freshness p50 / p99", _freshness_row(f))
     t.add_row("dead-lettered", str(f["dlq_events"]))
     models = Table(show_header=True, expand=False)
     for col in (
