@@ -17,6 +17,11 @@ never served. Promotion history and rollback are in :mod:`models.stages`.
 version whose state is a pickle (``state.pkl``, from before this format) is refused, never
 unpickled. This module imports neither torch nor river (serving imports it);
 ``load_learner`` imports what the learner needs at that moment.
+
+A *serving-only* version (``serving_only`` in its metadata) has no ``state.npz``: the
+online trainer publishes one about every second for serving and a full one (a resume
+point) less often. :meth:`FileRegistry.prune` deletes old versions (retention), keeping
+the newest, the newest resume points and every staged version.
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from models.errors import RegistryError, SnapshotError
-from models.snapshot import Snapshot
+from models.snapshot import SERVING_ONLY, Snapshot
 
 #: ``rejected`` versions are never served (see :meth:`FileRegistry.serving_version`).
 STAGES = ("candidate", "production", "archived", "rejected")
@@ -89,6 +94,11 @@ class ModelVersion:
         return self.path / "model.onnx"
 
     @property
+    def serving_only(self) -> bool:
+        """True for a version published without its learner state (not a resume point)."""
+        return bool(self.metadata.get(SERVING_ONLY))
+
+    @property
     def stage(self) -> str:
         """Current stage (read from ``stages.json`` now); ``"none"`` when never staged."""
         return _read_stages(self.path.parent).get(self.version, NO_STAGE)
@@ -124,7 +134,8 @@ class FileRegistry:
         tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
         try:
             _write_file(tmp / "model.onnx", snapshot.onnx)
-            _write_file(tmp / STATE_FILE, snapshot.state)
+            if not snapshot.serving_only:
+                _write_file(tmp / STATE_FILE, snapshot.state)
             for _ in range(_MAX_PUBLISH_TRIES):
                 numbers = self._version_numbers(model_dir)
                 version = (numbers[-1] if numbers else 0) + 1
@@ -160,6 +171,40 @@ class FileRegistry:
         """The version numbers of ``model``, ascending, without reading their metadata."""
         return self._version_numbers(self._model_dir(model))
 
+    def prune(
+        self, model: str, keep: int, keep_resumable: int = 2, protect: Iterable[int] = ()
+    ) -> list[int]:
+        """Delete old versions of ``model``; return the numbers deleted.
+
+        Kept: the newest ``keep`` versions, the newest ``keep_resumable`` that carry a
+        learner state (not serving-only: resume points), every version with a stage
+        (candidate, production, archived, rejected: their history stays readable) and
+        ``protect``. A version is renamed out of sight first, then deleted, so a reader
+        sees it whole or not at all.
+        """
+        if keep < 1:
+            raise RegistryError(f"expected to keep at least 1 version, got {keep}")
+        model_dir = self._model_dir(model)
+        numbers = self._version_numbers(model_dir)
+        kept = set(numbers[-keep:]) | set(protect) | set(_read_stages(model_dir))
+        resumable = [v for v in numbers if (model_dir / f"v{v:08d}" / STATE_FILE).exists()]
+        kept |= set(resumable[-keep_resumable:] if keep_resumable > 0 else [])
+        deleted = []
+        for v in numbers:
+            if v in kept:
+                continue
+            path = model_dir / f"v{v:08d}"
+            trash = model_dir / f".pruned-{path.name}-{os.getpid()}"
+            try:
+                os.rename(path, trash)
+            except FileNotFoundError:
+                continue  # pruned by another process
+            shutil.rmtree(trash, ignore_errors=True)
+            deleted.append(v)
+        for left in model_dir.glob(".pruned-*"):  # a prune that died half-way
+            shutil.rmtree(left, ignore_errors=True)
+        return deleted
+
     def models(self) -> list[str]:
         """Names of the models with at least one version, sorted."""
         return sorted(
@@ -179,9 +224,17 @@ class FileRegistry:
         return ModelVersion(model, version, path, metadata)
 
     def versions(self, model: str) -> list[ModelVersion]:
-        """Every version of ``model``, ascending; empty when the model is unknown."""
+        """Every version of ``model``, ascending; empty when the model is unknown (a
+        version pruned while they are read is left out)."""
         model_dir = self._model_dir(model)
-        return [self._load(model, v) for v in self._version_numbers(model_dir)]
+        out = []
+        for v in self._version_numbers(model_dir):
+            try:
+                out.append(self._load(model, v))
+            except RegistryError:
+                if (model_dir / f"v{v:08d}").exists():
+                    raise
+        return out
 
     def latest(self, model: str) -> ModelVersion | None:
         """The highest version of ``model``, or ``None``."""
@@ -207,6 +260,11 @@ class FileRegistry:
         """
         from models.state import load_state
 
+        if mv.serving_only:
+            raise RegistryError(
+                f"version {mv.version} of model {mv.model!r} is serving-only: it was "
+                "published without its learner state; load a version that has one"
+            )
         path = mv.path / STATE_FILE
         if not path.exists() and (mv.path / "state.pkl").exists():
             raise RegistryError(

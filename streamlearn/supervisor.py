@@ -59,7 +59,11 @@ class StackConfig:
     rate: float = 150.0
     seed: int = 7
     snapshot_interval_s: float = 10.0
+    #: serving-only versions between snapshots (0: none)
+    publish_interval_s: float = 1.0
     label_window_s: float = 8.0
+    #: the joiner emits positives at once (negatives wait for the window)
+    positives_at_once: bool = True
     serving_port: int = 0
     runtime: str = "microbatch"
     #: write every process's metrics over the run here (OpenMetrics, see ``metrics_file``)
@@ -252,6 +256,7 @@ class Stack:
                         cfg.runtime,
                         "--label-window",
                         str(cfg.label_window_s),
+                        "--positives-at-once" if cfg.positives_at_once else "--positives-at-close",
                         *ids,
                     ],
                 ),
@@ -267,6 +272,8 @@ class Stack:
                 model,
                 "--snapshot-interval",
                 str(cfg.snapshot_interval_s),
+                "--publish-interval",
+                str(cfg.publish_interval_s),
             ]
             specs.append((trainer_name(model), [*py, *args, "--metrics-port", str(port)], port))
         served = [a for m in cfg.models for a in ("--model", m)]
@@ -567,6 +574,8 @@ def _role(name: str) -> str:
     """``features-2`` → ``features`` (``trainer-feed`` is a role of its own)."""
     head, _, tail = name.rpartition("-")
     return head if head and tail.isdigit() else name
+
+
 _FRESHNESS = "streamlearn_freshness_seconds"
 _STAGE = "streamlearn_freshness_stage_seconds"
 

@@ -13,6 +13,16 @@ but never shown are not examples. Records whose request never shows up in the fe
 are dropped after ``orphan_timeout_s`` and counted; records that come after their
 request's window closed are dropped and counted too.
 
+Positives at once (``positives_at_once``, the default): a positive is known as soon as
+its engagement, its impression and the request's feature-log record are all in, so it is
+emitted then, without waiting for the window (what makes a model fresh: an engagement
+reaches the trainer a commit interval after it happens, not a window later). The window
+still decides the negatives. Each shown item still gives exactly one example with the
+label the window gives it, so the examples learned are the same as when all wait for
+the window; only the positives come earlier (``bench/bench_delayed_feedback.py``
+measures what that does to AUC and calibration). No fake negatives are ever emitted, so
+no importance weights are needed to undo them.
+
 What a request holds does not depend on how the two topics interleaved (a restart, a
 rewind or another consumer reads them in another interleaving), so a restarted joiner
 emits what an uninterrupted one does (``streams.checks``).
@@ -66,6 +76,10 @@ class JoinerConfig:
     #: When a partition's event time stalls, advance its watermark with the wall clock,
     #: this many seconds behind it; ``None`` uses event time only (replays, tests).
     idle_lateness_s: float | None = 5.0
+    #: Emit a positive example as soon as its engagement, impression and feature-log
+    #: record are all in (negatives still wait for the window to close); ``False``
+    #: emits every example when the window closes.
+    positives_at_once: bool = True
 
 
 class _Pending(msgspec.Struct):
@@ -79,6 +93,8 @@ class _Pending(msgspec.Struct):
     #: item_id → engagement type → its earliest event time (judged against the window
     #: when the window closes, once the feature-log record's time is known)
     engaged: dict[str, dict[str, float]] = {}
+    #: items whose positive example was emitted before the window closed (sorted)
+    emitted: list[str] = []
 
 
 _DEC = msgspec.json.Decoder(_Pending)
@@ -200,9 +216,12 @@ class Joiner(StatefulProcessor):
                 pend.log = value
             else:
                 self._apply_event(pend, value)
+        out: list[Output] = []
         for (p, rid), pend in touched.items():
+            if self.config.positives_at_once and pend.log is not None:
+                out.extend(self._examples(pend.log, pend, positives_only=True))
             self.state[p].put("r/" + rid, _ENC.encode(pend))
-        return []
+        return out
 
     def _apply_event(self, pend: _Pending, ev: ActivityEvent) -> None:
         if ev.type == "impression":
@@ -256,16 +275,23 @@ class Joiner(StatefulProcessor):
             if store.get("c/" + rid) is not None:
                 store.delete("c/" + rid)
 
-    def _examples(self, log: FeatureLogRecord, pend: _Pending) -> list[Output]:
+    def _examples(
+        self, log: FeatureLogRecord, pend: _Pending, positives_only: bool = False
+    ) -> list[Output]:
+        """The examples of the request's shown items not emitted yet (``positives_only``:
+        of those labelled 1 so far, remembered in ``pend.emitted``)."""
         topic = self.topics.training_examples(log.model)
         positives = self.models.head(log.model).positives
         closes = log.ts + self.config.window_s
+        emitted = pend.emitted
         out = []
         for item in log.items:
-            if item.item_id not in pend.shown:
+            if item.item_id not in pend.shown or item.item_id in emitted:
                 continue
             engaged = pend.engaged.get(item.item_id, {})
             hits = [ts for k, ts in engaged.items() if k in positives and ts <= closes]
+            if positives_only and not hits:
+                continue
             label: Literal[0, 1] = 1 if hits else 0
             ex = TrainingExample(
                 request_id=log.request_id,
@@ -281,4 +307,6 @@ class Joiner(StatefulProcessor):
             )
             out.append(Output(topic, encode(ex), log.user_id))
             JOINED.labels(str(label)).inc()
+            if positives_only:
+                pend.emitted = sorted([*pend.emitted, item.item_id])
         return out

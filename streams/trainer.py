@@ -5,7 +5,14 @@ before learn), feeding live AUC / log loss / normalized entropy per model versio
 Examples are learned in fixed-size micro-batches in arrival order; every
 ``snapshot_interval_s`` the learner is snapshotted (ONNX + learner state + metadata with
 the input offsets it has passed) and published atomically to the registry, then
-announced on the model-updates topic.
+announced on the model-updates topic. In between, every ``publish_interval_s``, a
+*serving-only* version (the ONNX graph and metadata, no learner state: cheap, and small
+on disk) is published and announced the same way, so serving gets a fresh model about
+every second while the full state is written less often. Before any publish the examples
+still pending are learned, so a version holds everything read so far. Each version
+records the positives it learned (``models.freshness``: for serving's freshness figures).
+With ``keep_versions`` the registry keeps only the newest versions (and the newest resume
+points and staged ones, ``FileRegistry.prune``).
 
 It is a snapshot processor (``streams.processor``): ``process`` featurises the whole
 batch before learning anything, so a batch that raises leaves no trace (the runtime then
@@ -16,8 +23,9 @@ snapshot.
 Guarantee: exactly-once model updates. A snapshot records, per input partition, the
 offset below which every example is learned or dead-lettered, with the ids of the topics
 (``Cluster.topic_ids``); a restarted trainer loads the newest *online* version of its
-model and resumes each partition from those offsets, so every example is learned exactly
-once by the model lineage, without Kafka transactions. The snapshot also records
+model that has its state (serving-only versions are never resume points) and resumes each
+partition from those offsets, so every example is learned exactly once by the model
+lineage, without Kafka transactions. The snapshot also records
 ``examples_seen`` and an order-independent fingerprint of the learned
 (topic, partition, offset) set, which tests compare against an uninterrupted run.
 
@@ -89,7 +97,13 @@ class TrainerConfig:
     seed: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_after_s: float = 1.0
+    #: Seconds between full versions (with the learner state: resume points).
     snapshot_interval_s: float = 10.0
+    #: Seconds between serving-only versions in between (``None``: full ones only).
+    publish_interval_s: float | None = None
+    #: Retention: keep the newest this many versions (and the newest resume points and
+    #: the staged ones); 0 keeps every version.
+    keep_versions: int = 0
     metrics_window: int = 5000
 
     @property
@@ -107,6 +121,11 @@ def is_online(mv: ModelVersion) -> bool:
     but a fingerprint)."""
     origin = mv.metadata.get("origin")
     return origin == ONLINE or (origin is None and "fingerprint" in mv.metadata)
+
+
+def is_resume_point(mv: ModelVersion) -> bool:
+    """True for an online version that carries its learner state."""
+    return is_online(mv) and not mv.serving_only
 
 
 def _decode_example(raw: bytes | None) -> Any:
@@ -157,6 +176,9 @@ class OnlineTrainer:
         self._last_arrival = 0.0
         self._last_snapshot = 0.0
         self._learned_since_snapshot = 0
+        self._last_publish = 0.0
+        self._learned_since_publish = 0
+        self._resume_version: int | None = None
         self._snapshot_offsets: dict[str, int] = {}
         self._loaded = False
         #: positives learned since the last published version (freshness, see
@@ -173,8 +195,8 @@ class OnlineTrainer:
         return {self.input_topic: _decode_example}
 
     def _resume_point(self) -> ModelVersion | None:
-        online = [mv for mv in self.registry.versions(self.config.model) if is_online(mv)]
-        return online[-1] if online else None
+        found = [mv for mv in self.registry.versions(self.config.model) if is_resume_point(mv)]
+        return found[-1] if found else None
 
     def _new_learner(self) -> Learner:
         return self.config.definition.create(seed=self.config.seed)
@@ -211,6 +233,7 @@ class OnlineTrainer:
         self.learner = self.registry.load_learner(mv)
         meta = mv.metadata
         self.version = mv.version
+        self._resume_version = mv.version
         self._last_snapshot = self._clock()  # the next snapshot is an interval away
         MODEL_VERSION.labels(self.config.model).set(self.version)
         why = self._stale(meta)
@@ -333,6 +356,7 @@ class OnlineTrainer:
         n = len(chunk.records)
         self.examples_seen += n
         self._learned_since_snapshot += n
+        self._learned_since_publish += n
         EXAMPLES_TRAINED.labels(self.config.model).inc(n)
 
     def _learn_pending(self) -> None:
@@ -356,12 +380,14 @@ class OnlineTrainer:
             return [self.publish()]
         return []
 
-    def publish(self) -> Output:
-        """Snapshot the learner to the registry and return the announcement record."""
+    def publish(self, full: bool = True) -> Output:
+        """Learn what is pending, publish the learner to the registry (``full``: with its
+        state, a resume point; else serving-only) and return the announcement record."""
         assert self.learner is not None
         t0 = time.perf_counter()
+        self._learn_pending()
         report = self.metrics.report()
-        snap = self.learner.snapshot()
+        snap = self.learner.snapshot(state=full)
         offsets = self._resume_offsets()
         mv = self.registry.publish(
             self.config.model,
@@ -380,18 +406,27 @@ class OnlineTrainer:
         )
         self._positives.clear()
         self.version = mv.version
-        self._snapshot_offsets = offsets
-        self._last_snapshot = self._clock()
-        self._learned_since_snapshot = 0
+        self._last_publish = self._clock()
+        self._learned_since_publish = 0
+        if full:
+            self._resume_version = mv.version
+            self._snapshot_offsets = offsets
+            self._last_snapshot = self._last_publish
+            self._learned_since_snapshot = 0
+        if self.config.keep_versions > 0:
+            protect = () if self._resume_version is None else (self._resume_version,)
+            self.registry.prune(self.config.model, self.config.keep_versions, protect=protect)
         SNAPSHOT_SECONDS.labels(self.config.model).set(time.perf_counter() - t0)
         MODEL_VERSION.labels(self.config.model).set(mv.version)
         for k, v in report.items():
             if isinstance(v, int | float) and not isinstance(v, bool):
                 PROGRESSIVE.labels(self.config.model, k).set(v)
-        log.info(
-            "model=%s published version=%d examples_seen=%d auc=%s",
+        log.log(
+            logging.INFO if full else logging.DEBUG,
+            "model=%s published version=%d (%s) examples_seen=%d auc=%s",
             self.config.model,
             mv.version,
+            "full" if full else "serving-only",
             self.examples_seen,
             report.get("auc"),
         )
@@ -412,16 +447,21 @@ class OnlineTrainer:
             key = f"{t}/{p}"
             if off > self.offsets.get(key, 0):
                 self.offsets[key] = off
-        due = self._clock() - self._last_snapshot >= self.config.snapshot_interval_s
-        if due and self._learned_since_snapshot > 0:
-            return [self.publish()]
+        now = self._clock()
+        full_due = now - self._last_snapshot >= self.config.snapshot_interval_s
+        if full_due and (self._learned_since_snapshot or self._pending_n):
+            return [self.publish(full=True)]
+        every = self.config.publish_interval_s
+        due = every is not None and now - self._last_publish >= every
+        if due and (self._learned_since_publish or self._pending_n):
+            return [self.publish(full=False)]
         return []
 
     def finish(self) -> list[Output]:
         """Learn what is pending and publish a last snapshot, so a clean stop loses nothing."""
         self._learn_pending()
         moved = self._resume_offsets() != self._snapshot_offsets  # e.g. dead letters only
-        return [self.publish()] if self._learned_since_snapshot or moved else []
+        return [self.publish(full=True)] if self._learned_since_snapshot or moved else []
 
     def close(self) -> None:
         return None

@@ -11,7 +11,7 @@ import numpy as np
 from models.errors import FeatureError, SnapshotError
 from models.features import FeatureSpec, Featuriser
 from models.protocol import Row
-from models.snapshot import Snapshot
+from models.snapshot import SERVING_ONLY, Snapshot
 
 #: Smallest chunk a batch is split into while a learner warms up.
 WARMUP_CHUNK = 16
@@ -199,24 +199,27 @@ class FeaturisedLearner(abc.ABC):
             )
         return np.array(arr, copy=True)
 
-    def snapshot(self) -> Snapshot:
-        """ONNX graph, data-only learner state (see :mod:`models.state`) and metadata."""
+    def snapshot(self, state: bool = True) -> Snapshot:
+        """ONNX graph, data-only learner state (see :mod:`models.state`) and metadata.
+
+        ``state=False``: a serving-only snapshot (``serving_only`` in the metadata), the
+        graph without the learner state: what serving needs, not a point to resume from.
+        """
         from models.state import dump_state
 
-        state = dump_state(self)
-        return Snapshot(
-            onnx=self.to_onnx(),
-            state=state.data,
-            metadata={
-                "learner": self.name,
-                "params": self.params(),
-                "seed": self.seed,
-                "feature_spec": self.spec.to_dict(),
-                "kind": "ctr",
-                "inputs": ["idx", "val"],
-                "output": "prob",
-                "examples_seen": self.examples_seen,
-                "state_format": state.format,
-                "state_sha256": state.sha256,
-            },
-        )
+        metadata: dict[str, object] = {
+            "learner": self.name,
+            "params": self.params(),
+            "seed": self.seed,
+            "feature_spec": self.spec.to_dict(),
+            "kind": "ctr",
+            "inputs": ["idx", "val"],
+            "output": "prob",
+            "examples_seen": self.examples_seen,
+        }
+        if not state:
+            return Snapshot(self.to_onnx(), b"", {**metadata, SERVING_ONLY: True})
+        dumped = dump_state(self)
+        metadata["state_format"] = dumped.format
+        metadata["state_sha256"] = dumped.sha256
+        return Snapshot(onnx=self.to_onnx(), state=dumped.data, metadata=metadata)

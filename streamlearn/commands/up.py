@@ -35,8 +35,7 @@ def _freshness_row(f: dict[str, Any]) -> str:
         for stage, v in f["freshness_breakdown_s"].items()
     )
     return (
-        f"{_fmt(f['freshness_p50_s'], 2)} s / {_fmt(f['freshness_p99_s'], 2)} s"
-        f"  (means: {means})"
+        f"{_fmt(f['freshness_p50_s'], 2)} s / {_fmt(f['freshness_p99_s'], 2)} s  (means: {means})"
     )
 
 
@@ -121,9 +120,19 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--snapshot-interval",
                 envvar="STREAMLEARN_SNAPSHOT_INTERVAL",
-                help="Seconds between model snapshots.",
+                help="Seconds between full model snapshots (with the learner state).",
             ),
         ] = 10.0,
+        publish_interval: Annotated[
+            float,
+            typer.Option(
+                "--publish-interval",
+                envvar="STREAMLEARN_PUBLISH_INTERVAL",
+                min=0.0,
+                help="Seconds between serving-only model versions between snapshots "
+                "(0: snapshots only).",
+            ),
+        ] = 1.0,
         label_window: Annotated[
             float,
             typer.Option(
@@ -132,6 +141,15 @@ def register(app: typer.Typer) -> None:
                 help="Label window of the joiner, seconds.",
             ),
         ] = 8.0,
+        positives_at_once: Annotated[
+            bool,
+            typer.Option(
+                "--positives-at-once/--positives-at-close",
+                envvar="STREAMLEARN_POSITIVES_AT_ONCE",
+                help="Joiner: emit positives as soon as their engagement is in (negatives "
+                "wait for the label window), or every example when the window closes.",
+            ),
+        ] = True,
         runtime: Annotated[
             str,
             typer.Option("--runtime", envvar="STREAMLEARN_RUNTIME", help="microbatch or faust."),
@@ -195,7 +213,9 @@ def register(app: typer.Typer) -> None:
             rate=rate,
             seed=seed,
             snapshot_interval_s=snapshot_interval,
+            publish_interval_s=publish_interval,
             label_window_s=label_window,
+            positives_at_once=positives_at_once,
             serving_port=serving_port,
             runtime=runtime,
             metrics_file=metrics_file,

@@ -112,6 +112,35 @@ WindowS = Annotated[
         "--label-window", envvar="STREAMLEARN_LABEL_WINDOW", help="Label window, seconds."
     ),
 ]
+PublishInterval = Annotated[
+    float,
+    typer.Option(
+        "--publish-interval",
+        envvar="STREAMLEARN_PUBLISH_INTERVAL",
+        min=0.0,
+        help="Trainer: seconds between serving-only versions (the graph without the "
+        "learner state) published between snapshots; 0: snapshots only.",
+    ),
+]
+KeepVersions = Annotated[
+    int,
+    typer.Option(
+        "--keep-versions",
+        envvar="STREAMLEARN_KEEP_VERSIONS",
+        min=0,
+        help="Trainer: keep the newest this many versions in the registry (and the newest "
+        "resume points and every staged version); 0 keeps every version.",
+    ),
+]
+PositivesAtOnce = Annotated[
+    bool,
+    typer.Option(
+        "--positives-at-once/--positives-at-close",
+        envvar="STREAMLEARN_POSITIVES_AT_ONCE",
+        help="Joiner: emit a positive example as soon as its engagement is in (negatives "
+        "wait for the label window), or every example when the window closes.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -136,6 +165,7 @@ def register(app: typer.Typer) -> None:
                 "defs`).",
             ),
         ] = "feed",
+        positives_at_once: PositivesAtOnce = True,
         commit_interval: Annotated[
             float,
             typer.Option(
@@ -177,7 +207,8 @@ def register(app: typer.Typer) -> None:
         elif processor is ProcessorName.joiner:
             from streams.joiner import Joiner, JoinerConfig
 
-            proc = Joiner(topics, state, JoinerConfig(window_s=label_window), cluster)
+            config = JoinerConfig(window_s=label_window, positives_at_once=positives_at_once)
+            proc = Joiner(topics, state, config, cluster)
         else:
             proc = _trainer(topics, root, model, None, [], 10.0, cluster=cluster)
         interval = 0.0 if processor is ProcessorName.trainer else commit_interval
@@ -198,7 +229,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--snapshot-interval",
                 envvar="STREAMLEARN_SNAPSHOT_INTERVAL",
-                help="Seconds between published snapshots.",
+                help="Seconds between full snapshots (with the learner state: resume points).",
             ),
         ] = 10.0,
         batch_size: o.BatchSize = DEFAULT_BATCH_SIZE,
@@ -210,6 +241,8 @@ def register(app: typer.Typer) -> None:
                 help="Learn a partial micro-batch after this many idle seconds.",
             ),
         ] = 1.0,
+        publish_interval: PublishInterval = 1.0,
+        keep_versions: KeepVersions = 30,
         runtime: Runtime = RuntimeName.microbatch,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
         metrics_port: o.MetricsPort = 0,
@@ -232,6 +265,8 @@ def register(app: typer.Typer) -> None:
             batch_size,
             flush_after,
             cluster=KafkaCluster(kafka),
+            publish_interval=publish_interval,
+            keep_versions=keep_versions,
         )
         # The trainer's checkpoint is its snapshot: commit every batch (nothing to coalesce,
         # and a rewind would re-learn examples already in the learner).
@@ -249,6 +284,8 @@ def _trainer(
     batch_size: int = DEFAULT_BATCH_SIZE,
     flush_after: float = 1.0,
     cluster: Cluster | None = None,
+    publish_interval: float = 1.0,
+    keep_versions: int = 30,
 ) -> OnlineTrainer:
     try:
         definition = MODELS.get(model)
@@ -259,6 +296,8 @@ def _trainer(
     cfg = TrainerConfig(
         definition=definition.with_learner(learner, o.parse_params(params)),
         snapshot_interval_s=snapshot_interval,
+        publish_interval_s=publish_interval or None,
+        keep_versions=keep_versions,
         batch_size=batch_size,
         flush_after_s=flush_after,
     )

@@ -20,7 +20,7 @@ from streams.processor import Processor
 from streams.state import PartitionStore, is_control_key
 from streams.testing import MemoryBroker
 from streams.topics import Topics
-from streams.trainer import OnlineTrainer, TrainerConfig, is_online
+from streams.trainer import OnlineTrainer, TrainerConfig, is_resume_point
 
 TOPICS = Topics("checks.")
 T0 = 1_700_000_000.0
@@ -227,6 +227,8 @@ def _build_trainer(root: Path, broker: MemoryBroker, clock: Callable[[], float])
         batch_size=TRAIN_BATCH,
         flush_after_s=1e9,
         snapshot_interval_s=6.0,
+        publish_interval_s=2.0,  # serving-only versions in between, never resumed from
+        keep_versions=3,
     )
     return OnlineTrainer(
         TOPICS, FileRegistry(root / "registry"), config, clock=clock, cluster=broker
@@ -235,8 +237,7 @@ def _build_trainer(root: Path, broker: MemoryBroker, clock: Callable[[], float])
 
 def _observe_trainer(broker: MemoryBroker, root: Path) -> dict[str, Any]:
     registry = FileRegistry(root / "registry")
-    online = [mv for mv in registry.versions("feed") if is_online(mv)]
-    mv = online[-1]
+    mv = [mv for mv in registry.versions("feed") if is_resume_point(mv)][-1]
     learner = registry.load_learner(mv)
     return {
         "examples_seen": mv.metadata["examples_seen"],

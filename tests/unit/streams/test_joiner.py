@@ -12,7 +12,7 @@ from streams.contracts import (
     decode,
 )
 from streams.joiner import Joiner, JoinerConfig
-from streams.processor import Record
+from streams.processor import Output, Record
 from streams.topics import Topics
 
 T = Topics("t.")
@@ -48,19 +48,27 @@ class Feed:
         self.j = joiner
         self.offset = 0
 
-    def __call__(self, *values: object) -> None:
+    def __call__(self, *values: object) -> list[Output]:
+        """Process ``values`` as one batch; returns its outputs (positives at once)."""
         recs = []
         for v in values:
             topic = T.feature_log if isinstance(v, FeatureLogRecord) else T.activity
             recs.append(Record(topic, 0, self.offset, b"u1", v))
             self.offset += 1
-        assert self.j.process(recs) == []
+        out = self.j.process(recs)
+        if not self.j.config.positives_at_once:
+            assert out == []
+        return out
 
 
-def _joiner(tmp_path: Path) -> tuple[Joiner, Feed]:
-    j = Joiner(
-        T, tmp_path, JoinerConfig(window_s=10.0, orphan_timeout_s=30.0, idle_lateness_s=None)
+def _joiner(tmp_path: Path, positives_at_once: bool = False) -> tuple[Joiner, Feed]:
+    config = JoinerConfig(
+        window_s=10.0,
+        orphan_timeout_s=30.0,
+        idle_lateness_s=None,
+        positives_at_once=positives_at_once,
     )
+    j = Joiner(T, tmp_path, config)
     j.assign([(T.feature_log, 0), (T.activity, 0)])
     return j, Feed(j)
 
@@ -124,7 +132,9 @@ def test_open_windows_survive_restart(tmp_path: Path) -> None:
     )
     j.commit({(T.feature_log, 0): 1, (T.activity, 0): 3})
     j.close()
-    j2 = Joiner(T, tmp_path, JoinerConfig(window_s=10.0, idle_lateness_s=None))
+    j2 = Joiner(
+        T, tmp_path, JoinerConfig(window_s=10.0, idle_lateness_s=None, positives_at_once=False)
+    )
     starts = j2.assign([(T.feature_log, 0), (T.activity, 0)])
     assert starts == {(T.feature_log, 0): 1, (T.activity, 0): 3}
     j2.process(
@@ -138,7 +148,9 @@ def test_open_windows_survive_restart(tmp_path: Path) -> None:
 
 
 def test_wall_clock_closes_windows_when_event_time_stalls(tmp_path: Path) -> None:
-    j = Joiner(T, tmp_path, JoinerConfig(window_s=10.0, idle_lateness_s=5.0))
+    j = Joiner(
+        T, tmp_path, JoinerConfig(window_s=10.0, idle_lateness_s=5.0, positives_at_once=False)
+    )
     j.assign([(T.feature_log, 0), (T.activity, 0)])
     Feed(j)(_log("r1", 100.0, ["a"]), _ev("r1", 100.1, "a", "impression"))
     assert j.tick(112.0) == []  # 112 - 5 = 107 < 110
@@ -169,3 +181,86 @@ def test_ads_head_counts_only_clicks(tmp_path: Path) -> None:
     assert {o.topic for o in outputs} == {T.training_examples("ads")}
     ex = {e.item_id: e.label for e in (decode(TrainingExample, o.value) for o in outputs)}
     assert ex == {"a": 0, "b": 1}  # a like is engagement, not a click
+
+
+def _close_all(feed: Feed, j: Joiner, ts: float) -> list[TrainingExample]:
+    """Move both topics' event time to ``ts`` and close every window before it."""
+    feed(_log("r-close", ts, ["z"]), _ev("r-close", ts, "z", "impression"))
+    return _examples(j.tick(0.0))
+
+
+def test_positives_at_once_come_before_the_window_closes_and_once(tmp_path: Path) -> None:
+    j, feed = _joiner(tmp_path, positives_at_once=True)
+    # the click comes before the feature-log record and the impression: nothing yet
+    assert feed(_ev("r1", 101.0, "b", "click")) == []
+    assert feed(_log("r1", 100.0, ["a", "b", "c", "d"])) == []
+    now = _examples(feed(_ev("r1", 100.1, "a", "impression"), _ev("r1", 100.1, "b", "impression")))
+    assert [(e.item_id, e.label, e.label_ts) for e in now] == [("b", 1, 101.0)]
+    # a later engagement of the same item, or one of an unshown item, emits nothing
+    assert feed(_ev("r1", 102.0, "b", "like"), _ev("r1", 103.0, "c", "click")) == []
+    # an engagement after the window is not a positive, at once or at the close
+    feed(_ev("r1", 100.2, "d", "impression"))
+    assert feed(_ev("r1", 110.5, "d", "click")) == []
+    late = _examples(feed(_ev("r2", 100.2, "x", "impression"), _log("r2", 100.0, ["x"])))
+    assert late == []
+    closed = _close_all(feed, j, 130.0)
+    # the close emits the negatives only; b is not emitted twice
+    got = sorted((e.request_id, e.item_id, e.label) for e in closed)
+    assert got == [("r1", "a", 0), ("r1", "d", 0), ("r2", "x", 0)]
+    assert all(e.label_ts is None for e in closed)
+
+
+def test_positives_at_once_give_the_examples_of_the_window(tmp_path: Path) -> None:
+    """The same records give the same examples (and labels) whenever positives are
+    emitted: only the time they come at differs."""
+    records = [
+        _log("r1", 100.0, ["a", "b"]),
+        _ev("r1", 100.1, "a", "impression"),
+        _ev("r1", 100.1, "b", "impression"),
+        _ev("r1", 104.0, "a", "share"),
+        _ev("r1", 105.0, "b", "hide"),
+        _log("r2", 101.0, ["c"]),
+        _ev("r2", 101.1, "c", "impression"),
+        _ev("r2", 109.0, "c", "conversion"),
+    ]
+    got = {}
+    for at_once in (False, True):
+        j, feed = _joiner(tmp_path / str(at_once), positives_at_once=at_once)
+        early = [_examples(feed(r)) for r in records]
+        examples = [e for batch in early for e in batch] + _close_all(feed, j, 130.0)
+        got[at_once] = sorted(
+            (e.request_id, e.item_id, e.label, e.label_ts)
+            for e in examples
+            if e.request_id != "r-close"
+        )
+        if at_once:
+            assert [e.item_id for batch in early for e in batch] == ["a", "c"]
+    assert (
+        got[True]
+        == got[False]
+        == [
+            ("r1", "a", 1, 104.0),
+            ("r1", "b", 0, None),
+            ("r2", "c", 1, 109.0),
+        ]
+    )
+
+
+def test_an_emitted_positive_is_not_emitted_again_after_a_restart(tmp_path: Path) -> None:
+    j, feed = _joiner(tmp_path, positives_at_once=True)
+    out = feed(
+        _log("r1", 100.0, ["a", "b"]),
+        _ev("r1", 100.1, "a", "impression"),
+        _ev("r1", 100.1, "b", "impression"),
+        _ev("r1", 101.0, "a", "click"),
+    )
+    assert [(e.item_id, e.label) for e in _examples(out)] == [("a", 1)]
+    j.commit({(T.feature_log, 0): 1, (T.activity, 0): 4})
+    j.close()
+    config = JoinerConfig(window_s=10.0, idle_lateness_s=None, positives_at_once=True)
+    j2 = Joiner(T, tmp_path, config)
+    j2.assign([(T.feature_log, 0), (T.activity, 0)])
+    feed2 = Feed(j2)
+    feed2.offset = 4
+    assert feed2(_ev("r1", 102.0, "a", "like")) == []
+    assert [(e.item_id, e.label) for e in _close_all(feed2, j2, 130.0)] == [("b", 0)]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.errors import RegistryError
 from models.registry import FileRegistry
 from streams.contracts import TrainingExample, encode
 from streams.errors import StateLost
@@ -203,3 +204,73 @@ def test_an_offset_beyond_the_log_end_starts_a_new_lineage(tmp_path: Path) -> No
     t2 = _trainer(tmp_path, broker)
     assert t2.assign([(TOPIC, 0)]) == {(TOPIC, 0): -2}
     assert t2.examples_seen == 0 and t2.version == t.version
+
+
+def _positive(i: int, label_ts: float) -> TrainingExample:
+    ex = _example(i, label=1)
+    return TrainingExample(
+        **{**{f: getattr(ex, f) for f in ex.__struct_fields__}, "label_ts": label_ts}
+    )
+
+
+def test_serving_only_versions_between_snapshots_and_resume_from_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    now = [100.0]
+    cfg = TrainerConfig(
+        definition=FEED.with_spec(SPEC),
+        batch_size=1000,  # nothing learned before a publish: the publish learns it
+        flush_after_s=1e9,
+        snapshot_interval_s=10.0,
+        publish_interval_s=1.0,
+        keep_versions=3,
+    )
+    registry = FileRegistry(tmp_path / "registry")
+    t = OnlineTrainer(TOPICS, registry, cfg, clock=lambda: now[0])
+    t.assign([(TOPIC, 0)])
+    kinds = []
+    off = 0
+    for step in range(14):
+        now[0] = 100.0 + step * 0.5
+        recs = [
+            Record(TOPIC, 0, off, b"k", _positive(off, now[0] - 2.0), timestamp=now[0] - 1.0),
+            Record(TOPIC, 0, off + 1, b"k", _example(off + 1)),
+        ]
+        off += 2
+        t.process(recs)
+        if t.advance({(TOPIC, 0): off}):
+            mv = registry.latest("feed")
+            assert mv is not None
+            kinds.append("serving-only" if mv.serving_only else "full")
+            assert mv.metadata["offsets"] == {f"{TOPIC}/0": off}  # learned up to here
+            assert mv.metadata["examples_seen"] == off
+            fresh = mv.metadata["freshness"]
+            # the positives learned since the version before, each engaged 2 s and
+            # joined 1 s before it was learned (at the publish)
+            assert fresh["positives"] == len(fresh["sample"]) > 0
+            assert all(row == [now[0] - 2.0, now[0] - 1.0, now[0]] for row in fresh["sample"][-1:])
+    # a full version first, then one serving-only version a second, then a full one
+    assert kinds[0] == "full" and kinds[1:] == ["serving-only"] * (len(kinds) - 1)
+    now[0] = 111.0
+    t.process([Record(TOPIC, 0, off, b"k", _example(off))])
+    off += 1
+    assert t.advance({(TOPIC, 0): off})
+    full = registry.latest("feed")
+    assert full is not None and not full.serving_only
+    now[0] = 112.0
+    t.process([Record(TOPIC, 0, off, b"k", _example(off))])
+    off += 1
+    assert t.advance({(TOPIC, 0): off})
+    light = registry.latest("feed")
+    assert light is not None and light.serving_only
+    assert not (light.path / "state.npz").exists()
+    with pytest.raises(RegistryError, match="serving-only"):
+        registry.load_learner(light)
+    # retention: the newest 3, and the resume points (the first and the last full ones)
+    kept = [mv.version for mv in registry.versions("feed")]
+    assert full.version == light.version - 1
+    assert kept == [1, light.version - 2, full.version, light.version]
+    # a crash now: the restart resumes from the full version, not the newer serving-only one
+    t2 = OnlineTrainer(TOPICS, registry, cfg, clock=lambda: now[0])
+    assert t2.assign([(TOPIC, 0)]) == {(TOPIC, 0): full.metadata["offsets"][f"{TOPIC}/0"]}
+    assert t2.examples_seen == full.metadata["examples_seen"] == off - 1
