@@ -266,6 +266,11 @@ def follow(
     not (periodic work). A Kafka error (``KafkaError``, ``KafkaException``) in consuming
     or in the handler is logged with ``what`` and retried after ``retry_s``; anything else
     propagates. The caller owns (and closes) the consumer.
+
+    A batch is handed over as soon as its first message is there: librdkafka's
+    ``consume(n, timeout)`` waits out its whole timeout unless ``n`` messages come, so
+    ``follow`` waits for one (up to ``poll_s``) and then takes what is already fetched
+    (``timeout=0``), up to ``batch_size``.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     last_data = time.monotonic()
@@ -276,7 +281,10 @@ def follow(
         if idle_s is not None and now - last_data >= idle_s:
             return False
         try:
-            msgs = [m for m in consumer.consume(batch_size, poll_s) if check(m)]
+            got = consumer.consume(1, poll_s)
+            if got and batch_size > 1:
+                got += consumer.consume(batch_size - 1, 0)
+            msgs = [m for m in got if check(m)]
             if msgs:
                 last_data = time.monotonic()
                 if handler(msgs):

@@ -156,7 +156,11 @@ class MicroBatchRuntime:
                     break
                 if idle_polls is not None and idle >= idle_polls:
                     break
-                msgs = consumer.consume(self.config.batch_size, self.config.poll_timeout_s)
+                # librdkafka waits out the whole timeout unless a full batch comes: wait
+                # for one record, then take what is already fetched (as ``follow`` does)
+                msgs = consumer.consume(1, self.config.poll_timeout_s)
+                if msgs and self.config.batch_size > 1:
+                    msgs += consumer.consume(self.config.batch_size - 1, 0)
                 data = [m for m in msgs if m.error() is None or check(m)]
                 idle = 0 if data else idle + (1 if self._assigned else 0)
                 self._applier.apply(data)

@@ -1,9 +1,10 @@
 """The whole loop under ``streamlearn up`` against a broker we started ourselves.
 
 Also: events published by another Kafka client (aiokafka) are processed or dead-lettered,
-and a trainer killed with SIGKILL is restarted by ``up`` and ends having learned every
-training example it covers exactly once. The same run's ``--metrics-file`` (every process
-scraped) must export every metric that compose/'s dashboards and alert rules query.
+a trainer killed with SIGKILL is restarted by ``up`` and ends having learned every
+training example it covers exactly once, and freshness figures come out of the run. The
+same run's ``--metrics-file`` (every process scraped) must export every metric that
+compose/'s dashboards and alert rules query.
 """
 
 from __future__ import annotations
@@ -158,6 +159,14 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
         assert m["versions"] >= 2 and m["predictions_served"] > 0, (name, m)
         assert m["examples_trained"] > 0, (name, m)
     assert s["models"]["feed"]["progressive_auc"] == s["progressive_auc"]
+
+    # freshness: engagements were served by versions that learned them, and the stages
+    # (means) add up to the whole
+    assert s["freshness_positives"] > 0, s
+    assert 0 < s["freshness_p50_s"] <= s["freshness_p99_s"] < DURATION, s
+    means = [v["mean"] for v in s["freshness_breakdown_s"].values()]
+    assert sum(means) == pytest.approx(s["freshness_mean_s"], abs=0.01), s
+    assert s["models"]["feed"]["freshness_positives"] == s["freshness_positives"]
 
     # exactly once: the last snapshot learned each example below its offsets once
     last = registry.latest("feed")

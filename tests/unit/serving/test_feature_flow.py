@@ -83,19 +83,19 @@ def test_a_feature_declared_once_is_processed_served_logged_trained_on(tmp_path:
     joiner.assign([(T.feature_log, 0), (T.activity, 0)])
     logged = decode(FeatureLogRecord, encode(log))  # as it travels over the feature-log topic
     shown = [_ev("impression", log.ts, "i1", "r1"), _ev("click", log.ts + 1, "i1", "r1")]
-    joiner.process(
+    out = joiner.process(  # a positive comes out at once
         [Record(T.feature_log, 0, 0, b"u1", logged)]
         + [Record(T.activity, 0, n + 1, b"u1", ev) for n, ev in enumerate(shown)]
     )
     # both topics move on (the joiner's watermark is the slower topic's event time)
     later = msgspec.structs.replace(logged, request_id="r9", ts=log.ts + 60, items=[])
-    joiner.process(
+    out += joiner.process(
         [
             Record(T.feature_log, 0, 8, b"u1", later),
             Record(T.activity, 0, 9, b"u1", _ev("impression", log.ts + 60, "z", "r9")),
         ]
     )
-    examples = [decode(TrainingExample, o.value) for o in joiner.tick(0.0)]
+    examples = [decode(TrainingExample, o.value) for o in out + joiner.tick(0.0)]
     assert [(e.item_id, e.label, e.features["user_likes"]) for e in examples] == [("i1", 1, 2)]
 
     # ... and the trainer's featuriser gives it a live slot (log1p(2) in its numeric slot)

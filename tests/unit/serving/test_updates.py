@@ -44,3 +44,29 @@ def test_polls_the_registry_without_a_broker(tmp_path: Path) -> None:
         assert service.version("feed") == 2
     finally:
         updater.stop()
+
+
+def test_announcements_older_than_the_serving_version_are_not_checked(tmp_path: Path) -> None:
+    from confluent_kafka import Message
+
+    from streams.contracts import ModelUpdate, encode
+
+    registry = FileRegistry(tmp_path)
+    service = PredictionService(registry, DictFeatures(), ["feed"])
+    updater = ModelUpdater(service, kafka=None)
+    publish_ftrl(registry)
+    publish_ftrl(registry, seed=1)
+    checked: list[str] = []
+    real = updater.check
+    updater.check = lambda model: checked.append(model) or real(model)  # type: ignore[method-assign]
+
+    def msg(version: int, kind: str = "published") -> Message:
+        upd = ModelUpdate(model="feed", version=version, created_at=1.0, kind=kind)  # type: ignore[arg-type]
+        return Message(topic="t", partition=0, offset=version, value=encode(upd))
+
+    updater._on_updates([msg(1), msg(2)])
+    assert checked == ["feed"] and service.version("feed") == 2
+    updater._on_updates([msg(1), msg(2)])  # the topic read from its start again
+    assert checked == ["feed"]
+    updater._on_updates([msg(1, "stage")])  # a stage change is always checked
+    assert checked == ["feed", "feed"]

@@ -28,7 +28,7 @@ def test_a_failed_final_snapshot_is_raised_not_swallowed(tmp_path: Path) -> None
     trainer = _build_trainer(tmp_path, broker, lambda: 0.0)
     assert isinstance(trainer, OnlineTrainer)
 
-    def fail() -> None:
+    def fail(full: bool = True) -> None:
         raise RegistryError("disk full")
 
     rt = MicroBatchRuntime(trainer, broker, RuntimeConfig("g", commit_interval_s=0))
