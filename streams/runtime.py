@@ -156,11 +156,9 @@ class MicroBatchRuntime:
                     break
                 if idle_polls is not None and idle >= idle_polls:
                     break
-                # librdkafka waits out the whole timeout unless a full batch comes: wait
-                # for one record, then take what is already fetched (as ``follow`` does)
-                msgs = consumer.consume(1, self.config.poll_timeout_s)
-                if msgs and self.config.batch_size > 1:
-                    msgs += consumer.consume(self.config.batch_size - 1, 0)
+                # Waits out poll_timeout_s unless a whole batch comes (librdkafka), which
+                # gathers a producer's burst (a joiner's commit) into one batch.
+                msgs = consumer.consume(self.config.batch_size, self.config.poll_timeout_s)
                 data = [m for m in msgs if m.error() is None or check(m)]
                 idle = 0 if data else idle + (1 if self._assigned else 0)
                 self._applier.apply(data)
