@@ -179,6 +179,8 @@ class OnlineTrainer:
         self._last_publish = 0.0
         self._learned_since_publish = 0
         self._resume_version: int | None = None
+        #: records were processed since the last ``advance`` (``self.offsets`` lags them)
+        self._unadvanced = False
         self._snapshot_offsets: dict[str, int] = {}
         self._loaded = False
         #: positives learned since the last published version (freshness, see
@@ -304,6 +306,7 @@ class OnlineTrainer:
         self._pending.append(_Block(list(records), idx, val, y))
         self._pending_n += len(records)
         self._last_arrival = self._clock()
+        self._unadvanced = True
         bs = self.config.batch_size
         while self._pending_n >= bs:
             self._learn(self._take(bs))
@@ -365,8 +368,11 @@ class OnlineTrainer:
 
     def tick(self, now: float) -> list[Output]:
         """Learn a partial micro-batch after ``flush_after_s`` without examples; publish
-        version 1 before any example arrives (so serving has a model at once). Later
-        snapshots are published by ``advance``, when the offsets they record are safe."""
+        version 1 before any example arrives (so serving has a model at once). Full
+        snapshots are published by ``advance``, when the offsets they record are safe; a
+        serving-only version that is due is published here too once the input has gone
+        quiet (nothing processed since the last ``advance``: the offsets it records then
+        cover everything it learned), so the last examples before a pause are served."""
         if not self._loaded:
             self._load()
         if self._pending_n and now - self._last_arrival >= self.config.flush_after_s:
@@ -378,7 +384,15 @@ class OnlineTrainer:
             and not self.examples_seen
         ):
             return [self.publish()]
+        if not self._unadvanced and self._serving_only_due(now):
+            return [self.publish(full=False)]
         return []
+
+    def _serving_only_due(self, now: float) -> bool:
+        every = self.config.publish_interval_s
+        if every is None or now - self._last_publish < every:
+            return False
+        return bool(self._learned_since_publish or self._pending_n)
 
     def publish(self, full: bool = True) -> Output:
         """Learn what is pending, publish the learner to the registry (``full``: with its
@@ -447,13 +461,12 @@ class OnlineTrainer:
             key = f"{t}/{p}"
             if off > self.offsets.get(key, 0):
                 self.offsets[key] = off
+        self._unadvanced = False
         now = self._clock()
         full_due = now - self._last_snapshot >= self.config.snapshot_interval_s
         if full_due and (self._learned_since_snapshot or self._pending_n):
             return [self.publish(full=True)]
-        every = self.config.publish_interval_s
-        due = every is not None and now - self._last_publish >= every
-        if due and (self._learned_since_publish or self._pending_n):
+        if self._serving_only_due(now):
             return [self.publish(full=False)]
         return []
 

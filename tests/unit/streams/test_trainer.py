@@ -274,3 +274,35 @@ def test_serving_only_versions_between_snapshots_and_resume_from_a_snapshot(
     t2 = OnlineTrainer(TOPICS, registry, cfg, clock=lambda: now[0])
     assert t2.assign([(TOPIC, 0)]) == {(TOPIC, 0): full.metadata["offsets"][f"{TOPIC}/0"]}
     assert t2.examples_seen == full.metadata["examples_seen"] == off - 1
+
+
+def test_a_pause_in_the_input_still_gets_its_last_examples_served(tmp_path: Path) -> None:
+    """A serving-only version that is due goes out on a quiet tick, covering everything
+    learned (its offsets included), without waiting for more input."""
+    now = [100.0]
+    cfg = TrainerConfig(
+        definition=FEED.with_spec(SPEC),
+        batch_size=1000,
+        flush_after_s=1e9,
+        snapshot_interval_s=1e9,
+        publish_interval_s=1.0,
+    )
+    registry = FileRegistry(tmp_path / "registry")
+    t = OnlineTrainer(TOPICS, registry, cfg, clock=lambda: now[0])
+    t.assign([(TOPIC, 0)])
+    assert t.tick(now[0])  # version 1 (full), before any example
+    t.process(_records(0, 5))
+    now[0] = 101.0
+    assert t.tick(now[0]) == []  # due, but records since the last advance: offsets lag
+    assert t.advance({(TOPIC, 0): 5})  # version 2, serving-only
+    now[0] = 101.5
+    t.process(_records(5, 3))
+    assert t.advance({(TOPIC, 0): 8}) == []  # not due yet
+    assert t.tick(now[0]) == []
+    now[0] = 102.2
+    assert t.tick(now[0])  # quiet and due: version 3
+    mv = registry.latest("feed")
+    assert mv is not None and mv.version == 3 and mv.serving_only
+    assert mv.metadata["examples_seen"] == 8
+    assert mv.metadata["offsets"] == {f"{TOPIC}/0": 8}
+    assert t.tick(now[0] + 5) == []  # nothing learned since
