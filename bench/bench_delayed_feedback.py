@@ -111,11 +111,11 @@ def run(scheme: str, seed: int, seconds: float, publish_s: float) -> dict[str, d
             idx, val = fz.transform_many(rows)
             y = np.asarray(ys, dtype=np.float64)
             if fnw:
-                p = st.learner.predict_encoded(idx, val)
+                p = st.learner.predict_featurised(idx, val)
                 weight = np.where(y == 1, 1.0 + p, (1.0 - p) * (1.0 + p))
                 st.learner._learn(idx, val, y, weight)  # the kernel's importance weights
             else:
-                st.learner.learn_encoded(idx, val, y)
+                st.learner.learn_featurised(idx, val, y)
             if now > seconds / 2:
                 st.delays.extend(delays)
 
@@ -138,7 +138,7 @@ def run(scheme: str, seed: int, seconds: float, publish_s: float) -> dict[str, d
             }
             for s in planned.candidates
         ]
-        scores = score(st.learner.predict_encoded(*fz.transform_many(rows)))
+        scores = score(st.learner.predict_featurised(*fz.transform_many(rows)))
         outcome = traffic.show(planned, scores.tolist())
         first: dict[str, float] = {}
         for delay, type_, shown in outcome.engagements:
