@@ -178,9 +178,9 @@ class FileRegistry:
 
         Kept: the newest ``keep`` versions, the newest ``keep_resumable`` that carry a
         learner state (not serving-only: resume points), every version with a stage
-        (candidate, production, archived, rejected: their history stays readable) and
-        ``protect``. A version is renamed out of sight first, then deleted, so a reader
-        sees it whole or not at all.
+        (candidate, production, archived, rejected — set, or published with one in its
+        metadata: their history stays readable) and ``protect``. A version is renamed out
+        of sight first, then deleted, so a reader sees it whole or not at all.
         """
         if keep < 1:
             raise RegistryError(f"expected to keep at least 1 version, got {keep}")
@@ -194,6 +194,11 @@ class FileRegistry:
             if v in kept:
                 continue
             path = model_dir / f"v{v:08d}"
+            try:  # a stage the version was published with counts as a stage
+                if json.loads((path / "metadata.json").read_text()).get("stage") in STAGES:
+                    continue
+            except (OSError, ValueError):
+                pass  # unreadable: an incomplete version, deleted like the others
             trash = model_dir / f".pruned-{path.name}-{os.getpid()}"
             try:
                 os.rename(path, trash)

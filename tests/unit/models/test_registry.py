@@ -132,6 +132,10 @@ def test_serving_only_versions_and_retention(tmp_path: Path) -> None:
     kinds = "FLLFLLLCLLL"  # full, serving-only (light), a staged candidate
     for k in kinds:
         reg.publish("m", light if k == "L" else snap(k))
+    published_staged = Snapshot(b"g", b"", {"serving_only": True, "stage": "candidate"})
+    reg.publish("m", published_staged)  # version 12: published as a candidate
+    for _ in range(3):
+        reg.publish("m", light)
     reg.set_stage("m", kinds.index("C") + 1, "candidate")
     v2 = reg.get("m", 2)
     assert v2.serving_only and not (v2.path / "state.npz").exists()
@@ -139,12 +143,12 @@ def test_serving_only_versions_and_retention(tmp_path: Path) -> None:
         reg.load_learner(v2)
     (tmp_path / "m" / ".pruned-v00000099-1").mkdir()  # left by a prune that died
     deleted = reg.prune("m", keep=3, keep_resumable=1, protect=[2])
-    # kept: the newest 3 (9-11), the newest with a state (8: the candidate), staged (8),
-    # protected (2)
-    assert [mv.version for mv in reg.versions("m")] == [2, 8, 9, 10, 11]
-    assert deleted == [1, 3, 4, 5, 6, 7]
+    # kept: the newest 3 (13-15), the newest with a state (8: the candidate), staged (8),
+    # published with a stage (12), protected (2)
+    assert [mv.version for mv in reg.versions("m")] == [2, 8, 12, 13, 14, 15]
+    assert deleted == [1, 3, 4, 5, 6, 7, 9, 10, 11]
     assert not list((tmp_path / "m").glob(".pruned-*"))
-    assert reg.publish("m", light).version == 12  # numbering goes on
+    assert reg.publish("m", light).version == 16  # numbering goes on
     assert reg.prune("m", keep=10) == []
     with pytest.raises(RegistryError, match="at least 1"):
         reg.prune("m", keep=0)
