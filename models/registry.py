@@ -2,15 +2,28 @@
 
 Layout::
 
-    <root>/<model>/v00000001/{model.onnx, state.npz, metadata.json}
+    <root>/<model>/v00000001/{model.onnx, state.npz, metadata.json, evaluation.json?}
     <root>/<model>/stages.json        {"1": "production", "2": "archived", …}
 
 A version is written into a hidden temporary directory, fsync'd, and renamed into place
 with one ``os.rename``: readers see a whole version or none. Stages live in
 ``stages.json``, replaced atomically under an advisory lock. A version with no stage
-entry has stage ``"none"``. At most one version per model is ``"production"``:
-promoting one archives the previous production version. A ``"rejected"`` version is
-never served. Promotion history and rollback are in :mod:`models.stages`.
+entry has the stage it was published with (``metadata["stage"]``: ``candidate`` or
+``rejected``, so a version that must not be served is never servable, not even for an
+instant), else ``"none"``. At most one version per model is ``"production"``: promoting
+one archives the previous production version. Promotion history and rollback are in
+:mod:`models.stages`.
+
+Which version serves (:meth:`FileRegistry.serving_version`): the production version;
+else the newest version that is neither a candidate nor rejected; else the newest
+candidate (a model that has nothing else, such as an offline-only vision model). A
+``"rejected"`` version is never served. While another version serves, the newest
+candidate is the *shadow* (:meth:`FileRegistry.shadow_version`): scored beside it,
+never answered with (see ``models.rollout``).
+
+``evaluation.json`` is the live evaluation of a version (``models.evaluation``), written
+after it was published (by the online trainer, as labelled outcomes join); it is the
+one file of a version that changes.
 
 ``state.npz`` is data only (:mod:`models.state`); ``metadata.json`` carries its
 ``state_sha256``, which :meth:`FileRegistry.load_learner` verifies before reading it. A
@@ -50,6 +63,9 @@ _VERSION_DIR = re.compile(r"^v(\d{8})$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAX_PUBLISH_TRIES = 100
 STATE_FILE = "state.npz"
+EVALUATION_FILE = "evaluation.json"
+#: Stages a version may be published with (see :meth:`FileRegistry.publish`).
+_PUBLISH_STAGES = ("candidate", "rejected")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -100,8 +116,14 @@ class ModelVersion:
 
     @property
     def stage(self) -> str:
-        """Current stage (read from ``stages.json`` now); ``"none"`` when never staged."""
-        return _read_stages(self.path.parent).get(self.version, NO_STAGE)
+        """Current stage (read from ``stages.json`` now), else the stage it was published
+        with, else ``"none"``."""
+        return _read_stages(self.path.parent).get(self.version, self.published_stage)
+
+    @property
+    def published_stage(self) -> str:
+        """The stage this version was published with (``"none"`` when none)."""
+        return str(self.metadata.get("stage") or NO_STAGE)
 
 
 class FileRegistry:
@@ -126,9 +148,20 @@ class FileRegistry:
         return sorted(int(m.group(1)) for m in found if m)
 
     def publish(
-        self, model: str, snapshot: Snapshot, extra: Mapping[str, Any] | None = None
+        self,
+        model: str,
+        snapshot: Snapshot,
+        extra: Mapping[str, Any] | None = None,
+        stage: str | None = None,
     ) -> ModelVersion:
-        """Write ``snapshot`` as the next version of ``model``; atomic for readers."""
+        """Write ``snapshot`` as the next version of ``model``; atomic for readers.
+
+        ``stage`` (``candidate`` or ``rejected``) is the version's stage from the moment
+        it exists (kept in its metadata), so it is never served as "the newest"."""
+        if stage not in (None, *_PUBLISH_STAGES):
+            raise RegistryError(
+                f"a version is published as one of {_PUBLISH_STAGES}, got {stage!r}"
+            )
         model_dir = self._model_dir(model)
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
@@ -146,6 +179,8 @@ class FileRegistry:
                     "version": version,
                     "created_at": time.time(),
                 }
+                if stage is not None:
+                    metadata["stage"] = stage
                 _write_file(tmp / "metadata.json", json.dumps(metadata, sort_keys=True).encode())
                 _fsync_dir(tmp)
                 final = model_dir / f"v{version:08d}"
@@ -156,6 +191,8 @@ class FileRegistry:
                         continue  # another publisher took this number: try the next
                     raise
                 _fsync_dir(model_dir)
+                if stage is not None:  # also in stages.json: retention keeps staged versions
+                    self.set_stage(model, version, stage)
                 return ModelVersion(model, version, final, metadata)
             raise RegistryError(
                 f"expected to publish {model!r} within {_MAX_PUBLISH_TRIES} tries, "
@@ -315,15 +352,68 @@ class FileRegistry:
             _fsync_dir(model_dir)
         return mv
 
-    def serving_version(self, model: str) -> ModelVersion | None:
-        """The production version of ``model`` if one is marked, else the newest one not
-        ``rejected``; ``None`` when there is none."""
+    def _staged(self, model: str) -> Iterator[tuple[ModelVersion, str]]:
+        """Versions of ``model`` with their stage, newest first (metadata read lazily)."""
         model_dir = self._model_dir(model)
         stages = _read_stages(model_dir)
+        for v in reversed(self._version_numbers(model_dir)):
+            try:
+                mv = self._load(model, v)
+            except RegistryError:
+                continue  # removed meanwhile (retention)
+            yield mv, stages.get(v, mv.published_stage)
+
+    def serving_version(self, model: str) -> ModelVersion | None:
+        """The version of ``model`` to serve (see the module docstring); ``None`` when
+        there is none."""
+        stages = _read_stages(self._model_dir(model))
         production = [v for v, s in stages.items() if s == "production"]
         if production:
-            return self.get(model, max(production))
-        for v in reversed(self._version_numbers(model_dir)):
-            if stages.get(v) != "rejected":
-                return self.get(model, v)
+            try:
+                return self.get(model, max(production))
+            except RegistryError:
+                pass  # removed by hand: fall back to the newest servable
+        newest_candidate = None
+        for mv, stage in self._staged(model):
+            if stage in (NO_STAGE, "archived"):
+                return mv
+            if stage == "candidate" and newest_candidate is None:
+                newest_candidate = mv
+        return newest_candidate
+
+    def shadow_version(self, model: str) -> ModelVersion | None:
+        """The newest candidate of ``model`` when another version serves (it is scored
+        beside production as a shadow); ``None`` otherwise."""
+        serving = self.serving_version(model)
+        if serving is None:
+            return None
+        for mv, stage in self._staged(model):
+            if stage == "candidate":
+                return None if mv.version == serving.version else mv
         return None
+
+    def evaluation(self, mv: ModelVersion) -> dict[str, Any]:
+        """``mv``'s live evaluation (``evaluation.json``), empty when none was written."""
+        try:
+            data = json.loads((mv.path / EVALUATION_FILE).read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read {mv.path / EVALUATION_FILE}: {exc}") from exc
+        return dict(data)
+
+    def write_evaluation(self, model: str, version: int, data: Mapping[str, Any]) -> None:
+        """Replace the live evaluation of ``version`` (atomic; a removed version is
+        skipped)."""
+        path = self._model_dir(model) / f"v{int(version):08d}"
+        if not path.is_dir():
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".evaluation-", dir=path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(json.dumps(data, sort_keys=True).encode())
+            os.replace(tmp, path / EVALUATION_FILE)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if path.is_dir():
+                raise RegistryError(f"cannot write the evaluation of {path}: {exc}") from exc

@@ -1,13 +1,16 @@
 """Promotion, rollback and rejection of model versions, with a stage history.
 
 Stages live in the registry (:meth:`FileRegistry.set_stage`; serving serves the production
-version, else the newest version that is not rejected). The registry keeps only the
-current stage of each version, so rollback needs a history: every promote, rollback and
-reject appends one line to ``<registry>/<model>/promotions.jsonl``. The production
+version, see :meth:`FileRegistry.serving_version`). The registry keeps only the current
+stage of each version, so rollback needs a history: every promote, rollback and reject
+appends one line to ``<registry>/<model>/promotions.jsonl`` (with a ``reason`` and the
+``figures`` it rests on when the rollout decided it, ``by: "rollout"``). The production
 history is a stack — promote pushes, rollback pops the current version and re-promotes
-the one below it (skipping versions rejected since). Without a history (stages set by
-other tools) rollback falls back to the newest archived version older than the current
-production one.
+the one below it (skipping versions rejected since). A production version the online
+trainer published (its lineage is production: it marks each version it publishes) rolls
+back to the version it continued from (``parent_version``). Without either (stages set
+by other tools) rollback falls back to the newest archived version older than the
+current production one.
 
 The CLI (``streamlearn models promote|rollback|reject``) and serving's admin endpoints
 call these same functions; announcing a change on Kafka is the caller's business.
@@ -38,9 +41,7 @@ def publish_candidate(
     The online trainer resumes only from versions it published itself, so an offline
     version never becomes its resume point (it carries no offsets of the stream); it
     serves once promoted (or while it is the newest version and nothing is promoted)."""
-    mv = registry.publish(model, snapshot, {**extra, "origin": OFFLINE})
-    registry.set_stage(model, mv.version, "candidate")
-    return mv
+    return registry.publish(model, snapshot, {**extra, "origin": OFFLINE}, stage="candidate")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,12 @@ def _current(registry: FileRegistry, model: str) -> int | None:
     return max(prod) if prod else None
 
 
-def _record(registry: FileRegistry, change: StageChange, reason: str | None = None) -> None:
+def _record(
+    registry: FileRegistry,
+    change: StageChange,
+    reason: str | None = None,
+    figures: dict[str, Any] | None = None,
+) -> None:
     line: dict[str, Any] = {
         "action": change.action,
         "version": change.version,
@@ -99,12 +105,22 @@ def _record(registry: FileRegistry, change: StageChange, reason: str | None = No
     }
     if reason:
         line["reason"] = reason
+    if figures is not None:
+        line["by"] = "rollout"
+        line["figures"] = figures
     with open(_history_path(registry, change.model), "a") as fh:
         fh.write(json.dumps(line) + "\n")
 
 
-def promote(registry: FileRegistry, model: str, version: int) -> StageChange:
-    """Make ``version`` the production version (the previous one is archived)."""
+def promote(
+    registry: FileRegistry,
+    model: str,
+    version: int,
+    reason: str | None = None,
+    figures: dict[str, Any] | None = None,
+) -> StageChange:
+    """Make ``version`` the production version (the previous one is archived);
+    ``reason`` and ``figures`` go into the history."""
     try:
         registry.get(model, version)
         previous = _current(registry, model)
@@ -114,7 +130,7 @@ def promote(registry: FileRegistry, model: str, version: int) -> StageChange:
     except RegistryError as exc:
         raise StageError(str(exc)) from exc
     change = StageChange(model, version, previous, "promote")
-    _record(registry, change)
+    _record(registry, change, reason, figures)
     return change
 
 
@@ -123,7 +139,12 @@ def rollback(registry: FileRegistry, model: str) -> StageChange:
     current = _current(registry, model)
     if current is None:
         raise StageError(f"model {model!r} has no production version to roll back from")
-    stack = _stack(history(registry, model))
+    events = history(registry, model)
+    if not any(e["action"] == "promote" and e["version"] == current for e in events):
+        parent = _usable_parent(registry, model, current)
+        if parent is not None:  # a version of the online lineage: back to what it continued
+            return revert(registry, model, parent)
+    stack = _stack(events)
     while stack and stack[-1] == current:
         stack.pop()
     existing = {mv.version: mv for mv in registry.versions(model)}
@@ -143,8 +164,90 @@ def rollback(registry: FileRegistry, model: str) -> StageChange:
     return change
 
 
+def _usable_parent(registry: FileRegistry, model: str, version: int) -> int | None:
+    """The nearest ``parent_version`` ancestor of ``version`` that exists and is not
+    rejected, or ``None``."""
+    seen = {version}
+    v: Any = registry.get(model, version).metadata.get("parent_version")
+    while v is not None and int(v) not in seen:
+        seen.add(int(v))
+        try:
+            mv = registry.get(model, int(v))
+        except RegistryError:
+            return None  # removed (retention): nothing to walk further
+        if mv.stage != "rejected":
+            return mv.version
+        v = mv.metadata.get("parent_version")
+    return None
+
+
+def revert(
+    registry: FileRegistry,
+    model: str,
+    version: int,
+    reason: str | None = None,
+    figures: dict[str, Any] | None = None,
+) -> StageChange:
+    """Make ``version`` production again as a rollback (recorded as one, with ``reason``
+    and ``figures``): how the rollout undoes a promotion that regressed."""
+    previous = _current(registry, model)
+    try:
+        registry.set_stage(model, version, "production")
+    except RegistryError as exc:
+        raise StageError(str(exc)) from exc
+    change = StageChange(model, version, previous, "rollback")
+    _record(registry, change, reason, figures)
+    return change
+
+
+def promote_lineage(
+    registry: FileRegistry,
+    model: str,
+    version: int,
+    reason: str | None = None,
+    figures: dict[str, Any] | None = None,
+) -> StageChange:
+    """Promote ``version`` into the online production lineage (the rollout's promotion).
+
+    The online trainer continues from it and the versions it publishes serve as the
+    newest, so ``version`` is not pinned as ``production``: it is ``archived`` and the
+    promotion is recorded (``previous``: the version serving before)."""
+    serving = registry.serving_version(model)
+    try:
+        registry.set_stage(model, version, "archived")
+    except RegistryError as exc:
+        raise StageError(str(exc)) from exc
+    change = StageChange(model, version, None if serving is None else serving.version, "promote")
+    _record(registry, change, reason, figures)
+    return change
+
+
+def rollback_lineage(
+    registry: FileRegistry,
+    model: str,
+    to_version: int,
+    promoted: int,
+    reason: str | None = None,
+    figures: dict[str, Any] | None = None,
+) -> StageChange:
+    """Undo the rollout's promotion of ``promoted``: the online trainer continues from the
+    lineage before it again (``to_version``, its last version), and ``promoted`` is
+    rejected (never served again). Recorded as a rollback to ``to_version``."""
+    try:
+        registry.set_stage(model, promoted, "rejected")
+    except RegistryError as exc:
+        raise StageError(str(exc)) from exc
+    change = StageChange(model, to_version, promoted, "rollback")
+    _record(registry, change, reason, figures)
+    return change
+
+
 def reject(
-    registry: FileRegistry, model: str, version: int, reason: str | None = None
+    registry: FileRegistry,
+    model: str,
+    version: int,
+    reason: str | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> StageChange:
     """Mark ``version`` rejected: it is never served again.
 
@@ -162,25 +265,59 @@ def reject(
         )
     registry.set_stage(model, version, "rejected")
     change = StageChange(model, version, _current(registry, model), "reject")
-    _record(registry, change, reason)
+    _record(registry, change, reason, figures)
     return change
 
 
+def decisions(registry: FileRegistry, model: str) -> dict[int, dict[str, Any]]:
+    """The newest history event about each version (promote, rollback, reject), with its
+    reason and figures."""
+    out: dict[int, dict[str, Any]] = {}
+    for e in history(registry, model):
+        out[int(e["version"])] = e
+    return out
+
+
 def describe(registry: FileRegistry, model: str) -> list[dict[str, Any]]:
-    """One row per version: version, stage, created_at, key metrics, serving flag."""
+    """One row per version: version, stage, serving and shadow flags, origin, key training
+    metrics, the live evaluation (AUC, NE, calibration per traffic) and the last decision
+    about it (with its reason and figures)."""
     serving = registry.serving_version(model)
-    return [_row(mv, serving) for mv in registry.versions(model)]
+    shadow = registry.shadow_version(model)
+    last = decisions(registry, model)
+    return [
+        _row(registry, mv, serving, shadow, last.get(mv.version)) for mv in registry.versions(model)
+    ]
 
 
-def _row(mv: ModelVersion, serving: ModelVersion | None) -> dict[str, Any]:
+def _row(
+    registry: FileRegistry,
+    mv: ModelVersion,
+    serving: ModelVersion | None,
+    shadow: ModelVersion | None,
+    decision: dict[str, Any] | None,
+) -> dict[str, Any]:
     metrics = mv.metadata.get("metrics") or {}
     keys = ("accuracy", "auc", "logloss", "ne")
-    return {
+    row: dict[str, Any] = {
         "version": mv.version,
         "stage": mv.stage,
         "serving": serving is not None and serving.version == mv.version,
+        "shadow": shadow is not None and shadow.version == mv.version,
+        "origin": mv.metadata.get("origin"),
         "kind": mv.metadata.get("kind"),
         "learner": mv.metadata.get("learner"),
         "created_at": mv.metadata.get("created_at"),
         **{k: metrics[k] for k in keys if isinstance(metrics.get(k), int | float)},
     }
+    live = {
+        traffic: {k: r.get(k) for k in ("count", "auc", "ne", "calibration")}
+        for traffic, r in registry.evaluation(mv).get("traffic", {}).items()
+    }
+    if live:
+        row["live"] = live
+    if decision is not None:
+        row["decision"] = {
+            k: decision[k] for k in ("action", "reason", "figures", "by", "at") if k in decision
+        }
+    return row

@@ -84,9 +84,19 @@ HTTP_CONNECTIONS = Gauge(
     "streamlearn_http_connections",
     "Open HTTP connections.",
 )
+SHADOW_VERSION = Gauge(
+    "streamlearn_serving_shadow_version",
+    "Version scored as a shadow beside production (0: none).",
+    ["model"],
+)
+SHADOW_ERRORS = Counter(
+    "streamlearn_shadow_errors_total",
+    "Requests whose shadow scoring failed (answered by production all the same).",
+    ["model"],
+)
 MODEL_SWAPS = Counter(
     "streamlearn_model_swaps_total",
-    "Attempts to load a model version: outcome is swapped or rejected.",
+    "Attempts to load a model version: outcome is swapped, rejected or shadow_rejected.",
     ["model", "outcome"],
 )
 REPLICA_RECORDS = Counter(

@@ -6,6 +6,13 @@ session of every served model in an immutable mapping; :meth:`PredictionService.
 builds and validates a new session aside and then replaces the mapping with one
 reference assignment, so a request in flight always finishes on the session it
 started with and a bad snapshot never replaces a good one.
+
+A model may also have a *shadow* session (:meth:`PredictionService.load_shadow`: the
+registry's newest candidate, see ``FileRegistry.shadow_version``). A CTR request is then
+scored by both — one more onnxruntime run; the featurised rows are shared when the two
+specs agree — and the shadow's scores go into the feature log beside production's, while
+only production's answer is returned. A shadow that fails is dropped for that request,
+never failing it.
 """
 
 from __future__ import annotations
@@ -31,7 +38,14 @@ from serving.errors import (
     VersionNotFound,
 )
 from serving.freshness import FreshnessTracker
-from serving.metrics import MODEL_SWAPS, MODEL_VERSION, PREDICT_LATENCY, PREDICTIONS
+from serving.metrics import (
+    MODEL_SWAPS,
+    MODEL_VERSION,
+    PREDICT_LATENCY,
+    PREDICTIONS,
+    SHADOW_ERRORS,
+    SHADOW_VERSION,
+)
 from serving.schema import VisionReply
 from serving.vision import check_pixels, image_array
 from streams.contracts import (
@@ -162,7 +176,10 @@ class ModelSession:
 
     def score(self, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
         """CTR models: probabilities (float32 ``(n,)``) of raw feature rows."""
-        idx, val = self.featuriser.transform_many(rows)
+        return self.score_encoded(*self.featuriser.transform_many(rows))
+
+    def score_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """CTR models: probabilities (float32 ``(n,)``) of featurised rows."""
         out: np.ndarray = self._ort.run(["prob"], {"idx": idx, "val": val})[0]
         return out.reshape(-1)
 
@@ -192,6 +209,7 @@ class PredictionService:
         self._clock = clock
         self._rows = served_features(catalog).row
         self._sessions: Mapping[str, ModelSession] = MappingProxyType({})
+        self._shadows: Mapping[str, ModelSession] = MappingProxyType({})
         self._load_lock = threading.Lock()
         self.freshness = FreshnessTracker(registry)
         for m in self.models:
@@ -227,6 +245,39 @@ class PredictionService:
         """The version of ``model`` serving now, or ``None``."""
         sess = self._sessions.get(model)
         return None if sess is None else sess.version
+
+    def shadow_version(self, model: str) -> int | None:
+        """The version of ``model`` scored as a shadow now, or ``None``."""
+        sess = self._shadows.get(model)
+        return None if sess is None else sess.version
+
+    def load_shadow(self, model: str, mv: ModelVersion | None) -> None:
+        """Score ``model``'s requests with ``mv`` beside production (``None``: stop).
+
+        Raises :class:`SnapshotRejected` when ``mv`` cannot be loaded or is not a CTR
+        model (the previous shadow, if any, is dropped)."""
+        if model not in self.models:
+            raise ModelNotFound(f"expected a model among {list(self.models)}, got {model!r}")
+        sess = None
+        if mv is not None:
+            try:
+                sess = ModelSession.from_registry(self.registry, mv)
+                if sess.kind != "ctr":
+                    raise SnapshotRejected(f"model {model!r} version {mv.version}: not a CTR model")
+            except SnapshotRejected:
+                MODEL_SWAPS.labels(model, "shadow_rejected").inc()
+                self._set_shadow(model, None)
+                raise
+        self._set_shadow(model, sess)
+        log.info("model=%s shadow version now %s", model, None if sess is None else sess.version)
+
+    def _set_shadow(self, model: str, sess: ModelSession | None) -> None:
+        with self._load_lock:
+            shadows = {m: s for m, s in self._shadows.items() if m != model}
+            if sess is not None:
+                shadows[model] = sess
+            self._shadows = MappingProxyType(shadows)
+        SHADOW_VERSION.labels(model).set(0 if sess is None else sess.version)
 
     def load(self, mv: ModelVersion) -> ModelSession:
         """Build, warm up and validate ``mv`` aside, then swap it in.
@@ -283,18 +334,62 @@ class PredictionService:
         item = self._features.item
         row = self._rows
         rows = [row(request, c, user, item(c), now) for c in request.candidates]
-        scores = sess.score(rows).tolist()
+        idx, val = sess.featuriser.transform_many(rows)
+        scores = sess.score_encoded(idx, val).tolist()
         reply = PredictionReply(request.request_id, model, sess.version, scores)
-        served = [
-            ServedItem(c, row, s)
-            for c, row, s in zip(request.candidates, rows, scores, strict=True)
-        ]
+        shadow = self._shadows.get(model)
+        shadow_scores, shadow_version = None, None
+        if shadow is not None and shadow.version != sess.version:
+            shadow_scores = self._shadow_scores(shadow, rows, idx, val, sess)
+            shadow_version = None if shadow_scores is None else shadow.version
+        if shadow_scores is None:
+            served = [
+                ServedItem(c, row, s)
+                for c, row, s in zip(request.candidates, rows, scores, strict=True)
+            ]
+        else:
+            served = [
+                ServedItem(c, row, s, sh)
+                for c, row, s, sh in zip(
+                    request.candidates, rows, scores, shadow_scores, strict=True
+                )
+            ]
         record = FeatureLogRecord(
-            request.request_id, request.user_id, request.surface, now, model, sess.version, served
+            request.request_id,
+            request.user_id,
+            request.surface,
+            now,
+            model,
+            sess.version,
+            served,
+            shadow_version,
         )
         PREDICTIONS.labels(model).inc()
         PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
         return reply, record
+
+    def _shadow_scores(
+        self,
+        shadow: ModelSession,
+        rows: Sequence[Mapping[str, object]],
+        idx: np.ndarray,
+        val: np.ndarray,
+        production: ModelSession,
+    ) -> list[float] | None:
+        """The shadow's scores of ``rows`` (``None`` when it fails: never the request)."""
+        try:
+            if shadow.featuriser.spec == production.featuriser.spec:
+                out = shadow.score_encoded(idx, val)
+            else:
+                out = shadow.score(rows)
+            scores: list[float] = np.clip(out, 0.0, 1.0).tolist()
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            SHADOW_ERRORS.labels(production.model).inc()
+            log.warning(
+                "model=%s shadow version %d failed: %s", production.model, shadow.version, exc
+            )
+            return None
+        return scores
 
     def predict_vision(self, model: str, payload: Mapping[str, Any]) -> VisionReply:
         """Classify one image (a request body of the native API)."""

@@ -7,8 +7,10 @@ version is built and warmed aside while the current one serves, then swapped in 
 reference assignment (``PredictionService.load``); polling the registry every
 ``poll_interval_s`` catches what the topic misses (no broker, a lost announcement, a
 stage set by hand). Either way the check is the same: when
-``registry.serving_version(model)`` differs from the loaded version, load it. A version
-that was rejected is not retried until the serving version changes again.
+``registry.serving_version(model)`` differs from the loaded version, load it; when
+``registry.shadow_version(model)`` (the newest candidate) differs from the shadow, load
+it as the shadow (or drop the shadow). A version that was rejected is not retried until
+the serving (or shadow) version changes again.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class ModelUpdater:
         self._kafka = kafka
         self.poll_interval_s = poll_interval_s
         self._rejected: dict[str, int] = {}
+        self._rejected_shadow: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._follower: Follower | None = None
@@ -61,6 +64,7 @@ class ModelUpdater:
         except ModelError as exc:
             log.error("cannot read the registry for model=%s: %s", model, exc)
             return False
+        self._check_shadow(model)
         if mv is None or mv.version == self.service.version(model):
             return False
         if self._rejected.get(model) == mv.version:
@@ -71,6 +75,25 @@ class ModelUpdater:
             self._rejected[model] = mv.version
             return False
         return True
+
+    def _check_shadow(self, model: str) -> None:
+        try:
+            mv = self.service.registry.shadow_version(model)
+        except ModelError as exc:
+            log.error("cannot read the registry for model=%s: %s", model, exc)
+            return
+        current = self.service.shadow_version(model)
+        if mv is None:
+            if current is not None:
+                self.service.load_shadow(model, None)
+            return
+        if mv.version == current or self._rejected_shadow.get(model) == mv.version:
+            return
+        try:
+            self.service.load_shadow(model, mv)
+        except SnapshotRejected as exc:
+            self._rejected_shadow[model] = mv.version
+            log.error("shadow not loaded: %s", exc)
 
     def check_all(self) -> None:
         """:meth:`check` every served model."""

@@ -130,6 +130,10 @@ class ServedItem(msgspec.Struct, frozen=True):
     item_id: str
     features: Features
     score: Probability
+    shadow_score: Annotated[
+        Probability | None,
+        Meta(description="The shadow version's score of this item (a candidate on trial)."),
+    ] = None
 
 
 class FeatureLogRecord(msgspec.Struct, frozen=True):
@@ -142,6 +146,10 @@ class FeatureLogRecord(msgspec.Struct, frozen=True):
     model: str
     version: Version
     items: list[ServedItem]
+    shadow_version: Annotated[
+        Version | None,
+        Meta(description="A candidate scored beside `version` as a shadow (never answered)."),
+    ] = None
 
 
 class TrainingExample(msgspec.Struct, frozen=True):
@@ -169,6 +177,12 @@ class TrainingExample(msgspec.Struct, frozen=True):
         ]
         | None
     ) = None
+    shadow_version: Annotated[
+        Version | None, Meta(description="The shadow version that also scored it, if any.")
+    ] = None
+    shadow_score: Annotated[Probability | None, Meta(description="The shadow version's score.")] = (
+        None
+    )
 
 
 class ModelUpdate(msgspec.Struct, frozen=True):
@@ -328,6 +342,10 @@ def decode_example(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> Train
     ex = decode(TrainingExample, raw, max_bytes)
     _check_scalars(ex.features, "features")
     _check_int(ex.served_version, "served_version")
+    if (ex.shadow_version is None) != (ex.shadow_score is None):
+        raise _invalid("expected shadow_version and shadow_score together, got one of them")
+    if ex.shadow_version is not None:
+        _check_int(ex.shadow_version, "shadow_version")
     return ex
 
 
@@ -343,6 +361,8 @@ def decode_feature_log(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> F
     rec = decode(FeatureLogRecord, raw, max_bytes)
     _check_model(rec.model)
     _check_int(rec.version, "version")
+    if rec.shadow_version is not None:
+        _check_int(rec.shadow_version, "shadow_version")
     if not rec.user_id:
         raise _invalid("expected a non-empty user_id")
     for i, item in enumerate(rec.items):

@@ -284,6 +284,10 @@ class Joiner(StatefulProcessor):
         positives = self.models.head(log.model).positives
         closes = log.ts + self.config.window_s
         emitted = pend.emitted
+        # a shadow version's score travels with each example (the rollout compares it)
+        shadow = log.shadow_version
+        if shadow is not None and any(i.shadow_score is None for i in log.items):
+            shadow = None
         out = []
         for item in log.items:
             if item.item_id not in pend.shown or item.item_id in emitted:
@@ -304,6 +308,8 @@ class Joiner(StatefulProcessor):
                 served_version=log.version,
                 served_score=item.score,
                 label_ts=min(hits) if hits else None,
+                shadow_version=shadow,
+                shadow_score=None if shadow is None else item.shadow_score,
             )
             out.append(Output(topic, encode(ex), log.user_id))
             JOINED.labels(str(label)).inc()

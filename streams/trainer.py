@@ -42,7 +42,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -54,14 +54,17 @@ from models.definition import ModelDef
 from models.freshness import METADATA_KEY as FRESHNESS_KEY
 from models.freshness import PositivesSample
 from models.metrics import ProgressiveMetrics
+from models.parity import ParityError, onnx_parity
 from models.protocol import Learner
 from models.registry import FileRegistry, ModelVersion
+from models.rollout import RolloutConfig
 from models.zoo import DEFAULT_BATCH_SIZE
 from streams.contracts import ModelUpdate, decode_example, encode
 from streams.errors import StateLost
 from streams.kafka import Cluster
 from streams.model_catalog import FEED
 from streams.processor import Decoder, Output, Record, TopicPartitionKey
+from streams.rollout import PARITY_FAILURES, Rollout, Switch
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,8 @@ class TrainerConfig:
     #: the staged ones); 0 keeps every version.
     keep_versions: int = 0
     metrics_window: int = 5000
+    #: thresholds of the automatic rollout (``streams.rollout``)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     @property
     def model(self) -> str:
@@ -186,6 +191,8 @@ class OnlineTrainer:
         #: positives learned since the last published version (freshness, see
         #: ``models.freshness``)
         self._positives = PositivesSample(seed=config.seed)
+        #: per-version evaluation, the candidate arm and the automatic rollout
+        self.rollout = Rollout(registry, topics, config.model, config.rollout, clock=clock)
 
     @property
     def input_topic(self) -> str:
@@ -236,6 +243,7 @@ class OnlineTrainer:
         meta = mv.metadata
         self.version = mv.version
         self._resume_version = mv.version
+        self.rollout.resume(meta)
         self._last_snapshot = self._clock()  # the next snapshot is an interval away
         MODEL_VERSION.labels(self.config.model).set(self.version)
         why = self._stale(meta)
@@ -345,6 +353,7 @@ class OnlineTrainer:
                 f"({type(exc).__name__}: {exc}); resume from the last snapshot"
             ) from exc
         self.metrics.update(chunk.y, p)
+        self.rollout.learned(chunk.records, chunk.idx, chunk.val, chunk.y, p, self.learner)
         fp = self.fingerprint
         learned_at = self._clock()
         positives = self._positives
@@ -383,9 +392,9 @@ class OnlineTrainer:
             and not self._pending_n
             and not self.examples_seen
         ):
-            return [self.publish()]
+            return self.publish()
         if not self._unadvanced and self._serving_only_due(now):
-            return [self.publish(full=False)]
+            return self.publish(full=False)
         return []
 
     def _serving_only_due(self, now: float) -> bool:
@@ -394,15 +403,47 @@ class OnlineTrainer:
             return False
         return bool(self._learned_since_publish or self._pending_n)
 
-    def publish(self, full: bool = True) -> Output:
-        """Learn what is pending, publish the learner to the registry (``full``: with its
-        state, a resume point; else serving-only) and return the announcement record."""
+    def _switch(self, switch: Switch) -> None:
+        """Continue from another learner (a promoted candidate, or the fallback after a
+        rollback): a new lineage from the current offsets (see ``streams.rollout``)."""
+        assert self.learner is not None
+        old = self.learner
+        self.learner = switch.learner
+        self.version = switch.parent_version
+        self.lineage_id = uuid.uuid4().hex
+        self.rollout.switched(old, switch)
+        log.warning(
+            "model=%s continues from version %d (%s): a new lineage from offsets %s",
+            self.config.model,
+            switch.parent_version,
+            switch.action,
+            self._resume_offsets(),
+        )
+
+    def publish(self, full: bool = True) -> list[Output]:
+        """Decide the rollout (which may switch the learner), learn what is pending,
+        snapshot the learner (``full``: with its state, a resume point; else
+        serving-only), check its ONNX graph on recent real rows, publish it to the
+        registry (as ``rejected`` when the check fails: it is never served, a full one's
+        state is still a resume point) and return the announcements."""
+        switch = self.rollout.decide(self.version, self._resume_version)
+        if switch is not None:
+            self._switch(switch)
+            full = True  # the new lineage's first version is a resume point
         assert self.learner is not None
         t0 = time.perf_counter()
         self._learn_pending()
         report = self.metrics.report()
         snap = self.learner.snapshot(state=full)
         offsets = self._resume_offsets()
+        stage, parity = None, None
+        try:
+            idx, val = self.learner.featuriser.transform_many(self.rollout.sample_rows)
+            parity = onnx_parity(snap, self.learner, idx, val)
+        except ParityError as exc:
+            stage = "rejected"
+            PARITY_FAILURES.labels(self.config.model, "production").inc()
+            log.error("model=%s: snapshot not served: %s", self.config.model, exc)
         mv = self.registry.publish(
             self.config.model,
             snap,
@@ -416,9 +457,13 @@ class OnlineTrainer:
                 "metrics": report,
                 "parent_version": self.version or None,
                 FRESHNESS_KEY: self._positives.to_metadata(),
+                "parity_max_abs_diff": parity,
+                **({"rollout": self.rollout.state()} if full else {}),
             },
+            stage=stage,
         )
         self._positives.clear()
+        self.rollout.published(mv, full)
         self.version = mv.version
         self._last_publish = self._clock()
         self._learned_since_publish = 0
@@ -428,7 +473,9 @@ class OnlineTrainer:
             self._last_snapshot = self._last_publish
             self._learned_since_snapshot = 0
         if self.config.keep_versions > 0:
-            protect = () if self._resume_version is None else (self._resume_version,)
+            protect = self.rollout.protected() | (
+                set() if self._resume_version is None else {self._resume_version}
+            )
             self.registry.prune(self.config.model, self.config.keep_versions, protect=protect)
         SNAPSHOT_SECONDS.labels(self.config.model).set(time.perf_counter() - t0)
         MODEL_VERSION.labels(self.config.model).set(mv.version)
@@ -450,7 +497,10 @@ class OnlineTrainer:
             created_at=float(mv.metadata.get("created_at", time.time())),
             metrics={k: v for k, v in report.items() if v is not None},
         )
-        return Output(self.topics.model_updates, encode(upd), self.config.model)
+        announced = (
+            [] if stage else [Output(self.topics.model_updates, encode(upd), self.config.model)]
+        )
+        return announced + self.rollout.take_outputs()
 
     # -- checkpoints: the snapshot is the checkpoint ----------------------------------------
     def advance(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
@@ -465,16 +515,16 @@ class OnlineTrainer:
         now = self._clock()
         full_due = now - self._last_snapshot >= self.config.snapshot_interval_s
         if full_due and (self._learned_since_snapshot or self._pending_n):
-            return [self.publish(full=True)]
+            return self.publish(full=True)
         if self._serving_only_due(now):
-            return [self.publish(full=False)]
+            return self.publish(full=False)
         return []
 
     def finish(self) -> list[Output]:
         """Learn what is pending and publish a last snapshot, so a clean stop loses nothing."""
         self._learn_pending()
         moved = self._resume_offsets() != self._snapshot_offsets  # e.g. dead letters only
-        return [self.publish(full=True)] if self._learned_since_snapshot or moved else []
+        return self.publish(full=True) if self._learned_since_snapshot or moved else []
 
     def close(self) -> None:
         return None
