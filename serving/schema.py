@@ -60,6 +60,45 @@ class ModelInfo(msgspec.Struct, frozen=True):
     versions: list[VersionInfo]
 
 
+class TrafficFigures(msgspec.Struct, frozen=True):
+    """A version's live figures on one traffic (null where undefined)."""
+
+    count: int
+    positives: int
+    auc: float | None
+    logloss: float | None
+    ne: float | None
+    calibration: float | None
+
+
+class VersionDetail(msgspec.Struct, frozen=True):
+    """One version: stage, origin, lineage, training metrics, its live evaluation per
+    traffic (``served``: its answers, ``shadow``: scored beside production,
+    ``progressive``: predict-before-learn) and the last rollout or admin decision."""
+
+    version: int
+    stage: str
+    serving: bool
+    shadow: bool
+    origin: str | None
+    created_at: float | None
+    learner: str | None
+    parent_version: int | None
+    metrics: dict[str, Any]
+    evaluation: dict[str, TrafficFigures]
+    decision: dict[str, Any] | None
+
+
+class ModelDetail(msgspec.Struct, frozen=True):
+    """``GET /v1/models/{model}``: the version serving, the shadow, every version."""
+
+    name: str
+    kind: str | None
+    serving_version: int | None
+    shadow_version: int | None
+    versions: list[VersionDetail]
+
+
 class ModelsReply(msgspec.Struct, frozen=True):
     """``GET /v1/models``."""
 

@@ -176,9 +176,9 @@ class ModelSession:
 
     def score(self, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
         """CTR models: probabilities (float32 ``(n,)``) of raw feature rows."""
-        return self.score_encoded(*self.featuriser.transform_many(rows))
+        return self.score_featurised(*self.featuriser.transform_many(rows))
 
-    def score_encoded(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+    def score_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """CTR models: probabilities (float32 ``(n,)``) of featurised rows."""
         out: np.ndarray = self._ort.run(["prob"], {"idx": idx, "val": val})[0]
         return out.reshape(-1)
@@ -335,7 +335,7 @@ class PredictionService:
         row = self._rows
         rows = [row(request, c, user, item(c), now) for c in request.candidates]
         idx, val = sess.featuriser.transform_many(rows)
-        scores = sess.score_encoded(idx, val).tolist()
+        scores = sess.score_featurised(idx, val).tolist()
         reply = PredictionReply(request.request_id, model, sess.version, scores)
         shadow = self._shadows.get(model)
         shadow_scores, shadow_version = None, None
@@ -379,7 +379,7 @@ class PredictionService:
         """The shadow's scores of ``rows`` (``None`` when it fails: never the request)."""
         try:
             if shadow.featuriser.spec == production.featuriser.spec:
-                out = shadow.score_encoded(idx, val)
+                out = shadow.score_featurised(idx, val)
             else:
                 out = shadow.score(rows)
             scores: list[float] = np.clip(out, 0.0, 1.0).tolist()

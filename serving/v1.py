@@ -5,6 +5,9 @@
   ``{"request_id", "image" | "image_png_base64"}`` → ``{…, "probs", "classes"}``;
 * ``GET /v1/models`` — every served model with its serving version and all versions and
   stages in the registry;
+* ``GET /v1/models/{model}`` — one model: serving and shadow versions, and per version its
+  stage, origin, training metrics, live evaluation (AUC, NE, calibration on the traffic it
+  served, as a shadow, and predict-before-learn) and the last decision about it;
 * ``GET /healthz`` — liveness, with the version each model serves;
 * ``GET /metrics`` — Prometheus exposition of the process registry.
 """
@@ -18,13 +21,17 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.errors import ModelError
-from serving.errors import BadRequest, RegistryUnavailable
+from models.stages import decisions
+from serving.errors import BadRequest, ModelNotFound, RegistryUnavailable
 from serving.routing import Request, Response, Router
 from serving.schema import (
     ErrorReply,
     Health,
+    ModelDetail,
     ModelInfo,
     ModelsReply,
+    TrafficFigures,
+    VersionDetail,
     VersionInfo,
     VisionReply,
     VisionRequest,
@@ -93,6 +100,21 @@ def v1_routes(service: PredictionService, sink: Sink | None, max_body_bytes: int
 
     @router.route(
         "GET",
+        "/v1/models/{model}",
+        summary="One model: its versions with stage, live evaluation per version (AUC, NE, "
+        "calibration) and the rollout's decisions.",
+        tag=TAG,
+        responses={200: ModelDetail, 404: ErrorReply, 500: ErrorReply},
+    )
+    async def model_detail(req: Request) -> Response:
+        model = req.params["model"]
+        if model not in service.models:
+            raise ModelNotFound(f"expected a model among {list(service.models)}, got {model!r}")
+        reply = await asyncio.to_thread(_model_detail, service, model)
+        return Response(200, _ENCODER.encode(reply))
+
+    @router.route(
+        "GET",
         "/healthz",
         summary="Liveness, with the version each model serves.",
         tag="ops",
@@ -113,6 +135,38 @@ def v1_routes(service: PredictionService, sink: Sink | None, max_body_bytes: int
         return Response(200, generate_latest(), CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _model_detail(service: PredictionService, model: str) -> ModelDetail:
+    registry = service.registry
+    try:
+        last = decisions(registry, model)
+        versions = []
+        for mv in registry.versions(model):
+            live = registry.evaluation(mv).get("traffic", {})
+            parent = mv.metadata.get("parent_version")
+            versions.append(
+                VersionDetail(
+                    version=mv.version,
+                    stage=mv.stage,
+                    serving=mv.version == service.version(model),
+                    shadow=mv.version == service.shadow_version(model),
+                    origin=mv.metadata.get("origin"),
+                    created_at=mv.metadata.get("created_at"),
+                    learner=mv.metadata.get("learner"),
+                    parent_version=None if parent is None else int(parent),
+                    metrics=mv.metadata.get("metrics") or {},
+                    evaluation={
+                        t: msgspec.convert(r, TrafficFigures) for t, r in sorted(live.items())
+                    },
+                    decision=last.get(mv.version),
+                )
+            )
+    except (ModelError, msgspec.ValidationError) as exc:
+        raise RegistryUnavailable(f"registry error: {exc}") from None
+    return ModelDetail(
+        model, service.kind(model), service.version(model), service.shadow_version(model), versions
+    )
 
 
 def _models(service: PredictionService) -> ModelsReply:

@@ -27,6 +27,8 @@ from prometheus_client.metrics_core import Metric
 
 from models.freshness import STAGES as FRESHNESS_STAGES
 from models.registry import FileRegistry
+from models.rollout import RolloutConfig
+from models.stages import describe, history
 from streamlearn.metrics_file import MetricsFile
 from streamlearn.scrape import (
     Samples,
@@ -75,6 +77,9 @@ class StackConfig:
     workers: int = 1
     #: serving processes; the simulator spreads requests over all of them
     serving_replicas: int = 1
+    #: labelled examples before a candidate is decided / a promotion is kept
+    rollout_min_examples: int = RolloutConfig().min_examples
+    rollout_watch_examples: int = RolloutConfig().watch_examples
 
 
 def trainer_name(model: str) -> str:
@@ -274,6 +279,10 @@ class Stack:
                 str(cfg.snapshot_interval_s),
                 "--publish-interval",
                 str(cfg.publish_interval_s),
+                "--rollout-min-examples",
+                str(cfg.rollout_min_examples),
+                "--rollout-watch-examples",
+                str(cfg.rollout_watch_examples),
             ]
             specs.append((trainer_name(model), [*py, *args, "--metrics-port", str(port)], port))
         served = [a for m in cfg.models for a in ("--model", m)]
@@ -504,6 +513,27 @@ class Stack:
         }
         return out
 
+    def version_figures(self, model: str) -> list[dict[str, Any]]:
+        """Per version of ``model`` (those the registry still holds): stage, origin, and
+        its live AUC, NE and calibration per traffic (``served``, ``shadow``,
+        ``progressive``), for the end-of-run summary."""
+        rows = []
+        for row in describe(self.registry, model):
+            live = row.get("live") or {}
+            rows.append(
+                {
+                    "version": row["version"],
+                    "stage": row["stage"],
+                    "origin": row["origin"],
+                    **{
+                        f"{traffic}_{k}": _round4(v)
+                        for traffic, figures in sorted(live.items())
+                        for k, v in figures.items()
+                    },
+                }
+            )
+        return rows
+
     def simulator_summary(self) -> dict[str, Any]:
         """The simulator's end-of-run summary, once it has stopped and written it."""
         sim = self.children.get("simulator")
@@ -584,6 +614,10 @@ def _round(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
+def _round4(x: Any) -> Any:
+    return round(x, 4) if isinstance(x, float) else x
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
@@ -610,5 +644,8 @@ def run_stack(
         # the final figures are read before the children go away
         stack.stop()
     summary = stack.figures()
+    for model, figures in summary["models"].items():
+        figures["by_version"] = stack.version_figures(model)
+        figures["decisions"] = [e for e in history(stack.registry, model) if e.get("by")]
     summary["events"] = stack.events
     return summary

@@ -15,8 +15,12 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
+from models.rollout import RolloutConfig
 from streamlearn import options as o
+from streamlearn.commands.worker import RolloutMinExamples, RolloutWatchExamples
 from streamlearn.supervisor import Stack, StackConfig, run_stack
+
+_ROLLOUT = RolloutConfig()
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -200,6 +204,8 @@ def register(app: typer.Typer) -> None:
                 help="Serving processes; the simulator spreads its requests over them.",
             ),
         ] = 1,
+        rollout_min_examples: RolloutMinExamples = _ROLLOUT.min_examples,
+        rollout_watch_examples: RolloutWatchExamples = _ROLLOUT.watch_examples,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
     ) -> None:
         """Start the broker (unless one is given) and the whole loop, with a live view."""
@@ -222,6 +228,8 @@ def register(app: typer.Typer) -> None:
             metrics_interval_s=metrics_interval,
             workers=workers,
             serving_replicas=serving_replicas,
+            rollout_min_examples=rollout_min_examples,
+            rollout_watch_examples=rollout_watch_examples,
         )
         stopping = {"flag": False}
 

@@ -15,6 +15,7 @@ import typer
 from prometheus_client import start_http_server
 
 from models.registry import FileRegistry
+from models.rollout import RolloutConfig
 from models.zoo import DEFAULT_BATCH_SIZE
 from streamlearn import options as o
 from streamlearn.settings import data_dir
@@ -106,6 +107,53 @@ Runtime = Annotated[
         "--runtime", envvar="STREAMLEARN_RUNTIME", help="Which runtime runs the processor."
     ),
 ]
+_DEFAULT_ROLLOUT = RolloutConfig()
+RolloutMinExamples = Annotated[
+    int,
+    typer.Option(
+        "--rollout-min-examples",
+        envvar="STREAMLEARN_ROLLOUT_MIN_EXAMPLES",
+        min=1,
+        help="Labelled examples a candidate (scored as a shadow) and production must both "
+        "have scored before the candidate is promoted or rejected.",
+    ),
+]
+RolloutWatchExamples = Annotated[
+    int,
+    typer.Option(
+        "--rollout-watch-examples",
+        envvar="STREAMLEARN_ROLLOUT_WATCH_EXAMPLES",
+        min=1,
+        help="Labelled examples served by a promoted lineage before it is kept for good "
+        "(a regression before that rolls it back).",
+    ),
+]
+RolloutPromoteMargin = Annotated[
+    float,
+    typer.Option(
+        "--rollout-promote-margin",
+        envvar="STREAMLEARN_ROLLOUT_PROMOTE_MARGIN",
+        help="Promote a candidate when its NE <= production's NE minus this.",
+    ),
+]
+RolloutRollbackMargin = Annotated[
+    float,
+    typer.Option(
+        "--rollout-rollback-margin",
+        envvar="STREAMLEARN_ROLLOUT_ROLLBACK_MARGIN",
+        help="Roll a promotion back when its served NE > production's NE in the comparison "
+        "plus this.",
+    ),
+]
+Rollout = Annotated[
+    bool,
+    typer.Option(
+        "--rollout/--no-rollout",
+        envvar="STREAMLEARN_ROLLOUT",
+        help="Compare candidates with production and promote, reject or roll back automatically.",
+    ),
+]
+
 WindowS = Annotated[
     float,
     typer.Option(
@@ -248,8 +296,14 @@ def register(app: typer.Typer) -> None:
         metrics_port: o.MetricsPort = 0,
         metrics_host: o.MetricsHost = "127.0.0.1",
         duration: Duration = None,
+        rollout: Rollout = True,
+        rollout_min_examples: RolloutMinExamples = _DEFAULT_ROLLOUT.min_examples,
+        rollout_promote_margin: RolloutPromoteMargin = _DEFAULT_ROLLOUT.promote_margin,
+        rollout_watch_examples: RolloutWatchExamples = _DEFAULT_ROLLOUT.watch_examples,
+        rollout_rollback_margin: RolloutRollbackMargin = _DEFAULT_ROLLOUT.rollback_margin,
     ) -> None:
-        """Train a model online from its training-examples topic, publishing snapshots."""
+        """Train a model online from its training-examples topic, publishing snapshots;
+        compare candidates with production and roll them out (see the README's Rollout)."""
         kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics, models=(model,))
@@ -267,6 +321,13 @@ def register(app: typer.Typer) -> None:
             cluster=KafkaCluster(kafka),
             publish_interval=publish_interval,
             keep_versions=keep_versions,
+            rollout=RolloutConfig(
+                enabled=rollout,
+                min_examples=rollout_min_examples,
+                promote_margin=rollout_promote_margin,
+                watch_examples=rollout_watch_examples,
+                rollback_margin=rollout_rollback_margin,
+            ),
         )
         # The trainer's checkpoint is its snapshot: commit every batch (nothing to coalesce,
         # and a rewind would re-learn examples already in the learner).
@@ -286,6 +347,7 @@ def _trainer(
     cluster: Cluster | None = None,
     publish_interval: float = 1.0,
     keep_versions: int = 30,
+    rollout: RolloutConfig | None = None,
 ) -> OnlineTrainer:
     try:
         definition = MODELS.get(model)
@@ -300,5 +362,6 @@ def _trainer(
         keep_versions=keep_versions,
         batch_size=batch_size,
         flush_after_s=flush_after,
+        rollout=rollout or RolloutConfig(),
     )
     return OnlineTrainer(topics, FileRegistry(root / "registry"), cfg, cluster=cluster)

@@ -152,3 +152,33 @@ def test_serving_only_versions_and_retention(tmp_path: Path) -> None:
     assert reg.prune("m", keep=10) == []
     with pytest.raises(RegistryError, match="at least 1"):
         reg.prune("m", keep=0)
+
+
+def test_published_stage_serving_and_shadow(tmp_path: Path) -> None:
+    """A candidate is never served while anything else can be; it is the shadow."""
+    reg = FileRegistry(tmp_path)
+    snap = Snapshot(b"onnx", b"", {"kind": "ctr"})
+    only = reg.publish("m", snap, stage="candidate")
+    assert only.stage == "candidate"
+    assert reg.serving_version("m").version == 1  # type: ignore[union-attr]  # nothing else
+    assert reg.shadow_version("m") is None  # it is the one serving
+    reg.publish("m", snap)  # 2: an online version
+    reg.publish("m", snap, stage="candidate")  # 3: newest, a candidate
+    bad = reg.publish("m", snap, stage="rejected")  # 4
+    assert bad.stage == "rejected" and bad.metadata["stage"] == "rejected"
+    assert reg.serving_version("m").version == 2  # type: ignore[union-attr]
+    assert reg.shadow_version("m").version == 3  # type: ignore[union-attr]
+    reg.set_stage("m", 3, "rejected")  # stages.json overrides the published stage
+    assert reg.shadow_version("m").version == 1  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="published as one of"):
+        reg.publish("m", snap, stage="production")
+
+
+def test_evaluation_files(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    mv = reg.publish("m", Snapshot(b"onnx", b"", {}))
+    assert reg.evaluation(mv) == {}
+    reg.write_evaluation("m", 1, {"traffic": {"served": {"auc": 0.7}}})
+    assert reg.evaluation(mv)["traffic"]["served"]["auc"] == 0.7
+    reg.write_evaluation("m", 9, {"x": 1})  # a version that is gone: skipped
+    assert reg.version_numbers("m") == [1]

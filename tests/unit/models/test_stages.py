@@ -65,3 +65,41 @@ def test_reject_is_never_served_nor_rolled_back_to(tmp_path: Path) -> None:
         reject(reg, "m", 7)
     reg.set_stage("m", 2, "rejected")  # by hand: the registry itself does not forbid it
     assert reg.serving_version("m") is None  # every version rejected: nothing to serve
+
+
+def test_the_rollout_promotes_into_the_lineage_and_rolls_back_with_figures(
+    tmp_path: Path,
+) -> None:
+    from models.stages import promote_lineage, rollback_lineage
+
+    reg = FileRegistry(tmp_path)
+    for _ in range(2):
+        reg.publish("m", Snapshot(b"onnx", b"", {"origin": "online"}))
+    reg.publish("m", Snapshot(b"onnx", b"", {"origin": "offline"}), stage="candidate")  # 3
+    assert reg.shadow_version("m").version == 3  # type: ignore[union-attr]
+    fig = {"candidate_ne": 0.8, "production_ne": 0.9, "examples": 2000}
+    change = promote_lineage(reg, "m", 3, "NE 0.8 <= 0.9", fig)
+    assert (change.action, change.previous) == ("promote", 2)
+    # not pinned: the trainer continues from it, its next versions serve as the newest
+    assert reg.get("m", 3).stage == "archived" and reg.shadow_version("m") is None
+    reg.publish("m", Snapshot(b"onnx", b"", {"origin": "online", "parent_version": 3}))
+    assert reg.serving_version("m").version == 4  # type: ignore[union-attr]
+    back = rollback_lineage(reg, "m", 2, 3, "NE regressed", {"ne": 1.1})
+    assert (back.action, back.version, back.previous) == ("rollback", 2, 3)
+    assert reg.get("m", 3).stage == "rejected"
+    rows = {r["version"]: r for r in describe(reg, "m")}
+    assert rows[3]["decision"]["action"] == "promote"  # the newest event about version 3
+    assert rows[2]["decision"] == {
+        **rows[2]["decision"], "action": "rollback", "by": "rollout", "figures": {"ne": 1.1}
+    }  # fmt: skip
+    assert history(reg, "m")[0]["figures"] == fig
+
+
+def test_rollback_of_an_online_version_returns_to_its_parent(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    reg.publish("m", Snapshot(b"onnx", b"", {}))
+    reg.publish("m", Snapshot(b"onnx", b"", {"parent_version": 1}))
+    reg.publish("m", Snapshot(b"onnx", b"", {"parent_version": 2}))
+    reg.set_stage("m", 2, "rejected")
+    reg.set_stage("m", 3, "production")  # e.g. pinned by hand
+    assert rollback(reg, "m").version == 1  # its parent 2 is rejected: the one before

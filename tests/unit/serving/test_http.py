@@ -9,12 +9,15 @@ from typing import Any
 import pytest
 
 from models.registry import FileRegistry
+from models.snapshot import Snapshot
 from serving.http import MAX_BODY_BYTES, build_api
 from serving.server import HttpLimits, HttpServer
 from serving.service import PredictionService
 from tests.unit.serving.helpers import (
     DictFeatures,
     ListSink,
+    constant_graph,
+    ctr_metadata,
     publish_ftrl,
     publish_raw,
     vision_graph,
@@ -88,7 +91,7 @@ def test_predict_on_one_keep_alive_connection(api: Api) -> None:
         ("/v1/models/feed:predict", {**REQUEST, "surface": "tv"}, 400, "got 'tv'"),
         ("/v1/models/feed:predict", {**REQUEST, "candidates": []}, 400, "at least one candidate"),
         ("/v1/models/ads:predict", REQUEST, 404, "among ['feed', 'digits'], got 'ads'"),
-        ("/v1/models/feed", REQUEST, 404, "expected POST /v1/models/{model}:predict"),
+        ("/v1/models/feed", REQUEST, 405, "expected GET for /v1/models/feed, got POST"),
     ],
 )
 def test_bad_requests_say_what_was_expected(
@@ -181,3 +184,42 @@ def test_openapi_document_is_generated_from_the_routes_and_structs(api: Api) -> 
     assert doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"] == {
         "text/plain": {"schema": {"type": "string"}}
     }
+
+
+def test_a_candidate_is_scored_as_a_shadow_and_the_model_detail_shows_it(api: Api) -> None:
+    """Production answers; the newest candidate's scores go to the feature log only;
+    ``GET /v1/models/{model}`` gives every version's stage, live figures and decision."""
+    from models.stages import reject
+    from serving.updates import ModelUpdater
+
+    publish_ftrl(api.registry)  # 1: production (served as the newest)
+    snap = Snapshot(constant_graph(0.25), b"", ctr_metadata())
+    cand = api.registry.publish("feed", snap, {"origin": "offline"}, stage="candidate")
+    updater = ModelUpdater(api.service, None)
+    updater.check_all()
+    assert api.service.version("feed") == 1 and api.service.shadow_version("feed") == cand.version
+    code, body, _ = api.call("POST", "/v1/models/feed:predict", REQUEST)
+    assert code == 200 and body["version"] == 1 and 0.25 not in body["scores"]
+    _, record = api.sink.published[-1]
+    assert record.version == 1 and record.shadow_version == cand.version
+    assert [i.shadow_score for i in record.items] == [0.25, 0.25]
+    assert [i.score for i in record.items] == body["scores"]
+    api.registry.write_evaluation(
+        "feed", 1, {"traffic": {"served": {"count": 10, "positives": 2, "auc": 0.7,
+                                           "logloss": 0.4, "ne": 0.9, "calibration": 1.1}}},
+    )  # fmt: skip
+    reject(api.registry, "feed", cand.version, "NE worse", {"candidate_ne": 1.2})
+    code, body, _ = api.call("GET", "/v1/models/feed")
+    assert code == 200 and body["serving_version"] == 1 and body["shadow_version"] == 2
+    v1, v2 = body["versions"]
+    assert v1["serving"] and v1["evaluation"]["served"]["auc"] == 0.7
+    assert v2["stage"] == "rejected" and v2["origin"] == "offline"
+    assert (
+        v2["decision"]["reason"] == "NE worse" and v2["decision"]["figures"]["candidate_ne"] == 1.2
+    )
+    updater.check_all()  # the rejected candidate is no longer scored
+    assert api.service.shadow_version("feed") is None
+    api.call("POST", "/v1/models/feed:predict", REQUEST)
+    assert api.sink.published[-1][1].shadow_version is None
+    code, body, _ = api.call("GET", "/v1/models/nope")
+    assert code == 404 and "among" in body["error"]
