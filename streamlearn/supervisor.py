@@ -306,6 +306,7 @@ class Stack:
                     str(sim_port),
                     "--summary-json",
                     str(self.sim_summary_path),
+                    *(() if MODELS.for_surface("ads") in cfg.models else ("--ads-fraction", "0")),
                 ],
                 sim_port,
             )

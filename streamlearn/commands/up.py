@@ -19,6 +19,7 @@ from models.rollout import RolloutConfig
 from streamlearn import options as o
 from streamlearn.commands.worker import RolloutMinExamples, RolloutWatchExamples
 from streamlearn.supervisor import Stack, StackConfig, run_stack
+from streams.model_catalog import MODELS
 
 _ROLLOUT = RolloutConfig()
 
@@ -204,11 +205,25 @@ def register(app: typer.Typer) -> None:
                 help="Serving processes; the simulator spreads its requests over them.",
             ),
         ] = 1,
+        model: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--model",
+                envvar="STREAMLEARN_UP_MODELS",
+                help="A model to train and serve (repeatable; default: every declared model, "
+                "feed and ads). The simulator asks only for the surfaces of these models.",
+            ),
+        ] = None,
         rollout_min_examples: RolloutMinExamples = _ROLLOUT.min_examples,
         rollout_watch_examples: RolloutWatchExamples = _ROLLOUT.watch_examples,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
     ) -> None:
         """Start the broker (unless one is given) and the whole loop, with a live view."""
+        unknown = [m for m in model or () if m not in MODELS]
+        if unknown:
+            raise typer.BadParameter(
+                f"expected models among {list(MODELS.names)}, got {unknown}", param_hint="--model"
+            )
         cfg = StackConfig(
             data_dir=data,
             bootstrap_servers=kafka_opts.bootstrap_servers,
@@ -230,6 +245,7 @@ def register(app: typer.Typer) -> None:
             serving_replicas=serving_replicas,
             rollout_min_examples=rollout_min_examples,
             rollout_watch_examples=rollout_watch_examples,
+            models=tuple(model or MODELS.names),
         )
         stopping = {"flag": False}
 

@@ -1,0 +1,177 @@
+"""Safe rollout while the loop runs: a bad candidate never reaches production.
+
+``streamlearn up`` runs the feed loop; once the online model has learned from live
+traffic, a candidate trained offline on the same examples with their labels shuffled is
+published (through the real offline publish path: parity check, ``candidate`` stage).
+Serving scores it as a shadow, the trainer compares it with production on the same
+requests and rejects it; the test checks, as an outside reader of the topics and the
+registry would, that
+
+* no prediction was ever answered by the candidate (or its arm's versions) — it only
+  appears in the feature log, as the shadow;
+* the simulator's CTR (engagements per shown item) did not drop while it was on trial;
+* ``streamlearn models list`` shows the rejection with the figures it rests on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from models.registry import FileRegistry
+from offline.train import TrainConfig, train
+from streams.broker import EmbeddedBroker
+from streams.config import KafkaConfig
+from streams.contracts import TrainingExample, decode_example
+from streams.model_catalog import FEED
+from streams.topics import Topics
+from tests.integration.reading import read_all
+
+pytestmark = pytest.mark.integration
+MIN_EXAMPLES = 600
+
+
+def _wait(pred: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _learned(registry: FileRegistry, n: int) -> bool:
+    latest = registry.latest("feed")
+    return latest is not None and int(latest.metadata.get("examples_seen", 0)) >= n
+
+
+def _engagement_rate(examples: list[TrainingExample], start: float, end: float) -> float:
+    """Engaged shown items per shown item, for requests served in [start, end)."""
+    labels = [e.label for e in examples if start <= e.ts < end]
+    assert len(labels) > 300, (start, end, len(labels))
+    return float(np.mean(labels))
+
+
+def test_a_bad_candidate_never_reaches_production(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    started = time.monotonic()
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    data = tmp_path / "var"
+    summary_path = tmp_path / "s.json"
+    up = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlearn", "up",
+            "--duration", "120",  # stopped as soon as the decision is made
+            "--bootstrap-servers", broker.bootstrap_servers,
+            "--topic-prefix", prefix,
+            "--data-dir", str(data),
+            "--model", "feed",
+            "--rate", "100",
+            "--snapshot-interval", "3",
+            "--rollout-min-examples", str(MIN_EXAMPLES),
+            "--summary-json", str(summary_path),
+        ],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    kafka = KafkaConfig(broker.bootstrap_servers, prefix)
+    topics = Topics(prefix)
+    registry = FileRegistry(data / "registry")
+    try:
+        _wait(lambda: _learned(registry, 1500), 60, "a version that learned from live traffic")
+        # -- the bad candidate: the live examples so far, their labels shuffled ----------
+        examples = [
+            decode_example(m.value())
+            for m in read_all(kafka, topics.training_examples("feed"), idle_s=0.5)
+        ]
+        labels = np.random.default_rng(0).permutation([e.label for e in examples])
+        dataset = tmp_path / "shuffled.parquet"
+        pq.write_table(
+            pa.table(
+                {
+                    "ts": [e.ts for e in examples],
+                    "label": labels.tolist(),
+                    "features": [json.dumps(e.features) for e in examples],
+                }
+            ),
+            dataset,
+        )
+        published_at = time.time()
+        result = train(dataset, TrainConfig(definition=FEED, holdout=0.2), registry, "feed")
+        assert result.version is not None and result.version.stage == "candidate"
+        bad = result.version.version
+        assert result.metrics["parity_max_abs_diff"] <= 1e-5
+        _wait(lambda: registry.get("feed", bad).stage == "rejected", 60, "the rejection")
+        up.send_signal(signal.SIGINT)  # a clean stop of the whole loop
+        out, _ = up.communicate(timeout=90)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, out.decode()[-3000:]
+
+    # -- `streamlearn models list` shows the rejection and its figures --------------------
+    listing = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "models", "list", "feed", "--data-dir", str(data)],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    rows = {r["version"]: r for r in map(json.loads, listing.stdout.decode().splitlines())}
+    row = rows[bad]
+    assert row["stage"] == "rejected" and not row["serving"] and row["origin"] == "offline"
+    decision = row["decision"]
+    assert decision["action"] == "reject" and decision["by"] == "rollout", decision
+    fig = decision["figures"]
+    assert fig["examples"] >= MIN_EXAMPLES and fig["candidate"] == bad
+    assert fig["candidate_ne"] > fig["production_ne"], fig
+    arm = {bad} | {v for v, r in rows.items() if r["origin"] == "shadow"}
+    assert all(rows[v]["stage"] == "rejected" for v in arm)
+
+    # -- it never answered a request; it ran only as a shadow ------------------------------
+    replies = [
+        json.loads(m.value() or b"") for m in read_all(kafka, topics.predictions, idle_s=0.5)
+    ]
+    answered_by = {r["version"] for r in replies if r["model"] == "feed"}
+    assert answered_by and not answered_by & arm, (answered_by, arm)
+    shadowed = {
+        json.loads(m.value() or b"").get("shadow_version")
+        for m in read_all(kafka, topics.feature_log, idle_s=0.5)
+    }
+    assert bad in shadowed
+
+    # -- the simulator's CTR did not drop while it was on trial -----------------------------
+    # (engagements per shown item, from the labelled examples: requests served in the 20 s
+    # before the candidate, against those served while it was on trial and labelled)
+    labelled = [
+        decode_example(m.value())
+        for m in read_all(kafka, topics.training_examples("feed"), idle_s=0.5)
+    ]
+    on_trial = [e for e in labelled if e.shadow_version in arm]
+    assert len(on_trial) >= MIN_EXAMPLES
+    trial_start, trial_end = min(e.ts for e in on_trial), max(e.ts for e in on_trial)
+    before = _engagement_rate(labelled, trial_start - 20.0, trial_start)
+    during = _engagement_rate(labelled, trial_start, trial_end)
+    assert during >= before - 0.015, (before, during)
+    s = json.loads(summary_path.read_text())
+    feed = s["models"]["feed"]
+    assert feed["ctr_model_expected"] > feed["ctr_random"], feed
+    assert [d["version"] for d in feed["decisions"]] == [bad]
+    print(
+        f"bad candidate v{bad}: rejected after {fig['examples']} paired examples, NE "
+        f"{fig['candidate_ne']:.3f} vs production {fig['production_ne']:.3f}; engagement "
+        f"rate before {before:.4f}, on trial {during:.4f} ({trial_end - trial_start:.0f}s, "
+        f"{time.time() - published_at:.0f}s from publish to stop); "
+        f"test took {time.monotonic() - started:.0f}s"
+    )
