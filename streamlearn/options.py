@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from models.registry import FileRegistry
+from models.rollout import RolloutConfig
 from streamlearn.settings import KafkaSecurity, data_dir
 from streams.config import KafkaConfig
 
@@ -263,3 +264,52 @@ def kafka_options(partitions: bool = True) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+#: The rollout thresholds by default (``models.rollout``).
+DEFAULT_ROLLOUT = RolloutConfig()
+RolloutMinExamples = Annotated[
+    int,
+    typer.Option(
+        "--rollout-min-examples",
+        envvar="STREAMLEARN_ROLLOUT_MIN_EXAMPLES",
+        min=1,
+        help="Labelled examples a candidate (scored as a shadow) and production must both "
+        "have scored before the candidate is promoted or rejected.",
+    ),
+]
+RolloutWatchExamples = Annotated[
+    int,
+    typer.Option(
+        "--rollout-watch-examples",
+        envvar="STREAMLEARN_ROLLOUT_WATCH_EXAMPLES",
+        min=1,
+        help="Labelled examples served by a promoted lineage before it is kept for good "
+        "(a regression before that rolls it back).",
+    ),
+]
+RolloutPromoteMargin = Annotated[
+    float,
+    typer.Option(
+        "--rollout-promote-margin",
+        envvar="STREAMLEARN_ROLLOUT_PROMOTE_MARGIN",
+        help="Promote a candidate when its NE <= production's NE minus this.",
+    ),
+]
+RolloutRollbackMargin = Annotated[
+    float,
+    typer.Option(
+        "--rollout-rollback-margin",
+        envvar="STREAMLEARN_ROLLOUT_ROLLBACK_MARGIN",
+        help="Roll a promotion back when its served NE > production's NE in the comparison "
+        "plus this.",
+    ),
+]
+Rollout = Annotated[
+    bool,
+    typer.Option(
+        "--rollout/--no-rollout",
+        envvar="STREAMLEARN_ROLLOUT",
+        help="Compare candidates with production and promote, reject or roll back automatically.",
+    ),
+]

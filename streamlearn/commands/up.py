@@ -15,13 +15,9 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from models.rollout import RolloutConfig
 from streamlearn import options as o
-from streamlearn.commands.worker import RolloutMinExamples, RolloutWatchExamples
 from streamlearn.supervisor import Stack, StackConfig, run_stack
 from streams.model_catalog import MODELS
-
-_ROLLOUT = RolloutConfig()
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -214,8 +210,8 @@ def register(app: typer.Typer) -> None:
                 "feed and ads). The simulator asks only for the surfaces of these models.",
             ),
         ] = None,
-        rollout_min_examples: RolloutMinExamples = _ROLLOUT.min_examples,
-        rollout_watch_examples: RolloutWatchExamples = _ROLLOUT.watch_examples,
+        rollout_min_examples: o.RolloutMinExamples = o.DEFAULT_ROLLOUT.min_examples,
+        rollout_watch_examples: o.RolloutWatchExamples = o.DEFAULT_ROLLOUT.watch_examples,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
     ) -> None:
         """Start the broker (unless one is given) and the whole loop, with a live view."""

@@ -107,53 +107,6 @@ Runtime = Annotated[
         "--runtime", envvar="STREAMLEARN_RUNTIME", help="Which runtime runs the processor."
     ),
 ]
-_DEFAULT_ROLLOUT = RolloutConfig()
-RolloutMinExamples = Annotated[
-    int,
-    typer.Option(
-        "--rollout-min-examples",
-        envvar="STREAMLEARN_ROLLOUT_MIN_EXAMPLES",
-        min=1,
-        help="Labelled examples a candidate (scored as a shadow) and production must both "
-        "have scored before the candidate is promoted or rejected.",
-    ),
-]
-RolloutWatchExamples = Annotated[
-    int,
-    typer.Option(
-        "--rollout-watch-examples",
-        envvar="STREAMLEARN_ROLLOUT_WATCH_EXAMPLES",
-        min=1,
-        help="Labelled examples served by a promoted lineage before it is kept for good "
-        "(a regression before that rolls it back).",
-    ),
-]
-RolloutPromoteMargin = Annotated[
-    float,
-    typer.Option(
-        "--rollout-promote-margin",
-        envvar="STREAMLEARN_ROLLOUT_PROMOTE_MARGIN",
-        help="Promote a candidate when its NE <= production's NE minus this.",
-    ),
-]
-RolloutRollbackMargin = Annotated[
-    float,
-    typer.Option(
-        "--rollout-rollback-margin",
-        envvar="STREAMLEARN_ROLLOUT_ROLLBACK_MARGIN",
-        help="Roll a promotion back when its served NE > production's NE in the comparison "
-        "plus this.",
-    ),
-]
-Rollout = Annotated[
-    bool,
-    typer.Option(
-        "--rollout/--no-rollout",
-        envvar="STREAMLEARN_ROLLOUT",
-        help="Compare candidates with production and promote, reject or roll back automatically.",
-    ),
-]
-
 WindowS = Annotated[
     float,
     typer.Option(
@@ -296,11 +249,11 @@ def register(app: typer.Typer) -> None:
         metrics_port: o.MetricsPort = 0,
         metrics_host: o.MetricsHost = "127.0.0.1",
         duration: Duration = None,
-        rollout: Rollout = True,
-        rollout_min_examples: RolloutMinExamples = _DEFAULT_ROLLOUT.min_examples,
-        rollout_promote_margin: RolloutPromoteMargin = _DEFAULT_ROLLOUT.promote_margin,
-        rollout_watch_examples: RolloutWatchExamples = _DEFAULT_ROLLOUT.watch_examples,
-        rollout_rollback_margin: RolloutRollbackMargin = _DEFAULT_ROLLOUT.rollback_margin,
+        rollout: o.Rollout = True,
+        rollout_min_examples: o.RolloutMinExamples = o.DEFAULT_ROLLOUT.min_examples,
+        rollout_promote_margin: o.RolloutPromoteMargin = o.DEFAULT_ROLLOUT.promote_margin,
+        rollout_watch_examples: o.RolloutWatchExamples = o.DEFAULT_ROLLOUT.watch_examples,
+        rollout_rollback_margin: o.RolloutRollbackMargin = o.DEFAULT_ROLLOUT.rollback_margin,
     ) -> None:
         """Train a model online from its training-examples topic, publishing snapshots;
         compare candidates with production and roll them out (see the README's Rollout)."""
