@@ -158,6 +158,9 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
         m = s["models"][name]
         assert m["versions"] >= 2 and m["predictions_served"] > 0, (name, m)
         assert m["examples_trained"] > 0, (name, m)
+        # AUC per version, on the traffic each version served (written by its trainer)
+        scored = [v for v in m["by_version"] if v.get("served_auc") is not None]
+        assert scored and all(0.0 <= v["served_auc"] <= 1.0 for v in scored), (name, m)
     assert s["models"]["feed"]["progressive_auc"] == s["progressive_auc"]
 
     # freshness: engagements were served by versions that learned them, and the stages
