@@ -387,9 +387,27 @@ class FileRegistry:
         serving = self.serving_version(model)
         if serving is None:
             return None
-        for mv, stage in self._staged(model):
-            if stage == "candidate":
-                return None if mv.version == serving.version else mv
+        model_dir = self._model_dir(model)
+        stages = _read_stages(model_dir)
+        # A version published with a stage is in stages.json too, a moment after its
+        # rename: only versions newer than every stages.json entry need their metadata.
+        staged_up_to = max(stages, default=0)
+        for v in reversed(self._version_numbers(model_dir)):
+            if v <= staged_up_to:
+                break
+            try:
+                mv = self._load(model, v)
+            except RegistryError:
+                continue
+            if mv.published_stage == "candidate" and v not in stages:
+                return None if v == serving.version else mv
+        for v in sorted((v for v, s in stages.items() if s == "candidate"), reverse=True):
+            if v == serving.version:
+                return None
+            try:
+                return self._load(model, v)
+            except RegistryError:
+                continue  # removed by hand
         return None
 
     def evaluation(self, mv: ModelVersion) -> dict[str, Any]:
