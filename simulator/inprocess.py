@@ -27,12 +27,10 @@ from simulator.shape import ShapeTally
 from simulator.surfaces import default_surfaces
 from simulator.traffic import Traffic
 from simulator.world import World
+from streams.model_catalog import MODELS
 
-#: What makes a shown item a positive, per surface (the models' heads).
-POSITIVES: Final = {
-    "feed": frozenset({"click", "like", "share", "conversion"}),
-    "ads": frozenset({"click"}),
-}
+#: What makes a shown item a positive, per surface: the head of the model that ranks it.
+POSITIVES: Final = {d.surfaces[0]: d.head.positives for d in MODELS if d.surfaces}
 SPEC: Final = FeatureSpec(
     categorical=("user_id", "item_id", "surface", "item_category"),
     crosses=(("user_id", "item_category"),),
