@@ -25,7 +25,7 @@ The acceptance bars of the learners' issue are checked and printed under each ta
 
 What each timing includes (examples/s = examples / seconds; the best of ``--repeats``
 runs, 3 by default, each on a fresh learner, so a noisy neighbour on a shared machine
-only ever slows a run down):
+only ever slows a run down; ``--river-repeats`` sets river's, whose runs take longest):
 
 * ours: featurising the stream's Arrow columns (dictionary encoding, hashing each
   distinct value once, the numeric transform: :meth:`Featuriser.transform_columns`),
@@ -318,7 +318,9 @@ def ftrl_kernel(prepared: Prepared, idx: np.ndarray, val: np.ndarray, repeats: i
 
 
 # -- one stream ---------------------------------------------------------------------------
-def bench(title: str, prepared: Prepared, tmp: Path, repeats: int, quick: bool) -> dict[str, Any]:
+def bench(
+    title: str, prepared: Prepared, tmp: Path, repeats: int, river_repeats: int, quick: bool
+) -> dict[str, Any]:
     y = prepared.y
     n = y.shape[0]
     idx, val = featurise(prepared)
@@ -332,7 +334,7 @@ def bench(title: str, prepared: Prepared, tmp: Path, repeats: int, quick: bool) 
                 rows, reps = n_fm, 1
                 label = f"river {name} (first {n_fm:,})"
             else:
-                rows, reps, label = n, repeats, f"river {name}"
+                rows, reps, label = n, river_repeats, f"river {name}"
 
             def fit(
                 make: Callable[[], Any] = make,
@@ -470,6 +472,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="at most 30k rows, one run each")
     parser.add_argument("--only", help="comma-separated stream names")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
+    parser.add_argument(
+        "--river-repeats", type=int, help="timed runs of river's learners (default: --repeats)"
+    )
     parser.add_argument("--cpu", type=int, help="pin the process to this CPU")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     args = parser.parse_args()
@@ -479,12 +484,13 @@ def main() -> None:
 
         torch.set_num_threads(1)
     repeats = 1 if args.quick else args.repeats
+    river_repeats = 1 if args.quick else (args.river_repeats or repeats)
     started = time.perf_counter()
     print(
         f"# streamlearn learner benchmark — {time.strftime('%Y-%m-%d %H:%M')}, "
         f"{os.cpu_count()} CPUs (pinned to {args.cpu if args.cpu is not None else 'none'}), "
         f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}, "
-        f"best of {repeats} timed runs"
+        f"best of {repeats} timed runs (river: {river_repeats})"
     )
     print(f"kernels' first call in this process: {kernel_first_call():.2f} s (left out below)")
     limit = 30_000 if args.quick else None
@@ -511,7 +517,7 @@ def main() -> None:
                 pq.write_table(pq.read_table(path).slice(0, limit), sliced)
                 path = sliced
             prepared = prepare(EvalConfig(data=path, label=label, drop=drop))
-            out.append(bench(name, prepared, tmp, repeats, args.quick))
+            out.append(bench(name, prepared, tmp, repeats, river_repeats, args.quick))
             print(f"(load average now {os.getloadavg()[0]:.1f})", flush=True)
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}")
     if args.json:
