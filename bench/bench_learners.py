@@ -1,6 +1,7 @@
 """Learner benchmark on real tables and the simulator, against river and Vowpal Wabbit.
 
-Run: ``python bench/bench_learners.py`` (about 10 minutes on 2 cores; ``--quick`` caps
+Run: ``python bench/bench_learners.py`` (about 11 minutes on one core of a lightly
+loaded 2-core machine, ``--cpu 1``; ``--quick`` caps
 every stream at 30k rows and times once; ``--cpu N`` pins the process to CPU ``N``, as
 ``taskset -c N`` does; ``--json PATH`` writes every figure). For every stream it prints
 one table, every learner predicting each example before learning it (progressive
