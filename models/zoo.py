@@ -13,10 +13,10 @@ from models.protocol import Learner
 #: The learner ``eval`` and the online trainer use unless told otherwise (chosen on the
 #: public tables and the simulator: see ``bench/bench_learners.py`` and the README).
 DEFAULT_LEARNER: Final = "ftrl"
-#: Rows per learning call. ``ftrl`` and ``fm`` learn one example at a time whatever the
-#: call's size, so for them this only sets how much work one call does. ``deep`` learns
-#: in steps of its ``micro_batch`` (32) within each call, so calls whose sizes are
-#: multiples of 32 (this one, 1024) give it the same steps however they are cut.
+#: Rows per learning call. ``ftrl``, ``fm`` and ``deep``'s wide part learn one example at
+#: a time whatever the call's size, and ``deep``'s deep part steps every ``micro_batch``
+#: (32) examples counted across calls, so this only sets how much work one call does:
+#: any size gives the same predictions, to the bit.
 DEFAULT_BATCH_SIZE: Final = 1024
 
 _LEARNERS: dict[str, str] = {
