@@ -1,8 +1,13 @@
 """Safe rollout while the loop runs: a bad candidate never reaches production.
 
 ``streamlearn up`` runs the feed loop; once the online model has learned from live
-traffic, a candidate trained offline on the same examples with their labels shuffled is
-published (through the real offline publish path: parity check, ``candidate`` stage).
+traffic, a candidate trained offline on the same examples with their labels flipped (what
+a label pipeline with a bug gives) is published (through the real offline publish path:
+parity check, ``candidate`` stage).
+The candidate is published once production is past its cold start (its served NE below
+a constant predictor's, see ``_production_warm``). A candidate with labels shuffled
+rather than flipped is not a reliable "bad" one: its arm learns the true labels online
+from the moment it enters, and within a minute ties with a young production model.
 Serving scores it as a shadow, the trainer compares it with production on the same
 requests and rejects it; the test checks, as an outside reader of the topics and the
 registry would, that
@@ -31,6 +36,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.registry import FileRegistry
+from models.stages import decisions
 from offline.train import TrainConfig, train
 from streams.broker import EmbeddedBroker
 from streams.config import KafkaConfig
@@ -40,7 +46,10 @@ from streams.topics import Topics
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration
-MIN_EXAMPLES = 600
+MIN_EXAMPLES = 800
+#: production's served NE (count-weighted over its newest versions) before the candidate
+WARM_NE = 0.95
+WARM_EXAMPLES = 1500
 
 
 def _wait(pred: Callable[[], object], timeout_s: float, what: str) -> None:
@@ -57,6 +66,24 @@ def _learned(registry: FileRegistry, n: int) -> bool:
     return latest is not None and int(latest.metadata.get("examples_seen", 0)) >= n
 
 
+def _production_warm(registry: FileRegistry) -> tuple[int, float | None]:
+    """Examples served by the newest versions, and their count-weighted served NE.
+
+    In its first seconds the online model over-predicts: with positives at once, a model
+    that has learned T seconds has the positives of the last label window and not yet its
+    negatives (a surplus of about window / T). Its NE is then above a constant
+    predictor's, and a candidate without signal can tie with it."""
+    count, weighted = 0, 0.0
+    for mv in reversed(registry.versions("feed")):
+        served = registry.evaluation(mv).get("traffic", {}).get("served") or {}
+        n, ne = int(served.get("count") or 0), served.get("ne")
+        if n and ne is not None:
+            count, weighted = count + n, weighted + n * float(ne)
+        if count >= WARM_EXAMPLES:
+            break
+    return count, (weighted / count if count else None)
+
+
 def _engagement_rate(examples: list[TrainingExample], start: float, end: float) -> float:
     """Engaged shown items per shown item, for requests served in [start, end)."""
     labels = [e.label for e in examples if start <= e.ts < end]
@@ -69,10 +96,12 @@ def test_a_bad_candidate_never_reaches_production(broker: EmbeddedBroker, tmp_pa
     prefix = f"t{uuid.uuid4().hex[:8]}."
     data = tmp_path / "var"
     summary_path = tmp_path / "s.json"
+    log_path = tmp_path / "up.log"
+    log_file = log_path.open("wb")
     up = subprocess.Popen(
         [
             sys.executable, "-m", "streamlearn", "up",
-            "--duration", "120",  # stopped as soon as the decision is made
+            "--duration", "300",  # stopped as soon as the decision is made
             "--bootstrap-servers", broker.bootstrap_servers,
             "--topic-prefix", prefix,
             "--data-dir", str(data),
@@ -83,26 +112,36 @@ def test_a_bad_candidate_never_reaches_production(broker: EmbeddedBroker, tmp_pa
             "--summary-json", str(summary_path),
         ],
         env=dict(os.environ),
-        stdout=subprocess.PIPE,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     kafka = KafkaConfig(broker.bootstrap_servers, prefix)
     topics = Topics(prefix)
     registry = FileRegistry(data / "registry")
     try:
-        _wait(lambda: _learned(registry, 1500), 60, "a version that learned from live traffic")
-        # -- the bad candidate: the live examples so far, their labels shuffled ----------
+        _wait(lambda: _learned(registry, 1500), 90, "a version that learned from live traffic")
+        _wait(
+            lambda: (
+                (w := _production_warm(registry))[0] >= WARM_EXAMPLES
+                and w[1] is not None
+                and w[1] < WARM_NE
+            ),
+            180,
+            f"production's served NE below {WARM_NE} on {WARM_EXAMPLES} examples",
+        )
+        warm = _production_warm(registry)
+        # -- the bad candidate: the live examples so far, their labels flipped -----------
         examples = [
             decode_example(m.value())
             for m in read_all(kafka, topics.training_examples("feed"), idle_s=0.5)
         ]
-        labels = np.random.default_rng(0).permutation([e.label for e in examples])
-        dataset = tmp_path / "shuffled.parquet"
+        labels = [1 - e.label for e in examples]
+        dataset = tmp_path / "flipped.parquet"
         pq.write_table(
             pa.table(
                 {
                     "ts": [e.ts for e in examples],
-                    "label": labels.tolist(),
+                    "label": labels,
                     "features": [json.dumps(e.features) for e in examples],
                 }
             ),
@@ -113,13 +152,24 @@ def test_a_bad_candidate_never_reaches_production(broker: EmbeddedBroker, tmp_pa
         assert result.version is not None and result.version.stage == "candidate"
         bad = result.version.version
         assert result.metrics["parity_max_abs_diff"] <= 1e-5
-        _wait(lambda: registry.get("feed", bad).stage == "rejected", 60, "the rejection")
+        _wait(lambda: registry.get("feed", bad).stage != "candidate", 120, "a decision")
+        assert registry.get("feed", bad).stage == "rejected", (
+            warm,
+            registry.get("feed", bad).stage,
+            decisions(registry, "feed").get(bad),
+        )
         up.send_signal(signal.SIGINT)  # a clean stop of the whole loop
-        out, _ = up.communicate(timeout=90)
-    finally:
+        up.wait(timeout=90)
+    except BaseException:
         if up.poll() is None:
             up.kill()
-    assert up.returncode == 0, out.decode()[-3000:]
+            up.wait()
+        log_file.close()
+        print(log_path.read_bytes().decode(errors="replace")[-6000:])
+        raise
+    log_file.close()
+    out = log_path.read_bytes()
+    assert up.returncode == 0, out.decode(errors="replace")[-3000:]
 
     # -- `streamlearn models list` shows the rejection and its figures --------------------
     listing = subprocess.run(
@@ -149,7 +199,7 @@ def test_a_bad_candidate_never_reaches_production(broker: EmbeddedBroker, tmp_pa
         json.loads(m.value() or b"").get("shadow_version")
         for m in read_all(kafka, topics.feature_log, idle_s=0.5)
     }
-    assert bad in shadowed
+    assert shadowed & arm, (shadowed, arm)  # the candidate, or its arm's newer versions
 
     # -- the simulator's CTR did not drop while it was on trial -----------------------------
     # (engagements per shown item, from the labelled examples: requests served in the 20 s
@@ -169,6 +219,7 @@ def test_a_bad_candidate_never_reaches_production(broker: EmbeddedBroker, tmp_pa
     assert feed["ctr_model_expected"] > feed["ctr_random"], feed
     assert [d["version"] for d in feed["decisions"]] == [bad]
     print(
+        f"production served NE {warm[1]:.3f} on {warm[0]} examples; "
         f"bad candidate v{bad}: rejected after {fig['examples']} paired examples, NE "
         f"{fig['candidate_ne']:.3f} vs production {fig['production_ne']:.3f}; engagement "
         f"rate before {before:.4f}, on trial {during:.4f} ({trial_end - trial_start:.0f}s, "
