@@ -112,6 +112,25 @@ def _record(
         fh.write(json.dumps(line) + "\n")
 
 
+def _apply(
+    registry: FileRegistry,
+    change: StageChange,
+    version: int,
+    stage: str,
+    reason: str | None = None,
+    figures: dict[str, Any] | None = None,
+) -> StageChange:
+    """Set ``version``'s stage, then record ``change`` in the history."""
+    try:
+        registry.set_stage(change.model, version, stage)
+    except StageError:
+        raise
+    except RegistryError as exc:
+        raise StageError(str(exc)) from exc
+    _record(registry, change, reason, figures)
+    return change
+
+
 def promote(
     registry: FileRegistry,
     model: str,
@@ -123,15 +142,10 @@ def promote(
     ``reason`` and ``figures`` go into the history."""
     try:
         registry.get(model, version)
-        previous = _current(registry, model)
-        registry.set_stage(model, version, "production")
-    except StageError:
-        raise
     except RegistryError as exc:
         raise StageError(str(exc)) from exc
-    change = StageChange(model, version, previous, "promote")
-    _record(registry, change, reason, figures)
-    return change
+    change = StageChange(model, version, _current(registry, model), "promote")
+    return _apply(registry, change, version, "production", reason, figures)
 
 
 def rollback(registry: FileRegistry, model: str) -> StageChange:
@@ -158,10 +172,7 @@ def rollback(registry: FileRegistry, model: str) -> StageChange:
             f"model {model!r}: expected an earlier production version to roll back to from "
             f"version {current}, found none"
         )
-    registry.set_stage(model, target, "production")
-    change = StageChange(model, target, current, "rollback")
-    _record(registry, change)
-    return change
+    return _apply(registry, StageChange(model, target, current, "rollback"), target, "production")
 
 
 def _usable_parent(registry: FileRegistry, model: str, version: int) -> int | None:
@@ -190,14 +201,8 @@ def revert(
 ) -> StageChange:
     """Make ``version`` production again as a rollback (recorded as one, with ``reason``
     and ``figures``): how the rollout undoes a promotion that regressed."""
-    previous = _current(registry, model)
-    try:
-        registry.set_stage(model, version, "production")
-    except RegistryError as exc:
-        raise StageError(str(exc)) from exc
-    change = StageChange(model, version, previous, "rollback")
-    _record(registry, change, reason, figures)
-    return change
+    change = StageChange(model, version, _current(registry, model), "rollback")
+    return _apply(registry, change, version, "production", reason, figures)
 
 
 def promote_lineage(
@@ -213,13 +218,8 @@ def promote_lineage(
     newest, so ``version`` is not pinned as ``production``: it is ``archived`` and the
     promotion is recorded (``previous``: the version serving before)."""
     serving = registry.serving_version(model)
-    try:
-        registry.set_stage(model, version, "archived")
-    except RegistryError as exc:
-        raise StageError(str(exc)) from exc
     change = StageChange(model, version, None if serving is None else serving.version, "promote")
-    _record(registry, change, reason, figures)
-    return change
+    return _apply(registry, change, version, "archived", reason, figures)
 
 
 def rollback_lineage(
@@ -233,13 +233,8 @@ def rollback_lineage(
     """Undo the rollout's promotion of ``promoted``: the online trainer continues from the
     lineage before it again (``to_version``, its last version), and ``promoted`` is
     rejected (never served again). Recorded as a rollback to ``to_version``."""
-    try:
-        registry.set_stage(model, promoted, "rejected")
-    except RegistryError as exc:
-        raise StageError(str(exc)) from exc
     change = StageChange(model, to_version, promoted, "rollback")
-    _record(registry, change, reason, figures)
-    return change
+    return _apply(registry, change, promoted, "rejected", reason, figures)
 
 
 def reject(
@@ -263,10 +258,8 @@ def reject(
             f"model {model!r}: expected a version that is not production, got version "
             f"{version}, which is; roll back or promote another version first"
         )
-    registry.set_stage(model, version, "rejected")
     change = StageChange(model, version, _current(registry, model), "reject")
-    _record(registry, change, reason, figures)
-    return change
+    return _apply(registry, change, version, "rejected", reason, figures)
 
 
 def decisions(registry: FileRegistry, model: str) -> dict[int, dict[str, Any]]:
