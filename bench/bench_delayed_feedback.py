@@ -127,17 +127,9 @@ def run(scheme: str, seed: int, seconds: float, publish_s: float) -> dict[str, d
         while next_publish <= t:
             publish(next_publish)
             next_publish += publish_s
-        surface, truth = planned.surface.name, planned.surface.truth
+        surface = planned.surface.name
         st = streams[surface]
-        rows = [
-            {
-                "user_id": planned.request.user_id,
-                "item_id": truth.item_ids[s],
-                "surface": surface,
-                "item_category": truth.category_name(s),
-            }
-            for s in planned.candidates
-        ]
+        rows = planned.rows()
         scores = score(st.learner.predict_featurised(*fz.transform_many(rows)))
         outcome = traffic.show(planned, scores.tolist())
         first: dict[str, float] = {}

@@ -70,16 +70,8 @@ def run_inprocess(
     ctr = {s: np.zeros(4) for s in POSITIVES}
     tally = ShapeTally()
     while (planned := traffic.plan()).t <= seconds:
-        surface, truth = planned.surface.name, planned.surface.truth
-        rows = [
-            {
-                "user_id": planned.request.user_id,
-                "item_id": truth.item_ids[s],
-                "surface": surface,
-                "item_category": truth.category_name(s),
-            }
-            for s in planned.candidates
-        ]
+        surface = planned.surface.name
+        rows = planned.rows()
         scores = learners[surface].predict_featurised(*fz.transform_many(rows))
         outcome = traffic.show(planned, scores.tolist())
         tally.request(planned.request.user_id, planned.t)

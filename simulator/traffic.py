@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,6 +40,20 @@ class Planned:
     def t(self) -> float:
         """Virtual time of the request, in seconds since the traffic started."""
         return self.visit.t
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The candidates as the raw feature rows a model scores without the feature
+        store (user, item, surface, category): what the in-process scorers use."""
+        truth = self.surface.truth
+        return [
+            {
+                "user_id": self.request.user_id,
+                "item_id": truth.item_ids[s],
+                "surface": self.surface.name,
+                "item_category": truth.category_name(s),
+            }
+            for s in self.candidates
+        ]
 
 
 @dataclass(frozen=True)
