@@ -13,7 +13,7 @@ What it models, and what it does not:
   when members join or leave (revoke everything, then assign), inside ``consume``;
 - committed group offsets are kept (and may be ahead of a store: the checks prove the
   runtime never uses them), ``auto.offset.reset`` is always earliest;
-- topic ids change when a topic is recreated; log ends are exact;
+- every topic has its own id (another MemoryBroker is another cluster); log ends are exact;
 - no timestamps, retention, compaction or transactions.
 
 ``Faults`` injects a crash (``Crash``) at the n-th step of a given kind (``process``,
@@ -71,10 +71,8 @@ class _Group:
     def __init__(self) -> None:
         self.members: list[MemoryConsumer] = []
         self.committed: dict[TopicPartitionKey, int] = {}
-        self.generation = 0
 
     def rebalance(self) -> None:
-        self.generation += 1
         topics = sorted({t for m in self.members for t in m.subscription})
         plan: dict[int, list[TopicPartitionKey]] = {id(m): [] for m in self.members}
         for topic in topics:
@@ -113,10 +111,6 @@ class MemoryBroker:
         for n in names:
             if n not in self._topics:
                 self._topics[n] = _Topic(n, partitions or self.partitions)
-
-    def recreate_topic(self, name: str, partitions: int | None = None) -> None:
-        """Delete ``name`` and create it again, empty, with a new id."""
-        self._topics[name] = _Topic(name, partitions or self.partitions)
 
     def topic(self, name: str) -> _Topic:
         """The topic ``name``, created with the default partition count on first use."""
