@@ -3,7 +3,7 @@
 Each record is decoded three ways in the same run, interleaved: ``orjson.loads`` (an
 untyped dict, the baseline), the same struct with every constraint stripped (plain
 ``str``/``int``/``float`` fields: what the decoders were before they carried enums,
-lengths and ranges) and the real decoder (``streams.contracts``). Ratios are against
+lengths and ranges) and the real decoder (``streamlearn.streams.contracts``). Ratios are against
 the baseline; the last column is the constraints' own cost.
 
     python bench/bench_contracts.py
@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from streams import contracts as c
+from streamlearn.streams import contracts as c
 
 ROUNDS = 7
 N = 100_000

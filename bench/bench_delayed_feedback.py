@@ -1,7 +1,7 @@
 """When the joiner emits examples, and what that does to the model: freshness, AUC and
 calibration of the scores served.
 
-The simulator's traffic runs in virtual time (``simulator.traffic``, no I/O), one FTRL
+The simulator's traffic runs in virtual time (``streamlearn.simulator.traffic``, no I/O), one FTRL
 learner per surface. Every ``--publish`` seconds the learner learns every example the
 joiner has emitted by then (in emission order) and that model serves the requests until
 the next publish. What changes between rows is only *when* each example is emitted
@@ -42,13 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from models.features import Featuriser
-from models.metrics import exact_auc
-from models.zoo import create
-from simulator import World
-from simulator.inprocess import POSITIVES, SPEC
-from simulator.surfaces import default_surfaces
-from simulator.traffic import Traffic
+from streamlearn.models.features import Featuriser
+from streamlearn.models.metrics import exact_auc
+from streamlearn.models.zoo import create
+from streamlearn.simulator import World
+from streamlearn.simulator.inprocess import POSITIVES, SPEC
+from streamlearn.simulator.surfaces import default_surfaces
+from streamlearn.simulator.traffic import Traffic
 
 WINDOW_S = 8.0
 SCHEMES = (

@@ -34,14 +34,14 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.faust_runtime import FaustRuntime
-from streams.features import FeatureProcessor
-from streams.kafka import flush, make_producer, produce
-from streams.processor import Decoder, Output, Record, TopicPartitionKey
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.topics import Topics, ensure_topics
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
+from streamlearn.streams.runtime.faust_adapter import FaustRuntime
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from streamlearn.streams.runtime.processor import Decoder, Output, Record, TopicPartitionKey
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What running flow work on Ray costs on this machine, against the process pool it
 replaced.
 
-Measured in one run: starting a local Ray (``offline.flow.compute.connect``: GCS,
+Measured in one run: starting a local Ray (``streamlearn.offline.flow.compute.connect``: GCS,
 raylet, object store, no dashboard), its first task, then a task's round trip once warm,
 and stopping it; against the baseline of the sweep's former executor, a ``spawn``
 ``ProcessPoolExecutor`` (start, first call, a warm call, shutdown). The work is a no-op,
@@ -49,7 +49,7 @@ def _pool_round() -> dict[str, float]:
 def _ray_round() -> dict[str, float]:
     import ray
 
-    from offline.flow.compute import RayConfig, connect, shutdown
+    from streamlearn.offline.flow.compute import RayConfig, connect, shutdown
 
     t0 = time.perf_counter()
     connect(RayConfig(num_cpus=2))

@@ -53,7 +53,7 @@ Streams (row order as given; none has a time column):
 * the Open Bandit Dataset sample (ZOZOTOWN, CC BY 4.0), read from the ``obp==0.4.1``
   wheel: ``pip download --no-deps obp==0.4.1 -d /tmp/obp`` (or set ``OBP_WHEEL``);
   skipped, and said so, when the wheel is absent;
-* the simulator's session-shaped log (:class:`simulator.traffic.Traffic`, the traffic of
+* the simulator's session-shaped log (:class:`streamlearn.simulator.traffic.Traffic`, the traffic of
   ``streamlearn up``): users in sessions (bursts of one user's requests, a few very
   active users), Zipf-like item popularity, the feed surface, 3 of 20 candidates shown
   in random order; a shown item is a positive when it is clicked, liked, shared or
@@ -86,11 +86,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.learners.river_adapter import river_rows
-from models.metrics import exact_auc
-from models.zoo import DEFAULT_BATCH_SIZE, create
-from offline import tables
-from offline.prequential import EvalConfig, Prepared, prepare, run
+from streamlearn.models.learners.river_adapter import river_rows
+from streamlearn.models.metrics import exact_auc
+from streamlearn.models.zoo import DEFAULT_BATCH_SIZE, create
+from streamlearn.offline import tables
+from streamlearn.offline.prequential import EvalConfig, Prepared, prepare, run
 
 DATA = Path(
     os.environ.get("STREAMLEARN_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
@@ -165,10 +165,10 @@ def open_bandit(tmp: Path) -> Path | None:
 def simulated(tmp: Path, n: int, seed: int = 0) -> tuple[Path, str]:
     """``n`` feed impressions of the simulator's session traffic (random ranking) as a
     Parquet file, and a line describing the log's shape."""
-    from simulator import World
-    from simulator.inprocess import POSITIVES
-    from simulator.surfaces import default_surfaces
-    from simulator.traffic import Traffic
+    from streamlearn.simulator import World
+    from streamlearn.simulator.inprocess import POSITIVES
+    from streamlearn.simulator.surfaces import default_surfaces
+    from streamlearn.simulator.traffic import Traffic
 
     world = World(seed=seed)
     traffic = Traffic(world, default_surfaces(world), 150.0, "bench", ads_fraction=0.0)
@@ -456,7 +456,7 @@ def report(
 
 def kernel_first_call() -> float:
     """Seconds for the first call of every kernel in this process (numba cache load)."""
-    from models.features import FeatureSpec
+    from streamlearn.models.features import FeatureSpec
 
     spec = FeatureSpec(categorical=("a",), hash_bits=4)
     start = time.perf_counter()

@@ -4,7 +4,7 @@
 
 Starts the embedded broker, fills one activity topic, then times (1) a bare
 ``Consumer.assign`` + ``consume(10000)`` loop that touches every value, reading each
-partition to its end-of-partition event, and (2) ``offline.replay.replay`` of the same
+partition to its end-of-partition event, and (2) ``streamlearn.offline.replay.replay`` of the same
 range into Parquet (decode, validate, checksum, write). Prints both rates and the ratio;
 machines here are noisy, so only the ratio measured in one run means much.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from offline.replay import ReplaySpec, replay
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.topics import ensure_topics
+from streamlearn.offline.replay import ReplaySpec, replay
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import ensure_topics
 
 
 def fill(bootstrap: str, topic: str, n: int) -> None:

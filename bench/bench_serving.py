@@ -46,18 +46,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models import zoo
-from models.registry import FileRegistry
-from serving.app import ServingApp, ServingConfig
-from serving.http import ServingAPI, build_api
-from serving.server import HttpServer
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.contracts import FeatureRecord, PredictionRequest, encode
-from streams.feature_catalog import feed_spec
-from streams.feature_store import serving_features
-from streams.kafka import flush, make_producer, produce
-from streams.topics import Topics, ensure_topics
+from streamlearn.models import zoo
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.app import ServingApp, ServingConfig
+from streamlearn.serving.http import ServingAPI, build_api
+from streamlearn.serving.server import HttpServer
+from streamlearn.streams.catalog.features import feed_spec
+from streamlearn.streams.contracts import FeatureRecord, PredictionRequest, encode
+from streamlearn.streams.features.store import serving_features
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 N_USERS, N_ITEMS, N_CANDIDATES = 1000, 500, 20
 _CONTENT_LENGTH = re.compile(rb"content-length: *(\d+)", re.IGNORECASE)

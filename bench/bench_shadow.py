@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.features import FeatureSpec
-from models.registry import FileRegistry
-from serving.service import PredictionService
-from streams.contracts import PredictionRequest, Scalar
-from streams.model_catalog import FEED
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.service import PredictionService
+from streamlearn.streams.catalog.models import FEED
+from streamlearn.streams.contracts import PredictionRequest, Scalar
 
 N_USERS, N_ITEMS, CANDIDATES = 500, 2000, 20
 

@@ -1,8 +1,8 @@
 """The simulator's logs: how real they look, and what a learner makes of them.
 
 Runs two minutes of virtual traffic (150 requests/s, 30% ads) without I/O
-(``simulator.inprocess``), ranked by FTRL learners (one per surface) that learn from what
-they ranked, for two worlds side by side:
+(``streamlearn.simulator.inprocess``), ranked by FTRL learners (one per surface) that learn from
+what they ranked, for two worlds side by side:
 
 * ``realistic`` — the defaults: Zipf-like item popularity, user sessions, heavy users;
 * ``uniform``   — the old simulator's assumptions: uniform candidate pools, independent
@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulator import SessionParams, World, WorldParams
-from simulator.inprocess import InProcessRun, run_inprocess
+from streamlearn.simulator import SessionParams, World, WorldParams
+from streamlearn.simulator.inprocess import InProcessRun, run_inprocess
 
-FTRL = {"alpha": 0.1, "beta": 0.1}  # the feed model's settings (streams.features)
+FTRL = {"alpha": 0.1, "beta": 0.1}  # the feed model's settings
 UNIFORM = (
     WorldParams(popularity_exponent=0.0, activity_skew=1.5),
     SessionParams(mean_requests=1.0, length_exponent=0.0, min_away_s=0.0),

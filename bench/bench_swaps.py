@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
-from models.registry import FileRegistry
-from serving.service import PredictionService
-from streams.contracts import PredictionRequest
-from streams.model_catalog import FEED
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.service import PredictionService
+from streamlearn.streams.catalog.models import FEED
+from streamlearn.streams.contracts import PredictionRequest
 
 
 class _NoFeatures:

@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_features import Result, Timed, produce_events
 
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.features import FeatureProcessor
-from streams.kafka import KafkaCluster
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.state import Durability, PartitionStore, RestoreSource
-from streams.topics import Topics, ensure_topics
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.clients import KafkaCluster
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from streamlearn.streams.state.store import Durability, PartitionStore, RestoreSource
 
 log = logging.getLogger(__name__)
 

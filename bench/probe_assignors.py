@@ -17,7 +17,7 @@ import time
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.broker import EmbeddedBroker
+from streamlearn.streams.kafka.broker import EmbeddedBroker
 
 
 def probe(strategy: str) -> list[tuple[float, str, str, list[int]]]:

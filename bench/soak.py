@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.registry import FileRegistry  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.topics import Topics  # noqa: E402
-from streams.trainer import is_online  # noqa: E402
+from streamlearn.models.registry import FileRegistry  # noqa: E402
+from streamlearn.streams.kafka.broker import EmbeddedBroker  # noqa: E402
+from streamlearn.streams.kafka.topics import Topics  # noqa: E402
+from streamlearn.streams.learning.trainer import is_online  # noqa: E402
 from tests.integration import chaos  # noqa: E402
 from tests.integration.truth import check_features  # noqa: E402
 

@@ -38,13 +38,13 @@ from typing import Any, Final
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from models.errors import ModelError
-from serving.errors import BadRequest, ModelNotFound, ModelNotReady, ServingError
-from serving.metrics import HTTP_REQUESTS
-from serving.service import PredictionService
-from serving.sink import Sink
-from streams.contracts import decode_request, encode
-from streams.errors import ContractError
+from streamlearn.models.errors import ModelError
+from streamlearn.serving.errors import BadRequest, ModelNotFound, ModelNotReady, ServingError
+from streamlearn.serving.metrics import HTTP_REQUESTS
+from streamlearn.serving.service import PredictionService
+from streamlearn.serving.sink import Sink
+from streamlearn.streams.contracts import decode_request, encode
+from streamlearn.streams.errors import ContractError
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from models.features import FeatureSpec
-from models.protocol import Learner, Row
-from models.snapshot import REQUIRED_METADATA
-from models.state import load_state, sha256
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.protocol import Learner, Row
+from streamlearn.models.snapshot import REQUIRED_METADATA
+from streamlearn.models.state import sha256
+from streamlearn.models.zoo import load_state
 
 MakeLearner = Callable[[int], Learner]
 
@@ -76,7 +77,7 @@ def check_predict_before_learning(make: MakeLearner) -> None:
 
 def check_learns(make: MakeLearner) -> None:
     """Training on a learnable stream beats chance on held-out rows."""
-    from models.metrics import exact_auc
+    from streamlearn.models.metrics import exact_auc
 
     learner = make(0)
     rows, ys = make_stream(3000, 2)
@@ -128,7 +129,7 @@ def check_pickling(make: MakeLearner) -> None:
 def check_state_roundtrip(make: MakeLearner) -> None:
     """The snapshot's data-only state rebuilds a learner that predicts and learns the same;
     a tampered or pickled state is refused."""
-    from models.errors import SnapshotError
+    from streamlearn.models.errors import SnapshotError
 
     learner = make(0)
     rows, ys = make_stream(800, 10)
@@ -201,7 +202,7 @@ def check_onnx_parity(make: MakeLearner) -> None:
     test_rows, _ = make_stream(500, 9)
     test_rows += [{}, {"user": None, "price": "bad"}, {"item": 10**12, "position": -3}]
     spec = FeatureSpec.from_dict(snap.metadata["feature_spec"])
-    from models.features import Featuriser
+    from streamlearn.models.features import Featuriser
 
     idx, val = Featuriser(spec).transform_many(test_rows)  # featurise as serving does
     session = ort.InferenceSession(snap.onnx, providers=["CPUExecutionProvider"])

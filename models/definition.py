@@ -1,13 +1,14 @@
 """One model definition: what a model is, in one place.
 
-A :class:`ModelDef` names a model and says what it predicts (its :class:`~models.heads.Head`:
+A :class:`ModelDef` names a model and says what it predicts (its
+:class:`~streamlearn.models.heads.Head`:
 positives, negative downsampling), which features it reads (a
-:class:`~models.features.FeatureSpec`), which learner learns it with which
+:class:`~streamlearn.models.features.FeatureSpec`), which learner learns it with which
 hyper-parameters, and which request surfaces it ranks. The online trainer, ``streamlearn
 train``/``worker trainer``, the supervisor (``streamlearn up``), offline training and
 ``eval`` all build their learner with :meth:`ModelDef.create`, so "the feed model" is
 assembled once. The concrete definitions (``feed``, ``ads``) are built where the feature
-declarations live (``streams.model_catalog``); this module only knows the shape.
+declarations live (``streamlearn.streams.catalog.models``); this module only knows the shape.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from models.errors import ModelError
-from models.features import FeatureSpec
-from models.heads import Head
-from models.protocol import Learner
-from models.zoo import DEFAULT_LEARNER, create
+from streamlearn.models.errors import ModelError
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.heads import Head
+from streamlearn.models.protocol import Learner
+from streamlearn.models.zoo import DEFAULT_LEARNER, create
 
 #: Model names become topic names (``training-examples.<model>``) and registry folders.
 MODEL_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -45,8 +45,8 @@ against the classes by ``tests/unit/test_errors.py``)::
         ├── RegistryUnavailable  500  1  the registry cannot be read
         └── SnapshotRejected     500  1  a version failed to load; the old one keeps serving
 
-The edges: ``streamlearn.ui.ErrorMapping`` (the CLI's command group) and
-``serving.http.ServingAPI`` (the HTTP app) each catch :class:`StreamlearnError` once and
+The edges: ``streamlearn.cli.ui.ErrorMapping`` (the CLI's command group) and
+``streamlearn.serving.http.ServingAPI`` (the HTTP app) each catch :class:`StreamlearnError` once and
 read these attributes; anything else is a bug (a traceback, or a logged 500). Errors
 live in the packages' ``errors.py`` modules only.
 """

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from models.errors import ModelError
+from streamlearn.models.errors import ModelError
 
 #: Logit bins of the AUC histograms, over [-LOGIT_RANGE, LOGIT_RANGE].
 BINS: Final = 512

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from models.errors import FeatureError
+from streamlearn.models.errors import FeatureError
 
 NUMERIC_TRANSFORMS = ("log1p", "identity")
 _MAX_HASH_BITS = 30

@@ -5,7 +5,7 @@
 downsampling (negatives kept at ``negative_rate``), its predictions corrected back to the
 true rate, so its calibration (mean predicted / observed rate, tracked by
 ``ProgressiveMetrics``) stays near 1 — what ad pricing needs.
-A model's head is part of its definition (:class:`models.definition.ModelDef`).
+A model's head is part of its definition (:class:`streamlearn.models.definition.ModelDef`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ModelError
+from streamlearn.models.errors import ModelError
 
 _EPS = 1e-15
 _LOGIT_RANGE = 16.0

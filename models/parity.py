@@ -14,9 +14,9 @@ from typing import Final
 
 import numpy as np
 
-from models.errors import ParityError
-from models.protocol import Learner
-from models.snapshot import Snapshot
+from streamlearn.models.errors import ParityError
+from streamlearn.models.protocol import Learner
+from streamlearn.models.snapshot import Snapshot
 
 #: Largest |onnxruntime − in-memory| probability a published version may show.
 PARITY_ATOL: Final = 1e-5

@@ -7,8 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from models.features import Featuriser
-from models.snapshot import Snapshot
+from streamlearn.models.features import Featuriser
+from streamlearn.models.snapshot import Snapshot
 
 Row = Mapping[str, object]
 

@@ -12,20 +12,20 @@ entry has the stage it was published with (``metadata["stage"]``: ``candidate`` 
 ``rejected``, so a version that must not be served is never servable, not even for an
 instant), else ``"none"``. At most one version per model is ``"production"``: promoting
 one archives the previous production version. Promotion history and rollback are in
-:mod:`models.stages`.
+:mod:`streamlearn.models.stages`.
 
 Which version serves (:meth:`FileRegistry.serving_version`): the production version;
 else the newest version that is neither a candidate nor rejected; else the newest
 candidate (a model that has nothing else, such as an offline-only vision model). A
 ``"rejected"`` version is never served. While another version serves, the newest
 candidate is the *shadow* (:meth:`FileRegistry.shadow_version`): scored beside it,
-never answered with (see ``models.rollout``).
+never answered with (see ``streamlearn.models.rollout``).
 
-``evaluation.json`` is the live evaluation of a version (``models.evaluation``), written
+``evaluation.json`` is the live evaluation of a version (``streamlearn.models.evaluation``), written
 after it was published (by the online trainer, as labelled outcomes join); it is the
 one file of a version that changes.
 
-``state.npz`` is data only (:mod:`models.state`); ``metadata.json`` carries its
+``state.npz`` is data only (:mod:`streamlearn.models.state`); ``metadata.json`` carries its
 ``state_sha256``, which :meth:`FileRegistry.load_learner` verifies before reading it. A
 version whose state is a pickle (``state.pkl``, from before this format) is refused, never
 unpickled. This module imports neither torch nor river (serving imports it);
@@ -53,8 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import RegistryError, SnapshotError
-from models.snapshot import SERVING_ONLY, Snapshot
+from streamlearn.models.errors import RegistryError, SnapshotError
+from streamlearn.models.snapshot import SERVING_ONLY, Snapshot
 
 #: ``rejected`` versions are never served (see :meth:`FileRegistry.serving_version`).
 STAGES = ("candidate", "production", "archived", "rejected")
@@ -300,7 +300,7 @@ class FileRegistry:
         :class:`RegistryError` when the state is missing, a pickle, corrupt, or does not
         match ``state_sha256`` in the metadata.
         """
-        from models.state import load_state
+        from streamlearn.models.zoo import load_state
 
         if mv.serving_only:
             raise RegistryError(

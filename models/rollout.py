@@ -1,8 +1,8 @@
 """Safe rollout: a candidate is compared with production on the same requests, promoted
 or rejected by the figures, and a promotion that regresses is rolled back.
 
-The decisions only: the online trainer (``streams.trainer``) feeds them the labelled
-examples, and carries them out in the registry (:mod:`models.stages`).
+The decisions only: the online trainer (``streamlearn.streams.learning.trainer``) feeds them the
+labelled examples, and carries them out in the registry (:mod:`streamlearn.models.stages`).
 
 * :class:`Comparison`: a candidate scored as a shadow beside production. Each labelled
   example carries both scores; once ``min_examples`` have joined, the candidate is
@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.errors import ModelError
-from models.evaluation import ScoreTally
+from streamlearn.models.errors import ModelError
+from streamlearn.models.evaluation import ScoreTally
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ class Snapshot:
 
     ``onnx`` is the serving graph (inputs ``idx`` int64 ``[N, K]`` and ``val`` float32
     ``[N, K]``, output ``prob`` float32 ``[N]``); ``state`` is the learner's state as data
-    (npz + JSON, :mod:`models.state`) so a trainer can resume; ``metadata`` is JSON-safe
+    (npz + JSON, :mod:`streamlearn.models.state`) so a trainer can resume; ``metadata`` is JSON-safe
     and holds at least :data:`REQUIRED_METADATA` (``feature_spec`` is
     ``FeatureSpec.to_dict()``; ``state_sha256`` checks ``state`` on load). A serving-only
     snapshot (:data:`SERVING_ONLY` true in the metadata) has an empty ``state``.

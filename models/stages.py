@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import RegistryError, StageError
-from models.registry import FileRegistry, ModelVersion
-from models.snapshot import Snapshot
+from streamlearn.models.errors import RegistryError, StageError
+from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.models.snapshot import Snapshot
 
 HISTORY_FILE = "promotions.jsonl"
 #: ``origin`` of versions trained offline (the online trainer's are ``online``).

@@ -11,10 +11,13 @@ could run code in the trainer. This format holds numbers and JSON only:
 * one array per entry of the learner's ``state_arrays()``.
 
 Its SHA-256 travels in the snapshot's metadata (``state_sha256``) and is verified by
-:func:`load_state` before anything is parsed. The learner is rebuilt by name through
-:func:`models.zoo.create` (learners known to this code only) and its arrays checked for
-shape and dtype. A pickle, a tampered archive or a checksum mismatch raises
-:class:`~models.errors.SnapshotError` with the reason.
+:func:`decode_arrays` before anything is parsed. A learner writes its header and arrays
+(:meth:`~streamlearn.models.learners.base.FeaturisedLearner.snapshot`) and is rebuilt by
+name through :func:`streamlearn.models.zoo.load_state` (learners known to this code only),
+its arrays checked for shape and dtype. A pickle, a tampered archive or a checksum
+mismatch raises :class:`~streamlearn.models.errors.SnapshotError` with the reason.
+
+This module knows the format only, not the learners, so it sits below them.
 """
 
 from __future__ import annotations
@@ -24,15 +27,11 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from models.errors import ModelError, SnapshotError
-from models.features import FeatureSpec
-
-if TYPE_CHECKING:
-    from models.learners.base import FeaturisedLearner
+from streamlearn.models.errors import SnapshotError
 
 STATE_FORMAT = "streamlearn.state.v1"
 _HEADER = "__header__"
@@ -51,24 +50,6 @@ class State:
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def dump_state(learner: FeaturisedLearner) -> State:
-    """Encode ``learner``'s state (see the module docstring)."""
-    from models.learners.downsampled import Downsampled
-
-    inner = learner.inner if isinstance(learner, Downsampled) else learner
-    header = {
-        "learner": inner.name,
-        "params": inner.params(),
-        "seed": inner.seed,
-        "feature_spec": learner.spec.to_dict(),
-        "negative_rate": learner.rate if isinstance(learner, Downsampled) else None,
-        "wrapper_seed": learner.seed,
-        "examples_seen": learner.examples_seen,
-        "extra": learner.state_extra(),
-    }
-    return encode_arrays(header, learner.state_arrays())
 
 
 def encode_arrays(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> State:
@@ -126,38 +107,3 @@ def _read(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         got = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise SnapshotError(f"learner state format must be {STATE_FORMAT!r}, got {got!r}")
     return header, arrays
-
-
-def load_state(data: bytes, expected_sha256: str | None) -> FeaturisedLearner:
-    """Rebuild a learner from :func:`dump_state`'s bytes; verifies the checksum first.
-
-    ``expected_sha256`` is the snapshot metadata's ``state_sha256``; ``None`` refuses the
-    state (a version without a checksum predates this format).
-    """
-    header, arrays = decode_arrays(data, expected_sha256)
-    from models.learners.base import FeaturisedLearner
-    from models.zoo import create
-
-    try:
-        spec = FeatureSpec.from_dict(header["feature_spec"])
-        inner = create(
-            str(header["learner"]), spec, seed=int(header["seed"]), **dict(header["params"])
-        )
-        learner: Any = inner
-        rate = header.get("negative_rate")
-        if rate is not None:
-            from models.learners.downsampled import Downsampled
-
-            assert isinstance(inner, FeaturisedLearner)
-            learner = Downsampled(inner, float(rate), seed=int(header["wrapper_seed"]))
-        assert isinstance(learner, FeaturisedLearner)
-        learner.load_state_arrays(arrays)
-        learner.load_state_extra(header.get("extra") or {})
-        learner.examples_seen = int(header["examples_seen"])
-    except SnapshotError:
-        raise
-    except ModelError as exc:
-        raise SnapshotError(f"learner state names an unusable learner: {exc}") from exc
-    except (KeyError, TypeError, ValueError, AssertionError) as exc:
-        raise SnapshotError(f"learner state header is not usable: {exc!r}") from exc
-    return learner

@@ -6,9 +6,12 @@ import importlib
 import inspect
 from typing import Any, Final
 
-from models.errors import ModelError
-from models.features import FeatureSpec
-from models.protocol import Learner
+from streamlearn.models.errors import ModelError, SnapshotError
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.learners.base import FeaturisedLearner
+from streamlearn.models.learners.downsampled import Downsampled
+from streamlearn.models.protocol import Learner
+from streamlearn.models.state import decode_arrays
 
 #: The learner ``eval`` and the online trainer use unless told otherwise (chosen on the
 #: public tables and the simulator: see ``bench/bench_learners.py`` and the README).
@@ -20,10 +23,10 @@ DEFAULT_LEARNER: Final = "ftrl"
 DEFAULT_BATCH_SIZE: Final = 1024
 
 _LEARNERS: dict[str, str] = {
-    "ftrl": "models.learners.ftrl:FTRL",
-    "fm": "models.learners.fm:FM",
-    "deep": "models.learners.deep:Deep",
-    "river-lr": "models.learners.river_adapter:RiverLR",
+    "ftrl": "streamlearn.models.learners.ftrl:FTRL",
+    "fm": "streamlearn.models.learners.fm:FM",
+    "deep": "streamlearn.models.learners.deep:Deep",
+    "river-lr": "streamlearn.models.learners.river_adapter:RiverLR",
 }
 
 
@@ -41,8 +44,9 @@ def create(
 ) -> Learner:
     """A new learner ``name`` over ``spec`` with hyper-parameters ``params``.
 
-    ``negative_rate`` below 1 wraps it in :class:`~models.learners.downsampled.Downsampled`
-    (the calibrated ads head: negatives kept at that rate, predictions corrected).
+    ``negative_rate`` below 1 wraps it in
+    :class:`~streamlearn.models.learners.downsampled.Downsampled` (the calibrated ads head:
+    negatives kept at that rate, predictions corrected).
     """
     try:
         target = _LEARNERS[name]
@@ -60,8 +64,37 @@ def create(
         ) from exc
     learner = cls(spec, seed=seed, **params)
     if negative_rate is not None and negative_rate < 1.0:
-        from models.learners.downsampled import Downsampled
-
         learner = Downsampled(learner, negative_rate, seed=seed)
     result: Learner = learner
     return result
+
+
+def load_state(data: bytes, expected_sha256: str | None) -> FeaturisedLearner:
+    """Rebuild a learner from the state its snapshot wrote; verifies the checksum first.
+
+    ``expected_sha256`` is the snapshot metadata's ``state_sha256``; ``None`` refuses the
+    state (a version without a checksum predates the format of
+    :mod:`streamlearn.models.state`).
+    """
+    header, arrays = decode_arrays(data, expected_sha256)
+    try:
+        spec = FeatureSpec.from_dict(header["feature_spec"])
+        inner = create(
+            str(header["learner"]), spec, seed=int(header["seed"]), **dict(header["params"])
+        )
+        if not isinstance(inner, FeaturisedLearner):
+            raise SnapshotError(f"learner {header['learner']!r} does not restore from state")
+        learner = inner
+        rate = header.get("negative_rate")
+        if rate is not None:
+            learner = Downsampled(inner, float(rate), seed=int(header["wrapper_seed"]))
+        learner.load_state_arrays(arrays)
+        learner.load_state_extra(header.get("extra") or {})
+        learner.examples_seen = int(header["examples_seen"])
+    except SnapshotError:
+        raise
+    except ModelError as exc:
+        raise SnapshotError(f"learner state names an unusable learner: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"learner state header is not usable: {exc!r}") from exc
+    return learner

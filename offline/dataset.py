@@ -2,7 +2,7 @@
 
 A dataset directory is written to a hidden temporary sibling and renamed into place, so
 a reader sees a whole dataset or none. The manifest says what the dataset holds and
-where it came from; its ``checksum`` identifies the content (see ``offline.replay``).
+where it came from; its ``checksum`` identifies the content (see ``streamlearn.offline.replay``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offline.errors import DatasetError
+from streamlearn.offline.errors import DatasetError
 
 DATA_FILE = "data.parquet"
 REJECTED_FILE = "rejected.jsonl"

@@ -1,4 +1,4 @@
-"""The exceptions of ``offline``: one root under :class:`models.errors.StreamlearnError`
+"""The exceptions of ``offline``: one root under :class:`streamlearn.models.errors.StreamlearnError`
 (whose docstring draws the whole tree, with each class's HTTP status and exit code).
 
 Every offline error is about an input the user gave (a range, a dataset, a flow and its
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.errors import StreamlearnError
+from streamlearn.models.errors import StreamlearnError
 
 
 class OfflineError(StreamlearnError):

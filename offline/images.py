@@ -3,7 +3,7 @@
 Every image becomes ``uint8 [C, H, W]`` at a fixed size: decoded with Pillow, converted
 to grayscale (``L``, C=1) or colour (``RGB``, C=3), resized with bilinear filtering to
 ``size × size``. The serving side must prepare images exactly the same way; the
-snapshot metadata spells it out (``offline.vision``).
+snapshot metadata spells it out (``streamlearn.offline.vision``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import xxhash
 from PIL import Image, UnidentifiedImageError
 
-from offline.errors import DatasetError
+from streamlearn.offline.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import xxhash
 
-from offline.dataset import MANIFEST_FILE, parquet_files, read_manifest
+from streamlearn.offline.dataset import MANIFEST_FILE, parquet_files, read_manifest
 
 
 @functools.cache

@@ -3,12 +3,13 @@ its time, like Feast's historical retrieval (an as-of join).
 
 The *entity table* has a ``user_id`` and/or an ``item_id`` column and a time column
 (epoch seconds, or timestamps). Every row gets one column per feature of each entity it
-names (``streams.feature_catalog``), holding the value computed from the events *strictly
+names (``streamlearn.streams.catalog.features``), holding the value computed from the events
+*strictly
 before* the row's time. Two sources rebuild those values:
 
 * ``activity`` (default): the ``activity`` topic, re-aggregated in event-time order with
-  the accumulators the feature processor uses (``streams.feature_aggregates``). Exact at
-  any time: an event at the row's time or later never counts.
+  the accumulators the feature processor uses (``streamlearn.streams.features.aggregates``). Exact
+  at any time: an event at the row's time or later never counts.
 * ``features``: the changelog. Each entity's newest record whose ``ts`` (the time of the
   newest event it reflects) is before the row's time, item partials merged: what the
   online store held. It moves at the processor's commits, so a commit that took in events
@@ -21,7 +22,7 @@ gets nulls (serving would substitute each feature's default).
 
 The engine (:func:`as_of`) is plain Python over decoded records: rows and records are
 sorted by time once, then swept together, applying each record before the first row at
-or after its time. The topics are read with ``offline.replay`` (which copes with the
+or after its time. The topics are read with ``streamlearn.offline.replay`` (which copes with the
 embedded broker's offsets), into memory: about 200 bytes per activity event.
 """
 
@@ -42,16 +43,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from offline.dataset import read_manifest
-from offline.errors import DatasetError
-from offline.replay import ReplaySpec, replay
-from offline.tables import read_table
-from streams.config import KafkaConfig
-from streams.contracts import ActivityEvent, Scalar
-from streams.feature_aggregates import Aggregate, EntityLayout, layout
-from streams.feature_catalog import CATALOG, ENTITY_KEYS, Feature, FeatureCatalog, SecondsSince
-from streams.feature_store import RAW_PREFIX
-from streams.topics import Topics
+from streamlearn.offline.dataset import read_manifest
+from streamlearn.offline.errors import DatasetError
+from streamlearn.offline.replay import ReplaySpec, replay
+from streamlearn.offline.tables import read_table
+from streamlearn.streams.catalog.features import (
+    CATALOG,
+    ENTITY_KEYS,
+    Feature,
+    FeatureCatalog,
+    SecondsSince,
+)
+from streamlearn.streams.contracts import ActivityEvent, Scalar
+from streamlearn.streams.features.aggregates import Aggregate, EntityLayout, layout
+from streamlearn.streams.features.store import RAW_PREFIX
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 Source = Literal["activity", "features"]
 SOURCES: tuple[Source, ...] = ("activity", "features")

@@ -3,21 +3,21 @@
 The file (CSV, JSONL or Parquet) is read whole with pyarrow, optionally ordered by a
 time column, and streamed through the learner in mini-batches: each batch is featurised,
 scored, and only then learnt (``predict_learn_featurised``), and the scores feed
-:class:`~models.metrics.ProgressiveMetrics`. ``ftrl`` and ``fm`` learn one example at a
+:class:`~streamlearn.models.metrics.ProgressiveMetrics`. ``ftrl`` and ``fm`` learn one example at a
 time inside each batch, so for them the batch size only chunks the work. Throughput
 counts featurisation (from Arrow columns, :meth:`Featuriser.transform_columns`),
 prediction and learning; reading the file and the metrics are left out.
 
 Feature columns are every column but the label and time columns (or ``features``), less
-id columns (a string or integer value on every row, see :mod:`offline.tables`, which
+id columns (a string or integer value on every row, see :mod:`streamlearn.offline.tables`, which
 also says how columns become categorical or numeric and how a text label is mapped).
 When a feature column's rows come in blocks (``block_column``: found in the data by
 default, or named, or ``none``), each numeric column also enters as its z-score within
-the block so far (:func:`offline.tables.within_block`: earlier rows of the block and the
+the block so far (:func:`streamlearn.offline.tables.within_block`: earlier rows of the block and the
 row itself, never a label).
 :func:`compare_learners` runs several learners on the same prepared stream (``eval`` without
 ``--model``) and marks the best by AUC. With a model definition
-(:class:`~models.definition.ModelDef`, ``eval --definition feed``) the learner is built
+(:class:`~streamlearn.models.definition.ModelDef`, ``eval --definition feed``) the learner is built
 exactly as the online trainer builds it: the definition's spec, head and parameters.
 
 Training-example rows (a replayed ``training-examples.<model>`` topic, or any file whose
@@ -40,13 +40,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.definition import ModelDef
-from models.features import FeatureSpec
-from models.metrics import ProgressiveMetrics
-from models.protocol import Learner
-from models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER, create
-from offline import tables
-from offline.errors import DatasetError, EvalError
+from streamlearn.models.definition import ModelDef
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.metrics import ProgressiveMetrics
+from streamlearn.models.protocol import Learner
+from streamlearn.models.zoo import DEFAULT_BATCH_SIZE, DEFAULT_LEARNER, create
+from streamlearn.offline import tables
+from streamlearn.offline.errors import DatasetError, EvalError
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 """``progress(done, total, report)``: called after every reporting interval and at the end."""

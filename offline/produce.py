@@ -26,12 +26,12 @@ from typing import Any
 
 import orjson
 
-from offline.dataset import MANIFEST_FILE, iter_batches, parquet_files, read_manifest
-from offline.errors import DatasetError, OfflineError
-from offline.records import SOURCE_COLUMNS
-from streams.config import KafkaConfig
-from streams.kafka import flush, make_producer, produce
-from streams.topics import ensure_topics
+from streamlearn.offline.dataset import MANIFEST_FILE, iter_batches, parquet_files, read_manifest
+from streamlearn.offline.errors import DatasetError, OfflineError
+from streamlearn.offline.records import SOURCE_COLUMNS
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

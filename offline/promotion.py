@@ -1,17 +1,17 @@
 """Announcing stage changes on Kafka.
 
 The stage changes themselves (promote, rollback, reject, the history) are in
-:mod:`models.stages`, where serving's admin endpoints reach them too.
+:mod:`streamlearn.models.stages`, where serving's admin endpoints reach them too.
 """
 
 from __future__ import annotations
 
-from models.registry import FileRegistry
-from models.stages import StageChange
-from streams.config import KafkaConfig
-from streams.contracts import encode, stage_update
-from streams.kafka import flush, make_producer, produce
-from streams.topics import Topics, ensure_topics
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.stages import StageChange
+from streamlearn.streams.contracts import encode, stage_update
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 
 def announce(config: KafkaConfig, registry: FileRegistry, change: StageChange) -> None:

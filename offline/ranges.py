@@ -11,7 +11,7 @@ Syntax of one ``--from``/``--to`` value::
 A value without a partition applies to every partition that has no value of its own.
 A timestamp bound ``T`` means the first offset whose record timestamp is ``>= T``
 (Kafka's ``offsets_for_times`` semantics); the replay resolves it itself (see
-``offline.replay``) because the embedded broker answers ListOffsets wrongly.
+``streamlearn.offline.replay``) because the embedded broker answers ListOffsets wrongly.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from offline.errors import RangeError
+from streamlearn.offline.errors import RangeError
 
 BoundKind = Literal["earliest", "latest", "offset", "timestamp"]
 _PARTITION = re.compile(r"^(\d+):(.+)$")

@@ -3,13 +3,13 @@
 Every row starts with the source columns ``topic, partition, offset, timestamp, key``;
 the format adds its own:
 
-* ``event`` — an activity event (``streams.contracts.decode_event``): ``event_id, type,
+* ``event`` — an activity event (``streamlearn.streams.contracts.decode_event``): ``event_id, type,
   ts, user_id, item_id, surface, request_id, position, context`` (``context`` as JSON);
 * ``training`` — a ``TrainingExample``: ``request_id, user_id, item_id, surface, ts,
   label, features, served_version, served_score`` (``features`` as JSON with sorted keys);
 * ``json`` — any JSON value: ``value`` (the record as compact JSON with sorted keys).
 
-A record that does not decode raises :class:`~streams.errors.ContractError`; the replay
+A record that does not decode raises :class:`~streamlearn.streams.errors.ContractError`; the replay
 writes it aside (``rejected.jsonl``) with the error.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from offline.errors import RangeError
-from streams.contracts import TrainingExample, decode, decode_event
-from streams.errors import ContractError
+from streamlearn.offline.errors import RangeError
+from streamlearn.streams.contracts import TrainingExample, decode, decode_event
+from streamlearn.streams.errors import ContractError
 
 SOURCE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("topic", pa.string(), nullable=False),

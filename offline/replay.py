@@ -45,13 +45,19 @@ import pyarrow.parquet as pq
 import xxhash
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
-from offline.dataset import DATA_FILE, REJECTED_FILE, atomic_dir, schema_dict, write_manifest
-from offline.errors import OfflineError, RangeError
-from offline.ranges import EARLIEST, LATEST, Bound, Bounds, check_range
-from offline.records import RecordFormat, RowBuffer, resolve_format
-from streams.config import KafkaConfig
-from streams.errors import ContractError
-from streams.kafka import make_consumer
+from streamlearn.offline.dataset import (
+    DATA_FILE,
+    REJECTED_FILE,
+    atomic_dir,
+    schema_dict,
+    write_manifest,
+)
+from streamlearn.offline.errors import OfflineError, RangeError
+from streamlearn.offline.ranges import EARLIEST, LATEST, Bound, Bounds, check_range
+from streamlearn.offline.records import RecordFormat, RowBuffer, resolve_format
+from streamlearn.streams.errors import ContractError
+from streamlearn.streams.kafka.clients import make_consumer
+from streamlearn.streams.kafka.config import KafkaConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Tables in, learner inputs out: reading, labels, inferred feature specs, Arrow columns.
 
-One home for what ``eval`` (:mod:`offline.prequential`) and batch training
-(:mod:`offline.train`) both need from a table:
+One home for what ``eval`` (:mod:`streamlearn.offline.prequential`) and batch training
+(:mod:`streamlearn.offline.train`) both need from a table:
 
 * :func:`read_table`: a CSV, JSONL or Parquet file, or a dataset directory of Parquet
   files, as one Arrow table.
@@ -26,7 +26,7 @@ One home for what ``eval`` (:mod:`offline.prequential`) and batch training
   up to and including this one; never a later row, never a label), so a learner sees
   where a row stands in its block, which is what ranks candidates within one.
 * :func:`feature_columns`: the Arrow columns in the form
-  :meth:`models.features.Featuriser.transform_columns` takes (each distinct string is
+  :meth:`streamlearn.models.features.Featuriser.transform_columns` takes (each distinct string is
   hashed once).
 """
 
@@ -45,9 +45,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from models.features import DictColumn, FeatureSpec
-from offline.dataset import parquet_files
-from offline.errors import DatasetError
+from streamlearn.models.features import DictColumn, FeatureSpec
+from streamlearn.offline.dataset import parquet_files
+from streamlearn.offline.errors import DatasetError
 
 FEATURES_COLUMN = "features"
 #: A string or integer column is an id only in a table of at least this many rows.
@@ -381,7 +381,7 @@ def feature_columns(
     table: pa.Table, spec: FeatureSpec
 ) -> tuple[dict[str, np.ndarray], dict[str, DictColumn]]:
     """``table``'s (numeric, categorical) columns for
-    :meth:`~models.features.Featuriser.transform_columns`."""
+    :meth:`~streamlearn.models.features.Featuriser.transform_columns`."""
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, DictColumn] = {}
     names = set(table.column_names)

@@ -1,7 +1,7 @@
 """Batch (re)training of an online learner on a replayed dataset, with lineage.
 
 Input: a dataset of training examples — rows with ``label`` and ``features`` (the
-``streams.contracts.TrainingExample`` shape, ``features`` as JSON or a map), or a flat
+``streamlearn.streams.contracts.TrainingExample`` shape, ``features`` as JSON or a map), or a flat
 table whose columns other than the label, the time column and the replay's source
 columns are the features. Rows are put in time order (``ts``, else the Kafka
 ``timestamp``, else file order; ties keep file order), the last ``holdout`` fraction is
@@ -10,7 +10,7 @@ shuffled with ``seed``). Everything is a function of (data, config), so the same
 and seed give a byte-identical ONNX graph. A declared model is trained from its
 definition (``TrainConfig.definition``: head, learner, params, feature spec). Before it is
 published, the ONNX graph is checked against the learner on holdout rows
-(:func:`models.parity.onnx_parity`): a graph that differs is never published.
+(:func:`streamlearn.models.parity.onnx_parity`): a graph that differs is never published.
 
 The dataset is held in memory as featurised arrays (``n × K`` int64 + float32).
 """
@@ -29,21 +29,21 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from models import zoo
-from models.definition import ModelDef
-from models.features import FeatureSpec
-from models.metrics import ProgressiveMetrics
-from models.parity import onnx_parity
-from models.protocol import Learner
-from models.registry import FileRegistry, ModelVersion
-from models.snapshot import Snapshot
-from models.stages import publish_candidate
-from offline.errors import DatasetError
-from offline.lineage import code_version, dataset_identity
-from offline.prequential import DEFAULT_NUMERIC_TRANSFORM
-from offline.records import SOURCE_COLUMNS
-from offline.tables import infer_spec as infer_table_spec
-from offline.tables import read_table, rows_table
+from streamlearn.models import zoo
+from streamlearn.models.definition import ModelDef
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.metrics import ProgressiveMetrics
+from streamlearn.models.parity import onnx_parity
+from streamlearn.models.protocol import Learner
+from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.models.snapshot import Snapshot
+from streamlearn.models.stages import publish_candidate
+from streamlearn.offline.errors import DatasetError
+from streamlearn.offline.lineage import code_version, dataset_identity
+from streamlearn.offline.prequential import DEFAULT_NUMERIC_TRANSFORM
+from streamlearn.offline.records import SOURCE_COLUMNS
+from streamlearn.offline.tables import infer_spec as infer_table_spec
+from streamlearn.offline.tables import read_table, rows_table
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,8 @@ def load_examples(path: Path, label: str = "label", time_column: str | None = No
 
 
 def infer_spec(rows: Sequence[Row], hash_bits: int = 20) -> FeatureSpec:
-    """The spec ``eval`` infers for these rows (:func:`offline.tables.infer_spec` over
-    :func:`offline.tables.rows_table`): numeric when all values are numbers, else
+    """The spec ``eval`` infers for these rows (:func:`streamlearn.offline.tables.infer_spec` over
+    :func:`streamlearn.offline.tables.rows_table`): numeric when all values are numbers, else
     categorical; fields that never hold a value are left out."""
     table = rows_table(rows)
     return infer_table_spec(table, table.column_names, hash_bits, DEFAULT_NUMERIC_TRANSFORM)
@@ -250,7 +250,8 @@ def make_learner(config: TrainConfig, rows: Sequence[Row]) -> Learner:
 
 def checked_snapshot(learner: Learner, rows: Sequence[Row]) -> tuple[Snapshot, float]:
     """The learner's snapshot, its ONNX graph checked against it on up to
-    :data:`PARITY_ROWS` of ``rows`` (:class:`~models.parity.ParityError` when it differs)."""
+    :data:`PARITY_ROWS` of ``rows`` (:class:`~streamlearn.models.parity.ParityError` when it
+    differs)."""
     snap = learner.snapshot()
     idx, val = featurise(learner, rows[:PARITY_ROWS])
     return snap, onnx_parity(snap, learner, idx, val)
@@ -280,7 +281,7 @@ def train(
         "train": config.lineage(),
         "train_rows": len(train_ex),
         "holdout_rows": len(test_ex),
-        "trainer": "offline.train",
+        "trainer": "streamlearn.offline.train",
     }
     version = None
     if registry is not None:

@@ -3,7 +3,7 @@
 What a published vision model expects (also written into its metadata):
 
 * input ``image``: float32 ``[N, C, H, W]`` (``input_shape`` = ``[C, H, W]``), each image
-  prepared as ``offline.images.to_array`` does — converted to ``color_mode`` (``L`` or
+  prepared as ``streamlearn.offline.images.to_array`` does — converted to ``color_mode`` (``L`` or
   ``RGB``), resized bilinearly to ``H × W`` — then normalised per channel as
   ``(pixel / pixel_scale - mean[c]) / std[c]`` with ``pixel_scale = 255``;
 * output ``probs``: float32 ``[N, len(classes)]``, softmax probabilities in the order of
@@ -40,13 +40,13 @@ import torch
 import xxhash
 from torch import nn
 
-from models.registry import FileRegistry, ModelVersion
-from models.snapshot import Snapshot
-from models.stages import publish_candidate
-from models.state import encode_arrays
-from offline.errors import OfflineError
-from offline.images import ImageSet, load_digits, load_image_folder, stratified_split
-from offline.lineage import code_version
+from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.models.snapshot import Snapshot
+from streamlearn.models.stages import publish_candidate
+from streamlearn.models.state import encode_arrays
+from streamlearn.offline.errors import OfflineError
+from streamlearn.offline.images import ImageSet, load_digits, load_image_folder, stratified_split
+from streamlearn.offline.lineage import code_version
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ def _train_vision(
                     "dataset": images.identity,
                     "code": code_version(),
                     "train": {**asdict(config), "data": str(config.data) if config.data else None},
-                    "trainer": "offline.vision",
+                    "trainer": "streamlearn.offline.vision",
                 },
             },
         )

@@ -5,7 +5,7 @@
 * ``POST /v1/models/{model}/versions/{version}:reject[?reason=…]`` — never serve it.
 
 They call the same stage functions as ``streamlearn models promote|rollback|reject``
-(:mod:`models.stages`, history included), then make this server serve the new serving
+(:mod:`streamlearn.models.stages`, history included), then make this server serve the new serving
 version at once and announce the change on ``model-updates`` so other replicas follow
 without waiting for their registry poll. Each answers
 ``{"model", "action", "version", "previous", "serving_version"}``.
@@ -31,13 +31,13 @@ from urllib.parse import parse_qs
 import msgspec
 from pydantic import SecretStr
 
-from models.errors import RegistryError
-from models.stages import StageChange, promote, reject, rollback
-from serving.errors import AdminDisabled, ModelNotFound, Unauthorized, VersionNotFound
-from serving.routing import Request, Response, Router
-from serving.schema import ErrorReply, StageReply
-from serving.service import PredictionService
-from streams.contracts import ModelUpdate, stage_update
+from streamlearn.models.errors import RegistryError
+from streamlearn.models.stages import StageChange, promote, reject, rollback
+from streamlearn.serving.errors import AdminDisabled, ModelNotFound, Unauthorized, VersionNotFound
+from streamlearn.serving.routing import Request, Response, Router
+from streamlearn.serving.schema import ErrorReply, StageReply
+from streamlearn.serving.service import PredictionService
+from streamlearn.streams.contracts import ModelUpdate, stage_update
 
 log = logging.getLogger(__name__)
 

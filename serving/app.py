@@ -11,19 +11,19 @@ from types import TracebackType
 
 from pydantic import SecretStr
 
-from models.registry import FileRegistry
-from serving.http import build_api
-from serving.replica import FeatureReplica
-from serving.requests import RequestConsumer
-from serving.server import HttpLimits, HttpServer
-from serving.service import PredictionService
-from serving.sink import KafkaSink
-from serving.updates import ModelUpdater
-from streams.config import KafkaConfig
-from streams.feature_catalog import CATALOG, FeatureCatalog
-from streams.kafka import make_producer
-from streams.model_catalog import MODELS
-from streams.topics import Topics
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.http import build_api
+from streamlearn.serving.replica import FeatureReplica
+from streamlearn.serving.requests import RequestConsumer
+from streamlearn.serving.server import HttpLimits, HttpServer
+from streamlearn.serving.service import PredictionService
+from streamlearn.serving.sink import KafkaSink
+from streamlearn.serving.updates import ModelUpdater
+from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
+from streamlearn.streams.catalog.models import MODELS
+from streamlearn.streams.kafka.clients import make_producer
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class ServingConfig:
     """Everything the prediction service needs; built by the CLI or by tests.
 
     ``port`` 0 binds a free port (see :attr:`ServingApp.port`). The request topic is
-    answered by the model each request is routed to (``serving.requests.route``).
+    answered by the model each request is routed to (``streamlearn.serving.requests.route``).
     ``http`` holds the server's time-outs and caps; admin endpoints are on only with an
     ``admin_token``.
     """

@@ -1,18 +1,18 @@
 """The exceptions of the prediction service: one root under
-:class:`models.errors.StreamlearnError`, whose docstring draws the whole tree with each
+:class:`streamlearn.models.errors.StreamlearnError`, whose docstring draws the whole tree with each
 class's HTTP status.
 
-The HTTP edge (:class:`serving.http.ServingAPI`) maps any
-:class:`~models.errors.StreamlearnError` to a response with one lookup (``exc.status``,
+The HTTP edge (:class:`streamlearn.serving.http.ServingAPI`) maps any
+:class:`~streamlearn.models.errors.StreamlearnError` to a response with one lookup (``exc.status``,
 ``exc.headers``, ``exc.close``); the message is the JSON body's ``"error"``, saying what
 was expected and what was got. Lower layers' errors that need another status or message
-are translated where they are caught (a :class:`streams.errors.ContractError` from a
+are translated where they are caught (a :class:`streamlearn.streams.errors.ContractError` from a
 request body becomes a :class:`BadRequest` naming the field).
 """
 
 from __future__ import annotations
 
-from models.errors import StreamlearnError
+from streamlearn.models.errors import StreamlearnError
 
 
 class ServingError(StreamlearnError):

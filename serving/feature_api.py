@@ -7,7 +7,7 @@
   features computed at the read, ``as_of`` the event time (epoch seconds) of the newest
   event the values reflect; 404 for an unknown entity kind or an id with no features;
 * ``POST /v1/features:read`` — many entities at once: ``{"entities": [{"entity", "id"},
-  …]}`` (1 to :data:`~streams.feature_store.MAX_READ_ENTITIES`) →
+  …]}`` (1 to :data:`~streamlearn.streams.features.store.MAX_READ_ENTITIES`) →
   ``{"entities": [{"entity", "id", "values", "as_of"}, …]}`` in request order, with
   ``values`` and ``as_of`` null for an id with no features.
 
@@ -24,10 +24,10 @@ from typing import Final, Protocol
 
 import msgspec
 
-from serving.errors import BadRequest, NotFound
-from serving.metrics import FEATURE_READS
-from serving.routing import Request, Response, Router
-from serving.schema import (
+from streamlearn.serving.errors import BadRequest, NotFound
+from streamlearn.serving.metrics import FEATURE_READS
+from streamlearn.serving.routing import Request, Response, Router
+from streamlearn.serving.schema import (
     EntityRead,
     ErrorReply,
     FeatureInfo,
@@ -35,9 +35,9 @@ from serving.schema import (
     FeaturesReadRequest,
     FeaturesReply,
 )
-from streams.contracts import Scalar
-from streams.feature_catalog import CATALOG, ENTITY_KEYS, FeatureCatalog
-from streams.feature_store import MAX_READ_ENTITIES, EntityFeatures, entity_features
+from streamlearn.streams.catalog.features import CATALOG, ENTITY_KEYS, FeatureCatalog
+from streamlearn.streams.contracts import Scalar
+from streamlearn.streams.features.store import MAX_READ_ENTITIES, EntityFeatures, entity_features
 
 TAG: Final = "features"
 _ENCODER: Final = msgspec.json.Encoder()

@@ -1,7 +1,7 @@
 """Freshness as this server sees it: observed when a model version is swapped in.
 
 On each swap the versions whose positives this server now serves for the first time
-(``models.freshness.newly_served``: above the last version counted, up to the swapped
+(``streamlearn.models.freshness.newly_served``: above the last version counted, up to the swapped
 one, same lineage) are read from the registry and every sampled positive's freshness is
 observed in ``streamlearn_freshness_seconds`` and, per stage, in
 ``streamlearn_freshness_stage_seconds``. The first load of a model (start-up) sets the
@@ -14,10 +14,10 @@ import logging
 import threading
 from typing import Any, Final
 
-from models.errors import ModelError
-from models.freshness import STAGES, Freshness, measure, newly_served
-from models.registry import FileRegistry, ModelVersion
-from serving.metrics import FRESHNESS, FRESHNESS_STAGE
+from streamlearn.models.errors import ModelError
+from streamlearn.models.freshness import STAGES, Freshness, measure, newly_served
+from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.serving.metrics import FRESHNESS, FRESHNESS_STAGE
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The HTTP API of the prediction service, as one ASGI application.
 
-:class:`ServingAPI` routes a request (:mod:`serving.routing`), reads its body when the
+:class:`ServingAPI` routes a request (:mod:`streamlearn.serving.routing`), reads its body when the
 route takes one (a ``Content-Length`` is required: 411 without, 413 over the limit),
 calls the handler and writes the response with an explicit ``Content-Length``. Errors
-are mapped in one place: every :class:`models.errors.StreamlearnError` (serving's own
+are mapped in one place: every :class:`streamlearn.models.errors.StreamlearnError` (serving's own
 tree, and a lower layer's error that was not translated) carries its status, headers and
 whether to close the connection, and becomes ``{"error": "..."}``; anything else is
 logged with its traceback and answered 500. Handlers are plain functions run on
@@ -11,11 +11,11 @@ the event loop (a prediction is a few hundred microseconds of CPU; handing it to
 thread would cost more than it saves) or coroutines for work that waits (registry
 reads and writes run in a thread).
 
-:func:`build_api` assembles the native API (:mod:`serving.v1`), the Open Inference
-Protocol (:mod:`serving.oip`), the admin endpoints (:mod:`serving.admin`) and the feature
-store's online reads (:mod:`serving.feature_api`), and serves
+:func:`build_api` assembles the native API (:mod:`streamlearn.serving.v1`), the Open Inference
+Protocol (:mod:`streamlearn.serving.oip`), the admin endpoints (:mod:`streamlearn.serving.admin`)
+and the feature store's online reads (:mod:`streamlearn.serving.feature_api`), and serves
 their OpenAPI document at ``/openapi.json``. The server that runs it, with its limits
-and time-outs, is :mod:`serving.server`.
+and time-outs, is :mod:`streamlearn.serving.server`.
 """
 
 from __future__ import annotations
@@ -28,20 +28,20 @@ from typing import Any, Final, cast
 import msgspec
 from pydantic import SecretStr
 
-from models.errors import StreamlearnError
-from serving.admin import admin_routes
-from serving.errors import LengthRequired, PayloadTooLarge, ServingError
-from serving.feature_api import StoredFeatures, feature_routes
-from serving.metrics import HTTP_REQUESTS
-from serving.oip import oip_routes, server_version
-from serving.openapi import openapi_document
-from serving.routing import Request, Response, Router
-from serving.schema import ErrorReply
-from serving.service import PredictionService
-from serving.sink import Sink
-from serving.v1 import v1_routes
-from streams.contracts import ModelUpdate
-from streams.feature_catalog import CATALOG, FeatureCatalog
+from streamlearn.models.errors import StreamlearnError
+from streamlearn.serving.admin import admin_routes
+from streamlearn.serving.errors import LengthRequired, PayloadTooLarge, ServingError
+from streamlearn.serving.feature_api import StoredFeatures, feature_routes
+from streamlearn.serving.metrics import HTTP_REQUESTS
+from streamlearn.serving.oip import oip_routes, server_version
+from streamlearn.serving.openapi import openapi_document
+from streamlearn.serving.routing import Request, Response, Router
+from streamlearn.serving.schema import ErrorReply
+from streamlearn.serving.service import PredictionService
+from streamlearn.serving.sink import Sink
+from streamlearn.serving.v1 import v1_routes
+from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
+from streamlearn.streams.contracts import ModelUpdate
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def build_api(
     """The whole HTTP API over ``service``: ``/v1``, ``/v2``, admin and ``/openapi.json``.
 
     With ``features`` (serving's feature replica) it also answers the feature store's
-    online reads, ``/v1/features`` (:mod:`serving.feature_api`), for ``catalog``.
+    online reads, ``/v1/features`` (:mod:`streamlearn.serving.feature_api`), for ``catalog``.
 
     ``refresh(model)`` makes the server serve the model's registry serving version now
     (after an admin stage change; default: load it directly); ``announce`` publishes a

@@ -120,7 +120,7 @@ FEATURE_READS = Counter(
 FRESHNESS = Histogram(
     "streamlearn_freshness_seconds",
     "Seconds from an engagement's event time until this server answered with a model "
-    "version that learned it (per sampled positive; see models.freshness).",
+    "version that learned it (per sampled positive; see streamlearn.models.freshness).",
     ["model"],
     buckets=FRESHNESS_BUCKETS,
 )

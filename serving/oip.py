@@ -27,7 +27,7 @@ the request asks (``binary_data_output``, or ``binary_data`` on an output), as
 ``tritonclient`` does by default. Only the version serving now can be named in a URL:
 ``versions`` in the metadata lists it. Not supported: the classification and shared
 memory extensions, request ``parameters`` other than ``binary_data_output`` (ignored),
-gRPC. Errors are ``{"error": "..."}`` with the status of :mod:`serving.errors` (400 bad
+gRPC. Errors are ``{"error": "..."}`` with the status of :mod:`streamlearn.serving.errors` (400 bad
 request, 404 unknown model or version, 503 no version loaded yet).
 """
 
@@ -43,13 +43,13 @@ from typing import Annotated, Any, Final
 import msgspec
 import numpy as np
 
-from serving.errors import BadRequest, ModelNotFound
-from serving.routing import Request, Response, Router
-from serving.schema import ErrorReply
-from serving.service import ModelSession, PredictionService
-from serving.sink import Sink
-from streams.contracts import PredictionRequest, validate_request
-from streams.errors import ContractError
+from streamlearn.serving.errors import BadRequest, ModelNotFound
+from streamlearn.serving.routing import Request, Response, Router
+from streamlearn.serving.schema import ErrorReply
+from streamlearn.serving.service import ModelSession, PredictionService
+from streamlearn.serving.sink import Sink
+from streamlearn.streams.contracts import PredictionRequest, validate_request
+from streamlearn.streams.errors import ContractError
 
 TAG: Final = "v2 (Open Inference Protocol)"
 SERVER_NAME: Final = "streamlearn"

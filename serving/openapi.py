@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API, generated from the routes and their types.
 
 Every route names the msgspec types of its request and response bodies
-(:meth:`serving.routing.Router.route`); their JSON Schemas come from
+(:meth:`streamlearn.serving.routing.Router.route`); their JSON Schemas come from
 :func:`msgspec.json.schema_components`, so the document changes when the code does.
 Served at ``GET /openapi.json``.
 """
@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from serving.routing import Route, Router
+from streamlearn.serving.routing import Route, Router
 
 _REF: Final = "#/components/schemas/{name}"
 

@@ -3,7 +3,8 @@
 Every serving instance reads the whole topic (a unique consumer group, offsets reset to
 earliest, nothing committed) into its own RocksDB under ``state_dir``, keyed by the record
 key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value; an item's
-per-partition partial records are merged on write (``streams.feature_store.merge_item_partials``).
+per-partition partial records are merged on write
+(``streamlearn.streams.features.store.merge_item_partials``).
 The store is rebuilt on every start, because the embedded broker neither compacts nor
 reports true end offsets (see the README), and removed on :meth:`FeatureReplica.stop`.
 
@@ -26,14 +27,14 @@ import msgspec
 from confluent_kafka import Message
 from rocksdict import Options, Rdict, WriteBatch
 
-from serving.metrics import REPLICA_BAD_RECORDS, REPLICA_RECORDS
-from streams.config import KafkaConfig
-from streams.contracts import Scalar, decode_feature_record
-from streams.errors import ContractError
-from streams.feature_catalog import CATALOG, FeatureCatalog
-from streams.feature_store import merge_item_partials
-from streams.kafka import Follower, KafkaCluster, reader
-from streams.topics import Topics
+from streamlearn.serving.metrics import REPLICA_BAD_RECORDS, REPLICA_RECORDS
+from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
+from streamlearn.streams.contracts import Scalar, decode_feature_record
+from streamlearn.streams.errors import ContractError
+from streamlearn.streams.features.store import merge_item_partials
+from streamlearn.streams.kafka.clients import Follower, KafkaCluster, reader
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 log = logging.getLogger(__name__)
 

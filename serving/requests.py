@@ -4,7 +4,7 @@ A consumer in group ``serving`` reads ``prediction-requests`` and answers each r
 the ``predictions`` topic, feature-logging it like an HTTP request. Which model answers:
 
 1. the model the record's ``model`` header names (it must be one this server serves);
-2. else the model that ranks the request's ``surface`` (``streams.model_catalog``:
+2. else the model that ranks the request's ``surface`` (``streamlearn.streams.catalog.models``:
    ``feed`` → ``feed``, ``ads`` → ``ads``), when this server serves it;
 3. else the first served model.
 
@@ -22,16 +22,16 @@ from typing import Final
 
 from confluent_kafka import Message, TopicPartition
 
-from serving.errors import BadRequest
-from serving.service import PredictionService
-from serving.sink import KafkaSink
-from streams.config import KafkaConfig
-from streams.contracts import PredictionRequest, decode_request
-from streams.dead_letters import DeadLetters
-from streams.errors import ContractError
-from streams.kafka import Follower, flush, make_consumer
-from streams.model_catalog import MODELS, ModelCatalog
-from streams.topics import Topics
+from streamlearn.serving.errors import BadRequest
+from streamlearn.serving.service import PredictionService
+from streamlearn.serving.sink import KafkaSink
+from streamlearn.streams.catalog.models import MODELS, ModelCatalog
+from streamlearn.streams.contracts import PredictionRequest, decode_request
+from streamlearn.streams.errors import ContractError
+from streamlearn.streams.kafka.clients import Follower, flush, make_consumer
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.dead_letters import DeadLetters
+from streamlearn.streams.kafka.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A route is a method, a path template (``/v1/models/{model}:predict``: a ``{name}
 matches one path segment up to ``/`` or ``:``) and a handler taking a :class:`Request`
 and returning a :class:`Response` (a plain function, or a coroutine function for work
 that waits, such as registry writes). Routes also name the msgspec types of their
-bodies, from which :mod:`serving.openapi` builds the OpenAPI document. A module adds
+bodies, from which :mod:`streamlearn.serving.openapi` builds the OpenAPI document. A module adds
 its endpoints with :meth:`Router.route`; :meth:`Router.include` merges routers.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from serving.errors import MethodNotAllowed, NotFound
+from streamlearn.serving.errors import MethodNotAllowed, NotFound
 
 JSON: Final = "application/json"
 _PARAM = re.compile(r"\{([a-z_]+)\}")

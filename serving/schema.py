@@ -1,6 +1,6 @@
 """The bodies of the native HTTP API (``/v1``) as msgspec structs.
 
-Prediction requests and CTR replies are the record contracts of :mod:`streams.contracts`
+Prediction requests and CTR replies are the record contracts of :mod:`streamlearn.streams.contracts`
 (the same bytes travel on Kafka); the structs here are the HTTP-only bodies. The
 OpenAPI document (``GET /openapi.json``) is generated from these types.
 """
@@ -22,8 +22,9 @@ class VisionRequest(msgspec.Struct, frozen=True):
     """Classify one image: ``image`` (H×W or C×H×W, 0–255, or 0–1 when no value
     exceeds 1) or ``image_png_base64``.
 
-    Vision bodies are read as a JSON object and checked by :func:`serving.vision.image_array`
-    (which gives the error messages); this struct documents them.
+    Vision bodies are read as a JSON object and checked by
+    :func:`streamlearn.serving.vision.image_array` (which gives the error messages); this struct
+    documents them.
     """
 
     request_id: str
@@ -123,7 +124,7 @@ class StageReply(msgspec.Struct, frozen=True):
 
 
 class FeatureInfo(msgspec.Struct, frozen=True):
-    """One declared feature (``streams.feature_catalog``)."""
+    """One declared feature (``streamlearn.streams.catalog.features``)."""
 
     name: str
     entity: str

@@ -33,9 +33,9 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.errors import BadRequest, HeadersTooLarge, Overloaded, RequestTimeout
-from serving.http import MAX_BODY_BYTES, ServingAPI, error_response, raw_response
-from serving.metrics import HTTP_CONNECTIONS
+from streamlearn.serving.errors import BadRequest, HeadersTooLarge, Overloaded, RequestTimeout
+from streamlearn.serving.http import MAX_BODY_BYTES, ServingAPI, error_response, raw_response
+from streamlearn.serving.metrics import HTTP_CONNECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class HttpLimits:
     """Time-outs and caps of the HTTP server (flags of ``streamlearn serve``).
 
     ``max_body_bytes`` is enforced by the app that reads bodies
-    (:func:`serving.http.build_api` takes it); the rest by :class:`HttpServer`.
+    (:func:`streamlearn.serving.http.build_api` takes it); the rest by :class:`HttpServer`.
     """
 
     max_connections: int = 512

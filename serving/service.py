@@ -27,18 +27,18 @@ from typing import Any, Final, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from models.errors import ModelError
-from models.features import FeatureSpec, Featuriser
-from models.registry import FileRegistry, ModelVersion
-from serving.errors import (
+from streamlearn.models.errors import ModelError
+from streamlearn.models.features import FeatureSpec, Featuriser
+from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.serving.errors import (
     BadRequest,
     ModelNotFound,
     ModelNotReady,
     SnapshotRejected,
     VersionNotFound,
 )
-from serving.freshness import FreshnessTracker
-from serving.metrics import (
+from streamlearn.serving.freshness import FreshnessTracker
+from streamlearn.serving.metrics import (
     MODEL_SWAPS,
     MODEL_VERSION,
     PREDICT_LATENCY,
@@ -46,17 +46,17 @@ from serving.metrics import (
     SHADOW_ERRORS,
     SHADOW_VERSION,
 )
-from serving.schema import VisionReply
-from serving.vision import check_pixels, image_array
-from streams.contracts import (
+from streamlearn.serving.schema import VisionReply
+from streamlearn.serving.vision import check_pixels, image_array
+from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
+from streamlearn.streams.contracts import (
     FeatureLogRecord,
     PredictionReply,
     PredictionRequest,
     Scalar,
     ServedItem,
 )
-from streams.feature_catalog import CATALOG, FeatureCatalog
-from streams.feature_store import served_features
+from streamlearn.streams.features.store import served_features
 
 log = logging.getLogger(__name__)
 

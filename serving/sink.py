@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 from confluent_kafka import Message, Producer
 
-from serving.metrics import PUBLISH_DROPPED
-from streams.contracts import FeatureLogRecord, ModelUpdate, PredictionReply, encode
-from streams.errors import StreamsError
-from streams.kafka import flush
-from streams.topics import Topics
+from streamlearn.serving.metrics import PUBLISH_DROPPED
+from streamlearn.streams.contracts import FeatureLogRecord, ModelUpdate, PredictionReply, encode
+from streamlearn.streams.errors import StreamsError
+from streamlearn.streams.kafka.clients import flush
+from streamlearn.streams.kafka.topics import Topics
 
 log = logging.getLogger(__name__)
 

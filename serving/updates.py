@@ -23,14 +23,14 @@ from typing import Final
 
 from confluent_kafka import Message
 
-from models.errors import ModelError
-from serving.errors import SnapshotRejected
-from serving.service import PredictionService
-from streams.config import KafkaConfig
-from streams.contracts import decode_model_update
-from streams.errors import ContractError
-from streams.kafka import Follower, KafkaCluster, reader
-from streams.topics import Topics
+from streamlearn.models.errors import ModelError
+from streamlearn.serving.errors import SnapshotRejected
+from streamlearn.serving.service import PredictionService
+from streamlearn.streams.contracts import decode_model_update
+from streamlearn.streams.errors import ContractError
+from streamlearn.streams.kafka.clients import Follower, KafkaCluster, reader
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from typing import Final
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from models.errors import ModelError
-from models.stages import decisions
-from serving.errors import BadRequest, ModelNotFound, RegistryUnavailable
-from serving.routing import Request, Response, Router
-from serving.schema import (
+from streamlearn.models.errors import ModelError
+from streamlearn.models.stages import decisions
+from streamlearn.serving.errors import BadRequest, ModelNotFound, RegistryUnavailable
+from streamlearn.serving.routing import Request, Response, Router
+from streamlearn.serving.schema import (
     ErrorReply,
     Health,
     ModelDetail,
@@ -36,10 +36,10 @@ from serving.schema import (
     VisionReply,
     VisionRequest,
 )
-from serving.service import PredictionService
-from serving.sink import Sink
-from streams.contracts import PredictionReply, PredictionRequest, decode_request, encode
-from streams.errors import ContractError
+from streamlearn.serving.service import PredictionService
+from streamlearn.serving.sink import Sink
+from streamlearn.streams.contracts import PredictionReply, PredictionRequest, decode_request, encode
+from streamlearn.streams.errors import ContractError
 
 TAG: Final = "v1"
 _REQUEST_SHAPE: Final = (

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import BadRequest
+from streamlearn.serving.errors import BadRequest
 
 _MAX_PIXEL = 255.0
 

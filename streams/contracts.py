@@ -9,7 +9,7 @@ allows any size; a 400-digit integer overflowed ``float()`` in the featuriser), 
 0 or 1, and model names, which become topic names, are valid ones.
 
 The structs are also the source of the JSON Schemas that ``streamlearn contracts export``
-writes (``streams.schemas``): enums are ``Literal`` types and constraints are
+writes (``streamlearn.streams.schemas``): enums are ``Literal`` types and constraints are
 ``msgspec.Meta`` annotations, which the decoder enforces in C as it decodes, so the
 schema and the decoder cannot disagree. A constraint the decoder checks in Python (to
 keep its error message) is added to the schema only, with ``extra_json_schema``.
@@ -25,8 +25,8 @@ from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin
 import msgspec
 from msgspec import Meta
 
-from models.heads import ENGAGEMENT
-from streams.errors import ContractError
+from streamlearn.models.heads import ENGAGEMENT
+from streamlearn.streams.errors import ContractError
 
 EventType = Literal["impression", "click", "like", "share", "hide", "conversion"]
 Surface = Literal["feed", "ads"]

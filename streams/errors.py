@@ -1,9 +1,9 @@
-"""The exceptions of ``streams``: one root under :class:`models.errors.StreamlearnError`
+"""The exceptions of ``streams``: one root under :class:`streamlearn.models.errors.StreamlearnError`
 (whose docstring draws the whole tree, with each class's HTTP status and exit code)."""
 
 from __future__ import annotations
 
-from models.errors import StreamlearnError
+from streamlearn.models.errors import StreamlearnError
 
 
 class StreamsError(StreamlearnError):

@@ -2,7 +2,7 @@
 
 Producers in any language can validate a record against these before they publish it;
 ``streamlearn contracts export DIR`` writes them (draft 2020-12), one file per record.
-The structs in ``streams.contracts`` are the single source: the schema says what their
+The structs in ``streamlearn.streams.contracts`` are the single source: the schema says what their
 decoders accept (enums, lengths, ranges), and the test suite checks both agree.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
-from streams.contracts import (
+from streamlearn.streams.contracts import (
     ActivityEvent,
     DeadLetterHeaders,
     FeatureLogRecord,

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.topics import Topics
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 
 @pytest.fixture(scope="session")

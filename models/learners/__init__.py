@@ -1,1 +1,1 @@
-"""Learner implementations; create them by name with :func:`models.zoo.create`."""
+"""Learner implementations; create them by name with :func:`streamlearn.models.zoo.create`."""

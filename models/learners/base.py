@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import FeatureError, SnapshotError
-from models.features import FeatureSpec, Featuriser
-from models.protocol import Row
-from models.snapshot import SERVING_ONLY, Snapshot
+from streamlearn.models.errors import FeatureError, SnapshotError
+from streamlearn.models.features import FeatureSpec, Featuriser
+from streamlearn.models.protocol import Row
+from streamlearn.models.snapshot import SERVING_ONLY, Snapshot
+from streamlearn.models.state import encode_arrays
 
 #: Smallest chunk a batch is split into while a learner warms up.
 WARMUP_CHUNK = 16
@@ -23,7 +24,8 @@ def sigmoid(margin: np.ndarray) -> np.ndarray:
 
 
 class FeaturisedLearner(abc.ABC):
-    """Implements the raw-row half of :class:`~models.protocol.Learner` on the featurised half.
+    """Implements the raw-row half of :class:`~streamlearn.models.protocol.Learner` on the
+    featurised half.
 
     Subclasses implement :meth:`predict_featurised`, :meth:`_learn` (returning the
     pre-update probabilities), :meth:`params`, :meth:`to_onnx`, and their state as plain
@@ -199,14 +201,26 @@ class FeaturisedLearner(abc.ABC):
             )
         return np.array(arr, copy=True)
 
+    def state_header(self) -> dict[str, Any]:
+        """The JSON header of this learner's state: what rebuilds it by name
+        (:func:`streamlearn.models.zoo.load_state`)."""
+        return {
+            "learner": self.name,
+            "params": self.params(),
+            "seed": self.seed,
+            "feature_spec": self.spec.to_dict(),
+            "negative_rate": None,
+            "wrapper_seed": self.seed,
+            "examples_seen": self.examples_seen,
+            "extra": self.state_extra(),
+        }
+
     def snapshot(self, state: bool = True) -> Snapshot:
-        """ONNX graph, data-only learner state (see :mod:`models.state`) and metadata.
+        """ONNX graph, data-only learner state (see :mod:`streamlearn.models.state`) and metadata.
 
         ``state=False``: a serving-only snapshot (``serving_only`` in the metadata), the
         graph without the learner state: what serving needs, not a point to resume from.
         """
-        from models.state import dump_state
-
         metadata: dict[str, object] = {
             "learner": self.name,
             "params": self.params(),
@@ -219,7 +233,7 @@ class FeaturisedLearner(abc.ABC):
         }
         if not state:
             return Snapshot(self.to_onnx(), b"", {**metadata, SERVING_ONLY: True})
-        dumped = dump_state(self)
+        dumped = encode_arrays(self.state_header(), self.state_arrays())
         metadata["state_format"] = dumped.format
         metadata["state_sha256"] = dumped.sha256
         return Snapshot(onnx=self.to_onnx(), state=dumped.data, metadata=metadata)

@@ -7,7 +7,7 @@ DLRM-style deep part (hashed embeddings and an MLP, in torch).
 The two parts learn at different grains, so a burst of one key cannot overshoot and the
 model still adapts within a session:
 
-* the wide part is the FTRL-Proximal kernel of :mod:`models.learners.ftrl`, learning
+* the wide part is the FTRL-Proximal kernel of :mod:`streamlearn.models.learners.ftrl`, learning
   every example in stream order, one at a time (Vowpal Wabbit's and river's semantics),
   with the deep part's output as a fixed offset: a user's or an item's own weight moves
   after each of its examples, as in ``ftrl``;
@@ -15,7 +15,7 @@ model still adapts within a session:
   ``micro_batch`` examples in stream order, on the loss of the full logit (the wide
   margin each example was predicted with, plus its own). A key repeated within a step
   takes one averaged step, not one per occurrence (see
-  :func:`~models.learners.kernels.rowwise_adagrad`). Steps are counted across calls (a
+  :func:`~streamlearn.models.learners.kernels.rowwise_adagrad`). Steps are counted across calls (a
   partial one waits, with the inputs and wide margins of its examples, in the state).
 
 Every example is predicted before it is learned: by the wide state the examples before
@@ -23,7 +23,7 @@ it left, and the deep state at the start of its step. The caller's batch size on
 chunks the work: any batch size gives the same model, to the bit (a partial step's
 rows are scored padded to a whole step, so the matrix products keep their shapes), so
 ``eval --batch-size 1000`` and the trainer learn the same model.
-The graph (:func:`~models.onnx_export.deep_graph`) takes raw features: the normaliser
+The graph (:func:`~streamlearn.models.onnx_export.deep_graph`) takes raw features: the normaliser
 is folded into the exported wide weights and embedding rows.
 """
 
@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from models.errors import ModelError, SnapshotError
-from models.features import FeatureSpec
-from models.learners import kernels
-from models.learners.base import FeaturisedLearner, sigmoid
-from models.learners.torch_base import generator, set_threads
-from models.onnx_export import deep_graph
+from streamlearn.models.errors import ModelError, SnapshotError
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.learners import kernels
+from streamlearn.models.learners.base import FeaturisedLearner, sigmoid
+from streamlearn.models.learners.torch_base import generator, set_threads
+from streamlearn.models.onnx_export import deep_graph
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ModelError, SnapshotError
-from models.learners.base import FeaturisedLearner
-from models.onnx_export import with_downsampling_correction
+from streamlearn.models.errors import ModelError, SnapshotError
+from streamlearn.models.learners.base import FeaturisedLearner
+from streamlearn.models.onnx_export import with_downsampling_correction
 
 
 def correct(p: np.ndarray, rate: float) -> np.ndarray:
@@ -72,6 +72,16 @@ class Downsampled(FeaturisedLearner):
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"downsampled learner state is not usable: {exc!r}") from exc
         self.inner.load_state_extra(extra.get("inner") or {})
+
+    def state_header(self) -> dict[str, Any]:
+        """The inner learner's header, with the rate and this wrapper's seed."""
+        return {
+            **self.inner.state_header(),
+            "negative_rate": self.rate,
+            "wrapper_seed": self.seed,
+            "examples_seen": self.examples_seen,
+            "extra": self.state_extra(),
+        }
 
     def to_onnx(self) -> bytes:
         """The inner graph followed by the correction."""

@@ -3,7 +3,7 @@
 ``logit = Σ_k w[idx_k]·val_k + ½ Σ_f [(Σ_k v[idx_k,f]·val_k)² − Σ_k (v[idx_k,f]·val_k)²]``
 
 The bias slot (slot 0) takes part in the linear term only. Learning is exact and
-online, in a compiled kernel (:mod:`models.learners.kernels`): one example at a time,
+online, in a compiled kernel (:mod:`streamlearn.models.learners.kernels`): one example at a time,
 analytic gradients (``∂logit/∂v_k = val_k · (s − v_k·val_k)``), Adagrad on ``w`` (one
 accumulator per coordinate) and row-wise Adagrad on ``v``. The batch size only chunks the
 work. With ``normalize`` (the default) coordinates learn on ``x / max|x|`` seen and the
@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from models.features import FeatureSpec
-from models.learners import kernels
-from models.learners.base import FeaturisedLearner
-from models.onnx_export import fm_graph
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.learners import kernels
+from streamlearn.models.learners.base import FeaturisedLearner
+from streamlearn.models.onnx_export import fm_graph
 
 
 class FM(FeaturisedLearner):

@@ -6,15 +6,15 @@ the weight is computed lazily::
     w_i = 0                                                   if |z_i| <= l1
     w_i = -(z_i - sign(z_i) l1) / ((beta + sqrt(n_i)) / alpha + l2)   otherwise
 
-Learning is exact and online: a compiled kernel (:mod:`models.learners.kernels`) walks a
+Learning is exact and online: a compiled kernel (:mod:`streamlearn.models.learners.kernels`) walks a
 batch one example at a time, predicting each with the weights the previous one left and
 then updating the coordinates it touches. The batch size only chunks the work; any batch
 size gives the same model as one-at-a-time, so a batch holding one user a hundred times
 cannot overshoot. A batch costs ``O(n·K)``, whatever ``hash_bits``.
 
 With ``normalize`` (the default) each coordinate learns on ``x / max|x|`` seen (see
-:mod:`models.learners.kernels`), so unscaled numeric columns need no tuning; the exported
-weights are divided back, and the ONNX graph stays ``sigmoid(Σ w[idx]·val)``.
+:mod:`streamlearn.models.learners.kernels`), so unscaled numeric columns need no tuning; the
+exported weights are divided back, and the ONNX graph stays ``sigmoid(Σ w[idx]·val)``.
 
 Defaults (alpha 0.3, beta 0.1, l1 0, l2 1) were chosen by a grid over alpha
 {0.05…2}, beta {0.1, 1}, l1 {0, 1}, l2 {0, 1} on adult, KDD04 bio, women's clothing and
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from models.features import FeatureSpec
-from models.learners import kernels
-from models.learners.base import FeaturisedLearner
-from models.onnx_export import linear_graph
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.learners import kernels
+from streamlearn.models.learners.base import FeaturisedLearner
+from streamlearn.models.onnx_export import linear_graph
 
 
 class FTRL(FeaturisedLearner):

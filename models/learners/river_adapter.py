@@ -1,11 +1,11 @@
-"""Any river classifier under the :class:`~models.protocol.Learner` protocol.
+"""Any river classifier under the :class:`~streamlearn.models.protocol.Learner` protocol.
 
 Rows are featurised like every other learner and handed to river as
 ``{hashed index: value}`` dicts (slot 0, the bias, is left to river's own intercept;
 zero values are dropped; indices that collide within a row add up). River learns one
 example at a time, so ``*_many`` loop in Python: this is the baseline, not the fast path.
 ONNX export exists for ``linear_model.LogisticRegression`` (:class:`RiverLR`); other
-estimators raise :class:`~models.errors.SnapshotError` from ``snapshot()``.
+estimators raise :class:`~streamlearn.models.errors.SnapshotError` from ``snapshot()``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ModelError, SnapshotError
-from models.features import FeatureSpec
-from models.learners.base import FeaturisedLearner
-from models.onnx_export import linear_graph
+from streamlearn.models.errors import ModelError, SnapshotError
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.learners.base import FeaturisedLearner
+from streamlearn.models.onnx_export import linear_graph
 
 
 def river_rows(idx: np.ndarray, val: np.ndarray) -> list[dict[int, float]]:

@@ -2,7 +2,7 @@
 
 The hashed embedding tables are plain tensors sharing memory with numpy arrays, updated
 by a compiled row-wise Adagrad on the rows a step touches
-(:func:`models.learners.kernels.rowwise_adagrad`), the scheme DLRM and FBGEMM use: one
+(:func:`streamlearn.models.learners.kernels.rowwise_adagrad`), the scheme DLRM and FBGEMM use: one
 accumulator per row, so memory stays ``O(2**hash_bits · dim)`` and a step costs
 ``O(n · K · dim)``. torch's own sparse optimizers coalesce a sparse gradient per step and
 run several times slower here.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from models.errors import ModelError
+from streamlearn.models.errors import ModelError
 
 
 def generator(seed: int) -> torch.Generator:

@@ -2,7 +2,7 @@
 
 Declare a flow, then run it (``streamlearn flow run NAME``)::
 
-    from offline.flow import Flow
+    from streamlearn.offline.flow import Flow
 
     demo = Flow("demo", params={"n": 10})
 
@@ -19,9 +19,9 @@ lineage), ``runs`` (run records), ``catalog`` (finding flows), ``grid``/``sweep`
 ``report`` (sweeps), ``retrain`` (the built-in flow).
 """
 
-from offline.flow.context import StepContext, StepProgress
-from offline.flow.engine import FlowStepError, RunResult, StepEvent, run_flow
-from offline.flow.graph import Flow, Step
+from streamlearn.offline.flow.context import StepContext, StepProgress
+from streamlearn.offline.flow.engine import FlowStepError, RunResult, StepEvent, run_flow
+from streamlearn.offline.flow.graph import Flow, Step
 
 __all__ = [
     "Flow",

@@ -33,8 +33,8 @@ from typing import Any
 import orjson
 import xxhash
 
-from offline.errors import FlowError
-from offline.lineage import code_version
+from streamlearn.offline.errors import FlowError
+from streamlearn.offline.lineage import code_version
 
 log = logging.getLogger(__name__)
 

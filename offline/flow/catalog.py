@@ -1,7 +1,7 @@
 """Finding flows by name: the built-in ones plus those of a user's module.
 
 A user module is a Python file (``my_flows.py``) or a dotted module name; every
-module-level :class:`~offline.flow.graph.Flow` in it is a flow. A file is imported under
+module-level :class:`~streamlearn.offline.flow.graph.Flow` in it is a flow. A file is imported under
 a name derived from its resolved path, the same in every process, so a sweep's worker
 processes load it again and unpickle what its steps returned.
 """
@@ -16,10 +16,10 @@ from types import ModuleType
 
 import xxhash
 
-from offline.errors import FlowError
-from offline.flow.graph import Flow
+from streamlearn.offline.errors import FlowError
+from streamlearn.offline.flow.graph import Flow
 
-BUILTIN_MODULES = ("offline.flow.retrain", "offline.flow.vision")
+BUILTIN_MODULES = ("streamlearn.offline.flow.retrain", "streamlearn.offline.flow.vision")
 
 
 def _load_file(path: Path) -> ModuleType:

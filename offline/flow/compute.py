@@ -132,7 +132,8 @@ def _call(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
 
 
 class RayExecutor:
-    """Runs steps as Ray tasks with the resources they declare (``offline.flow.engine``).
+    """Runs steps as Ray tasks with the resources they declare
+    (``streamlearn.offline.flow.engine``).
 
     Ray is started (or joined) on the first step that runs, not before: a run whose steps
     all come from the cache pays nothing.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from offline.errors import FlowError
+from streamlearn.offline.errors import FlowError
 
 T = TypeVar("T")
 

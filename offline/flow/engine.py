@@ -3,7 +3,7 @@
 Three ways to run (see :func:`run_flow`): every step; only the steps up to ``until``;
 or one ``step`` alone, which loads its upstream outputs from the cache (an upstream
 miss is an error naming what to run first). A step that declares resources runs as a task of
-the run's ``executor`` (a :class:`~offline.flow.compute.RayExecutor`) when one is given;
+the run's ``executor`` (a :class:`~streamlearn.offline.flow.compute.RayExecutor`) when one is given;
 its output comes back to this process, which caches it. A step that raises fails the run: its
 partial output is removed, upstream outputs stay cached, downstream steps are marked
 ``skipped``, the run record says which step failed and why, and
@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from offline.errors import FlowError, FlowStepError
-from offline.flow.cache import StepCache, canonical_json, code_identity, step_key
-from offline.flow.compute import Resources
-from offline.flow.context import ProgressFn, StepContext, StepProgress
-from offline.flow.graph import CTX, RESOURCES, Flow, Step
-from offline.flow.runs import new_run_id, now_iso, summarize, write_record
-from offline.lineage import code_version
+from streamlearn.offline.errors import FlowError, FlowStepError
+from streamlearn.offline.flow.cache import StepCache, canonical_json, code_identity, step_key
+from streamlearn.offline.flow.compute import Resources
+from streamlearn.offline.flow.context import ProgressFn, StepContext, StepProgress
+from streamlearn.offline.flow.graph import CTX, RESOURCES, Flow, Step
+from streamlearn.offline.flow.runs import new_run_id, now_iso, summarize, write_record
+from streamlearn.offline.lineage import code_version
 
 log = logging.getLogger(__name__)
 

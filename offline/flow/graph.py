@@ -4,7 +4,7 @@ A step is a plain function. Its parameters are bound by name:
 
 * a parameter named after one of the step's ``inputs`` receives that upstream step's
   output;
-* ``ctx`` receives the :class:`~offline.flow.context.StepContext` (output directory,
+* ``ctx`` receives the :class:`~streamlearn.offline.flow.context.StepContext` (output directory,
   resources such as a Kafka config or a registry, progress, the run's lineage so far);
 * any other keyword parameter is a *flow parameter*: its value comes from the run's
   params, else from the flow's declared defaults, else from the function's default;
@@ -16,7 +16,7 @@ declaration order is a topological order and the graph cannot have a cycle.
 
 A step that declares resources (``cpus``, ``gpus``; ``gpus="auto"`` asks for one GPU
 where the cluster has one) runs as a Ray task asking for them when the run has an
-executor (``offline.flow.compute``); the others run in the process that runs the flow.
+executor (``streamlearn.offline.flow.compute``); the others run in the process that runs the flow.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from offline.errors import FlowError
-from offline.flow.compute import Resources
+from streamlearn.offline.errors import FlowError
+from streamlearn.offline.flow.compute import Resources
 
 StepFn = Callable[..., Any]
 #: Computes a JSON-safe identity of the external state a step reads (a topic's end

@@ -1,5 +1,5 @@
 """Sweep grids (``{param: [values]}``, parsed from ``key=v1,v2`` flags by
-``streamlearn.options.parse_grid``) expanded to a bounded list of configurations."""
+``streamlearn.cli.options.parse_grid``) expanded to a bounded list of configurations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from offline.errors import FlowError
+from streamlearn.offline.errors import FlowError
 
 
 def grid_size(grid: Mapping[str, Sequence[Any]]) -> int:

@@ -1,7 +1,7 @@
 """The built-in ``retrain`` flow: replay → train → evaluate → export → publish.
 
-It strings together the offline functions (``offline.replay``, ``offline.train``) as
-cached steps. Params (``--param name=value``):
+It strings together the offline functions (``streamlearn.offline.replay``,
+``streamlearn.offline.train``) as cached steps. Params (``--param name=value``):
 
 ==============  ==========================================================================
 ``model``       registry model name; also picks the default topic
@@ -10,11 +10,11 @@ cached steps. Params (``--param name=value``):
 ``topic``       topic(s) to replay (full names); default: the model's training examples
 ``start/end``   replay bounds, the syntax of ``streamlearn replay --from/--to``
 ``format``      replay record format (``auto``, ``training``, ``event``, ``json``)
-``learner``     a ``models.zoo`` learner name (``ftrl``, ``fm``, ``deep``, ``river-lr``)
+``learner``     a ``streamlearn.models.zoo`` learner name (``ftrl``, ``fm``, ``deep``, ``river-lr``)
 ``epochs`` …    ``batch_size``, ``shuffle``, ``seed``, ``holdout``, ``label``,
                 ``time_column``, ``hash_bits``: as ``streamlearn offline train``
 ``spec``        ``model`` (default): a declared model (``feed``, ``ads``) is trained from
-                its definition (``streams.model_catalog``: head, params, feature spec);
+                its definition (``streamlearn.streams.catalog.models``: head, params, feature spec);
                 ``infer``: the spec is inferred from the rows (head and params still
                 the definition's)
 anything else   a hyper-parameter of the learner (``alpha=0.1`` for ftrl, ``lr`` for fm);
@@ -40,22 +40,22 @@ from typing import Any
 import numpy as np
 from confluent_kafka import TopicPartition
 
-from models import zoo
-from models.errors import ParityError
-from models.parity import onnx_parity
-from models.protocol import Learner
-from models.registry import FileRegistry
-from models.snapshot import Snapshot
-from models.stages import publish_candidate
-from offline.dataset import read_manifest
-from offline.errors import DatasetError, FlowError, RangeError
-from offline.flow.context import StepContext, get_resource
-from offline.flow.graph import Flow
-from offline.lineage import code_version, dataset_identity
-from offline.ranges import EARLIEST, LATEST, Bounds, parse_bounds
-from offline.replay import ReplayProgress, ReplaySpec
-from offline.replay import replay as replay_topics
-from offline.train import (
+from streamlearn.models import zoo
+from streamlearn.models.errors import ParityError
+from streamlearn.models.parity import onnx_parity
+from streamlearn.models.protocol import Learner
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.snapshot import Snapshot
+from streamlearn.models.stages import publish_candidate
+from streamlearn.offline.dataset import read_manifest
+from streamlearn.offline.errors import DatasetError, FlowError, RangeError
+from streamlearn.offline.flow.context import StepContext, get_resource
+from streamlearn.offline.flow.graph import Flow
+from streamlearn.offline.lineage import code_version, dataset_identity
+from streamlearn.offline.ranges import EARLIEST, LATEST, Bounds, parse_bounds
+from streamlearn.offline.replay import ReplayProgress, ReplaySpec
+from streamlearn.offline.replay import replay as replay_topics
+from streamlearn.offline.train import (
     PARITY_ROWS,
     TrainConfig,
     featurise,
@@ -65,11 +65,11 @@ from offline.train import (
     make_learner,
     split_holdout,
 )
-from streams.config import KafkaConfig
-from streams.errors import KafkaError
-from streams.kafka import KafkaCluster, make_consumer
-from streams.model_catalog import MODELS
-from streams.topics import Topics
+from streamlearn.streams.catalog.models import MODELS
+from streamlearn.streams.errors import KafkaError
+from streamlearn.streams.kafka.clients import KafkaCluster, make_consumer
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 
 def scope_learner_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def _end_offsets(kafka: KafkaConfig, topics: list[str], end: Bounds) -> dict[str
 
     The end is never taken from ListOffsets alone (wrong on the embedded broker): below
     an offset bound it is a lower bound, enough to keep that bound; else the true end
-    comes from a fetch (:meth:`streams.kafka.KafkaCluster.log_ends`)."""
+    comes from a fetch (:meth:`streamlearn.streams.kafka.clients.KafkaCluster.log_ends`)."""
     consumer = make_consumer(kafka, f"streamlearn-flow-{uuid.uuid4().hex[:12]}")
     try:
         kept: dict[tuple[str, int], int] = {}
@@ -356,7 +356,7 @@ def publish(
         "train": train.config,
         "train_rows": train.train_rows,
         "holdout_rows": train.holdout_rows,
-        "trainer": "offline.flow:retrain",
+        "trainer": "streamlearn.offline.flow:retrain",
         "flow": ctx.lineage(),
     }
     mv = publish_candidate(

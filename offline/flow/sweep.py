@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offline.errors import FlowError
-from offline.flow.catalog import get_flow
-from offline.flow.compute import RayConfig, connect, current_executor, shutdown
-from offline.flow.engine import FlowStepError, run_flow
+from streamlearn.offline.errors import FlowError
+from streamlearn.offline.flow.catalog import get_flow
+from streamlearn.offline.flow.compute import RayConfig, connect, current_executor, shutdown
+from streamlearn.offline.flow.engine import FlowStepError, run_flow
 
 log = logging.getLogger(__name__)
 

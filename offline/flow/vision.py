@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from models.registry import FileRegistry
-from offline.flow.context import StepContext
-from offline.flow.graph import Flow
+from streamlearn.models.registry import FileRegistry
+from streamlearn.offline.flow.context import StepContext
+from streamlearn.offline.flow.graph import Flow
 
 
 def _metrics(outputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume), evaluate on the holdout, export with a parity check, publish."""
     # torch takes seconds to import: only this step pays for it
-    from offline.vision import VisionConfig, train_vision
+    from streamlearn.offline.vision import VisionConfig, train_vision
 
     config = VisionConfig(
         data=Path(data) if data else None,

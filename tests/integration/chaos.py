@@ -21,14 +21,14 @@ from typing import Any
 
 import orjson
 
-from streamlearn.commands.worker import _trainer
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.kafka import KafkaCluster, flush, make_producer, produce
-from streams.model_catalog import MODELS
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.topics import Topics
-from streams.trainer import example_fingerprint, is_online
+from streamlearn.cli.commands.worker import _trainer
+from streamlearn.streams.catalog.models import MODELS
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.clients import KafkaCluster, flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.trainer import example_fingerprint, is_online
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from tests.integration.truth import (
     Truth,
     check_features,

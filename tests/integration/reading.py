@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from streams.config import KafkaConfig
-from streams.kafka import KafkaCluster, follow, reader
+from streamlearn.streams.kafka.clients import KafkaCluster, follow, reader
+from streamlearn.streams.kafka.config import KafkaConfig
 
 
 def read_all(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streamlearn.streams.kafka.broker import EmbeddedBroker
 from tests.integration import chaos
 
 pytestmark = pytest.mark.integration

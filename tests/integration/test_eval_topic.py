@@ -11,10 +11,10 @@ import pytest
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
-from streamlearn.cli import app
-from streams.config import KafkaConfig
-from streams.contracts import TrainingExample, encode
-from streams.topics import Topics, ensure_topics
+from streamlearn.cli.root import app
+from streamlearn.streams.contracts import TrainingExample, encode
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,14 @@ import orjson
 import pytest
 from confluent_kafka import Message
 
-from streams.config import KafkaConfig
-from streams.contracts import FeatureRecord, Scalar, decode
-from streams.faust_runtime import FaustRuntime
-from streams.features import FeatureProcessor
-from streams.kafka import flush, make_producer, produce
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.state import is_control_key
-from streams.topics import Topics, ensure_topics
+from streamlearn.streams.contracts import FeatureRecord, Scalar, decode
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
+from streamlearn.streams.runtime.faust_adapter import FaustRuntime
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from streamlearn.streams.state.store import is_control_key
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration

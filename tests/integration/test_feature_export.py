@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from streamlearn.cli import app
-from streams.config import KafkaConfig
-from streams.features import FeatureProcessor
-from streams.kafka import flush, make_producer, produce
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.topics import Topics, ensure_topics
+from streamlearn.cli.root import app
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 
 pytestmark = pytest.mark.integration
 

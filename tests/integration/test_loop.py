@@ -24,11 +24,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.registry import FileRegistry
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.topics import Topics
-from streams.trainer import example_fingerprint
+from streamlearn.models.registry import FileRegistry
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.trainer import example_fingerprint
 from tests.integration.reading import read_all
 from tests.metric_queries import check
 

@@ -12,10 +12,10 @@ import typer
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
-from models.registry import FileRegistry
-from streamlearn import cli
-from streams.config import KafkaConfig
-from streams.topics import Topics, ensure_topics
+from streamlearn.cli import root as cli
+from streamlearn.models.registry import FileRegistry
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from offline.produce import produce_file
-from offline.replay import ReplaySpec, replay
-from streams.config import KafkaConfig
-from streams.topics import Topics
+from streamlearn.offline.produce import produce_file
+from streamlearn.offline.replay import ReplaySpec, replay
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 from tests.integration.test_offline_replay import N, _fill
 
 pytestmark = pytest.mark.integration

@@ -13,14 +13,14 @@ from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
 from sklearn.datasets import load_digits
 
-from models.registry import FileRegistry
-from models.stages import promote, rollback
-from offline.promotion import announce
-from offline.vision import VisionConfig, train_vision
-from serving.app import ServingApp, ServingConfig
-from streams.config import KafkaConfig
-from streams.contracts import ModelUpdate, decode
-from streams.topics import Topics
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.stages import promote, rollback
+from streamlearn.offline.promotion import announce
+from streamlearn.offline.vision import VisionConfig, train_vision
+from streamlearn.serving.app import ServingApp, ServingConfig
+from streamlearn.streams.contracts import ModelUpdate, decode
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 pytestmark = pytest.mark.integration
 

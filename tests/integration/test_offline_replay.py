@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
 
-from offline.dataset import read_manifest
-from offline.ranges import Bounds, parse_bound, parse_bounds
-from offline.replay import ReplaySpec, replay
-from streams.config import KafkaConfig
-from streams.topics import Topics, ensure_topics
+from streamlearn.offline.dataset import read_manifest
+from streamlearn.offline.ranges import Bounds, parse_bound, parse_bounds
+from streamlearn.offline.replay import ReplaySpec, replay
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from models.registry import FileRegistry
-from offline.replay import ReplaySpec, replay
-from offline.train import TrainConfig, train
-from streams.config import KafkaConfig
-from streams.topics import Topics, ensure_topics
+from streamlearn.models.registry import FileRegistry
+from streamlearn.offline.replay import ReplaySpec, replay
+from streamlearn.offline.train import TrainConfig, train
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from models.registry import FileRegistry
-from offline.images import load_image_folder
-from offline.vision import VisionConfig, VisionProgress, train_vision
+from streamlearn.models.registry import FileRegistry
+from streamlearn.offline.images import load_image_folder
+from streamlearn.offline.vision import VisionConfig, VisionProgress, train_vision
 
 
 def _serve_like(meta: dict, images_0_255: np.ndarray) -> np.ndarray:

@@ -35,14 +35,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.registry import FileRegistry
-from models.stages import decisions
-from offline.train import TrainConfig, train
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.contracts import TrainingExample, decode_example
-from streams.model_catalog import FEED
-from streams.topics import Topics
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.stages import decisions
+from streamlearn.offline.train import TrainConfig, train
+from streamlearn.streams.catalog.models import FEED
+from streamlearn.streams.contracts import TrainingExample, decode_example
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration

@@ -9,14 +9,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.config import KafkaConfig
-from streams.contracts import FeatureRecord, decode
-from streams.feature_store import merge_item_partials
-from streams.features import FeatureProcessor
-from streams.kafka import flush, make_producer, produce
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.state import is_control_key
-from streams.topics import Topics, ensure_topics
+from streamlearn.streams.contracts import FeatureRecord, decode
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.features.store import merge_item_partials
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from streamlearn.streams.state.store import is_control_key
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration
@@ -138,7 +138,7 @@ def test_failed_batch_rewinds_the_uncommitted_interval_and_dead_letters_only_the
             group_id=f"{kafka.topic_prefix}poison", batch_size=100, commit_interval_s=30.0
         ),
     )
-    with caplog.at_level(logging.WARNING, logger="streams.applier"):
+    with caplog.at_level(logging.WARNING, logger="streamlearn.streams.runtime.applier"):
         rt.run(max_seconds=15)
     assert any("rewinding" in r.message for r in caplog.records)  # the path under test
     assert rt.stats.dead_lettered == 1

@@ -21,13 +21,13 @@ import pytest
 import tritonclient.http as triton
 from confluent_kafka import Consumer
 
-from models.registry import FileRegistry
-from serving.app import ServingApp, ServingConfig
-from streams.config import KafkaConfig
-from streams.contracts import FeatureRecord, ModelUpdate, PredictionRequest, encode
-from streams.feature_catalog import CATALOG
-from streams.kafka import check, flush, make_consumer, make_producer, produce
-from streams.topics import Topics, ensure_topics
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.app import ServingApp, ServingConfig
+from streamlearn.streams.catalog.features import CATALOG
+from streamlearn.streams.contracts import FeatureRecord, ModelUpdate, PredictionRequest, encode
+from streamlearn.streams.kafka.clients import check, flush, make_consumer, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from tests.unit.serving.helpers import publish_ftrl, trained_ftrl
 
 pytestmark = pytest.mark.integration

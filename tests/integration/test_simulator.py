@@ -26,13 +26,13 @@ import pytest
 from confluent_kafka import Message
 from prometheus_client.parser import text_string_to_metric_families
 
-from simulator import Behaviour, LoopOptions, Simulator, World
-from simulator.shape import shape_of_events
-from streams.broker import free_port
-from streams.config import KafkaConfig
-from streams.contracts import ActivityEvent, decode_event
-from streams.errors import ContractError
-from streams.topics import Topics, ensure_topics
+from streamlearn.simulator import Behaviour, LoopOptions, Simulator, World
+from streamlearn.simulator.shape import shape_of_events
+from streamlearn.streams.contracts import ActivityEvent, decode_event
+from streamlearn.streams.errors import ContractError
+from streamlearn.streams.kafka.broker import free_port
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration

@@ -21,10 +21,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker
-from streams.config import KafkaConfig
-from streams.kafka import flush, make_producer, produce
-from streams.topics import Topics, ensure_loop_topics
+from streamlearn.streams.kafka.broker import EmbeddedBroker
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
 from tests.integration.truth import Truth, check_features
 
 pytestmark = pytest.mark.integration

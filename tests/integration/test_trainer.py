@@ -19,15 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.registry import FileRegistry
-from streamlearn.scrape import scrape, total
-from streams.broker import EmbeddedBroker, free_port
-from streams.config import KafkaConfig
-from streams.contracts import TrainingExample, encode
-from streams.kafka import flush, make_producer, produce
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.topics import Topics, ensure_loop_topics
-from streams.trainer import OnlineTrainer, TrainerConfig, example_fingerprint, is_resume_point
+from streamlearn.models.registry import FileRegistry
+from streamlearn.stack.scrape import scrape, total
+from streamlearn.streams.contracts import TrainingExample, encode
+from streamlearn.streams.kafka.broker import EmbeddedBroker, free_port
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
+from streamlearn.streams.learning.trainer import (
+    OnlineTrainer,
+    TrainerConfig,
+    example_fingerprint,
+    is_resume_point,
+)
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 
 pytestmark = pytest.mark.integration
 BATCH = 128

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.contracts import ENGAGEMENT_TYPES, decode_event
-from streams.errors import ContractError
-from streams.feature_store import merge_item_partials
-from streams.topics import Topics
+from streamlearn.streams.contracts import ENGAGEMENT_TYPES, decode_event
+from streamlearn.streams.errors import ContractError
+from streamlearn.streams.features.store import merge_item_partials
+from streamlearn.streams.kafka.topics import Topics
 
 
 @dataclass(frozen=True)
@@ -166,9 +166,9 @@ def single_worker_features(bootstrap: str, topics: Topics, partitions: int) -> d
     import tempfile
     from pathlib import Path
 
-    from streams.features import FeatureProcessor
-    from streams.runtime import MicroBatchRuntime, RuntimeConfig
-    from streams.testing import MemoryBroker
+    from streamlearn.streams.features.processor import FeatureProcessor
+    from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+    from streamlearn.streams.testing.memory import MemoryBroker
 
     broker = MemoryBroker(partitions)
     broker.create_topics(topics.loop_topics())

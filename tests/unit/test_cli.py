@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import typer
 
-import streamlearn.commands
-from streamlearn.cli import COMMANDS, load_commands
-from streamlearn.options import KafkaOptions, kafka_options, parse_grid, parse_params
+import streamlearn.cli.commands
+from streamlearn.cli.options import KafkaOptions, kafka_options, parse_grid, parse_params
+from streamlearn.cli.root import COMMANDS, load_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ FOREIGN = {
 
 def test_the_command_table_names_every_command_of_every_module() -> None:
     registered: dict[str, str] = {}
-    for mod in pkgutil.iter_modules(streamlearn.commands.__path__):
+    for mod in pkgutil.iter_modules(streamlearn.cli.commands.__path__):
         group = load_commands(mod.name)
         for name in group.list_commands(None):  # type: ignore[arg-type]
             registered[name] = mod.name
@@ -42,7 +42,7 @@ def _families(command: str, *argv: str) -> list[str]:
     code = (
         "import json, sys\n"
         "from prometheus_client import REGISTRY\n"
-        "from streamlearn.cli import COMMANDS, load_commands\n"
+        "from streamlearn.cli.root import COMMANDS, load_commands\n"
         "load_commands(COMMANDS[sys.argv[1]])\n"
         "print(json.dumps(sorted(m.name for m in REGISTRY.collect())))\n"
     )
@@ -121,9 +121,9 @@ def test_kafka_options_arrive_as_one_value() -> None:
 def test_models_commands_change_stages_and_fail_in_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from models.registry import FileRegistry
-    from models.snapshot import Snapshot
-    from streamlearn.cli import app
+    from streamlearn.cli.root import app
+    from streamlearn.models.registry import FileRegistry
+    from streamlearn.models.snapshot import Snapshot
 
     reg = FileRegistry(tmp_path / "registry")
     for _ in range(2):

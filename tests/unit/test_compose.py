@@ -19,7 +19,7 @@ import typer
 import yaml
 from prometheus_client.metrics_core import Metric
 
-from streamlearn.cli import app
+from streamlearn.cli.root import app
 from tests.metric_queries import COMPOSE, check, queries, selectors
 
 SERVICES = ("features", "joiner", "trainer-feed", "trainer-ads", "serving", "simulator")

@@ -1,5 +1,5 @@
-"""The exception tree: drawn once (``models.errors``' docstring), true to the classes, and
-mapped by both edges with one lookup."""
+"""The exception tree: drawn once (``streamlearn.models.errors``' docstring), true to the classes,
+and mapped by both edges with one lookup."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import models.errors
-import offline.errors
-import serving.errors
-import streams.errors
-from models.errors import StreamlearnError
-from streamlearn.ui import ErrorMapping
+import streamlearn.models.errors
+import streamlearn.offline.errors
+import streamlearn.serving.errors
+import streamlearn.streams.errors
+from streamlearn.cli.ui import ErrorMapping
+from streamlearn.models.errors import StreamlearnError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("models", "streams", "serving", "offline", "simulator", "streamlearn")
@@ -27,7 +27,7 @@ def drawn() -> dict[str, tuple[str | None, int, int]]:
     """``name → (parent, status, exit_code)`` as the docstring draws it."""
     out: dict[str, tuple[str | None, int, int]] = {}
     stack: list[tuple[int, str]] = []
-    for line in (models.errors.__doc__ or "").splitlines():
+    for line in (streamlearn.models.errors.__doc__ or "").splitlines():
         m = _LINE.match(line)
         if not m:
             continue
@@ -53,7 +53,12 @@ def classes() -> dict[str, tuple[str | None, int, int]]:
 
 
 def test_the_docstring_draws_every_class_with_its_status_and_exit_code() -> None:
-    assert {models.errors, streams.errors, serving.errors, offline.errors}  # all imported
+    assert {
+        streamlearn.models.errors,
+        streamlearn.streams.errors,
+        streamlearn.serving.errors,
+        streamlearn.offline.errors,
+    }  # all imported
     assert drawn() == classes()
 
 
@@ -80,9 +85,9 @@ def test_errors_are_declared_in_errors_modules_only() -> None:
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (offline.errors.DatasetError("no such dataset x"), 2),
-        (streams.errors.KafkaError("produce failed"), 1),
-        (models.errors.StageError("nothing to roll back"), 2),
+        (streamlearn.offline.errors.DatasetError("no such dataset x"), 2),
+        (streamlearn.streams.errors.KafkaError("produce failed"), 1),
+        (streamlearn.models.errors.StageError("nothing to roll back"), 2),
     ],
 )
 def test_the_cli_edge_prints_one_line_and_the_class_exit_code(

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamlearn.metrics_file import MetricsFile
+from streamlearn.stack.metrics_file import MetricsFile
 
 
 def _scrape(registry: CollectorRegistry) -> list[Metric]:

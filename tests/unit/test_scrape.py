@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamlearn.scrape import Samples, histogram_mean, histogram_quantile
+from streamlearn.stack.scrape import Samples, histogram_mean, histogram_quantile
 
 INF = float("inf")
 

@@ -6,11 +6,11 @@ from functools import partial
 import numpy as np
 import pytest
 
-from models import checks
-from models.learners.downsampled import Downsampled
-from models.learners.ftrl import FTRL
-from models.protocol import Learner
-from models.zoo import available, create
+from streamlearn.models import checks
+from streamlearn.models.learners.downsampled import Downsampled
+from streamlearn.models.learners.ftrl import FTRL
+from streamlearn.models.protocol import Learner
+from streamlearn.models.zoo import available, create
 
 
 def _make(name: str, negative_rate: float | None, seed: int) -> Learner:

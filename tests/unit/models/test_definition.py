@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from models.definition import ModelDef
-from models.errors import ModelError
-from models.features import FeatureSpec
-from models.heads import CLICK, ENGAGEMENT
+from streamlearn.models.definition import ModelDef
+from streamlearn.models.errors import ModelError
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.heads import CLICK, ENGAGEMENT
 
 SPEC = FeatureSpec(categorical=("item_id",), hash_bits=10)
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from models.errors import ModelError
-from models.evaluation import ScoreTally, VersionEvaluation
-from models.metrics import ProgressiveMetrics, exact_auc
+from streamlearn.models.errors import ModelError
+from streamlearn.models.evaluation import ScoreTally, VersionEvaluation
+from streamlearn.models.metrics import ProgressiveMetrics, exact_auc
 
 
 def _stream(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import xxhash
 
-from models.errors import FeatureError, ModelError
-from models.features import DictColumn, FeatureSpec, Featuriser, hash_index
+from streamlearn.models.errors import FeatureError, ModelError
+from streamlearn.models.features import DictColumn, FeatureSpec, Featuriser, hash_index
 
 SPEC = FeatureSpec(
     categorical=("user", "item"), numeric=("pos",), crosses=(("user", "item"),), hash_bits=12
@@ -116,7 +116,7 @@ def _dict_column(values: list[object]) -> DictColumn:
 
 
 def test_transform_columns_equals_transform_many() -> None:
-    from models import checks
+    from streamlearn.models import checks
 
     spec = FeatureSpec(
         categorical=("user", "item", "surface", "position"),

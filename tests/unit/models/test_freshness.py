@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.freshness import (
+from streamlearn.models.freshness import (
     Freshness,
     PositivesSample,
     measure,

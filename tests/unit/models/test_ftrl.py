@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from models.errors import FeatureError, ModelError
-from models.features import FeatureSpec
-from models.learners.ftrl import FTRL
-from models.metrics import exact_auc
-from models.zoo import available, create
+from streamlearn.models.errors import FeatureError, ModelError
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.learners.ftrl import FTRL
+from streamlearn.models.metrics import exact_auc
+from streamlearn.models.zoo import available, create
 
 SPEC = FeatureSpec(categorical=("a", "b"), numeric=("x",), hash_bits=10)
 

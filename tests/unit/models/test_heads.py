@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.definition import ModelDef
-from models.features import FeatureSpec
-from models.heads import CLICK, ENGAGEMENT
-from models.metrics import ProgressiveMetrics
+from streamlearn.models.definition import ModelDef
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.heads import CLICK, ENGAGEMENT
+from streamlearn.models.metrics import ProgressiveMetrics
 
 
 def test_heads_declare_their_positives() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.features import FeatureSpec
-from models.metrics import exact_auc
-from models.zoo import create
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.metrics import exact_auc
+from streamlearn.models.zoo import create
 
 N, WINDOW = 6000, 500
 

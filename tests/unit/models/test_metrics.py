@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from models.errors import ModelError
-from models.metrics import ProgressiveMetrics, exact_auc
+from streamlearn.models.errors import ModelError
+from streamlearn.models.metrics import ProgressiveMetrics, exact_auc
 
 
 def pairwise_auc(y: np.ndarray, p: np.ndarray) -> float:

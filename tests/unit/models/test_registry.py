@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import checks
-from models.errors import RegistryError
-from models.registry import FileRegistry
-from models.snapshot import Snapshot
-from models.zoo import create
+from streamlearn.models import checks
+from streamlearn.models.errors import RegistryError
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.snapshot import Snapshot
+from streamlearn.models.zoo import create
 
 
 def snap(tag: str) -> Snapshot:
@@ -119,7 +119,8 @@ def test_registry_module_does_not_import_torch_or_river() -> None:
     import sys
 
     code = (
-        "import sys, models.registry, models.features, models.snapshot; "
+        "import sys, streamlearn.models.registry, streamlearn.models.features, "
+        "streamlearn.models.snapshot; "
         "bad = [m for m in ('torch', 'river') if m in sys.modules]; "
         "sys.exit(1 if bad else 0)"
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.errors import ModelError
-from models.rollout import Comparison, RolloutConfig, Watch
+from streamlearn.models.errors import ModelError
+from streamlearn.models.rollout import Comparison, RolloutConfig, Watch
 
 
 def _labels(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import StageError
-from models.registry import FileRegistry
-from models.snapshot import Snapshot
-from models.stages import describe, history, promote, reject, rollback
+from streamlearn.models.errors import StageError
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.snapshot import Snapshot
+from streamlearn.models.stages import describe, history, promote, reject, rollback
 
 
 def test_rollback_walks_back_the_promotion_stack(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_reject_is_never_served_nor_rolled_back_to(tmp_path: Path) -> None:
 def test_the_rollout_promotes_into_the_lineage_and_rolls_back_with_figures(
     tmp_path: Path,
 ) -> None:
-    from models.stages import promote_lineage, rollback_lineage
+    from streamlearn.models.stages import promote_lineage, rollback_lineage
 
     reg = FileRegistry(tmp_path)
     for _ in range(2):

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offline import tables
-from offline.prequential import EvalConfig, prepare
+from streamlearn.offline import tables
+from streamlearn.offline.prequential import EvalConfig, prepare
 
 
 def naive(x: list[float | None], block: list[object]) -> list[float | None]:

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models.metrics import exact_auc
-from models.zoo import create
-from offline import tables
-from offline.prequential import EvalConfig, prepare
-from streamlearn import cli
+from streamlearn.cli import root as cli
+from streamlearn.models.metrics import exact_auc
+from streamlearn.models.zoo import create
+from streamlearn.offline import tables
+from streamlearn.offline.prequential import EvalConfig, prepare
 
 ADULT = Path(__file__).parents[2] / "data" / "adult.parquet"
 

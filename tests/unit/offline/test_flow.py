@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from offline.errors import FlowError
-from offline.flow import Flow, FlowStepError, StepContext, run_flow
-from offline.flow.runs import read_runs
+from streamlearn.offline.errors import FlowError
+from streamlearn.offline.flow import Flow, FlowStepError, StepContext, run_flow
+from streamlearn.offline.flow.runs import read_runs
 
 calls: Counter[str] = Counter()
 
@@ -102,7 +102,8 @@ def test_code_change_invalidates_the_step_and_downstream(
     assert a.record["steps"]["plus"]["key"] != b.record["steps"]["plus"]["key"]
     # a new package version invalidates every step
     monkeypatch.setattr(
-        "offline.flow.cache.code_version", lambda: {"package": "9.9.9", "git_commit": None}
+        "streamlearn.offline.flow.cache.code_version",
+        lambda: {"package": "9.9.9", "git_commit": None},
     )
     c = run_flow(v2, root=tmp_path)
     assert calls == {"source": 2, "plus": 3}

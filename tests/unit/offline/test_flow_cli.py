@@ -10,19 +10,19 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from offline.errors import FlowError
-from offline.flow.catalog import discover, get_flow
-from offline.flow.grid import expand_grid
-from offline.flow.report import write_results
-from offline.flow.sweep import SweepJob, run_job
-from streamlearn import cli
-from streamlearn.options import parse_grid, parse_params
+from streamlearn.cli import root as cli
+from streamlearn.cli.options import parse_grid, parse_params
+from streamlearn.offline.errors import FlowError
+from streamlearn.offline.flow.catalog import discover, get_flow
+from streamlearn.offline.flow.grid import expand_grid
+from streamlearn.offline.flow.report import write_results
+from streamlearn.offline.flow.sweep import SweepJob, run_job
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 USER_FLOWS = """
 from pathlib import Path
-from offline.flow import Flow
+from streamlearn.offline.flow import Flow
 
 toy = Flow("toy", params={"n": 3, "scale": 1.0}, description="Sums and scales.",
            metrics=lambda out: {"score": out.get("scale")}, headline=("score",))

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import ray
 
-from offline.errors import FlowError
-from offline.flow import Flow, FlowStepError, StepContext, run_flow
-from offline.flow.compute import RayConfig, RayExecutor, Resources, connect, shutdown
+from streamlearn.offline.errors import FlowError
+from streamlearn.offline.flow import Flow, FlowStepError, StepContext, run_flow
+from streamlearn.offline.flow.compute import RayConfig, RayExecutor, Resources, connect, shutdown
 
 
 def make_flow() -> Flow:

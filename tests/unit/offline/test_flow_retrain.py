@@ -8,11 +8,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from models.features import FeatureSpec, Featuriser
-from models.registry import FileRegistry
-from offline.errors import FlowError
-from offline.flow import FlowStepError, run_flow
-from offline.flow.retrain import retrain, scope_learner_params
+from streamlearn.models.features import FeatureSpec, Featuriser
+from streamlearn.models.registry import FileRegistry
+from streamlearn.offline.errors import FlowError
+from streamlearn.offline.flow import FlowStepError, run_flow
+from streamlearn.offline.flow.retrain import retrain, scope_learner_params
 from tests.unit.offline.test_train import write_examples
 
 
@@ -34,7 +34,7 @@ def test_retrain_publishes_with_flow_lineage_and_reruns_from_cache(tmp_path: Pat
 
     meta = reg.get("feed", 1).metadata
     lineage = meta["lineage"]
-    assert lineage["trainer"] == "offline.flow:retrain"
+    assert lineage["trainer"] == "streamlearn.offline.flow:retrain"
     assert lineage["train"]["params"] == {"alpha": 0.2} and lineage["train"]["epochs"] == 2
     assert lineage["dataset"]["checksum"].startswith("xxh3_128-file:")
     flow = lineage["flow"]

@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from offline.errors import DatasetError
-from offline.point_in_time import EntityRows, FeatureRecordRow, as_of, entity_rows
-from streams.contracts import ActivityEvent
-from streams.feature_aggregates import layout
-from streams.feature_catalog import CATALOG
-from streams.feature_store import public_values
+from streamlearn.offline.errors import DatasetError
+from streamlearn.offline.point_in_time import EntityRows, FeatureRecordRow, as_of, entity_rows
+from streamlearn.streams.catalog.features import CATALOG
+from streamlearn.streams.contracts import ActivityEvent
+from streamlearn.streams.features.aggregates import layout
+from streamlearn.streams.features.store import public_values
 
 
 def _ev(kind: str, ts: float, user: str = "u1", item: str = "i1", cat: str = "") -> ActivityEvent:

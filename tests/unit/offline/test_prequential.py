@@ -11,11 +11,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from models.errors import ModelError
-from offline.errors import DatasetError
-from offline.prequential import EvalConfig, EvalError, compare_learners, progressive_validation
-from offline.tables import expand_features
-from streamlearn import cli
+from streamlearn.cli import root as cli
+from streamlearn.models.errors import ModelError
+from streamlearn.offline.errors import DatasetError
+from streamlearn.offline.prequential import (
+    EvalConfig,
+    EvalError,
+    compare_learners,
+    progressive_validation,
+)
+from streamlearn.offline.tables import expand_features
 
 
 def make_table(n: int = 3000, seed: int = 0) -> pa.Table:
@@ -364,9 +369,9 @@ def test_cli_without_model_prints_the_comparison(tmp_path: Path) -> None:
 
 def test_a_model_definition_is_evaluated_as_the_trainer_builds_it(tmp_path: Path) -> None:
     """``eval --definition ads``: the definition's spec and its downsampled head."""
-    from models.definition import ModelDef
-    from models.features import FeatureSpec
-    from models.heads import CLICK
+    from streamlearn.models.definition import ModelDef
+    from streamlearn.models.features import FeatureSpec
+    from streamlearn.models.heads import CLICK
 
     spec = FeatureSpec(categorical=("item", "user"), hash_bits=12)
     ads = ModelDef("ads", CLICK, spec, "ftrl", {"alpha": 0.1})

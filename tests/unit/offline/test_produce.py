@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offline.errors import DatasetError
-from offline.produce import RateLimiter, read_records
+from streamlearn.offline.errors import DatasetError
+from streamlearn.offline.produce import RateLimiter, read_records
 
 
 class FakeClock:

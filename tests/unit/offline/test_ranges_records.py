@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from offline.errors import RangeError
-from offline.ranges import EARLIEST, LATEST, Bound, parse_bound, parse_bounds
-from offline.records import FORMATS, RowBuffer, guess_format, resolve_format
-from streams.errors import ContractError
+from streamlearn.offline.errors import RangeError
+from streamlearn.offline.ranges import EARLIEST, LATEST, Bound, parse_bound, parse_bounds
+from streamlearn.offline.records import FORMATS, RowBuffer, guess_format, resolve_format
+from streamlearn.streams.errors import ContractError
 
 
 def test_parse_bound_kinds() -> None:

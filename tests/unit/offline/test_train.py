@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.registry import FileRegistry
-from offline.errors import DatasetError
-from offline.train import TrainConfig, infer_spec, load_examples, split_holdout, train
+from streamlearn.models.registry import FileRegistry
+from streamlearn.offline.errors import DatasetError
+from streamlearn.offline.train import TrainConfig, infer_spec, load_examples, split_holdout, train
 
 
 def write_examples(path: Path, n: int = 3000, seed: int = 1) -> Path:

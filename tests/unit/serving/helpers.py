@@ -9,12 +9,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models import zoo
-from models.features import FeatureSpec
-from models.registry import FileRegistry, ModelVersion
-from models.snapshot import Snapshot
-from streams.contracts import FeatureLogRecord, PredictionReply, PredictionRequest, Scalar
-from streams.feature_catalog import feed_spec
+from streamlearn.models import zoo
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.models.snapshot import Snapshot
+from streamlearn.streams.catalog.features import feed_spec
+from streamlearn.streams.contracts import (
+    FeatureLogRecord,
+    PredictionReply,
+    PredictionRequest,
+    Scalar,
+)
 
 SPEC: FeatureSpec = feed_spec(hash_bits=12)
 

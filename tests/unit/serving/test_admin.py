@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from models.registry import FileRegistry
-from models.stages import history
-from serving.http import build_api
-from serving.server import HttpLimits, HttpServer
-from serving.service import PredictionService
-from serving.updates import ModelUpdater
-from streams.contracts import ModelUpdate
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.stages import history
+from streamlearn.serving.http import build_api
+from streamlearn.serving.server import HttpLimits, HttpServer
+from streamlearn.serving.service import PredictionService
+from streamlearn.serving.updates import ModelUpdater
+from streamlearn.streams.contracts import ModelUpdate
 from tests.unit.serving.helpers import DictFeatures, publish_ftrl
 
 TOKEN = "s3cret-token"

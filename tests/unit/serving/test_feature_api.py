@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 
-from serving.feature_api import feature_routes
-from serving.http import ServingAPI
-from serving.openapi import openapi_document
-from serving.replica import FeatureReplica
-from serving.server import HttpLimits, HttpServer
-from streams.config import KafkaConfig
-from streams.contracts import ActivityEvent
-from streams.feature_catalog import CATALOG
-from streams.feature_store import MAX_READ_ENTITIES
-from streams.features import FeatureProcessor
-from streams.processor import Record
-from streams.topics import Topics
+from streamlearn.serving.feature_api import feature_routes
+from streamlearn.serving.http import ServingAPI
+from streamlearn.serving.openapi import openapi_document
+from streamlearn.serving.replica import FeatureReplica
+from streamlearn.serving.server import HttpLimits, HttpServer
+from streamlearn.streams.catalog.features import CATALOG
+from streamlearn.streams.contracts import ActivityEvent
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.features.store import MAX_READ_ENTITIES
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.runtime.processor import Record
 
 T = Topics("t.")
 NOW = 1_000.0

@@ -8,18 +8,24 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from models import zoo
-from models.features import Featuriser
-from models.registry import FileRegistry
-from serving.replica import FeatureReplica
-from serving.service import PredictionService
-from streams.config import KafkaConfig
-from streams.contracts import ActivityEvent, FeatureLogRecord, TrainingExample, decode, encode
-from streams.feature_catalog import CATALOG, Count, Feature, FeatureCatalog, feed_spec
-from streams.features import FeatureProcessor
-from streams.joiner import Joiner, JoinerConfig
-from streams.processor import Output, Record
-from streams.topics import Topics
+from streamlearn.models import zoo
+from streamlearn.models.features import Featuriser
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.replica import FeatureReplica
+from streamlearn.serving.service import PredictionService
+from streamlearn.streams.catalog.features import CATALOG, Count, Feature, FeatureCatalog, feed_spec
+from streamlearn.streams.contracts import (
+    ActivityEvent,
+    FeatureLogRecord,
+    TrainingExample,
+    decode,
+    encode,
+)
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
+from streamlearn.streams.runtime.processor import Output, Record
 from tests.unit.serving.helpers import request
 
 T = Topics("t.")

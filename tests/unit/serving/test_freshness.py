@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from models.freshness import STAGES, PositivesSample
-from models.registry import FileRegistry, ModelVersion
-from serving.service import PredictionService
+from streamlearn.models.freshness import STAGES, PositivesSample
+from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.serving.service import PredictionService
 from tests.unit.serving.helpers import DictFeatures, trained_ftrl
 
 T = 1_000_000.0

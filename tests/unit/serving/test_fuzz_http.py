@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.registry import FileRegistry
-from serving.http import build_api
-from serving.server import HttpLimits, HttpServer
-from serving.service import PredictionService
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.http import build_api
+from streamlearn.serving.server import HttpLimits, HttpServer
+from streamlearn.serving.service import PredictionService
 from tests.unit.serving.helpers import (
     DictFeatures,
     publish_ftrl,

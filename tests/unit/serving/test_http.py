@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from models.registry import FileRegistry
-from models.snapshot import Snapshot
-from serving.http import MAX_BODY_BYTES, build_api
-from serving.server import HttpLimits, HttpServer
-from serving.service import PredictionService
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.snapshot import Snapshot
+from streamlearn.serving.http import MAX_BODY_BYTES, build_api
+from streamlearn.serving.server import HttpLimits, HttpServer
+from streamlearn.serving.service import PredictionService
 from tests.unit.serving.helpers import (
     DictFeatures,
     ListSink,
@@ -189,8 +189,8 @@ def test_openapi_document_is_generated_from_the_routes_and_structs(api: Api) -> 
 def test_a_candidate_is_scored_as_a_shadow_and_the_model_detail_shows_it(api: Api) -> None:
     """Production answers; the newest candidate's scores go to the feature log only;
     ``GET /v1/models/{model}`` gives every version's stage, live figures and decision."""
-    from models.stages import reject
-    from serving.updates import ModelUpdater
+    from streamlearn.models.stages import reject
+    from streamlearn.serving.updates import ModelUpdater
 
     publish_ftrl(api.registry)  # 1: production (served as the newest)
     snap = Snapshot(constant_graph(0.25), b"", ctr_metadata())

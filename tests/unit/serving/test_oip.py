@@ -18,10 +18,10 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from models.registry import FileRegistry
-from serving.http import build_api
-from serving.server import HttpLimits, HttpServer
-from serving.service import PredictionService
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.http import build_api
+from streamlearn.serving.server import HttpLimits, HttpServer
+from streamlearn.serving.service import PredictionService
 from tests.unit.serving.helpers import (
     VISION_CLASSES,
     DictFeatures,

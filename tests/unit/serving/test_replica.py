@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from serving.replica import FeatureReplica
-from streams.config import KafkaConfig
-from streams.contracts import FeatureRecord, encode
+from streamlearn.serving.replica import FeatureReplica
+from streamlearn.streams.contracts import FeatureRecord, encode
+from streamlearn.streams.kafka.config import KafkaConfig
 
 
 def record(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from serving.errors import BadRequest
-from serving.requests import route
-from streams.contracts import PredictionRequest
+from streamlearn.serving.errors import BadRequest
+from streamlearn.serving.requests import route
+from streamlearn.streams.contracts import PredictionRequest
 
 
 def _req(surface: str) -> PredictionRequest:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import FileRegistry
-from serving.http import ServingAPI, build_api
-from serving.routing import Request, Response, Router
-from serving.server import HttpLimits, HttpServer, bind
-from serving.service import PredictionService
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.http import ServingAPI, build_api
+from streamlearn.serving.routing import Request, Response, Router
+from streamlearn.serving.server import HttpLimits, HttpServer, bind
+from streamlearn.serving.service import PredictionService
 from tests.unit.serving.helpers import DictFeatures, publish_ftrl
 
 LIMITS = HttpLimits(

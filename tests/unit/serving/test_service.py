@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.registry import FileRegistry
-from serving.errors import BadRequest, ModelNotFound, ModelNotReady, SnapshotRejected
-from serving.metrics import MODEL_SWAPS
-from serving.service import MAX_CANDIDATES, PredictionService
-from streams.feature_store import serving_features
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.errors import BadRequest, ModelNotFound, ModelNotReady, SnapshotRejected
+from streamlearn.serving.metrics import MODEL_SWAPS
+from streamlearn.serving.service import MAX_CANDIDATES, PredictionService
+from streamlearn.streams.features.store import serving_features
 from tests.unit.serving.helpers import (
     VISION_CLASSES,
     DictFeatures,

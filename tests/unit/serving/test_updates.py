@@ -1,9 +1,9 @@
 import time
 from pathlib import Path
 
-from models.registry import FileRegistry
-from serving.service import PredictionService
-from serving.updates import ModelUpdater
+from streamlearn.models.registry import FileRegistry
+from streamlearn.serving.service import PredictionService
+from streamlearn.serving.updates import ModelUpdater
 from tests.unit.serving.helpers import (
     DictFeatures,
     constant_graph,
@@ -49,7 +49,7 @@ def test_polls_the_registry_without_a_broker(tmp_path: Path) -> None:
 def test_announcements_older_than_the_serving_version_are_not_checked(tmp_path: Path) -> None:
     from confluent_kafka import Message
 
-    from streams.contracts import ModelUpdate, encode
+    from streamlearn.streams.contracts import ModelUpdate, encode
 
     registry = FileRegistry(tmp_path)
     service = PredictionService(registry, DictFeatures(), ["feed"])

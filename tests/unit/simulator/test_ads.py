@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator import AdsParams, AdsWorld, World
-from simulator.behaviour import Behaviour, sample_engagements
-from simulator.ranking import compare, ctr_table
-from simulator.surfaces import clicks_only, default_surfaces
+from streamlearn.simulator import AdsParams, AdsWorld, World
+from streamlearn.simulator.behaviour import Behaviour, sample_engagements
+from streamlearn.simulator.ranking import compare, ctr_table
+from streamlearn.simulator.surfaces import clicks_only, default_surfaces
 
 
 def test_ads_are_their_own_seeded_catalog_and_leave_the_feed_world_alone() -> None:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.behaviour import Behaviour, Schedule, Shown, sample_engagements
-from simulator.events import BAD_KINDS, activity_event, bad_event
-from simulator.ranking import ExpectedCtr
-from simulator.scoring import Scored
-from simulator.shape import ShapeTally, gap_cv, session_lengths, shape_of_events, top_share
-from simulator.stats import CtrTally, LatencyWindow, SimStats
-from streams.contracts import ENGAGEMENT_TYPES, ActivityEvent, decode_event
-from streams.errors import ContractError
+from streamlearn.simulator.behaviour import Behaviour, Schedule, Shown, sample_engagements
+from streamlearn.simulator.events import BAD_KINDS, activity_event, bad_event
+from streamlearn.simulator.ranking import ExpectedCtr
+from streamlearn.simulator.scoring import Scored
+from streamlearn.simulator.shape import (
+    ShapeTally,
+    gap_cv,
+    session_lengths,
+    shape_of_events,
+    top_share,
+)
+from streamlearn.simulator.stats import CtrTally, LatencyWindow, SimStats
+from streamlearn.streams.contracts import ENGAGEMENT_TYPES, ActivityEvent, decode_event
+from streamlearn.streams.errors import ContractError
 
 SHOWN = Shown(user_id="u1", item_id="i2", request_id="r3", position=1, category="c4")
 

@@ -2,7 +2,7 @@
 
 Two minutes of traffic at 150 requests/s, 30% of them ads, ranked by FTRL learners that
 learn from what they ranked in batches of 256 (the online trainer's default), measured
-as an outside reader would (:mod:`simulator.shape`), next to a world with the old
+as an outside reader would (:mod:`streamlearn.simulator.shape`), next to a world with the old
 simulator's assumptions (uniform candidate pools, independent requests).
 ``python bench/bench_simulator.py`` prints these figures.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator import SessionParams, World, WorldParams
-from simulator.inprocess import InProcessRun, run_inprocess
+from streamlearn.simulator import SessionParams, World, WorldParams
+from streamlearn.simulator.inprocess import InProcessRun, run_inprocess
 
 #: The old simulator: every item equally likely in a pool, requests independent.
 UNIFORM = (

@@ -10,9 +10,9 @@ from typing import ClassVar
 import msgspec
 import pytest
 
-from simulator.scoring import Replicas, ScoringClient, parse_urls
-from streams.broker import free_port
-from streams.contracts import PredictionRequest
+from streamlearn.simulator.scoring import Replicas, ScoringClient, parse_urls
+from streamlearn.streams.contracts import PredictionRequest
+from streamlearn.streams.kafka.broker import free_port
 
 REQ = PredictionRequest(request_id="r1", user_id="u1", surface="feed", candidates=["i1", "i22"])
 

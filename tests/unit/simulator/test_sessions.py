@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from simulator import World
-from simulator.sessions import SessionParams, Sessions, Visit
+from streamlearn.simulator import World
+from streamlearn.simulator.sessions import SessionParams, Sessions, Visit
 
 
 def _visits(seconds: float, params: SessionParams | None = None, seed: int = 0) -> list[Visit]:

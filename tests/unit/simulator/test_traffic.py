@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from simulator import SessionParams, World, default_surfaces
-from simulator.traffic import Traffic
+from streamlearn.simulator import SessionParams, World, default_surfaces
+from streamlearn.simulator.traffic import Traffic
 
 
 def _traffic(seed: int = 0, ads_fraction: float = 0.3) -> Traffic:

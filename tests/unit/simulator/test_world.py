@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from simulator import World, WorldParams
-from simulator.catalog import Catalog, CatalogParams
-from simulator.ranking import compare, ctr_table, rank
-from simulator.shape import top_share
+from streamlearn.simulator import World, WorldParams
+from streamlearn.simulator.catalog import Catalog, CatalogParams
+from streamlearn.simulator.ranking import compare, ctr_table, rank
+from streamlearn.simulator.shape import top_share
 
 
 def _requests(world: World, n: int, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:

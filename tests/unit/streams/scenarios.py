@@ -1,4 +1,5 @@
-"""The three processors as ``streams.checks`` scenarios: input, build, observation."""
+"""The three processors as ``streamlearn.streams.testing.checks`` scenarios: input, build,
+observation."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.features import FeatureSpec
-from models.registry import FileRegistry
-from streams.checks import Scenario
-from streams.contracts import FeatureLogRecord, ServedItem, TrainingExample, encode
-from streams.features import FeatureProcessor
-from streams.joiner import Joiner, JoinerConfig
-from streams.model_catalog import FEED
-from streams.processor import Processor
-from streams.state import PartitionStore, is_control_key
-from streams.testing import MemoryBroker
-from streams.topics import Topics
-from streams.trainer import OnlineTrainer, TrainerConfig, is_resume_point
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.registry import FileRegistry
+from streamlearn.streams.catalog.models import FEED
+from streamlearn.streams.contracts import FeatureLogRecord, ServedItem, TrainingExample, encode
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
+from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig, is_resume_point
+from streamlearn.streams.runtime.processor import Processor
+from streamlearn.streams.state.store import PartitionStore, is_control_key
+from streamlearn.streams.testing.checks import Scenario
+from streamlearn.streams.testing.memory import MemoryBroker
 
 TOPICS = Topics("checks.")
 T0 = 1_700_000_000.0

@@ -1,4 +1,5 @@
-"""Every stream processor passes every check of ``streams.checks`` (no broker)."""
+"""Every stream processor passes every check of ``streamlearn.streams.testing.checks`` (no
+broker)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from streams import checks
-from streams.checks import Scenario
+from streamlearn.streams.testing import checks
+from streamlearn.streams.testing.checks import Scenario
 from tests.unit.streams.scenarios import SCENARIOS
 
 

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.features import Featuriser
-from serving.replica import FeatureReplica
-from streams.config import KafkaConfig
-from streams.contracts import (
+from streamlearn.models.features import Featuriser
+from streamlearn.serving.replica import FeatureReplica
+from streamlearn.streams.catalog.features import CATALOG, feed_spec
+from streamlearn.streams.contracts import (
     MAX_EVENT_BYTES,
     decode_event,
     decode_example,
@@ -32,11 +32,11 @@ from streams.contracts import (
     decode_model_update,
     decode_request,
 )
-from streams.errors import ContractError
-from streams.feature_aggregates import layout
-from streams.feature_catalog import CATALOG, feed_spec
-from streams.feature_store import serving_features
-from streams.topics import Topics
+from streamlearn.streams.errors import ContractError
+from streamlearn.streams.features.aggregates import layout
+from streamlearn.streams.features.store import serving_features
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 FUZZ_EXAMPLES = 400
 FEATURISER = Featuriser(feed_spec())

@@ -10,10 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streams.contracts import ActivityEvent
-from streams.errors import CatalogError
-from streams.feature_aggregates import layout
-from streams.feature_catalog import (
+from streamlearn.streams.catalog.features import (
     CATALOG,
     Count,
     DecayedRate,
@@ -24,7 +21,10 @@ from streams.feature_catalog import (
     SecondsSince,
     feed_spec,
 )
-from streams.feature_store import entity_features, merge_item_partials, public_values
+from streamlearn.streams.contracts import ActivityEvent
+from streamlearn.streams.errors import CatalogError
+from streamlearn.streams.features.aggregates import layout
+from streamlearn.streams.features.store import entity_features, merge_item_partials, public_values
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 _IDS = itertools.count()

@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.contracts import ActivityEvent, FeatureRecord, decode
-from streams.feature_catalog import CATALOG, DecayedRate
-from streams.feature_store import merge_item_partials
-from streams.features import FeatureProcessor
-from streams.processor import Record
+from streamlearn.streams.catalog.features import CATALOG, DecayedRate
+from streamlearn.streams.contracts import ActivityEvent, FeatureRecord, decode
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.features.store import merge_item_partials
+from streamlearn.streams.runtime.processor import Record
 from tests.unit.streams.scenarios import TOPICS
 
 T0 = 1_700_000_000.0

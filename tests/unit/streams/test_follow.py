@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from streams.kafka import follow
+from streamlearn.streams.kafka.clients import follow
 
 
 class _Librdkafka:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.contracts import (
+from streamlearn.streams.contracts import (
     ActivityEvent,
     FeatureLogRecord,
     ServedItem,
     TrainingExample,
     decode,
 )
-from streams.joiner import Joiner, JoinerConfig
-from streams.processor import Output, Record
-from streams.topics import Topics
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
+from streamlearn.streams.runtime.processor import Output, Record
 
 T = Topics("t.")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.heads import CLICK, ENGAGEMENT
-from streams.errors import CatalogError
-from streams.feature_catalog import feed_spec
-from streams.model_catalog import ADS, FEED, MODELS, ModelCatalog
-from streams.topics import Topics
+from streamlearn.models.heads import CLICK, ENGAGEMENT
+from streamlearn.streams.catalog.features import feed_spec
+from streamlearn.streams.catalog.models import ADS, FEED, MODELS, ModelCatalog
+from streamlearn.streams.errors import CatalogError
+from streamlearn.streams.kafka.topics import Topics
 
 
 def test_feed_and_ads_are_declared_once() -> None:

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from models.features import FeatureSpec
-from models.parity import ParityError
-from models.protocol import Learner
-from models.registry import FileRegistry
-from models.rollout import RolloutConfig
-from models.stages import describe, history, publish_candidate
-from streams.contracts import TrainingExample, decode_model_update
-from streams.model_catalog import FEED
-from streams.processor import Output, Record
-from streams.topics import Topics
-from streams.trainer import OnlineTrainer, TrainerConfig
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.parity import ParityError
+from streamlearn.models.protocol import Learner
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.rollout import RolloutConfig
+from streamlearn.models.stages import describe, history, publish_candidate
+from streamlearn.streams.catalog.models import FEED
+from streamlearn.streams.contracts import TrainingExample, decode_model_update
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig
+from streamlearn.streams.runtime.processor import Output, Record
 
 TOPICS = Topics("ro.")
 TOPIC = TOPICS.training_examples("feed")
@@ -224,7 +224,7 @@ def test_a_snapshot_failing_parity_is_published_rejected_and_not_announced(
     def broken(*args: object, **kw: object) -> float:
         raise ParityError("expected the ONNX graph to match (test)", 0.5)
 
-    monkeypatch.setattr("streams.trainer.onnx_parity", broken)
+    monkeypatch.setattr("streamlearn.streams.learning.trainer.onnx_parity", broken)
     outputs = _feed(t, world.records(500, 1))
     latest = t.registry.latest("feed")
     assert latest is not None and latest.stage == "rejected" and latest.version == 2

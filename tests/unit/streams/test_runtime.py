@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import RegistryError
-from streams.errors import KafkaError, StreamsError
-from streams.features import FeatureProcessor
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.testing import MemoryBroker, MemoryProducer
-from streams.trainer import OnlineTrainer
+from streamlearn.models.errors import RegistryError
+from streamlearn.streams.errors import KafkaError, StreamsError
+from streamlearn.streams.features.processor import FeatureProcessor
+from streamlearn.streams.learning.trainer import OnlineTrainer
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from streamlearn.streams.testing.memory import MemoryBroker, MemoryProducer
 from tests.unit.streams.scenarios import TOPICS, _build_trainer, _feed_features, _feed_trainer
 
 

@@ -13,11 +13,11 @@ import msgspec
 import pytest
 from typer.testing import CliRunner
 
-from streamlearn.cli import app
-from streams.contracts import DeadLetterHeaders, decode, decode_event, decode_request
-from streams.dead_letters import DeadLetters
-from streams.errors import ContractError
-from streams.schemas import CONTRACTS, Contract, export, json_schema
+from streamlearn.cli.root import app
+from streamlearn.streams.contracts import DeadLetterHeaders, decode, decode_event, decode_request
+from streamlearn.streams.errors import ContractError
+from streamlearn.streams.kafka.dead_letters import DeadLetters
+from streamlearn.streams.schemas import CONTRACTS, Contract, export, json_schema
 
 REPO = Path(__file__).resolve().parents[3]
 

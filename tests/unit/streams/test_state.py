@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.state import (
+from streamlearn.streams.state.store import (
     OFFSETS_KEY,
     RESET_KEY,
     Durability,
@@ -17,7 +17,7 @@ from streams.state import (
     Provenance,
     RestoreSource,
 )
-from streams.testing import MemoryBroker
+from streamlearn.streams.testing.memory import MemoryBroker
 
 CHANGELOG = "t.changelog"
 INPUT = "t.input"
@@ -75,7 +75,7 @@ def test_a_store_of_a_recreated_topic_is_wiped_with_one_warning(
     state = PartitionedState(tmp_path, None)
     _write(state, 0, Provenance({INPUT: "a"}, {INPUT: 5}), 5)
     state.close_all()
-    with caplog.at_level(logging.WARNING, logger="streams.state"):
+    with caplog.at_level(logging.WARNING, logger="streamlearn.streams.state.store"):
         store = state.open(0, Provenance({INPUT: "b"}, {INPUT: 5}))
     assert store.is_empty() and store.offsets() == {}
     assert [r.message for r in caplog.records if "stale state" in r.message] != []

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import RegistryError
-from models.registry import FileRegistry
-from streams.contracts import TrainingExample, encode
-from streams.errors import StateLost
-from streams.model_catalog import FEED
-from streams.processor import Record
-from streams.runtime import MicroBatchRuntime, RuntimeConfig
-from streams.testing import MemoryBroker
-from streams.trainer import OnlineTrainer, TrainerConfig, is_online
+from streamlearn.models.errors import RegistryError
+from streamlearn.models.registry import FileRegistry
+from streamlearn.streams.catalog.models import FEED
+from streamlearn.streams.contracts import TrainingExample, encode
+from streamlearn.streams.errors import StateLost
+from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig, is_online
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from streamlearn.streams.runtime.processor import Record
+from streamlearn.streams.testing.memory import MemoryBroker
 from tests.unit.streams.scenarios import PROBES, SPEC, TOPICS, dead_letters
 
 TOPIC = TOPICS.training_examples("feed")
@@ -179,7 +179,7 @@ def test_a_snapshot_of_other_topics_starts_a_new_lineage(
     for r in _records(0, 8):
         b.append(TOPIC, encode(r.value), b"k")
     t = _trainer(tmp_path, b)
-    with caplog.at_level(logging.WARNING, logger="streams.trainer"):
+    with caplog.at_level(logging.WARNING, logger="streamlearn.streams.learning.trainer"):
         starts = t.assign([(TOPIC, 0)])
     assert starts == {(TOPIC, 0): -2}  # the beginning of the new topic
     assert sum("new lineage" in r.message for r in caplog.records) == 1

@@ -16,14 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.features import FeatureSpec
-from models.registry import FileRegistry
-from offline.prequential import EvalConfig, progressive_validation
-from streams.contracts import TrainingExample
-from streams.model_catalog import FEED
-from streams.processor import Record
-from streams.topics import Topics
-from streams.trainer import OnlineTrainer, TrainerConfig
+from streamlearn.models.features import FeatureSpec
+from streamlearn.models.registry import FileRegistry
+from streamlearn.offline.prequential import EvalConfig, progressive_validation
+from streamlearn.streams.catalog.models import FEED
+from streamlearn.streams.contracts import TrainingExample
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig
+from streamlearn.streams.runtime.processor import Record
 
 N = 1500
 

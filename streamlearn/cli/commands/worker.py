@@ -1,0 +1,320 @@
+"""``streamlearn worker`` and ``streamlearn train``: run the stream processors.
+
+Each processor's module is imported when it is built, so a worker process exports only
+its own processor's metric families."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from prometheus_client import start_http_server
+
+from streamlearn.cli import options as o
+from streamlearn.cli.settings import data_dir
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.rollout import RolloutConfig
+from streamlearn.models.zoo import DEFAULT_BATCH_SIZE
+from streamlearn.streams.catalog.models import MODELS
+from streamlearn.streams.errors import CatalogError
+from streamlearn.streams.kafka.clients import Cluster, KafkaCluster
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
+from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from streamlearn.streams.runtime.processor import Processor, SnapshotProcessor
+
+if TYPE_CHECKING:
+    from streamlearn.streams.learning.trainer import OnlineTrainer
+
+log = logging.getLogger(__name__)
+
+
+class ProcessorName(StrEnum):
+    """The processors a worker can run."""
+
+    features = "features"
+    joiner = "joiner"
+    trainer = "trainer"
+
+
+class RuntimeName(StrEnum):
+    """The runtimes that run a processor."""
+
+    microbatch = "microbatch"
+    faust = "faust"
+
+
+def _serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    if port:
+        start_http_server(port, addr=host)
+
+
+def run_processor(
+    proc: Processor,
+    kafka: KafkaConfig,
+    runtime: RuntimeName,
+    group_id: str,
+    duration: float | None,
+    batch_size: int = 2000,
+    commit_interval_s: float = 1.0,
+) -> None:
+    """Run ``proc`` until SIGINT/SIGTERM or ``duration`` seconds.
+
+    Raises when the run fails, including its final commit or snapshot on the way out,
+    so the process exits non-zero (``streamlearn.cli.root.main``)."""
+    rt: Any
+    if runtime is RuntimeName.faust and isinstance(proc, SnapshotProcessor):
+        # faust starts from its own committed offsets and cannot seek to a snapshot's, so
+        # a restarted trainer would skip the examples learned after its last snapshot.
+        raise typer.BadParameter(
+            "the trainer runs on the micro-batch runtime only: its exactly-once resume seeks "
+            "to the offsets of its last snapshot, which faust cannot do; got --runtime faust"
+        )
+    if runtime is RuntimeName.faust:
+        from streamlearn.streams.runtime.faust_adapter import FaustRuntime
+
+        rt = FaustRuntime(proc, kafka, group_id=group_id, batch_size=batch_size)
+    else:
+        rt = MicroBatchRuntime(
+            proc,
+            kafka,
+            RuntimeConfig(
+                group_id=group_id, batch_size=batch_size, commit_interval_s=commit_interval_s
+            ),
+        )
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping %s", signum, proc.name)
+        rt.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stats = rt.run(max_seconds=duration)
+    log.info("processor=%s stopped: %s", proc.name, stats)
+
+
+Duration = Annotated[
+    float | None,
+    typer.Option("--duration", envvar="STREAMLEARN_DURATION", help="Stop after this many seconds."),
+]
+Runtime = Annotated[
+    RuntimeName,
+    typer.Option(
+        "--runtime", envvar="STREAMLEARN_RUNTIME", help="Which runtime runs the processor."
+    ),
+]
+WindowS = Annotated[
+    float,
+    typer.Option(
+        "--label-window", envvar="STREAMLEARN_LABEL_WINDOW", help="Label window, seconds."
+    ),
+]
+PublishInterval = Annotated[
+    float,
+    typer.Option(
+        "--publish-interval",
+        envvar="STREAMLEARN_PUBLISH_INTERVAL",
+        min=0.0,
+        help="Trainer: seconds between serving-only versions (the graph without the "
+        "learner state) published between snapshots; 0: snapshots only.",
+    ),
+]
+KeepVersions = Annotated[
+    int,
+    typer.Option(
+        "--keep-versions",
+        envvar="STREAMLEARN_KEEP_VERSIONS",
+        min=0,
+        help="Trainer: keep the newest this many versions in the registry (and the newest "
+        "resume points and every staged version); 0 keeps every version.",
+    ),
+]
+PositivesAtOnce = Annotated[
+    bool,
+    typer.Option(
+        "--positives-at-once/--positives-at-close",
+        envvar="STREAMLEARN_POSITIVES_AT_ONCE",
+        help="Joiner: emit a positive example as soon as its engagement is in (negatives "
+        "wait for the label window), or every example when the window closes.",
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``worker`` and ``train``."""
+
+    @app.command()
+    @o.kafka_options()
+    def worker(
+        kafka_opts: o.KafkaOptions,
+        processor: Annotated[ProcessorName, typer.Argument(help="Which processor to run.")],
+        runtime: Runtime = RuntimeName.microbatch,
+        data: o.DataDir = o.DEFAULT_DATA_DIR,
+        metrics_port: o.MetricsPort = 0,
+        metrics_host: o.MetricsHost = "127.0.0.1",
+        label_window: WindowS = 8.0,
+        model: Annotated[
+            str,
+            typer.Option(
+                "--model",
+                envvar="STREAMLEARN_MODEL",
+                help="The model the trainer learns (a declared model: see `streamlearn models "
+                "defs`).",
+            ),
+        ] = "feed",
+        positives_at_once: PositivesAtOnce = True,
+        commit_interval: Annotated[
+            float,
+            typer.Option(
+                "--commit-interval",
+                envvar="STREAMLEARN_COMMIT_INTERVAL",
+                min=0.0,
+                help="Seconds between commits of state, offsets and outputs (0: every batch; "
+                "the trainer always commits every batch).",
+            ),
+        ] = 1.0,
+        worker_id: Annotated[
+            str | None,
+            typer.Option(
+                "--worker-id",
+                envvar="STREAMLEARN_WORKER_ID",
+                help="Name of this worker when several share a processor's consumer group: "
+                "its stores live under <data-dir>/state/<worker-id>.",
+            ),
+        ] = None,
+        duration: Duration = None,
+    ) -> None:
+        """Run a stream processor (features, joiner, trainer) on a runtime.
+
+        Several workers of one processor split its partitions (one consumer group); a
+        partition that moves to a worker without its store is restored from the changelog.
+        """
+        kafka = kafka_opts.config()
+        topics = Topics(kafka.topic_prefix)
+        ensure_loop_topics(kafka, topics)
+        root = data_dir(data)
+        _serve_metrics(metrics_port, metrics_host)
+        cluster = KafkaCluster(kafka)
+        state = root / "state" / worker_id if worker_id else root / "state"
+        proc: Processor
+        if processor is ProcessorName.features:
+            from streamlearn.streams.features.processor import FeatureProcessor
+
+            proc = FeatureProcessor(topics, state, cluster=cluster)
+        elif processor is ProcessorName.joiner:
+            from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
+
+            config = JoinerConfig(window_s=label_window, positives_at_once=positives_at_once)
+            proc = Joiner(topics, state, config, cluster)
+        else:
+            proc = _trainer(topics, root, model, None, [], 10.0, cluster=cluster)
+        interval = 0.0 if processor is ProcessorName.trainer else commit_interval
+        group = f"{kafka.topic_prefix}{processor.value}"
+        if processor is ProcessorName.trainer:
+            group = f"{kafka.topic_prefix}trainer.{model}"
+        run_processor(proc, kafka, runtime, group, duration, commit_interval_s=interval)
+
+    @app.command()
+    @o.kafka_options()
+    def train(
+        kafka_opts: o.KafkaOptions,
+        model: o.Model = "feed",
+        learner: o.Learner = None,
+        param: o.Params = None,
+        snapshot_interval: Annotated[
+            float,
+            typer.Option(
+                "--snapshot-interval",
+                envvar="STREAMLEARN_SNAPSHOT_INTERVAL",
+                help="Seconds between full snapshots (with the learner state: resume points).",
+            ),
+        ] = 10.0,
+        batch_size: o.BatchSize = DEFAULT_BATCH_SIZE,
+        flush_after: Annotated[
+            float,
+            typer.Option(
+                "--flush-after",
+                envvar="STREAMLEARN_FLUSH_AFTER",
+                help="Learn a partial micro-batch after this many idle seconds.",
+            ),
+        ] = 1.0,
+        publish_interval: PublishInterval = 1.0,
+        keep_versions: KeepVersions = 30,
+        runtime: Runtime = RuntimeName.microbatch,
+        data: o.DataDir = o.DEFAULT_DATA_DIR,
+        metrics_port: o.MetricsPort = 0,
+        metrics_host: o.MetricsHost = "127.0.0.1",
+        duration: Duration = None,
+        rollout: o.Rollout = True,
+        rollout_min_examples: o.RolloutMinExamples = o.DEFAULT_ROLLOUT.min_examples,
+        rollout_promote_margin: o.RolloutPromoteMargin = o.DEFAULT_ROLLOUT.promote_margin,
+        rollout_watch_examples: o.RolloutWatchExamples = o.DEFAULT_ROLLOUT.watch_examples,
+        rollout_rollback_margin: o.RolloutRollbackMargin = o.DEFAULT_ROLLOUT.rollback_margin,
+    ) -> None:
+        """Train a model online from its training-examples topic, publishing snapshots;
+        compare candidates with production and roll them out (see the README's Rollout)."""
+        kafka = kafka_opts.config()
+        topics = Topics(kafka.topic_prefix)
+        ensure_loop_topics(kafka, topics, models=(model,))
+        root = data_dir(data)
+        _serve_metrics(metrics_port, metrics_host)
+        proc = _trainer(
+            topics,
+            root,
+            model,
+            learner,
+            param,
+            snapshot_interval,
+            batch_size,
+            flush_after,
+            cluster=KafkaCluster(kafka),
+            publish_interval=publish_interval,
+            keep_versions=keep_versions,
+            rollout=RolloutConfig(
+                enabled=rollout,
+                min_examples=rollout_min_examples,
+                promote_margin=rollout_promote_margin,
+                watch_examples=rollout_watch_examples,
+                rollback_margin=rollout_rollback_margin,
+            ),
+        )
+        # The trainer's checkpoint is its snapshot: commit every batch (nothing to coalesce,
+        # and a rewind would re-learn examples already in the learner).
+        group = f"{kafka.topic_prefix}trainer.{model}"
+        run_processor(proc, kafka, runtime, group, duration, 1000, commit_interval_s=0.0)
+
+
+def _trainer(
+    topics: Topics,
+    root: Path,
+    model: str,
+    learner: str | None,
+    params: list[str] | None,
+    snapshot_interval: float,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    flush_after: float = 1.0,
+    cluster: Cluster | None = None,
+    publish_interval: float = 1.0,
+    keep_versions: int = 30,
+    rollout: RolloutConfig | None = None,
+) -> OnlineTrainer:
+    try:
+        definition = MODELS.get(model)
+    except CatalogError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig
+
+    cfg = TrainerConfig(
+        definition=definition.with_learner(learner, o.parse_params(params)),
+        snapshot_interval_s=snapshot_interval,
+        publish_interval_s=publish_interval or None,
+        keep_versions=keep_versions,
+        batch_size=batch_size,
+        flush_after_s=flush_after,
+        rollout=rollout or RolloutConfig(),
+    )
+    return OnlineTrainer(topics, FileRegistry(root / "registry"), cfg, cluster=cluster)

@@ -1,0 +1,652 @@
+"""``streamlearn up``: the whole loop as supervised processes on one machine.
+
+Starts the embedded broker (unless ``--bootstrap-servers`` names a cluster), creates
+the topics, then runs the feature processor, joiner, one online trainer per declared
+model (``trainer-feed``, ``trainer-ads``: ``streamlearn.streams.catalog.models``), serving (every
+declared model) and the simulator as separate processes. A child that dies is reported
+and restarted. A live view shows the loop; at the end (Ctrl-C or ``--duration``)
+everything stops in order (simulator first, then the processors once they have caught
+up) and a summary is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from prometheus_client.metrics_core import Metric
+
+from streamlearn.models.freshness import STAGES as FRESHNESS_STAGES
+from streamlearn.models.registry import FileRegistry
+from streamlearn.models.rollout import RolloutConfig
+from streamlearn.models.stages import describe, history
+from streamlearn.stack.metrics_file import MetricsFile
+from streamlearn.stack.scrape import (
+    Samples,
+    histogram_mean,
+    histogram_quantile,
+    quantile,
+    samples_of,
+    scrape_families,
+    total,
+    value,
+)
+from streamlearn.streams.catalog.models import MODELS
+from streamlearn.streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What ``up`` runs."""
+
+    data_dir: Path
+    bootstrap_servers: str | None = None
+    topic_prefix: str = "streamlearn."
+    partitions: int = 4
+    kafka_options: tuple[str, ...] = ()
+    duration_s: float | None = None
+    rate: float = 150.0
+    seed: int = 7
+    snapshot_interval_s: float = 10.0
+    #: serving-only versions between snapshots (0: none)
+    publish_interval_s: float = 1.0
+    label_window_s: float = 8.0
+    #: the joiner emits positives at once (negatives wait for the window)
+    positives_at_once: bool = True
+    serving_port: int = 0
+    runtime: str = "microbatch"
+    #: write every process's metrics over the run here (OpenMetrics, see ``metrics_file``)
+    metrics_file: Path | None = None
+    metrics_interval_s: float = 5.0
+    #: the models trained (one trainer each) and served
+    models: tuple[str, ...] = MODELS.names
+    #: feature processors and joiners, each in its processor's consumer group
+    workers: int = 1
+    #: serving processes; the simulator spreads requests over all of them
+    serving_replicas: int = 1
+    #: labelled examples before a candidate is decided / a promotion is kept
+    rollout_min_examples: int = RolloutConfig().min_examples
+    rollout_watch_examples: int = RolloutConfig().watch_examples
+
+
+def trainer_name(model: str) -> str:
+    """The supervised process that trains ``model``."""
+    return f"trainer-{model}"
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    metrics_port: int
+    env: dict[str, str]
+    log_path: Path
+    #: Scheduling niceness: the stream processors yield the CPU to serving and the
+    #: simulator, whose latency is what users see (2 cores are shared by everything).
+    nice: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    #: counters accumulated over earlier incarnations (a restart resets a process's counters)
+    carried: Samples = field(default_factory=dict)
+    last: Samples = field(default_factory=dict)
+    #: the last scrape's families (with the names that have no samples yet)
+    families: list[Metric] = field(default_factory=list)
+    #: whether ``families`` were scraped since the metrics file last recorded them
+    fresh: bool = False
+
+    def start(self) -> None:
+        """Start (or restart) the process; its pid goes to ``<data>/run/<name>.pid``."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            out.close()
+        self.started_at = time.monotonic()
+        if self.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, self.nice)
+            except OSError as exc:
+                log.warning("could not renice %s: %s", self.name, exc)
+        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_path.write_text(str(self.proc.pid))
+
+    @property
+    def pid_path(self) -> Path:
+        """Where the current pid is written (for operators and tests)."""
+        return self.log_path.parent.parent / "run" / f"{self.name}.pid"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def refresh(self) -> None:
+        """Scrape the process's metrics; the previous ones stay when it does not answer."""
+        families = scrape_families(self.metrics_port)
+        if families:
+            self.families = families
+            self.last = samples_of(families)
+            self.fresh = True
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs; killing it", self.name, timeout_s)
+            self.proc.kill()
+            self.proc.wait()
+
+
+#: How long the processed count must stand still before the stop (> 1 s commit interval).
+_QUIET_S = 3.0
+
+#: Counters that survive a child's restart in the summary (summed across incarnations).
+_CARRIED = (
+    "streamlearn_events_processed_total",
+    "streamlearn_dlq_events_total",
+    "streamlearn_predictions_total",
+    "streamlearn_examples_trained_total",
+)
+#: The first model's figures that the summary also gives at its top level (the keys it
+#: had when ``feed`` was the only model).
+_TOP_LEVEL_MODEL_KEYS = (
+    "examples_trained",
+    "examples_trained_live",
+    "progressive_auc",
+    "progressive_logloss",
+    "progressive_ne",
+    "ctr_model",
+    "ctr_model_expected",
+    "ctr_random",
+    "ctr_oracle",
+)
+
+
+class Stack:
+    """Runs and watches the children; knows how to read the loop's figures."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.broker: EmbeddedBroker | None = None
+        self.children: dict[str, Child] = {}
+        self.events: list[str] = []
+        self.started = time.monotonic()
+        self.first_prediction_s: float | None = None
+        if not config.bootstrap_servers:
+            self._archive_previous_run()
+        self.registry = FileRegistry(config.data_dir / "registry")
+        self.metrics_file = (
+            MetricsFile(config.metrics_file, config.metrics_interval_s)
+            if config.metrics_file
+            else None
+        )
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap = cfg.bootstrap_servers
+        self.sim_summary_path.unlink(missing_ok=True)
+        if not bootstrap:
+            self.broker = EmbeddedBroker(log_path=cfg.data_dir / "logs" / "broker.log")
+            (cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+            self.broker.start()
+            bootstrap = self.broker.bootstrap_servers
+            self.broker.renice(5)  # batch traffic; serving's latency comes first
+            self.note(f"embedded broker at {bootstrap}")
+        kafka = KafkaConfig(bootstrap, cfg.topic_prefix, cfg.partitions)
+        ensure_loop_topics(kafka, Topics(cfg.topic_prefix))
+        # Children get the stack's settings, not `up`'s own flags (STREAMLEARN_DURATION,
+        # STREAMLEARN_SUMMARY_JSON, … would otherwise leak into them); security settings
+        # and the log level pass through.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("STREAMLEARN_")
+            or k.startswith("STREAMLEARN_KAFKA_")
+            or k == "STREAMLEARN_LOG_LEVEL"
+        }
+        env.update(
+            STREAMLEARN_BOOTSTRAP_SERVERS=bootstrap,
+            STREAMLEARN_TOPIC_PREFIX=cfg.topic_prefix,
+            STREAMLEARN_PARTITIONS=str(cfg.partitions),
+            STREAMLEARN_DATA_DIR=str(cfg.data_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        if cfg.kafka_options:
+            env["STREAMLEARN_KAFKA_OPTIONS"] = " ".join(cfg.kafka_options)
+        serving_ports = [cfg.serving_port or free_port()] + [
+            free_port() for _ in range(cfg.serving_replicas - 1)
+        ]
+        self.serving_port = serving_ports[0]
+        py = [sys.executable, "-m", "streamlearn"]
+        specs: list[tuple[str, list[str], int]] = []
+        for i in range(1, cfg.workers + 1):
+            # one worker keeps the state's usual place; several get one directory each
+            ids = ["--worker-id", f"w{i}"] if cfg.workers > 1 else []
+            for role, args in (
+                ("features", ["worker", "features", "--runtime", cfg.runtime, *ids]),
+                (
+                    "joiner",
+                    [
+                        "worker",
+                        "joiner",
+                        "--runtime",
+                        cfg.runtime,
+                        "--label-window",
+                        str(cfg.label_window_s),
+                        "--positives-at-once" if cfg.positives_at_once else "--positives-at-close",
+                        *ids,
+                    ],
+                ),
+            ):
+                port = free_port()
+                name = _member(role, i, cfg.workers)
+                specs.append((name, [*py, *args, "--metrics-port", str(port)], port))
+        for model in cfg.models:
+            port = free_port()
+            args = [
+                "train",  # always micro-batch: see `streamlearn train --help`
+                "--model",
+                model,
+                "--snapshot-interval",
+                str(cfg.snapshot_interval_s),
+                "--publish-interval",
+                str(cfg.publish_interval_s),
+                "--rollout-min-examples",
+                str(cfg.rollout_min_examples),
+                "--rollout-watch-examples",
+                str(cfg.rollout_watch_examples),
+            ]
+            specs.append((trainer_name(model), [*py, *args, "--metrics-port", str(port)], port))
+        served = [a for m in cfg.models for a in ("--model", m)]
+        for i, sport in enumerate(serving_ports, 1):
+            name = _member("serving", i, cfg.serving_replicas)
+            specs.append((name, [*py, "serve", "--port", str(sport), *served], sport))
+        sim_port = free_port()
+        urls = [a for p in serving_ports for a in ("--serving-url", f"http://127.0.0.1:{p}")]
+        specs.append(
+            (
+                "simulator",
+                [
+                    *py,
+                    "simulate",
+                    *urls,
+                    "--rate",
+                    str(cfg.rate),
+                    "--seed",
+                    str(cfg.seed),
+                    "--metrics-port",
+                    str(sim_port),
+                    "--summary-json",
+                    str(self.sim_summary_path),
+                    *(() if MODELS.for_surface("ads") in cfg.models else ("--ads-fraction", "0")),
+                ],
+                sim_port,
+            )
+        )
+        for name, argv, port in specs:
+            nice = 0 if _role(name) in ("serving", "simulator") else 10
+            child = Child(name, argv, port, env, cfg.data_dir / "logs" / f"{name}.log", nice)
+            child.start()
+            self.children[name] = child
+        self.note("started " + ", ".join(self.children))
+
+    def _archive_previous_run(self) -> None:
+        """The embedded broker starts empty, so state stores and snapshots of an earlier
+        run (whose offsets point into a broker that is gone) are moved aside."""
+        old = [self.config.data_dir / d for d in ("state", "registry", "serving")]
+        old = [d for d in old if d.exists()]
+        if not old:
+            return
+        dest = self.config.data_dir / "archive" / time.strftime("%Y%m%d-%H%M%S")
+        dest.mkdir(parents=True, exist_ok=True)
+        for d in old:
+            d.rename(dest / d.name)
+        self.note(f"embedded broker starts empty: moved the previous run's data to {dest}")
+
+    def note(self, text: str) -> None:
+        stamp = time.monotonic() - self.started
+        self.events.append(f"[{stamp:6.1f}s] {text}")
+        log.info(text)
+
+    # -- watch -----------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Restart dead children; refresh every child's metrics."""
+        for child in self.children.values():
+            alive = child.alive
+            if (
+                not alive
+                and child.name == "simulator"
+                and child.proc is not None
+                and child.proc.returncode == 0
+            ):
+                continue  # finished a bounded run
+            if not alive and child.proc is not None:
+                code = child.proc.returncode
+                self.note(f"{child.name} exited with {code}; restarting (see {child.log_path})")
+                for name in _CARRIED:
+                    child.carried.setdefault(name, []).extend(child.last.get(name, []))
+                child.last, child.families = {}, []
+                child.restarts += 1
+                child.start()
+                continue
+            child.refresh()
+        self._record_metrics()
+        if self.first_prediction_s is None and self.counter(
+            "serving", "streamlearn_predictions_total"
+        ):
+            self.first_prediction_s = time.monotonic() - self.started
+            self.note(f"first prediction served after {self.first_prediction_s:.1f}s")
+
+    def members(self, role: str) -> list[Child]:
+        """The children of one role (``features``: ``features`` or ``features-1``, …)."""
+        return [c for n, c in self.children.items() if _role(n) == role]
+
+    def counter(self, role: str, name: str, **labels: str) -> float:
+        """A counter summed over a role's children and their earlier incarnations."""
+        return sum(
+            total(c.carried, name, **labels) + total(c.last, name, **labels)
+            for c in self.members(role)
+        )
+
+    def gauge(self, role: str, name: str, **labels: str) -> float | None:
+        """A gauge of a role's first child that has it."""
+        for c in self.members(role):
+            v = value(c.last, name, **labels)
+            if v is not None:
+                return v
+        return None
+
+    def p99_ms(self, role: str, name: str, **labels: str) -> float | None:
+        """The highest p99 of a histogram over a role's children, in milliseconds."""
+        found = [q for c in self.members(role) if (q := quantile(c.last, name, 0.99, **labels))]
+        return _ms(max(found)) if found else None
+
+    # -- figures -----------------------------------------------------------------------------
+    def figures(self) -> dict[str, Any]:
+        """The run's figures: the loop's, the first model's (``feed``) at the top level
+        as before there were several, and every model's under ``models``."""
+        topics = Topics(self.config.topic_prefix)
+        sim = self.children["simulator"].last
+        final = self.simulator_summary()
+        p99 = value(sim, "streamlearn_simulator_predict_latency_p99_seconds")
+        models = {m: self.model_figures(m, final) for m in self.config.models}
+        first = models[self.config.models[0]] if models else {}
+        figures: dict[str, Any] = {
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+            "events_produced": int(total(sim, "streamlearn_simulator_events_produced_total")),
+            "events_processed": int(
+                self.counter(
+                    "features", "streamlearn_events_processed_total", topic=topics.activity
+                )
+            ),
+            "model_versions": first.get("versions", 0),
+            "model_version": first.get("model_version"),
+            **{k: first.get(k) for k in _TOP_LEVEL_MODEL_KEYS},
+            "predictions_served": int(self.counter("serving", "streamlearn_predictions_total")),
+            "predict_p99_ms": None if p99 is None else round(p99 * 1000, 2),
+            "serve_p99_ms": self.p99_ms("serving", "streamlearn_predict_latency_seconds"),
+            "dlq_events": int(
+                sum(
+                    self.counter(r, "streamlearn_dlq_events_total")
+                    for r in {_role(n) for n in self.children}
+                )
+            ),
+            "first_prediction_s": (
+                None if self.first_prediction_s is None else round(self.first_prediction_s, 1)
+            ),
+            "restarts": {n: c.restarts for n, c in self.children.items() if c.restarts},
+            "predictions_by_replica": {
+                c.name: int(
+                    total(c.carried, "streamlearn_predictions_total")
+                    + total(c.last, "streamlearn_predictions_total")
+                )
+                for c in self.members("serving")
+            },
+            "models": models,
+        }
+        figures.update(self.freshness())  # over every model
+        if final:
+            # the simulator's own end-of-run figures are exact; the scrape may be stale
+            for key in ("events_produced", "predict_p99_ms"):
+                if final.get(key) is not None:
+                    figures[key] = final[key]
+            figures["predict_p99_ms"] = round(float(figures["predict_p99_ms"]), 2)
+            # per surface (feed, ads) and the shape of the published log
+            for key in ("surfaces", "log_shape"):
+                if key in final:
+                    figures[f"simulator_{key}"] = final[key]
+        return figures
+
+    def model_figures(self, model: str, final: dict[str, Any]) -> dict[str, Any]:
+        """One model's figures: versions, its trainer's live metrics, predictions served,
+        and the CTR of the surface it ranks (model, random, oracle)."""
+        trainer = trainer_name(model)
+        latest = self.registry.latest(model)
+        meta = latest.metadata if latest else {}
+        serving = self.gauge("serving", "streamlearn_serving_model_version", model=model)
+        auc_live = self.gauge(trainer, "streamlearn_progressive_metric", metric="auc")
+        surface = next(iter(MODELS.get(model).surfaces), model) if model in MODELS else model
+        sim = self.children["simulator"].last
+        out: dict[str, Any] = {
+            # numbered from 1 without gaps; retention deletes old ones from the registry
+            "versions": latest.version if latest else 0,
+            "model_version": latest.version if latest else None,
+            "serving_version": int(serving) if serving else None,
+            "examples_trained": int(meta.get("examples_seen", 0)),
+            "examples_trained_live": int(
+                self.counter(trainer, "streamlearn_examples_trained_total")
+            ),
+            "progressive_auc": (
+                auc_live if auc_live is not None else (meta.get("metrics") or {}).get("auc")
+            ),
+            "progressive_logloss": self.gauge(
+                trainer, "streamlearn_progressive_metric", metric="logloss"
+            ),
+            "progressive_ne": self.gauge(trainer, "streamlearn_progressive_metric", metric="ne"),
+            "progressive_calibration": self.gauge(
+                trainer, "streamlearn_progressive_metric", metric="calibration"
+            ),
+            "predictions_served": int(
+                self.counter("serving", "streamlearn_predictions_total", model=model)
+            ),
+            "serve_p99_ms": self.p99_ms(
+                "serving", "streamlearn_predict_latency_seconds", model=model
+            ),
+            "surface": surface,
+        }
+        at_end = (final.get("surfaces") or {}).get(surface) or {}
+        for policy in ("model", "model_expected", "random", "oracle", "fallback"):
+            live = value(sim, "streamlearn_simulator_ctr", surface=surface, policy=policy)
+            out[f"ctr_{policy}"] = at_end.get(f"ctr_{policy}", live)
+        out.update(self.freshness(model))
+        return out
+
+    def freshness(self, model: str | None = None) -> dict[str, Any]:
+        """Freshness quantiles and their breakdown, from serving's histograms (over every
+        model, or one): seconds from an engagement to being served by a version that
+        learned it (``streamlearn.models.freshness``). With several serving replicas, each one's
+        observations count (each swaps versions in on its own)."""
+        last: Samples = {}
+        for c in self.members("serving"):
+            for name, rows in c.last.items():
+                last.setdefault(name, []).extend(rows)
+        labels = {} if model is None else {"model": model}
+        out: dict[str, Any] = {
+            "freshness_p50_s": _round(histogram_quantile(last, _FRESHNESS, 0.5, **labels)),
+            "freshness_p99_s": _round(histogram_quantile(last, _FRESHNESS, 0.99, **labels)),
+            "freshness_mean_s": _round(histogram_mean(last, _FRESHNESS, **labels)),
+            "freshness_positives": int(total(last, f"{_FRESHNESS}_count", **labels)),
+        }
+        out["freshness_breakdown_s"] = {
+            stage: {
+                "p50": _round(histogram_quantile(last, _STAGE, 0.5, stage=stage, **labels)),
+                "mean": _round(histogram_mean(last, _STAGE, stage=stage, **labels)),
+            }
+            for stage in FRESHNESS_STAGES
+        }
+        return out
+
+    def version_figures(self, model: str) -> list[dict[str, Any]]:
+        """Per version of ``model`` (those the registry still holds): stage, origin, and
+        its live AUC, NE and calibration per traffic (``served``, ``shadow``,
+        ``progressive``), for the end-of-run summary."""
+        rows = []
+        for row in describe(self.registry, model):
+            live = row.get("live") or {}
+            rows.append(
+                {
+                    "version": row["version"],
+                    "stage": row["stage"],
+                    "origin": row["origin"],
+                    **{
+                        f"{traffic}_{k}": _round4(v)
+                        for traffic, figures in sorted(live.items())
+                        for k, v in figures.items()
+                    },
+                }
+            )
+        return rows
+
+    def simulator_summary(self) -> dict[str, Any]:
+        """The simulator's end-of-run summary, once it has stopped and written it."""
+        sim = self.children.get("simulator")
+        if sim is None or sim.alive or not self.sim_summary_path.exists():
+            return {}
+        try:
+            return dict(json.loads(self.sim_summary_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def sim_summary_path(self) -> Path:
+        return self.config.data_dir / "logs" / "simulator.json"
+
+    # -- stop ------------------------------------------------------------------------------
+    def stop(self, drain_timeout_s: float = 20.0) -> None:
+        """Stop the simulator, let the processors catch up, stop the rest, then the broker."""
+        sim = self.children.get("simulator")
+        if sim is not None:
+            sim.stop()
+            self.note("simulator stopped")
+        # Caught up: everything the simulator produced is processed, and the count has
+        # stood still for longer than the processors' commit interval (events from
+        # other producers may still be in flight behind the simulator's).
+        deadline = time.monotonic() + drain_timeout_s
+        last, still_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            self.poll_metrics_only()
+            f = self.figures()
+            if f["events_processed"] != last:
+                last, still_since = f["events_processed"], time.monotonic()
+            elif last >= f["events_produced"] and time.monotonic() - still_since >= _QUIET_S:
+                break
+            time.sleep(0.5)
+        self._record_metrics(force=True)  # the last round, before the processes go
+        trainers = [trainer_name(m) for m in self.config.models]
+        for role in ("serving", "joiner", *trainers, "features"):
+            for child in self.members(role):
+                child.stop()
+        self.note("processors stopped")
+        if self.broker is not None:
+            self.broker.stop()
+
+    def poll_metrics_only(self) -> None:
+        for child in self.children.values():
+            if child.alive:
+                child.refresh()
+        self._record_metrics()
+
+    def _record_metrics(self, force: bool = False) -> None:
+        """Add a round of every child's last scrape to the metrics file, when one is due."""
+        now = time.time()
+        if self.metrics_file is None or not (force or self.metrics_file.due(now)):
+            return
+        fresh = {n: (c.metrics_port, c.families) for n, c in self.children.items() if c.fresh}
+        self.metrics_file.record(now, fresh)
+        self.metrics_file.write()
+        for c in self.children.values():
+            c.fresh = False
+
+
+def _member(role: str, i: int, n: int) -> str:
+    """The name of the ``i``-th of ``n`` children of ``role``: the role alone when n is 1."""
+    return role if n == 1 else f"{role}-{i}"
+
+
+def _role(name: str) -> str:
+    """``features-2`` → ``features`` (``trainer-feed`` is a role of its own)."""
+    head, _, tail = name.rpartition("-")
+    return head if head and tail.isdigit() else name
+
+
+_FRESHNESS = "streamlearn_freshness_seconds"
+_STAGE = "streamlearn_freshness_stage_seconds"
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def _round4(x: Any) -> Any:
+    return round(x, 4) if isinstance(x, float) else x
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def run_stack(
+    config: StackConfig,
+    render: Callable[[Stack], None],
+    stop_requested: Callable[[], bool],
+) -> dict[str, Any]:
+    """Start the stack, call ``render`` about twice a second, stop, return the figures."""
+    stack = Stack(config)
+    try:
+        stack.start()
+        while not stop_requested():
+            if (
+                config.duration_s is not None
+                and time.monotonic() - stack.started >= config.duration_s
+            ):
+                break
+            stack.poll()
+            render(stack)
+            time.sleep(0.5)
+    finally:
+        # the final figures are read before the children go away
+        stack.stop()
+    summary = stack.figures()
+    for model, figures in summary["models"].items():
+        figures["by_version"] = stack.version_figures(model)
+        figures["decisions"] = [e for e in history(stack.registry, model) if e.get("by")]
+    summary["events"] = stack.events
+    return summary

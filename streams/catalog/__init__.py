@@ -1,0 +1,1 @@
+"""The declarations the stream processors are built from: features and models."""

@@ -1,0 +1,325 @@
+"""The online joiner: feature-log ⨝ engagements by request_id within a label window.
+
+Serving logs what it scored per request (``feature-log``); the simulator or any producer
+publishes impressions and engagements (``activity``). Both are keyed by user_id, so one
+request's records meet in the same partition. When a request's label window closes (event
+time of the request + ``window_s``, judged against the partition's watermark: the newest
+event time read from the *slower* of the two topics, so a window never closes while the
+other topic has not caught up with it), every shown item becomes a ``TrainingExample``:
+label 1 if an engagement that is a positive of the model's head (its definition in
+``streamlearn.streams.catalog.models``: any engagement for ``feed``, a click for ``ads``) came
+inside
+the window, else 0. Items scored
+but never shown are not examples. Records whose request never shows up in the feature-log
+are dropped after ``orphan_timeout_s`` and counted; records that come after their
+request's window closed are dropped and counted too.
+
+Positives at once (``positives_at_once``, the default): a positive is known as soon as
+its engagement, its impression and the request's feature-log record are all in, so it is
+emitted then, without waiting for the window (what makes a model fresh: an engagement
+reaches the trainer a commit interval after it happens, not a window later). The window
+still decides the negatives. Each shown item still gives exactly one example with the
+label the window gives it, so the examples learned are the same as when all wait for
+the window; only the positives come earlier (``bench/bench_delayed_feedback.py``
+measures what that does to AUC and calibration). No fake negatives are ever emitted, so
+no importance weights are needed to undo them.
+
+What a request holds does not depend on how the two topics interleaved (a restart, a
+rewind or another consumer reads them in another interleaving), so a restarted joiner
+emits what an uninterrupted one does (``streamlearn.streams.testing.checks``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from prometheus_client import Counter
+
+from streamlearn.streams.catalog.models import MODELS, ModelCatalog
+from streamlearn.streams.contracts import (
+    ENGAGEMENT_TYPES,
+    ActivityEvent,
+    FeatureLogRecord,
+    TrainingExample,
+    decode_event,
+    decode_feature_log,
+    encode,
+)
+from streamlearn.streams.kafka.clients import Cluster
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.runtime.processor import (
+    Decoder,
+    Output,
+    Record,
+    StatefulProcessor,
+    TopicPartitionKey,
+)
+from streamlearn.streams.state.store import Durability
+
+JOINED = Counter(
+    "streamlearn_joiner_examples_total",
+    "Training examples emitted by the joiner, per label.",
+    ["label"],
+)
+DROPPED = Counter(
+    "streamlearn_joiner_dropped_total",
+    "Requests dropped without examples (no_feature_log) and records that came after their "
+    "request's window closed (after_window).",
+    ["reason"],
+)
+
+
+@dataclass(frozen=True)
+class JoinerConfig:
+    """Label window and how long to wait for stragglers."""
+
+    window_s: float = 8.0
+    orphan_timeout_s: float = 30.0
+    #: When a partition's event time stalls, advance its watermark with the wall clock,
+    #: this many seconds behind it; ``None`` uses event time only (replays, tests).
+    idle_lateness_s: float | None = 5.0
+    #: Emit a positive example as soon as its engagement, impression and feature-log
+    #: record are all in (negatives still wait for the window to close); ``False``
+    #: emits every example when the window closes.
+    positives_at_once: bool = True
+
+
+class _Pending(msgspec.Struct):
+    """One request's records so far. Order-independent: the same records give the same
+    value whichever of the two topics was read first."""
+
+    #: the earliest event time among the request's records
+    first_ts: float
+    log: FeatureLogRecord | None = None
+    shown: dict[str, int] = {}
+    #: item_id → engagement type → its earliest event time (judged against the window
+    #: when the window closes, once the feature-log record's time is known)
+    engaged: dict[str, dict[str, float]] = {}
+    #: items whose positive example was emitted before the window closed (sorted)
+    emitted: list[str] = []
+
+
+_DEC = msgspec.json.Decoder(_Pending)
+_ENC = msgspec.json.Encoder()
+
+
+def _decode_log(raw: bytes | None) -> FeatureLogRecord:
+    return decode_feature_log(raw, max_bytes=4 * 1024 * 1024)
+
+
+#: Where a partition's event times per input topic are stored (so a restart closes
+#: windows at the same event time as an uninterrupted run).
+_WATERMARK_KEY = "_watermark"
+_WM_DEC = msgspec.json.Decoder(dict[str, float])
+
+
+class Joiner(StatefulProcessor):
+    """Labels served feature vectors with engagements (state: open label windows)."""
+
+    name = "joiner"
+
+    def __init__(
+        self,
+        topics: Topics,
+        state_dir: Path,
+        config: JoinerConfig | None = None,
+        cluster: Cluster | None = None,
+        durability: Durability = Durability.SYNC,
+        models: ModelCatalog = MODELS,
+    ) -> None:
+        super().__init__(state_dir, topics.joiner_changelog, cluster, durability)
+        self.topics = topics
+        self.models = models
+        self.config = config or JoinerConfig()
+        # The feature processor dead-letters bad activity; the joiner owns feature-log's.
+        self.dead_letter_inputs: frozenset[str] | None = frozenset({topics.feature_log})
+        self._deadlines: dict[int, list[tuple[float, str]]] = {}
+        #: closed requests' markers (``c/<request_id>``) and when they expire
+        self._expiries: dict[int, list[tuple[float, str]]] = {}
+        #: partition → input topic → newest event time read
+        self._seen: dict[int, dict[str, float]] = {}
+
+    def inputs(self) -> Mapping[str, Decoder]:
+        return {self.topics.feature_log: _decode_log, self.topics.activity: decode_event}
+
+    def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        starts = super().assign(partitions)
+        for p in {p for _, p in partitions}:
+            heap = self._deadlines[p] = []
+            for key, raw in self.state[p].items("r/"):
+                pend = _DEC.decode(raw)
+                heapq.heappush(heap, (self._deadline(pend), key[2:]))
+            closed = [(float(raw), key[2:]) for key, raw in self.state[p].items("c/")]
+            heapq.heapify(closed)
+            self._expiries[p] = closed
+            self._load_watermark(p)
+        return starts
+
+    def _load_watermark(self, p: int) -> None:
+        raw = self.state[p].get(_WATERMARK_KEY)
+        self._seen[p] = {} if raw is None else _WM_DEC.decode(raw)
+
+    def _watermark(self, p: int) -> float:
+        seen = self._seen.get(p, {})
+        return min(seen.get(t, 0.0) for t in (self.topics.feature_log, self.topics.activity))
+
+    def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
+        for p, seen in self._seen.items():
+            if seen and p in self.state.partitions:
+                raw = _ENC.encode(dict(sorted(seen.items())))
+                if self.state[p].get(_WATERMARK_KEY) != raw:
+                    self.state[p].put(_WATERMARK_KEY, raw)
+        return super().prepare(offsets)
+
+    def discard(self) -> None:
+        super().discard()
+        for p in self.state.partitions:  # the failed batch may have moved it
+            self._load_watermark(p)
+
+    def revoke(self, partitions: list[TopicPartitionKey]) -> None:
+        for p in {p for _, p in partitions}:
+            self._deadlines.pop(p, None)
+            self._expiries.pop(p, None)
+            self._seen.pop(p, None)
+        super().revoke(partitions)
+
+    def _deadline(self, pend: _Pending) -> float:
+        base = pend.log.ts if pend.log is not None else pend.first_ts
+        return base + self.config.window_s
+
+    def process(self, records: list[Record]) -> list[Output]:
+        touched: dict[tuple[int, str], _Pending] = {}
+        for r in records:
+            value = r.value
+            ts = value.ts
+            p = r.partition
+            seen = self._seen.setdefault(p, {})
+            if ts > seen.get(r.topic, 0.0):
+                seen[r.topic] = ts
+            rid = value.request_id
+            pend = touched.get((p, rid))
+            if pend is None:
+                raw = self.state[p].get("r/" + rid)
+                if raw is None and self.state[p].get("c/" + rid) is not None:
+                    DROPPED.labels("after_window").inc()  # its window has closed
+                    continue
+                if raw is None:
+                    pend = _Pending(first_ts=ts, shown={}, engaged={})
+                    heapq.heappush(
+                        self._deadlines.setdefault(p, []), (ts + self.config.window_s, rid)
+                    )
+                else:
+                    pend = _DEC.decode(raw)
+                touched[(p, rid)] = pend
+            if ts < pend.first_ts:
+                pend.first_ts = ts
+                heapq.heappush(self._deadlines.setdefault(p, []), (ts + self.config.window_s, rid))
+            if isinstance(value, FeatureLogRecord):
+                pend.log = value
+            else:
+                self._apply_event(pend, value)
+        out: list[Output] = []
+        for (p, rid), pend in touched.items():
+            if self.config.positives_at_once and pend.log is not None:
+                out.extend(self._examples(pend.log, pend, positives_only=True))
+            self.state[p].put("r/" + rid, _ENC.encode(pend))
+        return out
+
+    def _apply_event(self, pend: _Pending, ev: ActivityEvent) -> None:
+        if ev.type == "impression":
+            pend.shown[ev.item_id] = ev.position if ev.position is not None else -1
+        elif ev.type in ENGAGEMENT_TYPES:
+            kinds = pend.engaged.setdefault(ev.item_id, {})
+            if ev.ts < kinds.get(ev.type, float("inf")):
+                kinds[ev.type] = ev.ts
+
+    def tick(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        for p, heap in self._deadlines.items():
+            wm = self._watermark(p)
+            if self.config.idle_lateness_s is not None:
+                wm = max(wm, now - self.config.idle_lateness_s)
+            while heap and heap[0][0] <= wm:
+                _, rid = heapq.heappop(heap)
+                raw = self.state[p].get("r/" + rid)
+                if raw is None:
+                    continue
+                pend = _DEC.decode(raw)
+                true_deadline = self._deadline(pend)
+                if pend.log is None:
+                    if pend.first_ts + self.config.orphan_timeout_s > wm:
+                        heapq.heappush(heap, (pend.first_ts + self.config.orphan_timeout_s, rid))
+                        continue
+                    DROPPED.labels("no_feature_log").inc()
+                elif true_deadline > wm:
+                    heapq.heappush(heap, (true_deadline, rid))
+                    continue
+                else:
+                    out.extend(self._examples(pend.log, pend))
+                self._close(p, rid, true_deadline)
+            self._expire(p, wm)
+        return out
+
+    def _close(self, p: int, rid: str, deadline: float) -> None:
+        """Forget a request; records for it that still come are dropped until
+        ``orphan_timeout_s`` after its deadline (whichever topic was read faster)."""
+        expiry = deadline + self.config.orphan_timeout_s
+        store = self.state[p]
+        store.delete("r/" + rid)
+        store.put("c/" + rid, repr(expiry).encode())
+        heapq.heappush(self._expiries.setdefault(p, []), (expiry, rid))
+
+    def _expire(self, p: int, wm: float) -> None:
+        heap = self._expiries.get(p, [])
+        store = self.state[p]
+        while heap and heap[0][0] <= wm:
+            _, rid = heapq.heappop(heap)
+            if store.get("c/" + rid) is not None:
+                store.delete("c/" + rid)
+
+    def _examples(
+        self, log: FeatureLogRecord, pend: _Pending, positives_only: bool = False
+    ) -> list[Output]:
+        """The examples of the request's shown items not emitted yet (``positives_only``:
+        of those labelled 1 so far, remembered in ``pend.emitted``)."""
+        topic = self.topics.training_examples(log.model)
+        positives = self.models.head(log.model).positives
+        closes = log.ts + self.config.window_s
+        emitted = pend.emitted
+        # a shadow version's score travels with each example (the rollout compares it)
+        shadow = log.shadow_version
+        if shadow is not None and any(i.shadow_score is None for i in log.items):
+            shadow = None
+        out = []
+        for item in log.items:
+            if item.item_id not in pend.shown or item.item_id in emitted:
+                continue
+            engaged = pend.engaged.get(item.item_id, {})
+            hits = [ts for k, ts in engaged.items() if k in positives and ts <= closes]
+            if positives_only and not hits:
+                continue
+            label: Literal[0, 1] = 1 if hits else 0
+            ex = TrainingExample(
+                request_id=log.request_id,
+                user_id=log.user_id,
+                item_id=item.item_id,
+                surface=log.surface,
+                ts=log.ts,
+                label=label,
+                features=item.features,
+                served_version=log.version,
+                served_score=item.score,
+                label_ts=min(hits) if hits else None,
+                shadow_version=shadow,
+                shadow_score=None if shadow is None else item.shadow_score,
+            )
+            out.append(Output(topic, encode(ex), log.user_id))
+            JOINED.labels(str(label)).inc()
+            if positives_only:
+                pend.emitted = sorted([*pend.emitted, item.item_id])
+        return out

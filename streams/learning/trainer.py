@@ -1,0 +1,532 @@
+"""The online trainer: progressive validation, learning, snapshots that carry offsets.
+
+Each training example is scored by the current model before it is learned (predict
+before learn), feeding live AUC / log loss / normalized entropy per model version.
+Examples are learned in fixed-size micro-batches in arrival order; every
+``snapshot_interval_s`` the learner is snapshotted (ONNX + learner state + metadata with
+the input offsets it has passed) and published atomically to the registry, then
+announced on the model-updates topic. In between, every ``publish_interval_s``, a
+*serving-only* version (the ONNX graph and metadata, no learner state: cheap, and small
+on disk) is published and announced the same way, so serving gets a fresh model about
+every second while the full state is written less often. Before any publish the examples
+still pending are learned, so a version holds everything read so far. Each version
+records the positives it learned (``streamlearn.models.freshness``: for serving's freshness
+figures).
+With ``keep_versions`` the registry keeps only the newest versions (and the newest resume
+points and staged ones, ``FileRegistry.prune``).
+
+It is a snapshot processor (``streamlearn.streams.runtime.processor``): ``process`` featurises the
+whole batch before learning anything, so a batch that raises leaves no trace (the runtime then
+retries it record by record and dead-letters the culprit); a learner that fails half-way
+through an update raises ``StateLost`` and the process stops, to resume from the last
+snapshot.
+
+Guarantee: exactly-once model updates. A snapshot records, per input partition, the
+offset below which every example is learned or dead-lettered, with the ids of the topics
+(``Cluster.topic_ids``); a restarted trainer loads the newest *online* version of its
+model that has its state (serving-only versions are never resume points) and resumes each
+partition from those offsets, so every example is learned exactly once by the model
+lineage, without Kafka transactions. The snapshot also records
+``examples_seen`` and an order-independent fingerprint of the learned
+(topic, partition, offset) set, which tests compare against an uninterrupted run.
+
+A snapshot whose topic id differs from the topic's id now (the topic was recreated, or
+this is another cluster), or whose offset lies beyond the partition's log end, is not
+resumed: a new lineage starts from its learner (``parent_version`` is the old version)
+with offsets for the new topics and counts from zero, and one warning says so. Versions
+published offline (``origin`` ``offline``) are never a resume point.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import xxhash
+from confluent_kafka import OFFSET_BEGINNING
+from prometheus_client import Counter, Gauge
+
+from streamlearn.models.definition import ModelDef
+from streamlearn.models.freshness import METADATA_KEY as FRESHNESS_KEY
+from streamlearn.models.freshness import PositivesSample
+from streamlearn.models.metrics import ProgressiveMetrics
+from streamlearn.models.parity import ParityError, onnx_parity
+from streamlearn.models.protocol import Learner
+from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.models.rollout import RolloutConfig
+from streamlearn.models.zoo import DEFAULT_BATCH_SIZE
+from streamlearn.streams.catalog.models import FEED
+from streamlearn.streams.contracts import ModelUpdate, decode_example, encode
+from streamlearn.streams.errors import StateLost
+from streamlearn.streams.kafka.clients import Cluster
+from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.rollout import PARITY_FAILURES, Rollout, Switch
+from streamlearn.streams.runtime.processor import Decoder, Output, Record, TopicPartitionKey
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_TRAINED = Counter(
+    "streamlearn_examples_trained_total", "Examples learned by the online trainer.", ["model"]
+)
+MODEL_VERSION = Gauge(
+    "streamlearn_trainer_model_version", "Newest model version the trainer published.", ["model"]
+)
+PROGRESSIVE = Gauge(
+    "streamlearn_progressive_metric",
+    "Progressive validation metrics (predict before learn), overall and over a window.",
+    ["model", "metric"],
+)
+SNAPSHOT_SECONDS = Gauge(
+    "streamlearn_snapshot_seconds", "Time to snapshot and publish the last version.", ["model"]
+)
+_MASK = (1 << 64) - 1
+
+
+def example_fingerprint(topic: str, partition: int, offset: int) -> int:
+    """Stable 64-bit id of one example's coordinates (summed mod 2**64 per snapshot)."""
+    return xxhash.xxh3_64_intdigest(f"{topic}/{partition}/{offset}".encode())
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Which model to train (its definition: head, spec, learner, params) and how often
+    to publish."""
+
+    definition: ModelDef = FEED
+    seed: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE
+    flush_after_s: float = 1.0
+    #: Seconds between full versions (with the learner state: resume points).
+    snapshot_interval_s: float = 10.0
+    #: Seconds between serving-only versions in between (``None``: full ones only).
+    publish_interval_s: float | None = None
+    #: Retention: keep the newest this many versions (and the newest resume points and
+    #: the staged ones); 0 keeps every version.
+    keep_versions: int = 0
+    metrics_window: int = 5000
+    #: thresholds of the automatic rollout (``streamlearn.streams.learning.rollout``)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    @property
+    def model(self) -> str:
+        """The model's name (its registry folder and ``training-examples.<model>``)."""
+        return self.definition.name
+
+
+#: ``origin`` of the versions the online trainer publishes (its resume points).
+ONLINE: Final = "online"
+
+
+def is_online(mv: ModelVersion) -> bool:
+    """True for a version the online trainer published (older ones carry no ``origin``
+    but a fingerprint)."""
+    origin = mv.metadata.get("origin")
+    return origin == ONLINE or (origin is None and "fingerprint" in mv.metadata)
+
+
+def is_resume_point(mv: ModelVersion) -> bool:
+    """True for an online version that carries its learner state."""
+    return is_online(mv) and not mv.serving_only
+
+
+def _decode_example(raw: bytes | None) -> Any:
+    return decode_example(raw, max_bytes=1024 * 1024)
+
+
+@dataclass
+class _Block:
+    """Featurised examples waiting to be learned, in arrival order."""
+
+    records: list[Record]
+    idx: np.ndarray
+    val: np.ndarray
+    y: np.ndarray
+
+
+class OnlineTrainer:
+    """A snapshot processor over ``training-examples.<model>`` (see module docstring)."""
+
+    name = "trainer"
+    dead_letter_inputs: frozenset[str] | None = None
+
+    def __init__(
+        self,
+        topics: Topics,
+        registry: FileRegistry,
+        config: TrainerConfig,
+        clock: Callable[[], float] = time.time,
+        cluster: Cluster | None = None,
+    ) -> None:
+        self.topics = topics
+        self.registry = registry
+        self.config = config
+        self._clock = clock
+        self._cluster = cluster
+        self.learner: Learner | None = None
+        self.metrics = ProgressiveMetrics(window=config.metrics_window)
+        self.version = 0
+        #: "topic/partition" -> offset below which every example is learned or
+        #: dead-lettered (examples still pending are above it; see ``_resume_offsets``)
+        self.offsets: dict[str, int] = {}
+        self.fingerprint = 0
+        self.examples_seen = 0
+        self.lineage_id = uuid.uuid4().hex
+        self.topic_ids: dict[str, str] = {}
+        self._pending: list[_Block] = []
+        self._pending_n = 0
+        self._last_arrival = 0.0
+        self._last_snapshot = 0.0
+        self._learned_since_snapshot = 0
+        self._last_publish = 0.0
+        self._learned_since_publish = 0
+        self._resume_version: int | None = None
+        #: records were processed since the last ``advance`` (``self.offsets`` lags them)
+        self._unadvanced = False
+        self._snapshot_offsets: dict[str, int] = {}
+        self._loaded = False
+        #: positives learned since the last published version (freshness, see
+        #: ``streamlearn.models.freshness``)
+        self._positives = PositivesSample(seed=config.seed)
+        #: per-version evaluation, the candidate arm and the automatic rollout
+        self.rollout = Rollout(registry, topics, config.model, config.rollout, clock=clock)
+
+    @property
+    def input_topic(self) -> str:
+        """The training-examples topic of the model."""
+        return self.topics.training_examples(self.config.model)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def inputs(self) -> Mapping[str, Decoder]:
+        return {self.input_topic: _decode_example}
+
+    def _resume_point(self) -> ModelVersion | None:
+        found = [mv for mv in self.registry.versions(self.config.model) if is_resume_point(mv)]
+        return found[-1] if found else None
+
+    def _new_learner(self) -> Learner:
+        return self.config.definition.create(seed=self.config.seed)
+
+    def _stale(self, meta: Mapping[str, Any]) -> str | None:
+        """Why a snapshot cannot be resumed on the topics as they are now, or ``None``."""
+        if self._cluster is None:
+            return None
+        topic = self.input_topic
+        was = (meta.get("topic_ids") or {}).get(topic)
+        if was is not None and self.topic_ids.get(topic) not in (None, was):
+            return f"topic={topic} had id {was}, now {self.topic_ids[topic]}"
+        offsets = {
+            int(k.rsplit("/", 1)[1]): int(v)
+            for k, v in meta.get("offsets", {}).items()
+            if k.rsplit("/", 1)[0] == topic
+        }
+        ends = self._cluster.log_ends([(topic, p) for p in offsets])
+        for p, off in sorted(offsets.items()):
+            if off > ends[(topic, p)]:
+                end = ends[(topic, p)]
+                return f"topic={topic} partition={p} offset {off} is beyond its log end {end}"
+        return None
+
+    def _load(self) -> None:
+        """Resume from the newest online snapshot, or start a fresh learner."""
+        self._loaded = True
+        if self._cluster is not None:
+            self.topic_ids = self._cluster.topic_ids([self.input_topic])
+        mv = self._resume_point()
+        if mv is None:
+            self.learner = self._new_learner()
+            return
+        self.learner = self.registry.load_learner(mv)
+        meta = mv.metadata
+        self.version = mv.version
+        self._resume_version = mv.version
+        self.rollout.resume(meta)
+        self._last_snapshot = self._clock()  # the next snapshot is an interval away
+        MODEL_VERSION.labels(self.config.model).set(self.version)
+        why = self._stale(meta)
+        if why:
+            log.warning(
+                "model=%s version=%d was trained on other topics (%s): starting a new "
+                "lineage from its learner, with offsets for the topics as they are now",
+                self.config.model,
+                mv.version,
+                why,
+            )
+            return
+        self.offsets = {k: int(v) for k, v in meta.get("offsets", {}).items()}
+        self._snapshot_offsets = dict(self.offsets)
+        self.fingerprint = int(meta.get("fingerprint", 0))
+        self.examples_seen = int(meta.get("examples_seen", 0))
+        self.lineage_id = str(meta.get("lineage_id") or self.lineage_id)
+        log.info(
+            "model=%s resumed from version=%d examples_seen=%d offsets=%s",
+            self.config.model,
+            self.version,
+            self.examples_seen,
+            self.offsets,
+        )
+
+    def _resume_offsets(self) -> dict[str, int]:
+        """Per partition: the first pending example, else the passed offset."""
+        out = dict(self.offsets)
+        for block in reversed(self._pending):
+            for r in reversed(block.records):
+                out[f"{r.topic}/{r.partition}"] = r.offset
+        return out
+
+    def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        if not self._loaded:
+            self._load()
+        # The snapshot is the truth: a partition it has not learned from starts at the
+        # beginning, whatever the group's committed offset says.
+        resume = self._resume_offsets()
+        return {(t, p): resume.get(f"{t}/{p}", OFFSET_BEGINNING) for t, p in partitions}
+
+    def revoke(self, partitions: list[TopicPartitionKey]) -> None:
+        gone = set(partitions)
+        self.offsets = self._resume_offsets()  # their pending examples are read again
+        kept: list[_Block] = []
+        for b in self._pending:
+            keep = [i for i, r in enumerate(b.records) if (r.topic, r.partition) not in gone]
+            if len(keep) == len(b.records):
+                kept.append(b)
+            elif keep:
+                kept.append(
+                    _Block([b.records[i] for i in keep], b.idx[keep], b.val[keep], b.y[keep])
+                )
+        self._pending = kept
+        self._pending_n = sum(len(b.records) for b in kept)
+
+    # -- learning --------------------------------------------------------------------------
+    def process(self, records: list[Record]) -> list[Output]:
+        """Featurise the whole batch (a failure leaves no trace), then learn every full
+        micro-batch."""
+        if not self._loaded:
+            self._load()
+        if not records:
+            return []
+        assert self.learner is not None
+        idx, val = self.learner.featuriser.transform_many([r.value.features for r in records])
+        y = np.fromiter((r.value.label for r in records), dtype=np.float64, count=len(records))
+        self._pending.append(_Block(list(records), idx, val, y))
+        self._pending_n += len(records)
+        self._last_arrival = self._clock()
+        self._unadvanced = True
+        bs = self.config.batch_size
+        while self._pending_n >= bs:
+            self._learn(self._take(bs))
+        return []
+
+    def _take(self, n: int) -> _Block:
+        """The first ``n`` pending examples, removed from the queue."""
+        taken: list[_Block] = []
+        need = n
+        while need > 0:
+            b = self._pending[0]
+            if len(b.records) <= need:
+                taken.append(self._pending.pop(0))
+                need -= len(b.records)
+            else:
+                taken.append(_Block(b.records[:need], b.idx[:need], b.val[:need], b.y[:need]))
+                self._pending[0] = _Block(b.records[need:], b.idx[need:], b.val[need:], b.y[need:])
+                need = 0
+        self._pending_n -= n
+        if len(taken) == 1:
+            return taken[0]
+        return _Block(
+            [r for b in taken for r in b.records],
+            np.concatenate([b.idx for b in taken]),
+            np.concatenate([b.val for b in taken]),
+            np.concatenate([b.y for b in taken]),
+        )
+
+    def _learn(self, chunk: _Block) -> None:
+        assert self.learner is not None
+        try:
+            p = self.learner.predict_learn_featurised(chunk.idx, chunk.val, chunk.y)
+        except Exception as exc:
+            raise StateLost(
+                f"model={self.config.model} learner failed half-way through an update "
+                f"({type(exc).__name__}: {exc}); resume from the last snapshot"
+            ) from exc
+        self.metrics.update(chunk.y, p)
+        self.rollout.learned(chunk.records, chunk.idx, chunk.val, chunk.y, p, self.learner)
+        fp = self.fingerprint
+        learned_at = self._clock()
+        positives = self._positives
+        for r in chunk.records:
+            fp = (fp + example_fingerprint(r.topic, r.partition, r.offset)) & _MASK
+            label_ts = r.value.label_ts
+            if label_ts is not None and r.value.label == 1:
+                # joined: when the joiner produced it (its Kafka timestamp)
+                joined = r.timestamp if r.timestamp is not None else learned_at
+                positives.add(label_ts, joined, learned_at)
+        self.fingerprint = fp
+        n = len(chunk.records)
+        self.examples_seen += n
+        self._learned_since_snapshot += n
+        self._learned_since_publish += n
+        EXAMPLES_TRAINED.labels(self.config.model).inc(n)
+
+    def _learn_pending(self) -> None:
+        if self._pending_n:
+            self._learn(self._take(self._pending_n))
+
+    def tick(self, now: float) -> list[Output]:
+        """Learn a partial micro-batch after ``flush_after_s`` without examples; publish
+        version 1 before any example arrives (so serving has a model at once). Full
+        snapshots are published by ``advance``, when the offsets they record are safe; a
+        serving-only version that is due is published here too once the input has gone
+        quiet (nothing processed since the last ``advance``: the offsets it records then
+        cover everything it learned), so the last examples before a pause are served."""
+        if not self._loaded:
+            self._load()
+        if self._pending_n and now - self._last_arrival >= self.config.flush_after_s:
+            self._learn_pending()
+        if (
+            self.version == 0
+            and not self.offsets
+            and not self._pending_n
+            and not self.examples_seen
+        ):
+            return self.publish()
+        if not self._unadvanced and self._serving_only_due(now):
+            return self.publish(full=False)
+        return []
+
+    def _serving_only_due(self, now: float) -> bool:
+        every = self.config.publish_interval_s
+        if every is None or now - self._last_publish < every:
+            return False
+        return bool(self._learned_since_publish or self._pending_n)
+
+    def _switch(self, switch: Switch) -> None:
+        """Continue from another learner (a promoted candidate, or the fallback after a
+        rollback): a new lineage from the current offsets (see
+        ``streamlearn.streams.learning.rollout``)."""
+        assert self.learner is not None
+        old = self.learner
+        self.learner = switch.learner
+        self.version = switch.parent_version
+        self.lineage_id = uuid.uuid4().hex
+        self.rollout.switched(old, switch)
+        log.warning(
+            "model=%s continues from version %d (%s): a new lineage from offsets %s",
+            self.config.model,
+            switch.parent_version,
+            switch.action,
+            self._resume_offsets(),
+        )
+
+    def publish(self, full: bool = True) -> list[Output]:
+        """Decide the rollout (which may switch the learner), learn what is pending,
+        snapshot the learner (``full``: with its state, a resume point; else
+        serving-only), check its ONNX graph on recent real rows, publish it to the
+        registry (as ``rejected`` when the check fails: it is never served, a full one's
+        state is still a resume point) and return the announcements."""
+        switch = self.rollout.decide(self.version, self._resume_version)
+        if switch is not None:
+            self._switch(switch)
+            full = True  # the new lineage's first version is a resume point
+        assert self.learner is not None
+        t0 = time.perf_counter()
+        self._learn_pending()
+        report = self.metrics.report()
+        snap = self.learner.snapshot(state=full)
+        offsets = self._resume_offsets()
+        stage, parity = None, None
+        try:
+            idx, val = self.learner.featuriser.transform_many(self.rollout.sample_rows)
+            parity = onnx_parity(snap, self.learner, idx, val)
+        except ParityError as exc:
+            stage = "rejected"
+            PARITY_FAILURES.labels(self.config.model, "production").inc()
+            log.error("model=%s: snapshot not served: %s", self.config.model, exc)
+        mv = self.registry.publish(
+            self.config.model,
+            snap,
+            extra={
+                "origin": ONLINE,
+                "offsets": offsets,
+                "topic_ids": dict(self.topic_ids),
+                "lineage_id": self.lineage_id,
+                "fingerprint": str(self.fingerprint),
+                "examples_seen": self.examples_seen,
+                "metrics": report,
+                "parent_version": self.version or None,
+                FRESHNESS_KEY: self._positives.to_metadata(),
+                "parity_max_abs_diff": parity,
+                **({"rollout": self.rollout.state()} if full else {}),
+            },
+            stage=stage,
+        )
+        self._positives.clear()
+        self.rollout.published(mv, full)
+        self.version = mv.version
+        self._last_publish = self._clock()
+        self._learned_since_publish = 0
+        if full:
+            self._resume_version = mv.version
+            self._snapshot_offsets = offsets
+            self._last_snapshot = self._last_publish
+            self._learned_since_snapshot = 0
+        if self.config.keep_versions > 0:
+            protect = self.rollout.protected() | (
+                set() if self._resume_version is None else {self._resume_version}
+            )
+            self.registry.prune(self.config.model, self.config.keep_versions, protect=protect)
+        SNAPSHOT_SECONDS.labels(self.config.model).set(time.perf_counter() - t0)
+        MODEL_VERSION.labels(self.config.model).set(mv.version)
+        for k, v in report.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                PROGRESSIVE.labels(self.config.model, k).set(v)
+        log.log(
+            logging.INFO if full else logging.DEBUG,
+            "model=%s published version=%d (%s) examples_seen=%d auc=%s",
+            self.config.model,
+            mv.version,
+            "full" if full else "serving-only",
+            self.examples_seen,
+            report.get("auc"),
+        )
+        upd = ModelUpdate(
+            model=self.config.model,
+            version=mv.version,
+            created_at=float(mv.metadata.get("created_at", time.time())),
+            metrics={k: v for k, v in report.items() if v is not None},
+        )
+        announced = (
+            [] if stage else [Output(self.topics.model_updates, encode(upd), self.config.model)]
+        )
+        return announced + self.rollout.take_outputs()
+
+    # -- checkpoints: the snapshot is the checkpoint ----------------------------------------
+    def advance(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
+        """Everything below ``offsets`` is learned, pending, or dead-lettered with its dead
+        letter acknowledged; publish a snapshot when one is due (it records these offsets,
+        or the first pending example's)."""
+        for (t, p), off in offsets.items():
+            key = f"{t}/{p}"
+            if off > self.offsets.get(key, 0):
+                self.offsets[key] = off
+        self._unadvanced = False
+        now = self._clock()
+        full_due = now - self._last_snapshot >= self.config.snapshot_interval_s
+        if full_due and (self._learned_since_snapshot or self._pending_n):
+            return self.publish(full=True)
+        if self._serving_only_due(now):
+            return self.publish(full=False)
+        return []
+
+    def finish(self) -> list[Output]:
+        """Learn what is pending and publish a last snapshot, so a clean stop loses nothing."""
+        self._learn_pending()
+        moved = self._resume_offsets() != self._snapshot_offsets  # e.g. dead letters only
+        return self.publish(full=True) if self._learned_since_snapshot or moved else []
+
+    def close(self) -> None:
+        return None

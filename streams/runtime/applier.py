@@ -1,0 +1,241 @@
+"""What both runtimes share: decode (bad → dead letters), apply, and checkpoint.
+
+A runtime hands over the messages it consumed; ``BatchApplier`` decodes them, runs the
+processor's batch function and adds the results to its ``Checkpoint``, which commits
+every ``commit_interval_s`` (like Kafka Streams' ``commit.interval.ms``): an entity
+touched many times in the interval is encoded, stored and emitted once, at the cost of
+up to that interval of output latency.
+
+A batch that raises is retried record by record; a record that still raises is
+dead-lettered with ``processing_error``. For a store processor whose earlier batches of
+the interval are not committed yet, their state went with the ``discard`` too: the
+interval is dropped, the consumer rewound (``seek``) to its first offsets, and the whole
+interval re-applied record by record. A snapshot processor's ``process`` is
+all-or-nothing, so only the failed batch is retried. ``StateLost`` is never retried: it
+propagates and the runtime stops without committing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
+from streamlearn.streams.errors import ContractError, StateLost
+from streamlearn.streams.kafka.clients import ProducerLike
+from streamlearn.streams.runtime.checkpoint import Checkpoint, CommitOffsets
+from streamlearn.streams.runtime.metrics import (
+    BATCH_SECONDS,
+    EVENTS_IN,
+    EVENTS_PROCESSED,
+    INVALID_SKIPPED,
+)
+from streamlearn.streams.runtime.processor import (
+    Processor,
+    Record,
+    StoreProcessor,
+    TopicPartitionKey,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeStats:
+    """Counters of one runtime run, for tests and benchmarks."""
+
+    consumed: int = 0
+    processed: int = 0
+    dead_lettered: int = 0
+    produced: int = 0
+    batches: int = 0
+
+
+Seek = Callable[[dict[TopicPartitionKey, int]], None]
+
+
+@dataclass
+class BatchApplier:
+    """Runs one processor's micro-batches into one checkpoint."""
+
+    processor: Processor
+    producer: ProducerLike
+    on_committed: CommitOffsets | None = None
+    stats: RuntimeStats = field(default_factory=RuntimeStats)
+    #: Seconds between commits (0: every batch). A store processor needs ``seek`` when > 0.
+    commit_interval_s: float = 0.0
+    #: Commit earlier than the interval once this many records are uncommitted.
+    max_uncommitted: int = 100_000
+    seek: Seek | None = None
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._store: StoreProcessor | None = (
+            self.processor if isinstance(self.processor, StoreProcessor) else None
+        )
+        if self.commit_interval_s > 0 and self._store is not None and self.seek is None:
+            raise ValueError("a commit interval needs a seek callback to rewind on failure")
+        self._decoders = dict(self.processor.inputs())
+        owned = self.processor.dead_letter_inputs
+        self._owned: frozenset[str] | None = None if owned is None else frozenset(owned)
+        self.checkpoint = Checkpoint(self.processor, self.producer, self.on_committed, self.clock)
+        # After a rewind: re-apply record by record up to these offsets.
+        self._careful: dict[TopicPartitionKey, int] = {}
+
+    @property
+    def topics(self) -> list[str]:
+        """The processor's input topics."""
+        return list(self._decoders)
+
+    def apply(self, msgs: Sequence[Message]) -> None:
+        """Decode and apply one batch of data messages (errors filtered out); commit when
+        the interval is due."""
+        t0 = time.perf_counter()
+        name = self.processor.name
+        records: list[Record] = []
+        append = records.append
+        first: dict[TopicPartitionKey, int] = {}
+        offsets: dict[TopicPartitionKey, int] = {}
+        consumed: dict[str, int] = {}
+        decoders = self._decoders
+        cp = self.checkpoint
+        for m in msgs:
+            topic: str = m.topic()  # type: ignore[assignment]
+            part: int = m.partition()  # type: ignore[assignment]
+            off: int = m.offset()  # type: ignore[assignment]
+            if (topic, part) not in offsets:
+                first[(topic, part)] = off
+            offsets[(topic, part)] = off + 1
+            consumed[topic] = consumed.get(topic, 0) + 1
+            raw = m.value()
+            try:
+                value = decoders[topic](raw)
+            except ContractError as exc:
+                if self._owned is None or topic in self._owned:
+                    cp.dead_letter(m, exc.reason, str(exc))
+                    self.stats.dead_lettered += 1
+                else:
+                    INVALID_SKIPPED.labels(name, topic).inc()
+                continue
+            kind, ms = m.timestamp()
+            stamp = ms / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else None
+            append(Record(topic, part, off, m.key(), value, raw, stamp))
+        self.stats.consumed += len(msgs)
+        for topic, c in consumed.items():
+            EVENTS_IN.labels(name, topic).inc(c)
+        if self._careful:
+            self._one_by_one(records, msgs, first, offsets)
+            self._careful = {
+                tp: end for tp, end in self._careful.items() if offsets.get(tp, -1) < end
+            }
+            return
+        try:
+            outputs = self.processor.process(records) if records else []
+        except StateLost:
+            raise
+        except Exception:
+            log.exception("processor=%s batch failed; retrying record by record", name)
+            self._recover(records, msgs, first, offsets)
+            return
+        # Not a record's fault when it fails: it propagates and the runtime stops uncommitted.
+        outputs += self.processor.tick(self.clock())
+        cp.add(outputs)
+        cp.store_offsets(first, offsets)
+        for r in records:
+            cp.applied[r.topic] += 1
+        BATCH_SECONDS.labels(name).observe(time.perf_counter() - t0)
+        if cp.expired(self.commit_interval_s) or cp.size() >= self.max_uncommitted:
+            self.commit()
+
+    def forget(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Partitions taken away (after ``commit``): stop tracking them."""
+        for tp in partitions:
+            self._careful.pop(tp, None)
+
+    def commit(self) -> None:
+        """Commit the uncommitted interval now (also before a revoke and at a stop)."""
+        if self.checkpoint.empty:
+            return
+        before = self.checkpoint.produced
+        applied = self.checkpoint.commit()
+        self.stats.produced += self.checkpoint.produced - before
+        self.stats.batches += 1
+        for topic, c in applied.items():
+            EVENTS_PROCESSED.labels(self.processor.name, topic).inc(c)
+            self.stats.processed += c
+
+    def _recover(
+        self,
+        records: list[Record],
+        msgs: Sequence[Message],
+        first: dict[TopicPartitionKey, int],
+        offsets: dict[TopicPartitionKey, int],
+    ) -> None:
+        cp = self.checkpoint
+        if self._store is None or not cp.offsets:
+            # A snapshot processor's failed batch left no trace; a store processor with
+            # nothing earlier uncommitted only lost this batch: retry just this batch.
+            if self._store is not None:
+                self._store.discard()
+            self._one_by_one(records, msgs, first, offsets)
+            return
+        # Earlier batches' state went with the discard: rewind to the last commit and
+        # re-apply the whole interval record by record.
+        self._store.discard()
+        assert self.seek is not None
+        ends = {**cp.offsets, **offsets}
+        starts = {**first, **cp.starts}
+        log.warning(
+            "processor=%s rewinding to %s to re-apply record by record", self.processor.name, starts
+        )
+        cp.drop()
+        self._careful = ends
+        self.seek(starts)
+
+    def _one_by_one(
+        self,
+        records: list[Record],
+        msgs: Sequence[Message],
+        first: dict[TopicPartitionKey, int],
+        offsets: dict[TopicPartitionKey, int],
+    ) -> None:
+        """Apply and commit each record alone; dead-letter the ones that raise."""
+        by_coord = {(m.topic(), m.partition(), m.offset()): m for m in msgs}
+        cp = self.checkpoint
+        for r in records:
+            try:
+                outputs = self.processor.process([r])
+            except StateLost:
+                raise
+            except Exception as exc:
+                if self._store is not None:
+                    self._store.discard()
+                cp.dead_letter(
+                    by_coord[(r.topic, r.partition, r.offset)],
+                    "processing_error",
+                    f"{type(exc).__name__}: {exc}",
+                )
+                self.stats.dead_lettered += 1
+            else:
+                cp.add(outputs)
+                cp.applied[r.topic] += 1
+            tp = (r.topic, r.partition)
+            cp.store_offsets({tp: r.offset}, {tp: r.offset + 1})
+            self.commit()
+        cp.store_offsets(first, offsets)  # records that did not decode, after the last one
+        self.commit()
+
+    def finish(self) -> None:
+        """A clean stop: commit the interval, then the processor's last outputs.
+
+        Raises when either fails (a lost final snapshot or commit is an error)."""
+        self.commit()
+        outputs = self.processor.finish()
+        if outputs or self._store is not None:  # finish may also have changed state
+            self.checkpoint.add(outputs)
+            before = self.checkpoint.produced
+            self.checkpoint.commit()
+            self.stats.produced += self.checkpoint.produced - before
