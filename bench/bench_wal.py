@@ -41,7 +41,8 @@ from streamlearn.streams.kafka.clients import KafkaCluster
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
-from streamlearn.streams.state.store import Durability, PartitionStore, RestoreSource
+from streamlearn.streams.state.restore import RestoreSource
+from streamlearn.streams.state.store import Durability, PartitionStore
 
 log = logging.getLogger(__name__)
 

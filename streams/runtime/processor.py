@@ -33,7 +33,9 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING
 
 from streamlearn.streams.kafka.clients import Cluster, Headers, TopicPartitionKey
-from streamlearn.streams.state.store import Durability, PartitionedState, Provenance, RestoreSource
+from streamlearn.streams.state.partitioned import PartitionedState
+from streamlearn.streams.state.restore import RestoreSource
+from streamlearn.streams.state.store import Durability, Provenance
 
 Decoder = Callable[[bytes | None], Any]
 
@@ -152,8 +154,8 @@ class StatefulProcessor:
     Subclasses set ``name``, implement ``inputs`` and ``process`` (using
     ``self.state[partition]``), and may override ``tick``. With a ``cluster``, stores
     record their topics' ids, stale ones are rebuilt and empty ones are restored from the
-    changelog (``streamlearn.streams.state.store``); without one (unit tests), stores are used as
-    found.
+    changelog (``streamlearn.streams.state.partitioned``); without one (unit tests),
+    stores are used as found.
     """
 
     name = "processor"

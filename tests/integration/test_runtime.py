@@ -16,7 +16,7 @@ from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
-from streamlearn.streams.state.store import is_control_key
+from streamlearn.streams.state.changelog import is_control_key
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration

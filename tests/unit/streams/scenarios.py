@@ -19,7 +19,8 @@ from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
 from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig, is_resume_point
 from streamlearn.streams.runtime.processor import Processor
-from streamlearn.streams.state.store import PartitionStore, is_control_key
+from streamlearn.streams.state.changelog import is_control_key
+from streamlearn.streams.state.store import PartitionStore
 from streamlearn.streams.testing.checks import Scenario
 from streamlearn.streams.testing.memory import MemoryBroker
 

@@ -8,15 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamlearn.streams.state.store import (
-    OFFSETS_KEY,
-    RESET_KEY,
-    Durability,
-    PartitionedState,
-    PartitionStore,
-    Provenance,
-    RestoreSource,
-)
+from streamlearn.streams.state.changelog import OFFSETS_KEY, RESET_KEY
+from streamlearn.streams.state.partitioned import PartitionedState
+from streamlearn.streams.state.restore import RestoreSource
+from streamlearn.streams.state.store import Durability, PartitionStore, Provenance
 from streamlearn.streams.testing.memory import MemoryBroker
 
 CHANGELOG = "t.changelog"
@@ -75,7 +70,7 @@ def test_a_store_of_a_recreated_topic_is_wiped_with_one_warning(
     state = PartitionedState(tmp_path, None)
     _write(state, 0, Provenance({INPUT: "a"}, {INPUT: 5}), 5)
     state.close_all()
-    with caplog.at_level(logging.WARNING, logger="streamlearn.streams.state.store"):
+    with caplog.at_level(logging.WARNING, logger="streamlearn.streams.state.partitioned"):
         store = state.open(0, Provenance({INPUT: "b"}, {INPUT: 5}))
     assert store.is_empty() and store.offsets() == {}
     assert [r.message for r in caplog.records if "stale state" in r.message] != []
