@@ -9,13 +9,23 @@ What a published vision model expects (also written into its metadata):
 * output ``probs``: float32 ``[N, len(classes)]``, softmax probabilities in the order of
   ``classes``.
 
-Training is deterministic on CPU for a given seed (initialisation under
+Training is reproducible for a given seed (initialisation under
 ``torch.random.fork_rng``, so the global RNG is untouched; batch order from
 ``numpy.random.default_rng((seed, epoch))``; Adam with a cosine learning-rate decay that
 is a function of the step number, so a checkpoint needs only the weights and Adam's
-state). A checkpoint is written after every epoch under ``checkpoint_dir/<run key>/``;
-a rerun with the same data and config resumes from the last one (and, with every epoch
-done, goes straight to evaluation and export).
+state). On CPU two runs, or a run and its resumption, give bit-equal weights. On CUDA
+training runs with cuDNN's deterministic algorithms and
+``torch.use_deterministic_algorithms(True, warn_only=True)`` (``CUBLAS_WORKSPACE_CONFIG``
+is set to ``:4096:8`` when unset), which removes the usual sources of run-to-run
+differences but is not promised bit-equal by torch for every kernel: compare CUDA runs
+within a tolerance (``bench/device_check.py`` measures it).
+
+A checkpoint (weights, Adam's state, the epoch) is written after every epoch under
+``checkpoint_dir/<run key>/``; a rerun with the same data and config resumes from the
+last one (and, with every epoch done, goes straight to evaluation and export).
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values
+only, so a checkpoint someone else wrote cannot run code here; one that holds anything
+else is refused with an :class:`OfflineError`.
 Uses CUDA when available unless ``device="cpu"``.
 """
 
@@ -26,6 +36,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -192,8 +203,44 @@ def _last_checkpoint(directory: Path) -> dict[str, Any] | None:
     found = sorted(directory.glob("epoch-*.pt"))
     if not found:
         return None
-    state: dict[str, Any] = torch.load(found[-1], map_location="cpu", weights_only=False)
+    try:
+        state: dict[str, Any] = torch.load(found[-1], map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise OfflineError(
+            f"refusing the checkpoint {found[-1]}: expected tensors and plain values only "
+            f"(read with weights_only=True; anything else could run code), got: "
+            f"{str(exc).splitlines()[0]}; remove it (or choose another checkpoint directory) "
+            "to train from scratch"
+        ) from None
+    if not isinstance(state, dict) or not {"epoch", "model", "optim"} <= state.keys():
+        raise OfflineError(
+            f"refusing the checkpoint {found[-1]}: expected a dict with epoch, model and "
+            f"optim, got {type(state).__name__}"
+        )
     return state
+
+
+@contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """On CUDA: cuDNN's deterministic algorithms and torch's deterministic mode (warn only)
+    for the duration of training; restored after. On CPU training is deterministic as is."""
+    if device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[:2]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
 
 
 def export_onnx(net: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
@@ -259,7 +306,7 @@ def train_vision(
     progress: Callable[[VisionProgress], None] | None = None,
 ) -> VisionResult:
     """Train (or resume), evaluate on the holdout, export with a parity check, publish."""
-    with _torch_threads(config.threads):
+    with _torch_threads(config.threads), _deterministic(_device(config.device)):
         return _train_vision(config, checkpoint_dir, registry, model, progress)
 
 

@@ -6,9 +6,13 @@ its upstream outputs, its fingerprint (external state it reads), and its code ve
 function's own source is hashed: a change in a helper it calls does not invalidate the
 cache (bump the package version, or run with ``use_cache=False``).
 
-A cached output is ``output.pkl`` (the returned value, pickled) plus ``step.json``
-(what produced it), written last and atomically: a directory without ``step.json`` is a
-crashed or running execution, never a cached output. Executions of one key are
+A cached output is ``output.msgpack`` (the returned value as data, never a pickle:
+:mod:`streamlearn.offline.flow.values`) plus ``step.json`` (what produced it, with the
+output's SHA-256), written last and atomically: a directory without ``step.json`` is a
+crashed or running execution, never a cached output. An output that does not match its
+checksum, cannot be read back as the step's return type, or is a pickle (``output.pkl``,
+written by older versions) is refused with a warning and the step runs again: a cache
+on a shared file system must not run the code of whoever can write it. Executions of one key are
 serialised by an advisory lock (``.<key>.lock``), so parallel runs sharing a step (a
 sweep's common replay) compute it once and the others reuse it.
 """
@@ -17,11 +21,11 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import inspect
 import json
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,12 +38,15 @@ import orjson
 import xxhash
 
 from streamlearn.offline.errors import FlowError
+from streamlearn.offline.flow.values import decode_value, encode_value
 from streamlearn.offline.lineage import code_version
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FILE = "output.pkl"
+OUTPUT_FILE = "output.msgpack"
 RECORD_FILE = "step.json"
+#: the pickled output of older versions: refused, never read
+PICKLED_FILE = "output.pkl"
 
 
 def canonical_json(value: Any, what: str) -> bytes:
@@ -94,8 +101,9 @@ class StepCache:
         """The directory of ``step``'s output for ``key`` (also the step's ``ctx.out``)."""
         return self.base / step / key
 
-    def load(self, step: str, key: str) -> Cached | None:
-        """The cached output, or ``None`` when absent, incomplete or unreadable."""
+    def load(self, step: str, key: str, kind: Any = Any) -> Cached | None:
+        """The cached output (read as ``kind``, the step's return type), or ``None`` when
+        absent, incomplete, unreadable or refused (a pickle, a checksum mismatch)."""
         d = self.path(step, key)
         try:
             record = json.loads((d / RECORD_FILE).read_text())
@@ -104,11 +112,23 @@ class StepCache:
         except (OSError, ValueError) as exc:
             log.warning("ignoring the cache of step=%s key=%s: %s", step, key, exc)
             return None
+        if (d / PICKLED_FILE).exists():
+            log.warning(
+                "refusing the cache of step=%s key=%s: %s is a pickle, which can run code "
+                "when loaded; the step runs again",
+                step,
+                key,
+                d / PICKLED_FILE,
+            )
+            return None
         try:
-            with open(d / OUTPUT_FILE, "rb") as fh:
-                value = pickle.load(fh)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-            log.warning("ignoring the cache of step=%s key=%s: %s", step, key, exc)
+            data = (d / OUTPUT_FILE).read_bytes()
+            want = record.get("output_sha256")
+            if hashlib.sha256(data).hexdigest() != want:
+                raise ValueError(f"expected the output's sha256 to be {want}, got another")
+            value = decode_value(data, kind)
+        except Exception as exc:  # anything but a valid output: refused, the step reruns
+            log.warning("refusing the cache of step=%s key=%s: %s", step, key, exc)
             return None
         return Cached(value, record)
 
@@ -135,14 +155,10 @@ class StepCache:
     def commit(self, step: str, key: str, value: Any, record: dict[str, Any]) -> None:
         """Store ``value`` and mark the execution complete by writing its record last."""
         d = self.path(step, key)
-        try:
-            with open(d / OUTPUT_FILE, "wb") as fh:
-                pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise FlowError(
-                f"expected step {step!r} to return a picklable value, got "
-                f"{type(value).__name__}: {exc}"
-            ) from exc
+        data = encode_value(value, f"step {step!r}")
+        with open(d / OUTPUT_FILE, "wb") as fh:
+            fh.write(data)
+        record = {**record, "output_sha256": hashlib.sha256(data).hexdigest()}
         fd, tmp = tempfile.mkstemp(prefix=".step-", dir=d)
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")

@@ -127,8 +127,25 @@ def _ship_by_value(fn: Callable[..., Any]) -> None:
         cloudpickle.register_pickle_by_value(module)
 
 
-def _call(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
-    return fn(**kwargs)
+@dataclass(frozen=True)
+class Placement:
+    """Where a step ran: the resources its task asked for and the GPUs Ray granted it
+    (written to the step's run record, so a run says what it got, not what it hoped)."""
+
+    executor: str
+    cpus: float
+    gpus: float
+    gpu_ids: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe, for the run record."""
+        return {"cpus": self.cpus, "gpus": self.gpus, "gpu_ids": list(self.gpu_ids)}
+
+
+def _call(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    import ray
+
+    return fn(**kwargs), [str(g) for g in ray.get_gpu_ids()]
 
 
 class RayExecutor:
@@ -149,8 +166,11 @@ class RayExecutor:
             self.started = connect(self.config)
             self._connected = True
 
-    def run(self, fn: Callable[..., Any], kwargs: Mapping[str, Any], resources: Resources) -> Any:
-        """``fn(**kwargs)`` as a Ray task; its own exception is raised here, unwrapped."""
+    def run(
+        self, fn: Callable[..., Any], kwargs: Mapping[str, Any], resources: Resources
+    ) -> tuple[Any, Placement]:
+        """``fn(**kwargs)`` as a Ray task, and where it ran; its own exception is raised
+        here, unwrapped."""
         self._connect()
         import ray
         from ray.exceptions import RayTaskError
@@ -160,12 +180,13 @@ class RayExecutor:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_call)
         log.info("ray task %s cpus=%s gpus=%s", getattr(fn, "__name__", fn), cpus, gpus)
         try:
-            return ray.get(task.remote(fn, dict(kwargs)))
+            value, gpu_ids = ray.get(task.remote(fn, dict(kwargs)))
         except RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, BaseException) else None
             if cause is not None:
                 raise cause from None
             raise
+        return value, Placement("ray", cpus, gpus, tuple(gpu_ids))
 
     def close(self) -> None:
         """Stop the local Ray if this executor started it."""

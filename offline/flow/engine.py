@@ -24,10 +24,11 @@ from typing import Any, Protocol
 
 from streamlearn.offline.errors import FlowError, FlowStepError
 from streamlearn.offline.flow.cache import StepCache, canonical_json, code_identity, step_key
-from streamlearn.offline.flow.compute import Resources
+from streamlearn.offline.flow.compute import Placement, Resources
 from streamlearn.offline.flow.context import ProgressFn, StepContext, StepProgress
 from streamlearn.offline.flow.graph import CTX, RESOURCES, Flow, Step
 from streamlearn.offline.flow.runs import new_run_id, now_iso, summarize, write_record
+from streamlearn.offline.flow.values import return_type
 from streamlearn.offline.lineage import code_version
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,11 @@ Listener = Callable[[StepEvent], None]
 class Executor(Protocol):
     """Runs a step function elsewhere (a Ray task) with the resources it declares."""
 
-    def run(self, fn: Callable[..., Any], kwargs: Mapping[str, Any], resources: Resources) -> Any:
-        """``fn(**kwargs)``, run where ``resources`` are; raises what ``fn`` raised."""
+    def run(
+        self, fn: Callable[..., Any], kwargs: Mapping[str, Any], resources: Resources
+    ) -> tuple[Any, Placement]:
+        """``fn(**kwargs)``, run where ``resources`` are, and where it ran (what was asked
+        for and granted); raises what ``fn`` raised."""
         ...
 
 
@@ -154,7 +158,7 @@ class _Run:
         return entry
 
     def from_cache(self, step: Step, entry: dict[str, Any]) -> bool:
-        hit = self.cache.load(step.name, entry["key"])
+        hit = self.cache.load(step.name, entry["key"], return_type(step.fn))
         if hit is None:
             return False
         self.outputs[step.name] = hit.value
@@ -192,8 +196,9 @@ class _Run:
         started = time.monotonic()
         if remote:
             assert self.executor is not None and step.resources is not None
-            value = self.executor.run(step.fn, available, step.resources)
-            entry["executor"] = "ray"
+            value, placement = self.executor.run(step.fn, available, step.resources)
+            entry["executor"] = placement.executor
+            entry["resources"] = placement.to_dict()
         else:
             value = step.fn(**available)
         seconds = round(time.monotonic() - started, 4)

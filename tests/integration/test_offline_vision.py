@@ -1,4 +1,8 @@
-"""The vision path end to end on CPU: digits → CNN → registry → onnxruntime."""
+"""The vision path end to end on CPU: digits → CNN → registry → onnxruntime.
+
+Training here is pinned to ``device="cpu"`` where the test compares runs bit for bit
+(CPU training is bit-reproducible; CUDA training is compared within a tolerance by
+``bench/device_check.py``, which a GPU machine runs)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from streamlearn.models.registry import FileRegistry
+from streamlearn.offline.errors import OfflineError
 from streamlearn.offline.images import load_image_folder
 from streamlearn.offline.vision import VisionConfig, VisionProgress, train_vision
 
@@ -55,7 +60,7 @@ def test_digits_train_publish_and_onnx_serves(tmp_path: Path) -> None:
 
 
 def test_rerun_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
-    cfg = VisionConfig(dataset="digits", epochs=3, size=8)
+    cfg = VisionConfig(dataset="digits", epochs=3, size=8, device="cpu")
 
     def crash_in_epoch_3(p: VisionProgress) -> None:
         if p.epoch == 3:
@@ -75,7 +80,32 @@ def test_rerun_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
             None, {"image": x}
         )[0]
 
+    assert resumed.device == fresh.device == "cpu"
     assert np.array_equal(run(resumed.onnx), run(fresh.onnx))
+
+
+class _Exploit:
+    """Unpickling this creates ``path`` (what a planted pickle could do with any code)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (open, (str(self.path), "w"))
+
+
+def test_a_checkpoint_that_is_not_weights_only_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    cfg = VisionConfig(dataset="digits", epochs=1, size=8, device="cpu")
+    train_vision(cfg, tmp_path / "ckpt")
+    (run_dir,) = (tmp_path / "ckpt").iterdir()
+    marker = tmp_path / "pwned"
+    # a later epoch's checkpoint, as someone who can write the directory would plant it
+    torch.save({"epoch": 9, "model": _Exploit(marker), "optim": {}}, run_dir / "epoch-0009.pt")
+    with pytest.raises(OfflineError, match=r"refusing the checkpoint .*epoch-0009\.pt"):
+        train_vision(cfg, tmp_path / "ckpt")
+    assert not marker.exists()
 
 
 def test_image_folder_any_size_and_mode(tmp_path: Path) -> None:

@@ -237,10 +237,62 @@ def test_unpicklable_or_non_json_params_fail_clearly(tmp_path: Path) -> None:
     def gen(p: Any) -> Any:
         return (i for i in range(3))  # a generator cannot be cached
 
-    with pytest.raises(FlowStepError, match="expected step 'gen' to return a picklable value"):
+    with pytest.raises(FlowStepError, match="expected step 'gen' to return data, got generator"):
         run_flow(flow, root=tmp_path)
     assert [
         p.name for p in (tmp_path / "odd" / "gen").iterdir() if not p.name.startswith(".")
     ] == []
     with pytest.raises(FlowStepError, match="expected JSON-safe params of step 'gen'"):
         run_flow(flow, {"p": object()}, root=tmp_path)
+
+
+class _Exploit:
+    """Unpickling this creates ``path``: what a pickle planted in a shared cache could
+    do with any code it names."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+def test_a_pickle_planted_in_the_cache_is_refused_never_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import hashlib
+    import pickle
+
+    flow = make_flow()
+    first = run_flow(flow, root=tmp_path / "cache")
+    step_dir = Path(first.record["steps"]["b"]["path"])
+    output = step_dir / "output.msgpack"
+    assert output.exists() and not (step_dir / "output.pkl").exists()
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit(marker))
+
+    # as an older version's pickled output, beside the record
+    (step_dir / "output.pkl").write_bytes(payload)
+    again = run_flow(flow, root=tmp_path / "cache")
+    assert not marker.exists()
+    assert again.record["steps"]["b"]["status"] == "executed" and calls["b"] == 2
+    assert "is a pickle, which can run code" in caplog.text
+    assert again.outputs["c"] == first.outputs["c"]  # recomputed: the pickle is gone
+    assert not (step_dir / "output.pkl").exists()
+
+    # in place of the output, with its checksum in the record (a writer who knows the
+    # format): it is not msgpack data of the step's type, so it is refused too
+    record = json.loads((step_dir / "step.json").read_text())
+    output.write_bytes(payload)
+    record["output_sha256"] = hashlib.sha256(payload).hexdigest()
+    (step_dir / "step.json").write_text(json.dumps(record))
+    caplog.clear()
+    third = run_flow(flow, root=tmp_path / "cache")
+    assert not marker.exists()
+    assert third.record["steps"]["b"]["status"] == "executed" and calls["b"] == 3
+    assert "refusing the cache of step=b" in caplog.text
+
+    # a tampered output (checksum mismatch) is refused as well
+    output.write_bytes(output.read_bytes()[:-1] + b"\x00")
+    fourth = run_flow(flow, root=tmp_path / "cache")
+    assert fourth.record["steps"]["b"]["status"] == "executed" and calls["b"] == 4

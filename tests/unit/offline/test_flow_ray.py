@@ -1,6 +1,7 @@
 """Steps that declare resources run as Ray tasks on a real local Ray (2 CPUs, no
 dashboard): the step cache and lineage work as in-process, a step's own error comes back
-unwrapped, ``gpus="auto"`` asks for a GPU only where there is one, and the local Ray
+unwrapped, ``gpus="auto"`` asks for a GPU only where there is one (the run record says
+what was asked for and granted; the tests hold with or without a GPU), and the local Ray
 listens on loopback only."""
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import ray
 
 from streamlearn.offline.errors import FlowError
 from streamlearn.offline.flow import Flow, FlowStepError, StepContext, run_flow
-from streamlearn.offline.flow.compute import RayConfig, RayExecutor, Resources, connect, shutdown
+from streamlearn.offline.flow.compute import (
+    RayConfig,
+    RayExecutor,
+    Resources,
+    cluster_gpus,
+    connect,
+    shutdown,
+)
 
 
 def make_flow() -> Flow:
@@ -33,7 +41,7 @@ def make_flow() -> Flow:
         return {
             "total": sum(numbers["values"]),
             "pid": os.getpid(),
-            "gpus": ray.get_gpu_ids(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
             "upstream": sorted(ctx.lineage()["steps"]),
         }
 
@@ -66,10 +74,14 @@ def test_a_step_with_resources_runs_as_a_ray_task_and_is_cached(
     assert out["total"]["total"] == 6
     assert out["numbers"]["pid"] == os.getpid()  # no resources: runs here
     assert out["total"]["pid"] != os.getpid()  # a Ray worker process
-    assert out["total"]["gpus"] == []  # no GPU on this machine: the task holds none
     assert out["total"]["upstream"] == ["numbers", "total"]
     step = first.record["steps"]["total"]
     assert step["executor"] == "ray" and step["status"] == "executed"
+    # gpus="auto": one GPU asked for where the cluster has one (else none), and granted
+    asked = 1.0 if cluster_gpus() >= 1 else 0.0
+    assert step["resources"]["cpus"] == 1 and step["resources"]["gpus"] == asked
+    assert len(step["resources"]["gpu_ids"]) == asked
+    assert out["total"]["gpus"] == step["resources"]["gpu_ids"]  # what the task saw
     assert (Path(step["path"]) / "total.txt").read_text() == "6"
     again = run_flow(flow, root=tmp_path, executor=executor)
     assert {s["status"] for s in again.record["steps"].values()} == {"cached"}
