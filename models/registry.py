@@ -2,7 +2,7 @@
 
 Layout::
 
-    <root>/<model>/v00000001/{model.onnx, state.npz, metadata.json, evaluation.json?}
+    <root>/<model>/v00000001/{model.onnx, state.npz, metadata.json, rows.json?, evaluation.json?}
     <root>/<model>/stages.json        {"1": "production", "2": "archived", …}
 
 A version is written into a hidden temporary directory, fsync'd, and renamed into place
@@ -20,6 +20,10 @@ candidate (a model that has nothing else, such as an offline-only vision model).
 ``"rejected"`` version is never served. While another version serves, the newest
 candidate is the *shadow* (:meth:`FileRegistry.shadow_version`): scored beside it,
 never answered with (see ``streamlearn.models.rollout``).
+
+``rows.json`` (optional) holds raw feature rows the version was checked on for ONNX
+parity (``streamlearn.models.parity``), published with it so a trainer that resumes from
+it checks its next versions on real rows at once.
 
 ``evaluation.json`` is the live evaluation of a version (``streamlearn.models.evaluation``), written
 after it was published (by the online trainer, as labelled outcomes join); it is the
@@ -47,7 +51,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +68,7 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAX_PUBLISH_TRIES = 100
 STATE_FILE = "state.npz"
 EVALUATION_FILE = "evaluation.json"
+ROWS_FILE = "rows.json"
 #: Stages a version may be published with (see :meth:`FileRegistry.publish`).
 _PUBLISH_STAGES = ("candidate", "rejected")
 
@@ -153,11 +158,14 @@ class FileRegistry:
         snapshot: Snapshot,
         extra: Mapping[str, Any] | None = None,
         stage: str | None = None,
+        rows: Sequence[Mapping[str, Any]] | None = None,
     ) -> ModelVersion:
         """Write ``snapshot`` as the next version of ``model``; atomic for readers.
 
         ``stage`` (``candidate`` or ``rejected``) is the version's stage from the moment
-        it exists (kept in its metadata), so it is never served as "the newest"."""
+        it exists (kept in its metadata), so it is never served as "the newest".
+        ``rows``: raw feature rows kept with the version (``rows.json``, see
+        :meth:`rows`)."""
         if stage not in (None, *_PUBLISH_STAGES):
             raise RegistryError(
                 f"a version is published as one of {_PUBLISH_STAGES}, got {stage!r}"
@@ -169,6 +177,8 @@ class FileRegistry:
             _write_file(tmp / "model.onnx", snapshot.onnx)
             if not snapshot.serving_only:
                 _write_file(tmp / STATE_FILE, snapshot.state)
+            if rows is not None:
+                _write_file(tmp / ROWS_FILE, json.dumps(list(rows)).encode())
             for _ in range(_MAX_PUBLISH_TRIES):
                 numbers = self._version_numbers(model_dir)
                 version = (numbers[-1] if numbers else 0) + 1
@@ -409,6 +419,18 @@ class FileRegistry:
             except RegistryError:
                 continue  # removed by hand
         return None
+
+    def rows(self, mv: ModelVersion) -> list[dict[str, Any]]:
+        """The raw feature rows published with ``mv`` (empty when none were)."""
+        try:
+            data = json.loads((mv.path / ROWS_FILE).read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read {mv.path / ROWS_FILE}: {exc}") from exc
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise RegistryError(f"expected a JSON list of rows in {mv.path / ROWS_FILE}")
+        return data
 
     def evaluation(self, mv: ModelVersion) -> dict[str, Any]:
         """``mv``'s live evaluation (``evaluation.json``), empty when none was written."""

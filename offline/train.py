@@ -33,7 +33,7 @@ from streamlearn.models import zoo
 from streamlearn.models.definition import ModelDef
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.metrics import ProgressiveMetrics
-from streamlearn.models.parity import onnx_parity
+from streamlearn.models.parity import PARITY_ROWS, onnx_parity
 from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.snapshot import Snapshot
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 Row = dict[str, Any]
 _ENCODE_CHUNK = 65_536
 #: Holdout rows (else training rows) the ONNX graph is checked on before publishing.
-PARITY_ROWS = 256
 
 
 @dataclass(frozen=True)

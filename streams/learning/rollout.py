@@ -52,7 +52,7 @@ from prometheus_client import Counter, Gauge
 
 from streamlearn.models.errors import ModelError
 from streamlearn.models.evaluation import ScoreTally, VersionEvaluation
-from streamlearn.models.parity import ParityError, onnx_parity
+from streamlearn.models.parity import PARITY_ROWS, ParityError, onnx_parity
 from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.rollout import Comparison, Decision, RolloutConfig, Watch
@@ -89,8 +89,6 @@ PARITY_FAILURES = Counter(
 _METRICS: Final = ("count", "auc", "ne", "calibration", "logloss")
 #: origin of the candidate arm's versions
 SHADOW: Final = "shadow"
-#: raw rows kept for checking a candidate's graph before it enters
-_SAMPLE_ROWS: Final = 256
 
 
 @dataclass
@@ -140,7 +138,8 @@ class Rollout:
         self.fallback: Learner | None = None
         #: production's predict-before-learn since the last publish
         self.progressive = ScoreTally()
-        #: the newest raw feature rows learned (ONNX parity checks run on them)
+        #: the newest raw feature rows learned (ONNX parity checks run on them; published
+        #: with each full version and restored with it)
         self.sample_rows: list[dict[str, Any]] = []
         self._exported: set[int] = set()
         self._outputs: list[Output] = []
@@ -226,7 +225,7 @@ class Rollout:
                 if mine.any():
                     ch.comparison.add(y[sel][mine], served_p[sel][mine], shadow_p[mine])
         rows = [v.features for v in values]
-        self.sample_rows = (self.sample_rows + rows)[-_SAMPLE_ROWS:]
+        self.sample_rows = (self.sample_rows + rows)[-PARITY_ROWS:]
         for learner, tally in self._arms(production):
             try:
                 if learner.featuriser.spec == production.featuriser.spec:
@@ -325,7 +324,11 @@ class Rollout:
         )
 
     def _enter(self, cand: ModelVersion) -> Learner | None:
-        """The candidate's learner, its graph checked on recent rows; rejected if not."""
+        """The candidate's learner, its graph checked on recent rows; rejected if not
+        (``None`` without a decision while there is no row to check it on)."""
+        if not self.sample_rows:
+            log.debug("model=%s: candidate %d waits for rows", self.model, cand.version)
+            return None
         try:
             learner = self.registry.load_learner(cand)
             snap = Snapshot(self.registry.read_onnx(cand), b"", cand.metadata)

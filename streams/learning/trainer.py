@@ -52,10 +52,11 @@ from confluent_kafka import OFFSET_BEGINNING
 from prometheus_client import Counter, Gauge
 
 from streamlearn.models.definition import ModelDef
+from streamlearn.models.errors import RegistryError
 from streamlearn.models.freshness import METADATA_KEY as FRESHNESS_KEY
 from streamlearn.models.freshness import PositivesSample
 from streamlearn.models.metrics import ProgressiveMetrics
-from streamlearn.models.parity import ParityError, onnx_parity
+from streamlearn.models.parity import ParityError, onnx_parity, spec_rows
 from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.rollout import RolloutConfig
@@ -245,6 +246,10 @@ class OnlineTrainer:
         self.version = mv.version
         self._resume_version = mv.version
         self.rollout.resume(meta)
+        try:  # the rows its parity was checked on: the next versions are checked at once
+            self.rollout.sample_rows = self.registry.rows(mv)
+        except RegistryError as exc:
+            log.warning("model=%s: no parity rows restored: %s", self.config.model, exc)
         self._last_snapshot = self._clock()  # the next snapshot is an interval away
         MODEL_VERSION.labels(self.config.model).set(self.version)
         why = self._stale(meta)
@@ -427,7 +432,15 @@ class OnlineTrainer:
         snapshot the learner (``full``: with its state, a resume point; else
         serving-only), check its ONNX graph on recent real rows, publish it to the
         registry (as ``rejected`` when the check fails: it is never served, a full one's
-        state is still a resume point) and return the announcements."""
+        state is still a resume point) with those rows when full, and return the
+        announcements. With no row to check on (a snapshot resumed without rows, nothing
+        learned since) nothing is published until rows are in; the very first version,
+        before any request was served, is checked on rows made from its spec."""
+        fresh = not self.version and not self.examples_seen  # no row exists anywhere yet
+        if not (self.rollout.sample_rows or self._pending_n or fresh):
+            # a snapshot resumed without rows, nothing learned since: publish once rows are in
+            log.info("model=%s: publish held until rows to check it on", self.config.model)
+            return []
         switch = self.rollout.decide(self.version, self._resume_version)
         if switch is not None:
             self._switch(switch)
@@ -439,8 +452,11 @@ class OnlineTrainer:
         snap = self.learner.snapshot(state=full)
         offsets = self._resume_offsets()
         stage, parity = None, None
+        rows, rows_from = self.rollout.sample_rows, "learned"
+        if not rows:  # the first version, before any request was served (models.parity)
+            rows, rows_from = spec_rows(self.learner.featuriser.spec), "spec"
         try:
-            idx, val = self.learner.featuriser.transform_many(self.rollout.sample_rows)
+            idx, val = self.learner.featuriser.transform_many(rows)
             parity = onnx_parity(snap, self.learner, idx, val)
         except ParityError as exc:
             stage = "rejected"
@@ -460,9 +476,11 @@ class OnlineTrainer:
                 "parent_version": self.version or None,
                 FRESHNESS_KEY: self._positives.to_metadata(),
                 "parity_max_abs_diff": parity,
+                "parity_rows": {"count": len(rows), "from": rows_from},
                 **({"rollout": self.rollout.state()} if full else {}),
             },
             stage=stage,
+            rows=rows if full and rows_from == "learned" else None,
         )
         self._positives.clear()
         self.rollout.published(mv, full)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from streamlearn.models.features import FeatureSpec
-from streamlearn.models.parity import ParityError
+from streamlearn.models.parity import ParityError, onnx_parity
 from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.rollout import RolloutConfig
@@ -20,7 +20,7 @@ from streamlearn.models.stages import describe, history, publish_candidate
 from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import TrainingExample, decode_model_update
 from streamlearn.streams.kafka.topics import Topics
-from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig
+from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig, is_online
 from streamlearn.streams.runtime.processor import Output, Record
 
 TOPICS = Topics("ro.")
@@ -230,3 +230,63 @@ def test_a_snapshot_failing_parity_is_published_rejected_and_not_announced(
     assert latest is not None and latest.stage == "rejected" and latest.version == 2
     assert t.registry.serving_version("feed").version == 1  # type: ignore[union-attr]
     assert all(u["version"] != 2 for u in _updates(outputs))
+
+
+def test_parity_runs_on_rows_every_time_and_they_survive_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streamlearn.streams.learning.rollout as rollout_module
+    import streamlearn.streams.learning.trainer as trainer_module
+
+    checked: list[int] = []  # rows each parity check ran on
+    real = trainer_module.onnx_parity
+
+    def counting(snap: Any, learner: Any, idx: np.ndarray, val: np.ndarray) -> float:
+        checked.append(len(idx))
+        return real(snap, learner, idx, val)
+
+    monkeypatch.setattr(trainer_module, "onnx_parity", counting)
+    monkeypatch.setattr(rollout_module, "onnx_parity", counting)
+    t = _trainer(tmp_path)
+    reg = t.registry
+    world = World(5)
+    t.tick(0.0)  # version 1, before any example: checked on rows made from its spec
+    first = reg.get("feed", 1)
+    assert first.metadata["parity_rows"] == {"count": 256, "from": "spec"}
+    assert checked == [256] and reg.rows(first) == []
+    _feed(t, world.records(300, 1))
+    full = reg.latest("feed")
+    assert full is not None and not full.serving_only
+    assert full.metadata["parity_rows"] == {"count": 256, "from": "learned"}
+    saved = reg.rows(full)
+    assert len(saved) == 256 and saved[-1] == t.rollout.sample_rows[-1]
+
+    # a restarted trainer checks at once on the rows its resume point was published with:
+    # a candidate taken in right after the restart is checked, not waved through
+    again = _trainer(tmp_path)
+    assert again.rollout.sample_rows == saved
+    checked.clear()
+    cand = _candidate(reg, world, shuffled=False, n=500)
+    again.tick(0.0)
+    again.publish()
+    assert again.rollout.challenger is not None and again.rollout.challenger.root == cand
+    assert checked and all(n == 256 for n in checked)
+
+    # a resume point without rows (an older version): nothing is published on an empty
+    # sample; once examples are in, it is, checked on them
+    (tmp_path / "registry" / "feed" / f"v{again.version:08d}" / "rows.json").unlink()
+    old = _trainer(tmp_path)
+    before = reg.version_numbers("feed")
+    assert old.rollout.sample_rows == [] and old.publish() == []
+    assert reg.version_numbers("feed") == before
+    _feed(old, world.records(100, old.version))
+    latest = [mv for mv in reg.versions("feed") if is_online(mv)][-1]
+    assert latest.version > before[-1]
+    assert latest.metadata["parity_rows"] == {"count": 100, "from": "learned"}
+
+
+def test_parity_on_no_rows_is_an_error_not_a_pass() -> None:
+    learner = DEF.create(seed=0)
+    idx, val = learner.featuriser.transform_many([])
+    with pytest.raises(ParityError, match="got none"):
+        onnx_parity(learner.snapshot(), learner, idx, val)
