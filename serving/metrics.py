@@ -112,6 +112,12 @@ PUBLISH_DROPPED = Counter(
     "Feature-log or prediction records dropped because the producer queue was full.",
     ["topic"],
 )
+REQUEST_ERRORS = Counter(
+    "streamlearn_request_errors_total",
+    "Requests from the request topic answered with an error reply, per the HTTP status "
+    "the same request gets (404: model not served, 503: no version yet, 400: malformed).",
+    ["status"],
+)
 FEATURE_READS = Counter(
     "streamlearn_feature_reads_total",
     "Entities read over the feature API: outcome found or missing.",

@@ -3,15 +3,19 @@
 A consumer in group ``serving`` reads ``prediction-requests`` and answers each request on
 the ``predictions`` topic, feature-logging it like an HTTP request. Which model answers:
 
-1. the model the record's ``model`` header names (it must be one this server serves);
+1. the model the record's ``model`` header names;
 2. else the model that ranks the request's ``surface`` (``streamlearn.streams.catalog.models``:
-   ``feed`` → ``feed``, ``ads`` → ``ads``), when this server serves it;
-3. else the first served model.
+   ``feed`` → ``feed``, ``ads`` → ``ads``).
 
-A malformed request, or one naming a model not served here, goes to
+A request that cannot be answered gets an error reply on ``predictions``
+(:class:`~streamlearn.streams.contracts.PredictionError`: the message, the HTTP status the
+same request gets, the models served here): a model that is not served here (404,
+whether a header names it or the surface leads to it), a model with no version loaded yet
+(503: the requests for the other models in the batch are answered at once, never held
+back), a request the model cannot take (400). A record that is not a request at all
+(it cannot be decoded, so has no ``request_id`` to answer) goes to
 ``prediction-requests.dlq`` with the reason in its headers. Offsets are committed after
-the batch's replies are acknowledged (at-least-once). While a model the batch needs has
-no version loaded yet, the batch waits unanswered and uncommitted rather than fail.
+the batch's replies are acknowledged (at-least-once).
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from typing import Final
 
 from confluent_kafka import Message, TopicPartition
 
-from streamlearn.serving.errors import BadRequest
+from streamlearn.serving.errors import ModelNotFound, ServingError
+from streamlearn.serving.metrics import REQUEST_ERRORS
 from streamlearn.serving.service import PredictionService
 from streamlearn.serving.sink import KafkaSink
 from streamlearn.streams.catalog.models import MODELS, ModelCatalog
-from streamlearn.streams.contracts import PredictionRequest, decode_request
+from streamlearn.streams.contracts import PredictionError, PredictionRequest, decode_request
 from streamlearn.streams.errors import ContractError
 from streamlearn.streams.kafka.clients import Follower, flush, make_consumer
 from streamlearn.streams.kafka.config import KafkaConfig
@@ -50,19 +55,26 @@ def route(
     served: Sequence[str],
     models: ModelCatalog = MODELS,
 ) -> str:
-    """The model that answers ``request`` (see the module docstring); :class:`BadRequest`
-    when its header names a model not in ``served``."""
+    """The model that answers ``request`` (see the module docstring); :class:`ModelNotFound`
+    naming the served models when that model is not served here."""
     for key, value in headers or ():
         if key == MODEL_HEADER and value is not None:
             named = value if isinstance(value, str) else value.decode("utf-8", "replace")
             if named not in served:
-                raise BadRequest(
-                    f"expected the {MODEL_HEADER!r} header to name a model among "
-                    f"{list(served)}, got {named[:80]!r}"
+                raise ModelNotFound(
+                    f"expected the {MODEL_HEADER!r} header to name a model served here, one "
+                    f"of {list(served)}, got {named[:80]!r}"
                 )
             return named
     by_surface = models.for_surface(request.surface)
-    return by_surface if by_surface is not None and by_surface in served else served[0]
+    if by_surface is None or by_surface not in served:
+        ranked = "no model" if by_surface is None else f"model {by_surface!r}"
+        raise ModelNotFound(
+            f"expected a {MODEL_HEADER!r} header naming one of {list(served)} (the models "
+            f"served here), or a surface one of them ranks; got no header and surface "
+            f"{request.surface!r}, ranked by {ranked}"
+        )
+    return by_surface
 
 
 class RequestConsumer:
@@ -102,28 +114,23 @@ class RequestConsumer:
 
     def _answer(self, msgs: Sequence[Message]) -> None:
         assert self._follower is not None
-        stopping = self._follower.stopping
-        routed: list[tuple[Message, PredictionRequest, str]] = []
+        served = self.service.models
         for msg in msgs:
             try:
                 request = decode_request(msg.value())
-                headers = msg.headers()
-                if isinstance(headers, dict):
-                    headers = list(headers.items())
-                routed.append((msg, request, route(request, headers, self.service.models)))
             except ContractError as exc:
                 self._dlq.send(msg, exc.reason, str(exc))
-            except BadRequest as exc:
-                self._dlq.send(msg, "invalid_value", str(exc))
-        needed = {model for _, _, model in routed}
-        while any(self.service.version(m) is None for m in needed):  # wait, do not fail
-            if stopping.wait(_POLL_S):
-                return  # unanswered and uncommitted: answered after the restart
-        for msg, request, model in routed:
+                continue
+            headers = msg.headers()
+            if isinstance(headers, dict):
+                headers = list(headers.items())
             try:
+                model = route(request, headers, served, self.models)
                 reply, record = self.service.predict(model, request)
-            except BadRequest as exc:
-                self._dlq.send(msg, "invalid_value", str(exc))
+            except ServingError as exc:
+                REQUEST_ERRORS.labels(str(exc.status)).inc()
+                error = PredictionError(request.request_id, str(exc), exc.status, list(served))
+                self._sink.log_error(error, request.user_id)
                 continue
             self._sink.log_prediction(reply, record)
         flush(self._sink.producer)

@@ -14,7 +14,13 @@ from typing import Any, Protocol
 from confluent_kafka import Message, Producer
 
 from streamlearn.serving.metrics import PUBLISH_DROPPED
-from streamlearn.streams.contracts import FeatureLogRecord, ModelUpdate, PredictionReply, encode
+from streamlearn.streams.contracts import (
+    FeatureLogRecord,
+    ModelUpdate,
+    PredictionError,
+    PredictionReply,
+    encode,
+)
 from streamlearn.streams.errors import StreamsError
 from streamlearn.streams.kafka.clients import flush
 from streamlearn.streams.kafka.topics import Topics
@@ -47,13 +53,26 @@ class KafkaSink:
         self._send(self._feature_log, encode(record), record.user_id)
         self._send(self._predictions, encode(reply), record.user_id)
 
+    def log_error(self, error: PredictionError, key: str) -> None:
+        """Queue the error reply to a request from the request topic on ``predictions``
+        (header ``error.status``, so a reader tells it from a reply without decoding)."""
+        self._send(
+            self._predictions, encode(error), key, [("error.status", str(error.status).encode())]
+        )
+
     def announce(self, update: ModelUpdate) -> None:
         """Queue a model update (a stage change made through serving) on ``model-updates``."""
         self._send(self._model_updates, encode(update), update.model)
 
-    def _send(self, topic: str, value: bytes, key: str) -> None:
+    def _send(
+        self,
+        topic: str,
+        value: bytes,
+        key: str,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
         try:
-            self.producer.produce(topic, value, key, on_delivery=_delivered)
+            self.producer.produce(topic, value, key, headers=headers, on_delivery=_delivered)
         except BufferError:
             PUBLISH_DROPPED.labels(topic).inc()
             log.error("producer queue full: dropped a record for topic=%s key=%s", topic, key)

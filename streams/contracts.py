@@ -111,6 +111,25 @@ class PredictionReply(msgspec.Struct, frozen=True):
     scores: Annotated[list[float], Meta(description="Score per candidate, in order.")]
 
 
+class PredictionError(msgspec.Struct, frozen=True):
+    """A request from `prediction-requests` that could not be answered (topic
+    `predictions`, key `user_id`, beside the replies: an `error` field and the Kafka
+    header `error.status` tell it from a reply)."""
+
+    request_id: str
+    error: Annotated[str, Meta(description="What was expected and what was got.")]
+    status: Annotated[
+        int,
+        Meta(
+            ge=400,
+            le=599,
+            description="The HTTP status the same request gets: 404 (model not served "
+            "here), 503 (no version loaded yet: retry), 400 (malformed).",
+        ),
+    ]
+    models: Annotated[list[str], Meta(description="The models this server serves.")]
+
+
 class FeatureRecord(msgspec.Struct, frozen=True):
     """The current features of one entity: a value on topic `features`.
 

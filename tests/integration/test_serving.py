@@ -3,7 +3,9 @@
 Feature records on the features topic reach the replica; a model in a registry is
 served; predictions are answered over HTTP and over the request topic and feature-logged
 on Kafka; a model-update announcement hot-swaps the model (registry polling is slowed
-down to a minute so the swap can only come from the topic).
+down to a minute so the swap can only come from the topic). The request topic routes by
+the ``model`` header across several served models, and answers a request it cannot
+serve with an error reply, holding no other request back.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) 
 
         # -- the request topic: answered, malformed ones dead-lettered --------------------
         topic_req = PredictionRequest(
-            request_id="k1", user_id="u1", surface="ads", candidates=["i2"]
+            request_id="k1", user_id="u1", surface="feed", candidates=["i2"]
         )
         produce(producer, topics.prediction_requests, encode(topic_req), "u1")
         produce(producer, topics.prediction_requests, b'{"request_id": "k2"}', "u2")
@@ -219,4 +221,76 @@ def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) 
         assert body["entities"][1] == {"entity": "user", "id": "zz", "values": None, "as_of": None}
         assert missing_reads() == missing + 2
         conn.close()
+    reader.consumer.close()
+
+
+def test_the_request_topic_routes_by_header_and_answers_what_it_cannot_serve(
+    kafka: KafkaConfig, topics: Topics, tmp_path: Path
+) -> None:
+    _ensure(kafka, topics)
+    reader = Reader(kafka, [topics.predictions, topics.feature_log])
+    registry = FileRegistry(tmp_path / "registry")
+    publish_ftrl(registry, "feed")
+    publish_ftrl(registry, "ads", seed=3)
+    served = ("feed", "ads", "later")  # "later" has no version yet
+    config = ServingConfig(
+        port=0,
+        models=served,
+        registry_dir=registry.root,
+        kafka=kafka,
+        state_dir=tmp_path / "state",
+        registry_poll_s=0.5,
+    )
+    producer = make_producer(kafka)
+
+    def ask(request_id: str, surface: str, model: str | None) -> None:
+        req = PredictionRequest(request_id, "u1", surface, ["i1", "i2"])  # type: ignore[arg-type]
+        headers = None if model is None else [("model", model.encode())]
+        producer.produce(topics.prediction_requests, encode(req), "u1", headers=headers)
+
+    def answer(request_id: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+        _, raw, headers = reader.find(
+            topics.predictions, lambda r: json.loads(r[1])["request_id"] == request_id
+        )
+        return json.loads(raw), dict(headers or [])
+
+    with ServingApp(config) as app:
+        assert (app.service.version("feed"), app.service.version("ads")) == (1, 1)
+        assert app.service.version("later") is None
+        # one batch: by header (over the surface), by surface, a model not served here,
+        # a model served without a version
+        ask("by-header-ads", "feed", "ads")
+        ask("by-header-feed", "ads", "feed")
+        ask("by-surface-ads", "ads", None)
+        ask("by-surface-feed", "feed", None)
+        ask("not-served", "feed", "vision")
+        ask("no-version", "feed", "later")
+        flush(producer)
+        for rid, model in (
+            ("by-header-ads", "ads"),
+            ("by-header-feed", "feed"),
+            ("by-surface-ads", "ads"),
+            ("by-surface-feed", "feed"),
+        ):
+            reply, headers = answer(rid)
+            assert reply["model"] == model and len(reply["scores"]) == 2, reply
+            assert "error.status" not in headers
+            reader.find(
+                topics.feature_log, lambda r, rid=rid: json.loads(r[1])["request_id"] == rid
+            )
+        error, headers = answer("not-served")
+        assert error["status"] == 404 and headers["error.status"] == b"404"
+        assert error["models"] == list(served) and "got 'vision'" in error["error"], error
+        assert "['feed', 'ads', 'later']" in error["error"]
+        error, headers = answer("no-version")
+        assert error["status"] == 503 and "'later' has no version" in error["error"], error
+        # the others were answered while "later" still had none: nothing was held back
+        assert app.service.version("later") is None
+
+        publish_ftrl(registry, "later", seed=5)  # its first version: answered from then on
+        _wait(lambda: app.service.version("later") == 1, 20, "the first version of 'later'")
+        ask("later-served", "feed", "later")
+        flush(producer)
+        reply, _ = answer("later-served")
+        assert reply["model"] == "later" and reply["version"] == 1
     reader.consumer.close()

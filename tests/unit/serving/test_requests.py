@@ -1,10 +1,11 @@
-"""Routing of the request topic: the ``model`` header, else the surface's model."""
+"""Routing of the request topic: the ``model`` header, else the surface's model; a model
+not served here is an error naming the served ones (never another model's answer)."""
 
 from __future__ import annotations
 
 import pytest
 
-from streamlearn.serving.errors import BadRequest
+from streamlearn.serving.errors import ModelNotFound
 from streamlearn.serving.requests import route
 from streamlearn.streams.contracts import PredictionRequest
 
@@ -13,13 +14,18 @@ def _req(surface: str) -> PredictionRequest:
     return PredictionRequest("r", "u", surface, ["i1"])  # type: ignore[arg-type]
 
 
-def test_header_then_surface_then_first_served_model() -> None:
+def test_header_then_surface() -> None:
     served = ("feed", "ads")
     assert route(_req("ads"), None, served) == "ads"
     assert route(_req("feed"), [], served) == "feed"
     assert route(_req("feed"), [("model", b"ads")], served) == "ads"
     assert route(_req("ads"), [("other", b"x"), ("model", "feed")], served) == "feed"
-    # a surface whose model is not served here: the first served model answers
-    assert route(_req("ads"), None, ("feed",)) == "feed"
-    with pytest.raises(BadRequest, match=r"among \['feed', 'ads'\], got 'vision'"):
-        route(_req("feed"), [("model", b"vision")], served)
+
+
+def test_a_model_not_served_is_an_error_naming_the_served_ones() -> None:
+    with pytest.raises(ModelNotFound, match=r"one of \['feed', 'ads'\], got 'vision'") as exc:
+        route(_req("feed"), [("model", b"vision")], ("feed", "ads"))
+    assert exc.value.status == 404
+    # a surface whose model is not served here: not answered by another model
+    with pytest.raises(ModelNotFound, match=r"naming one of \['feed'\].*surface 'ads'"):
+        route(_req("ads"), None, ("feed",))

@@ -41,6 +41,12 @@ VALID: dict[str, dict[str, Any]] = {
         "candidates": ["i1", "i2"],
     },
     "prediction-reply": {"request_id": "r1", "model": "feed", "version": 3, "scores": [0.1, 0.7]},
+    "prediction-error": {
+        "request_id": "r1",
+        "error": "expected a model among ['feed'], got 'ads'",
+        "status": 404,
+        "models": ["feed"],
+    },
     "feature-record": {
         "entity": "item",
         "id": "i1",
@@ -93,6 +99,7 @@ INVALID: dict[str, list[tuple[str, dict[str, Any] | str]]] = {
         ("unknown surface", {"surface": "tv"}),
     ],
     "prediction-reply": [("version 0", {"version": 0}), ("missing scores", "scores")],
+    "prediction-error": [("status 200", {"status": 200}), ("missing error", "error")],
     "feature-record": [("unknown entity", {"entity": "shop"}), ("values a list", {"values": []})],
     "feature-log-record": [
         ("score above 1", {"items": [{"item_id": "i1", "features": {}, "score": 1.5}]}),
@@ -138,7 +145,7 @@ def _validator(contract: Contract) -> jsonschema.protocols.Validator:
 
 def test_every_readme_contract_has_a_schema_and_test_records() -> None:
     assert set(BY_NAME) == set(VALID) == set(INVALID)
-    assert len(BY_NAME) == 8
+    assert len(BY_NAME) == 9
 
 
 @pytest.mark.parametrize("name", sorted(VALID))
