@@ -9,6 +9,7 @@ running. A subclass inherits both unless it says otherwise. The whole tree (chec
 against the classes by ``tests/unit/test_errors.py``)::
 
     StreamlearnError             500  1  root; every expected failure
+    ├── MissingExtra             500  1  an extra of the install is missing (``extra``)
     ├── ModelError               500  2  models/errors.py: learners, features, snapshots, registry
     │   ├── FeatureError         400  2  a feature spec or row is not what the featuriser expects
     │   ├── SnapshotError        500  1  a snapshot cannot be built, exported or read back
@@ -67,6 +68,20 @@ class StreamlearnError(Exception):
     close: ClassVar[bool] = False
     #: CLI exit status: 2 the input given is unusable, 1 a failure while running.
     exit_code: ClassVar[int] = 1
+
+
+class MissingExtra(StreamlearnError):
+    """What was asked for needs an extra of the install that is not installed (``extra``,
+    e.g. ``deep``; ``modules``, the missing imports). Its message names the command that
+    installs it: ``pip install 'streamlearn[deep]'``."""
+
+    def __init__(self, extra: str, needed_by: str, modules: tuple[str, ...]) -> None:
+        super().__init__(
+            f"{needed_by} needs the {extra!r} extra ({', '.join(modules)} not installed): "
+            f"pip install 'streamlearn[{extra}]'"
+        )
+        self.extra = extra
+        self.modules = modules
 
 
 class ModelError(StreamlearnError):

@@ -8,8 +8,9 @@ error is far below 1e-3); window AUC is exact (ranks, ties averaged).
 A metric that is undefined returns ``None``: AUC until both classes have been seen,
 NE and calibration while the base rate is 0 (or 1 for NE), everything while empty.
 
-Drift: an ADWIN detector (river) watches the log-loss stream, fed with the mean loss of
-each chunk of ``drift_chunk`` examples (one ADWIN update per chunk keeps it cheap);
+Drift: an ADWIN detector (:mod:`streamlearn.models.drift`) watches the log-loss stream,
+fed with the mean loss of each chunk of ``drift_chunk`` examples (one ADWIN update per
+chunk keeps it cheap);
 :meth:`ProgressiveMetrics.update` returns ``True`` when it signals a change, and
 ``drifts`` / ``last_drift_at`` record the events.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from streamlearn.models.drift import Adwin
 from streamlearn.models.errors import ModelError
 
 _EPS = 1e-15
@@ -77,9 +79,8 @@ class ProgressiveMetrics:
         self._win_next = 0
         self._win_filled = 0
         self._drift_chunk = drift_chunk
-        self._drift_delta = drift_delta
         self._pending_loss = np.zeros(0, dtype=np.float64)
-        self._adwin: Any = None
+        self._adwin = Adwin(delta=drift_delta)
         self.drifts = 0
         self.last_drift_at: int | None = None
 
@@ -127,10 +128,6 @@ class ProgressiveMetrics:
         chunk = self._drift_chunk
         if self._pending_loss.size < chunk:
             return False
-        if self._adwin is None:
-            from river.drift import ADWIN  # lazy: only trainers pay for river
-
-            self._adwin = ADWIN(delta=self._drift_delta)
         usable = self._pending_loss.size // chunk * chunk
         means = self._pending_loss[:usable].reshape(-1, chunk).mean(axis=1)
         self._pending_loss = self._pending_loss[usable:]

@@ -1,4 +1,5 @@
-"""Learners by name, imported lazily (serving never pays for torch or river)."""
+"""Learners by name, imported lazily (serving never pays for torch or river); a learner
+whose extra is not installed fails with :class:`~streamlearn.models.errors.MissingExtra`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import inspect
 from typing import Any, Final
 
 from streamlearn.models.errors import ModelError, SnapshotError
+from streamlearn.models.extras import require
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.learners.base import FeaturisedLearner
 from streamlearn.models.learners.downsampled import Downsampled
@@ -28,11 +30,22 @@ _LEARNERS: dict[str, str] = {
     "deep": "streamlearn.models.learners.deep:Deep",
     "river-lr": "streamlearn.models.learners.river_adapter:RiverLR",
 }
+#: The extra of the install each learner beyond the core ones needs.
+_EXTRAS: dict[str, str] = {"deep": "deep", "river-lr": "river"}
 
 
 def available() -> list[str]:
     """Names accepted by :func:`create`, sorted."""
     return sorted(_LEARNERS)
+
+
+def require_learner(name: str) -> None:
+    """Fail now, with the extra to install, when learner ``name`` could not be created
+    (the ``up`` supervisor checks before it starts the trainers)."""
+    if name not in _LEARNERS:
+        raise ModelError(f"learner must be one of {available()}, got {name!r}")
+    if name in _EXTRAS:
+        require(_EXTRAS[name], f"the {name!r} learner")
 
 
 def create(
@@ -48,10 +61,8 @@ def create(
     :class:`~streamlearn.models.learners.downsampled.Downsampled` (the calibrated ads head:
     negatives kept at that rate, predictions corrected).
     """
-    try:
-        target = _LEARNERS[name]
-    except KeyError:
-        raise ModelError(f"learner must be one of {available()}, got {name!r}") from None
+    require_learner(name)
+    target = _LEARNERS[name]
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     signature = inspect.signature(cls)

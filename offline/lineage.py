@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
+from streamlearn import __version__
 from streamlearn.offline.dataset import MANIFEST_FILE, parquet_files, read_manifest
 
 
 @functools.cache
 def code_version() -> dict[str, Any]:
     """``{"package": version, "git_commit": sha | None, "git_dirty": bool | None}``."""
-    try:
-        package = importlib.metadata.version("streamlearn")
-    except importlib.metadata.PackageNotFoundError:
-        package = "unknown"
+    package = __version__
     commit: str | None = None
     dirty: bool | None = None
     root = Path(__file__).resolve().parent.parent

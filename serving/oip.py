@@ -37,12 +37,12 @@ import math
 import struct
 import uuid
 from collections.abc import Sequence
-from importlib import metadata
 from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
 
+from streamlearn import __version__
 from streamlearn.serving.errors import BadRequest, ModelNotFound
 from streamlearn.serving.routing import Request, Response, Router
 from streamlearn.serving.schema import ErrorReply
@@ -139,11 +139,8 @@ _CTR_INPUTS: Final = ("user_id", "surface", "candidates")
 
 
 def server_version() -> str:
-    """The installed streamlearn version."""
-    try:
-        return metadata.version("streamlearn")
-    except metadata.PackageNotFoundError:
-        return "0"
+    """The streamlearn version."""
+    return __version__
 
 
 def model_metadata(sess: ModelSession) -> ModelMetadata:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from streamlearn.models.extras import require
 from streamlearn.serving.errors import BadRequest
 
 _MAX_PIXEL = 255.0
@@ -58,6 +59,7 @@ def check_pixels(arr: np.ndarray) -> np.ndarray:
 
 
 def _from_png(data: Any, shape: tuple[int, int, int]) -> np.ndarray:
+    require("vision", "a PNG image payload")
     from PIL import Image, UnidentifiedImageError  # only vision requests pay for Pillow
 
     c, h, w = shape

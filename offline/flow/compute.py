@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from streamlearn.models.extras import require
+
 log = logging.getLogger(__name__)
 
 #: ``gpus="auto"``: one GPU when the cluster has any, else none (the step runs on CPU).
@@ -69,6 +71,7 @@ def _loopback_only() -> None:
 def connect(config: RayConfig) -> bool:
     """Initialise Ray for this process unless it is already (a Ray worker is). True when
     this call started or joined it (so the caller should :func:`shutdown` it)."""
+    require("flow", "running flow steps on Ray")
     if not config.address:
         _loopback_only()
     import ray

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from streamlearn.models.extras import require
+
 _TRAILING = ("seconds", "error", "run")
 
 
@@ -73,6 +75,7 @@ def write_plot(
     """One dot chart per metric, a row per configuration (axes fit the values, so small
     differences show); a failed configuration is marked ``failed``."""
     # imported here: matplotlib costs ~0.5 s, and every CLI command imports this module
+    require("flow", "the sweep plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamlearn.models.extras import require
 from streamlearn.offline.errors import FlowError
 from streamlearn.offline.flow.catalog import get_flow
 from streamlearn.offline.flow.compute import RayConfig, connect, current_executor, shutdown
@@ -76,6 +77,7 @@ def sweep(
     order."""
     if workers < 1:
         raise FlowError(f"expected at least 1 worker, got {workers}")
+    require("flow", "a sweep (its configurations run as Ray tasks)")
     import ray as ray_api
 
     started = connect(ray or RayConfig())

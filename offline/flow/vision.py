@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from streamlearn.models.extras import require
 from streamlearn.models.registry import FileRegistry
 from streamlearn.offline.flow.context import StepContext
 from streamlearn.offline.flow.graph import Flow
@@ -61,6 +62,7 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume), evaluate on the holdout, export with a parity check, publish."""
     # torch takes seconds to import: only this step pays for it
+    require("vision", "the vision training step")
     from streamlearn.offline.vision import VisionConfig, train_vision
 
     config = VisionConfig(

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import typer
 
+from streamlearn import __version__
 from streamlearn.cli.ui import ErrorMapping
 
 #: Each top-level command (or group) → the module of ``streamlearn.cli.commands`` whose
@@ -73,10 +74,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(show: bool) -> None:
+    if show:
+        typer.echo(f"streamlearn {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     log_level: str = typer.Option(
         "INFO", "--log-level", envvar="STREAMLEARN_LOG_LEVEL", help="Logging level."
+    ),
+    _version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
     logging.basicConfig(

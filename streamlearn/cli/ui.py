@@ -27,6 +27,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from streamlearn.models.errors import StreamlearnError
+from streamlearn.models.extras import missing_extra
 
 if TYPE_CHECKING:
     from streamlearn.offline.replay import ReplayProgress
@@ -49,7 +50,9 @@ def fail(message: object, exit_code: int = 2) -> typer.Exit:
 
 class ErrorMapping(TyperGroup):
     """A command group that answers every :class:`StreamlearnError` of its commands with
-    one error line and the class's exit code; anything else stays a traceback (a bug)."""
+    one error line and the class's exit code, and an import of a missing extra's module as
+    the :class:`~streamlearn.models.errors.MissingExtra` it means; anything else stays a
+    traceback (a bug)."""
 
     # typer.Context: typer vendors click (its types are not public), this is its subclass
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
@@ -57,6 +60,11 @@ class ErrorMapping(TyperGroup):
             return super().invoke(ctx)
         except StreamlearnError as exc:
             raise fail(exc, exc.exit_code) from None
+        except ModuleNotFoundError as exc:
+            mapped = missing_extra(exc, f"streamlearn {ctx.invoked_subcommand or ''}".strip())
+            if mapped is None:
+                raise
+            raise fail(mapped, mapped.exit_code) from None
 
 
 @contextmanager

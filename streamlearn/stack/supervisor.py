@@ -25,10 +25,12 @@ from typing import IO, Any
 
 from prometheus_client.metrics_core import Metric
 
+from streamlearn.models.extras import require
 from streamlearn.models.freshness import STAGES as FRESHNESS_STAGES
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.stages import describe, history
+from streamlearn.models.zoo import require_learner
 from streamlearn.stack.metrics_file import MetricsFile
 from streamlearn.stack.scrape import (
     Samples,
@@ -192,6 +194,11 @@ class Stack:
     """Runs and watches the children; knows how to read the loop's figures."""
 
     def __init__(self, config: StackConfig) -> None:
+        # a child without its extra would only fail in its log: fail here, before anything
+        if config.runtime == "faust":
+            require("faust", "--runtime faust")
+        for model in config.models:
+            require_learner(MODELS.get(model).learner)
         self.config = config
         self.broker: EmbeddedBroker | None = None
         self.children: dict[str, Child] = {}

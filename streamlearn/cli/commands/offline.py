@@ -11,6 +11,7 @@ import typer
 from streamlearn.cli import options as o
 from streamlearn.cli.settings import data_dir
 from streamlearn.cli.ui import fail, progress_bar
+from streamlearn.models.extras import require
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.zoo import DEFAULT_LEARNER
@@ -213,6 +214,7 @@ def vision_cmd(
 ) -> None:
     """Train a small CNN, check its ONNX export, publish it (resumes from checkpoints)."""
     # torch takes seconds to import: only this command pays for it
+    require("vision", "streamlearn offline vision")
     from streamlearn.offline.vision import VisionConfig, train_vision
 
     cfg = VisionConfig(

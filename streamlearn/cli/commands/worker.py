@@ -16,9 +16,10 @@ from prometheus_client import start_http_server
 
 from streamlearn.cli import options as o
 from streamlearn.cli.settings import data_dir
+from streamlearn.models.extras import require
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.rollout import RolloutConfig
-from streamlearn.models.zoo import DEFAULT_BATCH_SIZE
+from streamlearn.models.zoo import DEFAULT_BATCH_SIZE, require_learner
 from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.errors import CatalogError
 from streamlearn.streams.kafka.clients import Cluster, KafkaCluster
@@ -51,6 +52,14 @@ class RuntimeName(StrEnum):
 def _serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     if port:
         start_http_server(port, addr=host)
+
+
+def _check_installed(runtime: RuntimeName, model: str | None, learner: str | None = None) -> None:
+    """Fail before touching Kafka when the runtime or the learner needs a missing extra."""
+    if runtime is RuntimeName.faust:
+        require("faust", "--runtime faust")
+    if model is not None and (learner or model in MODELS):
+        require_learner(learner or MODELS.get(model).learner)
 
 
 def run_processor(
@@ -193,6 +202,7 @@ def register(app: typer.Typer) -> None:
         Several workers of one processor split its partitions (one consumer group); a
         partition that moves to a worker without its store is restored from the changelog.
         """
+        _check_installed(runtime, model if processor is ProcessorName.trainer else None)
         kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics)
@@ -257,6 +267,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a model online from its training-examples topic, publishing snapshots;
         compare candidates with production and roll them out (see the README's Rollout)."""
+        _check_installed(runtime, model, learner)
         kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics, models=(model,))
