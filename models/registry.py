@@ -29,6 +29,14 @@ it checks its next versions on real rows at once.
 after it was published (by the online trainer, as labelled outcomes join); it is the
 one file of a version that changes.
 
+A version may carry more files of its own, written with it (``publish(files=…)``, read
+with :meth:`FileRegistry.read_file`): the online trainer keeps its rollout state there
+(``rollout.json``), so ``metadata.json`` stays small — serving reads the metadata of
+every version it considers, and reads each one once (:class:`FileRegistry` caches a
+version's metadata, checked against its file's identity, since it never changes).
+The serving and shadow versions are remembered with the identity of the model's
+directory and ``stages.json``: a poll when nothing changed reads no file at all.
+
 ``state.npz`` is data only (:mod:`streamlearn.models.state`); ``metadata.json`` carries its
 ``state_sha256``, which :meth:`FileRegistry.load_learner` verifies before reading it. A
 version whose state is a pickle (``state.pkl``, from before this format) is refused, never
@@ -50,12 +58,13 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from streamlearn.models.errors import RegistryError, SnapshotError
 from streamlearn.models.snapshot import SERVING_ONLY, Snapshot
@@ -71,6 +80,13 @@ EVALUATION_FILE = "evaluation.json"
 ROWS_FILE = "rows.json"
 #: Stages a version may be published with (see :meth:`FileRegistry.publish`).
 _PUBLISH_STAGES = ("candidate", "rejected")
+#: Files of a version that ``publish(files=…)`` may not name.
+_OWN_FILES = frozenset({"model.onnx", STATE_FILE, "metadata.json", EVALUATION_FILE, ROWS_FILE})
+_FILE_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z0-9]+$")
+#: A remembered answer is trusted only when the files it was read from had not changed
+#: for this long before it was read: file times are coarse (a tick of the kernel's clock,
+#: or a network file system's), so a change within the same tick would look like none.
+_SETTLED_S: Final = 1.0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -102,7 +118,8 @@ def _read_stages(model_dir: Path) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One published version of a model."""
+    """One published version of a model (``metadata`` is shared with the registry's
+    cache: read it, never change it)."""
 
     model: str
     version: int
@@ -131,12 +148,54 @@ class ModelVersion:
         return str(self.metadata.get("stage") or NO_STAGE)
 
 
+class _FileId(NamedTuple):
+    """What changes when a file or directory is replaced or its entries change."""
+
+    ino: int
+    mtime_ns: int
+    size: int
+
+
+def _id(st: os.stat_result) -> _FileId:
+    return _FileId(st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _file_id(path: Path) -> _FileId | None:
+    try:
+        return _id(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
+class _Remembered(NamedTuple):
+    """The serving and shadow versions of a model, with what they were read from."""
+
+    key: tuple[_FileId | None, _FileId | None]
+    settled: bool
+    serving: ModelVersion | None
+    shadow: ModelVersion | None
+
+
 class FileRegistry:
-    """Model versions stored under one root directory (see the module docstring)."""
+    """Model versions stored under one root directory (see the module docstring).
+
+    Safe to share between threads. ``metadata_reads`` counts the ``metadata.json`` files
+    read (each version's once, unless its file is replaced).
+    """
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.metadata_reads = 0
+        self._metadata: dict[tuple[str, int], tuple[_FileId, ModelVersion]] = {}
+        self._remembered: dict[str, _Remembered] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root}  # pickled (e.g. to a worker): its caches start empty
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"])  # type: ignore[misc]
 
     def _model_dir(self, model: str) -> Path:
         if not _MODEL_NAME.match(model):
@@ -147,10 +206,18 @@ class FileRegistry:
         return self.root / model
 
     def _version_numbers(self, model_dir: Path) -> list[int]:
-        if not model_dir.is_dir():
-            return []
-        found = (_VERSION_DIR.match(p.name) for p in model_dir.iterdir())
-        return sorted(int(m.group(1)) for m in found if m)
+        try:
+            names = os.listdir(model_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+        found = (_VERSION_DIR.match(n) for n in names)
+        numbers = sorted(int(m.group(1)) for m in found if m)
+        present = set(numbers)
+        with self._lock:  # pruned versions: forget their metadata
+            for k in [k for k in self._metadata if k[0] == model_dir.name]:
+                if k[1] not in present:
+                    del self._metadata[k]
+        return numbers
 
     def publish(
         self,
@@ -159,17 +226,26 @@ class FileRegistry:
         extra: Mapping[str, Any] | None = None,
         stage: str | None = None,
         rows: Sequence[Mapping[str, Any]] | None = None,
+        files: Mapping[str, bytes] | None = None,
     ) -> ModelVersion:
         """Write ``snapshot`` as the next version of ``model``; atomic for readers.
 
         ``stage`` (``candidate`` or ``rejected``) is the version's stage from the moment
         it exists (kept in its metadata), so it is never served as "the newest".
         ``rows``: raw feature rows kept with the version (``rows.json``, see
-        :meth:`rows`)."""
+        :meth:`rows`).
+        ``files``: more files of the version by name (``name.ext``, lower case), written
+        with it (see :meth:`read_file`)."""
         if stage not in (None, *_PUBLISH_STAGES):
             raise RegistryError(
                 f"a version is published as one of {_PUBLISH_STAGES}, got {stage!r}"
             )
+        for name in files or {}:
+            if not _FILE_NAME.match(name) or name in _OWN_FILES:
+                raise RegistryError(
+                    f"a version's own file is named like {_FILE_NAME.pattern} and is none "
+                    f"of {sorted(_OWN_FILES)}, got {name!r}"
+                )
         model_dir = self._model_dir(model)
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
@@ -179,6 +255,8 @@ class FileRegistry:
                 _write_file(tmp / STATE_FILE, snapshot.state)
             if rows is not None:
                 _write_file(tmp / ROWS_FILE, json.dumps(list(rows)).encode())
+            for name, data in (files or {}).items():
+                _write_file(tmp / name, data)
             for _ in range(_MAX_PUBLISH_TRIES):
                 numbers = self._version_numbers(model_dir)
                 version = (numbers[-1] if numbers else 0) + 1
@@ -265,15 +343,25 @@ class FileRegistry:
 
     def _load(self, model: str, version: int) -> ModelVersion:
         path = self._model_dir(model) / f"v{version:08d}"
+        fid = _file_id(path / "metadata.json")
+        cached = self._metadata.get((model, version))
+        if cached is not None and cached[0] == fid:
+            return cached[1]
         try:
-            metadata = json.loads((path / "metadata.json").read_text())
+            with open(path / "metadata.json", "rb") as fh:
+                fid = _id(os.fstat(fh.fileno()))
+                metadata = json.loads(fh.read())
         except FileNotFoundError as exc:
             raise RegistryError(
                 f"expected version {version} of model {model!r} at {path}, found none"
             ) from exc
         except ValueError as exc:
             raise RegistryError(f"metadata.json of {path} is not JSON: {exc}") from exc
-        return ModelVersion(model, version, path, metadata)
+        mv = ModelVersion(model, version, path, metadata)
+        with self._lock:
+            self.metadata_reads += 1
+            self._metadata[(model, version)] = (fid, mv)
+        return mv
 
     def versions(self, model: str) -> list[ModelVersion]:
         """Every version of ``model``, ascending; empty when the model is unknown (a
@@ -303,6 +391,16 @@ class FileRegistry:
             return mv.onnx_path.read_bytes()
         except OSError as exc:
             raise RegistryError(f"cannot read the ONNX graph at {mv.onnx_path}: {exc}") from exc
+
+    def read_file(self, mv: ModelVersion, name: str) -> bytes | None:
+        """A file ``mv`` was published with (``publish(files=…)``); ``None`` when it has
+        none of that name."""
+        try:
+            return (mv.path / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {mv.path / name}: {exc}") from exc
 
     def load_learner(self, mv: ModelVersion) -> Any:
         """The learner of ``mv``, rebuilt from its data-only state (checksum verified).
@@ -376,6 +474,30 @@ class FileRegistry:
     def serving_version(self, model: str) -> ModelVersion | None:
         """The version of ``model`` to serve (see the module docstring); ``None`` when
         there is none."""
+        return self._remember(model).serving
+
+    def shadow_version(self, model: str) -> ModelVersion | None:
+        """The newest candidate of ``model`` when another version serves (it is scored
+        beside production as a shadow); ``None`` otherwise."""
+        return self._remember(model).shadow
+
+    def _remember(self, model: str) -> _Remembered:
+        """The serving and shadow versions, found again only when the model's directory
+        or ``stages.json`` changed (or changed too recently to tell: ``_SETTLED_S``)."""
+        model_dir = self._model_dir(model)
+        started = time.time()
+        key = (_file_id(model_dir), _file_id(model_dir / "stages.json"))
+        got = self._remembered.get(model)
+        if got is not None and got.settled and got.key == key:
+            return got
+        serving = self._find_serving(model)
+        shadow = None if serving is None else self._find_shadow(model, serving)
+        newest = max((k.mtime_ns for k in key if k is not None), default=0) / 1e9
+        got = _Remembered(key, started - newest > _SETTLED_S, serving, shadow)
+        self._remembered[model] = got
+        return got
+
+    def _find_serving(self, model: str) -> ModelVersion | None:
         stages = _read_stages(self._model_dir(model))
         production = [v for v, s in stages.items() if s == "production"]
         if production:
@@ -391,12 +513,7 @@ class FileRegistry:
                 newest_candidate = mv
         return newest_candidate
 
-    def shadow_version(self, model: str) -> ModelVersion | None:
-        """The newest candidate of ``model`` when another version serves (it is scored
-        beside production as a shadow); ``None`` otherwise."""
-        serving = self.serving_version(model)
-        if serving is None:
-            return None
+    def _find_shadow(self, model: str, serving: ModelVersion) -> ModelVersion | None:
         model_dir = self._model_dir(model)
         stages = _read_stages(model_dir)
         # A version published with a stage is in stages.json too, a moment after its

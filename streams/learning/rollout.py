@@ -9,9 +9,11 @@ sees every labelled example it learns. It keeps:
   ``shadow_version``, and the production learner's predict-before-learn under the version
   it becomes. Written after each publish to ``evaluation.json`` of every version that
   changed, exported as ``streamlearn_version_metric{model, version, traffic, metric}``
-  for the newest ``metrics_versions`` versions (older series are removed), and carried
-  in each snapshot's metadata (``rollout``), so a restarted trainer resumes them with the
-  offsets they cover (exactly once, like the learner).
+  for the newest ``metrics_versions`` versions (older series are removed), and kept with
+  each full snapshot in a file of its own (``rollout.json``, not in its metadata: every
+  reader of the registry reads metadata, only a restarting trainer needs this), so a
+  restarted trainer resumes them with the offsets they cover (exactly once, like the
+  learner).
 * **the candidate arm**. Serving scores the newest ``candidate`` version beside
   production (a shadow). The trainer loads that candidate's learner (its ONNX graph is
   checked against it on recent real rows first), and from then on the candidate learns
@@ -41,6 +43,7 @@ lineage stays exactly once).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +90,8 @@ PARITY_FAILURES = Counter(
     ["model", "arm"],
 )
 _METRICS: Final = ("count", "auc", "ne", "calibration", "logloss")
+#: The file of a full snapshot that holds the rollout's state (:meth:`Rollout.files`).
+ROLLOUT_FILE: Final = "rollout.json"
 #: origin of the candidate arm's versions
 SHADOW: Final = "shadow"
 
@@ -146,8 +151,12 @@ class Rollout:
         self._clock = clock or time.time
 
     # -- resume ----------------------------------------------------------------------------
+    def files(self) -> dict[str, bytes]:
+        """The files a full snapshot carries (``registry.publish(files=…)``)."""
+        return {ROLLOUT_FILE: json.dumps(self.state(), sort_keys=True).encode()}
+
     def state(self) -> dict[str, Any]:
-        """What a snapshot carries (JSON-safe)."""
+        """What a full snapshot carries (JSON-safe)."""
         ch = self.challenger
         return {
             "evaluation": self.evaluation.to_dict(),
@@ -157,10 +166,13 @@ class Rollout:
             "watch": None if self.watch is None else self.watch.to_dict(),
         }
 
-    def resume(self, meta: dict[str, Any]) -> None:
-        """Restore from a snapshot's ``rollout`` metadata (learners from the registry)."""
-        data = meta.get("rollout") or {}
+    def resume(self, mv: ModelVersion) -> None:
+        """Restore from the state full snapshot ``mv`` carries (learners from the
+        registry); a version published before that state had a file of its own carries it
+        in its metadata (``rollout``)."""
         try:
+            raw = self.registry.read_file(mv, ROLLOUT_FILE)
+            data = (mv.metadata.get("rollout") or {}) if raw is None else json.loads(raw)
             self.evaluation = VersionEvaluation.from_dict(
                 data.get("evaluation"), self.evaluation.keep
             )

@@ -245,7 +245,7 @@ class OnlineTrainer:
         meta = mv.metadata
         self.version = mv.version
         self._resume_version = mv.version
-        self.rollout.resume(meta)
+        self.rollout.resume(mv)
         try:  # the rows its parity was checked on: the next versions are checked at once
             self.rollout.sample_rows = self.registry.rows(mv)
         except RegistryError as exc:
@@ -477,10 +477,10 @@ class OnlineTrainer:
                 FRESHNESS_KEY: self._positives.to_metadata(),
                 "parity_max_abs_diff": parity,
                 "parity_rows": {"count": len(rows), "from": rows_from},
-                **({"rollout": self.rollout.state()} if full else {}),
             },
             stage=stage,
             rows=rows if full and rows_from == "learned" else None,
+            files=self.rollout.files() if full else None,
         )
         self._positives.clear()
         self.rollout.published(mv, full)

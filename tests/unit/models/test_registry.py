@@ -183,3 +183,94 @@ def test_evaluation_files(tmp_path: Path) -> None:
     assert reg.evaluation(mv)["traffic"]["served"]["auc"] == 0.7
     reg.write_evaluation("m", 9, {"x": 1})  # a version that is gone: skipped
     assert reg.version_numbers("m") == [1]
+
+
+def _age(*paths: Path) -> None:
+    """Make ``paths`` look untouched for a minute (polls trust a settled directory)."""
+    import os
+    import time
+
+    past = time.time() - 60
+    for p in paths:
+        os.utime(p, (past, past))
+
+
+def test_polls_read_no_file_when_nothing_changed_and_each_metadata_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streamlearn.models.registry as registry_module
+
+    reg = FileRegistry(tmp_path)
+    light = Snapshot(b"g", b"", {"serving_only": True})
+    for _ in range(30):
+        reg.publish("m", light)
+    reg.publish("m", light, stage="candidate")  # 31: the shadow
+    model_dir = tmp_path / "m"
+    _age(model_dir, model_dir / "stages.json")
+    first = FileRegistry(tmp_path)  # a new reader: serving starting on an aged registry
+    assert (first.serving_version("m").version, first.shadow_version("m").version) == (30, 31)  # type: ignore[union-attr]
+    assert first.metadata_reads <= 31
+
+    def no_io(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a poll read the file system beyond stat")
+
+    with monkeypatch.context() as m:  # nothing changed: not even a directory listing
+        m.setattr(registry_module.os, "listdir", no_io)
+        m.setattr("builtins.open", no_io)
+        for _ in range(3):
+            assert first.serving_version("m").version == 30  # type: ignore[union-attr]
+            assert first.shadow_version("m").version == 31  # type: ignore[union-attr]
+
+    reads = first.metadata_reads
+    reg.publish("m", light)  # 32: a new serving-only version
+    assert first.serving_version("m").version == 32  # type: ignore[union-attr]
+    assert first.shadow_version("m").version == 31  # type: ignore[union-attr]
+    assert first.metadata_reads == reads + 1  # only the new version's metadata
+    reg.set_stage("m", 31, "rejected")
+    assert first.shadow_version("m") is None
+    reg.set_stage("m", 31, "candidate")
+    assert first.shadow_version("m").version == 31  # type: ignore[union-attr]
+    assert first.metadata_reads == reads + 1  # stages changed: metadata is remembered
+    reg.set_stage("m", 5, "production")
+    assert first.serving_version("m").version == 5  # type: ignore[union-attr]
+    assert first.metadata_reads == reads + 2  # version 5 had not been read
+
+
+def test_a_version_removed_or_replaced_by_hand_is_seen(tmp_path: Path) -> None:
+    import shutil
+
+    reg = FileRegistry(tmp_path)
+    light = Snapshot(b"g", b"", {"serving_only": True, "learner": "a"})
+    reg.publish("m", light)
+    reg.publish("m", light)
+    model_dir = tmp_path / "m"
+    _age(model_dir)
+    assert reg.serving_version("m").version == 2  # type: ignore[union-attr]
+    shutil.rmtree(model_dir / "v00000002")
+    assert reg.serving_version("m").version == 1  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="found none"):
+        reg.get("m", 2)
+    again = reg.publish("m", Snapshot(b"g", b"", {"serving_only": True, "learner": "b"}))
+    assert again.version == 2  # the number is taken again, by other metadata
+    assert reg.serving_version("m").metadata["learner"] == "b"  # type: ignore[union-attr]
+    assert reg.get("m", 2).metadata["learner"] == "b"
+
+
+def test_files_published_with_a_version(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    mv = reg.publish("m", snap("a"), files={"rollout.json": b'{"x": 1}'})
+    assert reg.read_file(mv, "rollout.json") == b'{"x": 1}'
+    assert reg.read_file(mv, "other.json") is None
+    for name in ("metadata.json", "../x.json", "Rollout.json", "noext"):
+        with pytest.raises(RegistryError, match="own file"):
+            reg.publish("m", snap("b"), files={name: b"{}"})
+    assert reg.version_numbers("m") == [1]
+
+
+def test_a_registry_pickles_without_its_caches(tmp_path: Path) -> None:
+    reg = FileRegistry(tmp_path)
+    reg.publish("m", snap("a"))
+    assert reg.serving_version("m") is not None
+    copy = pickle.loads(pickle.dumps(reg))
+    assert copy.root == reg.root and copy.metadata_reads == 0
+    assert copy.serving_version("m").version == 1  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ regression rolled back, and a snapshot failing its ONNX parity never served."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from streamlearn.models.stages import describe, history, publish_candidate
 from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import TrainingExample, decode_model_update
 from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.rollout import ROLLOUT_FILE
 from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig, is_online
 from streamlearn.streams.runtime.processor import Output, Record
 
@@ -209,7 +211,30 @@ def test_per_version_evaluation_is_written_exported_and_resumed(tmp_path: Path) 
     )
     assert got == pytest.approx(ev["served"]["auc"])
     before = t.rollout.evaluation.report(v2)
+    newest = reg.latest("feed")
+    assert newest is not None and "rollout" not in newest.metadata  # a file of its own
+    assert (newest.path / ROLLOUT_FILE).exists()
     again = _trainer(tmp_path)  # a restart resumes the tallies from its snapshot
+    again.assign([(TOPIC, 0)])
+    assert again.rollout.evaluation.report(v2) == before
+
+
+def test_rollout_state_in_the_metadata_of_an_older_version_is_resumed(tmp_path: Path) -> None:
+    t = _trainer(tmp_path)
+    world = World(5)
+    t.tick(0.0)
+    _feed(t, world.records(2000, 1))
+    v2 = t.version
+    _feed(t, world.records(2000, v2, t.learner))
+    before = t.rollout.evaluation.report(v2)
+    newest = t.registry.latest("feed")
+    assert newest is not None
+    # as a trainer published it before the state had its own file
+    meta = json.loads((newest.path / "metadata.json").read_text())
+    meta["rollout"] = json.loads((newest.path / ROLLOUT_FILE).read_bytes())
+    (newest.path / "metadata.json").write_text(json.dumps(meta))
+    (newest.path / ROLLOUT_FILE).unlink()
+    again = _trainer(tmp_path)
     again.assign([(TOPIC, 0)])
     assert again.rollout.evaluation.report(v2) == before
 
