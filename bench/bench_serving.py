@@ -1,199 +1,67 @@
-"""Serving over HTTP, old server against new, side by side (20 candidates per request).
+"""``streamlearn serve`` against the thin-handler floor, on an aged registry.
 
-Starts the embedded broker and a ServingApp (feature replica, Kafka feature log,
-predictions topic: everything a production request pays for), then serves the same
-prediction service with several HTTP servers in the same process, each on its own port:
+Builds a registry in the state a long run leaves (``bench/aged_registry.py``: both
+models, a version a second, retention, evaluation history), starts the embedded broker
+with the features of every user and item on its ``features`` topic, then runs as
+processes of their own:
 
-* ``stdlib``  — the former server (``bench/stdlib_server.py``: ``ThreadingHTTPServer``,
-  a thread per connection), the baseline;
-* ``uvicorn`` — the ASGI app on uvicorn with httptools and uvloop, as ``streamlearn
-  serve`` runs it (``serving/server.py``, limits and time-outs on);
-* ``uvicorn-asyncio`` — the same on the standard asyncio loop (what uvloop buys);
-* ``granian`` — the same ASGI app on granian (Rust HTTP, embedded; 1 runtime thread).
+* ``thin`` — the baseline (``bench/thin_handler.py``): a bare uvicorn ASGI handler that
+  parses the same request, runs the same ONNX session on the same featurised rows and
+  returns JSON;
+* ``serve`` — ``streamlearn serve`` exactly as a user runs it (feature replica, both
+  models, Kafka feature log and predictions, metrics, registry polling).
 
-A load client in a separate process (asyncio on uvloop, raw HTTP/1.1) keeps 64 keep-alive
-connections and, per server and per round (servers interleaved, so noise on a shared
-machine falls on all of them):
+A load client (``bench/load_client.py``, its own process on the same 2 cores) sends
+requests of 20 candidates, feed and ads in turn, over 64 keep-alive connections; per
+server and round (servers interleaved, so noise on a shared machine falls on both):
 
-* **paced**: ``--rate`` requests/s in total (request k of connection i is due at
-  ``(k * 64 + i) / rate`` s; a connection whose last reply is late sends at once);
-  latency is from writing a request to reading its whole reply;
-* **saturation**: every connection sends back to back for ``--sat-seconds``; the
-  throughput is replies/s, the load client sharing the machine's cores.
+* **paced** at ``--rate`` requests/s: p50, p99, and the server's CPU per request
+  (``/proc/<pid>/stat``: every thread of the server process, over every request sent);
+* **saturation**: every connection back to back; replies/s.
 
-Also prints the in-process floor: raw ``InferenceSession.run`` and
-``PredictionService.predict`` (features, featurise, run), as before.
+Also, in this process: raw ``InferenceSession.run`` against ``PredictionService.predict``
+(feature replica reads, featurisation, both runs' bookkeeping) on the same 20-candidate
+requests. ``--profile S`` samples ``streamlearn serve`` with py-spy (``pip install
+py-spy``) for S seconds at ``--profile-rate`` and prints the top frames.
 
 Usage: ``python bench/bench_serving.py [--rate 1000] [--seconds 10] [--sat-seconds 5]
-[--rounds 2] [--connections 64] [--servers stdlib,uvicorn,uvicorn-asyncio,granian]``
+[--rounds 2] [--profile 10]``
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing as mp
-import re
+import collections
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import orjson
+from aged_registry import N_ITEMS, N_USERS, build, entities, traffic
+from load_client import Load, wire
 
-from streamlearn.models import zoo
 from streamlearn.models.registry import FileRegistry
-from streamlearn.serving.app import ServingApp, ServingConfig
-from streamlearn.serving.http import ServingAPI, build_api
-from streamlearn.serving.server import HttpServer
-from streamlearn.streams.catalog.features import feed_spec
-from streamlearn.streams.contracts import FeatureRecord, PredictionRequest, encode
+from streamlearn.serving.replica import FeatureReplica
+from streamlearn.serving.service import PredictionService
+from streamlearn.streams.contracts import FeatureRecord, encode
 from streamlearn.streams.features.store import serving_features
 from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
-N_USERS, N_ITEMS, N_CANDIDATES = 1000, 500, 20
-_CONTENT_LENGTH = re.compile(rb"content-length: *(\d+)", re.IGNORECASE)
-
-
-def _request(i: int, rng: np.random.Generator) -> dict[str, Any]:
-    items = rng.choice(N_ITEMS, N_CANDIDATES, replace=False)
-    return {
-        "request_id": f"b{i}",
-        "user_id": f"u{rng.integers(N_USERS)}",
-        "surface": "feed",
-        "candidates": [f"i{j}" for j in items],
-        "context": {"hour": int(i % 24)},
-    }
-
-
-def _wire_requests(n: int) -> list[bytes]:
-    rng = np.random.default_rng(1)
-    out = []
-    for i in range(n):
-        body = orjson.dumps(_request(i, rng))
-        out.append(
-            b"POST /v1/models/feed:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
-    return out
-
-
-# -- the load client (its own process) -----------------------------------------------------
-
-
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection: write a request, wait for one whole reply."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.need: int | None = None
-        self.status = 0
-        self.waiter: asyncio.Future[int] | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            if self.need is None:
-                end = self.buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = bytes(self.buf[:end])
-                self.status = int(head[9:12])
-                m = _CONTENT_LENGTH.search(head)
-                self.need = end + 4 + (int(m.group(1)) if m else 0)
-            if len(self.buf) < self.need:
-                return
-            del self.buf[: self.need]
-            self.need = None
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(self.status)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError(f"connection lost: {exc}"))
-
-
-async def _load(
-    port: int, requests: list[bytes], conns: int, rate: float, seconds: float, warmup: float
-) -> tuple[list[float], float, int, int]:
-    loop = asyncio.get_running_loop()
-    pool = []
-    for _ in range(conns):
-        _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
-        pool.append(proto)
-    lat: list[float] = []
-    errors = total = 0
-    start = loop.time()
-    measure_from = start + warmup
-    end = measure_from + seconds
-
-    async def run(i: int, conn: _Conn) -> None:
-        nonlocal errors, total
-        k = 0
-        while True:
-            if rate:
-                due = start + (k * conns + i) / rate
-                if due >= end:
-                    return
-                if due > loop.time():
-                    await asyncio.sleep(due - loop.time())
-            elif loop.time() >= end:
-                return
-            conn.waiter = loop.create_future()
-            t0 = time.perf_counter()
-            assert conn.transport is not None
-            conn.transport.write(requests[(k * conns + i) % len(requests)])
-            status = await conn.waiter
-            took = time.perf_counter() - t0
-            total += 1
-            if loop.time() >= measure_from:
-                lat.append(took)
-                errors += status != 200
-            k += 1
-
-    await asyncio.gather(*(run(i, c) for i, c in enumerate(pool)))
-    elapsed = loop.time() - measure_from
-    for c in pool:
-        if c.transport is not None:
-            c.transport.close()
-    return lat, elapsed, errors, total
-
-
-def _client(port: int, conns: int, rate: float, seconds: float, out: Any) -> None:
-    import uvloop
-
-    requests = _wire_requests(2000)
-    out.put(uvloop.run(_load(port, requests, conns, rate, seconds, warmup=1.0)))
-
-
-class Phase:
-    """One load phase on one server: latencies, throughput, server CPU per request."""
-
-    def __init__(self, port: int, conns: int, rate: float, seconds: float) -> None:
-        ctx = mp.get_context("spawn")  # not fork: this process runs Kafka and server threads
-        out: Any = ctx.Queue()
-        proc = ctx.Process(target=_client, args=(port, conns, rate, seconds, out))
-        cpu0 = time.process_time()  # this process only: the server side, not the client
-        proc.start()
-        self.lat, self.elapsed, self.errors, total = out.get(timeout=seconds + 120)
-        self.cpu_us = (time.process_time() - cpu0) / max(total, 1) * 1e6
-        proc.join()
-        self.throughput = len(self.lat) / self.elapsed
-
-
-# -- the servers under test ---------------------------------------------------------------
+BENCH = Path(__file__).resolve().parent
+MODELS = ["feed", "ads"]
+N_REQUESTS = 4000
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -202,223 +70,294 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stdlib(app: ServingApp, api: ServingAPI) -> tuple[int, Callable[[], None]]:
-    from stdlib_server import ServingHTTPServer  # bench/ is on sys.path when run as a script
-
-    server = ServingHTTPServer(("127.0.0.1", 0), app.service, app.sink)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-    return server.port, stop
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of every thread of ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _uvicorn(app: ServingApp, api: ServingAPI) -> tuple[int, Callable[[], None]]:
-    return app.port, lambda: None  # the ServingApp's own server, as `streamlearn serve` runs it
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return bytes(r.read())
 
 
-def _uvicorn_asyncio(app: ServingApp, api: ServingAPI) -> tuple[int, Callable[[], None]]:
-    server = HttpServer(api, "127.0.0.1", 0, app.config.http, loop="asyncio").start()
-    return server.port, server.stop
+@dataclass
+class Server:
+    """A server process under test."""
 
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    paced: list[tuple[list[float], float, float, int]] = field(default_factory=list)
+    saturated: list[float] = field(default_factory=list)
 
-def _granian(app: ServingApp, api: ServingAPI, **options: Any) -> tuple[int, Callable[[], None]]:
-    import uvloop
-    from granian.constants import HTTPModes, Interfaces
-    from granian.server.embed import Server
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until it accepts connections (``serve``: and serves both models)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited with {self.proc.returncode}")
+            try:
+                if self.name == "thin":
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                if b"null" not in _get(f"http://127.0.0.1:{self.port}/healthz"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{self.name} not ready within {timeout_s:.0f} s")
 
-    port = _free_port()
-    server = Server(
-        api,
-        address="127.0.0.1",
-        port=port,
-        interface=Interfaces.ASGINL,
-        http=HTTPModes.http1,
-        websockets=False,
-        log_enabled=False,
-        **{"runtime_threads": 1, **options},
-    )
-    loop = uvloop.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while True:
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-    def stop() -> None:
-        loop.call_soon_threadsafe(server.stop)
-        thread.join(10)
-
-    return port, stop
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-SERVERS = {
-    "stdlib": _stdlib,
-    "uvicorn": _uvicorn,
-    "uvicorn-asyncio": _uvicorn_asyncio,
-    "granian": _granian,
-    "granian-2-threads": lambda app, api: _granian(app, api, runtime_threads=2),
-}
+def _phase(server: Server, requests: list[bytes], conns: int, rate: float, seconds: float):
+    load = Load(server.port, requests, conns, rate, seconds).start()
+    cpu0 = _cpu_s(server.proc.pid)
+    lat, elapsed, errors, total = load.result()
+    cpu_us = (_cpu_s(server.proc.pid) - cpu0) / max(total, 1) * 1e6
+    return lat, elapsed, cpu_us, errors
 
 
-def _pcts(lat: list[float]) -> tuple[float, float]:
-    if not lat:
-        return float("nan"), float("nan")
-    a = np.asarray(lat) * 1e3
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
-
-
-def _fixture(tmp: Path, kafka: KafkaConfig) -> FileRegistry:
-    spec = feed_spec()
-    learner = zoo.create("ftrl", spec)
-    rng = np.random.default_rng(0)
-    rows = [
-        {"user_id": f"u{rng.integers(N_USERS)}", "item_id": f"i{rng.integers(N_ITEMS)}"}
-        for _ in range(20_000)
-    ]
-    learner.learn_many(rows, (rng.random(len(rows)) < 0.1).astype(float))
-    registry = FileRegistry(tmp / "registry")
-    registry.publish("feed", learner.snapshot())
+def _features(kafka: KafkaConfig, now: float) -> None:
     topics = Topics(kafka.topic_prefix)
-    ensure_topics(
-        kafka,
-        [topics.features, topics.feature_log, topics.predictions, topics.prediction_requests],
-    )
-    ensure_topics(kafka, [topics.model_updates], partitions=1)
+    ensure_topics(kafka, [topics.features])
     producer = make_producer(kafka)
-    for u in range(N_USERS):
-        values = {"user_impressions": u, "user_ctr": 0.05, "user_last_event_ts": time.time()}
-        rec = FeatureRecord(entity="user", id=f"u{u}", values=values, ts=0.0)
-        produce(producer, topics.features, encode(rec), f"user/u{u}")
-    for i in range(N_ITEMS):
-        values = {"item_impressions": i, "item_category": f"c{i % 7}", "item_ctr": 0.1}
-        rec = FeatureRecord(entity="item", id=f"i{i}", values=values, ts=0.0)
-        produce(producer, topics.features, encode(rec), f"item/i{i}")
+    users, items = entities(now)
+    for entity, table in (("user", users), ("item", items)):
+        for key, values in table.items():
+            rec = FeatureRecord(entity=entity, id=key, values=values, ts=now)  # type: ignore[arg-type]
+            produce(producer, topics.features, encode(rec), f"{entity}/{key}")
     flush(producer)
-    return registry
 
 
-def _floor(app: ServingApp) -> tuple[list[float], list[float]]:
-    """Raw ``session.run`` and in-process ``service.predict`` latencies."""
-    rng = np.random.default_rng(2)
-    sess = app.service.session("feed")
-    reqs = [PredictionRequest(**_request(i, rng)) for i in range(1000)]
-    now = time.time()
-    featurised = []
-    for r in reqs:
-        user = app.replica.user(r.user_id)
-        feats = [serving_features(r, c, user, app.replica.item(c), now) for c in r.candidates]
-        featurised.append(sess.featuriser.transform_many(feats))
-    raw, svc = [], []
-    for _ in range(3):
-        for idx, val in featurised:
-            t0 = time.perf_counter()
-            sess._ort.run(["prob"], {"idx": idx, "val": val})
-            raw.append(time.perf_counter() - t0)
-    for r in reqs:
-        t0 = time.perf_counter()
-        app.service.predict("feed", r)
-        svc.append(time.perf_counter() - t0)
-    return raw, svc
+def _floor(registry: FileRegistry, kafka: KafkaConfig, state: Path) -> tuple[float, float]:
+    """p50 of raw ``session.run`` and of ``service.predict`` (ms), same requests."""
+    replica = FeatureReplica(kafka, state).start()
+    try:
+        deadline = time.monotonic() + 60
+        while replica.records_applied < N_USERS + N_ITEMS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        service = PredictionService(registry, replica, MODELS)
+        for model in MODELS:
+            mv = registry.serving_version(model)
+            assert mv is not None
+            service.load(mv)
+        reqs = traffic(2000, MODELS)
+        now = time.time()
+        featurised = []
+        for model, r in reqs:
+            sess = service.session(model)
+            user = replica.user(r.user_id)
+            rows = [serving_features(r, c, user, replica.item(c), now) for c in r.candidates]
+            featurised.append((sess, *sess.featuriser.transform_many(rows)))
+        raw, svc = [], []
+        for _ in range(3):
+            for sess, idx, val in featurised:
+                t0 = time.perf_counter()
+                sess._ort.run(["prob"], {"idx": idx, "val": val})
+                raw.append(time.perf_counter() - t0)
+            for model, r in reqs:
+                t0 = time.perf_counter()
+                service.predict(model, r)
+                svc.append(time.perf_counter() - t0)
+        return float(np.median(raw)) * 1e3, float(np.median(svc)) * 1e3
+    finally:
+        replica.stop()
+
+
+def _profile(server: Server, requests: list[bytes], rate: float, seconds: float, out: Path) -> None:
+    """Sample ``server`` with py-spy under paced load; print its top frames."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy not found (pip install py-spy): no profile")
+        return
+    load = Load(server.port, requests, 16, rate, seconds + 2).start()
+    time.sleep(1.0)
+    subprocess.run(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(server.proc.pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--threads",
+            "--nonblocking",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    load.result()
+    print(f"py-spy, {seconds:g} s at {rate:g} req/s over 16 connections (raw: {out})")
+    print(top_frames(out.read_text().splitlines()))
+
+
+def top_frames(lines: list[str], n: int = 15) -> str:
+    """The ``n`` functions with the most samples on the stack (inclusive) and on top
+    (self), from py-spy's raw (collapsed) output."""
+    total = 0
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        k = int(count)
+        frames = []
+        for f in stack.split(";")[1:]:  # the first is the thread
+            name, _, where = f.partition(" (")
+            frames.append(f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})")
+        total += k
+        for f in set(frames):
+            inclusive[f] += k
+        if frames:
+            own[frames[-1]] += k
+    out = [f"{total} samples; inclusive (on the stack):"]
+    out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(n)]
+    out.append("self (on top of the stack):")
+    out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(n)]
+    return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--rate", type=float, default=1000.0, help="paced phase: requests/s in all")
+    ap.add_argument("--rate", type=float, default=1000.0, help="paced phase: requests/s")
     ap.add_argument("--seconds", type=float, default=10.0, help="paced phase length per round")
     ap.add_argument("--sat-seconds", type=float, default=5.0, help="saturation phase length")
     ap.add_argument("--rounds", type=int, default=2, help="rounds (servers interleaved)")
     ap.add_argument("--connections", type=int, default=64, help="keep-alive connections")
-    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, in order")
+    ap.add_argument("--aged-seconds", type=int, default=300, help="simulated run of the registry")
+    ap.add_argument("--profile", type=float, default=0.0, help="py-spy seconds (0: none)")
+    ap.add_argument("--profile-rate", type=float, default=300.0)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
-    names = [n for n in args.servers.split(",") if n]
-    unknown = set(names) - set(SERVERS)
-    if unknown:
-        raise SystemExit(f"expected servers among {list(SERVERS)}, got {sorted(unknown)}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    paced: dict[str, list[Phase]] = {n: [] for n in names}
-    saturated: dict[str, list[Phase]] = {n: [] for n in names}
+    print(f"load average {os.getloadavg()[0]:.1f} at start; directory {tmp}", flush=True)
+    t0 = time.perf_counter()
+    registry = build(tmp / "data" / "registry", args.aged_seconds)
+    print(f"aged registry built in {time.perf_counter() - t0:.0f} s", flush=True)
+    requests = [wire(f"/v1/models/{m}:predict", encode(r)) for m, r in traffic(N_REQUESTS, MODELS)]
+    now = time.time()
+    servers: list[Server] = []
     with EmbeddedBroker() as broker:
         kafka = KafkaConfig(broker.bootstrap_servers, topic_prefix="bench.", partitions=4)
-        registry = _fixture(tmp, kafka)
-        config = ServingConfig(
-            port=0, registry_dir=registry.root, kafka=kafka, state_dir=tmp / "state"
-        )
-        with ServingApp(config) as app:
-            deadline = time.monotonic() + 30
-            while app.replica.records_applied < N_USERS + N_ITEMS and time.monotonic() < deadline:
-                time.sleep(0.05)
-            raw, svc = _floor(app)
-            api = build_api(app.service, app.sink, max_body_bytes=config.http.max_body_bytes)
+        _features(kafka, now)
+        try:
+            port = _free_port()
+            thin = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(BENCH / "thin_handler.py"),
+                    "--port",
+                    str(port),
+                    "--registry",
+                    str(registry.root),
+                    "--requests",
+                    str(N_REQUESTS),
+                    "--now",
+                    repr(now),
+                ]
+            )
+            servers.append(Server("thin", port, thin))
+            port = _free_port()
+            serve = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "streamlearn",
+                    "--log-level",
+                    "WARNING",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(tmp / "data"),
+                    "--bootstrap-servers",
+                    broker.bootstrap_servers,
+                    "--topic-prefix",
+                    "bench.",
+                ]
+            )
+            servers.append(Server("serve", port, serve))
+            for s in servers:
+                s.wait_ready()
+            # serving is ready once its replica holds every entity
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                metrics = _get(f"http://127.0.0.1:{servers[1].port}/metrics").decode()
+                done = [
+                    float(line.split()[-1])
+                    for line in metrics.splitlines()
+                    if line.startswith("streamlearn_feature_replica_records_total")
+                ]
+                if done and done[0] >= N_USERS + N_ITEMS:
+                    break
+                time.sleep(0.2)
             for rnd in range(args.rounds):
-                for name in names:
-                    port, stop = SERVERS[name](app, api)
-                    try:
-                        one = Phase(port, args.connections, args.rate, args.seconds)
-                        sat = Phase(port, args.connections, 0, args.sat_seconds)
-                    finally:
-                        stop()
-                    paced[name].append(one)
-                    saturated[name].append(sat)
-                    p50, p99 = _pcts(one.lat)
+                for s in servers:
+                    lat, elapsed, cpu_us, errors = _phase(
+                        s, requests, args.connections, args.rate, args.seconds
+                    )
+                    s.paced.append((lat, elapsed, cpu_us, errors))
+                    sat, sat_elapsed, _, sat_errors = _phase(
+                        s, requests, args.connections, 0, args.sat_seconds
+                    )
+                    s.saturated.append(len(sat) / sat_elapsed)
+                    a = np.asarray(lat) * 1e3
                     print(
-                        f"round {rnd + 1} {name:18s} paced p50 {p50:.2f} ms p99 {p99:.2f} ms "
-                        f"server CPU {one.cpu_us:.0f} µs/req; saturation {sat.throughput:,.0f} "
-                        f"req/s ({sat.cpu_us:.0f} µs/req)",
+                        f"round {rnd + 1} {s.name:6s} p50 {np.percentile(a, 50):.2f} ms "
+                        f"p99 {np.percentile(a, 99):.2f} ms CPU {cpu_us:.0f} µs/req "
+                        f"({errors} non-200); saturation {len(sat) / sat_elapsed:,.0f} req/s "
+                        f"({sat_errors} non-200); load average {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
-    shutil.rmtree(tmp, ignore_errors=True)
-
-    r50, _r99 = _pcts(raw)
-    s50, _s99 = _pcts(svc)
-    print(
-        f"\nserving bench: {N_CANDIDATES} candidates, {args.connections} keep-alive connections, "
-        f"paced at {args.rate:g} req/s for {args.seconds:g} s and saturated for "
-        f"{args.sat_seconds:g} s, {args.rounds} round(s); load client on the same machine"
-    )
-    print(f"in-process floor: session.run p50 {r50:.3f} ms; service.predict p50 {s50:.3f} ms")
-    print(
-        "figures: the median over rounds of each round's p50 / p99 / throughput / server "
-        "CPU per request (this process's CPU time, Kafka threads included, over requests)"
-    )
+            if args.profile:
+                _profile(servers[1], requests, args.profile_rate, args.profile, tmp / "py-spy.txt")
+        finally:
+            for s in servers:
+                s.stop()
+        raw_ms, svc_ms = _floor(registry, kafka, tmp / "floor")
 
     def med(xs: list[float]) -> float:
         return float(np.median(xs))
 
-    rows = {}
-    for name in names:
-        rows[name] = (
-            med([_pcts(p.lat)[0] for p in paced[name]]),
-            med([_pcts(p.lat)[1] for p in paced[name]]),
-            med([p.cpu_us for p in paced[name]]),
-            med([p.throughput for p in saturated[name]]),
-            med([_pcts(p.lat)[0] for p in saturated[name]]),
-            sum(p.errors for p in paced[name] + saturated[name]),
-        )
-    base = rows[names[0]]
     print(
-        f"\n| server | p50 ms @ {args.rate:g}/s | p99 ms | CPU µs/req | saturation req/s "
-        f"| p50 ms saturated | p50 × | p99 × | CPU × | saturation × | non-200 |"
+        f"\nserving bench: {len(MODELS)} models, 20 candidates, {args.connections} "
+        f"connections, paced at {args.rate:g} req/s for {args.seconds:g} s and saturated for "
+        f"{args.sat_seconds:g} s, {args.rounds} round(s), medians over rounds; load client on "
+        f"the same machine; load average {os.getloadavg()[0]:.1f} at the end"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, (p50, p99, cpu, sat, q50, err) in rows.items():
+    print("\n| server | p50 ms | p99 ms | CPU µs/req | saturation req/s | CPU × thin |")
+    print("|---|---:|---:|---:|---:|---:|")
+    base_cpu = med([p[2] for p in servers[0].paced])
+    for s in servers:
+        p50 = med([float(np.percentile(p[0], 50)) * 1e3 for p in s.paced])
+        p99 = med([float(np.percentile(p[0], 99)) * 1e3 for p in s.paced])
+        cpu = med([p[2] for p in s.paced])
         print(
-            f"| {name} | {p50:.2f} | {p99:.2f} | {cpu:.0f} | {sat:,.0f} | {q50:.1f} "
-            f"| {p50 / base[0]:.2f} | {p99 / base[1]:.2f} | {cpu / base[2]:.2f} "
-            f"| {sat / base[3]:.2f} | {err} |"
+            f"| {s.name} | {p50:.2f} | {p99:.2f} | {cpu:.0f} | {med(s.saturated):,.0f} "
+            f"| {cpu / base_cpu:.2f} |"
         )
-    print(f"(× : against {names[0]}, measured in the same run)")
+    print(
+        f"\nin process: session.run p50 {raw_ms * 1e3:.1f} µs, service.predict p50 "
+        f"{svc_ms * 1e3:.1f} µs ({svc_ms / raw_ms:.1f}×)"
+    )
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The baseline of ``bench_serving.py``: serving's former HTTP server, kept as it was.
+"""The baseline of ``bench_http_servers.py``: serving's former HTTP server, kept as it was.
 
 It is the standard library's ``ThreadingHTTPServer`` (a thread per connection, keep-alive)
 that served the native API before the ASGI app on uvicorn (``serving/http.py``,
