@@ -160,6 +160,7 @@ class RayExecutor:
     """
 
     def __init__(self, config: RayConfig | None = None) -> None:
+        require("flow", "running flow steps on Ray")  # now, not at the first step
         self.config = config or RayConfig()
         self.started = False
         self._connected = False

@@ -203,6 +203,7 @@ def test_the_core_runs_without_any_extra() -> None:
     ("args", "extra"),
     [
         (["offline", "vision", "--dataset", "digits", "--no-publish"], "vision"),
+        (["flow", "run", "vision"], "flow"),
         (["train", "--learner", "deep", "--bootstrap-servers", "127.0.0.1:9"], "deep"),
         (["train", "--learner", "river-lr", "--bootstrap-servers", "127.0.0.1:9"], "river"),
         (
