@@ -17,11 +17,10 @@ from streamlearn.serving.replica import FeatureReplica
 from streamlearn.serving.requests import RequestConsumer
 from streamlearn.serving.server import HttpLimits, HttpServer
 from streamlearn.serving.service import PredictionService
-from streamlearn.serving.sink import KafkaSink
+from streamlearn.serving.sink import FEATURE_LOG_WINDOW, KafkaSink
 from streamlearn.serving.updates import ModelUpdater
 from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
 from streamlearn.streams.catalog.models import MODELS
-from streamlearn.streams.kafka.clients import make_producer
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
 
@@ -49,6 +48,8 @@ class ServingConfig:
     catalog: FeatureCatalog = CATALOG
     http: HttpLimits = field(default_factory=HttpLimits)
     admin_token: SecretStr | None = None
+    #: feature-log records in flight at most: what a crash can lose (``serving.sink``)
+    feature_log_window: int = FEATURE_LOG_WINDOW
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -77,7 +78,7 @@ class ServingApp:
             self.service = PredictionService(
                 FileRegistry(cfg.registry_dir), self.replica, cfg.models, catalog=cfg.catalog
             )
-            self.sink = KafkaSink(make_producer(cfg.kafka), topics)
+            self.sink = KafkaSink(cfg.kafka, topics, cfg.feature_log_window)
             self._closers.append(self.sink.close)
             self.updater = ModelUpdater(self.service, cfg.kafka, cfg.registry_poll_s)
             api = build_api(

@@ -112,6 +112,17 @@ PUBLISH_DROPPED = Counter(
     "Feature-log or prediction records dropped because the producer queue was full.",
     ["topic"],
 )
+FEATURE_LOG_IN_FLIGHT = Gauge(
+    "streamlearn_feature_log_in_flight",
+    "Feature-log records answered and not yet acknowledged by the broker: what a crash of "
+    "serving now would lose (at most the sink's window).",
+)
+FEATURE_LOG_RECORDS = Counter(
+    "streamlearn_feature_log_records_total",
+    "Feature-log records by outcome: acknowledged, failed (refused by the broker) or "
+    "dropped (the window of records in flight, or the producer queue, was full).",
+    ["outcome"],
+)
 REQUEST_ERRORS = Counter(
     "streamlearn_request_errors_total",
     "Requests from the request topic answered with an error reply, per the HTTP status "

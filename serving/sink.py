@@ -1,19 +1,30 @@
 """Where served predictions go on Kafka: the feature log and the predictions topic.
 
 Producing never blocks a request: records are queued in librdkafka and sent in the
-background (a thread serves delivery callbacks); when the local queue is full the
-record is dropped, counted and logged rather than making the caller wait.
+background (a thread serves delivery callbacks). What a crash of serving can lose is
+bounded and counted: at most ``window`` feature-log records are *in flight* (answered,
+not yet acknowledged by the broker) at any time. ``streamlearn_feature_log_in_flight``
+is that number now (what a kill -9 would lose), and
+``streamlearn_feature_log_records_total{outcome}`` counts every record: ``acknowledged``,
+``failed`` (the broker refused it: logged) or ``dropped`` (the window was full — the
+broker has not acknowledged ``window`` records, e.g. it is down — or the local queue was:
+the request is answered all the same, and a warning says how many were dropped). A
+request's impressions never become training examples without its feature-log record,
+so this bound is what the loop can lose to a serving crash (the chaos test checks it from
+the topics).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Protocol
+import time
+from collections.abc import Callable
+from typing import Any, Final, Protocol
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
-from streamlearn.serving.metrics import PUBLISH_DROPPED
+from streamlearn.serving.metrics import FEATURE_LOG_IN_FLIGHT, FEATURE_LOG_RECORDS, PUBLISH_DROPPED
 from streamlearn.streams.contracts import (
     FeatureLogRecord,
     ModelUpdate,
@@ -22,7 +33,8 @@ from streamlearn.streams.contracts import (
     encode,
 )
 from streamlearn.streams.errors import StreamsError
-from streamlearn.streams.kafka.clients import flush
+from streamlearn.streams.kafka.clients import flush, make_producer
+from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -36,29 +48,87 @@ class Sink(Protocol):
         ...
 
 
-class KafkaSink:
-    """Produces the feature-log record and the reply, both keyed by user id."""
+#: Feature-log records in flight (answered, not yet acknowledged) at most: what a crash of
+#: serving can lose. Far above what a healthy broker leaves in flight (requests per second
+#: × the acknowledgement time: tens), so only a broker that stops acknowledging reaches it.
+FEATURE_LOG_WINDOW: Final = 1000
+_DROP_LOG_EVERY_S: Final = 10.0
 
-    def __init__(self, producer: Producer, topics: Topics) -> None:
-        self.producer = producer
+
+class KafkaSink:
+    """Produces the feature-log record and the reply, both keyed by user id; at most
+    ``window`` feature-log records in flight (module docstring)."""
+
+    def __init__(self, kafka: KafkaConfig, topics: Topics, window: int = FEATURE_LOG_WINDOW):
+        if window < 1:
+            raise ValueError(f"expected a feature-log window >= 1, got {window}")
+        # a delivery report for every record: acknowledgements free the window
+        self.producer = make_producer(kafka, **{"delivery.report.only.error": False})
+        self.window = window
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._dropped_unlogged = 0
+        self._drop_logged_at = 0.0
         self._feature_log = topics.feature_log
         self._predictions = topics.predictions
         self._model_updates = topics.model_updates
+        FEATURE_LOG_IN_FLIGHT.set_function(lambda: self._in_flight)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="serving-producer", daemon=True)
         self._thread.start()
 
+    @property
+    def in_flight(self) -> int:
+        """Feature-log records answered and not yet acknowledged."""
+        return self._in_flight
+
     def log_prediction(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
-        """Queue both records; never waits for the broker."""
-        self._send(self._feature_log, encode(record), record.user_id)
+        """Queue both records; never waits for the broker. The feature-log record is
+        dropped (and counted) when ``window`` are already in flight."""
+        with self._lock:
+            room = self._in_flight < self.window
+            if room:
+                self._in_flight += 1
+        if not room:
+            self._dropped()
+        elif not self._send(self._feature_log, encode(record), record.user_id, self._acked):
+            with self._lock:
+                self._in_flight -= 1
+            self._dropped()
         self._send(self._predictions, encode(reply), record.user_id)
+
+    def _acked(self, err: Any, msg: Message) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        if err is None:
+            FEATURE_LOG_RECORDS.labels("acknowledged").inc()
+        else:
+            FEATURE_LOG_RECORDS.labels("failed").inc()
+            _delivered(err, msg)
+
+    def _dropped(self) -> None:
+        FEATURE_LOG_RECORDS.labels("dropped").inc()
+        now = time.monotonic()
+        with self._lock:
+            self._dropped_unlogged += 1
+            if now - self._drop_logged_at < _DROP_LOG_EVERY_S:
+                return
+            n, self._dropped_unlogged, self._drop_logged_at = self._dropped_unlogged, 0, now
+        log.error(
+            "dropped %d feature-log record(s): %d were in flight, not yet acknowledged by the "
+            "broker (slow or down); their requests were answered, their impressions will not "
+            "become training examples",
+            n,
+            self.window,
+        )
 
     def log_error(self, error: PredictionError, key: str) -> None:
         """Queue the error reply to a request from the request topic on ``predictions``
         (header ``error.status``, so a reader tells it from a reply without decoding)."""
-        self._send(
-            self._predictions, encode(error), key, [("error.status", str(error.status).encode())]
-        )
+        status: list[tuple[str, str | bytes | None]] = [
+            ("error.status", str(error.status).encode())
+        ]
+        self._send(self._predictions, encode(error), key, headers=status)
 
     def announce(self, update: ModelUpdate) -> None:
         """Queue a model update (a stage change made through serving) on ``model-updates``."""
@@ -69,13 +139,18 @@ class KafkaSink:
         topic: str,
         value: bytes,
         key: str,
+        on_delivery: Callable[[Any, Message], None] | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
-    ) -> None:
+    ) -> bool:
         try:
-            self.producer.produce(topic, value, key, headers=headers, on_delivery=_delivered)
+            self.producer.produce(
+                topic, value, key, headers=headers, on_delivery=on_delivery or _delivered
+            )
         except BufferError:
             PUBLISH_DROPPED.labels(topic).inc()
             log.error("producer queue full: dropped a record for topic=%s key=%s", topic, key)
+            return False
+        return True
 
     def _poll(self) -> None:
         while not self._stop.is_set():

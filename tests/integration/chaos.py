@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from streamlearn.cli.commands.worker import _trainer
+from streamlearn.serving.sink import FEATURE_LOG_WINDOW
 from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import KafkaCluster, flush, make_producer, produce
@@ -33,6 +34,7 @@ from tests.integration.truth import (
     Truth,
     check_features,
     diff_features,
+    feature_log_gaps,
     latest_features,
     read,
     single_worker_features,
@@ -90,6 +92,10 @@ class Outcome:
     duplicate_examples: dict[str, int]
     activity_after_pause: int
     seconds: float
+    #: requests shown (impressions) without a feature-log record, less those the simulator
+    #: ranked at random (serving did not answer them): records a serving crash lost
+    feature_log_lost: int = 0
+    serving_kills: int = 0
     notes: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -105,6 +111,12 @@ class Outcome:
                 )
             if int(snap["fingerprint"]) != self.fingerprint_expected[model]:
                 out.append(f"model={model}: the fingerprint is not each example learned once")
+        bound = self.serving_kills * FEATURE_LOG_WINDOW
+        if self.feature_log_lost > bound:
+            out.append(
+                f"{self.feature_log_lost} shown requests lost their feature-log record, more "
+                f"than the {bound} that {self.serving_kills} serving kill(s) may lose"
+            )
         return out
 
 
@@ -253,6 +265,14 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
             fp = (fp + example_fingerprint(topic, r.partition, r.offset)) % (1 << 64)
         fingerprints[model] = fp
     truth = check_features(broker.bootstrap_servers, topics, PARTITIONS)
+    gaps = feature_log_gaps(broker.bootstrap_servers, topics, PARTITIONS)
+    fallback = sum(
+        int(s.get("fallback_requests", 0)) for s in summary.get("simulator_surfaces", {}).values()
+    )
+    notes.append(
+        f"feature log: {gaps.shown} requests shown, {gaps.not_logged} without a record, "
+        f"{fallback} of them ranked at random by the simulator (not answered by serving)"
+    )
     diffs = diff_features(
         latest_features(broker.bootstrap_servers, topics, PARTITIONS),
         single_worker_features(broker.bootstrap_servers, topics, PARTITIONS),
@@ -268,6 +288,8 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         duplicate_examples=duplicates,
         activity_after_pause=activity_after_pause,
         seconds=time.monotonic() - t0,
+        feature_log_lost=max(0, gaps.not_logged - fallback),
+        serving_kills=sum(1 for _, name in plan.kills if name.startswith("serving")),
         notes=notes,
     )
 

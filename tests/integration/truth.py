@@ -137,6 +137,33 @@ def check_features(bootstrap: str, topics: Topics, partitions: int) -> Truth:
     return truth
 
 
+@dataclass(frozen=True)
+class FeatureLogGaps:
+    """Requests whose items were shown (impressions in ``activity``) against the requests
+    serving feature-logged: a shown request without its record never becomes examples."""
+
+    shown: int
+    not_logged: int
+
+
+def feature_log_gaps(bootstrap: str, topics: Topics, partitions: int) -> FeatureLogGaps:
+    """Requests with impressions, and those of them with no ``feature-log`` record."""
+    shown: set[str] = set()
+    for r in read(bootstrap, topics.activity, partitions):
+        try:
+            ev = decode_event(r.value)
+        except ContractError:
+            continue
+        if ev.type == "impression":
+            shown.add(ev.request_id)
+    logged = {
+        orjson.loads(r.value)["request_id"]
+        for r in read(bootstrap, topics.feature_log, partitions)
+        if r.value is not None
+    }
+    return FeatureLogGaps(len(shown), len(shown - logged))
+
+
 def latest_features(bootstrap: str, topics: Topics, partitions: int) -> dict[str, dict]:
     """Each entity's newest values in ``features`` (item partials merged)."""
     latest: dict[tuple[bytes, int], bytes] = {}

@@ -13,6 +13,7 @@ from streamlearn.cli import options as o
 from streamlearn.cli.settings import ServeSettings, data_dir
 from streamlearn.serving.app import ServingConfig, run_serving
 from streamlearn.serving.server import HttpLimits
+from streamlearn.serving.sink import FEATURE_LOG_WINDOW
 from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
@@ -35,7 +36,8 @@ Models = Annotated[
         envvar="STREAMLEARN_MODEL",
         help="Model to serve (repeatable; env: space-separated). Default: every declared "
         "model (feed, ads). A request on the request topic goes to the model its `model` "
-        "header names, else to its surface's model, else to the first one.",
+        "header names, else to its surface's model; one for a model not served here gets "
+        "an error reply.",
     ),
 ]
 
@@ -71,6 +73,15 @@ KeepAlive = Annotated[
     float,
     _limit("--keep-alive-timeout", "Seconds an idle connection is kept open."),
 ]
+FeatureLogWindow = Annotated[
+    int,
+    _limit(
+        "--feature-log-window",
+        "Feature-log records answered but not yet acknowledged by the broker, at most: what "
+        "a crash can lose. Beyond it a record is dropped and counted, the request answered.",
+        int,
+    ),
+]
 ShutdownTimeout = Annotated[
     float,
     _limit("--shutdown-timeout", "Seconds to drain in-flight requests on stop."),
@@ -94,6 +105,7 @@ def register(app: typer.Typer) -> None:
         request_timeout: RequestTimeout = _LIMITS.request_timeout_s,
         keep_alive_timeout: KeepAlive = _LIMITS.keep_alive_s,
         shutdown_timeout: ShutdownTimeout = _LIMITS.shutdown_timeout_s,
+        feature_log_window: FeatureLogWindow = FEATURE_LOG_WINDOW,
     ) -> None:
         """Serve predictions over HTTP and the request topic, hot-swapping model versions.
 
@@ -126,6 +138,7 @@ def register(app: typer.Typer) -> None:
                 shutdown_timeout_s=shutdown_timeout,
             ),
             admin_token=ServeSettings().admin_token,
+            feature_log_window=feature_log_window,
         )
         stop = threading.Event()
 
