@@ -64,7 +64,7 @@ N_REQUESTS = 4000
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -81,6 +81,16 @@ def _get(url: str) -> bytes:
         return bytes(r.read())
 
 
+def metric_samples(port: int) -> dict[str, float]:
+    """The Prometheus samples of the server on ``port``, by name with labels."""
+    out = {}
+    for line in _get(f"http://127.0.0.1:{port}/metrics").decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 @dataclass
 class Server:
     """A server process under test."""
@@ -91,8 +101,9 @@ class Server:
     paced: list[tuple[list[float], float, float, int]] = field(default_factory=list)
     saturated: list[float] = field(default_factory=list)
 
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Wait until it accepts connections (``serve``: and serves both models)."""
+    def wait_ready(self, timeout_s: float = 120.0, entities: int = 0) -> None:
+        """Wait until it accepts connections (``serve``: serves both models and its
+        replica holds ``entities``)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -102,7 +113,11 @@ class Server:
                     socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                     return
                 if b"null" not in _get(f"http://127.0.0.1:{self.port}/healthz"):
-                    return
+                    done = metric_samples(self.port).get(
+                        "streamlearn_feature_replica_records_total", 0.0
+                    )
+                    if done >= entities:
+                        return
             except OSError:
                 pass
             time.sleep(0.2)
@@ -125,7 +140,8 @@ def _phase(server: Server, requests: list[bytes], conns: int, rate: float, secon
     return lat, elapsed, cpu_us, errors
 
 
-def _features(kafka: KafkaConfig, now: float) -> None:
+def features_topic(kafka: KafkaConfig, now: float) -> None:
+    """The features of every user and item of the aged world on the ``features`` topic."""
     topics = Topics(kafka.topic_prefix)
     ensure_topics(kafka, [topics.features])
     producer = make_producer(kafka)
@@ -255,9 +271,9 @@ def main() -> None:
     servers: list[Server] = []
     with EmbeddedBroker() as broker:
         kafka = KafkaConfig(broker.bootstrap_servers, topic_prefix="bench.", partitions=4)
-        _features(kafka, now)
+        features_topic(kafka, now)
         try:
-            port = _free_port()
+            port = free_port()
             thin = subprocess.Popen(
                 [
                     sys.executable,
@@ -273,7 +289,7 @@ def main() -> None:
                 ]
             )
             servers.append(Server("thin", port, thin))
-            port = _free_port()
+            port = free_port()
             serve = subprocess.Popen(
                 [
                     sys.executable,
@@ -294,19 +310,7 @@ def main() -> None:
             )
             servers.append(Server("serve", port, serve))
             for s in servers:
-                s.wait_ready()
-            # serving is ready once its replica holds every entity
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                metrics = _get(f"http://127.0.0.1:{servers[1].port}/metrics").decode()
-                done = [
-                    float(line.split()[-1])
-                    for line in metrics.splitlines()
-                    if line.startswith("streamlearn_feature_replica_records_total")
-                ]
-                if done and done[0] >= N_USERS + N_ITEMS:
-                    break
-                time.sleep(0.2)
+                s.wait_ready(entities=N_USERS + N_ITEMS)
             for rnd in range(args.rounds):
                 for s in servers:
                     lat, elapsed, cpu_us, errors = _phase(

@@ -57,6 +57,13 @@ def _category(value: object) -> str | None:
     return str(value)
 
 
+def slot_key(field: str, value: object) -> str:
+    """The key a categorical field's slot hashes: ``"field=value"``, ``"field="`` when the
+    value is missing (as the transforms write it, crosses joining keys with ``^``)."""
+    v = value if type(value) is str else _category(value)
+    return field + "=" if v is None else field + "=" + v
+
+
 def _number(value: object) -> float | None:
     """Finite float of ``value``; ``None`` when missing, non-numeric or not finite."""
     if value is None:
@@ -290,3 +297,13 @@ class Featuriser:
             val[:, slot] = np.logical_and.reduce([val[:, slot_of[f]] > 0 for f in cross])
             slot += 1
         return idx, val
+
+    def indices(self, keys: list[str]) -> np.ndarray:
+        """Hashed indices (int64) of slot keys such as ``"f=v"`` or ``"a=va^b=vb"``, as
+        the transforms compute them (for callers assembling rows from parts)."""
+        return self._indices(keys)
+
+    def numeric(self, nums: np.ndarray) -> np.ndarray:
+        """The values of numeric slots for finite float64 ``nums``, as the transforms
+        compute them (before the cast to float32)."""
+        return self._numeric_values(nums)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from pydantic import SecretStr
 
@@ -141,8 +143,18 @@ class ServingApp:
         self.stop()
 
 
+#: The interpreter's thread switch interval in a serving process. Python's default, 5 ms,
+#: lets a background thread running Python (the replica applying a batch of feature
+#: records, the updater loading a version) keep the GIL that long while the event loop
+#: waits to answer a request; at 1 ms it gets it back within a millisecond
+#: (``streamlearn_event_loop_lag_seconds``).
+SWITCH_INTERVAL_S: Final = 0.001
+
+
 def run_serving(config: ServingConfig, stop_event: threading.Event | None = None) -> None:
-    """Run the service until ``stop_event`` is set (forever when ``None``)."""
+    """Run the service until ``stop_event`` is set (forever when ``None``), in a process of
+    its own (it sets the interpreter's thread switch interval: :data:`SWITCH_INTERVAL_S`)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     stop = stop_event or threading.Event()
     app = ServingApp(config).start()
     try:

@@ -15,6 +15,10 @@ server needs here; uvicorn itself drains in-flight requests on shutdown.
   gets 503 with ``Retry-After`` and the connection is closed;
 * bytes the HTTP parser rejects get a JSON 400, like every other error, and a close.
 
+The event loop's lag — how late a timer due every 10 ms runs — is observed in
+``streamlearn_event_loop_lag_seconds``: anything that keeps the loop from serving
+(a slow handler, another thread holding the GIL) shows there.
+
 The socket is bound when :class:`HttpServer` is made, so a port in use fails at once.
 :meth:`HttpServer.stop` stops accepting, lets in-flight requests finish (at most
 ``shutdown_timeout_s``) and closes idle connections.
@@ -35,7 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from streamlearn.serving.errors import BadRequest, HeadersTooLarge, Overloaded, RequestTimeout
 from streamlearn.serving.http import MAX_BODY_BYTES, ServingAPI, error_response, raw_response
-from streamlearn.serving.metrics import HTTP_CONNECTIONS
+from streamlearn.serving.metrics import EVENT_LOOP_LAG, HTTP_CONNECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +196,35 @@ class _Protocol(HttpToolsProtocol):
             self._arm(self._limits.keep_alive_s, self._idle_expired)
 
 
+#: How often the event loop's lag is sampled.
+LAG_INTERVAL_S = 0.01
+
+
+async def watch_lag(interval_s: float = LAG_INTERVAL_S) -> None:
+    """Observe, forever, how late the running loop wakes from a sleep of ``interval_s``."""
+    loop = asyncio.get_running_loop()
+    observe = EVENT_LOOP_LAG.observe
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        observe(max(0.0, loop.time() - due))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, watching its event loop's lag while it serves."""
+
+    _lag: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._lag = asyncio.create_task(watch_lag())
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._lag is not None:
+            self._lag.cancel()
+        await super().shutdown(sockets)
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: any free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -235,7 +268,7 @@ class HttpServer:
         )
         config.limits = limits
         config.api = api
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._thread: threading.Thread | None = None
 
     @property

@@ -22,14 +22,22 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
+import msgspec
 import numpy as np
 import onnxruntime as ort
 
 from streamlearn.models.errors import ModelError
 from streamlearn.models.features import FeatureSpec, Featuriser
 from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.serving.candidates import (
+    CandidateFeaturiser,
+    Candidates,
+    FeatureLog,
+    FeatureSource,
+    LoggedItem,
+)
 from streamlearn.serving.errors import (
     BadRequest,
     ModelNotFound,
@@ -49,13 +57,7 @@ from streamlearn.serving.metrics import (
 from streamlearn.serving.schema import VisionReply
 from streamlearn.serving.vision import check_pixels, image_array
 from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
-from streamlearn.streams.contracts import (
-    FeatureLogRecord,
-    PredictionReply,
-    PredictionRequest,
-    Scalar,
-    ServedItem,
-)
+from streamlearn.streams.contracts import PredictionReply, PredictionRequest, Scalar
 from streamlearn.streams.features.store import served_features
 
 log = logging.getLogger(__name__)
@@ -65,18 +67,6 @@ KINDS: Final = ("ctr", "vision")
 MAX_CANDIDATES: Final = 1000
 _CTR_IO: Final = (["idx", "val"], "prob")
 _VISION_IO: Final = (["image"], "probs")
-
-
-class FeatureSource(Protocol):
-    """Where the service reads the current features of users and items."""
-
-    def user(self, user_id: str) -> Mapping[str, Scalar] | None:
-        """The user's stored features, or ``None`` when unknown."""
-        ...
-
-    def item(self, item_id: str) -> Mapping[str, Scalar] | None:
-        """The item's stored features, or ``None`` when unknown."""
-        ...
 
 
 def _session_options() -> ort.SessionOptions:
@@ -101,6 +91,9 @@ class ModelSession:
         self.version = version
         self.metadata = dict(metadata)
         self.kind = self.metadata.get("kind")
+        #: CTR models: featurises requests' candidates by this version's spec (set by the
+        #: service, shared by the versions and models of one spec)
+        self.candidates: CandidateFeaturiser | None = None
         where = f"model {model!r} version {version}"
         if self.kind not in KINDS:
             raise SnapshotRejected(f"{where}: expected metadata kind in {KINDS}, got {self.kind!r}")
@@ -207,13 +200,31 @@ class PredictionService:
         self.models = tuple(dict.fromkeys(models))
         self._features = features
         self._clock = clock
-        self._rows = served_features(catalog).row
+        self._served = served_features(catalog)
+        self._featurisers: dict[FeatureSpec, CandidateFeaturiser] = {}
+        self._featurisers_lock = threading.Lock()
         self._sessions: Mapping[str, ModelSession] = MappingProxyType({})
         self._shadows: Mapping[str, ModelSession] = MappingProxyType({})
         self._load_lock = threading.Lock()
         self.freshness = FreshnessTracker(registry)
+        self._metrics = {m: (PREDICTIONS.labels(m), PREDICT_LATENCY.labels(m)) for m in self.models}
         for m in self.models:
             MODEL_VERSION.labels(m).set(0)
+
+    def _session(self, mv: ModelVersion) -> ModelSession:
+        """``mv`` loaded, warmed up and validated, its candidates' featuriser attached (one
+        per feature spec, so its per-entity parts outlive the versions)."""
+        sess = ModelSession.from_registry(self.registry, mv)
+        if sess.kind == "ctr":
+            spec = sess.featuriser.spec
+            with self._featurisers_lock:
+                cf = self._featurisers.get(spec)
+                if cf is None:
+                    cf = self._featurisers[spec] = CandidateFeaturiser(
+                        sess.featuriser, self._served
+                    )
+            sess.candidates = cf
+        return sess
 
     def session(self, model: str, version: int | None = None) -> ModelSession:
         """The current session of ``model``; :class:`ModelNotFound` / :class:`ModelNotReady`.
@@ -261,7 +272,7 @@ class PredictionService:
         sess = None
         if mv is not None:
             try:
-                sess = ModelSession.from_registry(self.registry, mv)
+                sess = self._session(mv)
                 if sess.kind != "ctr":
                     raise SnapshotRejected(f"model {model!r} version {mv.version}: not a CTR model")
             except SnapshotRejected:
@@ -290,7 +301,7 @@ class PredictionService:
         with self._load_lock:
             started = time.perf_counter()
             try:
-                sess = ModelSession.from_registry(self.registry, mv)
+                sess = self._session(mv)
             except SnapshotRejected as exc:
                 MODEL_SWAPS.labels(mv.model, "rejected").inc()
                 log.error("rejected %s; version %s keeps serving", exc, self.version(mv.model))
@@ -312,14 +323,14 @@ class PredictionService:
 
     def predict(
         self, model: str, request: PredictionRequest, version: int | None = None
-    ) -> tuple[PredictionReply, FeatureLogRecord]:
+    ) -> tuple[PredictionReply, FeatureLog]:
         """Score ``request``'s candidates; the log record holds exactly what was scored.
 
         ``version``: answer only if that version is serving (see :meth:`session`).
         """
         started = time.perf_counter()
         sess = self.session(model, version)
-        if sess.kind != "ctr":
+        if sess.candidates is None:
             raise BadRequest(
                 f"model {model!r} is a {sess.kind} model: expected "
                 '{"request_id": str, "image": [[...]] or "image_png_base64": str}, '
@@ -332,56 +343,62 @@ class PredictionService:
         now = self._clock()
         user = self._features.user(request.user_id)
         item = self._features.item
-        row = self._rows
-        rows = [row(request, c, user, item(c), now) for c in request.candidates]
-        idx, val = sess.featuriser.transform_many(rows)
-        scores = sess.score_featurised(idx, val).tolist()
+        items = [item(c) for c in request.candidates]
+        got = sess.candidates.featurise(request, user, items, now)
+        scores = sess.score_featurised(got.idx, got.val).tolist()
         reply = PredictionReply(request.request_id, model, sess.version, scores)
         shadow = self._shadows.get(model)
         shadow_scores, shadow_version = None, None
         if shadow is not None and shadow.version != sess.version:
-            shadow_scores = self._shadow_scores(shadow, rows, idx, val, sess)
+            shadow_scores = self._shadow_scores(shadow, sess, request, user, items, now, got)
             shadow_version = None if shadow_scores is None else shadow.version
+        raw = msgspec.Raw
         if shadow_scores is None:
-            served = [
-                ServedItem(c, row, s)
-                for c, row, s in zip(request.candidates, rows, scores, strict=True)
+            logged = [
+                LoggedItem(c, raw(f), s)
+                for c, f, s in zip(request.candidates, got.features, scores, strict=True)
             ]
         else:
-            served = [
-                ServedItem(c, row, s, sh)
-                for c, row, s, sh in zip(
-                    request.candidates, rows, scores, shadow_scores, strict=True
+            logged = [
+                LoggedItem(c, raw(f), s, sh)
+                for c, f, s, sh in zip(
+                    request.candidates, got.features, scores, shadow_scores, strict=True
                 )
             ]
-        record = FeatureLogRecord(
+        record = FeatureLog(
             request.request_id,
             request.user_id,
             request.surface,
             now,
             model,
             sess.version,
-            served,
+            logged,
             shadow_version,
         )
-        PREDICTIONS.labels(model).inc()
-        PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
+        count, latency = self._metrics[model]
+        count.inc()
+        latency.observe(time.perf_counter() - started)
         return reply, record
 
     def _shadow_scores(
         self,
         shadow: ModelSession,
-        rows: Sequence[Mapping[str, object]],
-        idx: np.ndarray,
-        val: np.ndarray,
         production: ModelSession,
+        request: PredictionRequest,
+        user: Mapping[str, Scalar] | None,
+        items: list[Mapping[str, Scalar] | None],
+        now: float,
+        featurised: Candidates,
     ) -> list[float] | None:
-        """The shadow's scores of ``rows`` (``None`` when it fails: never the request)."""
+        """The shadow's scores of the candidates (``None`` when it fails: never the
+        request)."""
         try:
-            if shadow.featuriser.spec == production.featuriser.spec:
-                out = shadow.score_featurised(idx, val)
+            if shadow.candidates is production.candidates:  # the same spec: the same rows
+                out = shadow.score_featurised(featurised.idx, featurised.val)
             else:
-                out = shadow.score(rows)
+                assert shadow.candidates is not None
+                got = shadow.candidates.featurise(request, user, items, now)
+                out = shadow.score_featurised(got.idx, got.val)
             scores: list[float] = np.clip(out, 0.0, 1.0).tolist()
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             SHADOW_ERRORS.labels(production.model).inc()

@@ -24,9 +24,9 @@ from typing import Any, Final, Protocol
 
 from confluent_kafka import Message
 
+from streamlearn.serving.candidates import FeatureLog
 from streamlearn.serving.metrics import FEATURE_LOG_IN_FLIGHT, FEATURE_LOG_RECORDS, PUBLISH_DROPPED
 from streamlearn.streams.contracts import (
-    FeatureLogRecord,
     ModelUpdate,
     PredictionError,
     PredictionReply,
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     """Receives every served prediction with the features it scored."""
 
-    def log_prediction(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
+    def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
         """Hand off one served request; must not block on the network."""
         ...
 
@@ -82,7 +82,7 @@ class KafkaSink:
         """Feature-log records answered and not yet acknowledged."""
         return self._in_flight
 
-    def log_prediction(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
+    def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
         """Queue both records; never waits for the broker. The feature-log record is
         dropped (and counted) when ``window`` are already in flight."""
         with self._lock:

@@ -18,7 +18,12 @@ from typing import Final
 
 import msgspec
 
-from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog, SecondsSince
+from streamlearn.streams.catalog.features import (
+    CATALOG,
+    ENTITY_KEYS,
+    FeatureCatalog,
+    SecondsSince,
+)
 from streamlearn.streams.contracts import PredictionRequest, Scalar
 from streamlearn.streams.features.aggregates import layout
 
@@ -46,21 +51,35 @@ def public_values(values: Mapping[str, Scalar]) -> dict[str, Scalar]:
     return {k: v for k, v in values.items() if not k.startswith(RAW_PREFIX)}
 
 
+def seconds_since(now: float, last: Scalar | None) -> float:
+    """A ``SecondsSince`` feature at ``now``: seconds since ``last`` to the millisecond
+    (half to even), -1.0 when ``last`` is missing or 0. ``numpy.rint((now - last) * 1000)
+    / 1000`` gives the same float, so array code computes it alike."""
+    return round((now - float(last)) * 1000) / 1000 if last else -1.0
+
+
 class ServedFeatures:
     """What a model row holds: ids, surface, request context and the served features.
 
     Built once per catalog: the served stored features with their defaults (for an
-    entity not seen yet) and the request-time features.
+    entity not seen yet) and the request-time features. A row is built in this order,
+    a later key replacing an earlier one: ``user_id``, ``item_id``, ``surface``, the
+    request's context as ``ctx_<key>``, then per entity (``user``, then ``item``) its
+    :attr:`defaults` (the stored values over them) and its :attr:`since` features.
     """
 
     def __init__(self, catalog: FeatureCatalog) -> None:
         served = catalog.served()
         stored = [f for f in served if not f.request_time]
-        self._user_defaults = {f.name: f.default for f in stored if f.entity == "user"}
-        self._item_defaults = {f.name: f.default for f in stored if f.entity == "item"}
         since = [(f, f.aggregation) for f in served if isinstance(f.aggregation, SecondsSince)]
-        self._user_since = [(f.name, a.feature) for f, a in since if f.entity == "user"]
-        self._item_since = [(f.name, a.feature) for f, a in since if f.entity == "item"]
+        #: Per entity: the stored features served, with their defaults.
+        self.defaults: dict[str, dict[str, Scalar]] = {
+            e: {f.name: f.default for f in stored if f.entity == e} for e in ENTITY_KEYS
+        }
+        #: Per entity: the request-time ``SecondsSince`` features as ``(name, source)``.
+        self.since: dict[str, list[tuple[str, str]]] = {
+            e: [(f.name, a.feature) for f, a in since if f.entity == e] for e in ENTITY_KEYS
+        }
 
     def row(
         self,
@@ -76,8 +95,8 @@ class ServedFeatures:
         if request.context:
             for k, v in request.context.items():
                 x[f"ctx_{k}"] = v
-        _add(x, self._user_defaults, self._user_since, user, now)
-        _add(x, self._item_defaults, self._item_since, item, now)
+        _add(x, self.defaults["user"], self.since["user"], user, now)
+        _add(x, self.defaults["item"], self.since["item"], item, now)
         return x
 
 
@@ -92,8 +111,7 @@ def _add(
     if stored:
         x.update((k, v) for k, v in stored.items() if k in defaults)
         for name, source in since:
-            last = stored.get(source)
-            x[name] = round(now - float(last), 3) if last else -1.0
+            x[name] = seconds_since(now, stored.get(source))
     else:
         for name, _ in since:
             x[name] = -1.0
@@ -144,8 +162,7 @@ def entity_features(
     values: dict[str, Scalar] = {}
     for f in catalog.of(entity):
         if isinstance(f.aggregation, SecondsSince):
-            source = stored.get(f.aggregation.feature)
-            values[f.name] = round(now - float(source), 3) if source else -1.0
+            values[f.name] = seconds_since(now, stored.get(f.aggregation.feature))
         else:
             values[f.name] = stored.get(f.name, f.default)
     return EntityFeatures(entity, entity_id, values, last)

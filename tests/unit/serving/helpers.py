@@ -13,12 +13,15 @@ from streamlearn.models import zoo
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.snapshot import Snapshot
+from streamlearn.serving.candidates import FeatureLog
 from streamlearn.streams.catalog.features import feed_spec
 from streamlearn.streams.contracts import (
     FeatureLogRecord,
     PredictionReply,
     PredictionRequest,
     Scalar,
+    decode,
+    encode,
 )
 
 SPEC: FeatureSpec = feed_spec(hash_bits=12)
@@ -146,13 +149,14 @@ class DictFeatures:
 
 
 class ListSink:
-    """Collects what serving publishes."""
+    """Collects what serving publishes, the feature-log records as the topic's readers
+    decode them."""
 
     def __init__(self) -> None:
         self.published: list[tuple[PredictionReply, FeatureLogRecord]] = []
 
-    def log_prediction(self, reply: PredictionReply, record: FeatureLogRecord) -> None:
-        self.published.append((reply, record))
+    def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
+        self.published.append((reply, decode(FeatureLogRecord, encode(record))))
 
 
 def request(

@@ -81,13 +81,14 @@ def test_a_feature_declared_once_is_processed_served_logged_trained_on(tmp_path:
     learner.learn_many([{"user_id": "u1", "item_id": "i1", "user_likes": 2}], [1.0])
     service = PredictionService(registry, replica, ["feed"], catalog=CATALOG_WITH_LIKES)
     service.load(registry.publish("feed", learner.snapshot()))
-    reply, log = service.predict("feed", request(["i1", "i2"], request_id="r1"))
+    reply, served = service.predict("feed", request(["i1", "i2"], request_id="r1"))
+    log = decode(FeatureLogRecord, encode(served))  # as it travels over the feature log
     assert [i.features["user_likes"] for i in log.items] == [2, 2]
 
     # the joiner labels the logged row: the training example carries the feature ...
     joiner = Joiner(T, tmp_path / "joiner", JoinerConfig(window_s=5.0, idle_lateness_s=None))
     joiner.assign([(T.feature_log, 0), (T.activity, 0)])
-    logged = decode(FeatureLogRecord, encode(log))  # as it travels over the feature-log topic
+    logged = log
     shown = [_ev("impression", log.ts, "i1", "r1"), _ev("click", log.ts + 1, "i1", "r1")]
     out = joiner.process(  # a positive comes out at once
         [Record(T.feature_log, 0, 0, b"u1", logged)]
@@ -122,6 +123,7 @@ def test_without_the_declaration_nothing_of_it_appears(tmp_path: Path) -> None:
     learner = zoo.create("ftrl", feed_spec(12), seed=0)
     service = PredictionService(registry, replica, ["feed"])
     service.load(registry.publish("feed", learner.snapshot()))
-    _, log = service.predict("feed", request(["i1"]))
+    _, served = service.predict("feed", request(["i1"]))
+    log = decode(FeatureLogRecord, encode(served))
     assert "user_likes" not in log.items[0].features
     replica.stop()

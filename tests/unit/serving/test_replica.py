@@ -44,3 +44,46 @@ def test_apply_lookups_tombstones_and_bad_records(tmp_path: Path) -> None:
     assert replica.path.parent == tmp_path and replica.path.exists()
     replica.stop()
     assert not replica.path.exists()
+
+
+def test_an_entity_is_the_same_mapping_until_it_changes(tmp_path: Path) -> None:
+    replica = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path, cache_entities=3)
+    assert replica.user("u1") is None  # absent: remembered as absent ...
+    replica.apply([record("user", "u1", user_impressions=1)])
+    first = replica.user("u1")  # ... until written
+    assert first == {"user_impressions": 1} and replica.user("u1") is first
+    replica.apply([record("user", "u2", user_impressions=2)])  # another entity
+    assert replica.user("u1") is first
+    replica.apply([record("user", "u1", user_impressions=5)])
+    second = replica.user("u1")
+    assert second == {"user_impressions": 5} and second is not first
+    assert first == {"user_impressions": 1}  # a mapping once returned never changes
+    replica.apply([record("item", "i1", 2, item_impressions=3)])
+    item = replica.item("i1")
+    replica.apply([record("item", "i1", 0, item_impressions=4)])  # another partition's
+    assert replica.item("i1") is not item and replica.item("i1")["item_impressions"] == 7  # type: ignore[index]
+    for u in range(10):  # bounded: the oldest are read again from the store
+        assert replica.user(f"x{u}") is None
+    assert len(replica._cache) == 3 and replica.user("u1") == second
+    replica.stop()
+
+
+def test_a_read_racing_a_write_never_keeps_the_old_value(tmp_path: Path) -> None:
+    replica = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path)
+    replica.apply([record("user", "u1", user_impressions=1)])
+    db = replica._db
+
+    class Racing:  # the store, with a write landing between a read and its caching
+        def __getattr__(self, name: str) -> object:
+            return getattr(db, name)
+
+        def get(self, key: bytes) -> object:
+            raw = db.get(key)
+            replica._db = db
+            replica.apply([record("user", "u1", user_impressions=2)])
+            return raw
+
+    replica._db = Racing()  # type: ignore[assignment]
+    assert replica.user("u1") == {"user_impressions": 1}  # read before the write: fine
+    assert replica.user("u1") == {"user_impressions": 2}  # but not kept past it
+    replica.stop()

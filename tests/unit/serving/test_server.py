@@ -230,3 +230,35 @@ def test_binding_a_port_in_use_fails_at_once() -> None:
             bind("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
+
+
+def _lagged_over(seconds: float) -> float:
+    from prometheus_client import REGISTRY
+
+    total = REGISTRY.get_sample_value("streamlearn_event_loop_lag_seconds_count") or 0.0
+    under = REGISTRY.get_sample_value(
+        "streamlearn_event_loop_lag_seconds_bucket", {"le": str(seconds)}
+    )
+    return total - (under or 0.0)
+
+
+def test_a_blocked_event_loop_shows_in_its_lag() -> None:
+    router = Router()
+
+    @router.route("GET", "/block", summary="", tag="test", responses={200: None})
+    def block(req: Request) -> Response:
+        time.sleep(0.08)  # a handler holding the loop
+        return Response(200, b"{}")
+
+    server = HttpServer(ServingAPI(router), "127.0.0.1", 0, LIMITS).start()
+    try:
+        time.sleep(0.1)
+        before = _lagged_over(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", "/block")
+        assert conn.getresponse().status == 200
+        conn.close()
+        time.sleep(0.05)
+        assert _lagged_over(0.05) >= before + 1
+    finally:
+        server.stop()

@@ -8,6 +8,7 @@ from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.errors import BadRequest, ModelNotFound, ModelNotReady, SnapshotRejected
 from streamlearn.serving.metrics import MODEL_SWAPS
 from streamlearn.serving.service import MAX_CANDIDATES, PredictionService
+from streamlearn.streams.contracts import FeatureLogRecord, decode, encode
 from streamlearn.streams.features.store import serving_features
 from tests.unit.serving.helpers import (
     VISION_CLASSES,
@@ -43,7 +44,8 @@ def test_scores_match_the_learner_and_log_what_was_scored(
     mv = publish_ftrl(registry)
     service.load(mv)
     req = request(["i0", "i1", "i2"])
-    reply, log = service.predict("feed", req)
+    reply, served = service.predict("feed", req)
+    log = decode(FeatureLogRecord, encode(served))  # as the feature log's readers see it
 
     rows = [serving_features(req, c, USERS["u1"], ITEMS.get(c), NOW) for c in req.candidates]
     expected = trained_ftrl().predict_proba_many(rows)
