@@ -184,6 +184,10 @@ print("ok")
 """
 
 
+#: The ``streamlearn`` command (after :data:`BLOCK`).
+CLI = "import sys; from streamlearn.cli import main; sys.argv[0] = 'streamlearn'; main()"
+
+
 def _run_core(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", BLOCK + code, *args],
@@ -215,12 +219,19 @@ def test_the_core_runs_without_any_extra() -> None:
 def test_a_command_that_needs_a_missing_extra_names_it_in_one_line(
     args: list[str], extra: str, tmp_path: Path
 ) -> None:
-    cli = "import sys; from streamlearn.cli import main; sys.argv[0] = 'streamlearn'; main()"
-    out = _run_core(cli, *args, "--data-dir", str(tmp_path))
+    out = _run_core(CLI, *args, "--data-dir", str(tmp_path))
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1, out.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-3000:]
     assert lines[0].endswith(f"pip install 'streamlearn[{extra}]'")
+
+
+def test_eval_compares_the_installed_learners_and_names_the_extra_of_the_others() -> None:
+    data = ["--data", "tests/data/adult.parquet", "--label", "income"]
+    out = _run_core(CLI, "eval", *data, "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ftrl" in out.stdout and "fm" in out.stdout and "deep" not in out.stdout
+    assert "note: not compared: the 'deep' learner needs the 'deep' extra" in out.stderr
 
 
 def test_an_import_of_a_missing_extra_anywhere_below_the_cli_names_it() -> None:

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from streamlearn.cli import options as o
 from streamlearn.cli.ui import console, progress_bar, replay_progress
-from streamlearn.models.zoo import available
+from streamlearn.models.errors import MissingExtra
+from streamlearn.models.zoo import available, require_learner
 from streamlearn.offline.dataset import DATA_FILE
 from streamlearn.offline.errors import RangeError
 from streamlearn.offline.prequential import (
@@ -94,7 +95,20 @@ def compare_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
                 tasks[model] = bar.add_task(f"eval {model}", total=total, note="")
             bar.update(tasks[model], completed=done, total=total)
 
-        return compare_learners(config, COMPARED_LEARNERS, progress)
+        return compare_learners(config, _installed(COMPARED_LEARNERS), progress)
+
+
+def _installed(learners: tuple[str, ...]) -> list[str]:
+    """The learners whose extras are installed; a note on stderr for each left out."""
+    out = []
+    for name in learners:
+        try:
+            require_learner(name)
+        except MissingExtra as exc:
+            console.print(f"note: not compared: {exc}", markup=False, soft_wrap=True)
+            continue
+        out.append(name)
+    return out
 
 
 def eval_with_progress(config: EvalConfig, quiet: bool) -> dict[str, Any]:
