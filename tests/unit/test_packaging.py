@@ -208,6 +208,7 @@ def test_the_core_runs_without_any_extra() -> None:
     [
         (["offline", "vision", "--dataset", "digits", "--no-publish"], "vision"),
         (["flow", "run", "vision"], "flow"),
+        (["up", "--runtime", "faust", "--duration", "5"], "faust"),
         (["train", "--learner", "deep", "--bootstrap-servers", "127.0.0.1:9"], "deep"),
         (["train", "--learner", "river-lr", "--bootstrap-servers", "127.0.0.1:9"], "river"),
         (
@@ -224,6 +225,7 @@ def test_a_command_that_needs_a_missing_extra_names_it_in_one_line(
     assert out.returncode == 1, out.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-3000:]
     assert lines[0].endswith(f"pip install 'streamlearn[{extra}]'")
+    assert not any(tmp_path.iterdir())  # it failed before it started anything
 
 
 def test_eval_compares_the_installed_learners_and_names_the_extra_of_the_others() -> None:
