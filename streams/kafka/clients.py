@@ -1,9 +1,10 @@
 """Thin confluent-kafka wrappers: the narrow client protocols, the cluster view, ``follow``.
 
 Everything above this module talks to Kafka through three narrow protocols —
-``ProducerLike``, ``ConsumerLike`` and ``Cluster`` (clients, topic ids, true log ends) —
-so the runtime, state restore and every processor also run on the in-memory broker of
-``streamlearn.streams.testing.memory`` in unit tests. ``KafkaCluster`` is the real one.
+``ProducerLike``, ``ConsumerLike`` and ``Cluster`` (clients, topic ids, partition counts,
+true log ends) — so the runtime, state restore and every processor also run on the
+in-memory broker of ``streamlearn.streams.testing.memory`` in unit tests.
+``KafkaCluster`` is the real one.
 
 ``follow`` is the one consume loop shared by the edge readers (changelog restore, serving's
 replica, model updates and request topic, tests reading topics back); the micro-batch
@@ -102,6 +103,10 @@ class Cluster(Protocol):
         """The true end offset (next offset to be written) of each partition."""
         ...
 
+    def partition_counts(self, topics: Collection[str]) -> dict[str, int]:
+        """How many partitions each topic has (absent: no such topic)."""
+        ...
+
 
 # -- the real thing -------------------------------------------------------------------------
 def _log_delivery_error(err: Any, msg: Message) -> None:
@@ -166,6 +171,18 @@ class KafkaCluster:
             ):
                 out[name] = str(desc.topic_id)
         return out
+
+    def partition_counts(self, topics: Collection[str], timeout_s: float = 10.0) -> dict[str, int]:
+        admin = AdminClient(self.config.admin_conf(), logger=_CLIENT_LOG)
+        try:
+            meta = admin.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot list topics: {exc}") from exc
+        return {
+            t: len(meta.topics[t].partitions)
+            for t in topics
+            if t in meta.topics and meta.topics[t].error is None
+        }
 
     def log_ends(
         self, partitions: Collection[TopicPartitionKey], timeout_s: float = 15.0

@@ -27,17 +27,31 @@ no importance weights are needed to undo them.
 What a request holds does not depend on how the two topics interleaved (a restart, a
 rewind or another consumer reads them in another interleaving), so a restarted joiner
 emits what an uninterrupted one does (``streamlearn.streams.testing.checks``).
+
+Each example is emitted once, by identity (its request and item). The examples of an
+input partition go to the same partition of ``training-examples.<model>`` (modulo its
+partition count), and the partition's store keeps, with its offsets, a mark in each of
+those partitions below which every example of its committed intervals lies (``marks``,
+taken after a commit, so it is below anything not committed yet). On assignment, the
+joiner reads its output partitions from the marks to their ends: an example found there
+was emitted by an interval that never committed (the joiner was killed between producing
+and committing, or the partition moved), and re-applying that interval does not emit it
+again. What a frozen worker might still write late is fenced
+(``streamlearn.streams.runtime.checkpoint``), and the trainer drops any example it has
+already learned (``streamlearn.streams.learning.dedup``).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import msgspec
+from confluent_kafka import Message
 from prometheus_client import Counter
 
 from streamlearn.streams.catalog.models import MODELS, ModelCatalog
@@ -50,7 +64,8 @@ from streamlearn.streams.contracts import (
     decode_feature_log,
     encode,
 )
-from streamlearn.streams.kafka.clients import Cluster
+from streamlearn.streams.errors import StreamsError
+from streamlearn.streams.kafka.clients import Cluster, follow, reader
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.runtime.processor import (
     Decoder,
@@ -71,6 +86,11 @@ DROPPED = Counter(
     "Requests dropped without examples (no_feature_log) and records that came after their "
     "request's window closed (after_window).",
     ["reason"],
+)
+FOUND_EMITTED = Counter(
+    "streamlearn_joiner_examples_found_emitted_total",
+    "Examples not emitted again because they were found in their topic on assignment "
+    "(emitted by an interval that never committed).",
 )
 
 
@@ -116,6 +136,20 @@ def _decode_log(raw: bytes | None) -> FeatureLogRecord:
 #: windows at the same event time as an uninterrupted run).
 _WATERMARK_KEY = "_watermark"
 _WM_DEC = msgspec.json.Decoder(dict[str, float])
+#: The meta value (``PartitionStore.meta``) holding the marks: examples topic → offset.
+MARKS = "marks"
+#: Seconds between new marks (they bound what an assignment reads back).
+MARK_INTERVAL_S = 30.0
+
+
+class _Identity(msgspec.Struct):
+    """What identifies a training example (the rest of the record is not decoded)."""
+
+    request_id: str
+    item_id: str
+
+
+_ID_DEC = msgspec.json.Decoder(_Identity)
 
 
 class Joiner(StatefulProcessor):
@@ -143,6 +177,10 @@ class Joiner(StatefulProcessor):
         self._expiries: dict[int, list[tuple[float, str]]] = {}
         #: partition → input topic → newest event time read
         self._seen: dict[int, dict[str, float]] = {}
+        #: partition → (request_id, item_id) of examples found in the topic on assignment
+        self._found: dict[int, set[tuple[str, str]]] = {}
+        self._partition_counts: dict[str, int] | None = None
+        self._marked_at = float("-inf")
 
     def inputs(self) -> Mapping[str, Decoder]:
         return {self.topics.feature_log: _decode_log, self.topics.activity: decode_event}
@@ -158,7 +196,88 @@ class Joiner(StatefulProcessor):
             heapq.heapify(closed)
             self._expiries[p] = closed
             self._load_watermark(p)
+            self._found[p] = self._read_back(p)
         return starts
+
+    # -- each example once: output partitions, marks and the read-back ----------------------
+    def _example_topics(self) -> list[str]:
+        return [self.topics.training_examples(m) for m in self.models.names]
+
+    def _output_partition(self, topic: str, p: int) -> int | None:
+        """The partition of ``topic`` the examples of input partition ``p`` go to."""
+        if self._cluster is None:
+            return None  # no broker to read back from (unit tests): keyed by user
+        if self._partition_counts is None:
+            self._partition_counts = self._cluster.partition_counts(self._example_topics())
+        n = self._partition_counts.get(topic)
+        if not n:
+            raise StreamsError(f"topic={topic} does not exist: create the loop's topics first")
+        return p % n
+
+    def _outputs(self, p: int) -> dict[str, int]:
+        """Examples topic → the partition the examples of input partition ``p`` go to."""
+        out = {t: self._output_partition(t, p) for t in self._example_topics()}
+        return {t: q for t, q in out.items() if q is not None}
+
+    def _read_back(self, p: int) -> set[tuple[str, str]]:
+        """(request_id, item_id) of the examples in ``p``'s output partitions from its
+        marks to their ends: emitted after its last commit."""
+        store = self.state[p]
+        if self._cluster is None or not store.offsets():
+            return set()  # nothing was emitted from an empty store
+        marks = store.meta().get(MARKS, {})
+        where = self._outputs(p)
+        ends = self._cluster.log_ends(list(where.items()))
+        found: set[tuple[str, str]] = set()
+        for topic, q in where.items():
+            end = ends[(topic, q)]
+            start = int(marks.get(topic, 0))
+            start = start if start <= end else 0  # the topic was recreated
+            if start < end:
+                found |= self._identities(topic, q, start, end)
+        return found
+
+    def _identities(self, topic: str, q: int, start: int, end: int) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+
+        def keep(msgs: Sequence[Message]) -> bool:
+            for m in msgs:
+                try:
+                    ex = _ID_DEC.decode(m.value() or b"")
+                except msgspec.DecodeError:
+                    pass  # not an example: nothing to skip
+                else:
+                    found.add((ex.request_id, ex.item_id))
+                if (m.offset() or 0) >= end - 1:
+                    return True
+            return False
+
+        assert self._cluster is not None
+        consumer = reader(self._cluster, topic, [q], start=start)
+        try:
+            if not follow(consumer, keep, timeout_s=120.0, what=f"read-back of topic={topic}"):
+                raise StreamsError(
+                    f"reading back topic={topic} partition={q} from {start} to {end} did not "
+                    "finish within 120s"
+                )
+        finally:
+            consumer.close()
+        return found
+
+    def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        super().commit(offsets)
+        if self._cluster is None or not self.state.partitions:
+            return
+        stores = [self.state[p] for p in self.state.partitions]
+        now = time.monotonic()
+        if now - self._marked_at < MARK_INTERVAL_S and all(MARKS in s.meta() for s in stores):
+            return
+        # Everything committed is produced: the ends now are below anything not committed.
+        self._marked_at = now
+        where = {s.partition: self._outputs(s.partition) for s in stores}
+        ends = self._cluster.log_ends({tq for w in where.values() for tq in w.items()})
+        for s in stores:
+            s.set_meta(MARKS, {t: ends[(t, q)] for t, q in where[s.partition].items()})
 
     def _load_watermark(self, p: int) -> None:
         raw = self.state[p].get(_WATERMARK_KEY)
@@ -186,6 +305,7 @@ class Joiner(StatefulProcessor):
             self._deadlines.pop(p, None)
             self._expiries.pop(p, None)
             self._seen.pop(p, None)
+            self._found.pop(p, None)
         super().revoke(partitions)
 
     def _deadline(self, pend: _Pending) -> float:
@@ -226,7 +346,7 @@ class Joiner(StatefulProcessor):
         out: list[Output] = []
         for (p, rid), pend in touched.items():
             if self.config.positives_at_once and pend.log is not None:
-                out.extend(self._examples(pend.log, pend, positives_only=True))
+                out.extend(self._examples(p, pend.log, pend, positives_only=True))
             self.state[p].put("r/" + rid, _ENC.encode(pend))
         return out
 
@@ -260,7 +380,7 @@ class Joiner(StatefulProcessor):
                     heapq.heappush(heap, (true_deadline, rid))
                     continue
                 else:
-                    out.extend(self._examples(pend.log, pend))
+                    out.extend(self._examples(p, pend.log, pend))
                 self._close(p, rid, true_deadline)
             self._expire(p, wm)
         return out
@@ -283,11 +403,14 @@ class Joiner(StatefulProcessor):
                 store.delete("c/" + rid)
 
     def _examples(
-        self, log: FeatureLogRecord, pend: _Pending, positives_only: bool = False
+        self, p: int, log: FeatureLogRecord, pend: _Pending, positives_only: bool = False
     ) -> list[Output]:
         """The examples of the request's shown items not emitted yet (``positives_only``:
-        of those labelled 1 so far, remembered in ``pend.emitted``)."""
+        of those labelled 1 so far, remembered in ``pend.emitted``); those found in the
+        topic on assignment are not emitted again."""
         topic = self.topics.training_examples(log.model)
+        partition = self._output_partition(topic, p)
+        found = self._found.get(p, ())
         positives = self.models.head(log.model).positives
         closes = log.ts + self.config.window_s
         emitted = pend.emitted
@@ -318,8 +441,11 @@ class Joiner(StatefulProcessor):
                 shadow_version=shadow,
                 shadow_score=None if shadow is None else item.shadow_score,
             )
-            out.append(Output(topic, encode(ex), log.user_id))
-            JOINED.labels(str(label)).inc()
+            if (log.request_id, item.item_id) in found:
+                FOUND_EMITTED.inc()
+            else:
+                out.append(Output(topic, encode(ex), log.user_id, partition))
+                JOINED.labels(str(label)).inc()
             if positives_only:
                 pend.emitted = sorted([*pend.emitted, item.item_id])
         return out

@@ -27,8 +27,15 @@ offset below which every example is learned or dead-lettered, with the ids of th
 model that has its state (serving-only versions are never resume points) and resumes each
 partition from those offsets, so every example is learned exactly once by the model
 lineage, without Kafka transactions. The snapshot also records
-``examples_seen`` and an order-independent fingerprint of the learned
-(topic, partition, offset) set, which tests compare against an uninterrupted run.
+``examples_seen`` and order-independent fingerprints of the learned (topic, partition,
+offset) set and of the learned example ids, which tests compare against an uninterrupted
+run and against the topic.
+
+Each example is also learned once by identity: an example whose (request, item) was
+learned already (the joiner killed between producing and committing, or a frozen one
+writing late, can put it into the topic twice) is dropped and counted
+(``duplicates_dropped``), over a bounded window of ids stored with each full snapshot
+(``streamlearn.streams.learning.dedup``).
 
 A snapshot whose topic id differs from the topic's id now (the topic was recreated, or
 this is another cluster), or whose offset lies beyond the partition's log end, is not
@@ -66,6 +73,7 @@ from streamlearn.streams.contracts import ModelUpdate, decode_example, encode
 from streamlearn.streams.errors import StateLost
 from streamlearn.streams.kafka.clients import Cluster
 from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.dedup import DEFAULT_CAPACITY, SeenIds, example_ids
 from streamlearn.streams.learning.rollout import PARITY_FAILURES, Rollout, Switch
 from streamlearn.streams.runtime.processor import Decoder, Output, Record, TopicPartitionKey
 
@@ -82,10 +90,17 @@ PROGRESSIVE = Gauge(
     "Progressive validation metrics (predict before learn), overall and over a window.",
     ["model", "metric"],
 )
+DUPLICATES = Counter(
+    "streamlearn_duplicate_examples_total",
+    "Examples dropped by the online trainer because it had learned their (request, item).",
+    ["model"],
+)
 SNAPSHOT_SECONDS = Gauge(
     "streamlearn_snapshot_seconds", "Time to snapshot and publish the last version.", ["model"]
 )
 _MASK = (1 << 64) - 1
+#: The dedup window's file in a full version (``FileRegistry.read_file``).
+SEEN_FILE = "seen.npy"
 
 
 def example_fingerprint(topic: str, partition: int, offset: int) -> int:
@@ -110,6 +125,8 @@ class TrainerConfig:
     #: the staged ones); 0 keeps every version.
     keep_versions: int = 0
     metrics_window: int = 5000
+    #: Example ids remembered to drop duplicates (``streamlearn.streams.learning.dedup``).
+    dedup_window: int = DEFAULT_CAPACITY
     #: thresholds of the automatic rollout (``streamlearn.streams.learning.rollout``)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
@@ -147,6 +164,13 @@ class _Block:
     idx: np.ndarray
     val: np.ndarray
     y: np.ndarray
+    #: the examples' ids (``streamlearn.streams.learning.dedup.example_ids``)
+    ids: np.ndarray
+
+    def take(self, keep: Any) -> _Block:
+        """The examples at ``keep`` (a slice or indices)."""
+        records = self.records[keep] if isinstance(keep, slice) else [self.records[i] for i in keep]
+        return _Block(records, self.idx[keep], self.val[keep], self.y[keep], self.ids[keep])
 
 
 class OnlineTrainer:
@@ -176,6 +200,11 @@ class OnlineTrainer:
         self.offsets: dict[str, int] = {}
         self.fingerprint = 0
         self.examples_seen = 0
+        #: the ids of the examples learned (a window), their sum mod 2**64, and the
+        #: examples dropped as already learned
+        self.seen = SeenIds(config.dedup_window)
+        self.ids_fingerprint = 0
+        self.duplicates = 0
         self.lineage_id = uuid.uuid4().hex
         self.topic_ids: dict[str, str] = {}
         self._pending: list[_Block] = []
@@ -266,6 +295,11 @@ class OnlineTrainer:
         self._snapshot_offsets = dict(self.offsets)
         self.fingerprint = int(meta.get("fingerprint", 0))
         self.examples_seen = int(meta.get("examples_seen", 0))
+        self.ids_fingerprint = int(meta.get("ids_fingerprint", 0))
+        self.duplicates = int(meta.get("duplicates_dropped", 0))
+        seen = self.registry.read_file(mv, SEEN_FILE)
+        if seen is not None:
+            self.seen = SeenIds.from_bytes(seen, self.config.dedup_window)
         self.lineage_id = str(meta.get("lineage_id") or self.lineage_id)
         log.info(
             "model=%s resumed from version=%d examples_seen=%d offsets=%s",
@@ -300,26 +334,37 @@ class OnlineTrainer:
             if len(keep) == len(b.records):
                 kept.append(b)
             elif keep:
-                kept.append(
-                    _Block([b.records[i] for i in keep], b.idx[keep], b.val[keep], b.y[keep])
-                )
+                kept.append(b.take(keep))
         self._pending = kept
         self._pending_n = sum(len(b.records) for b in kept)
 
     # -- learning --------------------------------------------------------------------------
     def process(self, records: list[Record]) -> list[Output]:
-        """Featurise the whole batch (a failure leaves no trace), then learn every full
-        micro-batch."""
+        """Drop the examples already learned or pending, featurise the rest (a failure
+        leaves no trace), then learn every full micro-batch."""
         if not self._loaded:
             self._load()
         if not records:
             return []
         assert self.learner is not None
-        idx, val = self.learner.featuriser.transform_many([r.value.features for r in records])
-        y = np.fromiter((r.value.label for r in records), dtype=np.float64, count=len(records))
-        self._pending.append(_Block(list(records), idx, val, y))
-        self._pending_n += len(records)
-        self._last_arrival = self._clock()
+        ids = example_ids((r.value.request_id, r.value.item_id) for r in records)
+        keep = self.seen.fresh(ids)
+        if self._pending:
+            keep &= ~np.isin(ids, np.concatenate([b.ids for b in self._pending]))
+        dropped = len(records) - int(keep.sum())
+        if dropped:
+            records = [r for r, k in zip(records, keep.tolist(), strict=True) if k]
+            ids = ids[keep]
+        if records:
+            feats = [r.value.features for r in records]
+            idx, val = self.learner.featuriser.transform_many(feats)
+            y = np.fromiter((r.value.label for r in records), dtype=np.float64, count=len(records))
+            self._pending.append(_Block(list(records), idx, val, y, ids))
+            self._pending_n += len(records)
+            self._last_arrival = self._clock()
+        if dropped:
+            self.duplicates += dropped
+            DUPLICATES.labels(self.config.model).inc(dropped)
         self._unadvanced = True
         bs = self.config.batch_size
         while self._pending_n >= bs:
@@ -336,8 +381,8 @@ class OnlineTrainer:
                 taken.append(self._pending.pop(0))
                 need -= len(b.records)
             else:
-                taken.append(_Block(b.records[:need], b.idx[:need], b.val[:need], b.y[:need]))
-                self._pending[0] = _Block(b.records[need:], b.idx[need:], b.val[need:], b.y[need:])
+                taken.append(b.take(slice(None, need)))
+                self._pending[0] = b.take(slice(need, None))
                 need = 0
         self._pending_n -= n
         if len(taken) == 1:
@@ -347,6 +392,7 @@ class OnlineTrainer:
             np.concatenate([b.idx for b in taken]),
             np.concatenate([b.val for b in taken]),
             np.concatenate([b.y for b in taken]),
+            np.concatenate([b.ids for b in taken]),
         )
 
     def _learn(self, chunk: _Block) -> None:
@@ -371,6 +417,8 @@ class OnlineTrainer:
                 joined = r.timestamp if r.timestamp is not None else learned_at
                 positives.add(label_ts, joined, learned_at)
         self.fingerprint = fp
+        self.seen.add(chunk.ids)
+        self.ids_fingerprint = (self.ids_fingerprint + int(chunk.ids.sum(dtype=np.uint64))) & _MASK
         n = len(chunk.records)
         self.examples_seen += n
         self._learned_since_snapshot += n
@@ -471,7 +519,9 @@ class OnlineTrainer:
                 "topic_ids": dict(self.topic_ids),
                 "lineage_id": self.lineage_id,
                 "fingerprint": str(self.fingerprint),
+                "ids_fingerprint": str(self.ids_fingerprint),
                 "examples_seen": self.examples_seen,
+                "duplicates_dropped": self.duplicates,
                 "metrics": report,
                 "parent_version": self.version or None,
                 FRESHNESS_KEY: self._positives.to_metadata(),
@@ -480,7 +530,7 @@ class OnlineTrainer:
             },
             stage=stage,
             rows=rows if full and rows_from == "learned" else None,
-            files=self.rollout.files() if full else None,
+            files={**self.rollout.files(), SEEN_FILE: self.seen.to_bytes()} if full else None,
         )
         self._positives.clear()
         self.rollout.published(mv, full)

@@ -2,18 +2,28 @@
 
 Every write is also emitted to a changelog topic (coalesced per key per commit, same
 partition number), followed by an ``__offsets__/<epoch>`` control record with all the
-partition's input offsets and topic ids. A commit is one *interval* of the changelog:
-each write carries a ``commit`` header ``<epoch>:<seq>`` (``epoch``: new each time a
-store is opened; ``seq``: its commit count) and the offsets record closes it. One
-offsets key per epoch keeps that true under log compaction, which keeps the newest
-record of each key. Control records (``is_control_key``) carry offsets, fences and
-resets, never state: ``__fence__`` ends a restore's read, ``__reset__`` makes a restore
-forget everything before it (``streamlearn.streams.state.restore``).
+partition's input offsets, topic ids and meta values (``PartitionStore.meta``). A commit
+is one *interval* of the changelog: each write carries a ``commit`` header
+``<epoch>:<seq>`` (``epoch``: the store opening's, ``seq``: its commit count) and the
+offsets record closes it. One offsets key per epoch keeps that true under log compaction,
+which keeps the newest record of each key.
+
+**Claims.** A processor that opens a partition's store first writes a ``__claim__``
+record with the store's epoch: from there on, the partition's changelog belongs to that
+epoch, and an interval of any other epoch closed after the claim is a fenced writer's
+(a worker that was frozen past its session time-out, lost the partition, and woke up
+still writing): a restore ignores it (``streamlearn.streams.state.restore``). The claim
+is also the fence a restore reads up to.
+
+Control records (``is_control_key``) carry offsets, claims and resets, never state:
+``__reset__`` makes a restore forget everything before it; ``__fence__`` (from older
+versions, which read up to it) is ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,6 +32,7 @@ from confluent_kafka import Message
 from streamlearn.streams.state.store import PartitionStore
 
 OFFSETS_KEY = "__offsets__"
+CLAIM_KEY = "__claim__"
 FENCE_KEY = "__fence__"
 RESET_KEY = "__reset__"
 #: The header naming the interval (``<epoch>:<seq>``) a changelog write belongs to.
@@ -33,7 +44,7 @@ ChangelogRecord = tuple[str, int, str, bytes | None, list[tuple[str, str | bytes
 
 
 def is_control_key(key: str | bytes | None) -> bool:
-    """Changelog records that carry offsets, fences or resets, not state."""
+    """Changelog records that carry offsets, claims, fences or resets, not state."""
     if key is None:
         return False
     k = key.decode() if isinstance(key, bytes) else key
@@ -60,28 +71,49 @@ def interval(
     ]
     p = store.partition
     out: list[ChangelogRecord] = [(topic, p, k, v, headers) for k, v in store.pending().items()]
-    meta = {
+    record = {
         "offsets": {**store.offsets(), **offsets},
         "topic_ids": dict(topic_ids),
         "seq": store.seq,
+        "meta": store.meta(),
     }
-    out.append((topic, p, f"{OFFSETS_KEY}/{store.epoch}", orjson.dumps(meta), []))
+    out.append((topic, p, f"{OFFSETS_KEY}/{store.epoch}", orjson.dumps(record), []))
     return out
 
 
-def parse_offsets_record(
-    raw: bytes | None,
-) -> tuple[dict[str, int], dict[str, str] | None, int | None]:
-    """(input offsets, topic ids, the interval's seq) of an offsets record."""
-    obj: Any = orjson.loads(raw or b"{}")
-    if isinstance(obj.get("offsets"), dict):
-        offsets = {k: int(v) for k, v in obj["offsets"].items()}
-        seq = obj.get("seq")
-        return offsets, dict(obj.get("topic_ids") or {}), None if seq is None else int(seq)
-    return {k: int(v) for k, v in obj.items()}, None, None  # before ids were recorded
+@dataclass(frozen=True)
+class OffsetsRecord:
+    """What an offsets record says: the input offsets after its interval, the topic ids
+    they refer to (``None``: written before ids were recorded), the interval's ``seq``
+    and the store's meta values."""
+
+    offsets: dict[str, int]
+    topic_ids: dict[str, str] | None
+    seq: int | None
+    meta: dict[str, Any]
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> OffsetsRecord:
+        """Decode an offsets record's value (of any version)."""
+        obj: Any = orjson.loads(raw or b"{}")
+        if isinstance(obj.get("offsets"), dict):
+            seq = obj.get("seq")
+            return cls(
+                {k: int(v) for k, v in obj["offsets"].items()},
+                dict(obj.get("topic_ids") or {}),
+                None if seq is None else int(seq),
+                dict(obj.get("meta") or {}),
+            )
+        return cls({k: int(v) for k, v in obj.items()}, None, None, {})  # no ids yet
+
+
+def offsets_epoch(key: str) -> str:
+    """The epoch of an offsets record's key (``""`` for the old, epoch-less key)."""
+    return key[len(OFFSETS_KEY) + 1 :]
 
 
 def header(msg: Message, name: str) -> str | None:
+    """The value of a record's header ``name`` (text), or ``None``."""
     headers: Any = msg.headers() or ()
     for k, v in headers:
         if k == name and v is not None:

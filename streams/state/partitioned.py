@@ -1,11 +1,14 @@
 """``PartitionedState``: the stores of one processor, one per assigned input partition.
 
 On open, a stale store (``streamlearn.streams.state.store.Provenance``) is wiped, with
-one warning line, and rebuilt; a store with no offsets (new, or its directory lost) is
-rebuilt from its changelog topic, offsets included
-(``streamlearn.streams.state.restore``); with no changelog either, its partition is read
-from the beginning. At each commit the stores' buffered writes become changelog intervals
-(``streamlearn.streams.state.changelog``), then are committed with the input offsets.
+one warning line, and rebuilt. With a changelog, the opening claims the partition's
+changelog (``streamlearn.streams.state.changelog``); a store kept on disk is used only
+when its own last opening wrote the changelog last and it is not behind (another worker
+had the partition meanwhile, or this one died between producing and committing);
+otherwise, or when it has no offsets (new, or its directory lost), it is rebuilt from the
+changelog, offsets and meta included (``streamlearn.streams.state.restore``). With no
+changelog either, its partition is read from the beginning. At each commit the stores'
+buffered writes become changelog intervals, then are committed with the input offsets.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from streamlearn.streams.errors import StreamsError
 from streamlearn.streams.state.changelog import ChangelogRecord, interval
-from streamlearn.streams.state.restore import RestoreSource
+from streamlearn.streams.state.restore import RestoreSource, Tail
 from streamlearn.streams.state.store import Durability, PartitionStore, Provenance
 
 log = logging.getLogger(__name__)
@@ -74,21 +77,22 @@ class PartitionedState:
                     why,
                 )
                 store = self._wipe(store)
-        if not store.is_empty() and restore_from is not None and self.changelog_topic:
-            # Another worker (or this one before a crash) may have gone further with this
-            # partition: then the changelog has it, and outputs are not emitted again.
-            latest = restore_from.latest_offsets(self.changelog_topic, partition)
-            local = store.offsets()
-            if latest and any(off > local.get(t, 0) for t, off in latest.items()):
-                log.info(
-                    "store of partition=%d is behind its changelog topic=%s (local %s, "
-                    "changelog %s): restoring it",
-                    partition,
-                    self.changelog_topic,
-                    local,
-                    latest,
-                )
-                store = self._wipe(store)
+        topic = self.changelog_topic
+        if restore_from is not None and topic:
+            # The partition's changelog is this opening's from here on (a claim); a store
+            # kept on disk is used only if it wrote the changelog last and is not behind.
+            restore_from.claim(topic, partition, store.epoch)
+            if not store.is_empty():
+                why = _superseded(store, restore_from.tail(topic, partition, store.epoch))
+                if why:
+                    log.info(
+                        "store of partition=%d is not the newest state of its changelog "
+                        "topic=%s: %s; restoring it",
+                        partition,
+                        topic,
+                        why,
+                    )
+                    store = self._wipe(store)
         if store.is_empty() and restore_from is not None and self.changelog_topic:
             restored = restore_from.restore(self.changelog_topic, store)
             why = (
@@ -113,9 +117,12 @@ class PartitionedState:
         return store
 
     def _wipe(self, store: PartitionStore) -> PartitionStore:
+        """An empty store in the place of ``store``, with its epoch (and claim)."""
         store.close()
         shutil.rmtree(store.path, ignore_errors=True)
-        return PartitionStore(store.path, store.partition, self.durability)
+        fresh = PartitionStore(store.path, store.partition, self.durability)
+        fresh.epoch = store.epoch
+        return fresh
 
     def close(self, partition: int) -> None:
         """Close the store of a revoked partition."""
@@ -141,7 +148,7 @@ class PartitionedState:
             return []
         out: list[ChangelogRecord] = []
         for p, store in self._stores.items():
-            if p not in offsets and not store.pending():
+            if p not in offsets and not store.changed():
                 continue
             out.extend(
                 interval(self.changelog_topic, store, offsets.get(p, {}), self._ids.get(p, {}))
@@ -152,3 +159,16 @@ class PartitionedState:
         """Commit every store with its partition's offsets."""
         for p, store in self._stores.items():
             store.commit(offsets.get(p, {}))
+
+
+def _superseded(store: PartitionStore, tail: Tail) -> str | None:
+    """Why ``store`` is not the newest state of its changelog (``tail``), or ``None``."""
+    last = store.last_epoch()
+    if tail.claimant is not None and tail.claimant != last:
+        return f"epoch {tail.claimant} claimed it after this store's last commit (epoch {last})"
+    if tail.claimant is None and tail.writer is not None and tail.writer != last:
+        return f"epoch {tail.writer} wrote it after this store's last commit (epoch {last})"
+    local = store.offsets()
+    if tail.offsets and any(off > local.get(t, 0) for t, off in tail.offsets.items()):
+        return f"the store is behind it (local {local}, changelog {tail.offsets})"
+    return None

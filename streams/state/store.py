@@ -9,6 +9,15 @@ offsets never disagree, and a kill -9 loses nothing that was committed (measured
 **One source of truth.** The offsets stored with the state are where a processor
 resumes; a consumer group's committed offset is never used.
 
+**Meta.** Besides state entries, a store keeps a few named JSON values committed with its
+offsets (``meta``): figures kept exactly with the state (records applied, dead letters,
+examples emitted) and a processor's bookkeeping. They travel in the changelog's offsets
+records, so a restore brings them back with the offsets.
+
+**Epochs.** Each opening of a store has an ``epoch`` (a random id); a commit records it
+(``last_epoch``), so a later opening knows which opening wrote the state
+(``streamlearn.streams.state.partitioned`` compares it with the changelog's claims).
+
 **Provenance.** Every store records the ids of its input and changelog topics
 (``Provenance``). A store whose recorded id differs from the topic's id now (the topic
 was recreated, or this is another cluster), or whose stored offset lies beyond the
@@ -22,12 +31,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 _OFFSET_PREFIX = b"\x00offset/"
 _IDENTITY_KEY = b"\x00identity"
+_EPOCH_KEY = b"\x00epoch"
+_META_PREFIX = b"\x00meta/"
 
 
 class Durability(StrEnum):
@@ -85,9 +97,20 @@ class PartitionStore:
         self._commit_opts.sync = durability is Durability.SYNC
         self._pending: dict[str, bytes | None] = {}
         self._identity: dict[str, str] | None = None
+        self._meta = self._read_meta()
+        self._pending_meta: dict[str, Any] = {}
         #: changelog intervals: this opening's epoch and its commit count
         self.epoch = uuid.uuid4().hex[:16]
         self.seq = 0
+
+    def _read_meta(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        it = self._db.iter()
+        it.seek(_META_PREFIX)
+        while it.valid() and bytes(it.key()).startswith(_META_PREFIX):
+            out[bytes(it.key())[len(_META_PREFIX) :].decode()] = orjson.loads(bytes(it.value()))
+            it.next()
+        return out
 
     def get(self, key: str) -> bytes | None:
         """The value of ``key``, including writes not yet committed."""
@@ -135,6 +158,24 @@ class PartitionStore:
         raw = self._db.get(_IDENTITY_KEY)
         return None if raw is None else dict(orjson.loads(bytes(raw)))
 
+    def last_epoch(self) -> str | None:
+        """The epoch of the opening that last committed here (``None``: unrecorded)."""
+        raw = self._db.get(_EPOCH_KEY)
+        return None if raw is None else bytes(raw).decode()
+
+    def meta(self) -> dict[str, Any]:
+        """The named values kept with the offsets, pending ones included."""
+        return {**self._meta, **self._pending_meta}
+
+    def set_meta(self, name: str, value: Any) -> None:
+        """Buffer a named JSON value; it lands with the next ``commit``."""
+        self._pending_meta[name] = value
+
+    def count(self, name: str, n: int) -> None:
+        """Add ``n`` to the count ``name`` (a meta value), with the next ``commit``."""
+        if n:
+            self.set_meta(name, int(self.meta().get(name, 0)) + n)
+
     def is_empty(self) -> bool:
         """True when nothing was ever committed here."""
         it = self._db.iter()
@@ -149,9 +190,14 @@ class PartitionStore:
         """The writes buffered since the last commit."""
         return self._pending
 
+    def changed(self) -> bool:
+        """Whether writes or meta values are buffered since the last commit."""
+        return bool(self._pending or self._pending_meta)
+
     def discard(self) -> None:
         """Drop the buffered writes (the batch that made them failed)."""
         self._pending = {}
+        self._pending_meta = {}
 
     def commit(self, offsets: Mapping[str, int]) -> None:
         """Write buffered state and ``offsets`` (next offset per topic) atomically."""
@@ -163,13 +209,20 @@ class PartitionStore:
                 wb.put(k.encode(), v)
         for topic, off in offsets.items():
             wb.put(_OFFSET_PREFIX + topic.encode(), str(off).encode())
+        for name, value in self._pending_meta.items():
+            wb.put(_META_PREFIX + name.encode(), orjson.dumps(value))
         if self._identity is not None and (self._pending or offsets):
             wb.put(_IDENTITY_KEY, orjson.dumps(self._identity))  # with the first data
             self._identity = None
+        if self._pending or offsets or self._pending_meta:
+            wb.put(_EPOCH_KEY, self.epoch.encode())
         self._db.write(wb, self._commit_opts)
         self._pending = {}
+        self._meta.update(self._pending_meta)
+        self._pending_meta = {}
 
     def close(self) -> None:
         """Close the database (buffered writes are dropped)."""
         self._pending = {}
+        self._pending_meta = {}
         self._db.close()

@@ -24,6 +24,11 @@ predictions) with a clean, uninterrupted run:
   a run on the new cluster alone (``Scenario.carried`` names the observation keys a
   snapshot processor carries over, its learned weights).
 
+And one over two processors: ``check_learned_once`` crashes the joiner at every step,
+then has the online trainer learn what it emitted (and copies of some examples, as a
+late writer would add): the topic holds each (request, item) once, and the trainer
+learns each once.
+
 ``yield_checks`` lists them; ``tests/unit/streams/test_checks.py`` runs every check on
 every processor.
 """
@@ -40,6 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamlearn.streams.contracts import decode_example
+from streamlearn.streams.learning.dedup import example_ids
+from streamlearn.streams.learning.trainer import OnlineTrainer
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from streamlearn.streams.runtime.processor import (
     Output,
@@ -248,8 +256,7 @@ def check_restart_from_stored_offsets(scenario: Scenario) -> None:
             shutil.rmtree(path)
         _commit_ends(broker, scenario.group_id)
         run(scenario, broker, lost, FakeClock())
-        got = scenario.observe(broker, lost)
-        _assert_same(scenario, "restart without state", got, {**want, **_outputs_of(got, want)})
+        _assert_same(scenario, "restart without state", scenario.observe(broker, lost), want)
 
 
 def _commit_ends(broker: MemoryBroker, group_id: str) -> None:
@@ -260,22 +267,12 @@ def _commit_ends(broker: MemoryBroker, group_id: str) -> None:
             group.committed[(name, p)] = len(log)
 
 
-def _outputs_of(got: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
-    """Keys compared as sets of outputs may hold more after re-reading the input again
-    (at-least-once outputs): accept a superset there."""
-    out = {}
-    for key, value in want.items():
-        if isinstance(value, set) and isinstance(got.get(key), set) and value <= got[key]:
-            out[key] = got[key]
-    return out
-
-
 def _dump(store_root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path in sorted(store_root.glob("p*")):
         s = PartitionStore(path, int(path.name[1:]))
         try:
-            out[path.name] = (s.items(), s.offsets(), s.identity())
+            out[path.name] = (s.items(), s.offsets(), s.identity(), s.meta())
         finally:
             s.close()
     return out
@@ -312,7 +309,7 @@ def check_restore_from_changelog(scenario: Scenario) -> None:
                 diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
                 raise AssertionError(f"{scenario.name}: restored stores differ in {diff}")
             for (t, p), off in starts.items():
-                stored = before.get(f"p{p:04d}", ([], {}, None))[1].get(t)
+                stored = before.get(f"p{p:04d}", ([], {}, None, {}))[1].get(t)
                 if stored is not None and off != stored:
                     raise AssertionError(
                         f"{scenario.name}: restored topic={t} partition={p} resumes at {off}, "
@@ -395,6 +392,95 @@ def check_new_cluster(scenario: Scenario) -> None:
         _assert_same(scenario, "new cluster", got, want)
 
 
+def _identities(broker: MemoryBroker, topic: str) -> list[tuple[str, str]]:
+    """(request_id, item_id) of every example in ``topic``, in partition and offset order."""
+    out = []
+    for m in broker.messages(topic):
+        ex = decode_example(m.value())
+        out.append((ex.request_id, ex.item_id))
+    return out
+
+
+def check_learned_once(joiner: Scenario, trainer: Build, topic: str) -> dict[str, int]:
+    """A kill -9 of the joiner at the first, a middle and the last occurrence of every
+    step (its local state lost or not), then a restart; then ``trainer`` (an
+    ``OnlineTrainer`` reading ``topic``) learns the topic, where a few examples were
+    written a second time (as a frozen worker waking up late would): the topic held each
+    (request, item) of the clean run once, and the trainer learned each once and dropped
+    the copies. Returns the crashes survived per step."""
+    survived: dict[str, int] = {}
+    with _tmpdir() as d:
+        broker, _ = clean_run(joiner, d / "clean")
+        want = _identities(broker, topic)
+        if not want or len(set(want)) != len(want):
+            raise AssertionError(f"{joiner.name}: the clean run emitted {len(want)} examples")
+        counting = Faults()
+        broker = _fresh(joiner, counting)
+        joiner.feed(broker, 0)
+        joiner.feed(broker, 1)
+        run(joiner, broker, d / "count", FakeClock())
+        for step in STEPS:
+            n = counting.counts[step]
+            for k in sorted({1, (n + 1) // 2, n}):
+                for lose_state in (False, True):
+                    broker = _fresh(joiner, Faults(at=(step, k)))
+                    joiner.feed(broker, 0)
+                    joiner.feed(broker, 1)
+                    root = d / f"{step}-{k}-{lose_state}"
+                    clock = FakeClock()
+                    if run(joiner, broker, root, clock):
+                        raise AssertionError(f"{joiner.name}: no crash at {step} #{k}")
+                    what = f"{joiner.name} killed at {step} #{k}" + (
+                        ", local state lost" if lose_state else ""
+                    )
+                    if lose_state:
+                        shutil.rmtree(root / "state", ignore_errors=True)
+                    broker.faults = Faults()
+                    run(joiner, broker, root, clock)
+                    got = _identities(broker, topic)
+                    if sorted(got) != sorted(want):
+                        twice = sorted({i for i in got if got.count(i) > 1})[:5]
+                        raise AssertionError(
+                            f"{what}: the topic holds {len(got)} examples ({len(set(got))} "
+                            f"distinct) for {len(want)}; twice: {twice}"
+                        )
+                    copies = _copy_some(broker, topic)
+                    _assert_learned_once(what, trainer, broker, root / "trainer", want, copies)
+                    survived[step] = survived.get(step, 0) + 1
+    return survived
+
+
+def _copy_some(broker: MemoryBroker, topic: str) -> int:
+    """Write every seventh example of ``topic`` again, at its partition's end."""
+    msgs = broker.messages(topic)[::7]
+    for m in msgs:
+        broker.append(topic, m.value(), m.key(), m.partition())
+    return len(msgs)
+
+
+def _assert_learned_once(
+    what: str,
+    build: Build,
+    broker: MemoryBroker,
+    root: Path,
+    want: list[tuple[str, str]],
+    copies: int,
+) -> None:
+    proc = build(root, broker, FakeClock())
+    if not isinstance(proc, OnlineTrainer):
+        raise TypeError(f"check_learned_once needs an OnlineTrainer, got {type(proc).__name__}")
+    rt = MicroBatchRuntime(proc, broker, RuntimeConfig("learned-once", commit_interval_s=0))
+    rt.run(idle_polls=3, max_seconds=60)
+    ids = example_ids(want)
+    expected = (len(want), int(ids.sum(dtype=ids.dtype)), copies)
+    got = (proc.examples_seen, proc.ids_fingerprint, proc.duplicates)
+    if got != expected:
+        raise AssertionError(
+            f"{what}: the trainer learned (examples, ids fingerprint, copies dropped) = "
+            f"{got}, expected {expected}: not each (request, item) once"
+        )
+
+
 Check = Callable[[Scenario], Any]
 
 
@@ -413,6 +499,7 @@ __all__ = [
     "Scenario",
     "check_crash_at_every_step",
     "check_discard_then_retry",
+    "check_learned_once",
     "check_new_cluster",
     "check_restart_from_stored_offsets",
     "check_restore_from_changelog",

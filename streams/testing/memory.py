@@ -174,6 +174,9 @@ class MemoryBroker:
     def log_ends(self, partitions: Collection[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         return {(t, p): len(self.topic(t).logs[p]) for t, p in partitions}
 
+    def partition_counts(self, topics: Collection[str]) -> dict[str, int]:
+        return {t: len(self._topics[t].logs) for t in topics if t in self._topics}
+
     # -- groups ----------------------------------------------------------------------------
     def group(self, group_id: str) -> _Group:
         """The consumer group ``group_id`` (created on first use)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from streamlearn.cli.commands.worker import _trainer
@@ -28,6 +29,7 @@ from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import KafkaCluster, flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
+from streamlearn.streams.learning.dedup import example_ids
 from streamlearn.streams.learning.trainer import example_fingerprint, is_online
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from tests.integration.truth import (
@@ -83,12 +85,13 @@ class Outcome:
     kills: int
     truth: Truth
     feature_diffs: list[str]
-    #: per model: examples in its topic, its last snapshot, the fingerprint of all learned
+    #: per model: examples in its topic, its last snapshot, the fingerprints of learning
+    #: each distinct example once (by its coordinates, by its id)
     examples_in_topic: dict[str, int]
     snapshot: dict[str, dict[str, Any]]
     fingerprint_expected: dict[str, int]
-    #: per model: examples emitted more than once (same request and item), which the
-    #: at-least-once outputs of a re-applied interval allow
+    ids_fingerprint_expected: dict[str, int]
+    #: per model: examples emitted more than once (same request and item)
     duplicate_examples: dict[str, int]
     activity_after_pause: int
     seconds: float
@@ -104,13 +107,21 @@ class Outcome:
         out += [f"feature differs from one worker's: {d}" for d in self.feature_diffs[:10]]
         for model, snap in self.snapshot.items():
             seen, offsets = snap["examples_seen"], sum(snap["offsets"].values())
-            if not seen == offsets == self.examples_in_topic[model]:
+            in_topic, twice = self.examples_in_topic[model], self.duplicate_examples[model]
+            if twice:
+                out.append(f"model={model}: {twice} examples emitted more than once")
+            if not (seen + snap["duplicates_dropped"] == offsets == in_topic and seen > 0):
                 out.append(
-                    f"model={model} snapshot examples_seen={seen}, sum of offsets={offsets}, "
-                    f"examples in the topic={self.examples_in_topic[model]}"
+                    f"model={model} snapshot examples_seen={seen} (duplicates dropped "
+                    f"{snap['duplicates_dropped']}), sum of offsets={offsets}, examples in "
+                    f"the topic={in_topic}"
                 )
+            if seen != in_topic - twice:
+                out.append(f"model={model}: learned {seen} of {in_topic - twice} examples")
             if int(snap["fingerprint"]) != self.fingerprint_expected[model]:
                 out.append(f"model={model}: the fingerprint is not each example learned once")
+            if int(snap["ids_fingerprint"]) != self.ids_fingerprint_expected[model]:
+                out.append(f"model={model}: not each (request, item) learned once")
         bound = self.serving_kills * FEATURE_LOG_WINDOW
         if self.feature_log_lost > bound:
             out.append(
@@ -239,6 +250,7 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
     snapshots: dict[str, dict[str, Any]] = {}
     in_topic: dict[str, int] = {}
     fingerprints: dict[str, int] = {}
+    ids_fingerprints: dict[str, int] = {}
     duplicates: dict[str, int] = {}
     for model in MODELS.names:
         trainer = _trainer(topics, data, model, None, [], 3600.0, cluster=cluster)
@@ -249,21 +261,27 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         meta = online[-1].metadata
         snapshots[model] = {
             "examples_seen": meta["examples_seen"],
+            "duplicates_dropped": meta["duplicates_dropped"],
             "offsets": meta["offsets"],
             "fingerprint": meta["fingerprint"],
+            "ids_fingerprint": meta["ids_fingerprint"],
             "version": online[-1].version,
         }
         topic = topics.training_examples(model)
-        examples = read(broker.bootstrap_servers, topic, PARTITIONS)
+        examples = sorted(
+            read(broker.bootstrap_servers, topic, PARTITIONS), key=lambda r: (r.partition, r.offset)
+        )
         in_topic[model] = len(examples)
-        keys = {
-            (r.key, orjson.loads(r.value or b"{}").get("request_id"), _item(r)) for r in examples
-        }
-        duplicates[model] = len(examples) - len(keys)
-        fp = 0
+        # the first copy of each (request, item) is the one learned
+        first: dict[tuple[str, str], Any] = {}
         for r in examples:
+            first.setdefault(_identity(r), r)
+        duplicates[model] = len(examples) - len(first)
+        fp = 0
+        for r in first.values():
             fp = (fp + example_fingerprint(topic, r.partition, r.offset)) % (1 << 64)
         fingerprints[model] = fp
+        ids_fingerprints[model] = int(example_ids(first).sum(dtype=np.uint64))
     truth = check_features(broker.bootstrap_servers, topics, PARTITIONS)
     gaps = feature_log_gaps(broker.bootstrap_servers, topics, PARTITIONS)
     fallback = sum(
@@ -285,6 +303,7 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         examples_in_topic=in_topic,
         snapshot=snapshots,
         fingerprint_expected=fingerprints,
+        ids_fingerprint_expected=ids_fingerprints,
         duplicate_examples=duplicates,
         activity_after_pause=activity_after_pause,
         seconds=time.monotonic() - t0,
@@ -294,8 +313,9 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
     )
 
 
-def _item(r: Any) -> str:
-    return str(orjson.loads(r.value or b"{}").get("item_id"))
+def _identity(r: Any) -> tuple[str, str]:
+    ex = orjson.loads(r.value or b"{}")
+    return str(ex.get("request_id")), str(ex.get("item_id"))
 
 
 def _activity_end(kafka: KafkaConfig, topics: Topics) -> int:

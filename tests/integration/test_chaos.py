@@ -19,7 +19,9 @@ def test_kills_a_lost_store_and_a_paused_broker_lose_nothing(tmp_path: Path) -> 
     # a broker of its own: it is paused, which would stall every other test's
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
         outcome = chaos.run(broker, tmp_path / "var", chaos.Plan())
+    # problems() holds every count that is not exact, and any example emitted twice
     assert outcome.problems() == [], outcome.notes
+    assert outcome.duplicate_examples == {m: 0 for m in outcome.snapshot}
     assert outcome.kills == len(chaos.Plan().kills)
     truth = outcome.truth
     assert truth.events > 500 and truth.users_checked > 20

@@ -170,12 +170,14 @@ def _build_joiner(root: Path, broker: MemoryBroker, clock: Callable[[], float]) 
 
 
 def _observe_joiner(broker: MemoryBroker, root: Path) -> dict[str, Any]:
-    examples = set()
+    examples = []  # every one, so an example emitted twice shows
     for m in broker.messages(TOPICS.training_examples("feed")):
         ex = orjson.loads(m.value() or b"{}")
-        examples.add((ex["request_id"], ex["item_id"], ex["label"], orjson.dumps(ex["features"])))
+        examples.append(
+            (ex["request_id"], ex["item_id"], ex["label"], orjson.dumps(ex["features"]))
+        )
     return {
-        "examples": examples,
+        "examples": sorted(examples),
         "dead letters": dead_letters(broker, TOPICS.feature_log),
         "stores": store_contents(root / "state" / "joiner"),
     }
@@ -201,26 +203,40 @@ def _setup_trainer(broker: MemoryBroker) -> None:
     broker.create_topics(TOPICS.loop_topics())
 
 
+def trainer_example(part: int, i: int) -> TrainingExample:
+    """The ``i``-th example of input part ``part`` (seeded: the same each call)."""
+    rng = np.random.default_rng(part * 1000 + i)
+    u, it = int(rng.integers(6)), int(rng.integers(5))
+    return TrainingExample(
+        request_id=f"r{part}-{i}",
+        user_id=f"u{u}",
+        item_id=f"i{it}",
+        surface="feed",
+        ts=T0 + i,
+        label=int(rng.random() < (0.6 if (u + it) % 3 == 0 else 0.1)),
+        features={"user_id": f"u{u}", "item_id": f"i{it}", "n": float(i % 4)},
+        served_version=1,
+        served_score=0.5,
+    )
+
+
+#: (part, i) of the examples written twice: again right away, a few records later, and
+#: in the next part (as a joiner re-emitting an interval, or a late zombie, would)
+TRAIN_DUPLICATES = {0: [(0, 3), (0, 40), (0, 41)], 1: [(0, 100), (1, 7), (0, 5)]}
+
+
 def _feed_trainer(broker: MemoryBroker, part: int) -> None:
-    rng = np.random.default_rng(part)
     topic = TOPICS.training_examples("feed")
+    again = {i: [d for d in TRAIN_DUPLICATES[part] if d[1] + 4 == i] for i in range(200)}
     for i in range(TRAIN_BATCH * 9):  # whole micro-batches per part
-        u, it = int(rng.integers(6)), int(rng.integers(5))
-        ex = TrainingExample(
-            request_id=f"r{part}-{i}",
-            user_id=f"u{u}",
-            item_id=f"i{it}",
-            surface="feed",
-            ts=T0 + i,
-            label=int(rng.random() < (0.6 if (u + it) % 3 == 0 else 0.1)),
-            features={"user_id": f"u{u}", "item_id": f"i{it}", "n": float(i % 4)},
-            served_version=1,
-            served_score=0.5,
-        )
-        broker.append(topic, encode(ex), f"u{u}".encode())
+        ex = trainer_example(part, i)
+        broker.append(topic, encode(ex), ex.user_id.encode())
         if i in (20, 77):  # a label of 2, and not JSON: contract errors, never learned
             bad = orjson.loads(encode(ex)) | {"label": 2}
-            broker.append(topic, orjson.dumps(bad) if i == 20 else b"{", f"u{u}".encode())
+            broker.append(topic, orjson.dumps(bad) if i == 20 else b"{", ex.user_id.encode())
+        for dp, di in again.get(i, []):
+            dup = trainer_example(dp, di)
+            broker.append(topic, encode(dup), dup.user_id.encode())
 
 
 def _build_trainer(root: Path, broker: MemoryBroker, clock: Callable[[], float]) -> Processor:
@@ -244,6 +260,8 @@ def _observe_trainer(broker: MemoryBroker, root: Path) -> dict[str, Any]:
     return {
         "examples_seen": mv.metadata["examples_seen"],
         "fingerprint": mv.metadata["fingerprint"],
+        "ids_fingerprint": mv.metadata["ids_fingerprint"],
+        "duplicates_dropped": mv.metadata["duplicates_dropped"],
         "offsets": mv.metadata["offsets"],
         "predictions": tuple(learner.predict_proba_many(PROBES).tolist()),
         "dead letters": dead_letters(broker, TOPICS.training_examples("feed")),
@@ -255,6 +273,9 @@ def _trainer_memory(proc: Processor) -> dict[str, Any]:
     return {
         "examples_seen": proc.examples_seen,
         "fingerprint": proc.fingerprint,
+        "ids_fingerprint": proc.ids_fingerprint,
+        "duplicates_dropped": proc.duplicates,
+        "seen": len(proc.seen),
         "offsets": proc._resume_offsets(),
         "predictions": tuple(proc.learner.predict_proba_many(PROBES).tolist()),
     }

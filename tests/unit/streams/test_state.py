@@ -121,11 +121,10 @@ def test_a_stale_changelog_is_reset_and_its_state_never_comes_back(tmp_path: Pat
     store = state.open(0, Provenance({INPUT: "new"}, {INPUT: 0}), RestoreSource(broker))
     assert store.is_empty()  # starts over from the beginning of the input
     assert [m.key() for m in broker.messages(CHANGELOG)][-1] == RESET_KEY.encode()
-    state.close_all()
     # what came after the reset is restored, what came before it is not
-    broker.append(CHANGELOG, b"fresh", b"j", 0)
-    new_offsets = {"offsets": {INPUT: 1}, "topic_ids": {INPUT: "new"}}
-    broker.append(CHANGELOG, orjson.dumps(new_offsets), OFFSETS_KEY.encode(), 0)
+    store.put("j", b"fresh")
+    _commit(state, broker, 0, 1)
+    state.close_all()
     again = PartitionedState(tmp_path / "b", CHANGELOG)
     store = again.open(0, Provenance({INPUT: "new"}, {INPUT: 1}), RestoreSource(broker))
     assert store.items() == [("j", b"fresh")] and store.offsets() == {INPUT: 1}
@@ -183,3 +182,78 @@ def test_a_store_behind_its_changelog_is_restored(tmp_path: Path) -> None:
     back = PartitionedState(tmp_path / "old", CHANGELOG).open(0, None, RestoreSource(broker))
     assert back.offsets() == {INPUT: 7} and back.items() == [("a", b"3")]
     back.close()
+
+
+def _commit(state: PartitionedState, broker: MemoryBroker, p: int, offsets: int) -> None:
+    for _, part, k, v, h in state.changelog({p: {INPUT: offsets}}):
+        broker.append(CHANGELOG, v, k.encode(), part, h)
+    state.commit({p: {INPUT: offsets}})
+
+
+def test_a_fenced_writers_late_interval_is_never_restored(tmp_path: Path) -> None:
+    """A worker frozen past its session time-out wakes up and commits an interval after
+    another worker claimed the partition: no restore applies it."""
+    broker = MemoryBroker(partitions=1)
+    zombie = PartitionedState(tmp_path / "zombie", CHANGELOG)
+    z = zombie.open(0, None, RestoreSource(broker))
+    z.put("a", b"1")
+    _commit(zombie, broker, 0, 2)
+    # frozen; the partition goes to another worker, which claims and moves on
+    owner = PartitionedState(tmp_path / "owner", CHANGELOG)
+    o = owner.open(0, None, RestoreSource(broker))
+    assert o.items() == [("a", b"1")] and o.offsets() == {INPUT: 2}
+    o.put("a", b"2")
+    _commit(owner, broker, 0, 4)
+    # the zombie thaws and writes its next interval, closed after the owner's claim
+    z.put("a", b"stale")
+    z.put("z", b"stale")
+    _commit(zombie, broker, 0, 3)
+    o.put("b", b"3")
+    _commit(owner, broker, 0, 6)
+    owner.close_all()
+    fresh = PartitionedState(tmp_path / "fresh", CHANGELOG).open(0, None, RestoreSource(broker))
+    assert fresh.items() == [("a", b"2"), ("b", b"3")] and fresh.offsets() == {INPUT: 6}
+    fresh.close()
+    # the zombie's own store, ahead of what it may claim, is not trusted either
+    zombie.close_all()
+    back = PartitionedState(tmp_path / "zombie", CHANGELOG).open(0, None, RestoreSource(broker))
+    assert back.items() == [("a", b"2"), ("b", b"3")] and back.offsets() == {INPUT: 6}
+    back.close()
+
+
+def test_a_store_that_wrote_last_is_kept_without_a_restore(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    state = PartitionedState(tmp_path, CHANGELOG)
+    store = state.open(0, None, RestoreSource(broker))
+    store.put("a", b"1")
+    _commit(state, broker, 0, 2)
+    state.close_all()
+    source = RestoreSource(broker)
+    calls: list[int] = []
+    real = source.restore
+    source.restore = lambda topic, store, **kw: calls.append(1) or real(topic, store, **kw)  # type: ignore[method-assign]
+    again = PartitionedState(tmp_path, CHANGELOG).open(0, None, source)
+    assert again.items() == [("a", b"1")] and again.offsets() == {INPUT: 2} and not calls
+    again.close()
+
+
+def test_meta_values_are_committed_with_the_offsets_and_restored(tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    state = PartitionedState(tmp_path / "a", CHANGELOG)
+    store = state.open(0, None, RestoreSource(broker))
+    store.count("applied", 3)
+    store.count("applied", 2)
+    store.set_meta("marks", {"t": 7})
+    assert store.meta() == {"applied": 5, "marks": {"t": 7}}
+    store.discard()
+    assert store.meta() == {}
+    store.count("applied", 4)
+    _commit(state, broker, 0, 4)
+    store.count("applied", 1)
+    state.close_all()  # the pending count is dropped with the close
+    restored = PartitionedState(tmp_path / "b", CHANGELOG).open(0, None, RestoreSource(broker))
+    assert restored.meta() == {"applied": 4} and restored.offsets() == {INPUT: 4}
+    restored.close()
+    local = PartitionStore(tmp_path / "a" / "p0000", 0)
+    assert local.meta() == {"applied": 4}
+    local.close()
