@@ -21,7 +21,8 @@ against the classes by ``tests/unit/test_errors.py``)::
     │   ├── KafkaError           503  1  a Kafka client operation failed
     │   ├── ContractError        400  2  a record does not match its contract (``reason`` code)
     │   ├── CatalogError         500  2  a feature declaration cannot be built
-    │   └── StateLost            500  1  a processor's memory is undefined: stop uncommitted
+    │   ├── StateLost            500  1  a processor's memory is undefined: stop uncommitted
+    │   └── Fenced               500  1  another worker owns the partitions now: stop uncommitted
     ├── OfflineError             500  2  offline/errors.py: replay, datasets, batch training, flows
     │   ├── RangeError           400  2  a replay bound is malformed or out of range
     │   ├── DatasetError         400  2  a dataset is missing or malformed

@@ -48,3 +48,9 @@ class StateLost(StreamsError):
     """A processor's in-memory state is undefined (e.g. a learner failed half-way through
     an update). The runtime stops without committing anything more, so a restart resumes
     from the last checkpoint; retrying record by record would apply records twice."""
+
+
+class Fenced(StreamsError):
+    """This worker's group membership was revoked while it was not responding (frozen
+    past its session time-out): its partitions belong to another worker now. It stops
+    without committing anything more; a restart rejoins the group."""

@@ -59,6 +59,10 @@ class ProducerLike(Protocol):
         """Wait for acknowledgements; return how many records are still unacknowledged."""
         ...
 
+    def purge(self, *args: Any, **kw: Any) -> None:
+        """Drop the records not sent yet."""
+        ...
+
 
 class ConsumerLike(Protocol):
     """What streamlearn needs from a consumer (confluent-kafka's ``Consumer`` has it)."""
@@ -87,8 +91,8 @@ class ConsumerLike(Protocol):
 class Cluster(Protocol):
     """The cluster as state and runtimes see it: clients, topic identity, true log ends."""
 
-    def producer(self) -> ProducerLike:
-        """A new idempotent producer."""
+    def producer(self, **extra: Any) -> ProducerLike:
+        """A new idempotent producer (``extra``: librdkafka settings)."""
         ...
 
     def consumer(self, group_id: str, **extra: Any) -> ConsumerLike:
@@ -150,8 +154,8 @@ class KafkaCluster:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
 
-    def producer(self) -> Producer:
-        return make_producer(self.config)
+    def producer(self, **extra: Any) -> Producer:
+        return make_producer(self.config, **extra)
 
     def consumer(self, group_id: str, **extra: Any) -> Consumer:
         return make_consumer(self.config, group_id, **extra)

@@ -13,6 +13,11 @@ interval is dropped, the consumer rewound (``seek``) to its first offsets, and t
 interval re-applied record by record. A snapshot processor's ``process`` is
 all-or-nothing, so only the failed batch is retried. ``StateLost`` is never retried: it
 propagates and the runtime stops without committing.
+
+A commit whose ownership could not be verified (``streamlearn.streams.runtime.checkpoint``:
+the group coordinator did not answer) waits for the next batch; where it cannot wait (a
+record-by-record retry, a stop) that is an error, and before a revoke the interval is
+abandoned (the partitions' next owner applies it again from the stored offsets).
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
-from streamlearn.streams.errors import ContractError, StateLost
+from streamlearn.streams.errors import ContractError, KafkaError, StateLost
 from streamlearn.streams.kafka.clients import ProducerLike
-from streamlearn.streams.runtime.checkpoint import Checkpoint, CommitOffsets
+from streamlearn.streams.runtime.checkpoint import Checkpoint, CommitOffsets, Verify
 from streamlearn.streams.runtime.metrics import (
     BATCH_SECONDS,
     EVENTS_IN,
@@ -71,6 +76,10 @@ class BatchApplier:
     max_uncommitted: int = 100_000
     seek: Seek | None = None
     clock: Callable[[], float] = time.time
+    #: ownership checks (``streamlearn.streams.runtime.checkpoint``); ``None``: none
+    verify: Verify | None = None
+    lease_s: float = 1.5
+    monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self._store: StoreProcessor | None = (
@@ -81,7 +90,15 @@ class BatchApplier:
         self._decoders = dict(self.processor.inputs())
         owned = self.processor.dead_letter_inputs
         self._owned: frozenset[str] | None = None if owned is None else frozenset(owned)
-        self.checkpoint = Checkpoint(self.processor, self.producer, self.on_committed, self.clock)
+        self.checkpoint = Checkpoint(
+            self.processor,
+            self.producer,
+            self.on_committed,
+            self.clock,
+            self.verify,
+            self.lease_s,
+            self.monotonic,
+        )
         # After a rewind: re-apply record by record up to these offsets.
         self._careful: dict[TopicPartitionKey, int] = {}
 
@@ -155,17 +172,40 @@ class BatchApplier:
         for tp in partitions:
             self._careful.pop(tp, None)
 
-    def commit(self) -> None:
-        """Commit the uncommitted interval now (also before a revoke and at a stop)."""
+    def commit(self, required: bool = False) -> bool:
+        """Commit the uncommitted interval now (also before a revoke and at a stop);
+        False when ownership could not be verified now (``required``: raise instead)."""
         if self.checkpoint.empty:
-            return
+            return True
         before = self.checkpoint.produced
         applied = self.checkpoint.commit()
         self.stats.produced += self.checkpoint.produced - before
+        if applied is None:
+            if required:
+                raise KafkaError(
+                    f"processor={self.processor.name}: the group coordinator did not confirm "
+                    "this worker still owns its partitions; stopping uncommitted"
+                )
+            return False
         self.stats.batches += 1
         for topic, c in applied.items():
             EVENTS_PROCESSED.labels(self.processor.name, topic).inc(c)
             self.stats.processed += c
+        return True
+
+    def abandon(self) -> None:
+        """Forget the uncommitted interval (its partitions are being taken away): nothing
+        of it was written, their next owner applies it again from the stored offsets. A
+        snapshot processor's memory holds the interval: it stops (``StateLost``) and
+        resumes from its last snapshot."""
+        if self._store is None and not self.checkpoint.empty:
+            raise StateLost(
+                f"processor={self.processor.name} learned an interval it may not commit "
+                "(its partitions were taken away); resume from the last snapshot"
+            )
+        if self._store is not None:
+            self._store.discard()
+        self.checkpoint.drop()
 
     def _recover(
         self,
@@ -224,18 +264,22 @@ class BatchApplier:
                 cp.applied[r.topic] += 1
             tp = (r.topic, r.partition)
             cp.store_offsets({tp: r.offset}, {tp: r.offset + 1})
-            self.commit()
+            self.commit(required=True)
         cp.store_offsets(first, offsets)  # records that did not decode, after the last one
-        self.commit()
+        self.commit(required=True)
 
     def finish(self) -> None:
         """A clean stop: commit the interval, then the processor's last outputs.
 
         Raises when either fails (a lost final snapshot or commit is an error)."""
-        self.commit()
+        self.commit(required=True)
         outputs = self.processor.finish()
         if outputs or self._store is not None:  # finish may also have changed state
             self.checkpoint.add(outputs)
             before = self.checkpoint.produced
-            self.checkpoint.commit()
+            if self.checkpoint.commit() is None:
+                raise KafkaError(
+                    f"processor={self.processor.name}: the group coordinator did not confirm "
+                    "this worker still owns its partitions; its last outputs are not committed"
+                )
             self.stats.produced += self.checkpoint.produced - before

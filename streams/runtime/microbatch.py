@@ -11,6 +11,10 @@ consumer group's committed offset, which is written only for lag and tooling.
 
 Guarantee: state updates are exactly-once with respect to the input; outputs are
 at-least-once (a crash between producing and storing re-emits that interval's outputs).
+A worker frozen past its session time-out is fenced: it verifies it still owns its
+partitions (a synchronous commit of the group's offsets, which the coordinator refuses
+from an evicted member) before it writes anything after its lease ran out, and stops
+(``Fenced``) when refused (``streamlearn.streams.runtime.checkpoint``).
 A stop asked for (``stop``, ``max_seconds``, ``max_events``) commits everything and runs
 the processor's ``finish``, and raises if that fails; an error ends the run without
 committing anything more, as a crash would.
@@ -22,11 +26,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as ClientError
 
-from streamlearn.streams.errors import StreamsError
+from streamlearn.streams.errors import Fenced, StreamsError
 from streamlearn.streams.kafka.clients import (
     Cluster,
     ConsumerLike,
@@ -54,6 +59,39 @@ class RuntimeConfig:
     #: ``streamlearn.streams.runtime.checkpoint``):
     #: an entity updated many times within it is stored and emitted once.
     commit_interval_s: float = 1.0
+    #: The consumer's session time-out and heartbeat interval (``KafkaConfig``'s, unless a
+    #: ``KafkaCluster`` says otherwise): the lease and the producer's message time-out are
+    #: cut from them (``fencing``).
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+
+    def fencing(self) -> tuple[float, float]:
+        """(lease, message time-out) in seconds: 30% and 60% of what an evicted member's
+        last heartbeat leaves before its partitions can be given away (session time-out
+        less a heartbeat), so a write made within the lease is delivered, or dropped by
+        the producer, before that."""
+        budget = self.session_timeout_s - self.heartbeat_interval_s
+        if budget <= 0:
+            raise ValueError(
+                f"the session time-out ({self.session_timeout_s}s) must exceed the heartbeat "
+                f"interval ({self.heartbeat_interval_s}s)"
+            )
+        return 0.3 * budget, 0.6 * budget
+
+
+#: What the group coordinator answers a member it evicted (or librdkafka, once it knows).
+_FENCED_CODES = frozenset(
+    getattr(ClientError, name)
+    for name in (
+        "UNKNOWN_MEMBER_ID",
+        "ILLEGAL_GENERATION",
+        "FENCED_INSTANCE_ID",
+        "_ASSIGNMENT_LOST",
+        "FENCED_MEMBER_EPOCH",
+        "STALE_MEMBER_EPOCH",
+    )
+    if hasattr(ClientError, name)
+)
 
 
 def _describe(offset: int) -> str:
@@ -70,13 +108,28 @@ class MicroBatchRuntime:
         config: RuntimeConfig,
         producer: ProducerLike | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.processor = processor
         self.cluster: Cluster = (
             KafkaCluster(cluster) if isinstance(cluster, KafkaConfig) else cluster
         )
+        if isinstance(self.cluster, KafkaCluster):
+            conf = self.cluster.config.consumer_conf(config.group_id)
+            config = replace(
+                config,
+                session_timeout_s=float(conf["session.timeout.ms"]) / 1000,
+                heartbeat_interval_s=float(conf["heartbeat.interval.ms"]) / 1000,
+            )
         self.config = config
-        self._producer = producer if producer is not None else self.cluster.producer()
+        lease_s, timeout_s = config.fencing()
+        self._producer = (
+            producer
+            if producer is not None
+            else self.cluster.producer(**{"message.timeout.ms": int(timeout_s * 1000)})
+        )
+        #: the last offset known per assigned partition (what an ownership check commits)
+        self._known: dict[TopicPartitionKey, int] = {}
         self._applier = BatchApplier(
             processor,
             self._producer,
@@ -84,6 +137,9 @@ class MicroBatchRuntime:
             commit_interval_s=config.commit_interval_s,
             seek=self._seek,
             clock=clock,
+            verify=self._verify,
+            lease_s=lease_s,
+            monotonic=monotonic,
         )
         self.stats = self._applier.stats
         self._consumer: ConsumerLike | None = None
@@ -94,11 +150,42 @@ class MicroBatchRuntime:
 
     def _commit_offsets(self, offsets: dict[TopicPartitionKey, int]) -> None:
         # Informational (lag, tooling): the truth is the offsets stored with the state.
+        self._known.update(offsets)
         if self._consumer is not None:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                 asynchronous=True,
             )
+
+    def _verify(self, offsets: dict[TopicPartitionKey, int]) -> bool:
+        """Whether the group coordinator still counts this worker as the owner of its
+        partitions: a synchronous commit of their offsets (also informational)."""
+        known = {**self._known, **offsets}
+        if self._consumer is None or not known:
+            return True  # nothing assigned: nothing of anyone's to write
+        tps = [TopicPartition(t, p, o) for (t, p), o in known.items()]
+        try:
+            result = self._consumer.commit(offsets=tps, asynchronous=False) or []
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, ClientError) and err.code() in _FENCED_CODES:
+                raise Fenced(
+                    f"processor={self.processor.name}: the group coordinator no longer counts "
+                    f"this worker as a member ({err.str()}): its partitions were given to "
+                    "another while it was not responding; stopping uncommitted"
+                ) from exc
+            log.warning(
+                "processor=%s could not verify it still owns its partitions (%s); the commit waits",
+                self.processor.name,
+                exc,
+            )
+            return False
+        failed = [tp.error for tp in result if tp.error is not None]
+        if failed:
+            log.warning("processor=%s: ownership check failed: %s", self.processor.name, failed)
+            return False
+        self._known = known
+        return True
 
     def _seek(self, starts: dict[TopicPartitionKey, int]) -> None:
         assert self._consumer is not None
@@ -121,6 +208,8 @@ class MicroBatchRuntime:
             )
         for tp in partitions:
             tp.offset = starts[(tp.topic, tp.partition)]
+            self._known[(tp.topic, tp.partition)] = max(tp.offset, 0)
+        self._applier.checkpoint.expire_lease()  # a new generation: verify before writing
         log.info(
             "processor=%s assigned %s",
             self.processor.name,
@@ -134,8 +223,18 @@ class MicroBatchRuntime:
     def _on_revoke(self, consumer: ConsumerLike, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         if not self._failed:  # after an error, nothing more is committed
-            self._applier.commit()  # what was applied is committed before the state closes
+            # what was applied is committed before the state closes, if this worker still
+            # owns it; else its next owner applies it again
+            try:
+                committed = self._applier.commit()
+            except Fenced as exc:
+                log.warning("%s; abandoning the uncommitted interval", exc)
+                committed = False
+            if not committed:
+                self._applier.abandon()
         self._applier.forget(keys)
+        for key in keys:
+            self._known.pop(key, None)
         self.processor.revoke(keys)
 
     # -- the loop ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from streamlearn.streams.errors import StreamsError
+from streamlearn.streams.errors import KafkaError, StreamsError
 from streamlearn.streams.kafka.clients import Cluster, follow, reader
 from streamlearn.streams.state.changelog import (
     CLAIM_KEY,
@@ -74,9 +74,18 @@ class RestoreSource:
         self._producer = cluster.producer()
 
     def _write(self, topic: str, partition: int, key: str, value: bytes, what: str) -> None:
-        self._producer.produce(topic, value, key, partition=partition)
-        if self._producer.flush(10):
-            raise StreamsError(f"{what} to topic={topic} partition={partition} not acknowledged")
+        failed: list[str] = []
+
+        def delivered(err: object, _msg: Message) -> None:
+            if err is not None:
+                failed.append(str(err))
+
+        self._producer.produce(topic, value, key, partition=partition, on_delivery=delivered)
+        if self._producer.flush(10) or failed:
+            raise KafkaError(
+                f"{what} to topic={topic} partition={partition} not acknowledged"
+                + (f": {failed[0]}" if failed else "")
+            )
 
     def claim(self, topic: str, partition: int, epoch: str) -> None:
         """Write a claim: the partition's changelog belongs to ``epoch`` from here on."""

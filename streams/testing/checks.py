@@ -19,6 +19,11 @@ predictions) with a clean, uninterrupted run:
   unacknowledged buffer is lost) at the first, a middle and the last occurrence of every
   step of the commit sequence (``process``, ``produce``, ``flush``, ``state-commit``,
   ``consumer-commit``), then a restart: nothing is lost, nothing applied twice.
+- ``check_zombie``: a worker frozen past its session time-out (``MemoryBroker.freeze``) at
+  the first, a middle and the last occurrence of every step; meanwhile another worker,
+  with a state directory of its own, is given the partitions and processes everything.
+  Thawed, the frozen one writes nothing more (its commit is refused, what it had queued
+  expired); restarted, everything equals the clean run.
 - ``check_new_cluster``: the same state directory against a new cluster (new topic ids):
   stale state is rebuilt (a new lineage for a snapshot processor) and the result equals
   a run on the new cluster alone (``Scenario.carried`` names the observation keys a
@@ -46,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlearn.streams.contracts import decode_example
+from streamlearn.streams.errors import StreamsError
 from streamlearn.streams.learning.dedup import example_ids
 from streamlearn.streams.learning.trainer import OnlineTrainer
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
@@ -102,6 +108,21 @@ class FakeClock:
         return self.now
 
 
+class StillTime:
+    """A monotonic clock that stands still, but for a freeze (``advance``): the runtime's
+    lease (``streamlearn.streams.runtime.checkpoint``) runs out only across a freeze."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass (a SIGSTOP)."""
+        self.now += seconds
+
+
 class _Injected(RuntimeError):
     """The failure ``check_discard_then_retry`` injects."""
 
@@ -153,6 +174,7 @@ def run(
     root: Path,
     clock: FakeClock,
     fail_call: int | None = None,
+    monotonic: StillTime | None = None,
 ) -> bool:
     """Run the scenario's processor until its input is drained; False if it crashed."""
     proc = _wrap(scenario.build(root, broker, clock), broker.faults, fail_call)
@@ -165,6 +187,7 @@ def run(
             commit_interval_s=scenario.commit_interval_s,
         ),
         clock=clock,
+        monotonic=monotonic or StillTime(),
     )
     try:
         rt.run(idle_polls=3, max_seconds=60)
@@ -368,6 +391,60 @@ def check_crash_at_every_step(scenario: Scenario) -> dict[str, int]:
     return survived
 
 
+def check_zombie(scenario: Scenario) -> dict[str, int]:
+    """A worker frozen past its session time-out at the first, a middle and the last
+    occurrence of every step, while another worker processes its partitions: thawed, it
+    writes nothing (it stops with ``Fenced`` or a failed delivery, or rejoins); then
+    (restarted) everything equals the clean run. Returns the freezes survived per step."""
+    survived: dict[str, int] = {}
+    with _tmpdir() as d:
+        _, want = clean_run(scenario, d / "clean")
+        counting = Faults()
+        broker = _fresh(scenario, counting)
+        scenario.feed(broker, 0)
+        scenario.feed(broker, 1)
+        run(scenario, broker, d / "count", FakeClock())
+        for step in STEPS:
+            n = counting.counts[step]
+            for k in sorted({1, (n + 1) // 2, n}):
+                broker = _fresh(scenario)
+                scenario.feed(broker, 0)
+                scenario.feed(broker, 1)
+                root = d / f"{step}-{k}"
+                time = StillTime()
+                froze: list[bool] = []
+                freeze = _taken_over(scenario, broker, root / "other", time, froze)
+                broker.faults = Faults(pause_at=(step, k), pause=freeze)
+                what = f"frozen at {step} #{k}"
+                try:
+                    run(scenario, broker, root, FakeClock(), monotonic=time)
+                except StreamsError as exc:  # Fenced, an undelivered record or claim
+                    log.info("%s: %s: the frozen worker stopped: %s", scenario.name, what, exc)
+                if not froze:
+                    raise AssertionError(f"{scenario.name}: never {what}")
+                run(scenario, broker, root, FakeClock())  # restarted (or continued)
+                _assert_same(scenario, what, scenario.observe(broker, root), want)
+                survived[step] = survived.get(step, 0) + 1
+    return survived
+
+
+def _taken_over(
+    scenario: Scenario, broker: MemoryBroker, other: Path, time: StillTime, froze: list[bool]
+) -> Callable[[], None]:
+    """What happens while a worker is frozen past its session time-out: it is evicted,
+    what it queued expires, an hour passes, and another worker (state in ``other``) is
+    given every partition and processes everything."""
+
+    def freeze() -> None:
+        broker.freeze()
+        time.advance(3600.0)
+        froze.append(True)
+        if not run(scenario, broker, other, FakeClock()):
+            raise AssertionError(f"{scenario.name}: the other worker crashed")
+
+    return freeze
+
+
 def check_new_cluster(scenario: Scenario) -> None:
     """The same state directory against a new cluster: stale state is never trusted."""
     with _tmpdir() as d:
@@ -490,6 +567,7 @@ def yield_checks() -> Iterator[Check]:
     yield check_restart_from_stored_offsets
     yield check_restore_from_changelog
     yield check_crash_at_every_step
+    yield check_zombie
     yield check_new_cluster
 
 
@@ -497,12 +575,14 @@ __all__ = [
     "STEPS",
     "FakeClock",
     "Scenario",
+    "StillTime",
     "check_crash_at_every_step",
     "check_discard_then_retry",
     "check_learned_once",
     "check_new_cluster",
     "check_restart_from_stored_offsets",
     "check_restore_from_changelog",
+    "check_zombie",
     "clean_run",
     "run",
     "yield_checks",

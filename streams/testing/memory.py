@@ -8,9 +8,14 @@ What it models, and what it does not:
 
 - a producer buffers records until ``flush``, like librdkafka's queue; after a crash
   (see ``Faults``) ``MemoryBroker.crash`` delivers a prefix of each producer's buffer and
-  loses the rest, as a process killed while librdkafka was sending would;
+  loses the rest, as a process killed while librdkafka was sending would; a record's
+  ``on_delivery`` callback hears of it only when it failed (``delivery.report.only.error``);
 - a consumer group assigns partitions with the range strategy and rebalances eagerly
   when members join or leave (revoke everything, then assign), inside ``consume``;
+- a frozen process (``MemoryBroker.freeze``: SIGSTOP past the session time-out) is evicted
+  from its groups: its synchronous commits are refused with ``UNKNOWN_MEMBER_ID``, its
+  next ``consume`` revokes everything and rejoins; what its producers had queued expired
+  meanwhile (``message.timeout.ms``) and fails on delivery;
 - committed group offsets are kept (and may be ahead of a store: the checks prove the
   runtime never uses them), ``auto.offset.reset`` is always earliest;
 - every topic has its own id (another MemoryBroker is another cluster); log ends are exact;
@@ -30,7 +35,14 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from streamlearn.streams.kafka.clients import Headers, TopicPartitionKey
 
@@ -44,20 +56,26 @@ class Crash(BaseException):
 
 @dataclass
 class Faults:
-    """Counts steps by kind and raises ``Crash`` at step ``at`` = (kind, n) (1-based)."""
+    """Counts steps by kind and raises ``Crash`` at step ``at`` = (kind, n) (1-based);
+    calls ``pause`` once at step ``pause_at`` instead (a freeze: what happens meanwhile)."""
 
     at: tuple[str, int] | None = None
     counts: Counter[str] = field(default_factory=Counter)
     crashed: bool = False
+    pause_at: tuple[str, int] | None = None
+    pause: Callable[[], None] | None = None
 
     def hit(self, kind: str) -> None:
-        """Count one step of ``kind``; crash when it is the chosen one."""
+        """Count one step of ``kind``; crash or pause when it is the chosen one."""
         if self.crashed:
             raise Crash(f"already crashed at {self.at}")
         self.counts[kind] += 1
         if self.at is not None and self.at == (kind, self.counts[kind]):
             self.crashed = True
             raise Crash(f"crash injected at {kind} #{self.counts[kind]}")
+        if self.pause is not None and self.pause_at == (kind, self.counts[kind]):
+            pause, self.pause = self.pause, None
+            pause()
 
 
 class _Topic:
@@ -71,6 +89,13 @@ class _Group:
     def __init__(self) -> None:
         self.members: list[MemoryConsumer] = []
         self.committed: dict[TopicPartitionKey, int] = {}
+
+    def evict(self, member: MemoryConsumer) -> None:
+        """The coordinator gives up on ``member`` (no heartbeat within its session)."""
+        if member in self.members:
+            self.members.remove(member)
+            member.evicted = True
+            self.rebalance()
 
     def rebalance(self) -> None:
         topics = sorted({t for m in self.members for t in m.subscription})
@@ -104,6 +129,15 @@ class MemoryBroker:
         ``delivered`` fraction of them in order (per producer), reach their partitions."""
         for producer in self._producers:
             producer.crash(delivered)
+
+    def freeze(self) -> None:
+        """What a SIGSTOP past the session time-out does to the clients that exist now:
+        members are evicted from their groups, queued records expire."""
+        for group in self._groups.values():
+            for member in list(group.members):
+                group.evict(member)
+        for producer in self._producers:
+            producer.expire()
 
     # -- topics ----------------------------------------------------------------------------
     def create_topics(self, names: Iterable[str], partitions: int | None = None) -> None:
@@ -160,7 +194,7 @@ class MemoryBroker:
         return offset
 
     # -- the Cluster protocol --------------------------------------------------------------
-    def producer(self) -> MemoryProducer:
+    def producer(self, **extra: Any) -> MemoryProducer:
         producer = MemoryProducer(self)
         self._producers.append(producer)
         return producer
@@ -196,12 +230,18 @@ def _partition_for(key: bytes | str | None, n: int) -> int:
     return xxhash.xxh32_intdigest(raw) % n
 
 
+_Buffered = tuple[str, bytes | None, bytes | None, int | None, Headers | None]
+
+
 class MemoryProducer:
     """Buffers records until ``flush``/``poll``; a crash loses the buffer."""
 
     def __init__(self, broker: MemoryBroker) -> None:
         self.broker = broker
-        self._buffer: list[tuple[str, bytes | None, bytes | None, int | None, Headers | None]] = []
+        self._buffer: list[_Buffered] = []
+        #: per buffered record: its delivery callback, and whether it expired
+        self._callbacks: list[Callable[..., Any] | None] = []
+        self._expired: list[bool] = []
 
     def produce(
         self,
@@ -216,26 +256,43 @@ class MemoryProducer:
         self.broker.faults.hit("produce")
         k = key.encode() if isinstance(key, str) else key
         self._buffer.append((topic, value, k, partition, headers))
+        self._callbacks.append(on_delivery)
+        self._expired.append(False)
 
     def poll(self, timeout: float = 0.0) -> int:
         return 0
 
     def flush(self, timeout: float = 0.0) -> int:
         if self.broker.faults.crashed:
-            self._buffer = []
+            self.purge()
             return 0
         self.broker.faults.hit("flush")
-        for topic, value, key, partition, headers in self._buffer:
-            self.broker.append(topic, value, key, partition, headers)
-        self._buffer = []
+        buffered = zip(self._buffer, self._callbacks, self._expired, strict=True)
+        self.purge()
+        for (topic, value, key, partition, headers), callback, expired in buffered:
+            if not expired:
+                self.broker.append(topic, value, key, partition, headers)
+            elif callback is not None:
+                msg = Message(topic=topic, partition=partition, key=key, value=value)
+                callback(KafkaError(KafkaError._MSG_TIMED_OUT), msg)
         return 0
+
+    def purge(self, *_: Any, **__: Any) -> None:
+        """Drop every record not delivered yet (librdkafka's ``purge``)."""
+        self._buffer, self._callbacks, self._expired = [], [], []
+
+    def expire(self) -> None:
+        """The records buffered now out-waited ``message.timeout.ms``: they fail."""
+        self._expired = [True] * len(self._buffer)
 
     def crash(self, delivered: float) -> None:
         """Deliver the first ``delivered`` fraction of the buffer, lose the rest."""
-        keep = self._buffer[: int(len(self._buffer) * delivered)]
+        keep = [b for b, expired in zip(self._buffer, self._expired, strict=True) if not expired][
+            : int(len(self._buffer) * delivered)
+        ]
         for topic, value, key, partition, headers in keep:
             self.broker.append(topic, value, key, partition, headers)
-        self._buffer = []
+        self.purge()
 
     def __len__(self) -> int:
         return len(self._buffer)
@@ -254,6 +311,8 @@ class MemoryConsumer:
         self._positions: dict[TopicPartitionKey, int] = {}
         self._closed = False
         self._rr = itertools.count()
+        #: evicted from the group (``MemoryBroker.freeze``): rejoins on the next consume
+        self.evicted = False
 
     # -- membership ------------------------------------------------------------------------
     def subscribe(
@@ -271,6 +330,15 @@ class MemoryConsumer:
         group.rebalance()
 
     def _maybe_rebalance(self) -> None:
+        if self.evicted:  # "session timed out: revoking assignment and rejoining group"
+            lost = [TopicPartition(t, p) for t, p in self._positions]
+            if lost and self._on_revoke is not None:
+                self._on_revoke(self, lost)  # still evicted: its commits are refused
+            self._positions = {}
+            self.evicted = False
+            group = self.broker.group(self.group_id)
+            group.members.append(self)
+            group.rebalance()
         if self.pending_assignment is None:
             return
         new, self.pending_assignment = self.pending_assignment, None
@@ -339,11 +407,16 @@ class MemoryConsumer:
         message: Message | None = None,
         offsets: list[TopicPartition] | None = None,
         asynchronous: bool = True,
-    ) -> None:
+    ) -> list[TopicPartition] | None:
         self.broker.faults.hit("consumer-commit")
+        if self.evicted:
+            if asynchronous:
+                return None  # refused; nobody hears of it
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_MEMBER_ID))
         group = self.broker.group(self.group_id)
         for tp in offsets or []:
             group.committed[(tp.topic, tp.partition)] = tp.offset
+        return None if asynchronous else list(offsets or [])
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self._positions]
