@@ -193,6 +193,7 @@ class Checkpoint:
         elif self._snapshot is not None:
             announced = self._snapshot.advance(offsets)
             if announced:
+                self._still_owned(offsets)  # a snapshot may take longer than the lease
                 self._produce(announced, offsets)
                 self._flush()
         if offsets and self._commit_offsets is not None and not self._verified:
