@@ -10,8 +10,11 @@ Not a test: ``python bench/soak.py [--duration 180] [--kills 20] [--seed 1]``.
    broker is paused for 10 s (SIGSTOP, then SIGCONT). Then aiokafka reads the topics:
    per-user and per-item counts in ``features`` against ``activity``, every feature
    against one uninterrupted feature processor over the same records, every malformed
-   event in ``activity.dlq``, and the trainer's last snapshot (``examples_seen`` = the sum
-   of its offsets = the examples in the topic; its fingerprint = each learned once).
+   event in ``activity.dlq``, the trainer's last snapshot (``examples_seen`` = the sum
+   of its offsets = the examples in the topic; its fingerprint = each learned once), and
+   the feature log: the shown requests (impressions) without a record, less those the
+   simulator ranked at random, at most the serving window per serving kill (a note
+   prints the figures).
 2. ``up`` on broker A, then ``up --bootstrap-servers B`` in the same data directory: B's
    topics are checked the same way, and the trainer's first version on B must start a
    new lineage (its parent is A's last version).

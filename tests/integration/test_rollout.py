@@ -264,10 +264,14 @@ def test_reject_promote_and_roll_back_while_the_loop_runs(
         )
 
         # -- 1. a bad candidate: the live examples with their labels flipped -----------
-        examples = [
-            decode_example(m.value())
-            for m in read_all(kafka, topics.training_examples("feed"), idle_s=0.5)
-        ]
+        examples: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(examples) < 1000 and time.monotonic() < deadline:  # a loaded machine
+            examples = [  # may give nothing within one read
+                decode_example(m.value())
+                for m in read_all(kafka, topics.training_examples("feed"), idle_s=2.0)
+            ]
+        assert len(examples) >= 1000, len(examples)
         bad_at = time.time()
         bad = _candidate(
             registry,
