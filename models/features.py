@@ -91,12 +91,46 @@ def _numbers(values: list[object]) -> np.ndarray:
     return nums
 
 
+def _number_column(values: Sequence[object] | np.ndarray) -> np.ndarray:
+    """:func:`_numbers` of a column: one ``fromiter`` (numpy converts numbers and numeric
+    strings as ``np.array`` does), the value-by-value fallback when it raises; an array
+    is taken as float64 numbers."""
+    if isinstance(values, np.ndarray):
+        nums = values.astype(np.float64)  # a copy: the caller's array is left as it is
+        nums[~np.isfinite(nums)] = 0.0
+        return nums
+    try:
+        nums = np.fromiter(values, dtype=np.float64, count=len(values))
+    except (TypeError, ValueError, OverflowError):
+        return _numbers(list(values))
+    nums[~np.isfinite(nums)] = 0.0
+    return nums
+
+
 @dataclass(frozen=True)
 class DictColumn:
     """A dictionary-encoded column: ``codes`` (int, -1 where missing) into ``values``."""
 
     codes: np.ndarray
     values: Sequence[object]
+
+
+def dict_column(values: Sequence[object]) -> DictColumn:
+    """``values`` (raw, ``None`` where missing) dictionary-encoded by Arrow.
+
+    A column of strings (and ``None``) is encoded as it is; any other value is first
+    turned into its categorical string (as :meth:`Featuriser.transform_many` does), so
+    ``1`` and ``1.0`` stay two categories."""
+    import pyarrow as pa  # lazy: serving's scorers never pay for it
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(values, type=pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        arr = pa.array([_category(v) for v in values], type=pa.string())
+    enc = arr.dictionary_encode()
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+    return DictColumn(codes, enc.dictionary.to_pylist())
 
 
 @dataclass(frozen=True)
@@ -261,6 +295,26 @@ class Featuriser:
             )
             slot += 1
         return idx, val
+
+    def transform_lists(
+        self, n: int, columns: Mapping[str, Sequence[object] | np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Encode ``n`` rows given as one sequence of raw values per field (``None`` where
+        missing; a numeric field may come as a float array already); the same arrays as
+        :meth:`transform_many` on the rows as dicts.
+
+        Each categorical column is dictionary-encoded by Arrow first, so a value is
+        hashed once per call however many rows carry it (a stream's batch repeats its
+        users, items and categories); then :meth:`transform_columns` does the rest. This
+        is the online trainer's path: its decoder gives columns, not dicts.
+        """
+        categorical = {
+            f: dict_column(columns[f])  # type: ignore[arg-type]
+            for f in self.spec.categorical
+            if f in columns
+        }
+        numeric = {f: _number_column(columns[f]) for f in self.spec.numeric if f in columns}
+        return self.transform_columns(n, numeric, categorical)
 
     def transform_one(self, x: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
         """Encode one row: ``(idx int64 (K,), val float32 (K,))``."""

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import cache
+from operator import attrgetter
 from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
@@ -366,6 +368,100 @@ def decode_example(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> Train
     if ex.shadow_version is not None:
         _check_int(ex.shadow_version, "shadow_version")
     return ex
+
+
+#: A feature value as the trainer's decoder checks it: a 64-bit integer in C, not Python.
+FeatureValue = str | Annotated[int, Meta(ge=-_INT64, le=_INT64 - 1)] | float
+_VERSION64 = Annotated[int, Meta(ge=1, le=_INT64 - 1)]
+
+
+class ExampleDecoder:
+    """Decodes training examples for a learner that reads the features ``names`` only.
+
+    The record is checked against the ``TrainingExample`` contract (every field, label,
+    ranges, versions within 64 bits, ``shadow_version`` with ``shadow_score``), but its
+    ``features`` decode into a struct of ``names`` (``None`` where absent): a feature
+    the learner does not read is skipped unchecked. It is ~4x cheaper than
+    :func:`decode_example` (no dict of every feature, no check in Python) and gives the
+    same values for the features it reads (``tests/unit/streams/test_contracts_fuzz.py``).
+    ``fields`` of a decoded record are its contract fields; ``features`` its values in
+    the order of ``names`` (``msgspec.structs.astuple``).
+    """
+
+    def __init__(self, names: Sequence[str], max_bytes: int = MAX_EVENT_BYTES) -> None:
+        self.names = tuple(names)
+        self.max_bytes = max_bytes
+        self.type = example_type(self.names)
+        self._decoder = msgspec.json.Decoder(self.type)
+
+    def __call__(self, raw: bytes | None) -> Any:
+        """Decode one record; raise ``ContractError`` (as :func:`decode_example` would)."""
+        if raw is None:
+            raise ContractError("missing_value", "expected a JSON object, got an empty message")
+        if len(raw) > self.max_bytes:
+            raise ContractError(
+                "oversize", f"expected at most {self.max_bytes} bytes, got {len(raw)}"
+            )
+        try:
+            ex: Any = self._decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            msg = str(exc)
+            raise ContractError(
+                _reason(msg), f"TrainingExample: {_explain(TrainingExample, msg)}"
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise ContractError("bad_json", f"expected JSON: {exc}") from None
+        if (ex.shadow_version is None) != (ex.shadow_score is None):
+            raise _invalid("expected shadow_version and shadow_score together, got one of them")
+        return ex
+
+    def many(self, raws: Sequence[bytes | None]) -> list[Any]:
+        """Decode every record, or raise ``ContractError`` if any is bad (the caller
+        then decodes them one by one, for each culprit's own error): the loop is
+        msgspec's, in C."""
+        if None in raws or max(map(len, raws), default=0) > self.max_bytes:  # type: ignore[arg-type]
+            raise ContractError("invalid_value", "a record of the batch is empty or oversize")
+        try:
+            out: list[Any] = list(map(self._decoder.decode, raws))  # type: ignore[arg-type]
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise ContractError("invalid_value", "a record of the batch is invalid") from None
+        versions = list(map(_SHADOW_VERSION, out))
+        scores = list(map(_SHADOW_SCORE, out))
+        if versions.count(None) != len(out) or scores.count(None) != len(out):
+            for ex in out:  # some were scored by a shadow: check each pair
+                if (ex.shadow_version is None) != (ex.shadow_score is None):
+                    raise _invalid(
+                        "expected shadow_version and shadow_score together, got one of them"
+                    )
+        return out
+
+
+_SHADOW_VERSION = attrgetter("shadow_version")
+_SHADOW_SCORE = attrgetter("shadow_score")
+
+
+@cache
+def example_type(names: tuple[str, ...]) -> type[msgspec.Struct]:
+    """``TrainingExample`` with ``features`` as a struct of ``names`` (see
+    :class:`ExampleDecoder`); built once per tuple of names."""
+    features = msgspec.defstruct(
+        "ExampleFeatures",
+        [(f"f{i}", FeatureValue, None) for i in range(len(names))],
+        rename={f"f{i}": name for i, name in enumerate(names)},
+        gc=False,
+    )
+    hints = get_type_hints(TrainingExample, include_extras=True)
+    hints |= {
+        "features": features,
+        "served_version": _VERSION64,
+        "shadow_version": _VERSION64 | None,
+    }
+    names_ = TrainingExample.__struct_fields__
+    defaults = TrainingExample.__struct_defaults__
+    required = len(names_) - len(defaults)
+    fields: list[Any] = [(n, hints[n]) for n in names_[:required]]
+    fields += [(n, hints[n], d) for n, d in zip(names_[required:], defaults, strict=True)]
+    return msgspec.defstruct("ExampleOf", fields, gc=False)
 
 
 def decode_feature_record(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> FeatureRecord:

@@ -46,7 +46,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -55,6 +55,7 @@ from prometheus_client import Counter, Gauge
 
 from streamlearn.models.errors import ModelError
 from streamlearn.models.evaluation import ScoreTally, VersionEvaluation
+from streamlearn.models.features import FeatureSpec
 from streamlearn.models.parity import PARITY_ROWS, ParityError, onnx_parity
 from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry, ModelVersion
@@ -69,7 +70,8 @@ from streamlearn.models.stages import (
 )
 from streamlearn.streams.contracts import ModelUpdate, encode, stage_update
 from streamlearn.streams.kafka.topics import Topics
-from streamlearn.streams.runtime.processor import Output, Record
+from streamlearn.streams.learning.examples import Examples
+from streamlearn.streams.runtime.processor import Output
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +145,10 @@ class Rollout:
         self.fallback: Learner | None = None
         #: production's predict-before-learn since the last publish
         self.progressive = ScoreTally()
-        #: the newest raw feature rows learned (ONNX parity checks run on them; published
-        #: with each full version and restored with it)
-        self.sample_rows: list[dict[str, Any]] = []
+        #: the newest examples learned, covering at least PARITY_ROWS rows, and the rows
+        #: restored with a snapshot (before them): see ``sample_rows``
+        self._recent: list[Examples] = []
+        self._restored: list[dict[str, Any]] = []
         self._exported: set[int] = set()
         self._outputs: list[Output] = []
         self._clock = clock or time.time
@@ -210,40 +213,31 @@ class Rollout:
             return None
 
     # -- learning --------------------------------------------------------------------------
-    def learned(
-        self,
-        records: Sequence[Record],
-        idx: np.ndarray,
-        val: np.ndarray,
-        y: np.ndarray,
-        p: np.ndarray,
-        production: Learner,
-    ) -> None:
-        """A chunk the production learner has just scored (``p``) and learned."""
+    def learned(self, examples: Examples, p: np.ndarray, production: Learner) -> None:
+        """``examples`` the production learner has just scored (``p``) and learned."""
+        y = examples.y
         self.progressive.update(y, p)
-        values = [r.value for r in records]
-        served_v = np.fromiter((v.served_version for v in values), np.int64, len(values))
-        served_p = np.fromiter((v.served_score for v in values), np.float64, len(values))
+        served_v, served_p = examples.served_version, examples.served_score
         self.evaluation.add("served", served_v, y, served_p)
-        has_shadow = np.fromiter((v.shadow_version is not None for v in values), bool, len(values))
-        if has_shadow.any():
-            sel = np.flatnonzero(has_shadow)
-            shadow_v = np.array([values[i].shadow_version for i in sel], np.int64)
-            shadow_p = np.array([values[i].shadow_score for i in sel], np.float64)
+        sel = np.flatnonzero(examples.shadow_version > 0)
+        if len(sel):
+            shadow_v = examples.shadow_version[sel]
+            shadow_p = examples.shadow_score[sel]
             self.evaluation.add("shadow", shadow_v, y[sel], shadow_p)
             ch = self.challenger
             if ch is not None:
                 mine = np.isin(shadow_v, ch.versions)
                 if mine.any():
                     ch.comparison.add(y[sel][mine], served_p[sel][mine], shadow_p[mine])
-        rows = [v.features for v in values]
-        self.sample_rows = (self.sample_rows + rows)[-PARITY_ROWS:]
+        self._recent.append(examples)
+        while len(self._recent) > 1 and sum(map(len, self._recent[1:])) >= PARITY_ROWS:
+            self._recent.pop(0)
         for learner, tally in self._arms(production):
             try:
                 if learner.featuriser.spec == production.featuriser.spec:
-                    a_idx, a_val = idx, val
+                    a_idx, a_val = examples.idx, examples.val
                 else:
-                    a_idx, a_val = learner.featuriser.transform_many(rows)
+                    a_idx, a_val = learner.featuriser.transform_lists(len(examples), examples.raw)
                 pa = learner.predict_learn_featurised(a_idx, a_val, y)
             except Exception as exc:  # an arm must never stop production's learning
                 self._drop_arm(learner, f"failed while learning: {type(exc).__name__}: {exc}")
@@ -251,10 +245,28 @@ class Rollout:
             if tally is not None:
                 tally.update(y, pa)
         if self.challenger is not None:
-            self.challenger.learned += len(records)
+            self.challenger.learned += len(examples)
         if self.watch is not None:
             covered = self.watch.covers(served_v)
             self.watch.served.update(y[covered], served_p[covered])
+
+    @property
+    def sample_rows(self) -> list[dict[str, Any]]:
+        """The newest raw feature rows learned (up to ``PARITY_ROWS``): ONNX parity checks
+        run on them; published with each full version and restored with it (set)."""
+        rows = [r for ex in self._recent for r in ex.rows(max(0, len(ex) - PARITY_ROWS))]
+        if len(rows) < PARITY_ROWS:
+            rows = self._restored + rows
+        return rows[-PARITY_ROWS:]
+
+    @sample_rows.setter
+    def sample_rows(self, rows: list[dict[str, Any]]) -> None:
+        self._restored = list(rows)[-PARITY_ROWS:]
+        self._recent = []
+
+    def specs(self) -> list[FeatureSpec]:
+        """The feature specs of the arms (a candidate may read other features)."""
+        return [learner.featuriser.spec for learner, _ in self._arms(None)]
 
     def _drop_arm(self, learner: Learner, why: str) -> None:
         ch = self.challenger
@@ -264,7 +276,7 @@ class Rollout:
             log.error("model=%s: the fallback %s; the promotion is kept", self.model, why)
             self.watch, self.fallback = None, None
 
-    def _arms(self, production: Learner) -> list[tuple[Learner, ScoreTally | None]]:
+    def _arms(self, production: Learner | None) -> list[tuple[Learner, ScoreTally | None]]:
         arms: list[tuple[Learner, ScoreTally | None]] = []
         if self.challenger is not None:
             arms.append((self.challenger.learner, self.challenger.progressive))

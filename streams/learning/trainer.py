@@ -49,8 +49,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Final
 
 import numpy as np
@@ -69,13 +70,20 @@ from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.zoo import DEFAULT_BATCH_SIZE
 from streamlearn.streams.catalog.models import FEED
-from streamlearn.streams.contracts import ModelUpdate, decode_example, encode
+from streamlearn.streams.contracts import ExampleDecoder, ModelUpdate, encode
 from streamlearn.streams.errors import StateLost
 from streamlearn.streams.kafka.clients import Cluster
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.dedup import DEFAULT_CAPACITY, SeenIds, example_ids
+from streamlearn.streams.learning.examples import Column, Examples, optional_column
 from streamlearn.streams.learning.rollout import PARITY_FAILURES, Rollout, Switch
-from streamlearn.streams.runtime.processor import Decoder, Output, Record, TopicPartitionKey
+from streamlearn.streams.runtime.processor import (
+    Decoder,
+    Output,
+    Record,
+    RecordBatch,
+    TopicPartitionKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +109,38 @@ SNAPSHOT_SECONDS = Gauge(
 _MASK = (1 << 64) - 1
 #: The dedup window's file in a full version (``FileRegistry.read_file``).
 SEEN_FILE = "seen.npy"
+_U64 = np.uint64
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over uint64 arrays (products wrap modulo 2**64)."""
+    x = x + _U64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+def _partition_seed(topic: str, partition: int) -> int:
+    return xxhash.xxh3_64_intdigest(f"{topic}/{partition}".encode())
 
 
 def example_fingerprint(topic: str, partition: int, offset: int) -> int:
-    """Stable 64-bit id of one example's coordinates (summed mod 2**64 per snapshot)."""
-    return xxhash.xxh3_64_intdigest(f"{topic}/{partition}/{offset}".encode())
+    """Stable 64-bit id of one example's coordinates (summed mod 2**64 per snapshot):
+    splitmix64 of the partition's xxh3 plus the offset."""
+    x = np.array([(_partition_seed(topic, partition) + offset) & _MASK], dtype=np.uint64)
+    return int(_mix(x)[0])
+
+
+def fingerprint_sum(topic: str, partitions: np.ndarray, offsets: np.ndarray) -> int:
+    """The sum mod 2**64 of :func:`example_fingerprint` over the examples at ``offsets``
+    of ``partitions`` (arrays of one length), in one pass of numpy."""
+    if not len(offsets):
+        return 0
+    uniq, inverse = np.unique(partitions, return_inverse=True)
+    seeds = np.array([_partition_seed(topic, int(p)) for p in uniq], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = seeds[inverse] + offsets.astype(np.uint64)
+        return int(_mix(x).sum(dtype=np.uint64))
 
 
 @dataclass(frozen=True)
@@ -152,25 +187,39 @@ def is_resume_point(mv: ModelVersion) -> bool:
     return is_online(mv) and not mv.serving_only
 
 
-def _decode_example(raw: bytes | None) -> Any:
-    return decode_example(raw, max_bytes=1024 * 1024)
+#: The largest training example the trainer decodes (a bigger one is dead-lettered).
+MAX_EXAMPLE_BYTES: Final = 1024 * 1024
+_FEATURES = attrgetter("features")
+_REQUEST_ID = attrgetter("request_id")
+_ITEM_ID = attrgetter("item_id")
+_LABEL = attrgetter("label")
+_SERVED_VERSION = attrgetter("served_version")
+_SERVED_SCORE = attrgetter("served_score")
+_SHADOW_VERSION = attrgetter("shadow_version")
+_SHADOW_SCORE = attrgetter("shadow_score")
 
 
-@dataclass
-class _Block:
-    """Featurised examples waiting to be learned, in arrival order."""
+def _numbers(values: Iterator[Any], n: int) -> np.ndarray | None:
+    """The values as float64 in one pass, or ``None`` when one is not a number (absent,
+    a string): the featuriser then converts them value by value."""
+    try:
+        return np.fromiter(values, dtype=np.float64, count=n)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
-    records: list[Record]
-    idx: np.ndarray
-    val: np.ndarray
-    y: np.ndarray
-    #: the examples' ids (``streamlearn.streams.learning.dedup.example_ids``)
-    ids: np.ndarray
 
-    def take(self, keep: Any) -> _Block:
-        """The examples at ``keep`` (a slice or indices)."""
-        records = self.records[keep] if isinstance(keep, slice) else [self.records[i] for i in keep]
-        return _Block(records, self.idx[keep], self.val[keep], self.y[keep], self.ids[keep])
+class _Decoding:
+    """The trainer's decoder of its topic: the ``ExampleDecoder`` of the features its
+    learners read now (replaced when a candidate arm with another spec enters)."""
+
+    def __init__(self, decoder: ExampleDecoder) -> None:
+        self.decoder = decoder
+
+    def __call__(self, raw: bytes | None) -> Any:
+        return self.decoder(raw)
+
+    def many(self, raws: Sequence[bytes | None]) -> list[Any]:
+        return self.decoder.many(raws)
 
 
 class OnlineTrainer:
@@ -207,8 +256,13 @@ class OnlineTrainer:
         self.duplicates = 0
         self.lineage_id = uuid.uuid4().hex
         self.topic_ids: dict[str, str] = {}
-        self._pending: list[_Block] = []
+        self._pending: list[Examples] = []
+        #: examples of the first pending block before this position are learned
+        self._head = 0
         self._pending_n = 0
+        #: per-version evaluation, the candidate arm and the automatic rollout
+        self.rollout = Rollout(registry, topics, config.model, config.rollout, clock=clock)
+        self._decoding = _Decoding(ExampleDecoder(self._feature_names(), MAX_EXAMPLE_BYTES))
         self._last_arrival = 0.0
         self._last_snapshot = 0.0
         self._learned_since_snapshot = 0
@@ -222,8 +276,6 @@ class OnlineTrainer:
         #: positives learned since the last published version (freshness, see
         #: ``streamlearn.models.freshness``)
         self._positives = PositivesSample(seed=config.seed)
-        #: per-version evaluation, the candidate arm and the automatic rollout
-        self.rollout = Rollout(registry, topics, config.model, config.rollout, clock=clock)
 
     @property
     def input_topic(self) -> str:
@@ -232,7 +284,22 @@ class OnlineTrainer:
 
     # -- lifecycle -------------------------------------------------------------------------
     def inputs(self) -> Mapping[str, Decoder]:
-        return {self.input_topic: _decode_example}
+        return {self.input_topic: self._decoding}
+
+    def _follow_arms(self) -> None:
+        """Decode the features every learner reads (a candidate arm entered or left)."""
+        names = self._feature_names()
+        if self._decoding.decoder.names != names:
+            self._decoding.decoder = ExampleDecoder(names, MAX_EXAMPLE_BYTES)
+
+    def _feature_names(self) -> tuple[str, ...]:
+        """The raw features the learners read: the model's spec's, and a candidate
+        arm's when its spec differs."""
+        specs = [self.config.definition.spec, *self.rollout.specs()]
+        names: dict[str, None] = {}
+        for spec in specs:
+            names.update(dict.fromkeys((*spec.categorical, *spec.numeric)))
+        return tuple(names)
 
     def _resume_point(self) -> ModelVersion | None:
         found = [mv for mv in self.registry.versions(self.config.model) if is_resume_point(mv)]
@@ -275,6 +342,7 @@ class OnlineTrainer:
         self.version = mv.version
         self._resume_version = mv.version
         self.rollout.resume(mv)
+        self._follow_arms()
         try:  # the rows its parity was checked on: the next versions are checked at once
             self.rollout.sample_rows = self.registry.rows(mv)
         except RegistryError as exc:
@@ -312,9 +380,13 @@ class OnlineTrainer:
     def _resume_offsets(self) -> dict[str, int]:
         """Per partition: the first pending example, else the passed offset."""
         out = dict(self.offsets)
-        for block in reversed(self._pending):
-            for r in reversed(block.records):
-                out[f"{r.topic}/{r.partition}"] = r.offset
+        for k in reversed(range(len(self._pending))):
+            start = self._head if k == 0 else 0
+            partitions = self._pending[k].partitions[start:]
+            offsets = self._pending[k].offsets[start:]
+            uniq, first = np.unique(partitions, return_index=True)
+            for p, i in zip(uniq.tolist(), first.tolist(), strict=True):
+                out[f"{self.input_topic}/{p}"] = int(offsets[i])
         return out
 
     def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
@@ -326,41 +398,49 @@ class OnlineTrainer:
         return {(t, p): resume.get(f"{t}/{p}", OFFSET_BEGINNING) for t, p in partitions}
 
     def revoke(self, partitions: list[TopicPartitionKey]) -> None:
-        gone = set(partitions)
+        gone = np.array([p for t, p in partitions if t == self.input_topic], dtype=np.int32)
         self.offsets = self._resume_offsets()  # their pending examples are read again
-        kept: list[_Block] = []
+        if self._head:
+            self._pending[0] = self._pending[0].slice(self._head, len(self._pending[0]))
+            self._head = 0
+        kept: list[Examples] = []
         for b in self._pending:
-            keep = [i for i, r in enumerate(b.records) if (r.topic, r.partition) not in gone]
-            if len(keep) == len(b.records):
+            keep = np.flatnonzero(~np.isin(b.partitions, gone))
+            if len(keep) == len(b):
                 kept.append(b)
-            elif keep:
-                kept.append(b.take(keep))
+            elif len(keep):
+                kept.append(b.select(keep))
         self._pending = kept
-        self._pending_n = sum(len(b.records) for b in kept)
+        self._pending_n = sum(len(b) for b in kept)
 
     # -- learning --------------------------------------------------------------------------
     def process(self, records: list[Record]) -> list[Output]:
+        """``process_batch`` of ``records`` (the runtime's record-by-record retries, tests)."""
+        outputs: list[Output] = []
+        for batch in RecordBatch.of(records):
+            outputs += self.process_batch(batch)
+        return outputs
+
+    def process_batch(self, batch: RecordBatch) -> list[Output]:
         """Drop the examples already learned or pending, featurise the rest (a failure
         leaves no trace), then learn every full micro-batch."""
         if not self._loaded:
             self._load()
-        if not records:
+        if not len(batch):
             return []
         assert self.learner is not None
-        ids = example_ids((r.value.request_id, r.value.item_id) for r in records)
+        values = batch.values
+        ids = example_ids(zip(map(_REQUEST_ID, values), map(_ITEM_ID, values), strict=True))
         keep = self.seen.fresh(ids)
         if self._pending:
             keep &= ~np.isin(ids, np.concatenate([b.ids for b in self._pending]))
-        dropped = len(records) - int(keep.sum())
+        dropped = len(batch) - int(keep.sum())
         if dropped:
-            records = [r for r, k in zip(records, keep.tolist(), strict=True) if k]
-            ids = ids[keep]
-        if records:
-            feats = [r.value.features for r in records]
-            idx, val = self.learner.featuriser.transform_many(feats)
-            y = np.fromiter((r.value.label for r in records), dtype=np.float64, count=len(records))
-            self._pending.append(_Block(list(records), idx, val, y, ids))
-            self._pending_n += len(records)
+            batch, ids = batch.select(np.flatnonzero(keep)), ids[keep]
+        if len(batch):
+            block = self._block(batch, self.learner, ids)
+            self._pending.append(block)
+            self._pending_n += len(block)
             self._last_arrival = self._clock()
         if dropped:
             self.duplicates += dropped
@@ -371,31 +451,73 @@ class OnlineTrainer:
             self._learn(self._take(bs))
         return []
 
-    def _take(self, n: int) -> _Block:
-        """The first ``n`` pending examples, removed from the queue."""
-        taken: list[_Block] = []
-        need = n
-        while need > 0:
-            b = self._pending[0]
-            if len(b.records) <= need:
-                taken.append(self._pending.pop(0))
-                need -= len(b.records)
-            else:
-                taken.append(b.take(slice(None, need)))
-                self._pending[0] = b.take(slice(need, None))
-                need = 0
-        self._pending_n -= n
-        if len(taken) == 1:
-            return taken[0]
-        return _Block(
-            [r for b in taken for r in b.records],
-            np.concatenate([b.idx for b in taken]),
-            np.concatenate([b.val for b in taken]),
-            np.concatenate([b.y for b in taken]),
-            np.concatenate([b.ids for b in taken]),
+    def _block(self, batch: RecordBatch, learner: Learner, ids: np.ndarray) -> Examples:
+        """The batch's columns (``ids``: the examples' ids), featurised by ``learner``."""
+        values = batch.values
+        n = len(values)
+        feats = list(map(_FEATURES, values))
+        raw: dict[str, Column] = {}
+        if type(feats[0]) is dict:  # a full TrainingExample (``process``)
+            for name in self._feature_names():
+                raw[name] = [x.get(name) for x in feats]
+        else:  # ExampleDecoder's struct: fields f0, f1, … in the order of its names
+            numeric = self._numeric_only()
+            for i, name in enumerate(type(feats[0]).__struct_encode_fields__):
+                get = attrgetter(f"f{i}")
+                nums = _numbers(map(get, feats), n) if name in numeric else None
+                raw[name] = list(map(get, feats)) if nums is None else nums
+        idx, val = learner.featuriser.transform_lists(n, raw)
+        y = np.fromiter(map(_LABEL, values), dtype=np.float64, count=n)
+        label_ts = np.full(n, np.nan)
+        joined_at = np.full(n, np.nan)  # for positives only: freshness figures
+        positive = np.flatnonzero(y > 0).tolist()
+        if positive:
+            label_ts[positive] = [
+                np.nan if values[i].label_ts is None else values[i].label_ts for i in positive
+            ]
+            joined_at[positive] = batch.timestamps(positive)
+        return Examples(
+            partitions=batch.partitions,
+            offsets=batch.offsets,
+            ids=ids,
+            idx=idx,
+            val=val,
+            y=y,
+            served_version=np.fromiter(map(_SERVED_VERSION, values), dtype=np.int64, count=n),
+            served_score=np.fromiter(map(_SERVED_SCORE, values), dtype=np.float64, count=n),
+            shadow_version=optional_column(list(map(_SHADOW_VERSION, values)), np.int64, 0),
+            shadow_score=optional_column(list(map(_SHADOW_SCORE, values)), np.float64, np.nan),
+            label_ts=label_ts,
+            joined_at=joined_at,
+            raw=raw,
         )
 
-    def _learn(self, chunk: _Block) -> None:
+    def _numeric_only(self) -> frozenset[str]:
+        """Features every learner reads as numbers only (never as a category)."""
+        specs = [self.config.definition.spec, *self.rollout.specs()]
+        numeric = {f for s in specs for f in s.numeric}
+        return frozenset(numeric - {f for s in specs for f in s.categorical})
+
+    def _take(self, n: int) -> Examples:
+        """The first ``n`` pending examples, removed from the queue."""
+        taken: list[Examples] = []
+        need = n
+        while need > 0:
+            b, start = self._pending[0], self._head
+            left = len(b) - start
+            if left <= need:
+                taken.append(b.slice(start, len(b)) if start else b)
+                self._pending.pop(0)
+                self._head = 0
+                need -= left
+            else:
+                taken.append(b.slice(start, start + need))
+                self._head += need
+                need = 0
+        self._pending_n -= n
+        return Examples.concat(taken)
+
+    def _learn(self, chunk: Examples) -> None:
         assert self.learner is not None
         try:
             p = self.learner.predict_learn_featurised(chunk.idx, chunk.val, chunk.y)
@@ -405,21 +527,21 @@ class OnlineTrainer:
                 f"({type(exc).__name__}: {exc}); resume from the last snapshot"
             ) from exc
         self.metrics.update(chunk.y, p)
-        self.rollout.learned(chunk.records, chunk.idx, chunk.val, chunk.y, p, self.learner)
-        fp = self.fingerprint
-        learned_at = self._clock()
-        positives = self._positives
-        for r in chunk.records:
-            fp = (fp + example_fingerprint(r.topic, r.partition, r.offset)) & _MASK
-            label_ts = r.value.label_ts
-            if label_ts is not None and r.value.label == 1:
-                # joined: when the joiner produced it (its Kafka timestamp)
-                joined = r.timestamp if r.timestamp is not None else learned_at
-                positives.add(label_ts, joined, learned_at)
-        self.fingerprint = fp
+        self.rollout.learned(chunk, p, self.learner)
+        self.fingerprint = (
+            self.fingerprint + fingerprint_sum(self.input_topic, chunk.partitions, chunk.offsets)
+        ) & _MASK
         self.seen.add(chunk.ids)
         self.ids_fingerprint = (self.ids_fingerprint + int(chunk.ids.sum(dtype=np.uint64))) & _MASK
-        n = len(chunk.records)
+        learned_at = self._clock()
+        for i in np.flatnonzero((chunk.y > 0) & ~np.isnan(chunk.label_ts)).tolist():
+            joined = chunk.joined_at[i]  # when the joiner produced it (its Kafka timestamp)
+            self._positives.add(
+                float(chunk.label_ts[i]),
+                learned_at if joined != joined else float(joined),
+                learned_at,
+            )
+        n = len(chunk)
         self.examples_seen += n
         self._learned_since_snapshot += n
         self._learned_since_publish += n
@@ -534,6 +656,7 @@ class OnlineTrainer:
         )
         self._positives.clear()
         self.rollout.published(mv, full)
+        self._follow_arms()
         self.version = mv.version
         self._last_publish = self._clock()
         self._learned_since_publish = 0

@@ -6,6 +6,9 @@ every ``commit_interval_s`` (like Kafka Streams' ``commit.interval.ms``): an ent
 touched many times in the interval is encoded, stored and emitted once, at the cost of
 up to that interval of output latency.
 
+A ``BatchProcessor`` gets each topic's decoded records as one ``RecordBatch`` (arrays
+of partitions, offsets and timestamps, a list of values): no ``Record`` per message.
+
 A batch that raises is retried record by record; a record that still raises is
 dead-lettered with ``processing_error``. For a store processor whose earlier batches of
 the interval are not committed yet, their state went with the ``discard`` too: the
@@ -26,7 +29,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from streamlearn.streams.errors import ContractError, KafkaError, StateLost
@@ -39,8 +44,11 @@ from streamlearn.streams.runtime.metrics import (
     INVALID_SKIPPED,
 )
 from streamlearn.streams.runtime.processor import (
+    BatchProcessor,
+    Output,
     Processor,
     Record,
+    RecordBatch,
     StoreProcessor,
     TopicPartitionKey,
 )
@@ -85,6 +93,9 @@ class BatchApplier:
         self._store: StoreProcessor | None = (
             self.processor if isinstance(self.processor, StoreProcessor) else None
         )
+        self._columns: BatchProcessor | None = (
+            self.processor if isinstance(self.processor, BatchProcessor) else None
+        )
         if self.commit_interval_s > 0 and self._store is not None and self.seek is None:
             raise ValueError("a commit interval needs a seek callback to rewind on failure")
         self._decoders = dict(self.processor.inputs())
@@ -110,6 +121,9 @@ class BatchApplier:
     def apply(self, msgs: Sequence[Message]) -> None:
         """Decode and apply one batch of data messages (errors filtered out); commit when
         the interval is due."""
+        if self._columns is not None and not self._careful:
+            self._apply_columns(self._columns, msgs)
+            return
         t0 = time.perf_counter()
         name = self.processor.name
         records: list[Record] = []
@@ -157,15 +171,94 @@ class BatchApplier:
             log.exception("processor=%s batch failed; retrying record by record", name)
             self._recover(records, msgs, first, offsets)
             return
+        for r in records:
+            cp.applied[r.topic] += 1
+        self._applied(outputs, first, offsets, t0)
+
+    def _applied(
+        self,
+        outputs: list[Output],
+        first: dict[TopicPartitionKey, int],
+        offsets: dict[TopicPartitionKey, int],
+        t0: float,
+    ) -> None:
+        """A batch was applied: its outputs and offsets join the interval."""
+        cp = self.checkpoint
         # Not a record's fault when it fails: it propagates and the runtime stops uncommitted.
         outputs += self.processor.tick(self.clock())
         cp.add(outputs)
         cp.store_offsets(first, offsets)
-        for r in records:
-            cp.applied[r.topic] += 1
-        BATCH_SECONDS.labels(name).observe(time.perf_counter() - t0)
+        BATCH_SECONDS.labels(self.processor.name).observe(time.perf_counter() - t0)
         if cp.expired(self.commit_interval_s) or cp.size() >= self.max_uncommitted:
             self.commit()
+
+    def _apply_columns(self, proc: BatchProcessor, msgs: Sequence[Message]) -> None:
+        """``apply`` for a batch processor: per topic, one ``RecordBatch``."""
+        t0 = time.perf_counter()
+        topics = [m.topic() for m in msgs]
+        groups: dict[str, list[Message]] = {}
+        if topics and topics.count(topics[0]) == len(topics):
+            groups[topics[0]] = list(msgs)  # type: ignore[index]
+        else:
+            for m, t in zip(msgs, topics, strict=True):
+                groups.setdefault(t, []).append(m)  # type: ignore[arg-type]
+        first: dict[TopicPartitionKey, int] = {}
+        offsets: dict[TopicPartitionKey, int] = {}
+        batches: list[RecordBatch] = []
+        for topic, ms in groups.items():
+            EVENTS_IN.labels(self.processor.name, topic).inc(len(ms))
+            parts = np.array([m.partition() for m in ms], dtype=np.int32)
+            offs = np.array([m.offset() for m in ms], dtype=np.int64)
+            _ends(topic, parts, offs, first, offsets)  # dead letters are passed too
+            good, values = self._decode_all(topic, ms)
+            if good is not None:
+                ms, parts, offs = [ms[i] for i in good], parts[good], offs[good]
+            if values:
+                batches.append(RecordBatch(topic, parts, offs, values, ms))
+        self.stats.consumed += len(msgs)
+        outputs: list[Output] = []
+        try:
+            for batch in batches:
+                outputs += proc.process_batch(batch)
+        except StateLost:
+            raise
+        except Exception:
+            log.exception(
+                "processor=%s batch failed; retrying record by record", self.processor.name
+            )
+            records = [r for b in batches for r in b.records()]
+            self._recover(records, msgs, first, offsets)
+            return
+        for b in batches:
+            self.checkpoint.applied[b.topic] += len(b)
+        self._applied(outputs, first, offsets, t0)
+
+    def _decode_all(self, topic: str, msgs: list[Message]) -> tuple[list[int] | None, list[Any]]:
+        """The decoded values of ``msgs``, and the positions of those that decoded
+        (``None``: all); the others are dead-lettered (or skipped, when another processor
+        owns the topic's dead letters)."""
+        decode = self._decoders[topic]
+        raws = [m.value() for m in msgs]
+        many = getattr(decode, "many", None)
+        if many is not None:
+            try:
+                return None, many(raws)
+            except ContractError:
+                pass  # one by one: the culprits get their own errors
+        good: list[int] = []
+        values: list[Any] = []
+        for i, (m, raw) in enumerate(zip(msgs, raws, strict=True)):
+            try:
+                values.append(decode(raw))
+            except ContractError as exc:
+                if self._owned is None or topic in self._owned:
+                    self.checkpoint.dead_letter(m, exc.reason, str(exc))
+                    self.stats.dead_lettered += 1
+                else:
+                    INVALID_SKIPPED.labels(self.processor.name, topic).inc()
+                continue
+            good.append(i)
+        return good, values
 
     def forget(self, partitions: Iterable[TopicPartitionKey]) -> None:
         """Partitions taken away (after ``commit``): stop tracking them."""
@@ -283,3 +376,19 @@ class BatchApplier:
                     "this worker still owns its partitions; its last outputs are not committed"
                 )
             self.stats.produced += self.checkpoint.produced - before
+
+
+def _ends(
+    topic: str,
+    parts: np.ndarray,
+    offs: np.ndarray,
+    first: dict[TopicPartitionKey, int],
+    nxt: dict[TopicPartitionKey, int],
+) -> None:
+    """Per partition of one topic's messages (in order): the first offset and the next."""
+    uniq, head = np.unique(parts, return_index=True)
+    _, tail = np.unique(parts[::-1], return_index=True)
+    last = len(parts) - 1 - tail
+    for p, h, t in zip(uniq.tolist(), offs[head].tolist(), offs[last].tolist(), strict=True):
+        first[(topic, p)] = h
+        nxt[(topic, p)] = t + 1

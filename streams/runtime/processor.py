@@ -16,6 +16,12 @@ exactly one of them):
   ``streamlearn.streams.errors.StateLost``: the runtime stops without committing, and the restart
   resumes from the last snapshot.
 
+A processor that works on columns also implements ``process_batch`` (a
+``BatchProcessor``): the runtime then hands it each input topic's decoded records as one
+``RecordBatch`` (partitions, offsets and timestamps as arrays, the values as a list)
+instead of a ``Record`` per message, and falls back to ``process`` only to retry a failed
+batch record by record.
+
 Both resume only from offsets they stored themselves: ``assign`` returns a start offset
 for every partition (``OFFSET_BEGINNING`` when there is none), never "the group's
 committed offset". They run without a broker on ``streamlearn.streams.testing.memory.MemoryBroker``
@@ -24,13 +30,16 @@ and under either runtime (``runtime.MicroBatchRuntime``, or ``faust_runtime``).
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Message
 
 from streamlearn.streams.kafka.clients import Cluster, Headers, TopicPartitionKey
 from streamlearn.streams.state.partitioned import PartitionedState
@@ -41,10 +50,12 @@ Decoder = Callable[[bytes | None], Any]
 
 __all__ = [
     "OFFSET_BEGINNING",
+    "BatchProcessor",
     "Decoder",
     "Output",
     "Processor",
     "Record",
+    "RecordBatch",
     "SnapshotProcessor",
     "StatefulProcessor",
     "StoreProcessor",
@@ -69,6 +80,83 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     #: the broker appended it, per the topic's ``message.timestamp.type``); ``None`` when
     #: the broker gave none.
     timestamp: float | None = None
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    """Decoded records of one input topic, in arrival order, as columns."""
+
+    topic: str
+    #: partition of each record (int32)
+    partitions: np.ndarray
+    #: offset of each record (int64)
+    offsets: np.ndarray
+    #: the decoded values
+    values: list[Any]
+    #: where each record came from (Kafka messages, or ``Record``\ s): keys, raw bytes and
+    #: timestamps are read from them only when asked for
+    sources: Sequence[Message | Record]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def timestamps(self, at: Sequence[int] | None = None) -> np.ndarray:
+        """Kafka timestamps in epoch seconds (NaN where the broker gave none) of the
+        records at positions ``at`` (all by default)."""
+        picked = self.sources if at is None else [self.sources[i] for i in at]
+        return np.array([_timestamp(s) for s in picked], dtype=np.float64)
+
+    def select(self, keep: np.ndarray) -> RecordBatch:
+        """The records at positions ``keep`` (sorted indices)."""
+        picks = keep.tolist()
+        return RecordBatch(
+            self.topic,
+            self.partitions[keep],
+            self.offsets[keep],
+            [self.values[i] for i in picks],
+            [self.sources[i] for i in picks],
+        )
+
+    def records(self) -> list[Record]:
+        r"""The batch as ``Record``\ s (for retrying it record by record)."""
+        out = []
+        for s, p, o, v in zip(
+            self.sources, self.partitions.tolist(), self.offsets.tolist(), self.values, strict=True
+        ):
+            if isinstance(s, Record):
+                out.append(s)
+            else:
+                stamp = _timestamp(s)
+                out.append(
+                    Record(
+                        self.topic, p, o, s.key(), v, s.value(), None if stamp != stamp else stamp
+                    )
+                )
+        return out
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> list[RecordBatch]:
+        """``records`` as one batch per topic (in the order topics first appear)."""
+        by_topic: dict[str, list[Record]] = {}
+        for r in records:
+            by_topic.setdefault(r.topic, []).append(r)
+        return [
+            cls(
+                topic,
+                np.array([r.partition for r in rs], dtype=np.int32),
+                np.array([r.offset for r in rs], dtype=np.int64),
+                [r.value for r in rs],
+                rs,
+            )
+            for topic, rs in by_topic.items()
+        ]
+
+
+def _timestamp(source: Message | Record) -> float:
+    if isinstance(source, Record):
+        return math.nan if source.timestamp is None else source.timestamp
+    kind, ms = source.timestamp()
+    return ms / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else math.nan
 
 
 class Output(msgspec.Struct, frozen=True, gc=False):
@@ -145,6 +233,19 @@ class SnapshotProcessor(Processor, Protocol):
         """Everything below ``offsets`` is applied, pending in memory, or dead-lettered
         (and the dead letters are acknowledged): a snapshot taken now may cover it.
         Returns records to produce (a snapshot's announcement)."""
+        ...
+
+
+@runtime_checkable
+class BatchProcessor(Processor, Protocol):
+    """A processor that also takes its records as columns (see the module docstring).
+
+    ``process_batch`` applies one topic's batch as ``process`` applies records (and is
+    all-or-nothing the same way); ``process`` stays the path of record-by-record retries.
+    """
+
+    def process_batch(self, batch: RecordBatch) -> list[Output]:
+        """Apply one topic's decoded records; return outputs."""
         ...
 
 

@@ -56,9 +56,11 @@ from streamlearn.streams.learning.dedup import example_ids
 from streamlearn.streams.learning.trainer import OnlineTrainer
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from streamlearn.streams.runtime.processor import (
+    BatchProcessor,
     Output,
     Processor,
     Record,
+    RecordBatch,
     StoreProcessor,
     TopicPartitionKey,
 )
@@ -141,14 +143,22 @@ class _Faulty:
         return getattr(self._inner, name)
 
     def process(self, records: list[Record]) -> list[Output]:
-        self._faults.hit("process")
-        self._calls += 1
-        if self._calls == self._fail_call and not self.failed:
-            self.failed = True
+        self._step()
+        if self._fails():
             if isinstance(self._inner, StoreProcessor):
                 self._inner.process(records)  # state changed half-way, then it fails
             raise _Injected(f"injected failure of process call #{self._calls}")
         return self._inner.process(records)
+
+    def _step(self) -> None:
+        self._faults.hit("process")
+        self._calls += 1
+
+    def _fails(self) -> bool:
+        if self._calls == self._fail_call and not self.failed:
+            self.failed = True
+            return True
+        return False
 
 
 class _FaultyStore(_Faulty):
@@ -163,8 +173,20 @@ class _FaultySnapshot(_Faulty):
         return self._inner.advance(offsets)  # type: ignore[attr-defined]
 
 
+class _FaultyBatches(_FaultySnapshot):
+    def process_batch(self, batch: RecordBatch) -> list[Output]:
+        self._step()
+        if self._fails():
+            raise _Injected(f"injected failure of process call #{self._calls}")
+        return self._inner.process_batch(batch)  # type: ignore[attr-defined]
+
+
 def _wrap(proc: Processor, faults: Faults, fail_call: int | None = None) -> Processor:
-    cls = _FaultyStore if isinstance(proc, StoreProcessor) else _FaultySnapshot
+    cls: type[_Faulty] = _FaultyStore if isinstance(proc, StoreProcessor) else _FaultySnapshot
+    if isinstance(proc, BatchProcessor):
+        if cls is _FaultyStore:
+            raise TypeError("the checks wrap batch processors that are snapshot processors")
+        cls = _FaultyBatches
     return cls(proc, faults, fail_call)
 
 

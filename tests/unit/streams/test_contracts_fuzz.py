@@ -25,6 +25,7 @@ from streamlearn.serving.replica import FeatureReplica
 from streamlearn.streams.catalog.features import CATALOG, feed_spec
 from streamlearn.streams.contracts import (
     MAX_EVENT_BYTES,
+    ExampleDecoder,
     decode_event,
     decode_example,
     decode_feature_log,
@@ -286,3 +287,56 @@ def test_found_by_fuzzing_huge_integers_and_bad_model_names() -> None:
     log = dict(VALID["feature log"], model="../../x")
     with pytest.raises(ContractError):  # the joiner would have produced to that topic
         _use_feature_log(json.dumps(log).encode())
+
+
+#: The features the trainer's decoder reads in these tests (some of VALID's, one absent).
+READ = ("user_id", "user_ctr", "absent")
+EXAMPLES = ExampleDecoder(READ)
+
+
+def _without_unread(raw: bytes) -> bytes | None:
+    """``raw`` with the features the decoder does not read taken out (``None``: not a
+    JSON object with a features object)."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("features"), dict):
+        return None
+    doc["features"] = {k: v for k, v in doc["features"].items() if k in READ}
+    return json.dumps(doc).encode()
+
+
+def test_the_trainers_decoder_agrees_with_decode_example() -> None:
+    """``ExampleDecoder`` (the trainer's) accepts what ``decode_example`` accepts, with the
+    same values for the features it reads; what it accepts beyond that differs only in
+    features it does not read; one at a time or ``many`` at once, the same."""
+
+    @_SETTINGS
+    @given(mutated(VALID["example"]))
+    def run(raw: bytes) -> None:
+        try:
+            full = decode_example(raw)
+        except ContractError:
+            full = None
+        try:
+            mine = EXAMPLES(raw)
+        except ContractError as exc:
+            assert exc.reason
+            assert full is None, f"decode_example accepted what the trainer refused: {raw!r}"
+            with pytest.raises(ContractError):
+                EXAMPLES.many([raw])
+            return
+        assert EXAMPLES.many([raw, raw]) == [mine, mine]
+        if full is None:  # then only an unread feature was wrong
+            trimmed = _without_unread(raw)
+            assert trimmed is not None
+            decode_example(trimmed)
+            return
+        for i, name in enumerate(READ):
+            assert getattr(mine.features, f"f{i}") == full.features.get(name)
+        for field in full.__struct_fields__:
+            if field != "features":
+                assert getattr(mine, field) == getattr(full, field)
+
+    run()

@@ -13,9 +13,15 @@ from streamlearn.models.registry import FileRegistry
 from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import TrainingExample, encode
 from streamlearn.streams.errors import StateLost
-from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig, is_online
+from streamlearn.streams.learning.trainer import (
+    OnlineTrainer,
+    TrainerConfig,
+    example_fingerprint,
+    fingerprint_sum,
+    is_online,
+)
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
-from streamlearn.streams.runtime.processor import Record
+from streamlearn.streams.runtime.processor import Record, RecordBatch
 from streamlearn.streams.testing.memory import MemoryBroker
 from tests.unit.streams.scenarios import PROBES, SPEC, TOPICS, dead_letters
 
@@ -58,16 +64,14 @@ def test_a_batch_that_fails_half_way_learns_nothing(tmp_path: Path) -> None:
     t.process(_records(0, 3))  # pending, carried into the next batch
     assert t.learner is not None
     before = t.learner.predict_proba_many(PROBES)
-    real = t.learner.featuriser.transform_many
+    real = t.learner.featuriser.transform_lists
 
-    culprit = _example(30).features  # in the 4th chunk of 8
-
-    def poisoned(rows):  # type: ignore[no-untyped-def]
-        if culprit in rows:
+    def poisoned(n, columns):  # type: ignore[no-untyped-def]
+        if "i0" in columns["item_id"][27:]:  # example 30, in the 4th chunk of 8
             raise ValueError("cannot featurise")
-        return real(rows)
+        return real(n, columns)
 
-    t.learner.featuriser.transform_many = poisoned  # type: ignore[method-assign]
+    t.learner.featuriser.transform_lists = poisoned  # type: ignore[method-assign]
     with pytest.raises(ValueError):
         t.process(_records(3, 30))  # 33 examples: 4 chunks of 8 would be due
     assert t.examples_seen == 0
@@ -83,15 +87,15 @@ def test_the_runtime_retries_a_failed_batch_and_learns_each_example_once(tmp_pat
     t = _trainer(tmp_path, broker)
     t._load()
     assert t.learner is not None
-    real = t.learner.featuriser.transform_many
+    real = t.learner.featuriser.transform_lists
 
-    def fails_once_on_many(rows):  # type: ignore[no-untyped-def]
-        if len(rows) > 1 and not getattr(fails_once_on_many, "done", False):
+    def fails_once_on_many(n, columns):  # type: ignore[no-untyped-def]
+        if n > 1 and not getattr(fails_once_on_many, "done", False):
             fails_once_on_many.done = True  # type: ignore[attr-defined]
             raise RuntimeError("transient")
-        return real(rows)
+        return real(n, columns)
 
-    t.learner.featuriser.transform_many = fails_once_on_many  # type: ignore[method-assign]
+    t.learner.featuriser.transform_lists = fails_once_on_many  # type: ignore[method-assign]
     MicroBatchRuntime(t, broker, RuntimeConfig("g", batch_size=16, commit_interval_s=0)).run(
         idle_polls=3
     )
@@ -306,3 +310,59 @@ def test_a_pause_in_the_input_still_gets_its_last_examples_served(tmp_path: Path
     assert mv.metadata["examples_seen"] == 8
     assert mv.metadata["offsets"] == {f"{TOPIC}/0": 8}
     assert t.tick(now[0] + 5) == []  # nothing learned since
+
+
+def test_fingerprint_sum_is_the_sum_of_each_examples_fingerprint() -> None:
+    rng = np.random.default_rng(3)
+    parts = rng.integers(0, 5, 2000).astype(np.int32)
+    offsets = rng.integers(0, 1 << 40, 2000).astype(np.int64)
+    each = [example_fingerprint(TOPIC, int(p), int(o)) for p, o in zip(parts, offsets, strict=True)]
+    want = sum(each) % (1 << 64)
+    assert fingerprint_sum(TOPIC, parts, offsets) == want
+    assert fingerprint_sum(TOPIC, parts[:0], offsets[:0]) == 0
+    # another partition or offset is another example
+    assert example_fingerprint(TOPIC, 0, 1) != example_fingerprint(TOPIC, 1, 0)
+
+
+def test_decoded_batches_learn_as_records_do(tmp_path: Path) -> None:
+    """The runtime hands the trainer columns (``RecordBatch``, the decoder's structs);
+    tests and retries hand it ``Record``s of full examples: both learn the same model."""
+    recs = _records(0, 50)
+    a = _trainer(tmp_path / "a")
+    a.assign([(TOPIC, 0)])
+    a.process(recs)
+    b = _trainer(tmp_path / "b")
+    b.assign([(TOPIC, 0)])
+    decode = b.inputs()[TOPIC]
+    values = decode.many([encode(r.value) for r in recs])  # type: ignore[attr-defined]
+    batch = RecordBatch(
+        TOPIC,
+        np.zeros(50, np.int32),
+        np.arange(50, dtype=np.int64),
+        values,
+        recs,
+    )
+    b.process_batch(batch)
+    a.finish()
+    b.finish()
+    assert a.learner is not None and b.learner is not None
+    np.testing.assert_array_equal(
+        a.learner.predict_proba_many(PROBES), b.learner.predict_proba_many(PROBES)
+    )
+    assert a.fingerprint == b.fingerprint and a.examples_seen == b.examples_seen == 50
+
+
+def test_a_revoked_partitions_pending_examples_are_dropped_and_read_again(
+    tmp_path: Path,
+) -> None:
+    t = _trainer(tmp_path)
+    t.assign([(TOPIC, 0), (TOPIC, 1)])
+    recs = [Record(TOPIC, i % 2, i // 2, b"k", _example(i)) for i in range(20)]
+    t.process(recs)  # 16 learned (2 chunks of 8), 4 pending: offsets 8, 9 of each partition
+    assert t._pending_n == 4
+    t.revoke([(TOPIC, 1)])
+    assert t._pending_n == 2
+    assert t._resume_offsets() == {f"{TOPIC}/0": 8, f"{TOPIC}/1": 8}
+    t.process([Record(TOPIC, 0, 10, b"k", _example(20))])
+    t.finish()
+    assert t.examples_seen == 19

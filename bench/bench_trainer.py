@@ -1,0 +1,232 @@
+"""The online trainer's examples/s from its topic, against the same learner in ``eval``.
+
+Not a test: ``python bench/bench_trainer.py [--examples 335080] [--partitions 4]
+[--compression none|lz4] [--repeats 3]``. In one run it starts an embedded broker,
+produces ``--examples`` feed training examples (``feed_log.py``: the simulator's traffic
+with the feature store's features, ~480 B of JSON each) into ``training-examples.feed``,
+then measures, per round, as a user would:
+
+(a) raw consume: a bare confluent-kafka ``consume(10000)`` loop over the topic, nothing
+    else (how fast the broker hands the records over: the ceiling of any consumer);
+(b) ``streamlearn eval --topic … --definition feed``: the learner alone (featurising the
+    Arrow columns, predicting and learning, ``eval``'s own ``examples_per_s``; its replay
+    of the topic into Parquet is not timed);
+(c) ``streamlearn train --model feed`` on a fresh data dir, as a child process, at its
+    defaults (a serving-only version every second, a full snapshot every 10 s, the
+    rollout on): examples learned per second, the slope of a least-squares line through
+    its ``streamlearn_examples_trained_total`` scraped every 200 ms while it learns, and
+    its CPU per example (all its threads, and its main thread alone, from /proc) over the
+    same span. Start-up (imports, the kernels' load, the group join) comes before the
+    first example and is reported apart.
+
+Each trainer run ends by reading its final snapshot back: it must have learned every
+example exactly once (``examples_seen`` = examples = the sum of the offsets), or the run
+fails. ``--compression lz4`` produces the topic compressed (as a producer of a busy
+topic would); the broker then hands over several times more records per second. The
+machine is shared: compare the ratios of one run. ``--profile`` records the trainer with
+py-spy (collapsed stacks) instead of running ``eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from feed_log import cached_feed_examples
+
+from streamlearn.models.registry import FileRegistry
+from streamlearn.stack.scrape import scrape, total
+from streamlearn.streams.kafka.broker import EmbeddedBroker, free_port
+from streamlearn.streams.kafka.clients import flush, make_producer, produce
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU of ``pid`` (its threads included; one thread's with ``tid``)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def env_for(kafka: KafkaConfig) -> dict[str, str]:
+    return dict(
+        os.environ,
+        STREAMLEARN_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        STREAMLEARN_TOPIC_PREFIX=kafka.topic_prefix,
+        STREAMLEARN_PARTITIONS=str(kafka.partitions),
+    )
+
+
+def raw_consume(kafka: KafkaConfig, topic: str, n: int) -> dict[str, float]:
+    """(a): records/s and CPU/record of a bare consume loop (no decoding)."""
+    consumer = Consumer(kafka.consumer_conf(f"raw-{uuid.uuid4().hex}"))
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(kafka.partitions)])
+    got, first, cpu0 = 0, 0, 0.0
+    t0 = 0.0
+    deadline = time.monotonic() + 120
+    while got < n and time.monotonic() < deadline:
+        msgs = consumer.consume(10_000, 1.0)
+        if msgs and not first:  # from the first records on (the fetch set-up left out)
+            first, t0, cpu0 = len(msgs), time.perf_counter(), time.process_time()
+        got += len(msgs)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    consumer.close()
+    return {"records_per_s": (got - first) / seconds, "cpu_us": cpu / (got - first) * 1e6}
+
+
+def run_eval(kafka: KafkaConfig, topic: str, tmp: Path) -> dict[str, float]:
+    """(b): ``eval``'s examples/s and AUC of the learner alone on the topic."""
+    out = tmp / "eval.json"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "streamlearn", "eval", "--topic", topic),
+            *("--definition", "feed", "--summary-json", str(out), "--quiet"),
+        ],
+        env=env_for(kafka),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    s = json.loads(out.read_text())
+    return {"examples_per_s": s["examples_per_s"], "auc": s["auc"]}
+
+
+def run_train(
+    kafka: KafkaConfig, n: int, tmp: Path, timeout: float, profile: Path | None = None
+) -> dict[str, Any]:
+    """(c): ``streamlearn train`` from the topic, measured from outside."""
+    data = tmp / f"train-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    log = open(data.with_suffix(".log"), "wb")  # noqa: SIM115
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "streamlearn", "train", "--model", "feed"),
+            *("--data-dir", str(data), "--metrics-port", str(port)),
+        ],
+        env=env_for(kafka),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    spy = None
+    if profile is not None:
+        spy = subprocess.Popen(
+            [
+                *("py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--threads"),
+                *("--rate", "250", "--output", str(profile)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    series: list[tuple[float, float]] = []
+    first: tuple[float, float, float, float] | None = None  # time, seen, cpu, main cpu
+    last: tuple[float, float, float] | None = None
+    seen = 0.0
+    try:
+        while time.monotonic() - started < timeout:
+            time.sleep(0.2)
+            if proc.poll() is not None:
+                raise SystemExit(f"trainer exited {proc.returncode}: see {log.name}")
+            try:
+                seen = total(scrape(port), "streamlearn_examples_trained_total")
+            except OSError:
+                continue
+            now = time.monotonic()
+            if 0 < seen < n:
+                series.append((now, seen))
+            if seen > 0 and first is None:
+                first = (now, seen, cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid))
+            if seen >= n:
+                last = (now, cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid))
+                break
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if first is None or last is None:
+        raise SystemExit(f"trainer learned {seen:.0f} of {n} in {timeout} s: see {log.name}")
+    snap = FileRegistry(data / "registry").latest("feed")
+    assert snap is not None
+    meta = snap.metadata
+    offsets = sum(meta["offsets"].values())
+    if not meta["examples_seen"] == offsets == n:
+        raise SystemExit(f"not exactly once: examples_seen={meta['examples_seen']}, {offsets=}")
+    learned = n - first[1]
+    rate = learned / (last[0] - first[0])
+    if len(series) >= 3:
+        t, k = np.array(series).T
+        rate = float(np.polyfit(t, k, 1)[0])
+    return {
+        "examples_per_s": rate,
+        "cpu_us": (last[1] - first[2]) / learned * 1e6,
+        "main_us": (last[2] - first[3]) / learned * 1e6,
+        "startup_s": first[0] - started,
+        "auc": meta["metrics"]["auc"],
+        "versions": snap.version,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--examples", type=int, default=335_080)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--compression", choices=("none", "lz4"), default="none")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "streamlearn-bench")
+    ap.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the trainer")
+    args = ap.parse_args()
+    raws = cached_feed_examples(args.examples, args.cache)
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as d, EmbeddedBroker() as broker:
+        tmp = Path(d)
+        kafka = KafkaConfig(broker.bootstrap_servers, "bench.", partitions=args.partitions)
+        topics = Topics(kafka.topic_prefix)
+        ensure_loop_topics(kafka, topics, models=("feed",))
+        topic = topics.training_examples("feed")
+        producer = make_producer(kafka, **{"compression.type": args.compression, "linger.ms": 50})
+        for i, raw in enumerate(raws):
+            produce(producer, topic, raw, f"u{i % 997}")
+        flush(producer)
+        print(
+            f"{len(raws):,} feed examples in {topic} ({args.partitions} partitions, "
+            f"compression {args.compression}); load average {os.getloadavg()[0]:.1f}"
+        )
+        for r in range(args.repeats):
+            raw = raw_consume(kafka, topic, len(raws))
+            ev = {"examples_per_s": 1.0, "auc": 0.0}
+            if not args.profile:
+                ev = run_eval(kafka, topic, tmp)
+            tr = run_train(kafka, len(raws), tmp, args.timeout, args.profile)
+            rate = tr["examples_per_s"]
+            print(
+                f"round {r + 1} (load {os.getloadavg()[0]:.1f}): "
+                f"raw consume {raw['records_per_s']:,.0f} records/s "
+                f"({raw['cpu_us']:.2f} us CPU each) | eval {ev['examples_per_s']:,.0f} ex/s "
+                f"(auc {ev['auc']:.4f}) | train {rate:,.0f} ex/s = "
+                f"{rate / raw['records_per_s']:.2f}x raw consume, "
+                f"{rate / ev['examples_per_s']:.2f}x eval; {tr['cpu_us']:.2f} us CPU/example "
+                f"({tr['main_us']:.2f} in its main thread), auc {tr['auc']:.4f}, "
+                f"{tr['versions']} versions, start-up {tr['startup_s']:.1f} s"
+            )
+
+
+if __name__ == "__main__":
+    main()
