@@ -34,6 +34,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from streamlearn.project import load_project
 from streamlearn.streams.features.processor import FeatureProcessor
 from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import flush, make_producer, produce
@@ -42,6 +43,10 @@ from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from streamlearn.streams.runtime.faust_adapter import FaustRuntime
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from streamlearn.streams.runtime.processor import Decoder, Output, Record, TopicPartitionKey
+
+#: The built-in example project's parts.
+CATALOG = load_project().catalog
+MODEL_NAMES = load_project().model_catalog.names
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +173,7 @@ def bench_raw(kafka: KafkaConfig, topic: str, n: int) -> Result:
 
 def bench_micro(kafka: KafkaConfig, topics: Topics, n: int, state: Path) -> Result:
     """(b) FeatureProcessor under MicroBatchRuntime over all ``n`` events."""
-    proc = Timed(FeatureProcessor(topics, state))
+    proc = Timed(FeatureProcessor(topics, state, CATALOG))
     rt = MicroBatchRuntime(proc, kafka, RuntimeConfig(group_id=f"{topics.prefix}micro"))
     rt.run(max_seconds=80, max_events=n)
     if rt.stats.consumed < n:
@@ -178,7 +183,7 @@ def bench_micro(kafka: KafkaConfig, topics: Topics, n: int, state: Path) -> Resu
 
 def bench_faust(kafka: KafkaConfig, topics: Topics, n: int, state: Path) -> Result:
     """(c) FeatureProcessor under FaustRuntime over ``n`` events."""
-    proc = Timed(FeatureProcessor(topics, state))
+    proc = Timed(FeatureProcessor(topics, state, CATALOG))
     rt = FaustRuntime(proc, kafka, f"{topics.prefix}faust")
     rt.run(max_seconds=50, max_events=n)
     if rt.stats.consumed < n:
@@ -199,8 +204,8 @@ def main() -> None:
         big = KafkaConfig(broker.bootstrap_servers, "bench.", partitions=args.partitions)
         small = KafkaConfig(broker.bootstrap_servers, "bench-faust.", partitions=args.partitions)
         big_topics, small_topics = Topics(big.topic_prefix), Topics(small.topic_prefix)
-        ensure_topics(big, big_topics.loop_topics())
-        ensure_topics(small, small_topics.loop_topics())
+        ensure_topics(big, big_topics.loop_topics(MODEL_NAMES))
+        ensure_topics(small, small_topics.loop_topics(MODEL_NAMES))
         t0 = time.perf_counter()
         size = produce_events(big, big_topics.activity, args.events)
         produce_events(small, small_topics.activity, args.faust_events)

@@ -46,18 +46,20 @@ from load_client import Load, wire  # bench/ is on sys.path when run as a script
 
 from streamlearn.models import zoo
 from streamlearn.models.registry import FileRegistry
+from streamlearn.project import load_project
 from streamlearn.serving.app import ServingApp, ServingConfig
 from streamlearn.serving.http import ServingAPI, build_api
 from streamlearn.serving.server import HttpServer
-from streamlearn.streams.catalog.features import feed_spec
 from streamlearn.streams.contracts import FeatureRecord, PredictionRequest, encode
-from streamlearn.streams.features.store import serving_features
+from streamlearn.streams.features.store import served_features
 from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 N_USERS, N_ITEMS, N_CANDIDATES = 1000, 500, 20
+#: The built-in example project, whose feed model is served.
+EXAMPLE = load_project()
 
 
 def _request(i: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -174,7 +176,7 @@ def _pcts(lat: list[float]) -> tuple[float, float]:
 
 
 def _fixture(tmp: Path, kafka: KafkaConfig) -> FileRegistry:
-    spec = feed_spec()
+    spec = EXAMPLE.model_catalog.get("feed").spec
     learner = zoo.create("ftrl", spec)
     rng = np.random.default_rng(0)
     rows = [
@@ -212,7 +214,8 @@ def _floor(app: ServingApp) -> tuple[list[float], list[float]]:
     featurised = []
     for r in reqs:
         user = app.replica.user(r.user_id)
-        feats = [serving_features(r, c, user, app.replica.item(c), now) for c in r.candidates]
+        row = served_features(EXAMPLE.catalog).row
+        feats = [row(r, c, user, app.replica.item(c), now) for c in r.candidates]
         featurised.append(sess.featuriser.transform_many(feats))
     raw, svc = [], []
     for _ in range(3):
@@ -248,7 +251,11 @@ def main() -> None:
         kafka = KafkaConfig(broker.bootstrap_servers, topic_prefix="bench.", partitions=4)
         registry = _fixture(tmp, kafka)
         config = ServingConfig(
-            port=0, registry_dir=registry.root, kafka=kafka, state_dir=tmp / "state"
+            project=EXAMPLE,
+            port=0,
+            registry_dir=registry.root,
+            kafka=kafka,
+            state_dir=tmp / "state",
         )
         with ServingApp(config) as app:
             deadline = time.monotonic() + 30

@@ -49,10 +49,11 @@ from aged_registry import N_ITEMS, N_USERS, build, entities, traffic
 from load_client import Load, wire
 
 from streamlearn.models.registry import FileRegistry
+from streamlearn.project import load_project
 from streamlearn.serving.replica import FeatureReplica
 from streamlearn.serving.service import PredictionService
 from streamlearn.streams.contracts import FeatureRecord, encode
-from streamlearn.streams.features.store import serving_features
+from streamlearn.streams.features.store import served_features
 from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
@@ -60,6 +61,8 @@ from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 BENCH = Path(__file__).resolve().parent
 MODELS = ["feed", "ads"]
+#: The built-in example project, whose models are served.
+CATALOG = load_project().catalog
 N_REQUESTS = 4000
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -155,12 +158,12 @@ def features_topic(kafka: KafkaConfig, now: float) -> None:
 
 def _floor(registry: FileRegistry, kafka: KafkaConfig, state: Path) -> tuple[float, float]:
     """p50 of raw ``session.run`` and of ``service.predict`` (ms), same requests."""
-    replica = FeatureReplica(kafka, state).start()
+    replica = FeatureReplica(kafka, state, CATALOG).start()
     try:
         deadline = time.monotonic() + 60
         while replica.records_applied < N_USERS + N_ITEMS and time.monotonic() < deadline:
             time.sleep(0.05)
-        service = PredictionService(registry, replica, MODELS)
+        service = PredictionService(registry, replica, MODELS, CATALOG)
         for model in MODELS:
             mv = registry.serving_version(model)
             assert mv is not None
@@ -171,7 +174,8 @@ def _floor(registry: FileRegistry, kafka: KafkaConfig, state: Path) -> tuple[flo
         for model, r in reqs:
             sess = service.session(model)
             user = replica.user(r.user_id)
-            rows = [serving_features(r, c, user, replica.item(c), now) for c in r.candidates]
+            row = served_features(CATALOG).row
+            rows = [row(r, c, user, replica.item(c), now) for c in r.candidates]
             featurised.append((sess, *sess.featuriser.transform_many(rows)))
         raw, svc = [], []
         for _ in range(3):

@@ -23,11 +23,17 @@ import numpy as np
 
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.registry import FileRegistry
+from streamlearn.project import load_project
 from streamlearn.serving.service import PredictionService
-from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import PredictionRequest, Scalar
 
+#: The built-in example project's parts.
+CATALOG = load_project().catalog
+
 N_USERS, N_ITEMS, CANDIDATES = 500, 2000, 20
+
+#: The built-in example's feed model.
+FEED = load_project().model_catalog.get("feed")
 
 
 class Table:
@@ -91,7 +97,7 @@ def main() -> None:
             categorical=FEED.spec.categorical, numeric=FEED.spec.numeric, hash_bits=16
         )
         other = _publish(registry, other_spec, 3, "candidate")
-        service = PredictionService(registry, Table(rng), ["feed"])
+        service = PredictionService(registry, Table(rng), ["feed"], CATALOG)
         service.load(registry.get("feed", production))
         shadows = {
             "no shadow (baseline)": None,

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_features import Result, Timed, produce_events
 
+from streamlearn.project import load_project
 from streamlearn.streams.features.processor import FeatureProcessor
 from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import KafkaCluster
@@ -43,6 +44,10 @@ from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from streamlearn.streams.state.restore import RestoreSource
 from streamlearn.streams.state.store import Durability, PartitionStore
+
+#: The built-in example project's parts.
+CATALOG = load_project().catalog
+MODEL_NAMES = load_project().model_catalog.names
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ def run(
     interval_s: float,
     tag: str,
 ) -> Result:
-    proc = Timed(FeatureProcessor(topics, state, durability=durability))
+    proc = Timed(FeatureProcessor(topics, state, CATALOG, durability=durability))
     group = f"{topics.prefix}{tag}-{durability.value}-{interval_s}"
     rt = MicroBatchRuntime(proc, kafka, RuntimeConfig(group_id=group, commit_interval_s=interval_s))
     rt.run(max_seconds=120, max_events=n)
@@ -116,7 +121,7 @@ def main() -> None:
         with EmbeddedBroker() as broker:
             kafka = KafkaConfig(broker.bootstrap_servers, "wal.", args.partitions)
             topics = Topics(kafka.topic_prefix)
-            ensure_topics(kafka, topics.loop_topics())
+            ensure_topics(kafka, topics.loop_topics(MODEL_NAMES))
             produce_events(kafka, topics.activity, args.events)
             for rep in range(args.repeat):  # interleaved, so load spikes hit every config
                 for interval, d in configs:
@@ -128,7 +133,7 @@ def main() -> None:
             # (c) one default run's changelog, on a prefix of its own
             own = KafkaConfig(broker.bootstrap_servers, "wal-restore.", args.partitions)
             own_topics = Topics(own.topic_prefix)
-            ensure_topics(own, own_topics.loop_topics())
+            ensure_topics(own, own_topics.loop_topics(MODEL_NAMES))
             produce_events(own, own_topics.activity, args.events)
             default = run(own, own_topics, args.events, tmp / "own", Durability.SYNC, 1.0, "own")
             seconds, records = restore_all(own, own_topics, args.partitions, tmp / "restored")

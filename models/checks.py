@@ -43,7 +43,7 @@ def make_stream(n: int, seed: int) -> tuple[list[Row], np.ndarray]:
         {
             "user": f"u{u}",
             "item": int(i),
-            "surface": "feed" if i % 2 else "ads",
+            "surface": "s1" if i % 2 else "s2",
             "position": int(p),
             "price": float(rng.gamma(2.0, 10.0)),
         }

@@ -6,9 +6,9 @@ positives, negative downsampling), which features it reads (a
 :class:`~streamlearn.models.features.FeatureSpec`), which learner learns it with which
 hyper-parameters, and which request surfaces it ranks. The online trainer, ``streamlearn
 train``/``worker trainer``, the supervisor (``streamlearn up``), offline training and
-``eval`` all build their learner with :meth:`ModelDef.create`, so "the feed model" is
-assembled once. The concrete definitions (``feed``, ``ads``) are built where the feature
-declarations live (``streamlearn.streams.catalog.models``); this module only knows the shape.
+``eval`` all build their learner with :meth:`ModelDef.create`, so a model is assembled
+once. A project declares its models (``streamlearn.project``), which compiles them into
+these definitions; this module only knows the shape.
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ against the classes by ``tests/unit/test_errors.py``)::
     │   ├── BrokerError          503  1  the embedded broker did not start or answer
     │   ├── KafkaError           503  1  a Kafka client operation failed
     │   ├── ContractError        400  2  a record does not match its contract (``reason`` code)
-    │   ├── CatalogError         500  2  a feature declaration cannot be built
+    │   ├── CatalogError         500  2  a declaration (event, feature, head, model) is wrong
     │   ├── StateLost            500  1  a processor's memory is undefined: stop uncommitted
     │   └── Fenced               500  1  another worker owns the partitions now: stop uncommitted
+    ├── ProjectError             500  2  streamlearn/project/errors.py: a project cannot be loaded
     ├── OfflineError             500  2  offline/errors.py: replay, datasets, batch training, flows
     │   ├── RangeError           400  2  a replay bound is malformed or out of range
     │   ├── DatasetError         400  2  a dataset is missing or malformed

@@ -15,7 +15,9 @@ one per version in its snapshot and resume it after a restart.
 * ``shadow``: the same for a version scored as a shadow beside production
   (``shadow_version``/``shadow_score``);
 * ``progressive``: predict-before-learn of the learner between the previous version and
-  this one (what this version's learner scored on examples it had not yet learned).
+  this one (what this version's learner scored on examples it had not yet learned);
+* ``replayed``: the part of ``progressive`` on examples serving never scored (impressions
+  of a replayed log), kept apart from served traffic.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ BINS: Final = 512
 LOGIT_RANGE: Final = 8.0
 _EPS = 1e-15
 #: The traffics a version is evaluated on (see the module docstring).
-TRAFFICS: Final = ("served", "shadow", "progressive")
+TRAFFICS: Final = ("served", "shadow", "progressive", "replayed")
 
 
 def _bins(p: np.ndarray) -> np.ndarray:

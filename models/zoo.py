@@ -48,6 +48,24 @@ def require_learner(name: str) -> None:
         require(_EXTRAS[name], f"the {name!r} learner")
 
 
+def _learner_class(name: str) -> Any:
+    require_learner(name)
+    module_name, _, cls_name = _LEARNERS[name].partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """Raise :class:`ModelError` unless learner ``name`` accepts ``params``."""
+    signature = inspect.signature(_learner_class(name))
+    try:
+        signature.bind(None, seed=0, **params)
+    except TypeError:
+        accepted = [p for p in signature.parameters if p not in ("spec", "seed")]
+        raise ModelError(
+            f"parameters of learner {name!r} must be among {accepted}, got {sorted(params)}"
+        ) from None
+
+
 def create(
     name: str,
     spec: FeatureSpec,
@@ -58,21 +76,11 @@ def create(
     """A new learner ``name`` over ``spec`` with hyper-parameters ``params``.
 
     ``negative_rate`` below 1 wraps it in
-    :class:`~streamlearn.models.learners.downsampled.Downsampled` (the calibrated ads head:
+    :class:`~streamlearn.models.learners.downsampled.Downsampled` (a calibrated head:
     negatives kept at that rate, predictions corrected).
     """
-    require_learner(name)
-    target = _LEARNERS[name]
-    module_name, _, cls_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    signature = inspect.signature(cls)
-    try:
-        signature.bind(spec, seed=seed, **params)
-    except TypeError as exc:
-        accepted = [p for p in signature.parameters if p not in ("spec", "seed")]
-        raise ModelError(
-            f"parameters of learner {name!r} must be among {accepted}, got {sorted(params)}"
-        ) from exc
+    cls = _learner_class(name)
+    check_params(name, params)
     learner = cls(spec, seed=seed, **params)
     if negative_rate is not None and negative_rate < 1.0:
         learner = Downsampled(learner, negative_rate, seed=seed)

@@ -1,24 +1,24 @@
 """Point-in-time training sets: each row gets its features as they stood strictly before
 its time, like Feast's historical retrieval (an as-of join).
 
-The *entity table* has a ``user_id`` and/or an ``item_id`` column and a time column
-(epoch seconds, or timestamps). Every row gets one column per feature of each entity it
-names (``streamlearn.streams.catalog.features``), holding the value computed from the events
-*strictly
-before* the row's time. Two sources rebuild those values:
+The *entity table* has a column per entity key it looks up (``user_id``, ``item_id``, or
+a project entity's key field) and a time column (epoch seconds, or timestamps). Every row
+gets one column per feature of each entity it names (the project's catalog,
+``streamlearn.streams.catalog.features``), holding the value computed from the events
+*strictly before* the row's time. Two sources rebuild those values:
 
 * ``activity`` (default): the ``activity`` topic, re-aggregated in event-time order with
   the accumulators the feature processor uses (``streamlearn.streams.features.aggregates``). Exact
   at any time: an event at the row's time or later never counts.
 * ``features``: the changelog. Each entity's newest record whose ``ts`` (the time of the
-  newest event it reflects) is before the row's time, item partials merged: what the
+  newest event it reflects) is before the row's time, partials merged: what the
   online store held. It moves at the processor's commits, so a commit that took in events
   on both sides of the row's time is left out whole: values can be one commit interval
   stale, never from the future.
 
-Request-time features (``SecondsSince``) are computed against the row's time, as serving
-computes them against the request's. An entity without an event before the row's time
-gets nulls (serving would substitute each feature's default).
+Features computed when read (``SecondsSince``, ``WindowedCount``) are computed against the row's
+time, as serving computes them against the request's. An entity without an event before the row's
+time gets nulls (serving would substitute each feature's default).
 
 The engine (:func:`as_of`) is plain Python over decoded records: rows and records are
 sorted by time once, then swept together, applying each record before the first row at
@@ -47,13 +47,8 @@ from streamlearn.offline.dataset import read_manifest
 from streamlearn.offline.errors import DatasetError
 from streamlearn.offline.replay import ReplaySpec, replay
 from streamlearn.offline.tables import read_table
-from streamlearn.streams.catalog.features import (
-    CATALOG,
-    ENTITY_KEYS,
-    Feature,
-    FeatureCatalog,
-    SecondsSince,
-)
+from streamlearn.streams.catalog.events import EventSchema
+from streamlearn.streams.catalog.features import Feature, FeatureCatalog, SecondsSince
 from streamlearn.streams.contracts import ActivityEvent, Scalar
 from streamlearn.streams.features.aggregates import Aggregate, EntityLayout, layout
 from streamlearn.streams.features.store import RAW_PREFIX
@@ -83,8 +78,6 @@ class EntityRows:
 
     def __post_init__(self) -> None:
         for entity, ids in self.ids.items():
-            if entity not in ENTITY_KEYS:
-                raise DatasetError(f"expected entities among {sorted(ENTITY_KEYS)}, got {entity!r}")
             if len(ids) != len(self.times):
                 raise DatasetError(
                     f"expected one {entity} id per row ({len(self.times)}), got {len(ids)}"
@@ -95,14 +88,19 @@ class _State:
     """Current accumulators (activity) or partial values (changelog) per entity."""
 
     def __init__(self, catalog: FeatureCatalog) -> None:
-        self.layouts: dict[str, EntityLayout] = {e: layout(catalog, e) for e in ENTITY_KEYS}
-        self.aggs: dict[str, dict[str, Aggregate]] = {e: {} for e in ENTITY_KEYS}
+        entities = catalog.entities
+        self.keys = [(e, catalog.schema.entity_keys[e]) for e in entities]
+        self.layouts: dict[str, EntityLayout] = {e: layout(catalog, e) for e in entities}
+        self.aggs: dict[str, dict[str, Aggregate]] = {e: {} for e in entities}
         self.partials: dict[str, dict[str, dict[int, Mapping[str, Scalar]]]] = {
-            e: {} for e in ENTITY_KEYS
+            e: {} for e in entities
         }
 
     def apply_event(self, ev: ActivityEvent) -> None:
-        for entity, eid in (("user", ev.user_id), ("item", ev.item_id)):
+        for entity, key in self.keys:
+            eid = getattr(ev, key, None)
+            if not eid:
+                continue
             aggs = self.aggs[entity]
             agg = aggs.get(eid)
             lay = self.layouts[entity]
@@ -111,7 +109,8 @@ class _State:
             lay.update(agg, ev)
 
     def apply_record(self, rec: FeatureRecordRow) -> None:
-        self.partials[rec.entity].setdefault(rec.id, {})[rec.partition] = rec.values
+        if rec.entity in self.partials:
+            self.partials[rec.entity].setdefault(rec.id, {})[rec.partition] = rec.values
 
     def values(self, entity: str, eid: str) -> dict[str, Scalar] | None:
         lay = self.layouts[entity]
@@ -132,7 +131,8 @@ def as_of(
     rows: EntityRows,
     events: Iterable[ActivityEvent] = (),
     records: Iterable[FeatureRecordRow] = (),
-    catalog: FeatureCatalog = CATALOG,
+    *,
+    catalog: FeatureCatalog,
 ) -> dict[str, list[Scalar | None]]:
     """Feature columns for ``rows``: values from the events / changelog records whose time
     is strictly before each row's time (see the module docstring).
@@ -171,8 +171,11 @@ def as_of(
             values = None if eid is None else state.values(entity, eid)
             if values is None:
                 continue
+            windowed = state.layouts[entity].read_time_values(values, t)
             for f in catalog.of(entity):
-                if f.name in since:
+                if f.name in windowed:
+                    out[f.name][r] = windowed[f.name]
+                elif f.name in since:
                     last = values.get(since[f.name])
                     out[f.name][r] = round(t - float(last), 3) if last else -1.0
                 elif not f.name.startswith(RAW_PREFIX):
@@ -183,20 +186,22 @@ def as_of(
 # -- files and topics ---------------------------------------------------------------------
 
 
-def entity_rows(table: pa.Table, time_column: str) -> EntityRows:
-    """The lookups of an entity table: its time column and its ``user_id``/``item_id``."""
+def entity_rows(table: pa.Table, time_column: str, catalog: FeatureCatalog) -> EntityRows:
+    """The lookups of an entity table: its time column and its entity key columns (of the
+    entities that have features)."""
     if time_column not in table.column_names:
         raise DatasetError(
             f"expected a time column {time_column!r}, got columns {table.column_names}"
         )
+    keys = {e: catalog.schema.entity_keys[e] for e in catalog.entities}
     ids = {
         entity: [None if v is None else str(v) for v in table.column(key).to_pylist()]
-        for entity, key in ENTITY_KEYS.items()
+        for entity, key in keys.items()
         if key in table.column_names
     }
     if not ids:
         raise DatasetError(
-            f"expected an entity column among {sorted(ENTITY_KEYS.values())}, "
+            f"expected an entity column among {sorted(keys.values())}, "
             f"got columns {table.column_names}"
         )
     return EntityRows(_epoch_seconds(table.column(time_column), time_column), ids)
@@ -229,19 +234,34 @@ def _iso_seconds(text: str) -> float:
     return when.timestamp()
 
 
-def read_events(dataset: Path) -> list[ActivityEvent]:
-    """Activity events of a replayed dataset (``streamlearn replay``, format ``event``)."""
+def read_events(dataset: Path, schema: EventSchema) -> list[ActivityEvent]:
+    """Activity events of a replayed dataset (``streamlearn replay``, format ``event``),
+    with the project's declared fields where the dataset has them."""
     _expect_format(dataset, "event")
     cols = ["type", "ts", "user_id", "item_id", "surface", "request_id", "context"]
-    table = read_table(dataset, columns=["event_id", *cols])
+    table = read_table(dataset)
+    extra = [f.name for f in schema.fields if f.name in table.column_names]
     decode_ctx = msgspec.json.Decoder(dict[str, Scalar]).decode
-    data = table.to_pydict()
-    return [
-        ActivityEvent(eid, kind, ts, uid, iid, surface, rid, None, decode_ctx(ctx) if ctx else None)
-        for eid, kind, ts, uid, iid, surface, rid, ctx in zip(
-            data["event_id"], *(data[c] for c in cols), strict=True
+    data = table.select(["event_id", *cols, *extra]).to_pydict()
+    make = schema.event_type
+    out = []
+    for i, eid in enumerate(data["event_id"]):
+        ctx = data["context"][i]
+        fields = {n: data[n][i] for n in extra}
+        out.append(
+            make(
+                event_id=eid,
+                type=data["type"][i],
+                ts=data["ts"][i],
+                user_id=data["user_id"][i],
+                item_id=data["item_id"][i],
+                surface=data["surface"][i],
+                request_id=data["request_id"][i],
+                context=decode_ctx(ctx) if ctx else None,
+                **fields,
+            )
         )
-    ]
+    return out
 
 
 def read_records(dataset: Path) -> list[FeatureRecordRow]:
@@ -305,7 +325,7 @@ def export(
     source: Source = "activity",
     kafka: KafkaConfig | None = None,
     dataset: Path | None = None,
-    catalog: FeatureCatalog = CATALOG,
+    catalog: FeatureCatalog,
 ) -> ExportResult:
     """Write ``entities`` with their point-in-time feature columns to the Parquet ``out``.
 
@@ -315,7 +335,7 @@ def export(
     started = time.monotonic()
     if source not in SOURCES:
         raise DatasetError(f"expected source among {SOURCES}, got {source!r}")
-    rows = entity_rows(entities, time_column)
+    rows = entity_rows(entities, time_column, catalog)
     clash = sorted(set(entities.column_names) & {f.name for f in catalog})
     if clash:
         raise DatasetError(f"the entity table already has feature columns {clash}")
@@ -326,7 +346,8 @@ def export(
             topics = Topics(kafka.topic_prefix)
             topic = topics.activity if source == "activity" else topics.features
             fmt = "event" if source == "activity" else "json"
-            replay(kafka, ReplaySpec((topic,), format=fmt), Path(tmp) / "replay")
+            spec = ReplaySpec((topic,), format=fmt, schema=catalog.schema)
+            replay(kafka, spec, Path(tmp) / "replay")
             columns, n = _lookup(rows, Path(tmp) / "replay", source, catalog)
     else:
         columns, n = _lookup(rows, dataset, source, catalog)
@@ -351,7 +372,7 @@ def _lookup(
     rows: EntityRows, dataset: Path, source: Source, catalog: FeatureCatalog
 ) -> tuple[dict[str, list[Scalar | None]], int]:
     if source == "activity":
-        events = read_events(dataset)
+        events = read_events(dataset, catalog.schema)
         return as_of(rows, events=events, catalog=catalog), len(events)
     records = read_records(dataset)
     return as_of(rows, records=records, catalog=catalog), len(records)

@@ -2,7 +2,7 @@
 
 The file (CSV, JSONL or Parquet) is read whole with pyarrow, optionally ordered by a
 time column, and streamed through the learner in mini-batches: each batch is featurised,
-scored, and only then learnt (``predict_learn_featurised``), and the scores feed
+scored, and only then learnt (``predict_learn_featurised``), and the scores go into
 :class:`~streamlearn.models.metrics.ProgressiveMetrics`. ``ftrl`` and ``fm`` learn one example at a
 time inside each batch, so for them the batch size only chunks the work. Throughput
 counts featurisation (from Arrow columns, :meth:`Featuriser.transform_columns`),
@@ -17,7 +17,7 @@ the block so far (:func:`streamlearn.offline.tables.within_block`: earlier rows 
 row itself, never a label).
 :func:`compare_learners` runs several learners on the same prepared stream (``eval`` without
 ``--model``) and marks the best by AUC. With a model definition
-(:class:`~streamlearn.models.definition.ModelDef`, ``eval --definition feed``) the learner is built
+(:class:`~streamlearn.models.definition.ModelDef`, ``eval --definition MODEL``) the learner is built
 exactly as the online trainer builds it: the definition's spec, head and parameters.
 
 Training-example rows (a replayed ``training-examples.<model>`` topic, or any file whose

@@ -3,10 +3,13 @@
 Every row starts with the source columns ``topic, partition, offset, timestamp, key``;
 the format adds its own:
 
-* ``event`` — an activity event (``streamlearn.streams.contracts.decode_event``): ``event_id, type,
-  ts, user_id, item_id, surface, request_id, position, context`` (``context`` as JSON);
+* ``event`` — an activity event, validated by the project's contract
+  (``streamlearn.streams.catalog.events.EventSchema``; without one, any type and surface):
+  ``event_id, type, ts, user_id, item_id, surface, request_id, position, context``
+  (``context`` as JSON), then the project's declared fields;
 * ``training`` — a ``TrainingExample``: ``request_id, user_id, item_id, surface, ts,
-  label, features, served_version, served_score`` (``features`` as JSON with sorted keys);
+  label, features, served_version, served_score, served`` (``features`` as JSON with
+  sorted keys);
 * ``json`` — any JSON value: ``value`` (the record as compact JSON with sorted keys).
 
 A record that does not decode raises :class:`~streamlearn.streams.errors.ContractError`; the replay
@@ -23,7 +26,8 @@ import orjson
 import pyarrow as pa
 
 from streamlearn.offline.errors import RangeError
-from streamlearn.streams.contracts import TrainingExample, decode, decode_event
+from streamlearn.streams.catalog.events import EventSchema
+from streamlearn.streams.contracts import ActivityEvent, TrainingExample, check_event, decode
 from streamlearn.streams.errors import ContractError
 
 SOURCE_FIELDS: tuple[pa.Field, ...] = (
@@ -40,20 +44,35 @@ def _json(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _event(raw: bytes | None) -> tuple[Any, ...]:
-    ev = decode_event(raw)
-    ctx = None if ev.context is None else _json(ev.context)
-    return (
-        ev.event_id,
-        ev.type,
-        ev.ts,
-        ev.user_id,
-        ev.item_id,
-        ev.surface,
-        ev.request_id,
-        ev.position,
-        ctx,
-    )
+def _any_event(raw: bytes | None) -> ActivityEvent:
+    ev = decode(ActivityEvent, raw)
+    check_event(ev)
+    return ev
+
+
+def _event_decoder(
+    schema: EventSchema | None,
+) -> Callable[[bytes | None], tuple[Any, ...]]:
+    decode_event = _any_event if schema is None else schema.decode
+    extra = () if schema is None else tuple(f.name for f in schema.fields)
+
+    def event(raw: bytes | None) -> tuple[Any, ...]:
+        ev = decode_event(raw)
+        ctx = None if ev.context is None else _json(ev.context)
+        return (
+            ev.event_id,
+            ev.type,
+            ev.ts,
+            ev.user_id,
+            ev.item_id,
+            ev.surface,
+            ev.request_id,
+            ev.position,
+            ctx,
+            *(getattr(ev, n) for n in extra),
+        )
+
+    return event
 
 
 def _training(raw: bytes | None) -> tuple[Any, ...]:
@@ -68,6 +87,7 @@ def _training(raw: bytes | None) -> tuple[Any, ...]:
         _json(ex.features),
         ex.served_version,
         ex.served_score,
+        ex.served,
     )
 
 
@@ -95,8 +115,17 @@ class RecordFormat:
 
 
 _S = pa.string()
-FORMATS: dict[str, RecordFormat] = {
-    "event": RecordFormat(
+_ARROW: dict[str, pa.DataType] = {
+    "str": _S,
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+}
+
+
+def event_format(schema: EventSchema | None) -> RecordFormat:
+    """The ``event`` format of a project's activity events (``None``: any events)."""
+    return RecordFormat(
         "event",
         (
             *(pa.field(n, _S) for n in ("event_id", "type")),
@@ -104,9 +133,14 @@ FORMATS: dict[str, RecordFormat] = {
             *(pa.field(n, _S) for n in ("user_id", "item_id", "surface", "request_id")),
             pa.field("position", pa.int64()),
             pa.field("context", _S),
+            *(pa.field(f.name, _ARROW[str(f.type)]) for f in (schema.fields if schema else ())),
         ),
-        _event,
-    ),
+        _event_decoder(schema),
+    )
+
+
+FORMATS: dict[str, RecordFormat] = {
+    "event": event_format(None),
     "training": RecordFormat(
         "training",
         (
@@ -116,6 +150,7 @@ FORMATS: dict[str, RecordFormat] = {
             pa.field("features", _S),
             pa.field("served_version", pa.int64()),
             pa.field("served_score", pa.float64()),
+            pa.field("served", pa.bool_()),
         ),
         _training,
     ),
@@ -132,8 +167,11 @@ def guess_format(topic: str) -> str:
     return "json"
 
 
-def resolve_format(name: str, topics: Sequence[str]) -> RecordFormat:
-    """The format ``name``, or for ``auto`` the one every topic's name suggests."""
+def resolve_format(
+    name: str, topics: Sequence[str], schema: EventSchema | None = None
+) -> RecordFormat:
+    """The format ``name``, or for ``auto`` the one every topic's name suggests; ``event``
+    follows ``schema`` when given."""
     if name == "auto":
         guesses = {guess_format(t) for t in topics}
         if len(guesses) != 1:
@@ -142,6 +180,8 @@ def resolve_format(name: str, topics: Sequence[str]) -> RecordFormat:
                 "expected one: pass --format"
             )
         name = guesses.pop()
+    if name == "event":
+        return event_format(schema)
     try:
         return FORMATS[name]
     except KeyError:

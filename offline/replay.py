@@ -55,6 +55,7 @@ from streamlearn.offline.dataset import (
 from streamlearn.offline.errors import OfflineError, RangeError
 from streamlearn.offline.ranges import EARLIEST, LATEST, Bound, Bounds, check_range
 from streamlearn.offline.records import RecordFormat, RowBuffer, resolve_format
+from streamlearn.streams.catalog.events import EventSchema
 from streamlearn.streams.errors import ContractError
 from streamlearn.streams.kafka.clients import make_consumer
 from streamlearn.streams.kafka.config import KafkaConfig
@@ -73,6 +74,8 @@ class ReplaySpec:
     start: Bounds = field(default_factory=lambda: Bounds(EARLIEST))
     end: Bounds = field(default_factory=lambda: Bounds(LATEST))
     format: str = "auto"
+    #: The project's event contract, for the ``event`` format (``None``: any events).
+    schema: EventSchema | None = None
     row_group_rows: int = 65_536
     batch_size: int = 10_000
     idle_timeout_s: float = 20.0
@@ -359,7 +362,7 @@ def replay(
     """Replay ``spec`` into the dataset directory ``out``; return its manifest."""
     if not spec.topics:
         raise RangeError("expected at least one topic to replay, got none")
-    fmt = resolve_format(spec.format, spec.topics)
+    fmt = resolve_format(spec.format, spec.topics, spec.schema)
     consumer = make_consumer(
         config,
         f"streamlearn-replay-{uuid.uuid4().hex[:12]}",

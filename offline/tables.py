@@ -11,7 +11,7 @@ One home for what ``eval`` (:mod:`streamlearn.offline.prequential`) and batch tr
   -1/1); a column with two distinct strings is mapped automatically: ``1/0``,
   ``true/false``, ``yes/no``, ``y/n``, ``pos/neg``, ``positive/negative`` (any case) by
   their meaning, any other pair by frequency: the rarer value is the positive class (a
-  click, a churn, ``>50K``), ties broken by sort order. ``positive=`` overrides.
+  an engagement, a churn, ``>50K``), ties broken by sort order. ``positive=`` overrides.
 * :func:`id_columns`: string or integer columns with a distinct value on every row (at
   least :data:`ID_MIN_ROWS` rows). Such a column is a row id: a learner cannot
   generalise from a value it never sees again, so it is left out of the features.

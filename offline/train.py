@@ -260,7 +260,7 @@ def train(
     dataset: Path,
     config: TrainConfig,
     registry: FileRegistry | None = None,
-    model: str = "feed",
+    model: str = "model",
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train on ``dataset``, evaluate on the time holdout, publish to ``registry`` if given."""

@@ -14,6 +14,7 @@ from typing import Final
 from pydantic import SecretStr
 
 from streamlearn.models.registry import FileRegistry
+from streamlearn.project import Project
 from streamlearn.serving.http import build_api
 from streamlearn.serving.replica import FeatureReplica
 from streamlearn.serving.requests import RequestConsumer
@@ -21,8 +22,6 @@ from streamlearn.serving.server import HttpLimits, HttpServer
 from streamlearn.serving.service import PredictionService
 from streamlearn.serving.sink import FEATURE_LOG_WINDOW, KafkaSink
 from streamlearn.serving.updates import ModelUpdater
-from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
-from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
 
@@ -33,8 +32,10 @@ log = logging.getLogger(__name__)
 class ServingConfig:
     """Everything the prediction service needs; built by the CLI or by tests.
 
-    ``port`` 0 binds a free port (see :attr:`ServingApp.port`). The request topic is
-    answered by the model each request is routed to (``streamlearn.serving.requests.route``).
+    ``project`` declares the surfaces, features and models; ``models`` are the ones served
+    (empty: all of the project's). ``port`` 0 binds a free port (see
+    :attr:`ServingApp.port`). The request topic is answered by the model each request is
+    routed to (``streamlearn.serving.requests.route``).
     ``http`` holds the server's time-outs and caps; admin endpoints are on only with an
     ``admin_token``.
     """
@@ -42,18 +43,19 @@ class ServingConfig:
     registry_dir: Path
     kafka: KafkaConfig
     state_dir: Path
+    project: Project
     host: str = "127.0.0.1"
     port: int = 8080
-    models: tuple[str, ...] = MODELS.names
+    models: tuple[str, ...] = ()
     registry_poll_s: float = 2.0
-    #: The declared features served (tests extend the default).
-    catalog: FeatureCatalog = CATALOG
     http: HttpLimits = field(default_factory=HttpLimits)
     admin_token: SecretStr | None = None
     #: feature-log records in flight at most: what a crash can lose (``serving.sink``)
     feature_log_window: int = FEATURE_LOG_WINDOW
 
     def __post_init__(self) -> None:
+        if not self.models:
+            object.__setattr__(self, "models", self.project.model_catalog.names)
         if not self.models:
             raise ValueError("expected at least one model to serve, got none")
 
@@ -74,11 +76,12 @@ class ServingApp:
         """
         cfg = self.config
         topics = Topics(cfg.kafka.topic_prefix)
-        self.replica = FeatureReplica(cfg.kafka, cfg.state_dir, cfg.catalog)
+        catalog = cfg.project.catalog
+        self.replica = FeatureReplica(cfg.kafka, cfg.state_dir, catalog)
         self._closers.append(self.replica.stop)
         try:
             self.service = PredictionService(
-                FileRegistry(cfg.registry_dir), self.replica, cfg.models, catalog=cfg.catalog
+                FileRegistry(cfg.registry_dir), self.replica, cfg.models, catalog
             )
             self.sink = KafkaSink(cfg.kafka, topics, cfg.feature_log_window)
             self._closers.append(self.sink.close)
@@ -91,13 +94,14 @@ class ServingApp:
                 refresh=self.updater.check,
                 announce=self.sink.announce,
                 features=self.replica,
-                catalog=cfg.catalog,
             )
             server = self._server = HttpServer(api, cfg.host, cfg.port, cfg.http)
             self.replica.start()
             self.updater.start()
             self._closers.append(self.updater.stop)
-            self.requests = RequestConsumer(self.service, self.sink, cfg.kafka)
+            self.requests = RequestConsumer(
+                self.service, self.sink, cfg.kafka, cfg.project.model_catalog
+            )
             self._closers.append(self.requests.start().stop)
             server.start()
         except BaseException:

@@ -70,6 +70,10 @@ class FeatureSource(Protocol):
         """The item's stored features, or ``None`` when unknown."""
         ...
 
+    def stored(self, entity: str, entity_id: str) -> Mapping[str, Scalar] | None:
+        """Any entity's stored features, or ``None`` when unknown."""
+        ...
+
 
 class LoggedItem(msgspec.Struct, frozen=True, gc=False):
     """``ServedItem`` with its features already encoded (the same JSON)."""
@@ -211,9 +215,10 @@ class CandidateFeaturiser:
         slots: dict[int, list[int]] = {p: [] for p in range(5)}
         since_slots: list[tuple[int, int]] = []  # (slot, column among since_names)
         crosses: list[tuple[int, list[tuple[str, int]]]] = []
-        # a request-time feature as a category or in a cross, or a cross with another
-        # part's field between two of the item's: row by row
-        self.rowwise = False
+        # a request-time feature as a category or in a cross, a cross with another
+        # part's field between two of the item's, an entity other than the user and the
+        # item, or a windowed count: row by row
+        self.rowwise = not served.simple
         slot = 1
         for f in spec.categorical:
             self.rowwise |= part_of(f) in names
@@ -417,12 +422,14 @@ class CandidateFeaturiser:
         user: Mapping[str, Scalar] | None,
         items: Sequence[Mapping[str, Scalar] | None],
         now: float,
+        others: Mapping[str, Mapping[str, Scalar] | None] | None = None,
     ) -> Candidates:
         """The candidates of ``request`` featurised at ``now``, with ``user``'s stored
-        features and each candidate's (``items``, in order)."""
+        features and each candidate's (``items``, in order); ``others``: the stored
+        features of the request's other entities (see ``ServedFeatures.entity_ids``)."""
         n = len(request.candidates)
         if self.rowwise or not n:
-            return self._rowwise(request, user, items, now)
+            return self._rowwise(request, user, items, now, others)
         for _ in range(3):
             table = self._table
             parts = self._item_parts(table, request.candidates, items)
@@ -489,10 +496,12 @@ class CandidateFeaturiser:
         user: Mapping[str, Scalar] | None,
         items: Sequence[Mapping[str, Scalar] | None],
         now: float,
+        others: Mapping[str, Mapping[str, Scalar] | None] | None = None,
     ) -> Candidates:
         row = self.served.row
         rows = [
-            row(request, c, user, i, now) for c, i in zip(request.candidates, items, strict=True)
+            row(request, c, user, i, now, others)
+            for c, i in zip(request.candidates, items, strict=True)
         ]
         idx, val = self.featuriser.transform_many(rows)
         return Candidates(idx, val, [_ENCODER.encode(r) for r in rows])

@@ -35,17 +35,21 @@ from streamlearn.serving.schema import (
     FeaturesReadRequest,
     FeaturesReply,
 )
-from streamlearn.streams.catalog.features import CATALOG, ENTITY_KEYS, FeatureCatalog
+from streamlearn.streams.catalog.features import FeatureCatalog
 from streamlearn.streams.contracts import Scalar
 from streamlearn.streams.features.store import MAX_READ_ENTITIES, EntityFeatures, entity_features
 
 TAG: Final = "features"
 _ENCODER: Final = msgspec.json.Encoder()
 _READ_DECODER: Final = msgspec.json.Decoder(FeaturesReadRequest)
-_READ_SHAPE: Final = (
-    f'expected {{"entities": [{{"entity": "user" | "item", "id": str}}, ...]}} with 1 to '
-    f"{MAX_READ_ENTITIES} entities"
-)
+
+
+def _read_shape(entities: list[str]) -> str:
+    names = " | ".join(f'"{e}"' for e in entities)
+    return (
+        f'expected {{"entities": [{{"entity": {names}, "id": str}}, ...]}} with 1 to '
+        f"{MAX_READ_ENTITIES} entities"
+    )
 
 
 class StoredFeatures(Protocol):
@@ -58,11 +62,13 @@ class StoredFeatures(Protocol):
 
 def feature_routes(
     store: StoredFeatures,
-    catalog: FeatureCatalog = CATALOG,
+    catalog: FeatureCatalog,
     clock: Callable[[], float] = time.time,
 ) -> Router:
     """The ``/v1/features`` routes over ``store``."""
     router = Router()
+    entity_keys = catalog.schema.entity_keys
+    shape = _read_shape(list(entity_keys))
     listing = _ENCODER.encode(
         FeaturesReply(
             [
@@ -90,14 +96,14 @@ def feature_routes(
     @router.route(
         "GET",
         "/v1/features/{entity}/{id}",
-        summary="One entity's current feature values (item partials merged).",
+        summary="One entity's current feature values (partials merged).",
         tag=TAG,
         responses={200: EntityFeatures, 404: ErrorReply},
     )
     def one(req: Request) -> Response:
         entity, entity_id = req.params["entity"], req.params["id"]
-        if entity not in ENTITY_KEYS:
-            raise NotFound(f"expected entity among {sorted(ENTITY_KEYS)}, got {entity!r}")
+        if entity not in entity_keys:
+            raise NotFound(f"expected entity among {sorted(entity_keys)}, got {entity!r}")
         found = read(entity, entity_id, clock())
         if found is None:
             raise NotFound(
@@ -117,13 +123,13 @@ def feature_routes(
         try:
             body = _READ_DECODER.decode(req.body)
         except msgspec.DecodeError as exc:  # ValidationError included
-            raise BadRequest(f"{_READ_SHAPE}; got: {exc}") from None
+            raise BadRequest(f"{shape}; got: {exc}") from None
         n = len(body.entities)
         if not 1 <= n <= MAX_READ_ENTITIES:
-            raise BadRequest(f"{_READ_SHAPE}; got {n}")
-        unknown = sorted({e.entity for e in body.entities} - set(ENTITY_KEYS))
+            raise BadRequest(f"{shape}; got {n}")
+        unknown = sorted({e.entity for e in body.entities} - set(entity_keys))
         if unknown:
-            raise BadRequest(f"{_READ_SHAPE}; got entity {unknown[0]!r}")
+            raise BadRequest(f"{shape}; got entity {unknown[0]!r}")
         # RocksDB reads: a large batch would hold the event loop for milliseconds
         reply = await asyncio.to_thread(_read_all, read, body, clock())
         return Response(200, _ENCODER.encode(reply))

@@ -40,7 +40,6 @@ from streamlearn.serving.schema import ErrorReply
 from streamlearn.serving.service import PredictionService
 from streamlearn.serving.sink import Sink
 from streamlearn.serving.v1 import v1_routes
-from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
 from streamlearn.streams.contracts import ModelUpdate
 
 log = logging.getLogger(__name__)
@@ -180,12 +179,12 @@ def build_api(
     refresh: Callable[[str], object] | None = None,
     announce: Callable[[ModelUpdate], None] | None = None,
     features: StoredFeatures | None = None,
-    catalog: FeatureCatalog = CATALOG,
 ) -> ServingAPI:
     """The whole HTTP API over ``service``: ``/v1``, ``/v2``, admin and ``/openapi.json``.
 
     With ``features`` (serving's feature replica) it also answers the feature store's
-    online reads, ``/v1/features`` (:mod:`streamlearn.serving.feature_api`), for ``catalog``.
+    online reads, ``/v1/features`` (:mod:`streamlearn.serving.feature_api`), for the
+    service's catalog.
 
     ``refresh(model)`` makes the server serve the model's registry serving version now
     (after an admin stage change; default: load it directly); ``announce`` publishes a
@@ -196,7 +195,7 @@ def build_api(
     router.include(oip_routes(service, sink))
     router.include(admin_routes(service, admin_token, refresh or _loader(service), announce))
     if features is not None:
-        router.include(feature_routes(features, catalog))
+        router.include(feature_routes(features, service.catalog))
     doc = msgspec.json.encode(openapi_document(router, "streamlearn serving", server_version()))
 
     @router.route(

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -200,7 +200,7 @@ def oip_routes(service: PredictionService, sink: Sink | None) -> Router:
         inference, tensors = _decode(req)
         if kind == "ctr":
             request_id = inference.id or uuid.uuid4().hex
-            request = _ctr_request(request_id, tensors)
+            request = _ctr_request(request_id, tensors, service.catalog.schema.surfaces)
             reply, record = service.predict(model, request, version)
             if sink is not None:
                 sink.log_prediction(reply, record)
@@ -407,7 +407,9 @@ def _one(tensors: dict[str, _Tensor], name: str) -> str:
     return values[0]
 
 
-def _ctr_request(request_id: str, tensors: dict[str, _Tensor]) -> PredictionRequest:
+def _ctr_request(
+    request_id: str, tensors: dict[str, _Tensor], surfaces: Collection[str]
+) -> PredictionRequest:
     _only(tensors, _CTR_INPUTS)
     user_id, surface = _one(tensors, "user_id"), _one(tensors, "surface")
     candidates = _input(tensors, "candidates")
@@ -420,7 +422,7 @@ def _ctr_request(request_id: str, tensors: dict[str, _Tensor]) -> PredictionRequ
         "candidates": _strings(candidates),
     }
     try:  # the checks of a /v1 body: types, the surface's values, at least one candidate
-        return validate_request(msgspec.convert(fields, PredictionRequest))
+        return validate_request(msgspec.convert(fields, PredictionRequest), surfaces)
     except (msgspec.ValidationError, ContractError) as exc:
         raise BadRequest(f"expected a valid prediction request, got: {exc}") from None
 

@@ -4,7 +4,7 @@ Every serving instance reads the whole topic (a unique consumer group, offsets r
 earliest, nothing committed) into its own RocksDB under ``state_dir``, keyed by the record
 key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value; an item's
 per-partition partial records are merged on write
-(``streamlearn.streams.features.store.merge_item_partials``).
+(``streamlearn.streams.features.store.merge_partials``).
 The store is rebuilt on every start, because the embedded broker neither compacts nor
 reports true end offsets (see the README), and removed on :meth:`FeatureReplica.stop`.
 
@@ -33,10 +33,10 @@ from confluent_kafka import Message
 from rocksdict import Options, Rdict, WriteBatch
 
 from streamlearn.serving.metrics import REPLICA_BAD_RECORDS, REPLICA_RECORDS
-from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
+from streamlearn.streams.catalog.features import FeatureCatalog
 from streamlearn.streams.contracts import Scalar, decode_feature_record
 from streamlearn.streams.errors import ContractError
-from streamlearn.streams.features.store import merge_item_partials
+from streamlearn.streams.features.store import is_partial, merge_partials
 from streamlearn.streams.kafka.clients import Follower, KafkaCluster, reader
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
@@ -59,7 +59,7 @@ class FeatureReplica:
         self,
         kafka: KafkaConfig,
         state_dir: Path,
-        catalog: FeatureCatalog = CATALOG,
+        catalog: FeatureCatalog,
         cache_entities: int = CACHE_ENTITIES,
     ) -> None:
         self._kafka = kafka
@@ -102,9 +102,9 @@ class FeatureReplica:
                         self._cache.popitem(last=False)
         return None if got is _ABSENT else got  # type: ignore[return-value]
 
-    def _partials(self, item_id: str) -> dict[int, bytes]:
-        """Stored per-partition partial values of one item."""
-        prefix = f"item/{item_id}#".encode()
+    def _partials(self, key: str) -> dict[int, bytes]:
+        """Stored per-partition partial values of one entity (``<entity>/<id>``)."""
+        prefix = f"{key}#".encode()
         out: dict[int, bytes] = {}
         it = self._db.iter()
         it.seek(prefix)
@@ -120,57 +120,59 @@ class FeatureReplica:
         """Write ``(key, value, partition)`` feature records in one batch; return how many.
 
         Keys starting with ``__`` (control records) and records without a key are
-        skipped; a ``None`` value (tombstone) deletes the key; an undecodable value (or an
-        item partial whose values are not the catalog's types) is logged, counted and
-        skipped. Item records are per-partition partials: each is
-        kept under ``item/<id>#<partition>`` and ``item/<id>`` holds their merge.
+        skipped; a ``None`` value (tombstone) deletes the key; an undecodable value (or a
+        partial whose values are not the catalog's types) is logged, counted and skipped.
+        Records of every entity but the user are per-partition partials: each is kept
+        under ``<entity>/<id>#<partition>`` and ``<entity>/<id>`` holds their merge.
         """
         wb = WriteBatch(raw_mode=True)
         applied = 0
-        items: dict[str, dict[int, bytes | None]] = {}
+        partial_keys: dict[str, dict[int, bytes | None]] = {}
+        entities = set(self.catalog.entities)
         written: list[str] = []
         for key, value, partition in records:
             if not key or key.startswith(b"__"):
                 continue
             encoded: bytes | None = None
             try:
-                item_id = key[5:].decode() if key.startswith(b"item/") else None
+                text = key.decode()
+                entity = text.partition("/")[0]
+                partial = is_partial(entity) and entity in entities
                 if value is not None:
                     rec = decode_feature_record(value)
-                    if item_id is not None:  # a partial that cannot be merged is bad data
-                        merge_item_partials([rec.values], self.catalog)
+                    if partial:  # a partial that cannot be merged is bad data
+                        merge_partials(entity, [rec.values], self.catalog)
                     encoded = _VALUES_ENCODER.encode(rec.values)
             except (ContractError, UnicodeDecodeError, ValueError, TypeError) as exc:
                 REPLICA_BAD_RECORDS.inc()
                 log.warning("skipped feature record key=%r: %s", key, exc)
                 continue
             applied += 1
-            if item_id is not None:
-                items.setdefault(item_id, {})[partition] = encoded
+            if partial:
+                partial_keys.setdefault(text, {})[partition] = encoded
             elif encoded is None:
                 wb.delete(key)
                 written.append(key.decode(errors="replace"))
             else:
                 wb.put(key, encoded)
                 written.append(key.decode(errors="replace"))
-        for item_id, parts in items.items():
-            partials: dict[int, bytes | None] = dict(self._partials(item_id))
+        for text, parts in partial_keys.items():
+            partials: dict[int, bytes | None] = dict(self._partials(text))
             partials.update(parts)
             for p, v in parts.items():
-                pkey = f"item/{item_id}#{p}".encode()
+                pkey = f"{text}#{p}".encode()
                 if v is None:
                     wb.delete(pkey)
                 else:
                     wb.put(pkey, v)
             live = [_VALUES_DECODER.decode(v) for v in partials.values() if v is not None]
             if live:
-                wb.put(
-                    f"item/{item_id}".encode(),
-                    _VALUES_ENCODER.encode(merge_item_partials(live, self.catalog)),
-                )
+                entity = text.partition("/")[0]
+                merged = merge_partials(entity, live, self.catalog)
+                wb.put(text.encode(), _VALUES_ENCODER.encode(merged))
             else:
-                wb.delete(f"item/{item_id}".encode())
-            written.append(f"item/{item_id}")
+                wb.delete(text.encode())
+            written.append(text)
         if applied:
             self._db.write(wb)
             with self._cache_lock:  # after the write: a read from now on sees it

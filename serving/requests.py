@@ -5,7 +5,7 @@ the ``predictions`` topic, feature-logging it like an HTTP request. Which model 
 
 1. the model the record's ``model`` header names;
 2. else the model that ranks the request's ``surface`` (``streamlearn.streams.catalog.models``:
-   ``feed`` → ``feed``, ``ads`` → ``ads``).
+   each surface is ranked by one model of the project).
 
 A request that cannot be answered gets an error reply on ``predictions``
 (:class:`~streamlearn.streams.contracts.PredictionError`: the message, the HTTP status the
@@ -30,7 +30,7 @@ from streamlearn.serving.errors import ModelNotFound, ServingError
 from streamlearn.serving.metrics import REQUEST_ERRORS
 from streamlearn.serving.service import PredictionService
 from streamlearn.serving.sink import KafkaSink
-from streamlearn.streams.catalog.models import MODELS, ModelCatalog
+from streamlearn.streams.catalog.models import ModelCatalog
 from streamlearn.streams.contracts import PredictionError, PredictionRequest, decode_request
 from streamlearn.streams.errors import ContractError
 from streamlearn.streams.kafka.clients import Follower, flush, make_consumer
@@ -53,7 +53,7 @@ def route(
     request: PredictionRequest,
     headers: Sequence[tuple[str, str | bytes | None]] | None,
     served: Sequence[str],
-    models: ModelCatalog = MODELS,
+    models: ModelCatalog,
 ) -> str:
     """The model that answers ``request`` (see the module docstring); :class:`ModelNotFound`
     naming the served models when that model is not served here."""
@@ -86,7 +86,7 @@ class RequestConsumer:
         service: PredictionService,
         sink: KafkaSink,
         kafka: KafkaConfig,
-        models: ModelCatalog = MODELS,
+        models: ModelCatalog,
     ) -> None:
         self.service = service
         self.models = models

@@ -141,7 +141,7 @@ class FeaturesReply(msgspec.Struct, frozen=True):
 
 
 class EntityRef(msgspec.Struct, frozen=True):
-    """One entity to read: its kind (``user`` or ``item``) and id."""
+    """One entity to read: its kind (``user``, ``item`` or a declared entity) and id."""
 
     entity: str
     id: str

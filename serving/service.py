@@ -56,7 +56,7 @@ from streamlearn.serving.metrics import (
 )
 from streamlearn.serving.schema import VisionReply
 from streamlearn.serving.vision import check_pixels, image_array
-from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
+from streamlearn.streams.catalog.features import FeatureCatalog
 from streamlearn.streams.contracts import PredictionReply, PredictionRequest, Scalar
 from streamlearn.streams.features.store import served_features
 
@@ -191,8 +191,8 @@ class PredictionService:
         registry: FileRegistry,
         features: FeatureSource,
         models: Sequence[str],
+        catalog: FeatureCatalog,
         clock: Callable[[], float] = time.time,
-        catalog: FeatureCatalog = CATALOG,
     ) -> None:
         if not models:
             raise ValueError("expected at least one model to serve, got none")
@@ -200,6 +200,7 @@ class PredictionService:
         self.models = tuple(dict.fromkeys(models))
         self._features = features
         self._clock = clock
+        self.catalog = catalog
         self._served = served_features(catalog)
         self._featurisers: dict[FeatureSpec, CandidateFeaturiser] = {}
         self._featurisers_lock = threading.Lock()
@@ -340,17 +341,25 @@ class PredictionService:
             raise BadRequest(
                 f"expected at most {MAX_CANDIDATES} candidates, got {len(request.candidates)}"
             )
+        if request.surface not in self.catalog.schema.surfaces:
+            self.catalog.schema.check_surface(request.surface)  # raises, listing them
         now = self._clock()
         user = self._features.user(request.user_id)
         item = self._features.item
         items = [item(c) for c in request.candidates]
-        got = sess.candidates.featurise(request, user, items, now)
+        others = None
+        if self._served.others:
+            stored = self._features.stored
+            others = {e: stored(e, i) for e, i in self._served.entity_ids(request).items()}
+        got = sess.candidates.featurise(request, user, items, now, others)
         scores = sess.score_featurised(got.idx, got.val).tolist()
         reply = PredictionReply(request.request_id, model, sess.version, scores)
         shadow = self._shadows.get(model)
         shadow_scores, shadow_version = None, None
         if shadow is not None and shadow.version != sess.version:
-            shadow_scores = self._shadow_scores(shadow, sess, request, user, items, now, got)
+            shadow_scores = self._shadow_scores(
+                shadow, sess, request, user, items, now, got, others
+            )
             shadow_version = None if shadow_scores is None else shadow.version
         raw = msgspec.Raw
         if shadow_scores is None:
@@ -389,6 +398,7 @@ class PredictionService:
         items: list[Mapping[str, Scalar] | None],
         now: float,
         featurised: Candidates,
+        others: Mapping[str, Mapping[str, Scalar] | None] | None = None,
     ) -> list[float] | None:
         """The shadow's scores of the candidates (``None`` when it fails: never the
         request)."""
@@ -397,7 +407,7 @@ class PredictionService:
                 out = shadow.score_featurised(featurised.idx, featurised.val)
             else:
                 assert shadow.candidates is not None
-                got = shadow.candidates.featurise(request, user, items, now)
+                got = shadow.candidates.featurise(request, user, items, now, others)
                 out = shadow.score_featurised(got.idx, got.val)
             scores: list[float] = np.clip(out, 0.0, 1.0).tolist()
         except Exception as exc:  # onnxruntime raises its own pybind exception types

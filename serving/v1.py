@@ -43,7 +43,7 @@ from streamlearn.streams.errors import ContractError
 
 TAG: Final = "v1"
 _REQUEST_SHAPE: Final = (
-    'expected {"request_id": str, "user_id": str, "surface": "feed" | "ads", '
+    'expected {"request_id": str, "user_id": str, "surface": str, '
     '"candidates": [str, ...], "context"?: {str: str | number}}'
 )
 _ENCODER: Final = msgspec.json.Encoder()
@@ -79,7 +79,7 @@ def v1_routes(service: PredictionService, sink: Sink | None, max_body_bytes: int
                 raise BadRequest(f"expected a JSON object, got {type(payload).__name__}")
             return Response(200, _ENCODER.encode(service.predict_vision(model, payload)))
         try:
-            request = decode_request(req.body, max_body_bytes)
+            request = decode_request(req.body, max_body_bytes, service.catalog.schema.surfaces)
         except ContractError as exc:
             raise BadRequest(f"{_REQUEST_SHAPE}; got: {exc}") from None
         reply, record = service.predict(model, request)

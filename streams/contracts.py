@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import cache
 from operator import attrgetter
 from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -27,12 +27,8 @@ from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin
 import msgspec
 from msgspec import Meta
 
-from streamlearn.models.heads import ENGAGEMENT
 from streamlearn.streams.errors import ContractError
 
-EventType = Literal["impression", "click", "like", "share", "hide", "conversion"]
-Surface = Literal["feed", "ads"]
-Entity = Literal["user", "item"]
 UpdateKind = Literal["published", "stage"]
 #: ``error.reason`` codes of dead letters (and ``ContractError.reason``).
 DeadLetterReason = Literal[
@@ -46,10 +42,6 @@ DeadLetterReason = Literal[
     "processing_error",
 ]
 
-EVENT_TYPES: Final = frozenset(get_args(EventType))
-#: Engagements: what the ``feed`` model's head counts as a positive.
-ENGAGEMENT_TYPES: Final = ENGAGEMENT.positives
-SURFACES: Final = frozenset(get_args(Surface))
 MAX_EVENT_BYTES: Final = 64 * 1024
 
 Scalar = str | int | float
@@ -69,14 +61,19 @@ Features = Annotated[
 
 
 class ActivityEvent(msgspec.Struct, frozen=True):
-    """One user action. Topic `activity`, key `user_id`. Unknown extra fields are ignored."""
+    """One user action. Topic `activity`, key `user_id`. Unknown extra fields are ignored.
+
+    A project's events decode to a subclass built from its declarations
+    (``streamlearn.streams.catalog.events.EventSchema``): ``type`` and ``surface`` are
+    among the declared values, and the declared fields are added.
+    """
 
     event_id: Annotated[str, Meta(description="Unique id of the event (for de-duplication).")]
-    type: Annotated[EventType, Meta(description="What the user did.")]
+    type: Annotated[str, Meta(description="What the user did (a declared event type).")]
     ts: Timestamp
     user_id: NonEmpty
     item_id: NonEmpty
-    surface: Annotated[Surface, Meta(description="Where the item was shown.")]
+    surface: Annotated[str, Meta(description="Where the item was shown (a declared surface).")]
     request_id: Annotated[
         str, Meta(description="The prediction request that showed the item (joins labels).")
     ]
@@ -95,7 +92,7 @@ class PredictionRequest(msgspec.Struct, frozen=True):
 
     request_id: str
     user_id: str
-    surface: Surface
+    surface: Annotated[str, Meta(description="Where the ranking is shown (a declared surface).")]
     #: ``minItems`` is checked by ``decode_request`` (for its error message).
     candidates: Annotated[
         list[str],
@@ -135,11 +132,12 @@ class PredictionError(msgspec.Struct, frozen=True):
 class FeatureRecord(msgspec.Struct, frozen=True):
     """The current features of one entity: a value on topic `features`.
 
-    Key `user/<id>` or `item/<id>`; an item record is a per-partition partial that
-    readers merge. Value names starting with `_` are the store's raw accumulators.
+    Key `<entity>/<id>` (`user/<id>`, `item/<id>`, …). A user's record is whole; any other
+    entity's is a per-partition partial that readers merge. Value names starting with `_`
+    are the store's raw accumulators.
     """
 
-    entity: Entity
+    entity: str
     id: str
     values: Annotated[dict[str, Scalar], Meta(description="Feature values by name.")]
     ts: Timestamp
@@ -162,7 +160,7 @@ class FeatureLogRecord(msgspec.Struct, frozen=True):
 
     request_id: str
     user_id: str
-    surface: Surface
+    surface: str
     ts: Timestamp
     model: str
     version: Version
@@ -174,20 +172,27 @@ class FeatureLogRecord(msgspec.Struct, frozen=True):
 
 
 class TrainingExample(msgspec.Struct, frozen=True):
-    """A served feature vector with its label, once the label window has closed.
+    """A shown item's feature vector with its label, once the label is known.
 
-    Topic `training-examples.<model>`, key `user_id`.
+    Topic `training-examples.<model>`, key `user_id`. A served example carries the
+    features exactly as serving scored them, with the version and score; an impression
+    serving never scored (a replayed log) carries the features as they stood at its time
+    in the feature store, and `served` false.
     """
 
     request_id: str
     user_id: str
     item_id: str
-    surface: Surface
+    surface: str
     ts: Timestamp
     label: Annotated[Literal[0, 1], Meta(description="1: engaged within the label window.")]
     features: Features
-    served_version: Version
-    served_score: Probability
+    served_version: Annotated[
+        Version | None, Meta(description="The version that scored it (absent when not served).")
+    ] = None
+    served_score: Annotated[
+        Probability | None, Meta(description="Its score when served (absent when not served).")
+    ] = None
     label_ts: (
         Annotated[
             float,
@@ -204,6 +209,9 @@ class TrainingExample(msgspec.Struct, frozen=True):
     shadow_score: Annotated[Probability | None, Meta(description="The shadow version's score.")] = (
         None
     )
+    served: Annotated[
+        bool, Meta(description="Scored by serving (false: an impression of a replayed log).")
+    ] = True
 
 
 class ModelUpdate(msgspec.Struct, frozen=True):
@@ -335,23 +343,32 @@ def _check_model(model: str) -> None:
         raise _invalid(f"expected a model name matching {MODEL_NAME.pattern}, got {model[:80]!r}")
 
 
-def decode_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> ActivityEvent:
-    """Decode and validate an activity event (type, surface and ids by the struct)."""
-    ev = decode(ActivityEvent, raw, max_bytes)
+def check_event(ev: ActivityEvent) -> None:
+    """Check what an event's types cannot: numbers that fit in 64 bits."""
     if ev.position is not None:
         _check_int(ev.position, "position")
     _check_scalars(ev.context, "context")
-    return ev
 
 
-def decode_request(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> PredictionRequest:
-    """Decode and validate a prediction request."""
-    return validate_request(decode(PredictionRequest, raw, max_bytes))
+def decode_request(
+    raw: bytes | None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    surfaces: Collection[str] | None = None,
+) -> PredictionRequest:
+    """Decode and validate a prediction request (its surface among ``surfaces``, when
+    given: a project's)."""
+    return validate_request(decode(PredictionRequest, raw, max_bytes), surfaces)
 
 
-def validate_request(req: PredictionRequest) -> PredictionRequest:
-    """Check what the types cannot: at least one candidate (the surface is a Literal),
-    context numbers that fit in 64 bits."""
+def validate_request(
+    req: PredictionRequest, surfaces: Collection[str] | None = None
+) -> PredictionRequest:
+    """Check what the types cannot: a surface among ``surfaces`` (a project's, when
+    given), at least one candidate, context numbers that fit in 64 bits."""
+    if surfaces is not None and req.surface not in surfaces:
+        raise ContractError(
+            "invalid_value", f"expected surface in {sorted(surfaces)}, got {req.surface!r}"
+        )
     if not req.candidates:
         raise ContractError("invalid_value", "expected at least one candidate, got none")
     _check_scalars(req.context, "context")
@@ -362,9 +379,9 @@ def decode_example(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> Train
     """Decode and validate a training example (the label is 0 or 1 by the struct)."""
     ex = decode(TrainingExample, raw, max_bytes)
     _check_scalars(ex.features, "features")
-    _check_int(ex.served_version, "served_version")
-    if (ex.shadow_version is None) != (ex.shadow_score is None):
-        raise _invalid("expected shadow_version and shadow_score together, got one of them")
+    _check_pairs(ex)
+    if ex.served_version is not None:
+        _check_int(ex.served_version, "served_version")
     if ex.shadow_version is not None:
         _check_int(ex.shadow_version, "shadow_version")
     return ex
@@ -411,8 +428,7 @@ class ExampleDecoder:
             ) from None
         except msgspec.DecodeError as exc:
             raise ContractError("bad_json", f"expected JSON: {exc}") from None
-        if (ex.shadow_version is None) != (ex.shadow_score is None):
-            raise _invalid("expected shadow_version and shadow_score together, got one of them")
+        _check_pairs(ex)
         return ex
 
     def many(self, raws: Sequence[bytes | None]) -> list[Any]:
@@ -427,17 +443,36 @@ class ExampleDecoder:
             raise ContractError("invalid_value", "a record of the batch is invalid") from None
         versions = list(map(_SHADOW_VERSION, out))
         scores = list(map(_SHADOW_SCORE, out))
-        if versions.count(None) != len(out) or scores.count(None) != len(out):
-            for ex in out:  # some were scored by a shadow: check each pair
-                if (ex.shadow_version is None) != (ex.shadow_score is None):
-                    raise _invalid(
-                        "expected shadow_version and shadow_score together, got one of them"
-                    )
+        served = list(map(_SERVED, out))
+        if (
+            versions.count(None) != len(out)
+            or scores.count(None) != len(out)
+            or served.count(True) != len(out)
+            or list(map(_SERVED_VERSION, out)).count(None)
+            or list(map(_SERVED_SCORE, out)).count(None)
+        ):
+            for ex in out:  # some were scored by a shadow, or not served: check each
+                _check_pairs(ex)
         return out
 
 
 _SHADOW_VERSION = attrgetter("shadow_version")
 _SHADOW_SCORE = attrgetter("shadow_score")
+_SERVED = attrgetter("served")
+_SERVED_VERSION = attrgetter("served_version")
+_SERVED_SCORE = attrgetter("served_score")
+
+
+def _check_pairs(ex: Any) -> None:
+    """What the types cannot: a shadow's version with its score; served fields exactly
+    when served (as :func:`decode_example` checks)."""
+    if (ex.shadow_version is None) != (ex.shadow_score is None):
+        raise _invalid("expected shadow_version and shadow_score together, got one of them")
+    if ex.served != (ex.served_version is not None) or ex.served != (ex.served_score is not None):
+        raise _invalid(
+            "expected served_version and served_score exactly when served is true, "
+            f"got served={ex.served}, served_version={ex.served_version}"
+        )
 
 
 @cache
@@ -453,7 +488,7 @@ def example_type(names: tuple[str, ...]) -> type[msgspec.Struct]:
     hints = get_type_hints(TrainingExample, include_extras=True)
     hints |= {
         "features": features,
-        "served_version": _VERSION64,
+        "served_version": _VERSION64 | None,
         "shadow_version": _VERSION64 | None,
     }
     names_ = TrainingExample.__struct_fields__

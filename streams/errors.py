@@ -39,7 +39,8 @@ class ContractError(StreamsError):
 
 
 class CatalogError(StreamsError):
-    """A feature declaration cannot be built (duplicate name, unknown reference, …)."""
+    """A project's declaration (event type, surface, entity, field, feature, head, model)
+    cannot be built: a duplicate name, an unknown reference, a bad value."""
 
     exit_code = 2
 

@@ -1,19 +1,23 @@
 """JSON Schemas of the record contracts, generated from the msgspec structs.
 
 Producers in any language can validate a record against these before they publish it;
-``streamlearn contracts export DIR`` writes them (draft 2020-12), one file per record.
-The structs in ``streamlearn.streams.contracts`` are the single source: the schema says what their
+``streamlearn contracts export DIR`` writes them (draft 2020-12), one file per record,
+for a project: its activity events and prediction requests take the types, surfaces and
+fields it declares (``streamlearn.streams.catalog.events.EventSchema``). The structs in
+``streamlearn.streams.contracts`` are the single source: the schema says what their
 decoders accept (enums, lengths, ranges), and the test suite checks both agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
+from msgspec import Meta
 
+from streamlearn.streams.catalog.events import EventSchema
 from streamlearn.streams.contracts import (
     ActivityEvent,
     DeadLetterHeaders,
@@ -77,6 +81,31 @@ CONTRACTS: Final = (
 )
 
 
+def project_contracts(schema: EventSchema) -> tuple[Contract, ...]:
+    """:data:`CONTRACTS` for a project: its activity events, and prediction requests on
+    its surfaces."""
+    request: Any = msgspec.defstruct(
+        "PredictionRequest",
+        [
+            (
+                "surface",
+                Annotated[
+                    Literal[tuple(schema.surfaces)],
+                    Meta(description="Where the ranking is shown (a declared surface)."),
+                ],
+            )
+        ],
+        bases=(PredictionRequest,),
+        frozen=True,
+    )
+    request.__doc__ = (
+        "Ask a model to score `candidates` for `user_id` on `surface`.\n\nHTTP body of "
+        "`POST /v1/models/{model}:predict`, or topic `prediction-requests` (key\n`user_id`)."
+    )
+    by_name = {"activity-event": schema.event_type, "prediction-request": request}
+    return tuple(replace(c, struct=by_name.get(c.name, c.struct)) for c in CONTRACTS)
+
+
 def json_schema(contract: Contract) -> dict[str, Any]:
     """The JSON Schema document of one contract."""
     generated = msgspec.json.schema(contract.struct)
@@ -93,11 +122,12 @@ def json_schema(contract: Contract) -> dict[str, Any]:
     }
 
 
-def export(directory: Path) -> list[Path]:
-    """Write ``<name>.schema.json`` for every contract into ``directory``; return the paths."""
+def export(directory: Path, schema: EventSchema) -> list[Path]:
+    """Write ``<name>.schema.json`` for every contract of a project into ``directory``;
+    return the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for contract in CONTRACTS:
+    for contract in project_contracts(schema):
         path = directory / f"{contract.name}.schema.json"
         doc = msgspec.json.format(msgspec.json.encode(json_schema(contract)), indent=2)
         path.write_bytes(doc + b"\n")

@@ -1,4 +1,4 @@
-"""Negative downsampling with the probability correction (the calibrated ads head).
+"""Negative downsampling with the probability correction (a calibrated head, as pricing needs).
 
 Training keeps every positive and each negative with probability ``rate``; the inner
 model then estimates ``p'`` on the sampled distribution, and predictions are corrected

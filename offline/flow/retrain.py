@@ -4,8 +4,9 @@ It strings together the offline functions (``streamlearn.offline.replay``,
 ``streamlearn.offline.train``) as cached steps. Params (``--param name=value``):
 
 ==============  ==========================================================================
-``model``       registry model name; also picks the default topic
-                ``<prefix>training-examples.<model>``
+``project``     the project directory (default: the built-in example)
+``model``       a model the project declares (default: its only one); also picks the
+                default topic ``<prefix>training-examples.<model>``
 ``dataset``     an existing dataset (directory or Parquet file) instead of a replay
 ``topic``       topic(s) to replay (full names); default: the model's training examples
 ``start/end``   replay bounds, the syntax of ``streamlearn replay --from/--to``
@@ -13,10 +14,9 @@ It strings together the offline functions (``streamlearn.offline.replay``,
 ``learner``     a ``streamlearn.models.zoo`` learner name (``ftrl``, ``fm``, ``deep``, ``river-lr``)
 ``epochs`` …    ``batch_size``, ``shuffle``, ``seed``, ``holdout``, ``label``,
                 ``time_column``, ``hash_bits``: as ``streamlearn offline train``
-``spec``        ``model`` (default): a declared model (``feed``, ``ads``) is trained from
-                its definition (``streamlearn.streams.catalog.models``: head, params, feature spec);
-                ``infer``: the spec is inferred from the rows (head and params still
-                the definition's)
+``spec``        ``model`` (default): the model is trained from its definition in the
+                project (head, params, feature spec); ``infer``: the spec is inferred
+                from the rows (head and params still the definition's)
 anything else   a hyper-parameter of the learner (``alpha=0.1`` for ftrl, ``lr`` for fm);
                 ``LEARNER.name`` applies to that learner only (``ftrl.alpha=0.1``), so a
                 sweep over ``learner=ftrl,fm`` can vary each one's own parameters
@@ -41,7 +41,8 @@ import numpy as np
 from confluent_kafka import TopicPartition
 
 from streamlearn.models import zoo
-from streamlearn.models.errors import ParityError
+from streamlearn.models.definition import ModelDef
+from streamlearn.models.errors import ParityError, StreamlearnError
 from streamlearn.models.parity import onnx_parity
 from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry
@@ -65,7 +66,7 @@ from streamlearn.offline.train import (
     make_learner,
     split_holdout,
 )
-from streamlearn.streams.catalog.models import MODELS
+from streamlearn.project import load_project
 from streamlearn.streams.errors import KafkaError
 from streamlearn.streams.kafka.clients import KafkaCluster, make_consumer
 from streamlearn.streams.kafka.config import KafkaConfig
@@ -108,7 +109,8 @@ def _metrics(outputs: Mapping[str, Any]) -> dict[str, Any]:
 retrain = Flow(
     "retrain",
     params={
-        "model": "feed",
+        "project": None,
+        "model": None,
         "dataset": None,
         "topic": None,
         "start": "earliest",
@@ -173,6 +175,27 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
 
 
+def _definition(project: str | None, model: str | None) -> ModelDef | None:
+    """The definition of ``model`` in ``project`` (the built-in example when ``None``; the
+    project's only model when ``model`` is ``None``); ``None`` for a model the project does
+    not declare (trained with a spec inferred from its rows)."""
+    try:
+        catalog = load_project(project).model_catalog
+        if model is not None and model not in catalog:
+            return None
+        return catalog.only(model)
+    except StreamlearnError as exc:
+        raise FlowError(f"expected a model of the project: {exc}") from None
+
+
+def _model_name(project: str | None, model: str | None) -> str:
+    if model is not None:
+        return model
+    definition = _definition(project, None)
+    assert definition is not None
+    return definition.name
+
+
 def _topics(
     resources: Mapping[str, Any], topic: str | list[str] | None, model: str
 ) -> tuple[KafkaConfig, list[str]]:
@@ -221,13 +244,14 @@ def source_state(
     dataset: str | None,
     topic: str | list[str] | None,
     end: str | list[str],
-    model: str,
+    project: str | None,
+    model: str | None,
 ) -> Any:
     """The replay step's fingerprint: the dataset's checksum, or the broker and where the
     range ends now (so records produced into an open range invalidate the cache)."""
     if dataset:
         return dataset_identity(Path(dataset))["checksum"]
-    kafka, topics = _topics(resources, topic, model)
+    kafka, topics = _topics(resources, topic, _model_name(project, model))
     ends = _end_offsets(kafka, topics, parse_bounds(_as_list(end), LATEST))
     return {"bootstrap": kafka.bootstrap_servers, "ends": ends}
 
@@ -240,13 +264,14 @@ def replay(
     start: str | list[str],
     end: str | list[str],
     format: str,
-    model: str,
+    project: str | None,
+    model: str | None,
 ) -> DatasetRef:
     """Replay the topic range into Parquet (or take the given dataset as it is)."""
     if dataset:
         ident = dataset_identity(Path(dataset))
         return DatasetRef(ident["path"], ident["checksum"], ident.get("records"))
-    kafka, topics = _topics(ctx.resources, topic, model)
+    kafka, topics = _topics(ctx.resources, topic, _model_name(project, model))
     spec = ReplaySpec(
         tuple(topics),
         start=parse_bounds(_as_list(start), EARLIEST),
@@ -275,7 +300,8 @@ def train(
     label: str,
     time_column: str | None,
     hash_bits: int,
-    model: str,
+    project: str | None,
+    model: str | None,
     spec: str,
     **learner_params: Any,
 ) -> Trained:
@@ -283,7 +309,7 @@ def train(
     if spec not in ("model", "infer"):
         raise FlowError(f"expected spec=model or spec=infer, got spec={spec!r}")
     config = TrainConfig(
-        definition=MODELS.get(model) if model in MODELS else None,
+        definition=_definition(project, model),
         infer_spec=spec == "infer",
         learner=learner,
         params=learner_params,
@@ -346,7 +372,8 @@ def publish(
     train: Trained,
     evaluate: dict[str, Any],
     export: Exported,
-    model: str,
+    project: str | None,
+    model: str | None,
 ) -> dict[str, Any]:
     """Publish the snapshot to the registry, with the flow's lineage and the metrics."""
     registry = ctx.resource("registry", FileRegistry, "to publish to")
@@ -359,7 +386,8 @@ def publish(
         "trainer": "streamlearn.offline.flow:retrain",
         "flow": ctx.lineage(),
     }
+    name = _model_name(project, model)
     mv = publish_candidate(
-        registry, model, export.snapshot, {"lineage": lineage, "metrics": evaluate}
+        registry, name, export.snapshot, {"lineage": lineage, "metrics": evaluate}
     )
-    return {"model": model, "version": mv.version, "path": str(mv.path)}
+    return {"model": name, "version": mv.version, "path": str(mv.path)}

@@ -16,8 +16,11 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from streamlearn.cli.settings import KafkaSecurity, data_dir
+from streamlearn.models.definition import ModelDef
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.rollout import RolloutConfig
+from streamlearn.project import Project, load_project
+from streamlearn.streams.errors import CatalogError
 from streamlearn.streams.kafka.config import KafkaConfig
 
 BootstrapServers = Annotated[
@@ -120,8 +123,38 @@ SummaryJson = Annotated[
     ),
 ]
 Model = Annotated[
-    str, typer.Option("--model", envvar="STREAMLEARN_MODEL", help="Model name (registry key).")
+    str | None,
+    typer.Option(
+        "--model",
+        envvar="STREAMLEARN_MODEL",
+        help="A model the project declares (`streamlearn models defs`); may be left out when "
+        "it declares one.",
+    ),
 ]
+ProjectDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--project",
+        envvar="STREAMLEARN_PROJECT",
+        help="The project: a directory whose project.py declares its events, features and "
+        "models (`streamlearn init DIR` writes one). Unset: the built-in example project.",
+    ),
+]
+
+
+def open_project(path: Path | None) -> Project:
+    """The project at ``path`` (``None``: the built-in example)."""
+    return load_project(path)
+
+
+def model_definition(project: Project, name: str | None) -> ModelDef:
+    """The definition of model ``name`` (``None``: the project's only model); a
+    ``--model`` usage error when there is no such model."""
+    try:
+        return project.model_catalog.only(name)
+    except CatalogError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+
 
 DEFAULT_PREFIX = "streamlearn."
 DEFAULT_PARTITIONS = 4

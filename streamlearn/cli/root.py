@@ -24,6 +24,7 @@ COMMANDS: Final[dict[str, str]] = {
     "eval": "eval",
     "features": "features",
     "flow": "flow",
+    "init": "init",
     "models": "models",
     "offline": "offline",
     "produce": "produce",
@@ -37,7 +38,7 @@ COMMANDS: Final[dict[str, str]] = {
 
 
 def load_commands(module: str) -> Any:
-    """The commands ``streamlearn.cli.commands.<module>`` registers, as a (click) group."""
+    """The commands ``streamlearn.cli.commands.<module>`` registers, as a Click group."""
     scratch = typer.Typer()
 
     @scratch.callback()

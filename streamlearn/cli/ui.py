@@ -54,7 +54,7 @@ class ErrorMapping(TyperGroup):
     the :class:`~streamlearn.models.errors.MissingExtra` it means; anything else stays a
     traceback (a bug)."""
 
-    # typer.Context: typer vendors click (its types are not public), this is its subclass
+    # typer.Context: typer vendors Click (its types are not public), this is its subclass
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)

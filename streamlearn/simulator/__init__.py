@@ -1,6 +1,9 @@
 """The synthetic world that drives the whole online-learning loop (``streamlearn simulate``).
 
-The simulator is a client of the platform: it asks serving for rankings over HTTP and
+The simulator drives the built-in example project only (``examples/feed_ads``, see
+:mod:`streamlearn.simulator.example`): its worlds and behaviour are written for that
+project's events, surfaces and models. It is a client of the platform: it asks serving for
+rankings over HTTP and
 publishes activity events like any producer, so it sits beside ``serving`` and
 ``offline`` and imports only ``streams`` (contracts, Kafka plumbing) and ``models``.
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Final, cast
+from typing import Final
 
 import numpy as np
 
 from streamlearn.simulator.behaviour import Shown
-from streamlearn.streams.contracts import ActivityEvent, EventType, Surface, encode
+from streamlearn.streams.contracts import ActivityEvent, encode
 
 #: Kinds of malformed events, each rejected by ``streamlearn.streams.contracts.decode_event``.
 BAD_KINDS: Final = ("bad_json", "missing_field", "unknown_type")
@@ -32,11 +32,11 @@ def activity_event(event_id: str, type_: str, shown: Shown) -> bytes:
     return encode(
         ActivityEvent(
             event_id=event_id,
-            type=cast(EventType, type_),
+            type=type_,
             ts=time.time(),
             user_id=shown.user_id,
             item_id=shown.item_id,
-            surface=cast(Surface, shown.surface),
+            surface=shown.surface,
             request_id=shown.request_id,
             position=shown.position,
             context={"category": shown.category},

@@ -22,15 +22,15 @@ import numpy as np
 from streamlearn.models.features import FeatureSpec, Featuriser
 from streamlearn.models.metrics import exact_auc
 from streamlearn.models.zoo import create
+from streamlearn.simulator.example import example
 from streamlearn.simulator.sessions import SessionParams
 from streamlearn.simulator.shape import ShapeTally
 from streamlearn.simulator.surfaces import default_surfaces
 from streamlearn.simulator.traffic import Traffic
 from streamlearn.simulator.world import World
-from streamlearn.streams.catalog.models import MODELS
 
 #: What makes a shown item a positive, per surface: the head of the model that ranks it.
-POSITIVES: Final = {d.surfaces[0]: d.head.positives for d in MODELS if d.surfaces}
+POSITIVES: Final = {d.surfaces[0]: d.head.positives for d in example().model_catalog if d.surfaces}
 SPEC: Final = FeatureSpec(
     categorical=("user_id", "item_id", "surface", "item_category"),
     crosses=(("user_id", "item_category"),),

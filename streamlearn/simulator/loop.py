@@ -38,13 +38,13 @@ from confluent_kafka import Message, Producer
 
 from streamlearn.simulator.behaviour import Behaviour, Schedule, Shown
 from streamlearn.simulator.events import BAD_KINDS, EventIds, activity_event, bad_event
+from streamlearn.simulator.example import example
 from streamlearn.simulator.scoring import Replicas, parse_urls
 from streamlearn.simulator.sessions import SessionParams
 from streamlearn.simulator.stats import SimStats
 from streamlearn.simulator.surfaces import Surface, default_surfaces
 from streamlearn.simulator.traffic import Planned, Traffic
 from streamlearn.simulator.world import World
-from streamlearn.streams.contracts import EVENT_TYPES, SURFACES
 from streamlearn.streams.errors import KafkaError
 from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
@@ -112,9 +112,10 @@ class Simulator:
             raise ValueError(f"bad_event_rate must be in [0, 1], got {bad_event_rate}")
         if surfaces is None:
             surfaces = default_surfaces(world, model, ads_model, behaviour, n_candidates, k_shown)
-        unknown = {s.name for s in surfaces} - SURFACES
+        declared = set(example().schema.surfaces)
+        unknown = {s.name for s in surfaces} - declared
         if unknown:
-            raise ValueError(f"expected surfaces among {sorted(SURFACES)}, got {sorted(unknown)}")
+            raise ValueError(f"expected surfaces among {sorted(declared)}, got {sorted(unknown)}")
         self.world = world
         self.kafka = kafka
         self.topic = topics.activity
@@ -135,7 +136,7 @@ class Simulator:
         self._acks = {
             (s.name, t): functools.partial(self._on_delivery, s.name, t, False)
             for s in surfaces
-            for t in EVENT_TYPES
+            for t in example().schema.types
         }
         self._bad_acks = {k: functools.partial(self._on_delivery, "", k, True) for k in BAD_KINDS}
         self._producer: Producer | None = None

@@ -13,10 +13,10 @@ from typing import Any, Final
 import numpy as np
 
 from streamlearn.simulator import metrics as m
+from streamlearn.simulator.example import example
 from streamlearn.simulator.ranking import ExpectedCtr
 from streamlearn.simulator.scoring import OUTCOMES, Scored
 from streamlearn.simulator.shape import ShapeTally
-from streamlearn.streams.contracts import ENGAGEMENT_TYPES, EVENT_TYPES
 
 POLICIES: Final = ("model", "model_expected", "random", "oracle")
 
@@ -101,7 +101,7 @@ class SurfaceStats:
         self.latency = LatencyWindow(latency_window)
         # labelled children looked up once: ~20 µs per event saved on the hot path
         self._requests = {o: m.REQUESTS.labels(name, o) for o in OUTCOMES}
-        self._produced = {t: m.EVENTS_PRODUCED.labels(name, t) for t in EVENT_TYPES}
+        self._produced = {t: m.EVENTS_PRODUCED.labels(name, t) for t in example().schema.types}
         self._latency = m.PREDICT_LATENCY.labels(name)
 
     def request(self, outcome: str, latency_s: float | None) -> None:
@@ -130,7 +130,7 @@ class SurfaceStats:
             "requests_by_outcome": dict(self.requests),
             "impressions": self.events["impression"],
             "clicks": self.events["click"],
-            "engagements": sum(self.events[t] for t in ENGAGEMENT_TYPES),
+            "engagements": sum(self.events[t] for t in example().schema.engagements),
             **{f"ctr_{p}": v for p, v in self.ctr.since_start().items()},
             **{f"ctr_{p}_recent": v for p, v in self.ctr.recent().items()},
             "fallback_requests": self.fallback.requests,
@@ -252,7 +252,7 @@ class SimStats:
             "events_produced": sum(events.values()),
             "events_by_type": dict(events),
             "impressions": events["impression"],
-            "engagements": sum(events[t] for t in ENGAGEMENT_TYPES),
+            "engagements": sum(events[t] for t in example().schema.engagements),
             "hides": events["hide"],
             "bad_events_produced": sum(self.bad_events.values()),
             "events_failed": self.events_failed,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,6 @@ from streamlearn.simulator.sessions import SessionParams, Sessions, Visit
 from streamlearn.simulator.surfaces import Surface
 from streamlearn.simulator.world import World
 from streamlearn.streams.contracts import PredictionRequest
-from streamlearn.streams.contracts import Surface as SurfaceName
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class Traffic:
         request = PredictionRequest(
             request_id=f"{self.run_id}-r{self.requests}",
             user_id=self.world.user_ids[visit.user],
-            surface=cast(SurfaceName, surface.name),
+            surface=surface.name,
             candidates=[truth.item_ids[s] for s in candidates],
         )
         return Planned(visit, surface, visit.user, candidates, request)

@@ -1,12 +1,11 @@
 """``streamlearn up``: the whole loop as supervised processes on one machine.
 
-Starts the embedded broker (unless ``--bootstrap-servers`` names a cluster), creates
-the topics, then runs the feature processor, joiner, one online trainer per declared
-model (``trainer-feed``, ``trainer-ads``: ``streamlearn.streams.catalog.models``), serving (every
-declared model) and the simulator as separate processes. A child that dies is reported
-and restarted. A live view shows the loop; at the end (Ctrl-C or ``--duration``)
-everything stops in order (simulator first, then the processors once they have caught
-up) and a summary is written.
+Starts the embedded broker (unless ``--bootstrap-servers`` names a cluster), creates the topics,
+then runs the feature processor, joiner, one online trainer per model of the project
+(``trainer-<model>``), serving (every model) and what drives the loop (the simulator for the
+built-in example, the producer of ``--log``) as separate processes. A child that dies is reported
+and restarted. A live view shows the loop; at the end (Ctrl-C or ``--duration``) everything stops in
+order (simulator first, then the processors once they have caught up) and a summary is written.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from streamlearn.models.registry import FileRegistry
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.stages import describe, history
 from streamlearn.models.zoo import require_learner
+from streamlearn.project import Project, is_builtin, load_project
 from streamlearn.stack.metrics_file import MetricsFile
 from streamlearn.stack.scrape import (
     Samples,
@@ -42,7 +42,6 @@ from streamlearn.stack.scrape import (
     total,
     value,
 )
-from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
@@ -73,8 +72,15 @@ class StackConfig:
     #: write every process's metrics over the run here (OpenMetrics, see ``metrics_file``)
     metrics_file: Path | None = None
     metrics_interval_s: float = 5.0
-    #: the models trained (one trainer each) and served
-    models: tuple[str, ...] = MODELS.names
+    #: the project run (``None``: the built-in example, fed by the simulator)
+    project_dir: Path | None = None
+    #: a historical log published as the project's events (instead of the simulator)
+    log: Path | None = None
+    #: the log's pace: this many times real time by its time column (0: as fast as possible)
+    log_speed: float = 0.0
+    log_time_column: str = "ts"
+    #: the models trained (one trainer each) and served (empty: all of the project's)
+    models: tuple[str, ...] = ()
     #: feature processors and joiners, each in its processor's consumer group
     workers: int = 1
     #: serving processes; the simulator spreads requests over all of them
@@ -147,6 +153,8 @@ class Child:
 
     def refresh(self) -> None:
         """Scrape the process's metrics; the previous ones stay when it does not answer."""
+        if not self.metrics_port:
+            return  # a process without metrics (the log's producer)
         families = scrape_families(self.metrics_port)
         if families:
             self.families = families
@@ -176,7 +184,7 @@ _CARRIED = (
     "streamlearn_examples_trained_total",
 )
 #: The first model's figures that the summary also gives at its top level (the keys it
-#: had when ``feed`` was the only model).
+#: had when there was one model).
 _TOP_LEVEL_MODEL_KEYS = (
     "examples_trained",
     "examples_trained_live",
@@ -197,9 +205,18 @@ class Stack:
         # a child without its extra would only fail in its log: fail here, before anything
         if config.runtime == "faust":
             require("faust", "--runtime faust")
-        for model in config.models:
-            require_learner(MODELS.get(model).learner)
         self.config = config
+        self.project: Project = load_project(config.project_dir)
+        #: the models trained and served
+        self.models = config.models or self.project.model_catalog.names
+        for model in self.models:
+            require_learner(self.project.model_catalog.get(model).learner)
+        #: what drives the loop: the simulator (the built-in example), the log, or nothing
+        self.source: str | None = (
+            "producer"
+            if config.log is not None
+            else ("simulator" if is_builtin(self.project) else None)
+        )
         self.broker: EmbeddedBroker | None = None
         self.children: dict[str, Child] = {}
         self.events: list[str] = []
@@ -219,7 +236,7 @@ class Stack:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         bootstrap = cfg.bootstrap_servers
-        self.sim_summary_path.unlink(missing_ok=True)
+        self.source_summary_path.unlink(missing_ok=True)
         if not bootstrap:
             self.broker = EmbeddedBroker(log_path=cfg.data_dir / "logs" / "broker.log")
             (cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -228,7 +245,7 @@ class Stack:
             self.broker.renice(5)  # batch traffic; serving's latency comes first
             self.note(f"embedded broker at {bootstrap}")
         kafka = KafkaConfig(bootstrap, cfg.topic_prefix, cfg.partitions)
-        ensure_loop_topics(kafka, Topics(cfg.topic_prefix))
+        ensure_loop_topics(kafka, Topics(cfg.topic_prefix), self.project.model_catalog.names)
         # Children get the stack's settings, not `up`'s own flags (STREAMLEARN_DURATION,
         # STREAMLEARN_SUMMARY_JSON, … would otherwise leak into them); security settings
         # and the log level pass through.
@@ -248,6 +265,8 @@ class Stack:
         )
         if cfg.kafka_options:
             env["STREAMLEARN_KAFKA_OPTIONS"] = " ".join(cfg.kafka_options)
+        if cfg.project_dir is not None and self.project.root is not None:
+            env["STREAMLEARN_PROJECT"] = str(self.project.root)
         serving_ports = [cfg.serving_port or free_port()] + [
             free_port() for _ in range(cfg.serving_replicas - 1)
         ]
@@ -276,7 +295,7 @@ class Stack:
                 port = free_port()
                 name = _member(role, i, cfg.workers)
                 specs.append((name, [*py, *args, "--metrics-port", str(port)], port))
-        for model in cfg.models:
+        for model in self.models:
             port = free_port()
             args = [
                 "train",  # always micro-batch: see `streamlearn train --help`
@@ -292,38 +311,65 @@ class Stack:
                 str(cfg.rollout_watch_examples),
             ]
             specs.append((trainer_name(model), [*py, *args, "--metrics-port", str(port)], port))
-        served = [a for m in cfg.models for a in ("--model", m)]
+        served = [a for m in self.models for a in ("--model", m)]
         for i, sport in enumerate(serving_ports, 1):
             name = _member("serving", i, cfg.serving_replicas)
             specs.append((name, [*py, "serve", "--port", str(sport), *served], sport))
-        sim_port = free_port()
-        urls = [a for p in serving_ports for a in ("--serving-url", f"http://127.0.0.1:{p}")]
-        specs.append(
-            (
-                "simulator",
-                [
-                    *py,
-                    "simulate",
-                    *urls,
-                    "--rate",
-                    str(cfg.rate),
-                    "--seed",
-                    str(cfg.seed),
-                    "--metrics-port",
-                    str(sim_port),
-                    "--summary-json",
-                    str(self.sim_summary_path),
-                    *(() if MODELS.for_surface("ads") in cfg.models else ("--ads-fraction", "0")),
-                ],
-                sim_port,
+        if self.source == "simulator":
+            specs.append(self._simulator(py, serving_ports))
+        elif self.source == "producer":
+            assert cfg.log is not None
+            specs.append(
+                (
+                    "producer",
+                    [
+                        *py,
+                        "produce",
+                        "--log",
+                        str(cfg.log.resolve()),
+                        "--speed",
+                        str(cfg.log_speed),
+                        "--time-column",
+                        cfg.log_time_column,
+                        "--summary-json",
+                        str(self.source_summary_path),
+                        "--quiet",
+                    ],
+                    0,
+                )
             )
-        )
+        else:
+            self.note(
+                f"no simulator for project {self.project.name!r}: publish its events to "
+                f"{Topics(cfg.topic_prefix).activity} (or pass --log FILE)"
+            )
         for name, argv, port in specs:
             nice = 0 if _role(name) in ("serving", "simulator") else 10
             child = Child(name, argv, port, env, cfg.data_dir / "logs" / f"{name}.log", nice)
             child.start()
             self.children[name] = child
         self.note("started " + ", ".join(self.children))
+
+    def _simulator(self, py: list[str], serving_ports: list[int]) -> tuple[str, list[str], int]:
+        """The simulator of the built-in example, asking every serving replica."""
+        cfg = self.config
+        port = free_port()
+        urls = [a for p in serving_ports for a in ("--serving-url", f"http://127.0.0.1:{p}")]
+        argv = [
+            *py,
+            "simulate",
+            *urls,
+            "--rate",
+            str(cfg.rate),
+            "--seed",
+            str(cfg.seed),
+            "--metrics-port",
+            str(port),
+            "--summary-json",
+            str(self.source_summary_path),
+            *(a for m in self.models for a in ("--served", m)),
+        ]
+        return "simulator", argv, port
 
     def _archive_previous_run(self) -> None:
         """The embedded broker starts empty, so state stores and snapshots of an earlier
@@ -350,11 +396,11 @@ class Stack:
             alive = child.alive
             if (
                 not alive
-                and child.name == "simulator"
+                and child.name == self.source
                 and child.proc is not None
                 and child.proc.returncode == 0
             ):
-                continue  # finished a bounded run
+                continue  # finished a bounded run, or the whole log
             if not alive and child.proc is not None:
                 code = child.proc.returncode
                 self.note(f"{child.name} exited with {code}; restarting (see {child.log_path})")
@@ -398,15 +444,17 @@ class Stack:
 
     # -- figures -----------------------------------------------------------------------------
     def figures(self) -> dict[str, Any]:
-        """The run's figures: the loop's, the first model's (``feed``) at the top level
-        as before there were several, and every model's under ``models``."""
+        """The run's figures: the loop's, the first model's at the top level as before
+        there were several, and every model's under ``models``."""
         topics = Topics(self.config.topic_prefix)
-        sim = self.children["simulator"].last
-        final = self.simulator_summary()
+        source = self.children.get(self.source or "")
+        sim = source.last if source is not None and self.source == "simulator" else {}
+        final = self.source_summary()
         p99 = value(sim, "streamlearn_simulator_predict_latency_p99_seconds")
-        models = {m: self.model_figures(m, final) for m in self.config.models}
-        first = models[self.config.models[0]] if models else {}
+        models = {m: self.model_figures(m, final) for m in self.models}
+        first = models[self.models[0]] if models else {}
         figures: dict[str, Any] = {
+            "project": self.project.name,
             "elapsed_s": round(time.monotonic() - self.started, 1),
             "events_produced": int(total(sim, "streamlearn_simulator_events_produced_total")),
             "events_processed": int(
@@ -441,12 +489,13 @@ class Stack:
         }
         figures.update(self.freshness())  # over every model
         if final:
-            # the simulator's own end-of-run figures are exact; the scrape may be stale
+            # the source's own end-of-run figures are exact; the scrape may be stale
             for key in ("events_produced", "predict_p99_ms"):
                 if final.get(key) is not None:
                     figures[key] = final[key]
-            figures["predict_p99_ms"] = round(float(figures["predict_p99_ms"]), 2)
-            # per surface (feed, ads) and the shape of the published log
+            if figures["predict_p99_ms"] is not None:
+                figures["predict_p99_ms"] = round(float(figures["predict_p99_ms"]), 2)
+            # per surface and the shape of the published log
             for key in ("surfaces", "log_shape"):
                 if key in final:
                     figures[f"simulator_{key}"] = final[key]
@@ -460,8 +509,10 @@ class Stack:
         meta = latest.metadata if latest else {}
         serving = self.gauge("serving", "streamlearn_serving_model_version", model=model)
         auc_live = self.gauge(trainer, "streamlearn_progressive_metric", metric="auc")
-        surface = next(iter(MODELS.get(model).surfaces), model) if model in MODELS else model
-        sim = self.children["simulator"].last
+        catalog = self.project.model_catalog
+        surface = next(iter(catalog.get(model).surfaces), model) if model in catalog else model
+        source = self.children.get("simulator")
+        sim = source.last if source is not None else {}
         out: dict[str, Any] = {
             # numbered from 1 without gaps; retention deletes old ones from the registry
             "versions": latest.version if latest else 0,
@@ -542,27 +593,29 @@ class Stack:
             )
         return rows
 
-    def simulator_summary(self) -> dict[str, Any]:
-        """The simulator's end-of-run summary, once it has stopped and written it."""
-        sim = self.children.get("simulator")
-        if sim is None or sim.alive or not self.sim_summary_path.exists():
+    def source_summary(self) -> dict[str, Any]:
+        """The source's end-of-run summary (simulator or producer), once it has stopped
+        and written it."""
+        source = self.children.get(self.source or "")
+        if source is None or source.alive or not self.source_summary_path.exists():
             return {}
         try:
-            return dict(json.loads(self.sim_summary_path.read_text()))
+            return dict(json.loads(self.source_summary_path.read_text()))
         except (OSError, ValueError):
             return {}
 
     @property
-    def sim_summary_path(self) -> Path:
-        return self.config.data_dir / "logs" / "simulator.json"
+    def source_summary_path(self) -> Path:
+        return self.config.data_dir / "logs" / f"{self.source or 'source'}.json"
 
     # -- stop ------------------------------------------------------------------------------
     def stop(self, drain_timeout_s: float = 20.0) -> None:
-        """Stop the simulator, let the processors catch up, stop the rest, then the broker."""
-        sim = self.children.get("simulator")
-        if sim is not None:
-            sim.stop()
-            self.note("simulator stopped")
+        """Stop the source (simulator or producer), let the processors catch up, stop the
+        rest, then the broker."""
+        source = self.children.get(self.source or "")
+        if source is not None:
+            source.stop()
+            self.note(f"{source.name} stopped")
         # Caught up: everything the simulator produced is processed, and the count has
         # stood still for longer than the processors' commit interval (events from
         # other producers may still be in flight behind the simulator's).
@@ -577,7 +630,7 @@ class Stack:
                 break
             time.sleep(0.5)
         self._record_metrics(force=True)  # the last round, before the processes go
-        trainers = [trainer_name(m) for m in self.config.models]
+        trainers = [trainer_name(m) for m in self.models]
         for role in ("serving", "joiner", *trainers, "features"):
             for child in self.members(role):
                 child.stop()
@@ -609,7 +662,7 @@ def _member(role: str, i: int, n: int) -> str:
 
 
 def _role(name: str) -> str:
-    """``features-2`` → ``features`` (``trainer-feed`` is a role of its own)."""
+    """``features-2`` → ``features`` (``trainer-<model>`` is a role of its own)."""
     head, _, tail = name.rpartition("-")
     return head if head and tail.isdigit() else name
 

@@ -1,56 +1,63 @@
-"""The feature catalog: every feature declared once, and everything else built from it.
+"""Feature declarations: what a project computes per entity, and everything built from it.
 
-A :class:`Feature` has a name, an entity (``user`` or ``item``), an aggregation (how its
-value comes from the ``activity`` stream; the aggregation fixes its type), a description,
-an owner and a version. :data:`CATALOG` holds the declared features; from it are built
+A :class:`Feature` has a name, an entity (``user``, ``item`` or one the project declares),
+an aggregation (how its value comes from the ``activity`` stream; the aggregation fixes
+its type), a description, an owner and a version. A :class:`FeatureCatalog` holds a
+project's features, checked against its event declarations
+(:class:`~streamlearn.streams.catalog.events.EventSchema`); from it are built
 
 * the feature processor's per-entity accumulators (``streamlearn.streams.features.aggregates``);
-* the merge of an item's per-partition partials and the raw features serving scores
-  (``streamlearn.streams.features.store``), so what is served and logged for training follows it;
-* the ``feed`` model's feature spec (:func:`feed_spec`);
-* ``streamlearn features list``, serving's ``GET /v1/features`` and the README's table
-  (:meth:`FeatureCatalog.markdown`; a test keeps the README in step).
+* the merge of an entity's per-partition partials and the raw features serving scores
+  (``streamlearn.streams.features.store``), so what is served and logged for training
+  follows it;
+* the models' feature specs (``streamlearn.project``);
+* ``streamlearn features list``, serving's ``GET /v1/features`` and the docs' tables
+  (:meth:`FeatureCatalog.markdown`).
 
-To add a feature, add one :class:`Feature` to :data:`FEATURES`. Bump ``version`` when a
-feature's computation changes, so readers of stored values and of trained models can
-tell the two apart.
+Bump ``version`` when a feature's computation changes, so readers of stored values and of
+trained models can tell the two apart.
 
 Aggregations:
 
-============================  =========  ==================================================
-aggregation                   type       value
-============================  =========  ==================================================
-``Count(types)``              int        events of ``types``, all time
-``DecayedRate(num, den, …)``  float      ``(num' + prior·strength) / (den' + strength)``,
-                                         ``num'``/``den'`` counts decayed with a half-life
-``LastEventTime()``           float      event time (epoch s) of the entity's latest event
-``LatestContext(key)``        str        latest string ``context[key]`` of its events
-``SecondsSince(feature)``     float      at request time: seconds since a
-                                         ``LastEventTime`` feature (-1 when unknown)
-============================  =========  ==================================================
+==================================  =====  ==================================================
+aggregation                         type   value
+==================================  =====  ==================================================
+``Count(types)``                    int    events of ``types``, all time
+``WindowedCount(types, window_s)``  int    events of ``types`` in the last ``window_s``
+                                           seconds (at the time it is read), counted in
+                                           ``buckets`` slices of the window
+``DecayedRate(num, den, …)``        float  ``(num' + prior·strength) / (den' + strength)``,
+                                           ``num'``/``den'`` counts decayed with a half-life
+``LastEventTime()``                 float  event time (epoch s) of the entity's latest event
+``LatestContext(key)``              str    latest string ``context[key]`` of its events
+``SecondsSince(feature)``           float  at request time: seconds since a
+                                           ``LastEventTime`` feature (-1 when unknown)
+==================================  =====  ==================================================
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Final, Literal
+from typing import Literal
 
-from streamlearn.models.features import FeatureSpec
-from streamlearn.streams.contracts import ENGAGEMENT_TYPES, EVENT_TYPES, Scalar
+from streamlearn.streams.catalog.events import EventSchema
+from streamlearn.streams.contracts import Scalar
 from streamlearn.streams.errors import CatalogError
 
-Entity = Literal["user", "item"]
 ValueType = Literal["int", "float", "str"]
 
-#: The entities, with the field that identifies one in events, requests and entity files.
-ENTITY_KEYS: Final[dict[str, str]] = {"user": "user_id", "item": "item_id"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-@dataclass(frozen=True)
+def _types(value: Iterable[str] | str) -> frozenset[str]:
+    """Event types given as a list (a lone string is one type, not its letters)."""
+    return frozenset((value,) if isinstance(value, str) else value)
+
+
+@dataclass(frozen=True, init=False)
 class Count:
     """Events of ``types`` on the entity, all time. Partials add up."""
 
@@ -59,10 +66,41 @@ class Count:
     type: ValueType = field(default="int", init=False)
     default: Scalar = field(default=0, init=False)
 
+    def __init__(self, types: Iterable[str]) -> None:
+        object.__setattr__(self, "types", _types(types))
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
+class WindowedCount:
+    """Events of ``types`` on the entity in the last ``window_s`` seconds, as of the time
+    the value is read (a request, or a training row's time).
+
+    Counted in ``buckets`` slices of the window by event time: an event counts for
+    between ``window_s - window_s / buckets`` and ``window_s`` seconds. An event older
+    than the entity's newest by a window or more is not counted. Partials add per slice.
+    """
+
+    types: frozenset[str]
+    window_s: float
+    buckets: int = 12
+
+    type: ValueType = field(default="int", init=False)
+    default: Scalar = field(default=0, init=False)
+
+    def __init__(self, types: Iterable[str], window_s: float, buckets: int = 12) -> None:
+        object.__setattr__(self, "types", _types(types))
+        object.__setattr__(self, "window_s", float(window_s))
+        object.__setattr__(self, "buckets", int(buckets))
+
+    @property
+    def width(self) -> float:
+        """Seconds of event time per slice."""
+        return self.window_s / self.buckets
+
+
+@dataclass(frozen=True, init=False)
 class DecayedRate:
-    """A smoothed rate of exponentially decayed counts (e.g. a click-through rate).
+    """A smoothed rate of exponentially decayed counts (e.g. engagements per impression).
 
     ``(n + prior * strength) / (d + strength)`` where ``n`` and ``d`` count the events of
     ``numerator`` and ``denominator`` types, each decayed by half every ``half_life_s``
@@ -79,6 +117,20 @@ class DecayedRate:
     strength: float = 10.0
 
     type: ValueType = field(default="float", init=False)
+
+    def __init__(
+        self,
+        numerator: Iterable[str],
+        denominator: Iterable[str],
+        half_life_s: float = 600.0,
+        prior: float = 0.05,
+        strength: float = 10.0,
+    ) -> None:
+        object.__setattr__(self, "numerator", _types(numerator))
+        object.__setattr__(self, "denominator", _types(denominator))
+        object.__setattr__(self, "half_life_s", float(half_life_s))
+        object.__setattr__(self, "prior", float(prior))
+        object.__setattr__(self, "strength", float(strength))
 
     @property
     def default(self) -> Scalar:
@@ -116,18 +168,33 @@ class SecondsSince:
     default: Scalar = field(default=-1.0, init=False)
 
 
-Aggregation = Count | DecayedRate | LastEventTime | LatestContext | SecondsSince
+Aggregation = Count | WindowedCount | DecayedRate | LastEventTime | LatestContext | SecondsSince
 
 
 @dataclass(frozen=True)
 class Feature:
-    """One declared feature."""
+    """One declared feature.
+
+    Parameters
+    ----------
+    name
+        ``<entity>_…`` in lower_snake_case (the features of a row share one flat dict).
+    entity
+        ``user``, ``item`` or an entity the project declares.
+    aggregation
+        How its value comes from the events (see the module docstring).
+    description, owner, version
+        Documentation: what it is, who answers for it, and its version (bump it when
+        its computation changes).
+    served
+        Fed to models; a feature kept only to derive others says ``False``.
+    """
 
     name: str
-    entity: Entity
+    entity: str
     aggregation: Aggregation
-    description: str
-    owner: str
+    description: str = ""
+    owner: str = ""
     version: int = 1
     #: Fed to models: part of the raw features serving scores and logs for training.
     #: A feature kept only to derive others (e.g. a last-event time) says ``False``.
@@ -147,6 +214,11 @@ class Feature:
     def request_time(self) -> bool:
         """Computed when a request is scored, not stored."""
         return isinstance(self.aggregation, SecondsSince)
+
+    @property
+    def read_time(self) -> bool:
+        """Its value depends on when it is read (computed from stored state then)."""
+        return isinstance(self.aggregation, SecondsSince | WindowedCount)
 
     def note(self, emphasis: str = "") -> str:
         """`` (at request time)`` / `` (not a model input)`` where that applies, else ""."""
@@ -170,13 +242,21 @@ class Feature:
 
 @dataclass(frozen=True)
 class FeatureCatalog:
-    """A checked set of declared features; hashable, so views built from it can be cached."""
+    """A project's features, checked against its events; hashable, so views built from it
+    can be cached."""
 
     features: tuple[Feature, ...]
+    schema: EventSchema
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
-        _check(self.features)
+        _check(self.features, self.schema)
+
+    @property
+    def entities(self) -> tuple[str, ...]:
+        """The entities that have features, in declared entity order."""
+        have = {f.entity for f in self.features}
+        return tuple(e for e in self.schema.entity_keys if e in have)
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self.features)
@@ -211,7 +291,7 @@ class FeatureCatalog:
 
     def with_features(self, *features: Feature) -> FeatureCatalog:
         """This catalog plus ``features`` (checked like any catalog)."""
-        return FeatureCatalog(self.features + features)
+        return FeatureCatalog(self.features + features, self.schema)
 
     def info(self) -> list[dict[str, str | int]]:
         """Every feature's public definition, in declared order."""
@@ -231,44 +311,56 @@ class FeatureCatalog:
         return "\n".join(lines) + "\n"
 
 
-def _check(features: Sequence[Feature]) -> None:
+def _check(features: Sequence[Feature], schema: EventSchema) -> None:
     seen: set[str] = set()
+    entity_keys = schema.entity_keys
     for f in features:
         where = f"feature {f.name!r}"
+        if not isinstance(f, Feature):
+            raise CatalogError(f"features: expected Feature(...) declarations, got {f!r}")
+        if f.entity not in entity_keys:
+            raise CatalogError(
+                f"{where}: expected entity among {sorted(entity_keys)}, got {f.entity!r}"
+            )
         if not _NAME.match(f.name) or not f.name.startswith(f.entity + "_"):
             raise CatalogError(
                 f"{where}: expected a lower_snake_case name starting with {f.entity + '_'!r} "
-                "(user and item features share one flat dict when served)"
-            )
-        if f.entity not in ENTITY_KEYS:
-            raise CatalogError(
-                f"{where}: expected entity in {sorted(ENTITY_KEYS)}, got {f.entity!r}"
+                "(the features of a row share one flat dict when served)"
             )
         if f.name in seen:
             raise CatalogError(f"{where}: declared twice")
         seen.add(f.name)
-        if not f.description or not f.owner or f.version < 1:
-            raise CatalogError(f"{where}: expected a description, an owner and a version >= 1")
+        if f.version < 1:
+            raise CatalogError(f"{where}: expected a version >= 1, got {f.version}")
         agg = f.aggregation
         types: frozenset[str] = frozenset()
-        if isinstance(agg, Count):
+        if isinstance(agg, Count | WindowedCount):
             types = agg.types
         elif isinstance(agg, DecayedRate):
             types = agg.numerator | agg.denominator
             if agg.half_life_s <= 0 or agg.strength <= 0:
                 raise CatalogError(f"{where}: expected half_life_s > 0 and strength > 0")
-        unknown = sorted(types - EVENT_TYPES)
-        if unknown or (isinstance(agg, (Count, DecayedRate)) and not types):
+        if isinstance(agg, WindowedCount) and (agg.window_s <= 0 or not 1 <= agg.buckets <= 64):
             raise CatalogError(
-                f"{where}: expected event types among {sorted(EVENT_TYPES)}, got {sorted(types)}"
+                f"{where}: expected window_s > 0 and 1 <= buckets <= 64, "
+                f"got window_s={agg.window_s}, buckets={agg.buckets}"
+            )
+        unknown = sorted(types - schema.types)
+        if unknown or (isinstance(agg, Count | WindowedCount | DecayedRate) and not types):
+            raise CatalogError(
+                f"{where}: expected event types among {sorted(schema.types)}, got {sorted(types)}"
             )
     by_name = {f.name: f for f in features}
-    for entity in ENTITY_KEYS:
+    for entity in entity_keys:
         last = [
-            f for f in features if f.entity == entity and isinstance(f.aggregation, LastEventTime)
+            f.name
+            for f in features
+            if f.entity == entity and isinstance(f.aggregation, LastEventTime)
         ]
         if len(last) > 1:
-            raise CatalogError(f"expected at most one LastEventTime feature per entity, got {last}")
+            raise CatalogError(
+                f"entity {entity!r}: expected at most one LastEventTime feature, got {last}"
+            )
     for f in features:
         if isinstance(f.aggregation, SecondsSince):
             src = by_name.get(f.aggregation.feature)
@@ -281,111 +373,3 @@ def _check(features: Sequence[Feature]) -> None:
                     f"feature {f.name!r}: expected SecondsSince of a LastEventTime feature of "
                     f"entity {f.entity!r}, got {f.aggregation.feature!r}"
                 )
-
-
-_OWNER: Final = "ranking"
-_IMPRESSION: Final = frozenset({"impression"})
-
-#: Every feature streamlearn computes. Add a feature here and it is processed, stored,
-#: replicated, served, logged for training, listed and documented.
-FEATURES: Final[tuple[Feature, ...]] = (
-    Feature(
-        "user_impressions",
-        "user",
-        Count(_IMPRESSION),
-        "Impressions shown to the user, all time.",
-        _OWNER,
-    ),
-    Feature(
-        "user_engagements",
-        "user",
-        Count(ENGAGEMENT_TYPES),
-        "Clicks, likes, shares, conversions by the user.",
-        _OWNER,
-    ),
-    Feature("user_hides", "user", Count(frozenset({"hide"})), "Items the user hid.", _OWNER),
-    Feature(
-        "user_ctr",
-        "user",
-        DecayedRate(ENGAGEMENT_TYPES, _IMPRESSION),
-        "Engagements per impression, exponentially decayed (half-life 10 min), smoothed.",
-        _OWNER,
-    ),
-    Feature(
-        "user_last_event_ts",
-        "user",
-        LastEventTime(),
-        "Event time of the user's latest event.",
-        _OWNER,
-        served=False,
-    ),
-    Feature(
-        "user_recency_s",
-        "user",
-        SecondsSince("user_last_event_ts"),
-        "Seconds since the user's previous event.",
-        _OWNER,
-    ),
-    Feature(
-        "item_impressions",
-        "item",
-        Count(_IMPRESSION),
-        "Times the item was shown, all time.",
-        _OWNER,
-    ),
-    Feature(
-        "item_engagements", "item", Count(ENGAGEMENT_TYPES), "Engagements with the item.", _OWNER
-    ),
-    Feature(
-        "item_ctr",
-        "item",
-        DecayedRate(ENGAGEMENT_TYPES, _IMPRESSION),
-        "Engagements per impression of the item, decayed (half-life 10 min), smoothed.",
-        _OWNER,
-    ),
-    Feature(
-        "item_category",
-        "item",
-        LatestContext("category"),
-        "Category, from the event context `category`.",
-        _OWNER,
-    ),
-    Feature(
-        "item_last_event_ts",
-        "item",
-        LastEventTime(),
-        "Event time of the item's latest event.",
-        _OWNER,
-        served=False,
-    ),
-    Feature(
-        "item_recency_s",
-        "item",
-        SecondsSince("item_last_event_ts"),
-        "Seconds since the item's previous event.",
-        _OWNER,
-    ),
-)
-
-#: The catalog every component uses unless handed another one (tests extend it).
-CATALOG: Final = FeatureCatalog(FEATURES)
-
-#: Crosses of the ``feed`` model (kept where both fields are in the spec).
-FEED_CROSSES: Final[tuple[tuple[str, ...], ...]] = (("user_id", "item_category"),)
-
-
-def feed_spec(hash_bits: int = 18, catalog: FeatureCatalog = CATALOG) -> FeatureSpec:
-    """The ``feed`` model's feature spec, from the catalog's served features.
-
-    Categorical: ``user_id``, ``item_id``, ``surface`` and every served ``str`` feature;
-    numeric: every served ``int``/``float`` feature; crosses: :data:`FEED_CROSSES`.
-    """
-    served = catalog.served()
-    categorical = (*ENTITY_KEYS.values(), "surface", *(f.name for f in served if f.type == "str"))
-    crosses = tuple(c for c in FEED_CROSSES if all(name in categorical for name in c))
-    return FeatureSpec(
-        categorical=categorical,
-        numeric=tuple(f.name for f in served if f.type != "str"),
-        crosses=crosses,
-        hash_bits=hash_bits,
-    )

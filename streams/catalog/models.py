@@ -1,61 +1,36 @@
-"""The models of the platform, each defined once: ``feed`` and ``ads``.
+"""A project's models by name and by the surface each ranks.
 
-Their feature spec is built from the feature declarations
-(``streamlearn.streams.catalog.features``),
-which is why the catalog lives here and not in ``models/`` (``models`` knows nothing of
-the feature store). Everything that needs "the feed model" — the online trainer,
-``streamlearn train``/``worker trainer``, ``streamlearn up``, serving's request topic,
-the joiner's labels, offline training and ``eval`` — looks it up here by name.
-
-=========  ============  ==========================  ========  ==========
-model      head          positives                   surfaces  learner
-=========  ============  ==========================  ========  ==========
-``feed``   engagement    click, like, share,         feed      ftrl
-                         conversion
-``ads``    click         click (negatives kept at    ads       ftrl
-                         0.25, corrected)
-=========  ============  ==========================  ========  ==========
+Everything that needs "a model" (the online trainer, ``streamlearn train``, ``up``,
+serving's request topic, the joiner's labels, offline training and ``eval``) looks its
+definition up here by name. The definitions come from a project (``streamlearn.project``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Iterable, Iterator
 
 from streamlearn.models.definition import ModelDef
-from streamlearn.models.heads import CLICK, ENGAGEMENT, Head
-from streamlearn.streams.catalog.features import feed_spec
+from streamlearn.models.heads import Head
 from streamlearn.streams.errors import CatalogError
-
-FEED: Final = ModelDef(
-    "feed",
-    ENGAGEMENT,
-    feed_spec(),
-    surfaces=("feed",),
-    description="Ranks the feed: probability that a shown item is engaged with.",
-)
-ADS: Final = ModelDef(
-    "ads",
-    CLICK,
-    feed_spec(),
-    surfaces=("ads",),
-    description="Ranks the ads slot: calibrated click probability (negatives downsampled).",
-)
 
 
 class ModelCatalog:
     """Model definitions by name (and by the surface each ranks)."""
 
-    def __init__(self, definitions: tuple[ModelDef, ...]) -> None:
-        self._defs = {d.name: d for d in definitions}
-        if len(self._defs) != len(definitions):
-            raise CatalogError(f"model names must be unique, got {[d.name for d in definitions]}")
+    def __init__(self, definitions: Iterable[ModelDef]) -> None:
+        defs = tuple(definitions)
+        self._defs = {d.name: d for d in defs}
+        if len(self._defs) != len(defs):
+            names = [d.name for d in defs]
+            dup = next(n for n in names if names.count(n) > 1)
+            raise CatalogError(f"model {dup!r}: declared twice")
         self._by_surface: dict[str, str] = {}
-        for d in definitions:
+        for d in defs:
             for s in d.surfaces:
                 if s in self._by_surface:
                     raise CatalogError(
-                        f"surface {s!r} is ranked by both {self._by_surface[s]!r} and {d.name!r}"
+                        f"model {d.name!r}: surface {s!r} is already ranked by "
+                        f"{self._by_surface[s]!r} (a surface is ranked by one model)"
                     )
                 self._by_surface[s] = d.name
 
@@ -64,6 +39,9 @@ class ModelCatalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._defs
+
+    def __len__(self) -> int:
+        return len(self._defs)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -77,15 +55,19 @@ class ModelCatalog:
         except KeyError:
             raise CatalogError(f"expected a model among {list(self._defs)}, got {name!r}") from None
 
-    def head(self, name: str) -> Head:
-        """The head of ``name``; a model not declared here predicts engagement."""
+    def head(self, name: str) -> Head | None:
+        """The head of ``name``, or ``None`` when no such model is declared."""
         d = self._defs.get(name)
-        return ENGAGEMENT if d is None else d.head
+        return None if d is None else d.head
 
     def for_surface(self, surface: str) -> str | None:
         """The model that ranks ``surface``, or ``None``."""
         return self._by_surface.get(surface)
 
-
-#: The catalog every component uses unless handed another one.
-MODELS: Final = ModelCatalog((FEED, ADS))
+    def only(self, name: str | None) -> ModelDef:
+        """``name``'s definition, or the only model's when ``name`` is ``None``."""
+        if name is not None:
+            return self.get(name)
+        if len(self._defs) == 1:
+            return next(iter(self._defs.values()))
+        raise CatalogError(f"expected a model name among {list(self._defs)} (--model), got none")

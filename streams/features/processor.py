@@ -1,15 +1,16 @@
 """The feature processor: the write side of the feature store.
 
-It computes the features declared in ``streamlearn.streams.catalog.features``, through the
-per-entity accumulators that ``streamlearn.streams.features.aggregates`` compiles from them. It
-keeps per-user and per-item aggregates in partitioned RocksDB stores, consuming ``activity``
-(key = user_id) once. A user lives in one partition; an item's events are spread over
-all partitions, so each partition keeps a *partial* item aggregate (additive counts and
-decayed sums) and readers merge the partials (``streamlearn.streams.features.store``) — the
-pre-aggregate-then-merge pattern, which avoids re-keying every event through a
-repartition topic (that doubled the work per event). Every changed entity is emitted once
-per batch to the ``features`` topic (same partition as its store), which is both the
-stores' changelog and what serving replicates.
+It computes a project's features (a :class:`~streamlearn.streams.catalog.features.FeatureCatalog`)
+through the per-entity accumulators that ``streamlearn.streams.features.aggregates`` compiles from
+them. It keeps one aggregate per entity (user, item, and any entity the project declares, keyed by
+an event field) in partitioned RocksDB stores, consuming ``activity`` (key = user_id) once. A user
+lives in one partition; any other entity's events are spread over all partitions, so each partition
+keeps a *partial* aggregate (additive counts, decayed sums, windowed slices) and readers merge the
+partials (``streamlearn.streams.features.store``) — the pre-aggregate-then-merge pattern, which
+avoids re-keying every event through a repartition topic (that doubled the work per event). An event
+without a value for an entity's key field leaves that entity alone. Every changed entity is emitted
+once per batch to the ``features`` topic (same partition as its store), which is both the stores'
+changelog and what serving replicates.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import msgspec
 
-from streamlearn.streams.catalog.features import CATALOG, FeatureCatalog
-from streamlearn.streams.contracts import ActivityEvent, FeatureRecord, decode_event
+from streamlearn.streams.catalog.events import PARTITION_ENTITY
+from streamlearn.streams.catalog.features import FeatureCatalog
+from streamlearn.streams.contracts import ActivityEvent, FeatureRecord
 from streamlearn.streams.features.aggregates import Aggregate, EntityLayout, layout
 from streamlearn.streams.kafka.clients import Cluster
 from streamlearn.streams.kafka.topics import Topics
@@ -37,7 +39,7 @@ _RECORD_DECODER = msgspec.json.Decoder(FeatureRecord)
 
 
 class FeatureProcessor(StatefulProcessor):
-    """Per-user and per-item aggregates; the store's changelog is the features topic.
+    """Per-entity aggregates; the store's changelog is the features topic.
 
     Aggregates are cached (bounded per partition) so a hot entity is not read and decoded
     from RocksDB on every batch. A batch updates the cached objects in place and records
@@ -51,40 +53,48 @@ class FeatureProcessor(StatefulProcessor):
         self,
         topics: Topics,
         state_dir: Path,
+        catalog: FeatureCatalog,
         cluster: Cluster | None = None,
         cache_size: int = 200_000,
-        catalog: FeatureCatalog = CATALOG,
         durability: Durability = Durability.SYNC,
     ) -> None:
         super().__init__(state_dir, topics.features, cluster, durability)
         self.topics = topics
         self.catalog = catalog
-        self._user = layout(catalog, "user")
-        self._item = layout(catalog, "item")
+        self._layouts = {e: layout(catalog, e) for e in catalog.entities}
+        keys = catalog.schema.entity_keys
+        #: (key prefix, event field, update) per entity with features; the user's first
+        self._entities = [
+            (e + "/", keys[e], lay.update)
+            for e, lay in sorted(self._layouts.items(), key=lambda kv: kv[0] != PARTITION_ENTITY)
+        ]
         self._cache_size = cache_size
         self._cache: dict[int, dict[str, Aggregate]] = {}
         self._dirty: dict[int, dict[str, Aggregate]] = {}
 
     def inputs(self) -> Mapping[str, Decoder]:
-        return {self.topics.activity: decode_event}
+        return {self.topics.activity: self.catalog.schema.decode}
 
     def process(self, records: list[Record]) -> list[Output]:
         touch = self._touch
-        update_user, update_item = self._user.update, self._item.update
+        entities = self._entities
         for r in records:
             ev: ActivityEvent = r.value
             p = r.partition
-            update_user(touch(p, "user/" + ev.user_id), ev)
-            update_item(touch(p, "item/" + ev.item_id), ev)
+            for prefix, field, update in entities:
+                entity_id = getattr(ev, field)
+                if entity_id:
+                    update(touch(p, prefix + entity_id), ev)
         return []
 
     def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
         # Encoded once per entity per commit, however often the interval touched it.
-        user, item = self._user.encode, self._item.encode
+        layouts = self._layouts
         for p, dirty in self._dirty.items():
             put = self.state[p].put
             for key, agg in dirty.items():
-                put(key, (user if key[0] == "u" else item)(key[5:], agg))
+                entity, _, entity_id = key.partition("/")
+                put(key, layouts[entity].encode(entity_id, agg))
         return super().prepare(offsets)
 
     def _touch(self, partition: int, key: str) -> Aggregate:
@@ -99,7 +109,7 @@ class FeatureProcessor(StatefulProcessor):
             agg = cache.get(key)
             if agg is None:
                 raw = self.state[partition].get(key)
-                lay = self._user if key[0] == "u" else self._item
+                lay = self._layouts[key.partition("/")[0]]
                 agg = cache[key] = lay.new() if raw is None else _aggregate(lay, raw)
             dirty[key] = agg
         return agg

@@ -1,13 +1,13 @@
-"""The read side of the feature store: merging item partials and the features served.
+"""The read side of the feature store: merging partials and the features served.
 
-The feature processor (``streamlearn.streams.features.processor``) writes one record per changed
-entity to the ``features`` topic. A user's record is complete; an item's events are spread over
-all partitions, so each partition writes a *partial* of the item and every reader merges
-them (:func:`merge_item_partials`). Serving turns the stored values of a user and a
-candidate item into the raw features one model row is scored on
-(:func:`serving_features`), adding the request-time features; an online read of one
-entity (:func:`entity_features`) gives its public values. All follow the catalog
-(``streamlearn.streams.catalog.features``).
+The feature processor (``streamlearn.streams.features.processor``) writes one record per
+changed entity to the ``features`` topic. A user's record is complete; any other entity's
+events are spread over all partitions, so each partition writes a *partial* of it and
+every reader merges them (:func:`merge_partials`). Serving turns the stored values of a
+user, a candidate item and the request's other entities into the raw features one model
+row is scored on (:class:`ServedFeatures`), adding the features computed when they are
+read; an online read of one entity (:func:`entity_features`) gives its public values. All
+follow the project's catalog (``streamlearn.streams.catalog.features``).
 """
 
 from __future__ import annotations
@@ -18,14 +18,10 @@ from typing import Final
 
 import msgspec
 
-from streamlearn.streams.catalog.features import (
-    CATALOG,
-    ENTITY_KEYS,
-    FeatureCatalog,
-    SecondsSince,
-)
+from streamlearn.streams.catalog.events import PARTITION_ENTITY
+from streamlearn.streams.catalog.features import FeatureCatalog, SecondsSince
 from streamlearn.streams.contracts import PredictionRequest, Scalar
-from streamlearn.streams.features.aggregates import layout
+from streamlearn.streams.features.aggregates import EntityLayout, layout
 
 #: Prefix of raw accumulator names in stored values: not features.
 RAW_PREFIX: Final = "_"
@@ -33,16 +29,21 @@ RAW_PREFIX: Final = "_"
 MAX_READ_ENTITIES: Final = 1000
 
 
-def merge_item_partials(
-    partials: Sequence[Mapping[str, Scalar]], catalog: FeatureCatalog = CATALOG
+def is_partial(entity: str) -> bool:
+    """Whether ``entity``'s records are per-partition partials (all but the user's)."""
+    return entity != PARTITION_ENTITY
+
+
+def merge_partials(
+    entity: str, partials: Sequence[Mapping[str, Scalar]], catalog: FeatureCatalog
 ) -> dict[str, Scalar]:
-    """One item's values (features and raw accumulators) from its per-partition partials.
+    """One entity's values (features and raw accumulators) from its per-partition partials.
 
     Counts add up; decayed counts are decayed to the newest partial's time, then added,
-    and the rates recomputed; the last-event time is the newest; a context value comes
-    from the newest partial that has one.
+    and the rates recomputed; windowed slices add; the last-event time is the newest; a
+    context value comes from the newest partial that has one.
     """
-    lay = layout(catalog, "item")
+    lay = layout(catalog, entity)
     return lay.values(lay.merge([lay.from_values(v) for v in partials]))
 
 
@@ -59,27 +60,56 @@ def seconds_since(now: float, last: Scalar | None) -> float:
 
 
 class ServedFeatures:
-    """What a model row holds: ids, surface, request context and the served features.
+    """What a model row holds: entity ids, surface, request context and served features.
 
-    Built once per catalog: the served stored features with their defaults (for an
-    entity not seen yet) and the request-time features. A row is built in this order,
-    a later key replacing an earlier one: ``user_id``, ``item_id``, ``surface``, the
-    request's context as ``ctx_<key>``, then per entity (``user``, then ``item``) its
-    :attr:`defaults` (the stored values over them) and its :attr:`since` features.
+    Built once per catalog: per entity, the served stored features with their defaults
+    (for an entity not seen yet) and the features computed when read (``SecondsSince``,
+    ``WindowedCount``). ``user`` and ``item`` come from the request and its candidate; any
+    other entity's id from the request context's value of its key field
+    (``context[key]``; :meth:`entity_ids`), its features at their defaults when the context
+    has none. A row is built in this order, a later key replacing an earlier one:
+    ``user_id``, ``item_id``, ``surface``, the request's context as ``ctx_<key>``, then
+    per entity (``user``, ``item``, then the others, each after its key's value) its
+    :attr:`defaults` (the stored values over them), its :attr:`since` features and its
+    windowed counts.
     """
 
     def __init__(self, catalog: FeatureCatalog) -> None:
         served = catalog.served()
         stored = [f for f in served if not f.request_time]
         since = [(f, f.aggregation) for f in served if isinstance(f.aggregation, SecondsSince)]
+        keys = catalog.schema.entity_keys
         #: Per entity: the stored features served, with their defaults.
         self.defaults: dict[str, dict[str, Scalar]] = {
-            e: {f.name: f.default for f in stored if f.entity == e} for e in ENTITY_KEYS
+            e: {f.name: f.default for f in stored if f.entity == e} for e in keys
         }
         #: Per entity: the request-time ``SecondsSince`` features as ``(name, source)``.
         self.since: dict[str, list[tuple[str, str]]] = {
-            e: [(f.name, a.feature) for f, a in since if f.entity == e] for e in ENTITY_KEYS
+            e: [(f.name, a.feature) for f, a in since if f.entity == e] for e in keys
         }
+        names = {f.name for f in served}
+        layouts = {e: layout(catalog, e) for e in catalog.entities}
+        #: Per entity with served windowed counts: its layout (they are read from it).
+        self.windowed: dict[str, EntityLayout] = {
+            e: lay for e, lay in layouts.items() if any(f.name in names for f, _ in lay.windows)
+        }
+        #: The entities other than user and item, with their key fields.
+        self.others: tuple[tuple[str, str], ...] = tuple(
+            (e, k) for e, k in keys.items() if e not in ("user", "item")
+        )
+        #: A row is user, item and request parts only, with no windowed count: what
+        #: serving's part-wise featurisation handles.
+        self.simple = not self.others and not self.windowed
+
+    def entity_ids(self, request: PredictionRequest) -> dict[str, str]:
+        """The request's ids of the entities other than user and item (from its context)."""
+        ctx = request.context or {}
+        out: dict[str, str] = {}
+        for entity, key in self.others:
+            v = ctx.get(key)
+            if v is not None and v != "":
+                out[entity] = str(v)
+        return out
 
     def row(
         self,
@@ -88,51 +118,48 @@ class ServedFeatures:
         user: Mapping[str, Scalar] | None,
         item: Mapping[str, Scalar] | None,
         now: float,
+        others: Mapping[str, Mapping[str, Scalar] | None] | None = None,
     ) -> dict[str, Scalar]:
-        """The raw feature dict scored for one candidate (and logged exactly as scored)."""
+        """The raw feature dict scored for one candidate (and logged exactly as scored).
+
+        ``others``: the stored values of the request's other entities, by entity (see
+        :meth:`entity_ids`).
+        """
         x: dict[str, Scalar] = {"user_id": request.user_id, "item_id": item_id}
         x["surface"] = request.surface
-        if request.context:
-            for k, v in request.context.items():
+        ctx = request.context
+        if ctx:
+            for k, v in ctx.items():
                 x[f"ctx_{k}"] = v
-        _add(x, self.defaults["user"], self.since["user"], user, now)
-        _add(x, self.defaults["item"], self.since["item"], item, now)
+        self._add(x, "user", user, now)
+        self._add(x, "item", item, now)
+        for entity, key in self.others:
+            if ctx and key in ctx:
+                x[key] = ctx[key]
+            self._add(x, entity, None if others is None else others.get(entity), now)
         return x
 
-
-def _add(
-    x: dict[str, Scalar],
-    defaults: Mapping[str, Scalar],
-    since: Sequence[tuple[str, str]],
-    stored: Mapping[str, Scalar] | None,
-    now: float,
-) -> None:
-    x.update(defaults)
-    if stored:
-        x.update((k, v) for k, v in stored.items() if k in defaults)
-        for name, source in since:
-            x[name] = seconds_since(now, stored.get(source))
-    else:
-        for name, _ in since:
-            x[name] = -1.0
+    def _add(
+        self, x: dict[str, Scalar], entity: str, stored: Mapping[str, Scalar] | None, now: float
+    ) -> None:
+        defaults = self.defaults[entity]
+        x.update(defaults)
+        if stored:
+            x.update((k, v) for k, v in stored.items() if k in defaults)
+            for name, source in self.since[entity]:
+                x[name] = seconds_since(now, stored.get(source))
+            lay = self.windowed.get(entity)
+            if lay is not None:
+                x.update(lay.read_time_values(stored, now))
+        else:
+            for name, _ in self.since[entity]:
+                x[name] = -1.0
 
 
 @cache
-def served_features(catalog: FeatureCatalog = CATALOG) -> ServedFeatures:
+def served_features(catalog: FeatureCatalog) -> ServedFeatures:
     """The (cached) :class:`ServedFeatures` of ``catalog``."""
     return ServedFeatures(catalog)
-
-
-def serving_features(
-    request: PredictionRequest,
-    item_id: str,
-    user: Mapping[str, Scalar] | None,
-    item: Mapping[str, Scalar] | None,
-    now: float,
-    catalog: FeatureCatalog = CATALOG,
-) -> dict[str, Scalar]:
-    """The raw feature dict scored for one candidate (and logged exactly as scored)."""
-    return served_features(catalog).row(request, item_id, user, item, now)
 
 
 class EntityFeatures(msgspec.Struct, frozen=True):
@@ -151,18 +178,22 @@ def entity_features(
     entity_id: str,
     stored: Mapping[str, Scalar] | None,
     now: float,
-    catalog: FeatureCatalog = CATALOG,
+    catalog: FeatureCatalog,
 ) -> EntityFeatures | None:
     """The public features of one entity from its stored values (``None`` when none are
     stored): raw accumulators left out, a feature missing from an older record at its
-    default, request-time features computed at ``now``."""
+    default, features computed when read (seconds since, windowed counts) at ``now``."""
     if stored is None:
         return None
-    last = float(stored.get(layout(catalog, entity).last_time_name, 0.0))
+    lay = layout(catalog, entity)
+    last = float(stored.get(lay.last_time_name, 0.0))
+    windowed = lay.read_time_values(stored, now)
     values: dict[str, Scalar] = {}
     for f in catalog.of(entity):
         if isinstance(f.aggregation, SecondsSince):
             values[f.name] = seconds_since(now, stored.get(f.aggregation.feature))
+        elif f.name in windowed:
+            values[f.name] = windowed[f.name]
         else:
             values[f.name] = stored.get(f.name, f.default)
     return EntityFeatures(entity, entity_id, values, last)

@@ -10,7 +10,6 @@ from typing import Final
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.errors import KafkaError
 from streamlearn.streams.kafka.config import KafkaConfig
 
@@ -45,7 +44,7 @@ class Topics:
         """Feature records (key ``user/<id>`` or ``item/<id>``): the feature store's changelog.
 
         A user's record is complete; an item's record is the partial aggregate of the
-        partition it is on (see ``streamlearn.streams.features.store.merge_item_partials``)."""
+        partition it is on (see ``streamlearn.streams.features.store.merge_partials``)."""
         return f"{self.prefix}features"
 
     @property
@@ -72,10 +71,10 @@ class Topics:
         """The dead-letter topic of ``topic``."""
         return topic + DLQ_SUFFIX
 
-    def loop_topics(self, models: tuple[str, ...] = ()) -> list[str]:
+    def loop_topics(self, models: tuple[str, ...]) -> list[str]:
         """All partitioned topics of the online loop, dead-letter topics included, with the
-        training examples of every declared model and of ``models``."""
-        models = tuple(dict.fromkeys((*MODELS.names, *models)))
+        training examples of ``models`` (a project's)."""
+        models = tuple(dict.fromkeys(models))
         main = [
             self.activity,
             self.prediction_requests,
@@ -143,10 +142,10 @@ def ensure_topics(
         log.info("created topic=%s partitions=%d", name, want)
 
 
-def ensure_loop_topics(config: KafkaConfig, topics: Topics, models: tuple[str, ...] = ()) -> None:
-    """Create every topic of the online loop: partitioned ones (the stores' changelogs
-    compacted) and the 1-partition model-updates topic (its order is the order of
-    versions)."""
+def ensure_loop_topics(config: KafkaConfig, topics: Topics, models: tuple[str, ...]) -> None:
+    """Create every topic of the online loop for a project's ``models``: partitioned ones
+    (the stores' changelogs compacted) and the 1-partition model-updates topic (its order
+    is the order of versions)."""
     changelogs = [topics.features, topics.joiner_changelog]
     ensure_topics(config, changelogs, topic_config=CHANGELOG_CONFIG)
     ensure_topics(config, [t for t in topics.loop_topics(models) if t not in changelogs])

@@ -32,8 +32,8 @@ class Examples:
     idx: np.ndarray  # int64 (n, K)
     val: np.ndarray  # float32 (n, K)
     y: np.ndarray  # float64
-    served_version: np.ndarray  # int64
-    served_score: np.ndarray  # float64
+    served_version: np.ndarray  # int64, 0: not served (an impression of a replayed log)
+    served_score: np.ndarray  # float64, NaN: not served
     shadow_version: np.ndarray  # int64, 0: no shadow scored it
     shadow_score: np.ndarray  # float64
     label_ts: np.ndarray  # float64, NaN: none
@@ -99,7 +99,8 @@ def _concat(parts: list[Column]) -> Column:
 
 
 def optional_column(values: list[Any], dtype: type, missing: float) -> np.ndarray:
-    """A column that is mostly ``None`` (shadow fields): ``missing`` where ``None``."""
+    """A column that may hold ``None`` (shadow fields, served fields of replayed
+    examples): ``missing`` where ``None``."""
     if values.count(None) == len(values):
         return np.full(len(values), missing, dtype=dtype)
     return np.array([missing if v is None else v for v in values], dtype=dtype)

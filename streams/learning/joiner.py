@@ -1,18 +1,16 @@
 """The online joiner: feature-log ⨝ engagements by request_id within a label window.
 
-Serving logs what it scored per request (``feature-log``); the simulator or any producer
-publishes impressions and engagements (``activity``). Both are keyed by user_id, so one
-request's records meet in the same partition. When a request's label window closes (event
-time of the request + ``window_s``, judged against the partition's watermark: the newest
-event time read from the *slower* of the two topics, so a window never closes while the
-other topic has not caught up with it), every shown item becomes a ``TrainingExample``:
-label 1 if an engagement that is a positive of the model's head (its definition in
-``streamlearn.streams.catalog.models``: any engagement for ``feed``, a click for ``ads``) came
-inside
-the window, else 0. Items scored
-but never shown are not examples. Records whose request never shows up in the feature-log
-are dropped after ``orphan_timeout_s`` and counted; records that come after their
-request's window closed are dropped and counted too.
+Serving logs what it scored per request (``feature-log``); the simulator or any producer publishes
+impressions and engagements (``activity``). Both are keyed by user_id, so one request's records meet
+in the same partition. When a request's label window closes (event time of the request + the window
+of its model's head, or ``window_s``, judged against the partition's watermark: the newest event
+time read from the *slower* of the two topics, so a window never closes while the other topic has
+not caught up with it), every shown item (an event of an *impression* type of the project) becomes a
+``TrainingExample``: label 1 if an engagement that is a positive of the model's head (its definition
+in the project's ``streamlearn.streams.catalog.models``) came inside the window, else 0. Items
+scored but never shown are not examples. Records whose request never shows up in the feature-log are
+dropped after ``orphan_timeout_s`` and counted; records that come after their request's window
+closed are dropped and counted too.
 
 Positives at once (``positives_at_once``, the default): a positive is known as soon as
 its engagement, its impression and the request's feature-log record are all in, so it is
@@ -23,6 +21,24 @@ label the window gives it, so the examples learned are the same as when all wait
 the window; only the positives come earlier (``bench/bench_delayed_feedback.py``
 measures what that does to AUC and calibration). No fake negatives are ever emitted, so
 no importance weights are needed to undo them.
+
+Impressions serving never scored (a replayed log: ``streamlearn produce --log``): a request
+whose feature-log record has not come ``orphan_timeout_s`` after its first record (or its
+head's window, if longer) is labelled the same way, each shown item with the features
+the feature store held strictly before the impression
+(:class:`~streamlearn.streams.features.history.FeatureHistory`, read on demand from the
+``features`` topic), built as serving builds a row, and marked ``served: false`` so that
+evaluation keeps served and replayed traffic apart. The model is the one that ranks the
+impressions' surface.
+
+Event time moves each partition's windows. Live traffic's event time follows the wall
+clock, so a partition whose event time stalls has its watermark held at most
+``idle_lateness_s`` behind the wall clock. A replay's event time is far behind it
+(``REPLAY_LAG_S``): its watermark moves on only once its event time has stalled for
+``idle_lateness_s``, then at the wall clock's pace from where it stalled, so the last
+windows of a log close too. A partition that has read no feature-log record for
+``idle_lateness_s`` since the joiner started is fed by activity alone: its activity's event
+time is its watermark.
 
 What a request holds does not depend on how the two topics interleaved (a restart, a
 rewind or another consumer reads them in another interleaving), so a restarted joiner
@@ -48,23 +64,27 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 from confluent_kafka import Message
 from prometheus_client import Counter
 
-from streamlearn.streams.catalog.models import MODELS, ModelCatalog
+from streamlearn.models.heads import Head
+from streamlearn.streams.catalog.features import FeatureCatalog
+from streamlearn.streams.catalog.models import ModelCatalog
 from streamlearn.streams.contracts import (
-    ENGAGEMENT_TYPES,
     ActivityEvent,
     FeatureLogRecord,
+    PredictionRequest,
+    Scalar,
     TrainingExample,
-    decode_event,
     decode_feature_log,
     encode,
 )
 from streamlearn.streams.errors import StreamsError
+from streamlearn.streams.features.history import FeatureHistory
+from streamlearn.streams.features.store import served_features
 from streamlearn.streams.kafka.clients import Cluster, follow, reader
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.runtime.processor import (
@@ -78,13 +98,14 @@ from streamlearn.streams.state.store import Durability
 
 JOINED = Counter(
     "streamlearn_joiner_examples_total",
-    "Training examples emitted by the joiner, per label.",
-    ["label"],
+    "Training examples emitted by the joiner, per label and whether serving scored them.",
+    ["label", "served"],
 )
 DROPPED = Counter(
     "streamlearn_joiner_dropped_total",
-    "Requests dropped without examples (no_feature_log) and records that came after their "
-    "request's window closed (after_window).",
+    "Requests dropped without examples (no_feature_log; unknown_model: the feature-log names "
+    "a model the project does not declare) and records that came after their request's "
+    "window closed (after_window).",
     ["reason"],
 )
 FOUND_EMITTED = Counter(
@@ -96,7 +117,7 @@ FOUND_EMITTED = Counter(
 
 @dataclass(frozen=True)
 class JoinerConfig:
-    """Label window and how long to wait for stragglers."""
+    """Label window (of heads that declare none) and how long to wait for stragglers."""
 
     window_s: float = 8.0
     orphan_timeout_s: float = 30.0
@@ -107,6 +128,9 @@ class JoinerConfig:
     #: record are all in (negatives still wait for the window to close); ``False``
     #: emits every example when the window closes.
     positives_at_once: bool = True
+    #: Make examples of impressions serving never scored (replayed logs), with their
+    #: features as of their time; ``False`` drops them (counted as ``no_feature_log``).
+    replayed: bool = True
 
 
 class _Pending(msgspec.Struct):
@@ -122,6 +146,11 @@ class _Pending(msgspec.Struct):
     engaged: dict[str, dict[str, float]] = {}
     #: items whose positive example was emitted before the window closed (sorted)
     emitted: list[str] = []
+    #: the request's user, surface and context (with the declared fields), from its first
+    #: impression: what a replayed impression's row is built from
+    user_id: str = ""
+    surface: str = ""
+    context: dict[str, Scalar] | None = None
 
 
 _DEC = msgspec.json.Decoder(_Pending)
@@ -131,6 +160,10 @@ _ENC = msgspec.json.Encoder()
 def _decode_log(raw: bytes | None) -> FeatureLogRecord:
     return decode_feature_log(raw, max_bytes=4 * 1024 * 1024)
 
+
+#: A partition whose event time is this far behind the wall clock is a replay (a
+#: historical log): its watermark moves on only once its event time stalls.
+REPLAY_LAG_S: Final = 600.0
 
 #: Where a partition's event times per input topic are stored (so a restart closes
 #: windows at the same event time as an uninterrupted run).
@@ -161,14 +194,25 @@ class Joiner(StatefulProcessor):
         self,
         topics: Topics,
         state_dir: Path,
+        catalog: FeatureCatalog,
+        models: ModelCatalog,
         config: JoinerConfig | None = None,
         cluster: Cluster | None = None,
         durability: Durability = Durability.SYNC,
-        models: ModelCatalog = MODELS,
     ) -> None:
         super().__init__(state_dir, topics.joiner_changelog, cluster, durability)
         self.topics = topics
+        self.catalog = catalog
+        self.schema = catalog.schema
         self.models = models
+        self._impressions = self.schema.impressions
+        self._engagements = self.schema.engagements
+        self._fields = tuple(f.name for f in self.schema.fields)
+        self._cluster = cluster
+        self._history: FeatureHistory | None = None
+        #: partition → (watermark, wall-clock time it last moved), for replays
+        self._moved: dict[int, tuple[float, float]] = {}
+        self._first_tick: float | None = None
         self.config = config or JoinerConfig()
         # The feature processor dead-letters bad activity; the joiner owns feature-log's.
         self.dead_letter_inputs: frozenset[str] | None = frozenset({topics.feature_log})
@@ -183,7 +227,7 @@ class Joiner(StatefulProcessor):
         self._marked_at = float("-inf")
 
     def inputs(self) -> Mapping[str, Decoder]:
-        return {self.topics.feature_log: _decode_log, self.topics.activity: decode_event}
+        return {self.topics.feature_log: _decode_log, self.topics.activity: self.schema.decode}
 
     def assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         starts = super().assign(partitions)
@@ -283,9 +327,35 @@ class Joiner(StatefulProcessor):
         raw = self.state[p].get(_WATERMARK_KEY)
         self._seen[p] = {} if raw is None else _WM_DEC.decode(raw)
 
-    def _watermark(self, p: int) -> float:
+    def _watermark(self, p: int, now: float) -> float:
+        """The slower input's event time. A partition that has read no feature-log record
+        for ``idle_lateness_s`` since the joiner started is fed by activity alone (a
+        replayed log, no serving): its activity's event time."""
         seen = self._seen.get(p, {})
-        return min(seen.get(t, 0.0) for t in (self.topics.feature_log, self.topics.activity))
+        activity = seen.get(self.topics.activity, 0.0)
+        logged = seen.get(self.topics.feature_log)
+        if logged is not None:
+            return min(activity, logged)
+        lateness = self.config.idle_lateness_s
+        if self._first_tick is None:
+            self._first_tick = now
+        if lateness is not None and now - self._first_tick >= lateness:
+            return activity
+        return 0.0
+
+    def _idle_watermark(self, p: int, now: float) -> float:
+        """The watermark, moved on when event time stalls (see the module docstring)."""
+        wm = self._watermark(p, now)
+        lateness = self.config.idle_lateness_s
+        if lateness is None:
+            return wm
+        if now - wm <= REPLAY_LAG_S:  # live traffic: event time follows the wall clock
+            return max(wm, now - lateness)
+        last, since = self._moved.get(p, (-1.0, now))
+        if wm != last:
+            self._moved[p] = (wm, now)
+            return wm
+        return wm + max(0.0, now - since - lateness)
 
     def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
         for p, seen in self._seen.items():
@@ -306,11 +376,32 @@ class Joiner(StatefulProcessor):
             self._expiries.pop(p, None)
             self._seen.pop(p, None)
             self._found.pop(p, None)
+            self._moved.pop(p, None)
         super().revoke(partitions)
 
+    def _window(self, head: Head | None) -> float:
+        if head is None or head.window_s is None:
+            return self.config.window_s
+        return head.window_s
+
     def _deadline(self, pend: _Pending) -> float:
-        base = pend.log.ts if pend.log is not None else pend.first_ts
-        return base + self.config.window_s
+        if pend.log is None:
+            return pend.first_ts + self.config.window_s
+        return pend.log.ts + self._window(self.models.head(pend.log.model))
+
+    def _replayed_model(self, pend: _Pending) -> str | None:
+        """The model of a request serving never scored: the one that ranks its surface."""
+        if not self.config.replayed or not pend.shown or not pend.surface:
+            return None
+        return self.models.for_surface(pend.surface)
+
+    def _orphan_deadline(self, pend: _Pending) -> float:
+        """When a request without a feature-log record is given up on (or replayed)."""
+        wait = self.config.orphan_timeout_s
+        model = self._replayed_model(pend)
+        if model is not None:
+            wait = max(wait, self._window(self.models.head(model)))
+        return pend.first_ts + wait
 
     def process(self, records: list[Record]) -> list[Output]:
         touched: dict[tuple[int, str], _Pending] = {}
@@ -351,19 +442,26 @@ class Joiner(StatefulProcessor):
         return out
 
     def _apply_event(self, pend: _Pending, ev: ActivityEvent) -> None:
-        if ev.type == "impression":
+        if ev.type in self._impressions:
             pend.shown[ev.item_id] = ev.position if ev.position is not None else -1
-        elif ev.type in ENGAGEMENT_TYPES:
+            if not pend.surface:
+                pend.user_id, pend.surface = ev.user_id, ev.surface
+                context: dict[str, Scalar] = dict(ev.context or {})
+                for name in self._fields:
+                    value = getattr(ev, name)
+                    if value is not None:
+                        context[name] = value
+                pend.context = context or None
+        elif ev.type in self._engagements:
             kinds = pend.engaged.setdefault(ev.item_id, {})
             if ev.ts < kinds.get(ev.type, float("inf")):
                 kinds[ev.type] = ev.ts
 
     def tick(self, now: float) -> list[Output]:
         out: list[Output] = []
+        caught_up = False
         for p, heap in self._deadlines.items():
-            wm = self._watermark(p)
-            if self.config.idle_lateness_s is not None:
-                wm = max(wm, now - self.config.idle_lateness_s)
+            wm = self._idle_watermark(p, now)
             while heap and heap[0][0] <= wm:
                 _, rid = heapq.heappop(heap)
                 raw = self.state[p].get("r/" + rid)
@@ -372,10 +470,19 @@ class Joiner(StatefulProcessor):
                 pend = _DEC.decode(raw)
                 true_deadline = self._deadline(pend)
                 if pend.log is None:
-                    if pend.first_ts + self.config.orphan_timeout_s > wm:
-                        heapq.heappush(heap, (pend.first_ts + self.config.orphan_timeout_s, rid))
+                    orphan = self._orphan_deadline(pend)
+                    if orphan > wm:
+                        heapq.heappush(heap, (orphan, rid))
                         continue
-                    DROPPED.labels("no_feature_log").inc()
+                    model = self._replayed_model(pend)
+                    history = self._feature_history() if model is not None else None
+                    if model is None or history is None:
+                        DROPPED.labels("no_feature_log").inc()
+                    else:
+                        if not caught_up:
+                            history.catch_up()
+                            caught_up = True
+                        out.extend(self._replayed(p, rid, pend, model, history))
                 elif true_deadline > wm:
                     heapq.heappush(heap, (true_deadline, rid))
                     continue
@@ -383,6 +490,52 @@ class Joiner(StatefulProcessor):
                     out.extend(self._examples(p, pend.log, pend))
                 self._close(p, rid, true_deadline)
             self._expire(p, wm)
+        return out
+
+    def _feature_history(self) -> FeatureHistory | None:
+        """The feature store's history (read from the features topic), made when the first
+        replayed impression needs it; ``None`` without a cluster to read from."""
+        if self._history is None and self._cluster is not None:
+            self._history = FeatureHistory(self._cluster, self.topics.features, self.catalog)
+        return self._history
+
+    def _replayed(
+        self, p: int, rid: str, pend: _Pending, model: str, history: FeatureHistory
+    ) -> list[Output]:
+        """The examples of a request serving never scored (see the module docstring)."""
+        head = self.models.head(model)
+        assert head is not None
+        t = pend.first_ts
+        closes = t + self._window(head)
+        request = PredictionRequest(rid, pend.user_id, pend.surface, list(pend.shown), pend.context)
+        served = served_features(self.catalog)
+        user = history.at("user", pend.user_id, t)
+        others = {e: history.at(e, i, t) for e, i in served.entity_ids(request).items()}
+        topic = self.topics.training_examples(model)
+        partition = self._output_partition(topic, p)
+        found = self._found.get(p, ())
+        out = []
+        for item_id in pend.shown:
+            engaged = pend.engaged.get(item_id, {})
+            hits = [ts for k, ts in engaged.items() if k in head.positives and ts <= closes]
+            label: Literal[0, 1] = 1 if hits else 0
+            row = served.row(request, item_id, user, history.at("item", item_id, t), t, others)
+            ex = TrainingExample(
+                request_id=rid,
+                user_id=pend.user_id,
+                item_id=item_id,
+                surface=pend.surface,
+                ts=t,
+                label=label,
+                features=row,
+                label_ts=min(hits) if hits else None,
+                served=False,
+            )
+            if (rid, item_id) in found:
+                FOUND_EMITTED.inc()
+            else:
+                out.append(Output(topic, encode(ex), pend.user_id, partition))
+                JOINED.labels(str(label), "false").inc()
         return out
 
     def _close(self, p: int, rid: str, deadline: float) -> None:
@@ -408,11 +561,15 @@ class Joiner(StatefulProcessor):
         """The examples of the request's shown items not emitted yet (``positives_only``:
         of those labelled 1 so far, remembered in ``pend.emitted``); those found in the
         topic on assignment are not emitted again."""
+        head = self.models.head(log.model)
+        if head is None:
+            DROPPED.labels("unknown_model").inc()
+            return []
         topic = self.topics.training_examples(log.model)
         partition = self._output_partition(topic, p)
         found = self._found.get(p, ())
-        positives = self.models.head(log.model).positives
-        closes = log.ts + self.config.window_s
+        positives = head.positives
+        closes = log.ts + self._window(head)
         emitted = pend.emitted
         # a shadow version's score travels with each example (the rollout compares it)
         shadow = log.shadow_version
@@ -445,7 +602,7 @@ class Joiner(StatefulProcessor):
                 FOUND_EMITTED.inc()
             else:
                 out.append(Output(topic, encode(ex), log.user_id, partition))
-                JOINED.labels(str(label)).inc()
+                JOINED.labels(str(label), "true").inc()
             if positives_only:
                 pend.emitted = sorted([*pend.emitted, item.item_id])
         return out

@@ -20,8 +20,8 @@ sees every labelled example it learns. It keeps:
   every example too (every arm trains on the full stream); at each snapshot its state is
   published as a new ``candidate`` version (``origin: shadow``, ``arm_of`` the candidate
   it started from), which serving then shadows. Examples scored by one of the arm's
-  versions feed a paired comparison (``streamlearn.models.rollout.Comparison``): production's score
-  and the candidate's on the same requests.
+  versions go into a paired comparison (``streamlearn.models.rollout.Comparison``):
+  production's score and the candidate's on the same requests.
 * **decisions**, at each publish. Once ``min_examples`` have joined, the candidate is
   *rejected* (every version of the arm: never served) or *promoted*: its learner becomes
   the production lineage, i.e. the trainer continues from it (a new lineage, from the
@@ -54,7 +54,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from streamlearn.models.errors import ModelError
-from streamlearn.models.evaluation import ScoreTally, VersionEvaluation
+from streamlearn.models.evaluation import TRAFFICS, ScoreTally, VersionEvaluation
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.parity import PARITY_ROWS, ParityError, onnx_parity
 from streamlearn.models.protocol import Learner
@@ -145,6 +145,8 @@ class Rollout:
         self.fallback: Learner | None = None
         #: production's predict-before-learn since the last publish
         self.progressive = ScoreTally()
+        #: predict-before-learn on replayed examples (serving never scored them)
+        self.replayed = ScoreTally()
         #: the newest examples learned, covering at least PARITY_ROWS rows, and the rows
         #: restored with a snapshot (before them): see ``sample_rows``
         self._recent: list[Examples] = []
@@ -217,18 +219,10 @@ class Rollout:
         """``examples`` the production learner has just scored (``p``) and learned."""
         y = examples.y
         self.progressive.update(y, p)
-        served_v, served_p = examples.served_version, examples.served_score
-        self.evaluation.add("served", served_v, y, served_p)
-        sel = np.flatnonzero(examples.shadow_version > 0)
-        if len(sel):
-            shadow_v = examples.shadow_version[sel]
-            shadow_p = examples.shadow_score[sel]
-            self.evaluation.add("shadow", shadow_v, y[sel], shadow_p)
-            ch = self.challenger
-            if ch is not None:
-                mine = np.isin(shadow_v, ch.versions)
-                if mine.any():
-                    ch.comparison.add(y[sel][mine], served_p[sel][mine], shadow_p[mine])
+        served = examples.served_version > 0
+        if not served.all():  # impressions of a replayed log: no served score, kept apart
+            self.replayed.update(y[~served], p[~served])
+        self._evaluate_served(examples, y, served)
         self._recent.append(examples)
         while len(self._recent) > 1 and sum(map(len, self._recent[1:])) >= PARITY_ROWS:
             self._recent.pop(0)
@@ -246,6 +240,26 @@ class Rollout:
                 tally.update(y, pa)
         if self.challenger is not None:
             self.challenger.learned += len(examples)
+
+    def _evaluate_served(self, examples: Examples, y: np.ndarray, served: np.ndarray) -> None:
+        """The served (and shadow) scores of the ``served`` examples, against their
+        labels."""
+        if not served.any():
+            return
+        if not served.all():
+            examples, y = examples.select(np.flatnonzero(served)), y[served]
+        served_v, served_p = examples.served_version, examples.served_score
+        self.evaluation.add("served", served_v, y, served_p)
+        sel = np.flatnonzero(examples.shadow_version > 0)
+        if len(sel):
+            shadow_v = examples.shadow_version[sel]
+            shadow_p = examples.shadow_score[sel]
+            self.evaluation.add("shadow", shadow_v, y[sel], shadow_p)
+            ch = self.challenger
+            if ch is not None:
+                mine = np.isin(shadow_v, ch.versions)
+                if mine.any():
+                    ch.comparison.add(y[sel][mine], served_p[sel][mine], shadow_p[mine])
         if self.watch is not None:
             covered = self.watch.covers(served_v)
             self.watch.served.update(y[covered], served_p[covered])
@@ -462,6 +476,9 @@ class Rollout:
         snapshot the candidate arm publishes its state."""
         self.evaluation.set(mv.version, "progressive", self.progressive)
         self.progressive = ScoreTally()
+        if self.replayed.count:
+            self.evaluation.set(mv.version, "replayed", self.replayed)
+            self.replayed = ScoreTally()
         if self.watch is not None and not self.watch.since_version:
             self.watch.since_version = mv.version
         if full and self.challenger is not None and self.challenger.learned:
@@ -518,7 +535,7 @@ class Rollout:
             self._exported.add(v)
         newest = sorted(self._exported)[-self.metrics_versions :]
         for v in sorted(self._exported - set(newest)):
-            for traffic in ("served", "shadow", "progressive"):
+            for traffic in TRAFFICS:
                 for metric in _METRICS:
                     with contextlib.suppress(KeyError):  # never set
                         VERSION_METRIC.remove(self.model, str(v), traffic, metric)

@@ -69,7 +69,6 @@ from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.zoo import DEFAULT_BATCH_SIZE
-from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import ExampleDecoder, ModelUpdate, encode
 from streamlearn.streams.errors import StateLost
 from streamlearn.streams.kafka.clients import Cluster
@@ -148,7 +147,7 @@ class TrainerConfig:
     """Which model to train (its definition: head, spec, learner, params) and how often
     to publish."""
 
-    definition: ModelDef = FEED
+    definition: ModelDef
     seed: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_after_s: float = 1.0
@@ -483,8 +482,8 @@ class OnlineTrainer:
             idx=idx,
             val=val,
             y=y,
-            served_version=np.fromiter(map(_SERVED_VERSION, values), dtype=np.int64, count=n),
-            served_score=np.fromiter(map(_SERVED_SCORE, values), dtype=np.float64, count=n),
+            served_version=optional_column(list(map(_SERVED_VERSION, values)), np.int64, 0),
+            served_score=optional_column(list(map(_SERVED_SCORE, values)), np.float64, np.nan),
             shadow_version=optional_column(list(map(_SHADOW_VERSION, values)), np.int64, 0),
             shadow_score=optional_column(list(map(_SHADOW_SCORE, values)), np.float64, np.nan),
             label_ts=label_ts,

@@ -1,6 +1,6 @@
 """The checks every stream processor passes, without a broker (like ``streamlearn.models.checks``).
 
-A ``Scenario`` says how to build a processor and what to feed it. Every check runs it
+A ``Scenario`` says how to build a processor and what records to produce for it. Every check runs it
 through the real ``MicroBatchRuntime`` on a ``streamlearn.streams.testing.memory.MemoryBroker``,
 then compares an *observation* of the result (``Scenario.observe``: latest output per key,
 dead letters per source offset, the stores' contents and offsets, a snapshot's counts and
@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 #: Builds the processor under test: (state root, cluster, clock) → processor.
 Build = Callable[[Path, MemoryBroker, Callable[[], float]], Processor]
 #: Publishes part ``i`` (0 or 1) of the input into the broker.
-Feed = Callable[[MemoryBroker, int], None]
+Produce = Callable[[MemoryBroker, int], None]
 #: What must be equal between runs: (broker, state root) → named values.
 Observe = Callable[[MemoryBroker, Path], dict[str, Any]]
 #: Creates the scenario's topics on a (new) broker.
@@ -86,7 +86,7 @@ class Scenario:
     name: str
     build: Build
     setup: Setup
-    feed: Feed
+    produce: Produce
     observe: Observe
     group_id: str = "checks"
     batch_size: int = 16
@@ -242,8 +242,8 @@ def _fresh(scenario: Scenario, faults: Faults | None = None) -> MemoryBroker:
 def clean_run(scenario: Scenario, root: Path) -> tuple[MemoryBroker, dict[str, Any]]:
     """Both parts of the input, one uninterrupted run: the reference."""
     broker = _fresh(scenario)
-    scenario.feed(broker, 0)
-    scenario.feed(broker, 1)
+    scenario.produce(broker, 0)
+    scenario.produce(broker, 1)
     if not run(scenario, broker, root, FakeClock()):
         raise AssertionError(f"{scenario.name}: the clean run crashed")
     return broker, scenario.observe(broker, root)
@@ -270,8 +270,8 @@ def check_discard_then_retry(scenario: Scenario) -> None:
         _, want = clean_run(scenario, d / "clean")
         for call in (1, 3):
             broker = _fresh(scenario)
-            scenario.feed(broker, 0)
-            scenario.feed(broker, 1)
+            scenario.produce(broker, 0)
+            scenario.produce(broker, 1)
             root = d / f"fail{call}"
             if not run(scenario, broker, root, FakeClock(), fail_call=call):
                 raise AssertionError(f"{scenario.name}: crashed instead of retrying")
@@ -287,10 +287,10 @@ def check_restart_from_stored_offsets(scenario: Scenario) -> None:
         _, want = clean_run(scenario, d / "clean")
         broker = _fresh(scenario)
         root = d / "restarted"
-        scenario.feed(broker, 0)
+        scenario.produce(broker, 0)
         clock = FakeClock()
         run(scenario, broker, root, clock)
-        scenario.feed(broker, 1)
+        scenario.produce(broker, 1)
         _commit_ends(broker, scenario.group_id)
         run(scenario, broker, root, clock)
         _assert_same(scenario, "restart", scenario.observe(broker, root), want)
@@ -330,8 +330,8 @@ def check_restore_from_changelog(scenario: Scenario) -> None:
     with _tmpdir() as d:
         root = d / "run"
         broker = _fresh(scenario)
-        scenario.feed(broker, 0)
-        scenario.feed(broker, 1)
+        scenario.produce(broker, 0)
+        scenario.produce(broker, 1)
         clock = FakeClock()
         lost = scenario.build(root, broker, clock)
         rt = MicroBatchRuntime(
@@ -381,8 +381,8 @@ def check_crash_at_every_step(scenario: Scenario) -> dict[str, int]:
         _, want = clean_run(scenario, d / "clean")
         # count the steps of a run
         broker = _fresh(scenario, counting)
-        scenario.feed(broker, 0)
-        scenario.feed(broker, 1)
+        scenario.produce(broker, 0)
+        scenario.produce(broker, 1)
         run(scenario, broker, d / "count", FakeClock())
         for step in STEPS:
             n = counting.counts[step]
@@ -396,8 +396,8 @@ def check_crash_at_every_step(scenario: Scenario) -> dict[str, int]:
                         continue
                     faults = Faults(at=(step, k))
                     broker = _fresh(scenario, faults)
-                    scenario.feed(broker, 0)
-                    scenario.feed(broker, 1)
+                    scenario.produce(broker, 0)
+                    scenario.produce(broker, 1)
                     root = d / f"{step}-{k}-{lose_state}"
                     clock = FakeClock()
                     if run(scenario, broker, root, clock):
@@ -423,15 +423,15 @@ def check_zombie(scenario: Scenario) -> dict[str, int]:
         _, want = clean_run(scenario, d / "clean")
         counting = Faults()
         broker = _fresh(scenario, counting)
-        scenario.feed(broker, 0)
-        scenario.feed(broker, 1)
+        scenario.produce(broker, 0)
+        scenario.produce(broker, 1)
         run(scenario, broker, d / "count", FakeClock())
         for step in STEPS:
             n = counting.counts[step]
             for k in sorted({1, (n + 1) // 2, n}):
                 broker = _fresh(scenario)
-                scenario.feed(broker, 0)
-                scenario.feed(broker, 1)
+                scenario.produce(broker, 0)
+                scenario.produce(broker, 1)
                 root = d / f"{step}-{k}"
                 time = StillTime()
                 froze: list[bool] = []
@@ -472,17 +472,17 @@ def check_new_cluster(scenario: Scenario) -> None:
     with _tmpdir() as d:
         only_b = d / "only-b"
         broker_b = _fresh(scenario)
-        scenario.feed(broker_b, 1)
+        scenario.produce(broker_b, 1)
         run(scenario, broker_b, only_b, FakeClock())
         want = scenario.observe(broker_b, only_b)
 
         root = d / "a-then-b"
         broker_a = _fresh(scenario)
-        scenario.feed(broker_a, 0)
-        scenario.feed(broker_a, 1)
+        scenario.produce(broker_a, 0)
+        scenario.produce(broker_a, 1)
         run(scenario, broker_a, root, FakeClock())
         broker_b = _fresh(scenario)
-        scenario.feed(broker_b, 1)
+        scenario.produce(broker_b, 1)
         run(scenario, broker_b, root, FakeClock())
         got = scenario.observe(broker_b, root)
         for key in scenario.carried:
@@ -515,16 +515,16 @@ def check_learned_once(joiner: Scenario, trainer: Build, topic: str) -> dict[str
             raise AssertionError(f"{joiner.name}: the clean run emitted {len(want)} examples")
         counting = Faults()
         broker = _fresh(joiner, counting)
-        joiner.feed(broker, 0)
-        joiner.feed(broker, 1)
+        joiner.produce(broker, 0)
+        joiner.produce(broker, 1)
         run(joiner, broker, d / "count", FakeClock())
         for step in STEPS:
             n = counting.counts[step]
             for k in sorted({1, (n + 1) // 2, n}):
                 for lose_state in (False, True):
                     broker = _fresh(joiner, Faults(at=(step, k)))
-                    joiner.feed(broker, 0)
-                    joiner.feed(broker, 1)
+                    joiner.produce(broker, 0)
+                    joiner.produce(broker, 1)
                     root = d / f"{step}-{k}-{lose_state}"
                     clock = FakeClock()
                     if run(joiner, broker, root, clock):

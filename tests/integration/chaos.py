@@ -24,7 +24,6 @@ import orjson
 
 from streamlearn.cli.commands.worker import _trainer
 from streamlearn.serving.sink import FEATURE_LOG_WINDOW
-from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import KafkaCluster, flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
@@ -32,6 +31,7 @@ from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.dedup import example_ids
 from streamlearn.streams.learning.trainer import example_fingerprint, is_online
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from tests.example import MODELS
 from tests.integration.truth import (
     Truth,
     check_features,

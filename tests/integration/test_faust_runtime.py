@@ -21,6 +21,7 @@ from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from streamlearn.streams.runtime.faust_adapter import FaustRuntime
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from streamlearn.streams.state.changelog import is_control_key
+from tests.example import CATALOG, MODEL_NAMES
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,7 @@ def _features(kafka: KafkaConfig, topics: Topics) -> dict[str, dict[str, Scalar]
 
 def _setup(kafka: KafkaConfig) -> Topics:
     topics = Topics(kafka.topic_prefix)
-    ensure_topics(kafka, topics.loop_topics())
+    ensure_topics(kafka, topics.loop_topics(MODEL_NAMES))
     producer = make_producer(kafka)
     for key, value in _events():
         produce(producer, topics.activity, value, key)
@@ -83,7 +84,7 @@ def test_faust_runtime_matches_micro_batch_runtime(kafka: KafkaConfig, tmp_path:
     micro_topics, faust_topics = _setup(micro_kafka), _setup(faust_kafka)
 
     micro = MicroBatchRuntime(
-        FeatureProcessor(micro_topics, tmp_path / "micro"),
+        FeatureProcessor(micro_topics, tmp_path / "micro", CATALOG),
         micro_kafka,
         RuntimeConfig(group_id=f"{micro_kafka.topic_prefix}features"),
     )
@@ -91,7 +92,9 @@ def test_faust_runtime_matches_micro_batch_runtime(kafka: KafkaConfig, tmp_path:
     assert micro.stats.consumed == total
 
     group = f"{faust_kafka.topic_prefix}features"
-    rt = FaustRuntime(FeatureProcessor(faust_topics, tmp_path / "faust"), faust_kafka, group)
+    rt = FaustRuntime(
+        FeatureProcessor(faust_topics, tmp_path / "faust", CATALOG), faust_kafka, group
+    )
     stats = rt.run(max_seconds=40, max_events=total)
 
     # every consumed event is processed or dead-lettered, none twice
@@ -120,7 +123,7 @@ def test_faust_runtime_matches_micro_batch_runtime(kafka: KafkaConfig, tmp_path:
     # A worker whose faust offsets are behind the state (here: a new group, as after a
     # crash before faust committed) applies nothing twice: it skips below the stored offsets.
     again = FaustRuntime(
-        FeatureProcessor(faust_topics, tmp_path / "faust"), faust_kafka, group + ".2"
+        FeatureProcessor(faust_topics, tmp_path / "faust", CATALOG), faust_kafka, group + ".2"
     )
     watcher = threading.Thread(target=_stop_when_skipped, args=(again, total, 30.0))
     watcher.start()
@@ -137,7 +140,9 @@ def test_faust_runtime_matches_micro_batch_runtime(kafka: KafkaConfig, tmp_path:
         ev = orjson.loads(_events()[0][1]) | {"event_id": f"m{i}", "ts": 1_800_000_000.0 + i}
         produce(producer, faust_topics.activity, orjson.dumps(ev), "u0")
     flush(producer)
-    resumed = FaustRuntime(FeatureProcessor(faust_topics, tmp_path / "faust"), faust_kafka, group)
+    resumed = FaustRuntime(
+        FeatureProcessor(faust_topics, tmp_path / "faust", CATALOG), faust_kafka, group
+    )
     resumed.run(max_seconds=40, max_events=more)
     assert resumed.stats.processed == resumed.stats.consumed == more
     assert resumed.stats.dead_lettered == 0
@@ -149,7 +154,9 @@ def test_faust_runtime_matches_micro_batch_runtime(kafka: KafkaConfig, tmp_path:
     # The state is lost while faust's committed offsets are at the end: the runtime seeks
     # faust back to the beginning and rebuilds it; faust's offsets are never trusted.
     shutil.rmtree(tmp_path / "faust")
-    rebuilt = FaustRuntime(FeatureProcessor(faust_topics, tmp_path / "faust"), faust_kafka, group)
+    rebuilt = FaustRuntime(
+        FeatureProcessor(faust_topics, tmp_path / "faust", CATALOG), faust_kafka, group
+    )
     rebuilt.run(max_seconds=60, max_events=total + more)
     assert rebuilt.stats.consumed == total + more
     assert _features(faust_kafka, faust_topics) == after

@@ -17,6 +17,7 @@ from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from tests.example import CATALOG, MODEL_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -78,9 +79,9 @@ def _export(kafka: KafkaConfig, entities: Path, out: Path, *extra: str) -> dict:
 def test_export_gives_values_strictly_before_each_row_from_either_source(
     kafka: KafkaConfig, topics: Topics, tmp_path: Path
 ) -> None:
-    ensure_topics(kafka, topics.loop_topics())
+    ensure_topics(kafka, topics.loop_topics(MODEL_NAMES))
     _produce(kafka, topics)
-    proc = FeatureProcessor(topics, tmp_path / "state")
+    proc = FeatureProcessor(topics, tmp_path / "state", CATALOG)
     rt = MicroBatchRuntime(proc, kafka, RuntimeConfig(group_id=f"{kafka.topic_prefix}features"))
     rt.run(max_seconds=30, max_events=len(EVENTS))
     assert rt.stats.processed == len(EVENTS)

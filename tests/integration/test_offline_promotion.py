@@ -21,6 +21,7 @@ from streamlearn.serving.app import ServingApp, ServingConfig
 from streamlearn.streams.contracts import ModelUpdate, decode
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
+from tests.example import PROJECT
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +59,7 @@ def test_vision_served_and_promotion_rollback_seen_by_server(
     d = load_digits()
     image = (d.images[0] * 255 / 16).round().tolist()  # an 8x8 "0", pixels 0..255
     cfg = ServingConfig(
+        project=PROJECT,
         registry_dir=reg.root,
         kafka=kafka,
         state_dir=tmp_path / "state",

@@ -48,12 +48,12 @@ import pytest
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.stages import history
 from streamlearn.offline.train import TrainConfig, train
-from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import ActivityEvent, decode_example, encode
 from streamlearn.streams.kafka.broker import EmbeddedBroker, free_port
 from streamlearn.streams.kafka.clients import flush, make_producer
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
+from tests.example import FEED
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,13 @@ import pytest
 
 from streamlearn.streams.contracts import FeatureRecord, decode
 from streamlearn.streams.features.processor import FeatureProcessor
-from streamlearn.streams.features.store import merge_item_partials
+from streamlearn.streams.features.store import merge_partials
 from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from streamlearn.streams.state.changelog import is_control_key
+from tests.example import CATALOG, MODEL_NAMES
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration
@@ -51,14 +52,14 @@ def _latest_features(kafka: KafkaConfig, topics: Topics) -> dict[str, dict]:
             items.setdefault(key, []).append(rec.values)
         else:
             out[key] = rec.values
-    out.update((k, merge_item_partials(v)) for k, v in items.items())
+    out.update((k, merge_partials("item", v, CATALOG)) for k, v in items.items())
     return out
 
 
 def test_features_processed_bad_events_dead_lettered_restart_resumes(
     kafka: KafkaConfig, topics: Topics, tmp_path: Path
 ) -> None:
-    ensure_topics(kafka, topics.loop_topics())
+    ensure_topics(kafka, topics.loop_topics(MODEL_NAMES))
     producer = make_producer(kafka)
     n = 400
     for i in range(n):
@@ -69,7 +70,7 @@ def test_features_processed_bad_events_dead_lettered_restart_resumes(
     flush(producer)
 
     def run_once(max_s: float) -> MicroBatchRuntime:
-        proc = FeatureProcessor(topics, tmp_path / "state")
+        proc = FeatureProcessor(topics, tmp_path / "state", CATALOG)
         rt = MicroBatchRuntime(proc, kafka, RuntimeConfig(group_id=f"{kafka.topic_prefix}feat"))
         t = threading.Thread(target=rt.run, kwargs={"max_seconds": max_s})
         t.start()
@@ -121,7 +122,7 @@ class _Poisoned(FeatureProcessor):
 def test_failed_batch_rewinds_the_uncommitted_interval_and_dead_letters_only_the_culprit(
     kafka: KafkaConfig, topics: Topics, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ensure_topics(kafka, topics.loop_topics())
+    ensure_topics(kafka, topics.loop_topics(MODEL_NAMES))
     producer = make_producer(kafka)
     n = 600
     for i in range(n):

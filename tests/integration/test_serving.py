@@ -25,11 +25,11 @@ from confluent_kafka import Consumer
 
 from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.app import ServingApp, ServingConfig
-from streamlearn.streams.catalog.features import CATALOG
 from streamlearn.streams.contracts import FeatureRecord, ModelUpdate, PredictionRequest, encode
 from streamlearn.streams.kafka.clients import check, flush, make_consumer, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
+from tests.example import CATALOG, PROJECT
 from tests.unit.serving.helpers import publish_ftrl, trained_ftrl
 
 pytestmark = pytest.mark.integration
@@ -101,6 +101,7 @@ def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) 
     registry = FileRegistry(tmp_path / "registry")
     publish_ftrl(registry)
     config = ServingConfig(
+        project=PROJECT,
         port=0,
         models=("feed",),
         registry_dir=registry.root,
@@ -234,6 +235,7 @@ def test_the_request_topic_routes_by_header_and_answers_what_it_cannot_serve(
     publish_ftrl(registry, "ads", seed=3)
     served = ("feed", "ads", "later")  # "later" has no version yet
     config = ServingConfig(
+        project=PROJECT,
         port=0,
         models=served,
         registry_dir=registry.root,

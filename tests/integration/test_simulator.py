@@ -28,11 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamlearn.simulator import Behaviour, LoopOptions, Simulator, World
 from streamlearn.simulator.shape import shape_of_events
-from streamlearn.streams.contracts import ActivityEvent, decode_event
+from streamlearn.streams.contracts import ActivityEvent
 from streamlearn.streams.errors import ContractError
 from streamlearn.streams.kafka.broker import free_port
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
+from tests.example import decode_event
 from tests.integration.reading import read_all
 
 pytestmark = pytest.mark.integration

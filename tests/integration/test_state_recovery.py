@@ -25,6 +25,7 @@ from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
+from tests.example import MODEL_NAMES
 from tests.integration.truth import Truth, check_features
 
 pytestmark = pytest.mark.integration
@@ -130,7 +131,7 @@ def test_kill_9_under_load_loses_nothing(broker: EmbeddedBroker, tmp_path: Path)
     prefix = f"t{uuid.uuid4().hex[:8]}."
     kafka = KafkaConfig(broker.bootstrap_servers, prefix, PARTITIONS)
     topics = Topics(prefix)
-    ensure_loop_topics(kafka, topics)
+    ensure_loop_topics(kafka, topics, MODEL_NAMES)
     kills = 3
     done = threading.Event()
     counts: list[tuple[int, int]] = []
@@ -169,7 +170,7 @@ def test_a_new_cluster_in_the_same_directory_processes_everything(tmp_path: Path
     for seed in (1, 2):  # cluster A, then cluster B, one data directory
         with EmbeddedBroker() as b:
             kafka = KafkaConfig(b.bootstrap_servers, prefix, PARTITIONS)
-            ensure_loop_topics(kafka, topics)
+            ensure_loop_topics(kafka, topics, MODEL_NAMES)
             n = 3_000 if seed == 1 else 2_000  # B has fewer records than A's offsets
             _, n_bad = _produce(kafka, topics, n, 50_000.0, seed)
             proc = _worker(b.bootstrap_servers, prefix, tmp_path)

@@ -33,6 +33,7 @@ from streamlearn.streams.learning.trainer import (
     is_resume_point,
 )
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from tests.example import MODEL_NAMES
 
 pytestmark = pytest.mark.integration
 BATCH = 128
@@ -114,7 +115,7 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
 ) -> None:
     kafka = KafkaConfig(broker.bootstrap_servers, f"t{uuid.uuid4().hex[:8]}.", partitions=1)
     topics = Topics(kafka.topic_prefix)
-    ensure_loop_topics(kafka, topics)
+    ensure_loop_topics(kafka, topics, MODEL_NAMES)
     topic = topics.training_examples("feed")
     producer = make_producer(kafka)
 
@@ -208,7 +209,7 @@ def test_a_failed_final_snapshot_exits_non_zero(broker: EmbeddedBroker, tmp_path
     """A clean stop whose last snapshot cannot be written is an error, not a quiet exit."""
     kafka = KafkaConfig(broker.bootstrap_servers, f"t{uuid.uuid4().hex[:8]}.", partitions=1)
     topics = Topics(kafka.topic_prefix)
-    ensure_loop_topics(kafka, topics)
+    ensure_loop_topics(kafka, topics, MODEL_NAMES)
     producer = make_producer(kafka)
     for r in _examples(0, BATCH * 4, seed=3):
         produce(producer, topics.training_examples("feed"), r, "k")

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamlearn.streams.contracts import ENGAGEMENT_TYPES, decode_event
 from streamlearn.streams.errors import ContractError
-from streamlearn.streams.features.store import merge_item_partials
+from streamlearn.streams.features.store import merge_partials
 from streamlearn.streams.kafka.topics import Topics
+from tests.example import CATALOG, ENGAGEMENT_TYPES, MODEL_NAMES, decode_event
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def check_features(bootstrap: str, topics: Topics, partitions: int) -> Truth:
             truth.wrong.append(f"user {user}: features say {got}, activity says {want}")
         truth.users_checked += 1
     for item, c in items.items():
-        merged = merge_item_partials(item_partials.get(item, []))
+        merged = merge_partials("item", item_partials.get(item, []), CATALOG)
         got = (merged["item_impressions"], merged["item_engagements"])
         if got != (c["impressions"], c["engagements"]):
             truth.wrong.append(
@@ -182,7 +182,7 @@ def _merged(latest: dict[tuple[bytes, int], bytes]) -> dict[str, dict]:
             items.setdefault(key.decode(), []).append(values)
         else:
             out[key.decode()] = values
-    out.update((k, merge_item_partials(v)) for k, v in items.items())
+    out.update((k, merge_partials("item", v, CATALOG)) for k, v in items.items())
     return out
 
 
@@ -198,13 +198,13 @@ def single_worker_features(bootstrap: str, topics: Topics, partitions: int) -> d
     from streamlearn.streams.testing.memory import MemoryBroker
 
     broker = MemoryBroker(partitions)
-    broker.create_topics(topics.loop_topics())
+    broker.create_topics(topics.loop_topics(MODEL_NAMES))
     for r in sorted(
         read(bootstrap, topics.activity, partitions), key=lambda r: (r.partition, r.offset)
     ):
         broker.append(topics.activity, r.value, r.key, r.partition)
     with tempfile.TemporaryDirectory() as d:
-        proc = FeatureProcessor(topics, Path(d), cluster=broker)
+        proc = FeatureProcessor(topics, Path(d), CATALOG, cluster=broker)
         MicroBatchRuntime(proc, broker, RuntimeConfig("reference", commit_interval_s=0)).run(
             idle_polls=3
         )

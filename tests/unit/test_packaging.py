@@ -171,12 +171,13 @@ import streamlearn.streams.learning.trainer
 import numpy as np
 from streamlearn.models import zoo
 from streamlearn.models.metrics import ProgressiveMetrics
-from streamlearn.streams.catalog.models import MODELS
+from streamlearn.project import load_project
+FEED = load_project().model_catalog.get("feed")
 rng = np.random.default_rng(0)
 rows = [{"user_id": f"u{i % 7}", "item_id": f"i{i % 5}"} for i in range(400)]
 y = (rng.random(400) < 0.3).astype(float)
 for name in ("ftrl", "fm"):
-    learner = zoo.create(name, MODELS.get("feed").spec)
+    learner = zoo.create(name, FEED.spec)
     learner.learn_many(rows, y)
     ProgressiveMetrics(drift_chunk=10).update(y, learner.predict_proba_many(rows))
     learner.snapshot()
@@ -209,8 +210,22 @@ def test_the_core_runs_without_any_extra() -> None:
         (["offline", "vision", "--dataset", "digits", "--no-publish"], "vision"),
         (["flow", "run", "vision"], "flow"),
         (["up", "--runtime", "faust", "--duration", "5"], "faust"),
-        (["train", "--learner", "deep", "--bootstrap-servers", "127.0.0.1:9"], "deep"),
-        (["train", "--learner", "river-lr", "--bootstrap-servers", "127.0.0.1:9"], "river"),
+        (
+            ["train", "--model", "feed", "--learner", "deep", "--bootstrap-servers", "127.0.0.1:9"],
+            "deep",
+        ),
+        (
+            [
+                "train",
+                "--model",
+                "feed",
+                "--learner",
+                "river-lr",
+                "--bootstrap-servers",
+                "127.0.0.1:9",
+            ],
+            "river",
+        ),
         (
             ["worker", "features", "--runtime", "faust", "--bootstrap-servers", "127.0.0.1:9"],
             "faust",

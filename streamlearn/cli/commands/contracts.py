@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from streamlearn.cli import options as o
 from streamlearn.streams.schemas import export
 
 
@@ -24,7 +25,9 @@ def register(app: typer.Typer) -> None:
                 help="Where to write one <record>.schema.json per contract.",
             ),
         ],
+        project_dir: o.ProjectDir = None,
     ) -> None:
-        """Write a JSON Schema (draft 2020-12) for every record of the README's contracts."""
-        for path in export(directory):
+        """Write a JSON Schema (draft 2020-12) for every record contract of the project
+        (its activity events with its event types, surfaces and fields)."""
+        for path in export(directory, o.open_project(project_dir).schema):
             typer.echo(str(path))

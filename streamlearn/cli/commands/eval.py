@@ -34,7 +34,6 @@ from streamlearn.offline.prequential import (
 )
 from streamlearn.offline.ranges import EARLIEST, LATEST, parse_bounds
 from streamlearn.offline.replay import ReplaySpec, replay
-from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.errors import CatalogError
 from streamlearn.streams.kafka.config import KafkaConfig
 
@@ -168,7 +167,7 @@ def register(app: typer.Typer) -> None:
                 "-t",
                 envvar="STREAMLEARN_EVAL_TOPICS",
                 help="Topic to replay and evaluate (repeatable; full name, prefix included), "
-                "e.g. streamlearn.training-examples.feed. Instead of --data.",
+                "e.g. streamlearn.training-examples.MODEL. Instead of --data.",
             ),
         ] = None,
         from_: Annotated[
@@ -256,11 +255,12 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--definition",
                 envvar="STREAMLEARN_DEFINITION",
-                help="Evaluate a declared model (feed, ads) as the online trainer builds it: "
-                "its feature spec, head, learner and params (--model/--param override the "
-                "learner).",
+                help="Evaluate a model the project declares as the online trainer builds "
+                "it: its feature spec, head, learner and params (--model/--param override "
+                "the learner).",
             ),
         ] = None,
+        project_dir: o.ProjectDir = None,
         seed: o.Seed = 0,
         batch_size: o.BatchSize = DEFAULT_BATCH_SIZE,
         hash_bits: o.HashBits = DEFAULT_HASH_BITS,
@@ -276,7 +276,11 @@ def register(app: typer.Typer) -> None:
         chosen = tuple(f.strip() for f in features.split(",") if f.strip()) if features else None
         dropped = tuple(f.strip() for f in drop.split(",") if f.strip()) if drop else ()
         try:
-            mdef = None if definition is None else MODELS.get(definition)
+            mdef = (
+                None
+                if definition is None
+                else o.open_project(project_dir).model_catalog.get(definition)
+            )
         except CatalogError as exc:
             raise typer.BadParameter(str(exc), param_hint="--definition") from None
         single = model is not None or mdef is not None

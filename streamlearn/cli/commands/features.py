@@ -14,7 +14,6 @@ from rich.table import Table
 from streamlearn.cli import options as o
 from streamlearn.offline.point_in_time import export
 from streamlearn.offline.tables import read_table
-from streamlearn.streams.catalog.features import CATALOG
 
 
 class SourceName(StrEnum):
@@ -47,19 +46,22 @@ def list_cmd(
         typer.Option(
             "--markdown",
             envvar="STREAMLEARN_FEATURES_MARKDOWN",
-            help="The Markdown table (the README's).",
+            help="The Markdown table (the docs').",
         ),
     ] = False,
+    project_dir: o.ProjectDir = None,
 ) -> None:
-    """Every declared feature: name, entity, type, description, owner, version."""
+    """Every feature the project declares: name, entity, type, description, owner,
+    version."""
+    catalog = o.open_project(project_dir).catalog
     if as_json:
-        typer.echo(json.dumps({"features": CATALOG.info()}, indent=1))
+        typer.echo(json.dumps({"features": catalog.info()}, indent=1))
         return
     if markdown:
-        typer.echo(CATALOG.markdown(), nl=False)
+        typer.echo(catalog.markdown(), nl=False)
         return
     table = Table("name", "entity", "type", "description", "owner", "version")
-    for f in CATALOG:
+    for f in catalog:
         table.add_row(f.name, f.entity, f.type, f.description + f.note(), f.owner, str(f.version))
     Console().print(table)  # stdout: the listing is the command's output
 
@@ -72,7 +74,8 @@ def export_cmd(
         typer.Option(
             "--entities",
             envvar="STREAMLEARN_FEATURES_ENTITIES",
-            help="CSV, JSONL or Parquet file: user_id and/or item_id, and a time column.",
+            help="CSV, JSONL or Parquet file: entity key columns (user_id, item_id, …) and a "
+            "time column.",
         ),
     ],
     out: Annotated[
@@ -107,8 +110,10 @@ def export_cmd(
             "instead of the broker.",
         ),
     ] = None,
+    project_dir: o.ProjectDir = None,
 ) -> None:
     """Each entity row with its feature values as they stood strictly before its time."""
+    project = o.open_project(project_dir)
     # a --dataset is read instead of the broker; the broker is needed without one
     kafka = kafka_opts.config() if dataset is None or kafka_opts.given else None
     result = export(
@@ -118,5 +123,6 @@ def export_cmd(
         source=source.value,
         kafka=kafka,
         dataset=dataset,
+        catalog=project.catalog,
     )
     typer.echo(json.dumps(result.summary()))

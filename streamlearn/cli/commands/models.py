@@ -14,7 +14,6 @@ from streamlearn.cli.ui import console
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.stages import StageChange, describe, promote, reject, rollback
 from streamlearn.offline.promotion import announce
-from streamlearn.streams.catalog.models import MODELS
 
 Model = Annotated[str, typer.Argument(help="Model name.")]
 
@@ -47,10 +46,10 @@ def _change_stage(
     return done
 
 
-def defs_cmd() -> None:
-    """The declared models (name, head, feature spec, learner, params, surfaces), one
+def defs_cmd(project_dir: o.ProjectDir = None) -> None:
+    """The project's models (name, head, feature spec, learner, params, surfaces), one
     JSON object per line."""
-    for definition in MODELS:
+    for definition in o.open_project(project_dir).model_catalog:
         typer.echo(json.dumps(definition.info()))
 
 

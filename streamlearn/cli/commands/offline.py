@@ -16,7 +16,6 @@ from streamlearn.models.features import FeatureSpec
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.zoo import DEFAULT_LEARNER
 from streamlearn.offline.train import TrainConfig, train
-from streamlearn.streams.catalog.models import MODELS
 
 if TYPE_CHECKING:
     from streamlearn.offline.vision import VisionProgress
@@ -76,7 +75,8 @@ def register(app: typer.Typer) -> None:
 
 def train_cmd(
     dataset: Annotated[Path, typer.Argument(help="Replayed dataset dir or Parquet file.")],
-    model: o.Model = "feed",
+    model: o.Model = None,
+    project_dir: o.ProjectDir = None,
     learner: o.Learner = None,
     param: o.Params = None,
     spec: Annotated[
@@ -84,8 +84,8 @@ def train_cmd(
         typer.Option(
             "--spec",
             envvar="STREAMLEARN_FEATURE_SPEC",
-            help="FeatureSpec JSON; default: the declared model's (feed, ads), else "
-            "inferred from the training rows.",
+            help="FeatureSpec JSON; default: the project's model's, else inferred from the "
+            "training rows.",
         ),
     ] = None,
     infer_spec: Annotated[
@@ -126,7 +126,12 @@ def train_cmd(
     quiet: o.Quiet = False,
 ) -> None:
     """Train an online learner on a replayed dataset and publish it with lineage."""
-    definition = MODELS.get(model) if model in MODELS else None
+    project = o.open_project(project_dir)
+    if model is not None and model not in project.model_catalog:
+        definition = None  # a model the project does not declare: spec from the rows
+    else:
+        definition = o.model_definition(project, model)
+        model = definition.name
     cfg = TrainConfig(
         infer_spec=infer_spec,
         definition=definition,
@@ -180,7 +185,10 @@ def vision_cmd(
             help="A bundled dataset instead of --data: digits.",
         ),
     ] = None,
-    model: o.Model = "vision",
+    model: Annotated[
+        str,
+        typer.Option("--model", envvar="STREAMLEARN_MODEL", help="Registry name of the model."),
+    ] = "vision",
     size: Annotated[
         int | None,
         typer.Option(

@@ -14,7 +14,6 @@ from streamlearn.cli.settings import ServeSettings, data_dir
 from streamlearn.serving.app import ServingConfig, run_serving
 from streamlearn.serving.server import HttpLimits
 from streamlearn.serving.sink import FEATURE_LOG_WINDOW
-from streamlearn.streams.catalog.models import MODELS
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ Models = Annotated[
         "--model",
         envvar="STREAMLEARN_MODEL",
         help="Model to serve (repeatable; env: space-separated). Default: every declared "
-        "model (feed, ads). A request on the request topic goes to the model its `model` "
+        "model of the project. A request on the request topic goes to the model its `model` "
         "header names, else to its surface's model; one for a model not served here gets "
         "an error reply.",
     ),
@@ -98,6 +97,7 @@ def register(app: typer.Typer) -> None:
         host: Host = "127.0.0.1",
         port: Port = 8080,
         model: Models = None,
+        project_dir: o.ProjectDir = None,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
         max_connections: MaxConnections = _LIMITS.max_connections,
         max_body_bytes: MaxBodyBytes = _LIMITS.max_body_bytes,
@@ -113,6 +113,13 @@ def register(app: typer.Typer) -> None:
         STREAMLEARN_SERVE_ADMIN_TOKEN (a bearer token; never a flag, so it stays out of
         the process list).
         """
+        project = o.open_project(project_dir)
+        unknown = [m for m in model or () if m not in project.model_catalog]
+        if unknown:
+            raise typer.BadParameter(
+                f"expected models among {list(project.model_catalog.names)}, got {unknown}",
+                param_hint="--model",
+            )
         kafka = kafka_opts.config(
             "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
             "or run `streamlearn up`, which starts the embedded broker and serving"
@@ -125,7 +132,8 @@ def register(app: typer.Typer) -> None:
         config = ServingConfig(
             host=host,
             port=port,
-            models=tuple(model or MODELS.names),
+            project=project,
+            models=tuple(model or project.model_catalog.names),
             registry_dir=root / "registry",
             kafka=kafka,
             state_dir=root / "serving",

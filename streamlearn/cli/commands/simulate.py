@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 
 from streamlearn.cli import options as o
 from streamlearn.simulator import LoopOptions, SessionParams, Simulator, World
+from streamlearn.simulator.example import example, surface_models
 from streamlearn.simulator.scoring import parse_urls
 from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
 
@@ -54,7 +55,10 @@ AdsFraction = Annotated[
         max=1.0,
     ),
 ]
-AdsModel = Annotated[str, _opt("--ads-model", "ADS_MODEL", "Model that ranks the ads surface.")]
+AdsModel = Annotated[
+    str | None,
+    _opt("--ads-model", "ADS_MODEL", "Model of the second surface (default: the example's)."),
+]
 SessionRequests = Annotated[
     float,
     _opt(
@@ -109,9 +113,21 @@ def register(app: typer.Typer) -> None:
     def simulate(
         kafka_opts: o.KafkaOptions,
         serving_url: ServingUrls = None,
-        model: o.Model = "feed",
-        ads_model: AdsModel = "ads",
+        model: Annotated[
+            str | None,
+            _opt("--model", "MODEL", "Model of the first surface (default: the example's)."),
+        ] = None,
+        ads_model: AdsModel = None,
         ads_fraction: AdsFraction = 0.3,
+        served: Annotated[
+            list[str] | None,
+            _opt(
+                "--served",
+                "SERVED",
+                "A model serving serves (repeatable); the surface of a model not among them "
+                "is not asked (default: both are).",
+            ),
+        ] = None,
         rate: Rate = 150.0,
         duration: Duration = None,
         max_requests: MaxRequests = None,
@@ -125,18 +141,24 @@ def register(app: typer.Typer) -> None:
         metrics_host: o.MetricsHost = "127.0.0.1",
         summary_json: SummaryJson = None,
     ) -> None:
-        """Simulate users: ask serving to rank, publish impressions and engagements.
+        """Simulate users of the built-in example project: ask serving to rank, publish
+        impressions and engagements (another project is fed by its own producers or
+        `streamlearn produce --log`).
 
         Users come in sessions; feed items and ads have Zipf-like popularity; a share of
         the requests (--ads-fraction) asks the ads model. Runs until SIGINT/SIGTERM,
         --duration or --max-requests; logs progress every 10 s; the final stats (per
         surface, and the shape of the published log) go to stdout and --summary-json.
         """
+        first, second = surface_models()
+        model, ads_model = model or first, ads_model or second
+        if served is not None and ads_model not in served:
+            ads_fraction = 0.0
         kafka = kafka_opts.config()
         # httpx logs every request at INFO: 150 lines a second.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         topics = Topics(kafka.topic_prefix)
-        ensure_loop_topics(kafka, topics, (model,))
+        ensure_loop_topics(kafka, topics, example().model_catalog.names)
         try:
             urls = parse_urls(serving_url or ["http://127.0.0.1:8080"])
         except ValueError as exc:

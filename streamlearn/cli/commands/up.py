@@ -16,8 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from streamlearn.cli import options as o
+from streamlearn.project import ProjectError
 from streamlearn.stack.supervisor import Stack, StackConfig, run_stack
-from streamlearn.streams.catalog.models import MODELS
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -206,20 +206,57 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--model",
                 envvar="STREAMLEARN_UP_MODELS",
-                help="A model to train and serve (repeatable; default: every declared model, "
-                "feed and ads). The simulator asks only for the surfaces of these models.",
+                help="A model to train and serve (repeatable; default: every model the project "
+                "declares). The simulator asks only for the surfaces of these models.",
             ),
         ] = None,
+        project_dir: o.ProjectDir = None,
+        log: Annotated[
+            Path | None,
+            typer.Option(
+                "--log",
+                envvar="STREAMLEARN_UP_LOG",
+                help="A historical log (CSV, Parquet or JSON lines, with a time column) "
+                "published as the project's events instead of the simulator's (see "
+                "`streamlearn produce --log`).",
+            ),
+        ] = None,
+        speed: Annotated[
+            float,
+            typer.Option(
+                "--speed",
+                envvar="STREAMLEARN_UP_SPEED",
+                min=0.0,
+                help="Pace of --log: this many times real time by its time column "
+                "(0: as fast as possible).",
+            ),
+        ] = 0.0,
+        time_column: Annotated[
+            str,
+            typer.Option(
+                "--time-column",
+                envvar="STREAMLEARN_UP_TIME_COLUMN",
+                help="The time column of --log (epoch seconds or ISO 8601).",
+            ),
+        ] = "ts",
         rollout_min_examples: o.RolloutMinExamples = o.DEFAULT_ROLLOUT.min_examples,
         rollout_watch_examples: o.RolloutWatchExamples = o.DEFAULT_ROLLOUT.watch_examples,
         data: o.DataDir = o.DEFAULT_DATA_DIR,
     ) -> None:
-        """Start the broker (unless one is given) and the whole loop, with a live view."""
-        unknown = [m for m in model or () if m not in MODELS]
+        """Start the broker (unless one is given) and the whole loop, with a live view.
+
+        The built-in example project is fed by the simulator; any project by a historical
+        log (--log), or by your producers on its activity topic.
+        """
+        project = o.open_project(project_dir)
+        declared = project.model_catalog.names
+        unknown = [m for m in model or () if m not in declared]
         if unknown:
             raise typer.BadParameter(
-                f"expected models among {list(MODELS.names)}, got {unknown}", param_hint="--model"
+                f"expected models among {list(declared)}, got {unknown}", param_hint="--model"
             )
+        if log is not None and not log.is_file():
+            raise ProjectError(f"--log {log}: no such file")
         cfg = StackConfig(
             data_dir=data,
             bootstrap_servers=kafka_opts.bootstrap_servers,
@@ -241,7 +278,11 @@ def register(app: typer.Typer) -> None:
             serving_replicas=serving_replicas,
             rollout_min_examples=rollout_min_examples,
             rollout_watch_examples=rollout_watch_examples,
-            models=tuple(model or MODELS.names),
+            models=tuple(model or declared),
+            project_dir=project_dir,
+            log=log,
+            log_speed=speed,
+            log_time_column=time_column,
         )
         stopping = {"flag": False}
 

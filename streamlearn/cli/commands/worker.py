@@ -17,12 +17,11 @@ from prometheus_client import start_http_server
 
 from streamlearn.cli import options as o
 from streamlearn.cli.settings import data_dir
+from streamlearn.models.definition import ModelDef
 from streamlearn.models.extras import require
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.zoo import DEFAULT_BATCH_SIZE, require_learner
-from streamlearn.streams.catalog.models import MODELS
-from streamlearn.streams.errors import CatalogError
 from streamlearn.streams.kafka.clients import Cluster, KafkaCluster
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
@@ -55,12 +54,12 @@ def _serve_metrics(port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host)
 
 
-def _check_installed(runtime: RuntimeName, model: str | None, learner: str | None = None) -> None:
+def _check_installed(runtime: RuntimeName, learner: str | None) -> None:
     """Fail before touching Kafka when the runtime or the learner needs a missing extra."""
     if runtime is RuntimeName.faust:
         require("faust", "--runtime faust")
-    if model is not None and (learner or model in MODELS):
-        require_learner(learner or MODELS.get(model).learner)
+    if learner is not None:
+        require_learner(learner)
 
 
 def run_processor(
@@ -174,15 +173,8 @@ def register(app: typer.Typer) -> None:
         metrics_port: o.MetricsPort = 0,
         metrics_host: o.MetricsHost = "127.0.0.1",
         label_window: WindowS = 8.0,
-        model: Annotated[
-            str,
-            typer.Option(
-                "--model",
-                envvar="STREAMLEARN_MODEL",
-                help="The model the trainer learns (a declared model: see `streamlearn models "
-                "defs`).",
-            ),
-        ] = "feed",
+        model: o.Model = None,
+        project_dir: o.ProjectDir = None,
         positives_at_once: PositivesAtOnce = True,
         commit_interval: Annotated[
             float,
@@ -210,37 +202,40 @@ def register(app: typer.Typer) -> None:
         Several workers of one processor split its partitions (one consumer group); a
         partition that moves to a worker without its store is restored from the changelog.
         """
-        _check_installed(runtime, model if processor is ProcessorName.trainer else None)
+        project = o.open_project(project_dir)
+        trained = processor is ProcessorName.trainer
+        _check_installed(runtime, o.model_definition(project, model).learner if trained else None)
         kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
-        ensure_loop_topics(kafka, topics)
+        ensure_loop_topics(kafka, topics, project.model_catalog.names)
         root = data_dir(data)
         _serve_metrics(metrics_port, metrics_host)
         cluster = KafkaCluster(kafka)
         state = root / "state" / worker_id if worker_id else root / "state"
         proc: Processor
+        group = f"{kafka.topic_prefix}{processor.value}"
         if processor is ProcessorName.features:
             from streamlearn.streams.features.processor import FeatureProcessor
 
-            proc = FeatureProcessor(topics, state, cluster=cluster)
+            proc = FeatureProcessor(topics, state, project.catalog, cluster=cluster)
         elif processor is ProcessorName.joiner:
             from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
 
             config = JoinerConfig(window_s=label_window, positives_at_once=positives_at_once)
-            proc = Joiner(topics, state, config, cluster)
+            proc = Joiner(topics, state, project.catalog, project.model_catalog, config, cluster)
         else:
-            proc = _trainer(topics, root, model, None, [], 10.0, cluster=cluster)
+            definition = o.model_definition(project, model)
+            proc = _trainer(topics, root, definition, None, [], 10.0, cluster=cluster)
+            group = f"{kafka.topic_prefix}trainer.{definition.name}"
         interval = 0.0 if processor is ProcessorName.trainer else commit_interval
-        group = f"{kafka.topic_prefix}{processor.value}"
-        if processor is ProcessorName.trainer:
-            group = f"{kafka.topic_prefix}trainer.{model}"
         run_processor(proc, kafka, runtime, group, duration, commit_interval_s=interval)
 
     @app.command()
     @o.kafka_options()
     def train(
         kafka_opts: o.KafkaOptions,
-        model: o.Model = "feed",
+        model: o.Model = None,
+        project_dir: o.ProjectDir = None,
         learner: o.Learner = None,
         param: o.Params = None,
         snapshot_interval: Annotated[
@@ -275,16 +270,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a model online from its training-examples topic, publishing snapshots;
         compare candidates with production and roll them out (see the README's Rollout)."""
-        _check_installed(runtime, model, learner)
+        project = o.open_project(project_dir)
+        definition = o.model_definition(project, model)
+        _check_installed(runtime, learner or definition.learner)
         kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
-        ensure_loop_topics(kafka, topics, models=(model,))
+        ensure_loop_topics(kafka, topics, project.model_catalog.names)
         root = data_dir(data)
         _serve_metrics(metrics_port, metrics_host)
         proc = _trainer(
             topics,
             root,
-            model,
+            definition,
             learner,
             param,
             snapshot_interval,
@@ -303,14 +300,14 @@ def register(app: typer.Typer) -> None:
         )
         # The trainer's checkpoint is its snapshot: commit every batch (nothing to coalesce,
         # and a rewind would re-learn examples already in the learner).
-        group = f"{kafka.topic_prefix}trainer.{model}"
+        group = f"{kafka.topic_prefix}trainer.{definition.name}"
         run_processor(proc, kafka, runtime, group, duration, 10_000, commit_interval_s=0.0)
 
 
 def _trainer(
     topics: Topics,
     root: Path,
-    model: str,
+    definition: ModelDef,
     learner: str | None,
     params: list[str] | None,
     snapshot_interval: float,
@@ -321,10 +318,6 @@ def _trainer(
     keep_versions: int = 30,
     rollout: RolloutConfig | None = None,
 ) -> OnlineTrainer:
-    try:
-        definition = MODELS.get(model)
-    except CatalogError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--model") from None
     from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig
 
     cfg = TrainerConfig(

@@ -7,7 +7,7 @@ import pytest
 from streamlearn.models.definition import ModelDef
 from streamlearn.models.errors import ModelError
 from streamlearn.models.features import FeatureSpec
-from streamlearn.models.heads import CLICK, ENGAGEMENT
+from tests.example import CLICK, ENGAGEMENT
 
 SPEC = FeatureSpec(categorical=("item_id",), hash_bits=10)
 

@@ -6,8 +6,8 @@ import numpy as np
 
 from streamlearn.models.definition import ModelDef
 from streamlearn.models.features import FeatureSpec
-from streamlearn.models.heads import CLICK, ENGAGEMENT
 from streamlearn.models.metrics import ProgressiveMetrics
+from tests.example import CLICK, ENGAGEMENT
 
 
 def test_heads_declare_their_positives() -> None:

@@ -22,6 +22,7 @@ def test_retrain_publishes_with_flow_lineage_and_reruns_from_cache(tmp_path: Pat
     # toy features, not the feed model's: the spec is inferred from them
     params = {
         "dataset": str(data),
+        "model": "feed",
         "hash_bits": 12,
         "epochs": 2,
         "ftrl.alpha": 0.2,
@@ -63,7 +64,7 @@ def test_retrain_publishes_with_flow_lineage_and_reruns_from_cache(tmp_path: Pat
 
 def test_changed_dataset_content_invalidates_the_replay(tmp_path: Path) -> None:
     data = write_examples(tmp_path / "ex.parquet", n=500)
-    params = {"dataset": str(data), "hash_bits": 10, "spec": "infer"}
+    params = {"dataset": str(data), "model": "feed", "hash_bits": 10, "spec": "infer"}
     root = tmp_path / "flows"
     a = run_flow(retrain, params, root=root, until="evaluate")
     write_examples(data, n=500, seed=2)  # same path, other rows
@@ -87,7 +88,11 @@ def test_learner_params_scoped_by_learner() -> None:
 def test_wrong_learner_param_and_missing_broker_fail_their_step(tmp_path: Path) -> None:
     data = write_examples(tmp_path / "ex.parquet", n=300)
     with pytest.raises(FlowStepError, match=r"step 'train'.*learner 'ftrl' must be among") as e:
-        run_flow(retrain, {"dataset": str(data), "hash_bits": 10, "lr": 1}, root=tmp_path)
+        run_flow(
+            retrain,
+            {"dataset": str(data), "model": "feed", "hash_bits": 10, "lr": 1},
+            root=tmp_path,
+        )
     assert e.value.record["steps"]["replay"]["status"] == "executed"
     with pytest.raises(FlowStepError, match=r"step 'replay'.*resource 'kafka'.*bootstrap-servers"):
-        run_flow(retrain, {}, root=tmp_path)
+        run_flow(retrain, {"model": "feed"}, root=tmp_path)

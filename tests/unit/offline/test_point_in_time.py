@@ -11,10 +11,10 @@ import pytest
 
 from streamlearn.offline.errors import DatasetError
 from streamlearn.offline.point_in_time import EntityRows, FeatureRecordRow, as_of, entity_rows
-from streamlearn.streams.catalog.features import CATALOG
 from streamlearn.streams.contracts import ActivityEvent
 from streamlearn.streams.features.aggregates import layout
 from streamlearn.streams.features.store import public_values
+from tests.example import CATALOG
 
 
 def _ev(kind: str, ts: float, user: str = "u1", item: str = "i1", cat: str = "") -> ActivityEvent:
@@ -39,6 +39,7 @@ def test_events_at_and_after_the_row_time_do_not_count() -> None:
     cols = as_of(
         _rows((200.0, "u1", "i1"), (200.001, "u1", "i1"), (100.0, "u1", "i1"), (1e9, "u1", None)),
         events=events,
+        catalog=CATALOG,
     )
     assert cols["user_impressions"] == [2, 2, None, 3]
     assert cols["user_engagements"] == [0, 1, None, 1]
@@ -73,7 +74,7 @@ def test_matches_aggregating_only_the_earlier_events_from_scratch() -> None:
             "item": [f"i{rng.randrange(3)}" for _ in times],
         },
     )
-    cols = as_of(rows, events=events)
+    cols = as_of(rows, events=events, catalog=CATALOG)
     for entity in ("user", "item"):
         lay = layout(CATALOG, entity)
         key = "user_id" if entity == "user" else "item_id"
@@ -114,7 +115,7 @@ def test_changelog_source_takes_records_strictly_before_and_merges_item_partials
         ),
     ]
     rows = _rows((200.0, "u1", "i1"), (120.0, "u1", "i1"), (400.0, "u1", "i1"), (50.0, "u1", "i1"))
-    cols = as_of(rows, records=records)
+    cols = as_of(rows, records=records, catalog=CATALOG)
     assert cols["user_impressions"] == [1, 1, 3, None]  # the record at 200 is not before 200
     assert cols["item_impressions"] == [5, 1, 6, None]  # partitions 0 and 2 merged
     assert cols["item_category"] == ["b", "a", "c", None]
@@ -128,6 +129,7 @@ def test_events_and_records_together_are_refused() -> None:
             _rows((1.0, "u1", None)),
             events=[_ev("impression", 0.0)],
             records=[_rec("user", "u1", 0, 0.0)],
+            catalog=CATALOG,
         )
 
 
@@ -140,12 +142,12 @@ def test_entity_tables_with_timestamps_numbers_iso_strings_and_int_ids() -> None
         pa.array(["2024-05-01T12:00:00Z"]),
         pa.array(["2024-05-01T12:00:00"]),  # naive: UTC
     ):
-        rows = entity_rows(pa.table({"user_id": [42], "ts": col}), "ts")
+        rows = entity_rows(pa.table({"user_id": [42], "ts": col}), "ts", CATALOG)
         assert rows.times.tolist() == [when.timestamp()]
         assert rows.ids == {"user": ["42"]}
     with pytest.raises(DatasetError, match="expected a time column 'time'"):
-        entity_rows(pa.table({"user_id": ["u"], "ts": [1.0]}), "time")
+        entity_rows(pa.table({"user_id": ["u"], "ts": [1.0]}), "time", CATALOG)
     with pytest.raises(DatasetError, match="expected an entity column"):
-        entity_rows(pa.table({"who": ["u"], "ts": [1.0]}), "ts")
+        entity_rows(pa.table({"who": ["u"], "ts": [1.0]}), "ts", CATALOG)
     with pytest.raises(DatasetError, match="ISO 8601"):
-        entity_rows(pa.table({"user_id": ["u"], "ts": ["yesterday"]}), "ts")
+        entity_rows(pa.table({"user_id": ["u"], "ts": ["yesterday"]}), "ts", CATALOG)

@@ -371,7 +371,7 @@ def test_a_model_definition_is_evaluated_as_the_trainer_builds_it(tmp_path: Path
     """``eval --definition ads``: the definition's spec and its downsampled head."""
     from streamlearn.models.definition import ModelDef
     from streamlearn.models.features import FeatureSpec
-    from streamlearn.models.heads import CLICK
+    from tests.example import CLICK
 
     spec = FeatureSpec(categorical=("item", "user"), hash_bits=12)
     ads = ModelDef("ads", CLICK, spec, "ftrl", {"alpha": 0.1})

@@ -14,7 +14,6 @@ from streamlearn.models.features import FeatureSpec
 from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.snapshot import Snapshot
 from streamlearn.serving.candidates import FeatureLog
-from streamlearn.streams.catalog.features import feed_spec
 from streamlearn.streams.contracts import (
     FeatureLogRecord,
     PredictionReply,
@@ -23,6 +22,7 @@ from streamlearn.streams.contracts import (
     decode,
     encode,
 )
+from tests.example import feed_spec
 
 SPEC: FeatureSpec = feed_spec(hash_bits=12)
 

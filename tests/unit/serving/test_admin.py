@@ -18,6 +18,7 @@ from streamlearn.serving.server import HttpLimits, HttpServer
 from streamlearn.serving.service import PredictionService
 from streamlearn.serving.updates import ModelUpdater
 from streamlearn.streams.contracts import ModelUpdate
+from tests.example import CATALOG
 from tests.unit.serving.helpers import DictFeatures, publish_ftrl
 
 TOKEN = "s3cret-token"
@@ -28,7 +29,7 @@ class Admin:
         self.registry = FileRegistry(tmp)
         for seed in range(3):
             publish_ftrl(self.registry, seed=seed)
-        self.service = PredictionService(self.registry, DictFeatures(), ["feed"])
+        self.service = PredictionService(self.registry, DictFeatures(), ["feed"], CATALOG)
         updater = ModelUpdater(self.service, kafka=None)
         updater.check_all()
         self.announced: list[ModelUpdate] = []

@@ -13,12 +13,10 @@ import pytest
 from streamlearn.models.features import FeatureSpec, Featuriser
 from streamlearn.serving.candidates import CandidateFeaturiser, FeatureLog, LoggedItem
 from streamlearn.streams.catalog.features import (
-    CATALOG,
     Count,
     Feature,
     FeatureCatalog,
     SecondsSince,
-    feed_spec,
 )
 from streamlearn.streams.contracts import (
     FeatureLogRecord,
@@ -28,6 +26,7 @@ from streamlearn.streams.contracts import (
     encode,
 )
 from streamlearn.streams.features.store import ServedFeatures
+from tests.example import CATALOG, feed_spec
 
 NOW = 1_700_000_000.123
 EXTRA = CATALOG.with_features(

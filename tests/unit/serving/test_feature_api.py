@@ -16,13 +16,13 @@ from streamlearn.serving.http import ServingAPI
 from streamlearn.serving.openapi import openapi_document
 from streamlearn.serving.replica import FeatureReplica
 from streamlearn.serving.server import HttpLimits, HttpServer
-from streamlearn.streams.catalog.features import CATALOG
 from streamlearn.streams.contracts import ActivityEvent
 from streamlearn.streams.features.processor import FeatureProcessor
 from streamlearn.streams.features.store import MAX_READ_ENTITIES
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.runtime.processor import Record
+from tests.example import CATALOG
 
 T = Topics("t.")
 NOW = 1_000.0
@@ -35,7 +35,7 @@ def _ev(n: int, kind: str, ts: float, user: str, item: str) -> ActivityEvent:
 @pytest.fixture
 def replica(tmp_path: Path) -> Iterator[FeatureReplica]:
     """u1 and u2 on partitions 0 and 1; item i1 seen on both (two partials)."""
-    proc = FeatureProcessor(T, tmp_path / "state")
+    proc = FeatureProcessor(T, tmp_path / "state", CATALOG)
     proc.assign([(T.activity, 0), (T.activity, 1)])
     events = [
         (0, _ev(0, "impression", 900.0, "u1", "i1")),
@@ -47,7 +47,7 @@ def replica(tmp_path: Path) -> Iterator[FeatureReplica]:
     outputs = proc.prepare(offsets)
     proc.commit(offsets)
     proc.close()
-    rep = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path / "replica")  # never started
+    rep = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path / "replica", CATALOG)  # never started
     rep.apply((str(o.key).encode(), o.value, o.partition or 0) for o in outputs)
     yield rep
     rep.stop()
@@ -66,7 +66,7 @@ class Client:
 
 @pytest.fixture
 def client(replica: FeatureReplica) -> Iterator[Client]:
-    api = ServingAPI(feature_routes(replica, clock=lambda: NOW))
+    api = ServingAPI(feature_routes(replica, CATALOG, clock=lambda: NOW))
     server = HttpServer(api, "127.0.0.1", 0, HttpLimits()).start()
     c = Client(server.port)
     yield c
@@ -145,7 +145,7 @@ def test_bad_bulk_reads_are_400(client: Client, body: Any, message: str) -> None
 
 
 def test_openapi_documents_the_feature_routes(replica: FeatureReplica) -> None:
-    doc = openapi_document(feature_routes(replica), "t", "0")
+    doc = openapi_document(feature_routes(replica, CATALOG), "t", "0")
     assert set(doc["paths"]) == {
         "/v1/features",
         "/v1/features/{entity}/{id}",

@@ -13,7 +13,7 @@ from streamlearn.models.features import Featuriser
 from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.replica import FeatureReplica
 from streamlearn.serving.service import PredictionService
-from streamlearn.streams.catalog.features import CATALOG, Count, Feature, FeatureCatalog, feed_spec
+from streamlearn.streams.catalog.features import Count, Feature, FeatureCatalog
 from streamlearn.streams.contracts import (
     ActivityEvent,
     FeatureLogRecord,
@@ -26,12 +26,14 @@ from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
 from streamlearn.streams.runtime.processor import Output, Record
+from tests.example import CATALOG, MODELS, feed_spec, with_features
 from tests.unit.serving.helpers import request
 
 T = Topics("t.")
 #: The one place the new feature is declared.
 LIKES = Feature("user_likes", "user", Count(frozenset({"like"})), "Likes by the user.", "test")
-CATALOG_WITH_LIKES = CATALOG.with_features(LIKES)
+WITH_LIKES = with_features(LIKES)
+CATALOG_WITH_LIKES = WITH_LIKES.catalog
 
 
 def _ev(kind: str, ts: float, item: str = "i1", rid: str = "old") -> ActivityEvent:
@@ -42,7 +44,7 @@ def _features_topic(
     tmp_path: Path, catalog: FeatureCatalog, events: list[ActivityEvent]
 ) -> list[Output]:
     """What the processor writes to the ``features`` topic for ``events``."""
-    proc = FeatureProcessor(T, tmp_path / "state", catalog=catalog)
+    proc = FeatureProcessor(T, tmp_path / "state", catalog)
     proc.assign([(T.activity, 0)])
     proc.process([Record(T.activity, 0, n, b"u1", ev) for n, ev in enumerate(events)])
     offsets = {(T.activity, 0): len(events)}
@@ -72,21 +74,23 @@ def test_a_feature_declared_once_is_processed_served_logged_trained_on(tmp_path:
     assert user["user_impressions"] == 1
 
     # the model's feature spec has it as a numeric input
-    spec = feed_spec(hash_bits=12, catalog=CATALOG_WITH_LIKES)
+    spec = feed_spec(hash_bits=12, project=WITH_LIKES)
     assert "user_likes" in spec.numeric and "user_likes" not in feed_spec(12).numeric
 
     # serving scores it and logs it, exactly as scored
     registry = FileRegistry(tmp_path / "registry")
     learner = zoo.create("ftrl", spec, seed=0)
     learner.learn_many([{"user_id": "u1", "item_id": "i1", "user_likes": 2}], [1.0])
-    service = PredictionService(registry, replica, ["feed"], catalog=CATALOG_WITH_LIKES)
+    service = PredictionService(registry, replica, ["feed"], CATALOG_WITH_LIKES)
     service.load(registry.publish("feed", learner.snapshot()))
     reply, served = service.predict("feed", request(["i1", "i2"], request_id="r1"))
     log = decode(FeatureLogRecord, encode(served))  # as it travels over the feature log
     assert [i.features["user_likes"] for i in log.items] == [2, 2]
 
     # the joiner labels the logged row: the training example carries the feature ...
-    joiner = Joiner(T, tmp_path / "joiner", JoinerConfig(window_s=5.0, idle_lateness_s=None))
+    joiner = Joiner(
+        T, tmp_path / "joiner", CATALOG, MODELS, JoinerConfig(window_s=5.0, idle_lateness_s=None)
+    )
     joiner.assign([(T.feature_log, 0), (T.activity, 0)])
     logged = log
     shown = [_ev("impression", log.ts, "i1", "r1"), _ev("click", log.ts + 1, "i1", "r1")]
@@ -121,7 +125,7 @@ def test_without_the_declaration_nothing_of_it_appears(tmp_path: Path) -> None:
     assert user is not None and "user_likes" not in user
     registry = FileRegistry(tmp_path / "registry")
     learner = zoo.create("ftrl", feed_spec(12), seed=0)
-    service = PredictionService(registry, replica, ["feed"])
+    service = PredictionService(registry, replica, ["feed"], CATALOG)
     service.load(registry.publish("feed", learner.snapshot()))
     _, served = service.predict("feed", request(["i1"]))
     log = decode(FeatureLogRecord, encode(served))

@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from streamlearn.models.freshness import STAGES, PositivesSample
 from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.serving.service import PredictionService
+from tests.example import CATALOG
 from tests.unit.serving.helpers import DictFeatures, trained_ftrl
 
 T = 1_000_000.0
@@ -36,7 +37,7 @@ def test_swaps_observe_the_freshness_of_what_they_serve_first(tmp_path: Path) ->
     model = "fresh1"
     registry = FileRegistry(tmp_path)
     clock = [T]
-    service = PredictionService(registry, DictFeatures(), [model], clock=lambda: clock[0])
+    service = PredictionService(registry, DictFeatures(), [model], CATALOG, clock=lambda: clock[0])
     v1 = _publish(registry, model, [T - 5.0])
     service.load(v1)  # start-up: nothing was served before, nothing counted
     assert _value("streamlearn_freshness_seconds_count", model=model) == 0
@@ -62,7 +63,7 @@ def test_swaps_observe_the_freshness_of_what_they_serve_first(tmp_path: Path) ->
 def test_a_version_of_a_new_lineage_counts_only_itself(tmp_path: Path) -> None:
     model = "fresh2"
     registry = FileRegistry(tmp_path)
-    service = PredictionService(registry, DictFeatures(), [model])
+    service = PredictionService(registry, DictFeatures(), [model], CATALOG)
     service.load(_publish(registry, model, [T]))
     _publish(registry, model, [T, T], lineage="M")
     service.load(_publish(registry, model, [T], lineage="M"))

@@ -24,6 +24,7 @@ from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.http import build_api
 from streamlearn.serving.server import HttpLimits, HttpServer
 from streamlearn.serving.service import PredictionService
+from tests.example import CATALOG
 from tests.unit.serving.helpers import (
     DictFeatures,
     publish_ftrl,
@@ -89,7 +90,7 @@ bodies = st.one_of(
 class Target:
     def __init__(self, tmp: Path) -> None:
         registry = FileRegistry(tmp)
-        service = PredictionService(registry, DictFeatures(), ["feed", "digits"])
+        service = PredictionService(registry, DictFeatures(), ["feed", "digits"], CATALOG)
         service.load(publish_ftrl(registry))
         service.load(publish_raw(registry, vision_graph(), vision_metadata(), model="digits"))
         api = build_api(service, None, max_body_bytes=LIMITS.max_body_bytes)

@@ -13,6 +13,7 @@ from streamlearn.models.snapshot import Snapshot
 from streamlearn.serving.http import MAX_BODY_BYTES, build_api
 from streamlearn.serving.server import HttpLimits, HttpServer
 from streamlearn.serving.service import PredictionService
+from tests.example import CATALOG
 from tests.unit.serving.helpers import (
     DictFeatures,
     ListSink,
@@ -51,7 +52,7 @@ class Api:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     registry = FileRegistry(tmp_path)
-    service = PredictionService(registry, DictFeatures(), ["feed", "digits"])
+    service = PredictionService(registry, DictFeatures(), ["feed", "digits"], CATALOG)
     sink = ListSink()
     server = HttpServer(build_api(service, sink), "127.0.0.1", 0, HttpLimits()).start()
     client = Api(server, service, sink, registry)

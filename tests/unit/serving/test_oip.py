@@ -22,6 +22,7 @@ from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.http import build_api
 from streamlearn.serving.server import HttpLimits, HttpServer
 from streamlearn.serving.service import PredictionService
+from tests.example import CATALOG
 from tests.unit.serving.helpers import (
     VISION_CLASSES,
     DictFeatures,
@@ -41,7 +42,11 @@ class Served:
     def __init__(self, tmp: Path) -> None:
         self.registry = FileRegistry(tmp)
         self.service = PredictionService(
-            self.registry, DictFeatures(USERS, ITEMS), ["feed", "digits"], clock=lambda: 100.0
+            self.registry,
+            DictFeatures(USERS, ITEMS),
+            ["feed", "digits"],
+            CATALOG,
+            clock=lambda: 100.0,
         )
         self.sink = ListSink()
         api = build_api(self.service, self.sink)

@@ -3,6 +3,7 @@ from pathlib import Path
 from streamlearn.serving.replica import FeatureReplica
 from streamlearn.streams.contracts import FeatureRecord, encode
 from streamlearn.streams.kafka.config import KafkaConfig
+from tests.example import CATALOG
 
 
 def record(
@@ -13,7 +14,7 @@ def record(
 
 
 def test_apply_lookups_tombstones_and_bad_records(tmp_path: Path) -> None:
-    replica = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path)  # never started
+    replica = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path, CATALOG)  # never started
     applied = replica.apply(
         [
             record("user", "u1", user_impressions=3, user_ctr=0.25),
@@ -47,7 +48,7 @@ def test_apply_lookups_tombstones_and_bad_records(tmp_path: Path) -> None:
 
 
 def test_an_entity_is_the_same_mapping_until_it_changes(tmp_path: Path) -> None:
-    replica = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path, cache_entities=3)
+    replica = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path, CATALOG, cache_entities=3)
     assert replica.user("u1") is None  # absent: remembered as absent ...
     replica.apply([record("user", "u1", user_impressions=1)])
     first = replica.user("u1")  # ... until written
@@ -69,7 +70,7 @@ def test_an_entity_is_the_same_mapping_until_it_changes(tmp_path: Path) -> None:
 
 
 def test_a_read_racing_a_write_never_keeps_the_old_value(tmp_path: Path) -> None:
-    replica = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path)
+    replica = FeatureReplica(KafkaConfig("127.0.0.1:1"), tmp_path, CATALOG)
     replica.apply([record("user", "u1", user_impressions=1)])
     db = replica._db
 

@@ -23,6 +23,7 @@ from streamlearn.serving.http import ServingAPI, build_api
 from streamlearn.serving.routing import Request, Response, Router
 from streamlearn.serving.server import HttpLimits, HttpServer, bind
 from streamlearn.serving.service import PredictionService
+from tests.example import CATALOG
 from tests.unit.serving.helpers import DictFeatures, publish_ftrl
 
 LIMITS = HttpLimits(
@@ -46,7 +47,7 @@ def _predict_bytes(body: bytes = PREDICT) -> bytes:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[HttpServer]:
     registry = FileRegistry(tmp_path)
-    service = PredictionService(registry, DictFeatures(), ["feed"])
+    service = PredictionService(registry, DictFeatures(), ["feed"], CATALOG)
     service.load(publish_ftrl(registry))
     api = build_api(service, None, max_body_bytes=LIMITS.max_body_bytes)
     srv = HttpServer(api, "127.0.0.1", 0, LIMITS).start()

@@ -9,7 +9,7 @@ from streamlearn.serving.errors import BadRequest, ModelNotFound, ModelNotReady,
 from streamlearn.serving.metrics import MODEL_SWAPS
 from streamlearn.serving.service import MAX_CANDIDATES, PredictionService
 from streamlearn.streams.contracts import FeatureLogRecord, decode, encode
-from streamlearn.streams.features.store import serving_features
+from tests.example import CATALOG, serving_features
 from tests.unit.serving.helpers import (
     VISION_CLASSES,
     DictFeatures,
@@ -35,7 +35,9 @@ def registry(tmp_path: Path) -> FileRegistry:
 
 @pytest.fixture
 def service(registry: FileRegistry) -> PredictionService:
-    return PredictionService(registry, DictFeatures(USERS, ITEMS), ["feed"], clock=lambda: NOW)
+    return PredictionService(
+        registry, DictFeatures(USERS, ITEMS), ["feed"], CATALOG, clock=lambda: NOW
+    )
 
 
 def test_scores_match_the_learner_and_log_what_was_scored(
@@ -145,7 +147,7 @@ def test_hot_swap_under_load_fails_no_request(
 
 
 def test_vision_model(registry: FileRegistry) -> None:
-    svc = PredictionService(registry, DictFeatures(), ["digits"])
+    svc = PredictionService(registry, DictFeatures(), ["digits"], CATALOG)
     svc.load(publish_raw(registry, vision_graph(), vision_metadata(), model="digits"))
     bright = svc.predict_vision("digits", {"request_id": "v1", "image": [[255] * 4] * 4})
     dark = svc.predict_vision("digits", {"request_id": "v2", "image": [[[0.0] * 4] * 4]})
@@ -165,7 +167,7 @@ def test_vision_png_is_resized_and_bad_png_is_a_bad_request(registry: FileRegist
 
     from PIL import Image
 
-    svc = PredictionService(registry, DictFeatures(), ["digits"])
+    svc = PredictionService(registry, DictFeatures(), ["digits"], CATALOG)
     svc.load(publish_raw(registry, vision_graph(), vision_metadata(), model="digits"))
     buf = io.BytesIO()
     Image.new("RGB", (16, 16), (250, 250, 250)).save(buf, format="PNG")

@@ -4,6 +4,7 @@ from pathlib import Path
 from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.service import PredictionService
 from streamlearn.serving.updates import ModelUpdater
+from tests.example import CATALOG
 from tests.unit.serving.helpers import (
     DictFeatures,
     constant_graph,
@@ -15,7 +16,7 @@ from tests.unit.serving.helpers import (
 
 def test_follows_the_serving_version_and_skips_rejected_versions(tmp_path: Path) -> None:
     registry = FileRegistry(tmp_path)
-    service = PredictionService(registry, DictFeatures(), ["feed"])
+    service = PredictionService(registry, DictFeatures(), ["feed"], CATALOG)
     updater = ModelUpdater(service, kafka=None)
     assert updater.check("feed") is False and service.version("feed") is None
     publish_ftrl(registry)
@@ -33,7 +34,7 @@ def test_follows_the_serving_version_and_skips_rejected_versions(tmp_path: Path)
 def test_polls_the_registry_without_a_broker(tmp_path: Path) -> None:
     registry = FileRegistry(tmp_path)
     publish_ftrl(registry)
-    service = PredictionService(registry, DictFeatures(), ["feed"])
+    service = PredictionService(registry, DictFeatures(), ["feed"], CATALOG)
     updater = ModelUpdater(service, kafka=None, poll_interval_s=0.05).start()
     try:
         assert service.version("feed") == 1  # loaded synchronously by start()
@@ -52,7 +53,7 @@ def test_announcements_older_than_the_serving_version_are_not_checked(tmp_path: 
     from streamlearn.streams.contracts import ModelUpdate, encode
 
     registry = FileRegistry(tmp_path)
-    service = PredictionService(registry, DictFeatures(), ["feed"])
+    service = PredictionService(registry, DictFeatures(), ["feed"], CATALOG)
     updater = ModelUpdater(service, kafka=None)
     publish_ftrl(registry)
     publish_ftrl(registry, seed=1)

@@ -17,8 +17,9 @@ from streamlearn.simulator.shape import (
     top_share,
 )
 from streamlearn.simulator.stats import CtrTally, LatencyWindow, SimStats
-from streamlearn.streams.contracts import ENGAGEMENT_TYPES, ActivityEvent, decode_event
+from streamlearn.streams.contracts import ActivityEvent
 from streamlearn.streams.errors import ContractError
+from tests.example import ENGAGEMENT_TYPES, decode_event
 
 SHOWN = Shown(user_id="u1", item_id="i2", request_id="r3", position=1, category="c4")
 

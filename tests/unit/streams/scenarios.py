@@ -12,7 +12,6 @@ import orjson
 
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.registry import FileRegistry
-from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import FeatureLogRecord, ServedItem, TrainingExample, encode
 from streamlearn.streams.features.processor import FeatureProcessor
 from streamlearn.streams.kafka.topics import Topics
@@ -23,6 +22,7 @@ from streamlearn.streams.state.changelog import is_control_key
 from streamlearn.streams.state.store import PartitionStore
 from streamlearn.streams.testing.checks import Scenario
 from streamlearn.streams.testing.memory import MemoryBroker
+from tests.example import CATALOG, FEED, MODEL_NAMES, MODELS
 
 TOPICS = Topics("checks.")
 T0 = 1_700_000_000.0
@@ -80,10 +80,10 @@ def latest(broker: MemoryBroker, topic: str) -> dict[tuple[bytes | None, int], b
 
 # -- the feature processor ------------------------------------------------------------------
 def _setup_loop(broker: MemoryBroker) -> None:
-    broker.create_topics(TOPICS.loop_topics())
+    broker.create_topics(TOPICS.loop_topics(MODEL_NAMES))
 
 
-def _feed_features(broker: MemoryBroker, part: int) -> None:
+def _produce_features(broker: MemoryBroker, part: int) -> None:
     base = part * 200
     for i in range(base, base + 200):
         user = f"u{i % 9}"
@@ -98,7 +98,7 @@ def _feed_features(broker: MemoryBroker, part: int) -> None:
 
 def _build_features(root: Path, broker: MemoryBroker, clock: Callable[[], float]) -> Processor:
     # a tiny cache, so batches also read aggregates back from RocksDB
-    return FeatureProcessor(TOPICS, root / "state", cluster=broker, cache_size=4)
+    return FeatureProcessor(TOPICS, root / "state", CATALOG, cluster=broker, cache_size=4)
 
 
 def _observe_features(broker: MemoryBroker, root: Path) -> dict[str, Any]:
@@ -113,13 +113,13 @@ FEATURES = Scenario(
     name="features",
     build=_build_features,
     setup=_setup_loop,
-    feed=_feed_features,
+    produce=_produce_features,
     observe=_observe_features,
 )
 
 
 # -- the joiner -----------------------------------------------------------------------------
-def _feed_joiner(broker: MemoryBroker, part: int) -> None:
+def _produce_joiner(broker: MemoryBroker, part: int) -> None:
     """Requests (some never feature-logged), impressions, clicks in the window and likes
     after it; each topic in event-time order, as producers publish them."""
     logs: list[tuple[float, bytes, bytes]] = []
@@ -166,7 +166,7 @@ def _feed_joiner(broker: MemoryBroker, part: int) -> None:
 
 def _build_joiner(root: Path, broker: MemoryBroker, clock: Callable[[], float]) -> Processor:
     config = JoinerConfig(window_s=6.0, orphan_timeout_s=20.0, idle_lateness_s=None)
-    return Joiner(TOPICS, root / "state", config, cluster=broker)
+    return Joiner(TOPICS, root / "state", CATALOG, MODELS, config, cluster=broker)
 
 
 def _observe_joiner(broker: MemoryBroker, root: Path) -> dict[str, Any]:
@@ -187,7 +187,7 @@ JOINER = Scenario(
     name="joiner",
     build=_build_joiner,
     setup=_setup_loop,
-    feed=_feed_joiner,
+    produce=_produce_joiner,
     observe=_observe_joiner,
 )
 
@@ -200,7 +200,7 @@ PROBES = [{"user_id": f"u{u}", "item_id": f"i{i}", "n": 1.0} for u in range(6) f
 
 def _setup_trainer(broker: MemoryBroker) -> None:
     broker.create_topics([TOPICS.training_examples("feed")], partitions=1)
-    broker.create_topics(TOPICS.loop_topics())
+    broker.create_topics(TOPICS.loop_topics(MODEL_NAMES))
 
 
 def trainer_example(part: int, i: int) -> TrainingExample:
@@ -225,7 +225,7 @@ def trainer_example(part: int, i: int) -> TrainingExample:
 TRAIN_DUPLICATES = {0: [(0, 3), (0, 40), (0, 41)], 1: [(0, 100), (1, 7), (0, 5)]}
 
 
-def _feed_trainer(broker: MemoryBroker, part: int) -> None:
+def _produce_trainer(broker: MemoryBroker, part: int) -> None:
     topic = TOPICS.training_examples("feed")
     again = {i: [d for d in TRAIN_DUPLICATES[part] if d[1] + 4 == i] for i in range(200)}
     for i in range(TRAIN_BATCH * 9):  # whole micro-batches per part
@@ -285,7 +285,7 @@ TRAINER = Scenario(
     name="trainer",
     build=_build_trainer,
     setup=_setup_trainer,
-    feed=_feed_trainer,
+    produce=_produce_trainer,
     observe=_observe_trainer,
     carried=frozenset({"predictions"}),
     memory=_trainer_memory,

@@ -22,11 +22,9 @@ from hypothesis import strategies as st
 
 from streamlearn.models.features import Featuriser
 from streamlearn.serving.replica import FeatureReplica
-from streamlearn.streams.catalog.features import CATALOG, feed_spec
 from streamlearn.streams.contracts import (
     MAX_EVENT_BYTES,
     ExampleDecoder,
-    decode_event,
     decode_example,
     decode_feature_log,
     decode_feature_record,
@@ -35,13 +33,15 @@ from streamlearn.streams.contracts import (
 )
 from streamlearn.streams.errors import ContractError
 from streamlearn.streams.features.aggregates import layout
-from streamlearn.streams.features.store import serving_features
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
+from tests.example import CATALOG, decode_event, feed_spec, serving_features
 
 FUZZ_EXAMPLES = 400
 FEATURISER = Featuriser(feed_spec())
-REPLICA = FeatureReplica(KafkaConfig("127.0.0.1:1"), Path(tempfile.mkdtemp(prefix="fuzz-replica-")))
+REPLICA = FeatureReplica(
+    KafkaConfig("127.0.0.1:1"), Path(tempfile.mkdtemp(prefix="fuzz-replica-")), CATALOG
+)
 VALID: dict[str, dict[str, Any]] = {
     "event": {
         "event_id": "e1",

@@ -66,9 +66,9 @@ def test_a_duplicate_of_an_example_learned_before_the_restart_is_dropped(
     """Part 1 repeats examples of part 0; the trainer stops (a snapshot) in between."""
     broker = MemoryBroker()
     TRAINER.setup(broker)
-    TRAINER.feed(broker, 0)
+    TRAINER.produce(broker, 0)
     run(TRAINER, broker, tmp_path, FakeClock())
-    TRAINER.feed(broker, 1)
+    TRAINER.produce(broker, 1)
     run(TRAINER, broker, tmp_path, FakeClock())
     _, want = clean_run(TRAINER, tmp_path / "clean")
     registry = FileRegistry(tmp_path / "registry")

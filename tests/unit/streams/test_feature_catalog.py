@@ -11,7 +11,6 @@ import msgspec
 import pytest
 
 from streamlearn.streams.catalog.features import (
-    CATALOG,
     Count,
     DecayedRate,
     Feature,
@@ -19,12 +18,12 @@ from streamlearn.streams.catalog.features import (
     LastEventTime,
     LatestContext,
     SecondsSince,
-    feed_spec,
 )
 from streamlearn.streams.contracts import ActivityEvent
 from streamlearn.streams.errors import CatalogError
 from streamlearn.streams.features.aggregates import layout
-from streamlearn.streams.features.store import entity_features, merge_item_partials, public_values
+from streamlearn.streams.features.store import entity_features, merge_partials, public_values
+from tests.example import CATALOG, SCHEMA, feed_spec
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 _IDS = itertools.count()
@@ -70,7 +69,6 @@ def test_readme_feature_table_is_the_catalog() -> None:
         (Feature("user_ctr", "user", Count(frozenset({"click"})), "d", "o"), "declared twice"),
         (Feature("likes", "user", Count(frozenset({"like"})), "d", "o"), "starting with 'user_'"),
         (Feature("user_x", "user", Count(frozenset({"poke"})), "d", "o"), "event types among"),
-        (Feature("user_x", "user", Count(frozenset({"like"})), "", "o"), "a description"),
         (Feature("user_x", "user", Count(frozenset({"like"})), "d", "o", 0), "version >= 1"),
         (Feature("user_x", "user", SecondsSince("item_last_event_ts"), "d", "o"), "SecondsSince"),
         (Feature("user_x", "user", LastEventTime(), "d", "o"), "at most one LastEventTime"),
@@ -122,7 +120,7 @@ def test_item_partials_merge_like_one_stream() -> None:
     for n, ev in enumerate(events):
         item.update(whole, ev)
         item.update(parts[n % 3], ev)
-    merged = merge_item_partials([item.values(p) for p in parts])
+    merged = merge_partials("item", [item.values(p) for p in parts], CATALOG)
     expected = item.values(whole)
     assert merged.keys() == expected.keys()
     for k, x in expected.items():
@@ -151,7 +149,8 @@ def test_a_catalog_with_other_aggregations_compiles() -> None:
                 "t",
             ),
             Feature("user_device", "user", LatestContext("device"), "Latest device.", "t"),
-        )
+        ),
+        SCHEMA,
     )
     user = layout(catalog, "user")
     a = user.new()
@@ -201,11 +200,11 @@ def test_an_online_read_gives_public_values_request_time_features_and_as_of() ->
     user = layout(CATALOG, "user")
     a = user.new()
     user.update(a, _ev("impression", 100.0))
-    read = entity_features("user", "u1", user.values(a), now=130.0)
+    read = entity_features("user", "u1", user.values(a), 130.0, CATALOG)
     assert read is not None and (read.entity, read.id, read.as_of) == ("user", "u1", 100.0)
     assert list(read.values) == [f.name for f in CATALOG.of("user")]  # no raw accumulators
     assert read.values["user_impressions"] == 1 and read.values["user_recency_s"] == 30.0
-    older = entity_features("item", "i1", {"item_impressions": 3}, now=5.0)  # older record
+    older = entity_features("item", "i1", {"item_impressions": 3}, 5.0, CATALOG)  # older record
     assert older is not None and older.values["item_ctr"] == CATALOG.get("item_ctr").default
     assert older.values["item_recency_s"] == -1.0 and older.as_of == 0.0
-    assert entity_features("user", "nobody", None, now=1.0) is None
+    assert entity_features("user", "nobody", None, 1.0, CATALOG) is None

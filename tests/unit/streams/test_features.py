@@ -8,11 +8,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamlearn.streams.catalog.features import CATALOG, DecayedRate
+from streamlearn.streams.catalog.features import DecayedRate
 from streamlearn.streams.contracts import ActivityEvent, FeatureRecord, decode
 from streamlearn.streams.features.processor import FeatureProcessor
-from streamlearn.streams.features.store import merge_item_partials
+from streamlearn.streams.features.store import merge_partials
 from streamlearn.streams.runtime.processor import Record
+from tests.example import CATALOG
 from tests.unit.streams.scenarios import TOPICS
 
 T0 = 1_700_000_000.0
@@ -52,7 +53,7 @@ def _run(
 
 @pytest.fixture
 def proc(tmp_path: Path) -> FeatureProcessor:
-    p = FeatureProcessor(TOPICS, tmp_path)
+    p = FeatureProcessor(TOPICS, tmp_path, CATALOG)
     p.assign([(TOPICS.activity, 0), (TOPICS.activity, 1)])
     return p
 
@@ -111,21 +112,21 @@ def test_items_are_partial_per_partition_and_merge_to_the_whole(
     ]
     a = _run(proc, events[:2], 0)
     b = _run(proc, events[2:], 1)
-    merged = merge_item_partials([a["item/i1"], b["item/i1"]])
+    merged = merge_partials("item", [a["item/i1"], b["item/i1"]], CATALOG)
     assert merged["item_impressions"] == 2 and merged["item_engagements"] == 1
     assert merged["item_last_event_ts"] == T0 + 600
     assert merged["item_category"] == "hats"  # from the newest partial
     # partials merged equal one partition that saw every event
-    whole = FeatureProcessor(TOPICS, tmp_path / "whole")
+    whole = FeatureProcessor(TOPICS, tmp_path / "whole", CATALOG)
     whole.assign([(TOPICS.activity, 0)])
     one = _run(whole, events, 0)["item/i1"]
     assert set(merged) == set(one)
     for k, v in one.items():
         assert merged[k] == (pytest.approx(v) if isinstance(v, float) else v), k
-    assert merge_item_partials([a["item/i1"]]) == a["item/i1"]
+    assert merge_partials("item", [a["item/i1"]], CATALOG) == a["item/i1"]
 
 
 def test_merging_no_partials_gives_the_prior() -> None:
-    merged = merge_item_partials([])
+    merged = merge_partials("item", [], CATALOG)
     assert merged["item_impressions"] == 0
     assert merged["item_ctr"] == pytest.approx(CTR_PRIOR)

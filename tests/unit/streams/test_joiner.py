@@ -14,6 +14,7 @@ from streamlearn.streams.contracts import (
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
 from streamlearn.streams.runtime.processor import Output, Record
+from tests.example import CATALOG, MODELS
 
 T = Topics("t.")
 
@@ -68,7 +69,7 @@ def _joiner(tmp_path: Path, positives_at_once: bool = False) -> tuple[Joiner, Fe
         idle_lateness_s=None,
         positives_at_once=positives_at_once,
     )
-    j = Joiner(T, tmp_path, config)
+    j = Joiner(T, tmp_path, CATALOG, MODELS, config)
     j.assign([(T.feature_log, 0), (T.activity, 0)])
     return j, Feed(j)
 
@@ -133,7 +134,11 @@ def test_open_windows_survive_restart(tmp_path: Path) -> None:
     j.commit({(T.feature_log, 0): 1, (T.activity, 0): 3})
     j.close()
     j2 = Joiner(
-        T, tmp_path, JoinerConfig(window_s=10.0, idle_lateness_s=None, positives_at_once=False)
+        T,
+        tmp_path,
+        CATALOG,
+        MODELS,
+        JoinerConfig(window_s=10.0, idle_lateness_s=None, positives_at_once=False),
     )
     starts = j2.assign([(T.feature_log, 0), (T.activity, 0)])
     assert starts == {(T.feature_log, 0): 1, (T.activity, 0): 3}
@@ -149,7 +154,11 @@ def test_open_windows_survive_restart(tmp_path: Path) -> None:
 
 def test_wall_clock_closes_windows_when_event_time_stalls(tmp_path: Path) -> None:
     j = Joiner(
-        T, tmp_path, JoinerConfig(window_s=10.0, idle_lateness_s=5.0, positives_at_once=False)
+        T,
+        tmp_path,
+        CATALOG,
+        MODELS,
+        JoinerConfig(window_s=10.0, idle_lateness_s=5.0, positives_at_once=False),
     )
     j.assign([(T.feature_log, 0), (T.activity, 0)])
     Feed(j)(_log("r1", 100.0, ["a"]), _ev("r1", 100.1, "a", "impression"))
@@ -258,7 +267,7 @@ def test_an_emitted_positive_is_not_emitted_again_after_a_restart(tmp_path: Path
     j.commit({(T.feature_log, 0): 1, (T.activity, 0): 4})
     j.close()
     config = JoinerConfig(window_s=10.0, idle_lateness_s=None, positives_at_once=True)
-    j2 = Joiner(T, tmp_path, config)
+    j2 = Joiner(T, tmp_path, CATALOG, MODELS, config)
     j2.assign([(T.feature_log, 0), (T.activity, 0)])
     feed2 = Feed(j2)
     feed2.offset = 4

@@ -18,12 +18,12 @@ from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.stages import describe, history, publish_candidate
-from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import TrainingExample, decode_model_update
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.rollout import ROLLOUT_FILE
 from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig, is_online
 from streamlearn.streams.runtime.processor import Output, Record
+from tests.example import FEED
 
 TOPICS = Topics("ro.")
 TOPIC = TOPICS.training_examples("feed")

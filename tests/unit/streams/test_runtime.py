@@ -12,19 +12,20 @@ from streamlearn.streams.features.processor import FeatureProcessor
 from streamlearn.streams.learning.trainer import OnlineTrainer
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from streamlearn.streams.testing.memory import MemoryBroker, MemoryProducer
-from tests.unit.streams.scenarios import TOPICS, _build_trainer, _feed_features, _feed_trainer
+from tests.example import CATALOG, MODEL_NAMES
+from tests.unit.streams.scenarios import TOPICS, _build_trainer, _produce_features, _produce_trainer
 
 
 def _broker() -> MemoryBroker:
     b = MemoryBroker()
     b.create_topics([TOPICS.training_examples("feed")], partitions=1)
-    b.create_topics(TOPICS.loop_topics())
+    b.create_topics(TOPICS.loop_topics(MODEL_NAMES))
     return b
 
 
 def test_a_failed_final_snapshot_is_raised_not_swallowed(tmp_path: Path) -> None:
     broker = _broker()
-    _feed_trainer(broker, 0)
+    _produce_trainer(broker, 0)
     trainer = _build_trainer(tmp_path, broker, lambda: 0.0)
     assert isinstance(trainer, OnlineTrainer)
 
@@ -53,8 +54,8 @@ class _Unacknowledged(MemoryProducer):
 
 def test_a_failed_commit_stops_the_run_and_stores_nothing_more(tmp_path: Path) -> None:
     broker = _broker()
-    _feed_features(broker, 0)
-    proc = FeatureProcessor(TOPICS, tmp_path, cluster=broker)
+    _produce_features(broker, 0)
+    proc = FeatureProcessor(TOPICS, tmp_path, CATALOG, cluster=broker)
     rt = MicroBatchRuntime(
         proc,
         broker,
@@ -64,7 +65,7 @@ def test_a_failed_commit_stops_the_run_and_stores_nothing_more(tmp_path: Path) -
     with pytest.raises(KafkaError, match="not acknowledged"):
         rt.run(idle_polls=3)
     # what was acknowledged is stored; what was not, is not (the restart re-applies it)
-    again = FeatureProcessor(TOPICS, tmp_path, cluster=broker)
+    again = FeatureProcessor(TOPICS, tmp_path, CATALOG, cluster=broker)
     starts = again.assign([(TOPICS.activity, p) for p in range(4)])
     again.close()
     stored = sum(off for off in starts.values() if off >= 0)
@@ -79,7 +80,7 @@ class _NoStarts(FeatureProcessor):
 
 def test_a_processor_must_say_where_every_partition_resumes(tmp_path: Path) -> None:
     broker = _broker()
-    _feed_features(broker, 0)
-    rt = MicroBatchRuntime(_NoStarts(TOPICS, tmp_path), broker, RuntimeConfig("g"))
+    _produce_features(broker, 0)
+    rt = MicroBatchRuntime(_NoStarts(TOPICS, tmp_path, CATALOG), broker, RuntimeConfig("g"))
     with pytest.raises(StreamsError, match="gave no start offset"):
         rt.run(idle_polls=3)

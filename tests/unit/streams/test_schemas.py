@@ -14,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from streamlearn.cli.root import app
-from streamlearn.streams.contracts import DeadLetterHeaders, decode, decode_event, decode_request
+from streamlearn.streams.contracts import DeadLetterHeaders, decode, decode_request
 from streamlearn.streams.errors import ContractError
 from streamlearn.streams.kafka.dead_letters import DeadLetters
-from streamlearn.streams.schemas import CONTRACTS, Contract, export, json_schema
+from streamlearn.streams.schemas import Contract, export, json_schema, project_contracts
+from tests.example import SCHEMA, decode_event
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -100,7 +101,7 @@ INVALID: dict[str, list[tuple[str, dict[str, Any] | str]]] = {
     ],
     "prediction-reply": [("version 0", {"version": 0}), ("missing scores", "scores")],
     "prediction-error": [("status 200", {"status": 200}), ("missing error", "error")],
-    "feature-record": [("unknown entity", {"entity": "shop"}), ("values a list", {"values": []})],
+    "feature-record": [("values a list", {"values": []})],
     "feature-log-record": [
         ("score above 1", {"items": [{"item_id": "i1", "features": {}, "score": 1.5}]}),
         ("missing items", "items"),
@@ -114,6 +115,7 @@ INVALID: dict[str, list[tuple[str, dict[str, Any] | str]]] = {
     ],
 }
 
+CONTRACTS = project_contracts(SCHEMA)
 BY_NAME = {c.name: c for c in CONTRACTS}
 
 
@@ -121,7 +123,7 @@ def _decode(name: str, record: dict[str, Any]) -> object:
     """Decode as the consumers of the record do (requests and events add checks)."""
     raw = json.dumps(record).encode()
     if name == "prediction-request":
-        return decode_request(raw)
+        return decode_request(raw, surfaces=SCHEMA.surfaces)
     if name == "activity-event":
         return decode_event(raw)
     return decode(BY_NAME[name].struct, raw)
@@ -228,7 +230,7 @@ def test_cli_exports_one_file_per_contract(tmp_path: Path) -> None:
 
 def test_the_committed_schemas_are_current(tmp_path: Path) -> None:
     """``contracts/`` holds the exported schemas for readers who do not install us."""
-    export(tmp_path)
+    export(tmp_path, SCHEMA)
     for path in sorted(tmp_path.iterdir()):
         committed = REPO / "contracts" / path.name
         assert committed.exists() and committed.read_bytes() == path.read_bytes(), (

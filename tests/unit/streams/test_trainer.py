@@ -10,7 +10,6 @@ import pytest
 
 from streamlearn.models.errors import RegistryError
 from streamlearn.models.registry import FileRegistry
-from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import TrainingExample, encode
 from streamlearn.streams.errors import StateLost
 from streamlearn.streams.learning.trainer import (
@@ -23,6 +22,7 @@ from streamlearn.streams.learning.trainer import (
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from streamlearn.streams.runtime.processor import Record, RecordBatch
 from streamlearn.streams.testing.memory import MemoryBroker
+from tests.example import FEED, MODEL_NAMES
 from tests.unit.streams.scenarios import PROBES, SPEC, TOPICS, dead_letters
 
 TOPIC = TOPICS.training_examples("feed")
@@ -81,7 +81,7 @@ def test_a_batch_that_fails_half_way_learns_nothing(tmp_path: Path) -> None:
 
 def test_the_runtime_retries_a_failed_batch_and_learns_each_example_once(tmp_path: Path) -> None:
     broker = MemoryBroker(partitions=1)
-    broker.create_topics(TOPICS.loop_topics())
+    broker.create_topics(TOPICS.loop_topics(MODEL_NAMES))
     for r in _records(0, 40):
         broker.append(TOPIC, encode(r.value), b"k")
     t = _trainer(tmp_path, broker)
@@ -107,7 +107,7 @@ def test_the_runtime_retries_a_failed_batch_and_learns_each_example_once(tmp_pat
 
 def test_label_2_is_a_contract_error_dead_lettered_never_learned(tmp_path: Path) -> None:
     broker = MemoryBroker(partitions=1)
-    broker.create_topics(TOPICS.loop_topics())
+    broker.create_topics(TOPICS.loop_topics(MODEL_NAMES))
     for i in range(16):
         ex = _example(i, label=2 if i == 5 else 1)
         broker.append(TOPIC, encode(ex), b"k")
@@ -135,7 +135,7 @@ class _Broken:
 
 def test_a_learner_failing_mid_update_stops_the_runtime_uncommitted(tmp_path: Path) -> None:
     broker = MemoryBroker(partitions=1)
-    broker.create_topics(TOPICS.loop_topics())
+    broker.create_topics(TOPICS.loop_topics(MODEL_NAMES))
     for r in _records(0, 20):
         broker.append(TOPIC, encode(r.value), b"k")
     t = _trainer(tmp_path, broker)
@@ -169,7 +169,7 @@ def test_a_snapshot_of_other_topics_starts_a_new_lineage(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     a = MemoryBroker(partitions=1)
-    a.create_topics(TOPICS.loop_topics())
+    a.create_topics(TOPICS.loop_topics(MODEL_NAMES))
     for r in _records(0, 24):
         a.append(TOPIC, encode(r.value), b"k")
     MicroBatchRuntime(_trainer(tmp_path, a), a, RuntimeConfig("g", commit_interval_s=0)).run(
@@ -179,7 +179,7 @@ def test_a_snapshot_of_other_topics_starts_a_new_lineage(
     assert old is not None and old.metadata["examples_seen"] == 24
 
     b = MemoryBroker(partitions=1)  # another cluster: new topic ids, fewer records
-    b.create_topics(TOPICS.loop_topics())
+    b.create_topics(TOPICS.loop_topics(MODEL_NAMES))
     for r in _records(0, 8):
         b.append(TOPIC, encode(r.value), b"k")
     t = _trainer(tmp_path, b)
@@ -199,7 +199,7 @@ def test_a_snapshot_of_other_topics_starts_a_new_lineage(
 
 def test_an_offset_beyond_the_log_end_starts_a_new_lineage(tmp_path: Path) -> None:
     broker = MemoryBroker(partitions=1)
-    broker.create_topics(TOPICS.loop_topics())
+    broker.create_topics(TOPICS.loop_topics(MODEL_NAMES))
     t = _trainer(tmp_path)
     t.assign([(TOPIC, 0)])
     t.process(_records(0, 8))

@@ -19,11 +19,11 @@ import pytest
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.registry import FileRegistry
 from streamlearn.offline.prequential import EvalConfig, progressive_validation
-from streamlearn.streams.catalog.models import FEED
 from streamlearn.streams.contracts import TrainingExample
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig
 from streamlearn.streams.runtime.processor import Record
+from tests.example import FEED
 
 N = 1500
 

@@ -1,0 +1,1 @@
+"""The built-in example project: a feed and an ads slot, driven by the simulator."""
