@@ -253,7 +253,7 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
     ids_fingerprints: dict[str, int] = {}
     duplicates: dict[str, int] = {}
     for model in MODELS.names:
-        trainer = _trainer(topics, data, model, None, [], 3600.0, cluster=cluster)
+        trainer = _trainer(topics, data, MODELS.get(model), None, [], 3600.0, cluster=cluster)
         MicroBatchRuntime(
             trainer, kafka, RuntimeConfig(f"{prefix}trainer.{model}", commit_interval_s=0)
         ).run(max_seconds=90, idle_polls=30)

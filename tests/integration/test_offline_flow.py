@@ -63,7 +63,8 @@ def test_retrain_flow_from_a_topic_range_then_a_sweep(
     common = ["--data-dir", str(data), "--bootstrap-servers", kafka.bootstrap_servers,
               "--topic-prefix", kafka.topic_prefix, "--quiet"]  # fmt: skip
     # toy features, not the feed model's: the spec is inferred from them
-    args = ["flow", "run", "retrain", "-p", "end=600", "-p", "hash_bits=12", "-p", "epochs=2",
+    args = ["flow", "run", "retrain", "-p", "model=feed", "-p", "end=600", "-p", "hash_bits=12",
+            "-p", "epochs=2",
             "-p", "ftrl.alpha=0.2", "-p", "spec=infer", *common]  # fmt: skip
 
     first = run(args)
@@ -96,7 +97,8 @@ def test_retrain_flow_from_a_topic_range_then_a_sweep(
     sweep = CliRunner().invoke(
         app(),
         ["flow", "sweep", "retrain", "-p", "alpha=0.05,0.5", "-p", "epochs=1,2",
-         "--set", "end=600", "--set", "hash_bits=12", "--set", "spec=infer", "--workers", "2",
+         "--set", "model=feed", "--set", "end=600", "--set", "hash_bits=12", "--set", "spec=infer",
+         "--workers", "2",
          "--out", str(out),
          *common],
     )  # fmt: skip

@@ -131,7 +131,7 @@ def test_failed_batch_rewinds_the_uncommitted_interval_and_dead_letters_only_the
             raw = orjson.dumps({**orjson.loads(raw), "event_id": "poison"})
         produce(producer, topics.activity, raw, "u1")
     flush(producer)
-    proc = _Poisoned(topics, tmp_path / "state")
+    proc = _Poisoned(topics, tmp_path / "state", CATALOG)
     rt = MicroBatchRuntime(
         proc,
         kafka,

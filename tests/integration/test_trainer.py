@@ -91,6 +91,8 @@ def _trainer_proc(kafka: KafkaConfig, data: Path, port: int) -> subprocess.Popen
             "-m",
             "streamlearn",
             "train",
+            "--model",
+            "feed",
             "--data-dir",
             str(data),
             "--snapshot-interval",
