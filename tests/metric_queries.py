@@ -3,7 +3,9 @@ check of them against what the processes of a running loop export.
 
 Queries are parsed with a real PromQL parser (``promql-parser``), so every selector is
 found wherever it sits (inside ``rate``, ``histogram_quantile``, binary operators, …).
-Grafana's ``$__…`` interval variables are replaced by a duration before parsing.
+Grafana's ``$__…`` interval variables are replaced by a duration before parsing, and the
+dashboards' template variables (``$model``, ``$surface``: every value, when all are
+selected) by ``.*``; each template variable's own query is checked too.
 """
 
 from __future__ import annotations
@@ -47,9 +49,14 @@ def queries() -> list[tuple[str, str]]:
     """``(where, expr)`` for every dashboard target and every alert rule."""
     out = []
     for path in sorted(DASHBOARDS.glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
             for target in panel.get("targets", []):
                 out.append((f"{path.name}: {panel['title']} [{target['refId']}]", target["expr"]))
+        for var in dashboard.get("templating", {}).get("list", []):
+            found = _LABEL_VALUES.match(var["definition"])
+            assert found, f"{path.name}: variable {var['name']}: expected label_values(...)"
+            out.append((f"{path.name}: variable {var['name']}", found.group(1)))
     for group in yaml.safe_load(ALERTS.read_text())["groups"]:
         for rule in group["rules"]:
             out.append((f"{ALERTS.name}: {rule.get('alert') or rule['record']}", rule["expr"]))
@@ -57,12 +64,16 @@ def queries() -> list[tuple[str, str]]:
 
 
 _GRAFANA_VAR = re.compile(r"\$__(rate_interval|interval|range)\b|\$\{__\w+\}")
+#: A dashboard's template variable in a label matcher (all values selected).
+_TEMPLATE_VAR = re.compile(r"\$(?!__)\w+")
+#: A template variable's query: ``label_values(<selector>, <label>)``.
+_LABEL_VALUES = re.compile(r"^label_values\((.+),\s*\w+\)$")
 _OPS = {"Equal": "=", "NotEqual": "!=", "Re": "=~", "NotRe": "!~"}
 
 
 def selectors(where: str, expr: str) -> list[Selector]:
     """Every vector selector in ``expr`` (raises on a query that does not parse)."""
-    tree = promql_parser.parse(_GRAFANA_VAR.sub("5m", expr))
+    tree = promql_parser.parse(_TEMPLATE_VAR.sub(".*", _GRAFANA_VAR.sub("5m", expr)))
     found: list[Selector] = []
 
     def visit(node: object) -> bool:
