@@ -33,7 +33,7 @@ from streamlearn.streams.learning.trainer import (
     is_resume_point,
 )
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
-from tests.example import MODEL_NAMES
+from tests.example import FEED, MODEL_NAMES
 
 pytestmark = pytest.mark.integration
 BATCH = 128
@@ -180,6 +180,7 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
         topics,
         ref_registry,
         TrainerConfig(
+            definition=FEED,
             batch_size=BATCH,
             flush_after_s=3600,
             snapshot_interval_s=3600,
