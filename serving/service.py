@@ -218,6 +218,13 @@ class PredictionService:
         sess = ModelSession.from_registry(self.registry, mv)
         if sess.kind == "ctr":
             spec = sess.featuriser.spec
+            unknown = self._served.unknown_inputs(spec)
+            if unknown:
+                raise SnapshotRejected(
+                    f"model {mv.model!r} version {mv.version} reads {unknown}, which the "
+                    "project does not declare: it would score them as missing; serve a "
+                    "version trained on the project's features"
+                )
             with self._featurisers_lock:
                 cf = self._featurisers.get(spec)
                 if cf is None:

@@ -58,24 +58,21 @@ def write_sample_log(project: Project, path: Path, requests: int = 4000, seed: i
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
     popularity /= popularity.sum()
     t0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-    written = 0
+    rows: list[tuple[float, str, str, str, str, str, int]] = []
+    ts = t0
+    for r in range(requests):
+        ts += float(rng.exponential(2.0))
+        user = int(rng.integers(n_users))
+        items = rng.choice(n_items, size=5, replace=False, p=popularity)
+        for pos, item in enumerate(items):
+            row = (ts, shown_type, f"u{user}", f"i{item}", surface, f"r{r}", pos)
+            rows.append(row)
+            logit = -2.2 + taste[user, group[item]] + quality[item] - 0.3 * pos
+            if engaged_type and rng.random() < 1.0 / (1.0 + math.exp(-logit)):
+                rows.append((ts + float(rng.uniform(0.5, 8.0)), engaged_type, *row[2:]))
+    rows.sort(key=lambda row: row[0])  # a log in time order, as one is recorded
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["ts", "type", "user_id", "item_id", "surface", "request_id", "position"])
-        ts = t0
-        for r in range(requests):
-            ts += float(rng.exponential(2.0))
-            user = int(rng.integers(n_users))
-            items = rng.choice(n_items, size=5, replace=False, p=popularity)
-            rid = f"r{r}"
-            for pos, item in enumerate(items):
-                out.writerow([f"{ts:.3f}", shown_type, f"u{user}", f"i{item}", surface, rid, pos])
-                written += 1
-                logit = -2.2 + taste[user, group[item]] + quality[item] - 0.3 * pos
-                if engaged_type and rng.random() < 1.0 / (1.0 + math.exp(-logit)):
-                    at = ts + float(rng.uniform(0.5, 8.0))
-                    out.writerow(
-                        [f"{at:.3f}", engaged_type, f"u{user}", f"i{item}", surface, rid, pos]
-                    )
-                    written += 1
-    return written
+        out.writerows((f"{row[0]:.3f}", *row[1:]) for row in rows)
+    return len(rows)

@@ -18,6 +18,7 @@ from typing import Final
 
 import msgspec
 
+from streamlearn.models.features import FeatureSpec
 from streamlearn.streams.catalog.events import PARTITION_ENTITY
 from streamlearn.streams.catalog.features import FeatureCatalog, SecondsSince
 from streamlearn.streams.contracts import PredictionRequest, Scalar
@@ -93,6 +94,8 @@ class ServedFeatures:
         self.windowed: dict[str, EntityLayout] = {
             e: lay for e, lay in layouts.items() if any(f.name in names for f, _ in lay.windows)
         }
+        #: Every entity's key field (its id in a row).
+        self.keys: tuple[str, ...] = tuple(keys.values())
         #: The entities other than user and item, with their key fields.
         self.others: tuple[tuple[str, str], ...] = tuple(
             (e, k) for e, k in keys.items() if e not in ("user", "item")
@@ -100,6 +103,19 @@ class ServedFeatures:
         #: A row is user, item and request parts only, with no windowed count: what
         #: serving's part-wise featurisation handles.
         self.simple = not self.others and not self.windowed
+
+    def unknown_inputs(self, spec: FeatureSpec) -> list[str]:
+        """The inputs of ``spec`` a row never holds (not a served feature, an entity key,
+        ``surface`` or a ``ctx_<key>`` context value): a model reading them would score
+        them as missing (a version trained before a feature was renamed or removed)."""
+        known = {"surface", *self.keys}
+        for entity in self.defaults:
+            known.update(self.defaults[entity])
+            known.update(name for name, _ in self.since[entity])
+        for lay in self.windowed.values():
+            known.update(f.name for f, _ in lay.windows)
+        names = dict.fromkeys((*spec.categorical, *spec.numeric))
+        return [n for n in names if n not in known and not n.startswith("ctx_")]
 
     def entity_ids(self, request: PredictionRequest) -> dict[str, str]:
         """The request's ids of the entities other than user and item (from its context)."""

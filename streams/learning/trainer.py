@@ -70,7 +70,7 @@ from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.zoo import DEFAULT_BATCH_SIZE
 from streamlearn.streams.contracts import ExampleDecoder, ModelUpdate, encode
-from streamlearn.streams.errors import StateLost
+from streamlearn.streams.errors import CatalogError, StateLost
 from streamlearn.streams.kafka.clients import Cluster
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.dedup import DEFAULT_CAPACITY, SeenIds, example_ids
@@ -327,6 +327,25 @@ class OnlineTrainer:
                 return f"topic={topic} partition={p} offset {off} is beyond its log end {end}"
         return None
 
+    def _check_inputs(self, mv: ModelVersion) -> None:
+        """A learner cannot change its inputs: resuming from a version trained on other
+        ones than the model declares now (a feature renamed or removed) is an error, not
+        a learner reading zeros."""
+        assert self.learner is not None
+        trained, declared = self.learner.featuriser.spec, self.config.definition.spec
+        if trained == declared:
+            return
+        old = dict.fromkeys((*trained.categorical, *trained.numeric))
+        new = dict.fromkeys((*declared.categorical, *declared.numeric))
+        raise CatalogError(
+            f"model {self.config.model!r}: version {mv.version} was trained on other inputs "
+            f"than the project declares now (no longer declared: {[n for n in old if n not in new]}"
+            f", new: {[n for n in new if n not in old]}, crosses or size changed: "
+            f"{trained.crosses != declared.crosses or trained.hash_bits != declared.hash_bits})"
+            "; a learner cannot change its inputs: declare the changed model under a new "
+            "name, or move its registry folder aside to train it anew"
+        )
+
     def _load(self) -> None:
         """Resume from the newest online snapshot, or start a fresh learner."""
         self._loaded = True
@@ -337,6 +356,7 @@ class OnlineTrainer:
             self.learner = self._new_learner()
             return
         self.learner = self.registry.load_learner(mv)
+        self._check_inputs(mv)
         meta = mv.metadata
         self.version = mv.version
         self._resume_version = mv.version

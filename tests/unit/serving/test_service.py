@@ -11,6 +11,7 @@ from streamlearn.serving.service import MAX_CANDIDATES, PredictionService
 from streamlearn.streams.contracts import FeatureLogRecord, decode, encode
 from tests.example import CATALOG, serving_features
 from tests.unit.serving.helpers import (
+    SPEC,
     VISION_CLASSES,
     DictFeatures,
     constant_graph,
@@ -87,6 +88,14 @@ def test_not_ready_unknown_model_and_too_many_candidates(
         (constant_graph(0.5), {**ctr_metadata(), "kind": "ranking"}, "kind in"),
         (constant_graph(0.5), {**ctr_metadata(), "feature_spec": {"bogus": 1}}, "bad metadata"),
         (vision_graph(), ctr_metadata(), "inputs \\['idx', 'val'\\]"),
+        (
+            constant_graph(0.5),
+            {
+                **ctr_metadata(),
+                "feature_spec": {**SPEC.to_dict(), "numeric": ["user_rate", *SPEC.numeric[1:]]},
+            },
+            r"reads \['user_rate'\], which the project does not declare",
+        ),
     ],
 )
 def test_a_bad_snapshot_is_rejected_and_the_old_one_keeps_serving(

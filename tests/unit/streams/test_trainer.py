@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from streamlearn.models.errors import RegistryError
+from streamlearn.models.features import FeatureSpec
 from streamlearn.models.registry import FileRegistry
 from streamlearn.streams.contracts import TrainingExample, encode
-from streamlearn.streams.errors import StateLost
+from streamlearn.streams.errors import CatalogError, StateLost
 from streamlearn.streams.learning.trainer import (
     OnlineTrainer,
     TrainerConfig,
@@ -366,3 +367,17 @@ def test_a_revoked_partitions_pending_examples_are_dropped_and_read_again(
     t.process([Record(TOPIC, 0, 10, b"k", _example(20))])
     t.finish()
     assert t.examples_seen == 19
+
+
+def test_a_learner_never_resumes_on_inputs_the_model_no_longer_declares(tmp_path: Path) -> None:
+    """A feature renamed in the project after a version was trained: an error naming it,
+    not a learner reading zeros."""
+    t = _trainer(tmp_path)
+    t.assign([(TOPIC, 0)])
+    t.process(_records(0, 16))
+    t.advance({(TOPIC, 0): 16})
+    t.publish()
+    renamed = FeatureSpec(("user_id", "item_id"), ("n_renamed",), hash_bits=SPEC.hash_bits)
+    t2 = _trainer(tmp_path, definition=FEED.with_spec(renamed))
+    with pytest.raises(CatalogError, match=r"no longer declared: \['n'\], new: \['n_renamed'\]"):
+        t2.assign([(TOPIC, 0)])
