@@ -24,14 +24,17 @@ from typing import Any
 import numpy as np
 
 from streamlearn.models.registry import FileRegistry
-from streamlearn.streams.catalog.models import MODELS
+from streamlearn.project import load_project
 from streamlearn.streams.contracts import PredictionRequest, TrainingExample
-from streamlearn.streams.features.store import serving_features
+from streamlearn.streams.features.store import served_features
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig
 from streamlearn.streams.runtime.processor import Record
 
 N_USERS, N_ITEMS = 2000, 500
+#: The built-in example project (feed and ads), whose models the benches serve.
+PROJECT = load_project()
+MODELS = PROJECT.model_catalog
 T0 = 1_760_000_000.0
 
 
@@ -99,6 +102,7 @@ def build(
     registry = FileRegistry(root)
     topics = Topics("aged.")
     users, items = entities(T0, seed)
+    row = served_features(PROJECT.catalog).row
     user_ids, item_ids = list(users), list(items)
     rng = np.random.default_rng(seed + 1)
     for definition in MODELS:
@@ -133,7 +137,7 @@ def build(
                     surface=definition.surfaces[0],  # type: ignore[arg-type]
                     ts=clock[0] - 8.0,
                     label=label,  # type: ignore[arg-type]
-                    features=serving_features(req, c, users[u], items[c], clock[0] - 8.0),
+                    features=row(req, c, users[u], items[c], clock[0] - 8.0),
                     served_version=max(trainer.version, 1),
                     served_score=float(rng.uniform(0.01, 0.3)),
                     label_ts=clock[0] - 1.5 if label else None,

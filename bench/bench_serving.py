@@ -22,7 +22,8 @@ server and round (servers interleaved, so noise on a shared machine falls on bot
 Also, in this process: raw ``InferenceSession.run`` against ``PredictionService.predict``
 (feature replica reads, featurisation, both runs' bookkeeping) on the same 20-candidate
 requests. ``--profile S`` samples ``streamlearn serve`` with py-spy (``pip install
-py-spy``) for S seconds at ``--profile-rate`` and prints the top frames.
+py-spy``; ``--gil``: the thread holding the GIL) for S seconds at ``--profile-rate`` and
+prints the top frames.
 
 Usage: ``python bench/bench_serving.py [--rate 1000] [--seconds 10] [--sat-seconds 5]
 [--rounds 2] [--profile 10]``
@@ -193,7 +194,8 @@ def _floor(registry: FileRegistry, kafka: KafkaConfig, state: Path) -> tuple[flo
 
 
 def _profile(server: Server, requests: list[bytes], rate: float, seconds: float, out: Path) -> None:
-    """Sample ``server`` with py-spy under paced load; print its top frames."""
+    """Sample ``server`` with py-spy under paced load (the thread holding the GIL: where
+    its Python time goes); print its top frames."""
     spy = shutil.which("py-spy")
     if spy is None:
         print("py-spy not found (pip install py-spy): no profile")
@@ -226,16 +228,18 @@ def _profile(server: Server, requests: list[bytes], rate: float, seconds: float,
 
 
 def top_frames(lines: list[str], n: int = 15) -> str:
-    """The ``n`` functions with the most samples on the stack (inclusive) and on top
-    (self), from py-spy's raw (collapsed) output."""
+    """The threads, and the ``n`` functions with the most samples on the stack
+    (inclusive) and on top (self), from py-spy's raw (collapsed) output."""
     total = 0
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
     for line in lines:
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         k = int(count)
+        threads[stack.split(";")[0].partition(": ")[2]] += k
         frames = []
         for f in stack.split(";")[1:]:  # the first is the thread
             name, _, where = f.partition(" (")
@@ -245,7 +249,9 @@ def top_frames(lines: list[str], n: int = 15) -> str:
             inclusive[f] += k
         if frames:
             own[frames[-1]] += k
-    out = [f"{total} samples; inclusive (on the stack):"]
+    out = [f"{total} samples; threads:"]
+    out += [f"  {100 * c / total:5.1f}%  {t}" for t, c in threads.most_common()]
+    out.append("inclusive (on the stack):")
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(n)]
     out.append("self (on top of the stack):")
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(n)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ class Table:
         self.users = {
             f"u{i}": {"user_impressions": int(rng.integers(0, 500))} for i in range(N_USERS)
         }
-        self.items = {
+        self.stored = {
             f"i{i}": {"item_impressions": int(rng.integers(0, 5000)), "item_category": f"c{i % 9}"}
             for i in range(N_ITEMS)
         }
@@ -52,7 +52,10 @@ class Table:
         return self.users.get(user_id)
 
     def item(self, item_id: str) -> Mapping[str, Scalar] | None:
-        return self.items.get(item_id)
+        return self.stored.get(item_id)
+
+    def items(self, item_ids: Sequence[str]) -> list[Mapping[str, Scalar] | None]:
+        return [self.stored.get(i) for i in item_ids]
 
 
 def _publish(registry: FileRegistry, spec: FeatureSpec, seed: int, stage: str | None) -> int:

@@ -21,12 +21,12 @@ import msgspec
 import numpy as np
 import onnxruntime as ort
 import uvicorn
-from aged_registry import entities, traffic  # bench/ is on sys.path when run as a script
+from aged_registry import PROJECT, entities, traffic  # bench/ is on sys.path as a script
 
 from streamlearn.models.features import FeatureSpec, Featuriser
 from streamlearn.models.registry import FileRegistry
 from streamlearn.streams.contracts import PredictionReply, PredictionRequest
-from streamlearn.streams.features.store import serving_features
+from streamlearn.streams.features.store import served_features
 
 Message = MutableMapping[str, Any]
 
@@ -53,9 +53,10 @@ def app_for(
         featurisers[model] = Featuriser(FeatureSpec.from_dict(mv.metadata["feature_spec"]))
     users, items = entities(now)
     rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    row = served_features(PROJECT.catalog).row
     for model, req in traffic(n_requests, models):
         user = users.get(req.user_id)
-        raw = [serving_features(req, c, user, items.get(c), now) for c in req.candidates]
+        raw = [row(req, c, user, items.get(c), now) for c in req.candidates]
         rows[req.request_id] = featurisers[model].transform_many(raw)
     decoder = msgspec.json.Decoder(PredictionRequest)
     encoder = msgspec.json.Encoder()

@@ -232,7 +232,8 @@ class Featuriser:
     def _numeric_values(self, nums: np.ndarray) -> np.ndarray:
         if self.spec.numeric_transform == "log1p":
             nums = np.sign(nums) * np.log1p(np.abs(nums))
-        return np.clip(nums, -_FLOAT32_MAX, _FLOAT32_MAX)
+        # np.minimum(np.maximum()) is np.clip, NaN and all, without its wrapper's ~7 µs
+        return np.minimum(np.maximum(nums, -_FLOAT32_MAX), _FLOAT32_MAX)
 
     def transform_columns(
         self,

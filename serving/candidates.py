@@ -22,8 +22,9 @@ both); a spec that takes a request-time feature as a category or in a cross is
 featurised row by row.
 
 The feature log is encoded here once: each item's features are joined from the parts'
-JSON (:class:`LoggedItem`, ``msgspec.Raw``), so :class:`FeatureLog` encodes to the same
-JSON as the contract's ``FeatureLogRecord``, which is what readers decode it with.
+JSON, and its items from those (:func:`logged_items`, ``msgspec.Raw``), so
+:class:`FeatureLog` encodes to the same JSON as the contract's ``FeatureLogRecord``,
+which is what readers decode it with.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter, is_
 from typing import Any, Final, Protocol
 
 import msgspec
+import numba
 import numpy as np
 
 from streamlearn.models.features import Featuriser, slot_key
@@ -70,23 +73,19 @@ class FeatureSource(Protocol):
         """The item's stored features, or ``None`` when unknown."""
         ...
 
+    def items(self, item_ids: Sequence[str]) -> Sequence[Mapping[str, Scalar] | None]:
+        """The stored features of each item, in order (``None`` where unknown)."""
+        ...
+
     def stored(self, entity: str, entity_id: str) -> Mapping[str, Scalar] | None:
         """Any entity's stored features, or ``None`` when unknown."""
         ...
 
 
-class LoggedItem(msgspec.Struct, frozen=True, gc=False):
-    """``ServedItem`` with its features already encoded (the same JSON)."""
-
-    item_id: str
-    features: msgspec.Raw
-    score: float
-    shadow_score: float | None = None
-
-
 class FeatureLog(msgspec.Struct, frozen=True):
     """The feature-log record of one request, encoding to the JSON of the contract's
-    ``FeatureLogRecord`` (same fields, same order); decode it as one to read it."""
+    ``FeatureLogRecord`` (same fields, same order, ``items`` already encoded by
+    :func:`logged_items`); decode it as one to read it."""
 
     request_id: str
     user_id: str
@@ -94,24 +93,132 @@ class FeatureLog(msgspec.Struct, frozen=True):
     ts: float
     model: str
     version: int
-    items: list[LoggedItem]
+    items: msgspec.Raw
     shadow_version: int | None = None
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """One request's candidates featurised: the arrays, and what to log per candidate."""
+    """One request's candidates featurised: the arrays, and what to log per candidate.
+
+    Candidate ``k``'s row as JSON is ``head + items[k] + tail + tails[k] + b"}"``
+    (:attr:`features` joins them; :func:`logged_items` writes them without joining them
+    first).
+    """
 
     idx: np.ndarray
     val: np.ndarray
-    #: Each candidate's row as JSON (an object), in the order of the candidates.
-    features: list[bytes]
+    #: Each candidate's id as JSON (a string), in the order of the candidates.
+    ids: list[bytes]
+    head: bytes
+    items: list[bytes]
+    tail: bytes = b""
+    tails: list[bytes] | None = None
+
+    @property
+    def features(self) -> list[bytes]:
+        """Each candidate's row as JSON (an object), in the order of the candidates."""
+        tails = self.tails or [b""] * len(self.items)
+        return [
+            self.head + i + self.tail + t + b"}" for i, t in zip(self.items, tails, strict=True)
+        ]
+
+
+def logged_items(
+    got: Candidates, scores: list[float], shadow_scores: list[float] | None = None
+) -> msgspec.Raw:
+    """The ``items`` of a feature-log record (``ServedItem``s: id, features, score,
+    shadow score) as one JSON array, from the candidates' encoded ids and rows."""
+    score = _ENCODER.encode(scores)[1:-1].split(b",")
+    n = len(score)
+    shadow = (
+        [b"null"] * n if shadow_scores is None else _ENCODER.encode(shadow_scores)[1:-1].split(b",")
+    )
+    head, tail, join = got.head, got.tail, b"".join
+    tails = got.tails or [b""] * n
+    return msgspec.Raw(
+        b"["
+        + b",".join(
+            [
+                join(
+                    (
+                        b'{"item_id":',
+                        i,
+                        b',"features":',
+                        head,
+                        f,
+                        tail,
+                        t,
+                        b'},"score":',
+                        s,
+                        b',"shadow_score":',
+                        h,
+                        b"}",
+                    )
+                )
+                for i, f, t, s, h in zip(got.ids, got.items, tails, score, shadow, strict=True)
+            ]
+        )
+        + b"]"
+    )
+
+
+@numba.njit(cache=True, inline="always")
+def _age(now: float, last: float) -> float:
+    """``seconds_since``: to the millisecond, -1.0 without a time (NaN)."""
+    if last != last:
+        return -1.0
+    return np.rint((now - last) * 1000.0) / 1000.0
+
+
+def warm_up() -> None:
+    """Compile (or load from its cache) the assembly kernel now, not on a request."""
+    one, i, f = np.zeros((1, 1)), np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32)
+    rows, none = np.zeros(1, np.intp), np.zeros(0, np.intp)
+    _assemble(
+        i, f, one, rows, none, i[0, :0], f[0, :0], one[0], 0.0, i.copy(), f.copy(), one.copy()
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _assemble(
+    table_idx: np.ndarray,
+    table_val: np.ndarray,
+    table_last: np.ndarray,
+    rows: np.ndarray,
+    slots: np.ndarray,
+    const_idx: np.ndarray,
+    const_val: np.ndarray,
+    user_last: np.ndarray,
+    now: float,
+    idx: np.ndarray,
+    val: np.ndarray,
+    ages: np.ndarray,
+) -> None:
+    """The items' rows of the table into ``idx``/``val``, the request's and user's
+    ``slots`` over them, and every candidate's request-time ages (the user's, then the
+    item's) into ``ages``: what a dozen numpy calls would do, in one."""
+    nu = user_last.shape[0]
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        idx[r] = table_idx[row]
+        val[r] = table_val[row]
+        for j in range(slots.shape[0]):
+            idx[r, slots[j]] = const_idx[j]
+            val[r, slots[j]] = const_val[j]
+        for j in range(nu):
+            ages[r, j] = _age(now, user_last[j])
+        for j in range(table_last.shape[1]):
+            ages[r, nu + j] = _age(now, table_last[row, j])
+
+
+_NO_TIMES = np.zeros(0)
 
 
 class _Part:
     """The slots and JSON of one part of a row, from the mapping they came from."""
 
-    __slots__ = ("const", "cross", "idx", "json", "last", "row", "segments", "val", "values")
+    __slots__ = ("const", "cross", "id", "idx", "json", "last", "row", "segments", "val", "values")
 
     def __init__(
         self,
@@ -120,9 +227,10 @@ class _Part:
         val: np.ndarray,
         json: bytes,
         cross: dict[str, tuple[str, bool]],
-        last: tuple[float, ...] = (),
+        last: np.ndarray = _NO_TIMES,
         row: int = -1,
         segments: tuple[str, ...] = (),
+        id_json: bytes = b"",
     ) -> None:
         self.values = values  # the source's mapping: the part is valid while it is returned
         self.idx = idx  # the part's slots
@@ -130,6 +238,7 @@ class _Part:
         self.json = json  # its keys as JSON object members (an item's: after a comma)
         self.cross = cross  # per field in a cross with another part: (slot key, present)
         self.last = last  # its request-time features' sources (NaN: none)
+        self.id = id_json  # an item's id as JSON
         self.row = row  # an item's row in the table
         self.segments = segments  # an item's keys in each cross with other parts
         self.const: dict[_Part, _Const] = {}  # a user's: its slots with each request part's
@@ -163,6 +272,11 @@ class _Table:
         self.used = 0
 
 
+_NONE = _Part(object(), np.zeros(0), np.zeros(0), b"", {})  # no part: never valid
+_VALUES = attrgetter("values")
+_ROW = attrgetter("row")
+
+
 def _members(values: Mapping[str, Scalar]) -> bytes:
     """``values`` as JSON object members, without the braces (empty: ``b""``)."""
     return _ENCODER.encode(values)[1:-1] if values else b""
@@ -183,6 +297,7 @@ class CandidateFeaturiser:
         self.featuriser = featuriser
         self.served = served
         spec = featuriser.spec
+        self.width = spec.n_slots
         names = {
             _USER_SINCE: [n for n, _ in served.since["user"]],
             _ITEM_SINCE: [n for n, _ in served.since["item"]],
@@ -204,9 +319,11 @@ class CandidateFeaturiser:
         # request-time features a row ends with: positions among each entity's sources
         self._since = {p: [i for i, n in enumerate(names[p]) if owner[n] == p] for p in names}
         since_names = [names[p][i] for p in names for i in self._since[p]]  # user's, item's
-        self._user_since_names = since_names[: len(self._since[_USER_SINCE])]
+        self._user_since_keys = [
+            _ENCODER.encode(n) + b":" for n in since_names[: len(self._since[_USER_SINCE])]
+        ]
         self._item_since_keys = [
-            b',"' + n.encode() + b'":' for n in since_names[len(self._user_since_names) :]
+            b"," + _ENCODER.encode(n) + b":" for n in since_names[len(self._user_since_keys) :]
         ]
 
         def part_of(f: str) -> int:  # a field no part writes is never there: the request's
@@ -258,8 +375,14 @@ class CandidateFeaturiser:
         self._base = (empty[0][0], empty[1][0])
         self._users: dict[str, _Part] = {}
         self._requests: dict[tuple[Any, ...], _Part] = {}
+        # per cross with an item's fields: the keys around the item's -> item's -> index
+        self._crossed: list[dict[tuple[str, str], dict[str, int]]] = [
+            {} for _ in self._item_crosses
+        ]
         self._table = _Table(self._base, len(self._since[_ITEM_SINCE]), max_items)
+        self._n_ages = len(self._since[_USER_SINCE]) + len(self._since[_ITEM_SINCE])
         self._lock = threading.Lock()
+        warm_up()
 
     # -- parts ------------------------------------------------------------------------------
     def _cross_keys(self, part: int, row: Mapping[str, Scalar]) -> dict[str, tuple[str, bool]]:
@@ -268,7 +391,7 @@ class CandidateFeaturiser:
         }
 
     def _part(
-        self, part: int, values: object, row: dict[str, Scalar], last: tuple[float, ...] = ()
+        self, part: int, values: object, row: dict[str, Scalar], last: np.ndarray = _NO_TIMES
     ) -> _Part:
         idx, val = self.featuriser.transform_many([row])
         slots = self._slots[part]
@@ -310,13 +433,11 @@ class CandidateFeaturiser:
                 row[k] = defaults[k]
         return row
 
-    def _lasts(
-        self, entity: str, part: int, stored: Mapping[str, Scalar] | None
-    ) -> tuple[float, ...]:
+    def _lasts(self, entity: str, part: int, stored: Mapping[str, Scalar] | None) -> np.ndarray:
         sources = self.served.since[entity]
         if not stored:
-            return (float("nan"),) * len(self._since[part])
-        return tuple(_last(stored.get(sources[i][1])) for i in self._since[part])
+            return np.full(len(self._since[part]), np.nan)
+        return np.asarray([_last(stored.get(sources[i][1])) for i in self._since[part]], float)
 
     def _user_part(self, user_id: str, stored: Mapping[str, Scalar] | None) -> _Part:
         got = self._users.get(user_id)
@@ -373,14 +494,10 @@ class CandidateFeaturiser:
         """The items' parts, the missing ones encoded in one batch into ``table``; ``None``
         when the table was replaced meanwhile (start again with the new one)."""
         known = table.parts
-        got = [known.get(i) for i in ids]
-        missing = [
-            k
-            for k, (p, s) in enumerate(zip(got, stored, strict=True))
-            if p is None or p.values is not s
-        ]
-        if not missing:
-            return got  # type: ignore[return-value]
+        got = [known.get(i, _NONE) for i in ids]
+        if all(map(is_, map(_VALUES, got), stored)):  # all kept: the common case, in C
+            return got
+        missing = [k for k, (p, s) in enumerate(zip(got, stored, strict=True)) if p.values is not s]
         rows = [self._row("item", ids[k], stored[k]) for k in missing]
         idx, val = self.featuriser.transform_many(rows)
         slots = self._slots[_ITEM]
@@ -410,10 +527,11 @@ class CandidateFeaturiser:
                     last,
                     first + j,
                     segments,
+                    _ENCODER.encode(ids[k]),
                 )
                 known[ids[k]] = got[k] = p
             table.used += len(rows)
-        return got  # type: ignore[return-value]
+        return got
 
     # -- featurise ---------------------------------------------------------------------------
     def featurise(
@@ -437,31 +555,40 @@ class CandidateFeaturiser:
                 break
         else:  # the table keeps filling up under us
             return self._rowwise(request, user, items, now)
-        rows = np.fromiter([p.row for p in parts], np.intp, n)
-        idx = table.idx[rows]
-        val = table.val[rows]
+        rows = np.fromiter(map(_ROW, parts), np.intp, n)
         usr = self._user_part(request.user_id, user)
         const = self._const(self._request_part(request), usr)
-        idx[:, self._const_slots] = const.idx
-        val[:, self._const_slots] = const.val
+        idx = np.empty((n, self.width), np.int64)
+        val = np.empty((n, self.width), np.float32)
+        ages = np.empty((n, self._n_ages))
+        _assemble(
+            table.idx,
+            table.val,
+            table.last,
+            rows,
+            self._const_slots,
+            const.idx,
+            const.val,
+            usr.last,
+            now,
+            idx,
+            val,
+            ages,
+        )
         head = b"{" + const.json
-        tails: list[bytes] = []
-        if len(self._since_slots):  # request-time features: the user's, then the items'
-            nu = len(usr.last)
-            last = np.empty((n, nu + table.last.shape[1]))
-            last[:, :nu] = usr.last
-            last[:, nu:] = table.last[rows]
-            ages = np.where(last != last, -1.0, np.rint((now - last) * 1000) / 1000)
+        tail, tails = b"", None
+        if self._n_ages:  # request-time features: the user's, then the items'
             val[:, self._since_slots] = self.featuriser.numeric(ages)[:, self._since_cols]
+            nu = len(usr.last)
             if nu:
-                user_ages = ages[0, :nu].tolist()
-                members = _members(dict(zip(self._user_since_names, user_ages, strict=True)))
+                user_ages = _ENCODER.encode(ages[0, :nu].tolist())[1:-1].split(b",")
+                members = b",".join(
+                    [k + v for k, v in zip(self._user_since_keys, user_ages, strict=True)]
+                )
                 head += b"," + members if len(head) > 1 else members
             keys = self._item_since_keys
             if len(keys) == 1:
-                tails = [
-                    keys[0] + v for v in _ENCODER.encode(ages[:, nu].tolist())[1:-1].split(b",")
-                ]
+                tail, tails = keys[0], _ENCODER.encode(ages[:, nu].tolist())[1:-1].split(b",")
             elif keys:
                 columns = [_ENCODER.encode(c)[1:-1].split(b",") for c in ages[:, nu:].T.tolist()]
                 tails = [
@@ -472,23 +599,44 @@ class CandidateFeaturiser:
                     )
                 ]
         for j, (slot, _) in enumerate(self._item_crosses):
-            prefix, suffix = const.prefix[j], const.suffix[j]
-            keys_j = [prefix + p.segments[j] + suffix for p in parts]
-            idx[:, slot] = self.featuriser.indices(keys_j)
+            idx[:, slot] = self._cross_indices(j, const, parts)
             if not const.present[j]:
                 val[:, slot] = 0.0
-        if len(head) == 1:  # nothing constant: an item's JSON starts without its comma
-            if tails:
-                features = [
-                    b"{" + (p.json + t)[1:] + b"}" for p, t in zip(parts, tails, strict=True)
-                ]
-            else:
-                features = [b"{" + p.json[1:] + b"}" for p in parts]
-        elif tails:
-            features = [head + p.json + t + b"}" for p, t in zip(parts, tails, strict=True)]
-        else:
-            features = [head + p.json + b"}" for p in parts]
-        return Candidates(idx, val, features)
+        own = [p.json for p in parts]
+        if len(head) == 1:  # nothing constant: a row starts with the item's JSON, or a tail
+            if own[0]:
+                own = [j[1:] for j in own]
+            elif tail:
+                tail = tail[1:]
+            elif tails:
+                tails = [t[1:] for t in tails]
+        return Candidates(idx, val, [p.id for p in parts], head, own, tail, tails)
+
+    def _cross_indices(self, j: int, const: _Const, parts: list[_Part]) -> list[int]:
+        """The indices of the ``j``-th cross with an item's fields, per candidate: kept by
+        the keys around the item's (a user id, say) and then by the item's."""
+        around = (const.prefix[j], const.suffix[j])
+        known = self._crossed[j].get(around)
+        if known is None:
+            if len(self._crossed[j]) >= MAX_USERS:
+                self._crossed[j].clear()
+            known = self._crossed[j][around] = {}
+        segments = [p.segments[j] for p in parts]
+        got = [known.get(s) for s in segments]
+        if None in got:
+            prefix, suffix = around
+            new = sorted({s for s, i in zip(segments, got, strict=True) if i is None})
+            if len(known) + len(new) > MAX_REQUEST_PARTS:
+                known.clear()
+            known.update(
+                zip(
+                    new,
+                    self.featuriser.indices([prefix + s + suffix for s in new]).tolist(),
+                    strict=True,
+                )
+            )
+            got = [known[s] for s in segments]
+        return got  # type: ignore[return-value]
 
     def _rowwise(
         self,
@@ -504,4 +652,5 @@ class CandidateFeaturiser:
             for c, i in zip(request.candidates, items, strict=True)
         ]
         idx, val = self.featuriser.transform_many(rows)
-        return Candidates(idx, val, [_ENCODER.encode(r) for r in rows])
+        ids = [_ENCODER.encode(c) for c in request.candidates]
+        return Candidates(idx, val, ids, b"", [_ENCODER.encode(r)[:-1] for r in rows])

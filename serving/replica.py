@@ -49,7 +49,7 @@ _VALUES_DECODER = msgspec.json.Decoder(dict[str, Scalar])
 _VALUES_ENCODER = msgspec.json.Encoder()
 #: Entities kept decoded in memory by default.
 CACHE_ENTITIES: Final = 50_000
-_ABSENT: Final = object()
+_MISSING: Final = object()
 
 
 class FeatureReplica:
@@ -72,7 +72,7 @@ class FeatureReplica:
         #: Feature records applied since the replica was created (tombstones included).
         self.records_applied = 0
         self.cache_entities = cache_entities
-        self._cache: OrderedDict[str, object] = OrderedDict()
+        self._cache: OrderedDict[str, dict[str, Scalar] | None] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._writes = 0  # write batches applied: a read that spans one is not kept
 
@@ -88,19 +88,30 @@ class FeatureReplica:
         """The stored values (features and raw accumulators) of any entity, or ``None``."""
         return self._get(f"{entity}/{entity_id}")
 
+    def items(self, item_ids: Sequence[str]) -> list[dict[str, Scalar] | None]:
+        """The features of each item, in order (``None`` where none were seen)."""
+        cache = self._cache
+        got = [cache.get("item/" + i, _MISSING) for i in item_ids]
+        if _MISSING in got:
+            got = [
+                self._get("item/" + i) if v is _MISSING else v
+                for i, v in zip(item_ids, got, strict=True)
+            ]
+        return got  # type: ignore[return-value]
+
     def _get(self, key: str) -> dict[str, Scalar] | None:
-        got = self._cache.get(key)
-        if got is None:
+        got = self._cache.get(key, _MISSING)
+        if got is _MISSING:
             with self._cache_lock:
                 writes = self._writes
             raw = self._db.get(key.encode())
-            got = _ABSENT if raw is None else _VALUES_DECODER.decode(raw)
+            got = None if raw is None else _VALUES_DECODER.decode(raw)
             with self._cache_lock:
                 if writes == self._writes:  # no write since the read: it is current
                     self._cache[key] = got
                     if len(self._cache) > self.cache_entities:
                         self._cache.popitem(last=False)
-        return None if got is _ABSENT else got  # type: ignore[return-value]
+        return got  # type: ignore[return-value]
 
     def _partials(self, key: str) -> dict[int, bytes]:
         """Stored per-partition partial values of one entity (``<entity>/<id>``)."""

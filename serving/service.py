@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
-import msgspec
 import numpy as np
 import onnxruntime as ort
 
@@ -36,7 +35,7 @@ from streamlearn.serving.candidates import (
     Candidates,
     FeatureLog,
     FeatureSource,
-    LoggedItem,
+    logged_items,
 )
 from streamlearn.serving.errors import (
     BadRequest,
@@ -352,8 +351,7 @@ class PredictionService:
             self.catalog.schema.check_surface(request.surface)  # raises, listing them
         now = self._clock()
         user = self._features.user(request.user_id)
-        item = self._features.item
-        items = [item(c) for c in request.candidates]
+        items = self._features.items(request.candidates)
         others = None
         if self._served.others:
             stored = self._features.stored
@@ -368,19 +366,6 @@ class PredictionService:
                 shadow, sess, request, user, items, now, got, others
             )
             shadow_version = None if shadow_scores is None else shadow.version
-        raw = msgspec.Raw
-        if shadow_scores is None:
-            logged = [
-                LoggedItem(c, raw(f), s)
-                for c, f, s in zip(request.candidates, got.features, scores, strict=True)
-            ]
-        else:
-            logged = [
-                LoggedItem(c, raw(f), s, sh)
-                for c, f, s, sh in zip(
-                    request.candidates, got.features, scores, shadow_scores, strict=True
-                )
-            ]
         record = FeatureLog(
             request.request_id,
             request.user_id,
@@ -388,7 +373,7 @@ class PredictionService:
             now,
             model,
             sess.version,
-            logged,
+            logged_items(got, scores, shadow_scores),
             shadow_version,
         )
         count, latency = self._metrics[model]
@@ -402,7 +387,7 @@ class PredictionService:
         production: ModelSession,
         request: PredictionRequest,
         user: Mapping[str, Scalar] | None,
-        items: list[Mapping[str, Scalar] | None],
+        items: Sequence[Mapping[str, Scalar] | None],
         now: float,
         featurised: Candidates,
         others: Mapping[str, Mapping[str, Scalar] | None] | None = None,

@@ -139,13 +139,16 @@ class DictFeatures:
         items: Mapping[str, dict[str, Scalar]] | None = None,
     ) -> None:
         self.users = dict(users or {})
-        self.items = dict(items or {})
+        self.items_ = dict(items or {})
 
     def user(self, user_id: str) -> dict[str, Scalar] | None:
         return self.users.get(user_id)
 
     def item(self, item_id: str) -> dict[str, Scalar] | None:
-        return self.items.get(item_id)
+        return self.items_.get(item_id)
+
+    def items(self, item_ids: list[str]) -> list[dict[str, Scalar] | None]:
+        return [self.items_.get(i) for i in item_ids]
 
 
 class ListSink:

@@ -7,11 +7,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 from streamlearn.models.features import FeatureSpec, Featuriser
-from streamlearn.serving.candidates import CandidateFeaturiser, FeatureLog, LoggedItem
+from streamlearn.serving.candidates import CandidateFeaturiser, FeatureLog, logged_items
 from streamlearn.streams.catalog.features import (
     Count,
     Feature,
@@ -29,6 +30,7 @@ from streamlearn.streams.features.store import ServedFeatures
 from tests.example import CATALOG, feed_spec
 
 NOW = 1_700_000_000.123
+ODD = 'i"7,\\é^x=y'  # an id JSON must escape, with the separators of keys and crosses
 EXTRA = CATALOG.with_features(
     Feature("user_likes", "user", Count(frozenset({"like"})), "Likes.", "test"),
     Feature("user_idle_s", "user", SecondsSince("user_last_event_ts"), "s", "test"),
@@ -95,12 +97,12 @@ def _world(rng: np.random.Generator, catalog: FeatureCatalog) -> tuple[dict, dic
         if rng.random() < 0.3:
             del v["user_ctr"]  # an older record: the default is served
         users[f"u{u}"] = v
-    for i in range(40):
+    for i in range(41):
         if rng.random() < 0.15:
-            items[f"i{i}"] = None
+            items[ODD if i == 40 else f"i{i}"] = None
             continue
         category: Any = ["shoes", "", "hats", 7, "x^y=z"][int(rng.integers(0, 5))]
-        items[f"i{i}"] = {
+        items[ODD if i == 40 else f"i{i}"] = {
             "item_impressions": int(rng.integers(0, 99)),
             "item_ctr": float(rng.random()),
             "item_category": category,
@@ -125,7 +127,9 @@ def _request(rng: np.random.Generator, k: int) -> PredictionRequest:
         request_id=f"r{k}",
         user_id=f"u{rng.integers(0, 32)}",  # two never stored at all
         surface=["feed", "ads"][k % 2],  # type: ignore[arg-type]
-        candidates=[f"i{j}" for j in rng.integers(0, 42, n)],  # repeats, unknown ones
+        candidates=[
+            ODD if j == 41 else f"i{j}" for j in rng.integers(0, 43, n)
+        ],  # repeats, unknown
         context=ctx[k % len(ctx)],
     )
 
@@ -140,6 +144,7 @@ def _check(cf: CandidateFeaturiser, served: ServedFeatures, req, users, items, n
     np.testing.assert_array_equal(got.val, val)
     assert got.val.dtype == np.float32 and got.idx.dtype == np.int64
     assert [json.loads(f) for f in got.features] == rows
+    assert [json.loads(i) for i in got.ids] == req.candidates
 
 
 @pytest.mark.parametrize("spec_name", sorted(SPECS))
@@ -210,19 +215,7 @@ def test_a_feature_log_encodes_as_the_contract_record() -> None:
     req = PredictionRequest("r9", "u3", "ads", ["i1", "i5"], {"hour": 4})
     got = cf.featurise(req, users.get("u3"), [items.get("i1"), items.get("i5")], NOW)
     log = FeatureLog(
-        "r9",
-        "u3",
-        "ads",
-        NOW,
-        "ads",
-        7,
-        [
-            LoggedItem(c, _raw(f), s, sh)
-            for c, f, s, sh in zip(
-                req.candidates, got.features, [0.25, 0.5], [None, 0.125], strict=True
-            )
-        ],
-        3,
+        "r9", "u3", "ads", NOW, "ads", 7, logged_items(got, [0.25, 0.5], [0.375, 0.125]), 3
     )
     rows = [served.row(req, c, users.get("u3"), items.get(c), NOW) for c in req.candidates]
     want = FeatureLogRecord(
@@ -232,14 +225,15 @@ def test_a_feature_log_encodes_as_the_contract_record() -> None:
         NOW,
         "ads",
         7,
-        [ServedItem("i1", rows[0], 0.25), ServedItem("i5", rows[1], 0.5, 0.125)],
+        [ServedItem("i1", rows[0], 0.25, 0.375), ServedItem("i5", rows[1], 0.5, 0.125)],
         3,
     )
     assert decode(FeatureLogRecord, encode(log)) == want
     assert json.loads(encode(log)) == json.loads(encode(want))
-
-
-def _raw(b: bytes) -> Any:
-    import msgspec
-
-    return msgspec.Raw(b)
+    alone = FeatureLog("r9", "u3", "ads", NOW, "ads", 7, logged_items(got, [0.25, 0.5]))
+    want = msgspec.structs.replace(
+        want,
+        items=[ServedItem("i1", rows[0], 0.25), ServedItem("i5", rows[1], 0.5)],
+        shadow_version=None,
+    )
+    assert decode(FeatureLogRecord, encode(alone)) == want

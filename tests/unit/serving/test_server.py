@@ -21,7 +21,7 @@ import pytest
 from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.http import ServingAPI, build_api
 from streamlearn.serving.routing import Request, Response, Router
-from streamlearn.serving.server import HttpLimits, HttpServer, bind
+from streamlearn.serving.server import HttpLimits, HttpServer, bind, watch_lag
 from streamlearn.serving.service import PredictionService
 from tests.example import CATALOG
 from tests.unit.serving.helpers import DictFeatures, publish_ftrl
@@ -243,23 +243,17 @@ def _lagged_over(seconds: float) -> float:
     return total - (under or 0.0)
 
 
-def test_a_blocked_event_loop_shows_in_its_lag() -> None:
-    router = Router()
-
-    @router.route("GET", "/block", summary="", tag="test", responses={200: None})
-    def block(req: Request) -> Response:
-        time.sleep(0.08)  # a handler holding the loop
-        return Response(200, b"{}")
-
-    server = HttpServer(ServingAPI(router), "127.0.0.1", 0, LIMITS).start()
-    try:
-        time.sleep(0.1)
+def test_a_blocked_event_loop_shows_in_its_lag(server: HttpServer) -> None:
+    async def blocked() -> float:
+        watcher = asyncio.create_task(watch_lag(0.01))
+        await asyncio.sleep(0.05)
         before = _lagged_over(0.05)
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        conn.request("GET", "/block")
-        assert conn.getresponse().status == 200
-        conn.close()
-        time.sleep(0.05)
-        assert _lagged_over(0.05) >= before + 1
-    finally:
-        server.stop()
+        time.sleep(0.08)  # something holds the loop
+        await asyncio.sleep(0.05)
+        watcher.cancel()
+        return before
+
+    before = asyncio.run(blocked())
+    assert _lagged_over(0.05) >= before + 1
+    lag = server._server._lag  # the server watches its own loop
+    assert lag is not None and not lag.done()
