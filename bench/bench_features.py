@@ -101,6 +101,9 @@ class Timed:
     def tick(self, now: float) -> list[Output]:
         return self.inner.tick(now)
 
+    def tally(self, counts: Mapping[tuple[str, int, str], int]) -> None:
+        self.inner.tally(counts)
+
     def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
         return self.inner.prepare(offsets)
 

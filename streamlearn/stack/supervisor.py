@@ -31,6 +31,7 @@ from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.stages import describe, history
 from streamlearn.models.zoo import require_learner
 from streamlearn.project import Project, is_builtin, load_project
+from streamlearn.stack.committed import Committed
 from streamlearn.stack.metrics_file import MetricsFile
 from streamlearn.stack.scrape import (
     Samples,
@@ -43,6 +44,7 @@ from streamlearn.stack.scrape import (
     value,
 )
 from streamlearn.streams.kafka.broker import EmbeddedBroker, die_with_parent, free_port
+from streamlearn.streams.kafka.clients import KafkaCluster
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_loop_topics
 
@@ -177,12 +179,13 @@ class Child:
 _QUIET_S = 3.0
 
 #: Counters that survive a child's restart in the summary (summed across incarnations).
+#: The stream processors' figures come from their committed state instead (``committed``).
 _CARRIED = (
-    "streamlearn_events_processed_total",
     "streamlearn_dlq_events_total",
     "streamlearn_predictions_total",
-    "streamlearn_examples_trained_total",
 )
+#: The store processors, whose committed counts the figures are read from.
+_STORE_ROLES = ("features", "joiner")
 #: The first model's figures that the summary also gives at its top level (the keys it
 #: had when there was one model).
 _TOP_LEVEL_MODEL_KEYS = (
@@ -225,6 +228,10 @@ class Stack:
         if not config.bootstrap_servers:
             self._archive_previous_run()
         self.registry = FileRegistry(config.data_dir / "registry")
+        #: the stream processors' committed counts (events processed, dead letters,
+        #: examples emitted), and the ids of the topics their stores must be built from
+        self.committed = Committed()
+        self.topic_ids: dict[str, str] = {}
         self.metrics_file = (
             MetricsFile(config.metrics_file, config.metrics_interval_s)
             if config.metrics_file
@@ -245,7 +252,11 @@ class Stack:
             self.broker.renice(5)  # batch traffic; serving's latency comes first
             self.note(f"embedded broker at {bootstrap}")
         kafka = KafkaConfig(bootstrap, cfg.topic_prefix, cfg.partitions)
-        ensure_loop_topics(kafka, Topics(cfg.topic_prefix), self.project.model_catalog.names)
+        topics = Topics(cfg.topic_prefix)
+        ensure_loop_topics(kafka, topics, self.project.model_catalog.names)
+        self.topic_ids = KafkaCluster(kafka).topic_ids(
+            [topics.activity, topics.features, topics.feature_log, topics.joiner_changelog]
+        )
         # Children get the stack's settings, not `up`'s own flags (STREAMLEARN_DURATION,
         # STREAMLEARN_SUMMARY_JSON, … would otherwise leak into them); security settings
         # and the log level pass through.
@@ -410,13 +421,44 @@ class Stack:
                 child.restarts += 1
                 child.start()
                 continue
-            child.refresh()
+            self._refresh(child)
         self._record_metrics()
         if self.first_prediction_s is None and self.counter(
             "serving", "streamlearn_predictions_total"
         ):
             self.first_prediction_s = time.monotonic() - self.started
             self.note(f"first prediction served after {self.first_prediction_s:.1f}s")
+
+    def _refresh(self, child: Child) -> None:
+        child.refresh()
+        if _role(child.name) in _STORE_ROLES:
+            self.committed.observe(_role(child.name), child.last)
+
+    def read_committed_stores(self) -> None:
+        """Once the processors have stopped: their committed counts from their stores on
+        disk (what they committed after the last scrape included)."""
+        on_disk = Committed.from_stores(
+            self.config.data_dir / "state", _STORE_ROLES, self.topic_ids
+        )
+        self.committed.merge(on_disk)
+
+    def dead_letters(self) -> int:
+        """Records dead-lettered: committed by the store processors, derived from each
+        trainer's last version (the records its offsets passed that it neither learned
+        nor dropped as duplicates), counted by the other processes."""
+        topics = Topics(self.config.topic_prefix)
+        n = self.committed.total("features", topics.activity, "dead_lettered")
+        n += self.committed.total("joiner", topics.feature_log, "dead_lettered")
+        for model in self.models:
+            latest = self.registry.latest(model)
+            if latest is not None and "offsets" in latest.metadata:
+                meta = latest.metadata
+                passed = sum(int(v) for v in meta["offsets"].values())
+                learned = int(meta.get("examples_seen", 0))
+                n += max(0, passed - learned - int(meta.get("duplicates_dropped", 0)))
+        trainers = {trainer_name(m) for m in self.models}
+        others = {_role(c) for c in self.children} - {*_STORE_ROLES, *trainers}
+        return n + int(sum(self.counter(r, "streamlearn_dlq_events_total") for r in others))
 
     def members(self, role: str) -> list[Child]:
         """The children of one role (``features``: ``features`` or ``features-1``, …)."""
@@ -457,23 +499,15 @@ class Stack:
             "project": self.project.name,
             "elapsed_s": round(time.monotonic() - self.started, 1),
             "events_produced": int(total(sim, "streamlearn_simulator_events_produced_total")),
-            "events_processed": int(
-                self.counter(
-                    "features", "streamlearn_events_processed_total", topic=topics.activity
-                )
-            ),
+            # from the feature processors' committed state: a kill loses none of it
+            "events_processed": self.committed.total("features", topics.activity, "applied"),
             "model_versions": first.get("versions", 0),
             "model_version": first.get("model_version"),
             **{k: first.get(k) for k in _TOP_LEVEL_MODEL_KEYS},
             "predictions_served": int(self.counter("serving", "streamlearn_predictions_total")),
             "predict_p99_ms": None if p99 is None else round(p99 * 1000, 2),
             "serve_p99_ms": self.p99_ms("serving", "streamlearn_predict_latency_seconds"),
-            "dlq_events": int(
-                sum(
-                    self.counter(r, "streamlearn_dlq_events_total")
-                    for r in {_role(n) for n in self.children}
-                )
-            ),
+            "dlq_events": self.dead_letters(),
             "first_prediction_s": (
                 None if self.first_prediction_s is None else round(self.first_prediction_s, 1)
             ),
@@ -518,10 +552,16 @@ class Stack:
             "versions": latest.version if latest else 0,
             "model_version": latest.version if latest else None,
             "serving_version": int(serving) if serving else None,
+            # committed state: the joiners' stores, the trainer's versions and its state
+            "examples_emitted": self.committed.total(
+                "joiner", Topics(self.config.topic_prefix).training_examples(model), "emitted"
+            ),
             "examples_trained": int(meta.get("examples_seen", 0)),
             "examples_trained_live": int(
-                self.counter(trainer, "streamlearn_examples_trained_total")
+                self.gauge(trainer, "streamlearn_trainer_examples_seen", model=model)
+                or meta.get("examples_seen", 0)
             ),
+            "duplicates_dropped": int(meta.get("duplicates_dropped", 0)),
             "progressive_auc": (
                 auc_live if auc_live is not None else (meta.get("metrics") or {}).get("auc")
             ),
@@ -641,7 +681,7 @@ class Stack:
     def poll_metrics_only(self) -> None:
         for child in self.children.values():
             if child.alive:
-                child.refresh()
+                self._refresh(child)
         self._record_metrics()
 
     def _record_metrics(self, force: bool = False) -> None:
@@ -704,6 +744,7 @@ def run_stack(
     finally:
         # the final figures are read before the children go away
         stack.stop()
+    stack.read_committed_stores()
     summary = stack.figures()
     for model, figures in summary["models"].items():
         figures["by_version"] = stack.version_figures(model)

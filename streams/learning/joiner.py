@@ -536,6 +536,7 @@ class Joiner(StatefulProcessor):
             else:
                 out.append(Output(topic, encode(ex), pend.user_id, partition))
                 JOINED.labels(str(label), "false").inc()
+        self.state[p].count(f"emitted:{topic}", len(pend.shown))
         return out
 
     def _close(self, p: int, rid: str, deadline: float) -> None:
@@ -576,6 +577,7 @@ class Joiner(StatefulProcessor):
         if shadow is not None and any(i.shadow_score is None for i in log.items):
             shadow = None
         out = []
+        emitted_here = 0  # in the topic, now or by an interval that never committed
         for item in log.items:
             if item.item_id not in pend.shown or item.item_id in emitted:
                 continue
@@ -603,6 +605,8 @@ class Joiner(StatefulProcessor):
             else:
                 out.append(Output(topic, encode(ex), log.user_id, partition))
                 JOINED.labels(str(label), "true").inc()
+            emitted_here += 1
             if positives_only:
                 pend.emitted = sorted([*pend.emitted, item.item_id])
+        self.state[p].count(f"emitted:{topic}", emitted_here)
         return out

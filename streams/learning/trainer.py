@@ -89,6 +89,12 @@ log = logging.getLogger(__name__)
 EXAMPLES_TRAINED = Counter(
     "streamlearn_examples_trained_total", "Examples learned by the online trainer.", ["model"]
 )
+EXAMPLES_SEEN = Gauge(
+    "streamlearn_trainer_examples_seen",
+    "Examples the online trainer's model has learned, its state (resumed from the last "
+    "snapshot on a restart, so a kill loses none of it).",
+    ["model"],
+)
 MODEL_VERSION = Gauge(
     "streamlearn_trainer_model_version", "Newest model version the trainer published.", ["model"]
 )
@@ -383,6 +389,7 @@ class OnlineTrainer:
         self.fingerprint = int(meta.get("fingerprint", 0))
         self.examples_seen = int(meta.get("examples_seen", 0))
         self.ids_fingerprint = int(meta.get("ids_fingerprint", 0))
+        EXAMPLES_SEEN.labels(self.config.model).set(self.examples_seen)
         self.duplicates = int(meta.get("duplicates_dropped", 0))
         seen = self.registry.read_file(mv, SEEN_FILE)
         if seen is not None:
@@ -565,6 +572,7 @@ class OnlineTrainer:
         self._learned_since_snapshot += n
         self._learned_since_publish += n
         EXAMPLES_TRAINED.labels(self.config.model).inc(n)
+        EXAMPLES_SEEN.labels(self.config.model).set(self.examples_seen)
 
     def _learn_pending(self) -> None:
         if self._pending_n:

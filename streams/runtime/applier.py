@@ -150,6 +150,7 @@ class BatchApplier:
                     self.stats.dead_lettered += 1
                 else:
                     INVALID_SKIPPED.labels(name, topic).inc()
+                    cp.tallies[(topic, part, "skipped")] += 1
                 continue
             kind, ms = m.timestamp()
             stamp = ms / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else None
@@ -171,8 +172,10 @@ class BatchApplier:
             log.exception("processor=%s batch failed; retrying record by record", name)
             self._recover(records, msgs, first, offsets)
             return
+        tallies = cp.tallies
         for r in records:
             cp.applied[r.topic] += 1
+            tallies[(r.topic, r.partition, "applied")] += 1
         self._applied(outputs, first, offsets, t0)
 
     def _applied(
@@ -229,8 +232,12 @@ class BatchApplier:
             records = [r for b in batches for r in b.records()]
             self._recover(records, msgs, first, offsets)
             return
+        tallies = self.checkpoint.tallies
         for b in batches:
             self.checkpoint.applied[b.topic] += len(b)
+            if self._store is not None:  # a store processor keeps them with its state
+                for part, n in zip(*np.unique(b.partitions, return_counts=True), strict=True):
+                    tallies[(b.topic, int(part), "applied")] += int(n)
         self._applied(outputs, first, offsets, t0)
 
     def _decode_all(self, topic: str, msgs: list[Message]) -> tuple[list[int] | None, list[Any]]:
@@ -256,6 +263,7 @@ class BatchApplier:
                     self.stats.dead_lettered += 1
                 else:
                     INVALID_SKIPPED.labels(self.processor.name, topic).inc()
+                    self.checkpoint.tallies[(topic, m.partition() or 0, "skipped")] += 1
                 continue
             good.append(i)
         return good, values
@@ -355,6 +363,7 @@ class BatchApplier:
             else:
                 cp.add(outputs)
                 cp.applied[r.topic] += 1
+                cp.tallies[(r.topic, r.partition, "applied")] += 1
             tp = (r.topic, r.partition)
             cp.store_offsets({tp: r.offset}, {tp: r.offset + 1})
             self.commit(required=True)

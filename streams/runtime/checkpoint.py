@@ -27,9 +27,10 @@ none is ever lost.
 **Zombies.** A worker frozen (a GC pause, SIGSTOP, a stopped VM) past its session
 time-out is evicted and its partitions go to another worker; when it wakes up it still
 believes it owns them. Every write of a commit is made within a *lease* of a
-verification (``lease_s``, checked before producing, after each record handed to the
-producer, and before step 3): a worker that wakes up past its lease drops what it has
-queued, verifies again and is refused.
+verification (``lease_s``; verified again when less than half of it is left before
+producing and before step 3, and checked after each record handed to the producer): a
+worker that wakes up past its lease drops what it has queued, verifies again and is
+refused.
 What it had handed to its producer before it froze is dropped by the producer itself
 (``message.timeout.ms``, set by the runtime so that lease + message time-out stay under
 the session time-out less a heartbeat), so nothing it writes reaches the broker after
@@ -47,7 +48,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from streamlearn.streams.errors import KafkaError
+from streamlearn.streams.errors import Fenced, KafkaError
 from streamlearn.streams.kafka.clients import ProducerLike, flush
 from streamlearn.streams.kafka.dead_letters import dead_letter_headers, note_dead_letter
 from streamlearn.streams.kafka.topics import Topics
@@ -111,6 +112,9 @@ class Checkpoint:
         self.starts: dict[TopicPartitionKey, int] = {}
         #: records applied per input topic (dead letters not counted)
         self.applied: Counter[str] = Counter()
+        #: per (input topic, partition, outcome): records applied, dead-lettered, skipped
+        #: (committed with a store processor's state: ``StoreProcessor.tally``)
+        self.tallies: Counter[tuple[str, int, str]] = Counter()
         #: outputs produced over the checkpoint's life, for statistics
         self.produced = 0
 
@@ -152,21 +156,24 @@ class Checkpoint:
             )
         )
         note_dead_letter(msg, reason, error)
+        self.tallies[(topic, msg.partition() or 0, "dead_lettered")] += 1
 
     def drop(self) -> None:
         """Forget the interval without committing (its batches are re-applied)."""
         self.outputs, self.offsets, self.starts = [], {}, {}
         self.applied = Counter()
+        self.tallies = Counter()
         self.started_at = self._clock()
 
     def expire_lease(self) -> None:
         """Verify ownership again before the next write (new partitions were assigned)."""
         self._lease_end = float("-inf")
 
-    def _owned(self, offsets: dict[TopicPartitionKey, int]) -> bool:
-        """Whether the lease holds, verifying again when it ran out (see the module
-        docstring); raises ``Fenced`` when the coordinator refuses."""
-        if self._verify is None or self._monotonic() < self._lease_end:
+    def _owned(self, offsets: dict[TopicPartitionKey, int], ahead: float = 0.5) -> bool:
+        """Whether the lease holds for ``ahead`` of its length still, verifying again
+        when not (see the module docstring); raises ``Fenced`` when the coordinator
+        refuses."""
+        if self._verify is None or self._monotonic() < self._lease_end - ahead * self.lease_s:
             return True
         asked = self._monotonic()
         if not self._verify(offsets):
@@ -184,6 +191,7 @@ class Checkpoint:
             return None
         outputs = self.outputs
         if self._store is not None:
+            self._store.tally(self.tallies)
             outputs = outputs + self._store.prepare(offsets)
         self._produce(outputs, offsets)
         self._flush()
@@ -229,6 +237,7 @@ class Checkpoint:
         per_topic: Counter[str] = Counter()
         now = self._monotonic
         leased = self._verify is not None
+        last = now()
         for o in outputs:
             per_topic[o.topic] += 1
             kw: dict[str, object] = {"on_delivery": self._on_delivery}
@@ -242,19 +251,37 @@ class Checkpoint:
                     break
                 except BufferError:
                     self.producer.poll(0.05)
-            if leased and now() >= self._lease_end:
-                self._lease_ran_out(offsets)
+            if leased:
+                t = now()
+                if t >= self._lease_end:
+                    self._lease_ran_out(offsets, stalled_s=t - last)
+                last = t
         self.produced += len(outputs)
         for topic, c in per_topic.items():
             EVENTS_OUT.labels(self.processor.name, topic).inc(c)
 
-    def _lease_ran_out(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        """The lease ran out while producing (the process was frozen): drop what is still
-        queued before the producer sends it, and stop (``Fenced`` when the coordinator
-        refuses this worker) — the interval cannot be completed."""
+    def _lease_ran_out(self, offsets: dict[TopicPartitionKey, int], stalled_s: float) -> None:
+        """The lease ran out while producing. After a stall (``stalled_s`` since the last
+        record: the process did not run, maybe frozen past its session), what is queued
+        is dropped before the producer sends it and the commit stops (``Fenced`` when the
+        coordinator refuses this worker): the interval cannot be completed. After slow
+        work, with no stall, ownership is verified again and producing goes on."""
+        if stalled_s < self.lease_s / 2:
+            try:
+                if self._owned(offsets, ahead=0.0):
+                    return
+            except Fenced:
+                self.producer.purge()
+                raise
+            self.producer.purge()
+            raise KafkaError(
+                f"processor={self.processor.name}: the lease ran out while producing and the "
+                "group coordinator did not answer; stopping uncommitted"
+            )
         self.producer.purge()
-        self._owned(offsets)  # raises Fenced when this worker lost its partitions
+        self._owned(offsets, ahead=0.0)  # raises Fenced when this worker lost its partitions
         raise KafkaError(
-            f"processor={self.processor.name}: the lease ran out while producing (the "
-            "process was not running); its queued records were dropped; stopping uncommitted"
+            f"processor={self.processor.name}: the lease ran out while producing, after "
+            f"{stalled_s:.1f}s without running; its queued records were dropped; stopping "
+            "uncommitted"
         )

@@ -35,3 +35,10 @@ CONSUMER_LAG = Gauge(
     "Records behind the high watermark the broker reports (wrong on the embedded broker).",
     ["processor", "topic"],
 )
+COMMITTED = Gauge(
+    "streamlearn_committed_records",
+    "Records counted in a store processor's committed state, per input (or output) topic "
+    "and partition: applied, dead_lettered, skipped (another processor dead-letters them) "
+    "or emitted (the joiner's examples). Read from the state, so a kill loses none of them.",
+    ["processor", "topic", "partition", "outcome"],
+)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -42,14 +42,31 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Message
 
 from streamlearn.streams.kafka.clients import Cluster, Headers, TopicPartitionKey
+from streamlearn.streams.runtime.metrics import COMMITTED
 from streamlearn.streams.state.partitioned import PartitionedState
 from streamlearn.streams.state.restore import RestoreSource
 from streamlearn.streams.state.store import Durability, Provenance
 
 Decoder = Callable[[bytes | None], Any]
+#: What the committed counts of a store processor count (``StatefulProcessor.tally``):
+#: input records applied, dead-lettered, or skipped (another processor dead-letters
+#: them), and records emitted (the joiner's examples).
+OUTCOMES = ("applied", "dead_lettered", "skipped", "emitted")
+
+
+def counts_of(meta: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """(topic, outcome) → records, from a store's meta values (``<outcome>:<topic>``)."""
+    out = {}
+    for name, value in meta.items():
+        outcome, sep, topic = name.partition(":")
+        if sep and outcome in OUTCOMES and isinstance(value, int):
+            out[(topic, outcome)] = value
+    return out
+
 
 __all__ = [
     "OFFSET_BEGINNING",
+    "OUTCOMES",
     "BatchProcessor",
     "Decoder",
     "Output",
@@ -60,6 +77,7 @@ __all__ = [
     "StatefulProcessor",
     "StoreProcessor",
     "TopicPartitionKey",
+    "counts_of",
 ]
 
 
@@ -212,6 +230,11 @@ class Processor(Protocol):
 class StoreProcessor(Processor, Protocol):
     """A processor whose state is buffered, then committed with the input offsets."""
 
+    def tally(self, counts: Mapping[tuple[str, int, str], int]) -> None:
+        """Count the interval's records per (input topic, partition, outcome: applied,
+        dead_lettered, skipped) into the state it commits next."""
+        ...
+
     def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
         """Outputs that must be durable before ``commit`` (changelog records)."""
         ...
@@ -270,6 +293,8 @@ class StatefulProcessor:
         durability: Durability = Durability.SYNC,
     ) -> None:
         self.state = PartitionedState(state_dir / self.name, changelog_topic, durability)
+        #: partition → the (topic, outcome) labels of its counts exported as gauges
+        self._exported: dict[int, set[tuple[str, str]]] = {}
         self._cluster = cluster
         self._restore = RestoreSource(cluster) if cluster is not None and changelog_topic else None
 
@@ -294,11 +319,31 @@ class StatefulProcessor:
         stored = {
             p: self.state.open(p, provenance.get(p), self._restore).offsets() for p in numbers
         }
+        self._export(numbers)
         return {(t, p): stored[p].get(t, OFFSET_BEGINNING) for t, p in partitions}
 
     def revoke(self, partitions: list[TopicPartitionKey]) -> None:
         for p in {p for _, p in partitions}:
+            for topic, outcome in self._exported.pop(p, ()):
+                COMMITTED.remove(self.name, topic, str(p), outcome)
             self.state.close(p)
+
+    def tally(self, counts: Mapping[tuple[str, int, str], int]) -> None:
+        for (topic, p, outcome), n in counts.items():
+            if p in self.state.partitions:
+                self.state[p].count(f"{outcome}:{topic}", n)
+
+    def counts(self, partition: int) -> dict[tuple[str, str], int]:
+        """The committed counts of ``partition`` (see ``counts_of``)."""
+        return counts_of(self.state[partition].meta())
+
+    def _export(self, partitions: Iterable[int]) -> None:
+        """Set the committed counts' gauge of ``partitions`` (after a commit or a restore)."""
+        for p in partitions:
+            exported = self._exported.setdefault(p, set())
+            for (topic, outcome), n in self.counts(p).items():
+                COMMITTED.labels(self.name, topic, str(p), outcome).set(n)
+                exported.add((topic, outcome))
 
     def tick(self, now: float) -> list[Output]:
         return []
@@ -318,6 +363,7 @@ class StatefulProcessor:
 
     def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
         self.state.commit(self._by_partition(offsets))
+        self._export(self.state.partitions)
 
     def discard(self) -> None:
         self.state.discard()

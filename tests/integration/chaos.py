@@ -1,7 +1,8 @@
 """Chaos under load: ``streamlearn up`` on a broker of our own, with processes killed with
-SIGKILL, a worker's store deleted, the broker paused; then the truth, read back from the
-topics with aiokafka (``truth``). Used by ``test_chaos.py`` (short, in CI) and by
-``bench/soak.py`` (long)."""
+SIGKILL, frozen past their session time-out (SIGSTOP, then SIGCONT: zombies), a worker's
+store deleted, the broker paused; then the truth, read back from the topics with aiokafka
+(``truth``), against which the summary's figures are checked too. Used by
+``test_chaos.py`` and ``test_zombies.py`` (short, in CI) and by ``bench/soak.py`` (long)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import orjson
 
 from streamlearn.cli.commands.worker import _trainer
+from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.sink import FEATURE_LOG_WINDOW
 from streamlearn.streams.kafka.broker import EmbeddedBroker
 from streamlearn.streams.kafka.clients import KafkaCluster, flush, make_producer, produce
@@ -68,6 +70,8 @@ class Plan:
         (20.0, "features-2"),
         (36.0, "joiner-1"),
     )
+    #: (when, process, seconds): SIGSTOP, then SIGCONT that many seconds later
+    freezes: tuple[tuple[float, str, float], ...] = ()
     #: processes whose local stores are deleted just before their first kill
     delete_stores: tuple[str, ...] = ("features-1",)
     #: the broker is stopped (SIGSTOP) at this time for ``pause_s``, then continued
@@ -93,6 +97,9 @@ class Outcome:
     ids_fingerprint_expected: dict[str, int]
     #: per model: examples emitted more than once (same request and item)
     duplicate_examples: dict[str, int]
+    #: per model: the distinct examples below the offsets of its last version when ``up``
+    #: stopped (what the summary's ``examples_trained`` must be)
+    learned_by_up: dict[str, int]
     activity_after_pause: int
     seconds: float
     #: requests shown (impressions) without a feature-log record, less those the simulator
@@ -101,10 +108,32 @@ class Outcome:
     serving_kills: int = 0
     notes: list[str] = field(default_factory=list)
 
+    def summary_problems(self) -> list[str]:
+        """Where the summary's figures (from committed state) differ from the topics."""
+        s, t = self.summary, self.truth
+        out = []
+        if s["events_processed"] != t.events:
+            out.append(f"summary: events_processed={s['events_processed']}, topics: {t.events}")
+        if s["dlq_events"] != len(t.malformed):
+            out.append(f"summary: dlq_events={s['dlq_events']}, malformed: {len(t.malformed)}")
+        for model, m in s["models"].items():
+            if m["examples_emitted"] != self.examples_in_topic[model]:
+                out.append(
+                    f"summary: model={model} examples_emitted={m['examples_emitted']}, in the "
+                    f"topic: {self.examples_in_topic[model]}"
+                )
+            if m["examples_trained"] != self.learned_by_up[model]:
+                out.append(
+                    f"summary: model={model} examples_trained={m['examples_trained']}, "
+                    f"distinct examples below its offsets: {self.learned_by_up[model]}"
+                )
+        return out
+
     def problems(self) -> list[str]:
         """Everything that is not exact."""
         out = list(self.truth.wrong)
         out += [f"feature differs from one worker's: {d}" for d in self.feature_diffs[:10]]
+        out += self.summary_problems()
         for model, snap in self.snapshot.items():
             seen, offsets = snap["examples_seen"], sum(snap["offsets"].values())
             in_topic, twice = self.examples_in_topic[model], self.duplicate_examples[model]
@@ -191,6 +220,7 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
     activity_after_pause = 0
     try:
         events: list[tuple[float, str]] = [(at, f"kill {name}") for at, name in plan.kills]
+        events += [(at, f"freeze {name} {secs}") for at, name, secs in plan.freezes]
         if plan.pause_at_s is not None:
             events.append((plan.pause_at_s, "pause"))
         events.append((5.0, "inject"))
@@ -208,6 +238,9 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
                     args=(kafka, topics, plan.malformed_events, plan.duration_s * 0.6, stop),
                 )
                 injector.start()
+            elif what.startswith("freeze"):
+                _, name, secs = what.split()
+                _freeze(_pid(data, name), float(secs), name, notes, t0)
             elif what == "pause":
                 assert broker.pid is not None
                 os.kill(broker.pid, signal.SIGSTOP)
@@ -244,6 +277,8 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
     if up.returncode != 0:
         raise AssertionError(f"up exited with {up.returncode}; see {data}/up.log")
     summary = json.loads(summary_path.read_text())
+    registry = FileRegistry(data / "registry")
+    at_up_end = {m: registry.latest(m) for m in MODELS.names}
 
     # The trainers were stopped with the rest; a restart learns what they had not yet.
     cluster = KafkaCluster(kafka)
@@ -252,6 +287,7 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
     fingerprints: dict[str, int] = {}
     ids_fingerprints: dict[str, int] = {}
     duplicates: dict[str, int] = {}
+    learned_by_up: dict[str, int] = {}
     for model in MODELS.names:
         trainer = _trainer(topics, data, MODELS.get(model), None, [], 3600.0, cluster=cluster)
         MicroBatchRuntime(
@@ -282,6 +318,11 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
             fp = (fp + example_fingerprint(topic, r.partition, r.offset)) % (1 << 64)
         fingerprints[model] = fp
         ids_fingerprints[model] = int(example_ids(first).sum(dtype=np.uint64))
+        last = at_up_end[model]
+        below = (last.metadata.get("offsets") or {}) if last is not None else {}
+        learned_by_up[model] = len(
+            {_identity(r) for r in examples if r.offset < below.get(f"{topic}/{r.partition}", 0)}
+        )
     truth = check_features(broker.bootstrap_servers, topics, PARTITIONS)
     gaps = feature_log_gaps(broker.bootstrap_servers, topics, PARTITIONS)
     fallback = sum(
@@ -305,12 +346,29 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         fingerprint_expected=fingerprints,
         ids_fingerprint_expected=ids_fingerprints,
         duplicate_examples=duplicates,
+        learned_by_up=learned_by_up,
         activity_after_pause=activity_after_pause,
         seconds=time.monotonic() - t0,
         feature_log_lost=max(0, gaps.not_logged - fallback),
         serving_kills=sum(1 for _, name in plan.kills if name.startswith("serving")),
         notes=notes,
     )
+
+
+def _freeze(pid: int, seconds: float, name: str, notes: list[str], t0: float) -> None:
+    """SIGSTOP ``pid`` now and SIGCONT it ``seconds`` later (on a timer thread)."""
+
+    def thaw() -> None:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError as exc:
+            notes.append(f"could not thaw {name}: {exc}")
+
+    os.kill(pid, signal.SIGSTOP)
+    notes.append(f"froze {name} (pid {pid}) at {time.monotonic() - t0:.1f}s for {seconds:.0f}s")
+    timer = threading.Timer(seconds, thaw)
+    timer.daemon = False
+    timer.start()
 
 
 def _identity(r: Any) -> tuple[str, str]:
@@ -324,27 +382,27 @@ def _activity_end(kafka: KafkaConfig, topics: Topics) -> int:
     return sum(ends.values())
 
 
-def seeded(seed: int, plan: Plan, n: int) -> Plan:
-    """``plan`` with ``n`` kills at random times over its run (the soak's schedule)."""
+def seeded(seed: int, plan: Plan, n: int, freezes: int = 0) -> Plan:
+    """``plan`` with ``n`` kills at random times over its run (the soak's schedule), and
+    ``freezes`` feature processors or joiners frozen for 12-25 s (past the 6 s session
+    time-out: zombies)."""
     rng = random.Random(seed)
-    names = [
+    workers = [
         *(f"features-{i}" for i in range(1, plan.workers + 1)),
         *(f"joiner-{i}" for i in range(1, plan.workers + 1)),
+    ]
+    names = [
+        *workers,
         "trainer-feed",
         "trainer-ads",
         *(f"serving-{i}" for i in range(1, plan.serving_replicas + 1)),
     ]
     start, end = 10.0, plan.duration_s - 5.0
     kills = tuple(sorted((rng.uniform(start, end), rng.choice(names)) for _ in range(n)))
-    return Plan(
-        duration_s=plan.duration_s,
-        rate=plan.rate,
-        workers=plan.workers,
-        serving_replicas=plan.serving_replicas,
-        kills=kills,
-        delete_stores=plan.delete_stores,
-        pause_at_s=plan.pause_at_s,
-        pause_s=plan.pause_s,
-        malformed_events=plan.malformed_events,
-        snapshot_interval_s=plan.snapshot_interval_s,
+    frozen = tuple(
+        sorted(
+            (rng.uniform(start, end - 30.0), rng.choice(workers), rng.uniform(12.0, 25.0))
+            for _ in range(freezes)
+        )
     )
+    return replace(plan, kills=kills, freezes=frozen)

@@ -61,7 +61,7 @@ def _view(stack: Stack) -> Group:
     for col in (
         "model",
         "version (published)",
-        "examples trained",
+        "examples emitted / trained",
         "live AUC / NE",
         "CTR model / random / oracle",
         "served",
@@ -71,7 +71,7 @@ def _view(stack: Stack) -> Group:
         models.add_row(
             name,
             f"{_fmt(m['model_version'])} ({m['versions']})",
-            str(m["examples_trained_live"]),
+            f"{m['examples_emitted']} / {m['examples_trained_live']}",
             f"{_fmt(m['progressive_auc'])} / {_fmt(m['progressive_ne'])}",
             f"{_fmt(m['ctr_model'], 4)} / {_fmt(m['ctr_random'], 4)} / {_fmt(m['ctr_oracle'], 4)}",
             str(m["predictions_served"]),

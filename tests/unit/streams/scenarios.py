@@ -62,12 +62,14 @@ def dead_letters(broker: MemoryBroker, topic: str) -> set[tuple[int, int, str]]:
 
 
 def store_contents(root: Path) -> dict[str, Any]:
-    """Every store's entries and offsets (not its topic ids: each broker has its own)."""
+    """Every store's entries, offsets and committed counts (not its topic ids: each broker
+    has its own; nor the joiner's marks, which depend on when a commit came)."""
     out: dict[str, Any] = {}
     for path in sorted(root.glob("p*")):
         s = PartitionStore(path, int(path.name[1:]))
         try:
-            out[path.name] = (s.items(), s.offsets())
+            counts = {k: v for k, v in s.meta().items() if ":" in k}
+            out[path.name] = (s.items(), s.offsets(), counts)
         finally:
             s.close()
     return out

@@ -51,6 +51,8 @@ class _Proc:
 class _Store(_Proc):
     """A store processor."""
 
+    def tally(self, counts: Mapping[tuple[str, int, str], int]) -> None: ...
+
     def prepare(self, offsets: dict[TopicPartitionKey, int]) -> list[Output]:
         return [Output("changelog", b"c", "k", 0)]
 
@@ -104,20 +106,36 @@ def _interval(cp: Checkpoint, n: int, outputs: int = 3) -> None:
     cp.add([Output("out", f"{n}/{i}".encode(), "k") for i in range(outputs)])
 
 
-def test_ownership_is_verified_once_per_lease() -> None:
+def test_ownership_is_verified_again_once_half_the_lease_is_gone() -> None:
     broker, time, proc = MemoryBroker(partitions=1), StillTime(), _Store()
     cp, asked = _checkpoint(proc, broker, time, [True, True])
     _interval(cp, 0)
     cp.commit()
-    time.advance(1.0)
+    time.advance(0.5)
     _interval(cp, 1)
-    cp.commit()  # within the lease: not asked again
-    time.advance(1.0)
+    cp.commit()  # a third of the lease gone: not asked again
+    time.advance(0.5)
     _interval(cp, 2)
     cp.commit()
     assert asked == [{TP: 1}, {TP: 3}]
     assert proc.committed == [{TP: 1}, {TP: 2}, {TP: 3}]
     assert len(broker.messages("out")) == 9
+
+
+def test_a_lease_running_out_in_slow_work_is_renewed_not_taken_for_a_freeze() -> None:
+    broker, time, proc = MemoryBroker(partitions=1), StillTime(), _Store()
+    cp, asked = _checkpoint(proc, broker, time, [True] * 9)
+    _interval(cp, 0, outputs=40)
+    real = cp.producer.produce
+
+    def slow(*args: object, **kw: object) -> None:
+        real(*args, **kw)  # type: ignore[arg-type]
+        time.advance(0.1)  # 40 records, 4 s: past the lease, but never a stall
+
+    cp.producer.produce = slow  # type: ignore[method-assign]
+    cp.commit()
+    assert len(asked) == 4 and proc.committed == [{TP: 1}]  # at 0 s, 1.5, 3.0 and 4.0
+    assert len(broker.messages("out")) == 40
 
 
 def test_no_answer_postpones_the_commit_and_writes_nothing() -> None:
