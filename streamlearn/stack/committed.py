@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from streamlearn.stack.scrape import Samples
-from streamlearn.streams.runtime.processor import counts_of
 from streamlearn.streams.state.store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -80,6 +79,6 @@ def _store_counts(path: Path, topic_ids: Mapping[str, str]) -> dict[tuple[str, s
         ids = store.identity() or {}
         if any(topic_ids.get(t, was) != was for t, was in ids.items()):
             return None
-        return counts_of(store.meta())
+        return store.counts()
     finally:
         store.close()

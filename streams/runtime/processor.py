@@ -48,25 +48,8 @@ from streamlearn.streams.state.restore import RestoreSource
 from streamlearn.streams.state.store import Durability, Provenance
 
 Decoder = Callable[[bytes | None], Any]
-#: What the committed counts of a store processor count (``StatefulProcessor.tally``):
-#: input records applied, dead-lettered, or skipped (another processor dead-letters
-#: them), and records emitted (the joiner's examples).
-OUTCOMES = ("applied", "dead_lettered", "skipped", "emitted")
-
-
-def counts_of(meta: Mapping[str, Any]) -> dict[tuple[str, str], int]:
-    """(topic, outcome) → records, from a store's meta values (``<outcome>:<topic>``)."""
-    out = {}
-    for name, value in meta.items():
-        outcome, sep, topic = name.partition(":")
-        if sep and outcome in OUTCOMES and isinstance(value, int):
-            out[(topic, outcome)] = value
-    return out
-
-
 __all__ = [
     "OFFSET_BEGINNING",
-    "OUTCOMES",
     "BatchProcessor",
     "Decoder",
     "Output",
@@ -77,7 +60,6 @@ __all__ = [
     "StatefulProcessor",
     "StoreProcessor",
     "TopicPartitionKey",
-    "counts_of",
 ]
 
 
@@ -334,8 +316,8 @@ class StatefulProcessor:
                 self.state[p].count(f"{outcome}:{topic}", n)
 
     def counts(self, partition: int) -> dict[tuple[str, str], int]:
-        """The committed counts of ``partition`` (see ``counts_of``)."""
-        return counts_of(self.state[partition].meta())
+        """The committed counts of ``partition`` (``PartitionStore.counts``)."""
+        return self.state[partition].counts()
 
     def _export(self, partitions: Iterable[int]) -> None:
         """Set the committed counts' gauge of ``partitions`` (after a commit or a restore)."""

@@ -40,6 +40,10 @@ _OFFSET_PREFIX = b"\x00offset/"
 _IDENTITY_KEY = b"\x00identity"
 _EPOCH_KEY = b"\x00epoch"
 _META_PREFIX = b"\x00meta/"
+#: What a store processor counts with its state (``PartitionStore.counts``): input records
+#: applied, dead-lettered, or skipped (another processor dead-letters them), and records
+#: emitted (the joiner's examples).
+OUTCOMES = ("applied", "dead_lettered", "skipped", "emitted")
 
 
 class Durability(StrEnum):
@@ -175,6 +179,16 @@ class PartitionStore:
         """Add ``n`` to the count ``name`` (a meta value), with the next ``commit``."""
         if n:
             self.set_meta(name, int(self.meta().get(name, 0)) + n)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(topic, outcome) → records: the counts among the meta values (named
+        ``<outcome>:<topic>``, ``OUTCOMES``), pending ones included."""
+        out = {}
+        for name, value in self.meta().items():
+            outcome, sep, topic = name.partition(":")
+            if sep and outcome in OUTCOMES and isinstance(value, int):
+                out[(topic, outcome)] = value
+        return out
 
     def is_empty(self) -> bool:
         """True when nothing was ever committed here."""
