@@ -240,6 +240,11 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
                 injector.start()
             elif what.startswith("freeze"):
                 _, name, secs = what.split()
+                # a zombie holds partitions: wait (bounded) until the worker has some
+                log_path = data / "logs" / f"{name}.log"
+                waited = time.monotonic() + 30
+                while time.monotonic() < waited and " assigned " not in _text(log_path):
+                    time.sleep(0.2)
                 _freeze(_pid(data, name), float(secs), name, notes, t0)
             elif what == "pause":
                 assert broker.pid is not None
@@ -353,6 +358,13 @@ def run(broker: EmbeddedBroker, data: Path, plan: Plan) -> Outcome:
         serving_kills=sum(1 for _, name in plan.kills if name.startswith("serving")),
         notes=notes,
     )
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _freeze(pid: int, seconds: float, name: str, notes: list[str], t0: float) -> None:

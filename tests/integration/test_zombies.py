@@ -16,13 +16,14 @@ from tests.integration import chaos
 pytestmark = pytest.mark.integration
 
 PLAN = chaos.Plan(
-    duration_s=40.0,
+    duration_s=55.0,
     serving_replicas=1,
     kills=(),
     delete_stores=(),
     pause_at_s=None,
     malformed_events=10,
-    freezes=((8.0, "features-1", 14.0), (20.0, "joiner-2", 14.0)),
+    # each waits until the worker holds partitions (a loaded machine starts it slowly)
+    freezes=((10.0, "features-1", 14.0), (26.0, "joiner-2", 14.0)),
 )
 
 
