@@ -17,7 +17,8 @@ from typing import Final
 from streamlearn.models.errors import MissingExtra
 
 #: Each extra → the top-level modules it installs (``pyproject.toml`` lists the
-#: distributions; ``tests/unit/test_packaging.py`` checks the two agree).
+#: distributions; ``tests/unit/test_packaging.py`` checks the two agree). ``all``, ``dev``
+#: and ``docs`` are not here: they are tools, and no module of the package imports them.
 EXTRAS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
         "deep": ("torch",),

@@ -43,6 +43,17 @@ def init(directory: Path, requests: int = 4000, seed: int = 0) -> list[Path]:
     return [target, log]
 
 
+def rewrite_sample_log(directory: Path, requests: int = 4000, seed: int = 0) -> Path:
+    """Write the sample log again for the project already in ``directory``, after its
+    declarations were edited (its names are the log's); return the log's path."""
+    directory = Path(directory)
+    if not (directory / DEFINITIONS).exists():
+        raise ProjectError(f"{directory} holds no project ({DEFINITIONS}): run `streamlearn init`")
+    log = directory / SAMPLE_LOG
+    write_sample_log(load_project(directory), log, requests=requests, seed=seed)
+    return log
+
+
 def write_sample_log(project: Project, path: Path, requests: int = 4000, seed: int = 0) -> int:
     """A synthetic log of ``project``'s events (see the module docstring); returns the
     number of events written."""

@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 #: The distributions the core install must not pull in.
 HEAVY = {"torch", "ray", "matplotlib", "scikit-learn", "faust-streaming", "river", "pillow"}
+#: The extras that are tools, not parts of the runtime (no module of the package imports
+#: what they install, so ``EXTRAS`` has no entry for them).
+TOOLS = {"all", "dev", "docs"}
 #: Every module an extra brings.
 BLOCKED = sorted({m for modules in EXTRAS.values() for m in modules})
 
@@ -129,7 +132,7 @@ def test_the_core_requirements_leave_out_the_heavy_frameworks(wheel: zipfile.Zip
     assert meta["Version"] == streamlearn.__version__
     core = {_name(r) for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r}
     assert core and not core & HEAVY, sorted(core & HEAVY)
-    assert set(meta.get_all("Provides-Extra") or []) == {*EXTRAS, "all", "dev"}
+    assert set(meta.get_all("Provides-Extra") or []) == {*EXTRAS, *TOOLS}
 
 
 def test_the_extras_table_matches_pyproject() -> None:
@@ -140,8 +143,9 @@ def test_the_extras_table_matches_pyproject() -> None:
     for extra, modules in EXTRAS.items():
         dists = {_name(d) for m in modules for d in provided_by.get(m, [])}
         assert dists == {_name(r) for r in declared[extra]}, extra
+    assert set(declared) == {*EXTRAS, *TOOLS}
     assert declared["all"] == [f"streamlearn[{','.join(EXTRAS)}]"]
-    assert "streamlearn[all]" in declared["dev"]
+    assert {"streamlearn[all]", "streamlearn[docs]"} <= set(declared["dev"])
     assert not {_name(r) for r in PYPROJECT["project"]["dependencies"]} & HEAVY
 
 

@@ -25,7 +25,8 @@ from streamlearn.streams.features.aggregates import layout
 from streamlearn.streams.features.store import entity_features, merge_partials, public_values
 from tests.example import CATALOG, SCHEMA, feed_spec
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+#: The docs page that shows the built-in example's features.
+PAGE = Path(__file__).resolve().parents[3] / "docs" / "reference" / "example-project.md"
 _IDS = itertools.count()
 BEGIN, END = "<!-- features:begin -->", "<!-- features:end -->"
 
@@ -54,12 +55,12 @@ def test_feed_spec_is_built_from_the_served_features() -> None:
     assert spec.crosses == (("user_id", "item_category"),)
 
 
-def test_readme_feature_table_is_the_catalog() -> None:
-    text = README.read_text()
-    assert BEGIN in text and END in text, f"README.md must hold {BEGIN} … {END}"
+def test_the_docs_feature_table_is_the_catalog() -> None:
+    text = PAGE.read_text()
+    assert BEGIN in text and END in text, f"{PAGE.name} must hold {BEGIN} … {END}"
     table = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert table == CATALOG.markdown().strip(), (
-        "README.md's feature table is out of date: paste `streamlearn features list --markdown`"
+        f"{PAGE.name}'s feature table is out of date: paste `streamlearn features list --markdown`"
     )
 
 

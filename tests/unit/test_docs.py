@@ -1,0 +1,110 @@
+"""The documentation site's generated reference (``docs/hooks/generate.py``): it covers
+every command, route, metric and contract there is, so a new one shows up on the site
+without anyone writing it down. ``.ci/run`` builds the whole site with ``--strict``."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from streamlearn.cli.root import COMMANDS
+from streamlearn.streams.schemas import CONTRACTS
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+
+
+@pytest.fixture(scope="module")
+def generate() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_generate", DOCS / "hooks" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cli_reference_has_every_command_and_option(generate: ModuleType) -> None:
+    text = generate.cli_reference()
+    for name in COMMANDS:
+        assert f"## `streamlearn {name}`" in text, name
+    for sub in ("models promote", "features export", "flow sweep", "offline vision"):
+        assert f"#### `streamlearn {sub}`" in text, sub
+    up = text.split("### `streamlearn up`", 1)[1].split("\n### ", 1)[0]
+    assert "| `--serving-port` | int | " in up and "`STREAMLEARN_SERVING_PORT`" in up
+    assert "| `--positives-at-once`, `--positives-at-close` | flag |" in up
+    assert "`--positives-at-once` |" in up  # the default of a flag pair
+
+
+def test_the_http_reference_is_the_served_openapi_document(generate: ModuleType) -> None:
+    doc = generate.openapi_document()
+    text = generate.http_reference()
+    routes = [(m.upper(), p) for p, ops in doc["paths"].items() for m in ops]
+    assert ("POST", "/v1/models/{model}:predict") in routes
+    assert ("GET", "/v1/features/{entity}/{id}") in routes  # the feature routes are served
+    for method, path in routes:
+        assert f"#### `{method} {path}`" in text, (method, path)
+    for name in doc["components"]["schemas"]:
+        assert f"#### {name}\n" in text, name
+    # every link to a body lands on its heading
+    for target in set(re.findall(r"\]\(#([a-z0-9]+)\)", text)):
+        assert target in {n.lower() for n in doc["components"]["schemas"]}, target
+
+
+def test_the_metrics_reference_has_every_metric(generate: ModuleType) -> None:
+    text = generate.metrics_reference()
+    from prometheus_client import REGISTRY
+
+    names = {
+        c._name
+        for c in REGISTRY._collector_to_names
+        if getattr(c, "_name", "").startswith("streamlearn_")
+    }
+    assert {
+        "streamlearn_predictions",
+        "streamlearn_examples_trained",
+        "streamlearn_dlq_events",
+    } <= names
+    assert names <= set(re.findall(r"`(streamlearn_[a-z0-9_]+?)(?:_total|_bucket)?`", text))
+    assert "| `streamlearn_predictions_total` | counter | `model` |" in text
+
+
+def test_a_metric_of_an_unplaced_module_fails_the_build(generate: ModuleType) -> None:
+    with pytest.raises(RuntimeError, match="PROCESSES"):
+        generate._process("streamlearn.offline.replay")
+
+
+def test_the_contracts_reference_is_what_contracts_export_writes(generate: ModuleType) -> None:
+    schemas = generate.contract_schemas()
+    assert set(schemas) == {f"{c.name}.schema.json" for c in CONTRACTS}
+    text = generate.contracts_reference()
+    for c in CONTRACTS:
+        assert f"### {c.name}\n" in text and f"(schemas/{c.name}.schema.json)" in text
+
+
+def test_an_unknown_placeholder_fails_the_build(generate: ModuleType) -> None:
+    class Page:
+        class file:
+            src_uri = "x.md"
+
+    with pytest.raises(ValueError, match="no generated part named 'nope'"):
+        generate.on_page_markdown("a\n<!-- generated: nope -->\n", Page, None, None)
+
+
+def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page() -> None:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text().replace("!!python", "#"))
+
+    def walk(items: list) -> list[str]:
+        out: list[str] = []
+        for item in items:
+            for value in item.values() if isinstance(item, dict) else [item]:
+                out += walk(value) if isinstance(value, list) else [value]
+        return out
+
+    nav = walk(config["nav"])
+    pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
+    assert sorted(nav) == sorted(pages)
