@@ -1,7 +1,10 @@
 """Where served predictions go on Kafka: the feature log and the predictions topic.
 
-Producing never blocks a request: records are queued in librdkafka and sent in the
-background (a thread serves delivery callbacks). What a crash of serving can lose is
+Producing never blocks a request, nor takes its thread's time: a served request's two
+records are handed to the sink's thread (a deque append), which encodes them and queues
+them in librdkafka in batches (``produce_batch``: one call per topic for what came in
+since the last), about every 2 ms while requests come, and serves the delivery
+callbacks. What a crash of serving can lose is
 bounded and counted: at most ``window`` feature-log records are *in flight* (answered,
 not yet acknowledged by the broker) at any time. ``streamlearn_feature_log_in_flight``
 is that number now (what a kill -9 would lose), and
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -53,6 +57,13 @@ class Sink(Protocol):
 #: × the acknowledgement time: tens), so only a broker that stops acknowledging reaches it.
 FEATURE_LOG_WINDOW: Final = 1000
 _DROP_LOG_EVERY_S: Final = 10.0
+#: While requests come, the sink's thread hands them to librdkafka about this often.
+_BUSY_POLL_S: Final = 0.002
+#: ... and goes on polling that often for this long after the last one (waking it costs
+#: the request's thread a syscall).
+_BUSY_S: Final = 0.02
+#: Idle, it serves delivery callbacks at least this often.
+_IDLE_WAIT_S: Final = 0.05
 
 
 class KafkaSink:
@@ -73,8 +84,13 @@ class KafkaSink:
         self._predictions = topics.predictions
         self._model_updates = topics.model_updates
         FEATURE_LOG_IN_FLIGHT.set_function(lambda: self._in_flight)
+        # served requests not yet handed to librdkafka: (reply, record or None, key)
+        self._queue: deque[tuple[PredictionReply, FeatureLog | None, str]] = deque()
+        self._idle = False  # the thread waits for work (set ``_wake`` to wake it)
+        self._wake = threading.Event()
+        self._acknowledged = FEATURE_LOG_RECORDS.labels("acknowledged")
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="serving-producer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="serving-producer", daemon=True)
         self._thread.start()
 
     @property
@@ -83,7 +99,7 @@ class KafkaSink:
         return self._in_flight
 
     def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
-        """Queue both records; never waits for the broker. The feature-log record is
+        """Hand both records to the sink's thread; never waits. The feature-log record is
         dropped (and counted) when ``window`` are already in flight."""
         with self._lock:
             room = self._in_flight < self.window
@@ -91,17 +107,43 @@ class KafkaSink:
                 self._in_flight += 1
         if not room:
             self._dropped()
-        elif not self._send(self._feature_log, encode(record), record.user_id, self._acked):
-            with self._lock:
-                self._in_flight -= 1
-            self._dropped()
-        self._send(self._predictions, encode(reply), record.user_id)
+        self._queue.append((reply, record if room else None, record.user_id))
+        if self._idle:
+            self._wake.set()
+
+    def _produce_queued(self) -> None:
+        """Encode what was handed over since the last call and queue it in librdkafka,
+        one batch per topic."""
+        queue, taken = self._queue, []
+        while queue:
+            taken.append(queue.popleft())
+        logs = [
+            {"value": encode(record), "key": key} for _, record, key in taken if record is not None
+        ]
+        replies = [{"value": encode(reply), "key": key} for reply, _, key in taken]
+        if logs:
+            self._batch(self._feature_log, logs, self._acked)
+            for failed in (m for m in logs if "_error" in m):
+                with self._lock:
+                    self._in_flight -= 1
+                self._dropped()
+                log.error("cannot queue a feature-log record: %s", failed["_error"])
+        self._batch(self._predictions, replies, _delivered)
+
+    def _batch(
+        self, topic: str, messages: list[dict[str, Any]], on_delivery: Callable[..., None]
+    ) -> None:
+        queued = self.producer.produce_batch(topic, messages, on_delivery=on_delivery)
+        if queued < len(messages) and topic != self._feature_log:
+            PUBLISH_DROPPED.labels(topic).inc(len(messages) - queued)
+            log.error("producer queue full: dropped %d record(s) for topic=%s",
+                      len(messages) - queued, topic)  # fmt: skip
 
     def _acked(self, err: Any, msg: Message) -> None:
         with self._lock:
             self._in_flight -= 1
         if err is None:
-            FEATURE_LOG_RECORDS.labels("acknowledged").inc()
+            self._acknowledged.inc()
         else:
             FEATURE_LOG_RECORDS.labels("failed").inc()
             _delivered(err, msg)
@@ -152,9 +194,25 @@ class KafkaSink:
             return False
         return True
 
-    def _poll(self) -> None:
+    def _run(self) -> None:
+        """Produce what is handed over (about every 2 ms while requests come) and
+        serve delivery callbacks; idle (nothing for ``_BUSY_S``), wait to be woken (or
+        50 ms: callbacks)."""
+        busy_until = 0.0
         while not self._stop.is_set():
-            self.producer.poll(0.1)
+            if self._queue:
+                self._produce_queued()
+                busy_until = time.monotonic() + _BUSY_S
+            if time.monotonic() < busy_until:
+                self.producer.poll(_BUSY_POLL_S)
+                continue
+            self._idle = True
+            if not self._queue:
+                self._wake.wait(_IDLE_WAIT_S)
+            self._idle = False
+            self._wake.clear()
+            self.producer.poll(0)
+        self._produce_queued()
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the delivery thread, flush what is queued and close the producer.
@@ -164,6 +222,7 @@ class KafkaSink:
         collection, and an open producer keeps its broker connections.
         """
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5.0)
         try:
             flush(self.producer, timeout_s)

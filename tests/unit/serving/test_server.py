@@ -257,3 +257,49 @@ def test_a_blocked_event_loop_shows_in_its_lag(server: HttpServer) -> None:
     assert _lagged_over(0.05) >= before + 1
     lag = server._server._lag  # the server watches its own loop
     assert lag is not None and not lag.done()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_response_is_one_write_and_an_interim_one_goes_at_once() -> None:
+    from streamlearn.serving.server import _OneWrite
+
+    rec = _Recorder()
+    out = _OneWrite(rec)  # type: ignore[arg-type]
+    out.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert rec.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    out.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert len(rec.writes) == 1  # held for the body
+    out.write(b"{}")
+    assert rec.writes[1] == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    out.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    out.close()  # what is held goes before the close
+    assert rec.writes[2] == b"HTTP/1.1 204 No Content\r\n\r\n" and rec.closed
+
+
+def test_a_client_expecting_100_continue_gets_it_then_its_answer(server: HttpServer) -> None:
+    sock = _connect(server.port)
+    head = (
+        f"POST /v1/models/feed:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {len(PREDICT)}\r\n\r\n"
+    )
+    sock.sendall(head.encode())
+    sock.settimeout(5)
+    assert sock.recv(100).startswith(b"HTTP/1.1 100")
+    sock.sendall(PREDICT)
+    status, _ = _one_response(sock)
+    assert status == 200
+    sock.close()
