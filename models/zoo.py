@@ -16,7 +16,7 @@ from streamlearn.models.protocol import Learner
 from streamlearn.models.state import decode_arrays
 
 #: The learner ``eval`` and the online trainer use unless told otherwise (chosen on the
-#: public tables and the simulator: see ``bench/bench_learners.py`` and the README).
+#: public tables and the simulator: see ``bench/bench_learners.py`` and docs/benchmarks.md).
 DEFAULT_LEARNER: Final = "ftrl"
 #: Rows per learning call. ``ftrl``, ``fm`` and ``deep``'s wide part learn one example at
 #: a time whatever the call's size, and ``deep``'s deep part steps every ``micro_batch``

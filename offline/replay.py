@@ -1,7 +1,7 @@
 """Replay topic ranges into a Parquet dataset with a manifest.
 
 How a range is read, and why (the embedded broker answers ListOffsets(latest) and
-``offsets_for_times`` wrongly: README, "What the embedded broker does not give"):
+``offsets_for_times`` wrongly: docs/explanation/embedded-broker.md):
 
 * Each (topic, partition) is read on its own, in (topic, partition) order, with
   ``Consumer.assign`` at an explicit offset — no group, no commits. Rows therefore land

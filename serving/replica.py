@@ -6,7 +6,8 @@ key (``user/<id>``, ``item/<id>``), with ``FeatureRecord.values`` as the value; 
 per-partition partial records are merged on write
 (``streamlearn.streams.features.store.merge_partials``).
 The store is rebuilt on every start, because the embedded broker neither compacts nor
-reports true end offsets (see the README), and removed on :meth:`FeatureReplica.stop`.
+reports true end offsets (docs/explanation/embedded-broker.md), and removed on
+:meth:`FeatureReplica.stop`.
 
 Why RocksDB and not a dict: memory. A Python dict holds ~0.5 KB per entity and grows with
 the user base; RocksDB keeps it on disk with a bounded cache. Measured on this machine

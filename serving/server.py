@@ -1,7 +1,7 @@
 """The HTTP server: uvicorn (httptools parser, uvloop) in a thread, with limits.
 
-uvicorn was chosen over granian by measurement (``bench/bench_http_servers.py``; figures in the
-README: at equal p50, granian cost more CPU per request and its embedded mode is
+uvicorn was chosen over granian by measurement (``bench/bench_http_servers.py``; figures in
+docs/benchmarks.md: at equal p50, granian cost more CPU per request and its embedded mode is
 experimental) and because its protocol class can be extended with what a production
 server needs here; uvicorn itself drains in-flight requests on shutdown.
 :class:`_Protocol` adds, on each connection:

@@ -35,7 +35,7 @@ DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
 @dataclass(frozen=True)
 class Contract:
-    """One record of the README's contracts: its struct and where it travels."""
+    """One record contract (docs/reference/contracts.md): its struct and where it travels."""
 
     name: str
     struct: type[msgspec.Struct]

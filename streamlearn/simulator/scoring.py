@@ -1,6 +1,6 @@
 """Asking the prediction service for scores over HTTP, spread over its replicas.
 
-The contract is serving's ``POST /v1/models/{model}:predict`` (README, "Serving API"):
+The contract is serving's ``POST /v1/models/{model}:predict`` (docs/reference/http.md):
 a :class:`~streamlearn.streams.contracts.PredictionRequest` in, a
 :class:`~streamlearn.streams.contracts.PredictionReply` with one score per candidate out.
 """

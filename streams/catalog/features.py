@@ -298,7 +298,8 @@ class FeatureCatalog:
         return [f.info() for f in self.features]
 
     def markdown(self) -> str:
-        """The features as a Markdown table (the README's, and ``features list --markdown``)."""
+        """The features as a Markdown table (``features list --markdown``, and the docs' page
+        of the built-in example)."""
         lines = [
             "| name | entity | type | description | owner | version |",
             "|---|---|---|---|---|---:|",

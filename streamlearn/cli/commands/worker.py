@@ -269,7 +269,7 @@ def register(app: typer.Typer) -> None:
         rollout_rollback_margin: o.RolloutRollbackMargin = o.DEFAULT_ROLLOUT.rollback_margin,
     ) -> None:
         """Train a model online from its training-examples topic, publishing snapshots;
-        compare candidates with production and roll them out (see the README's Rollout)."""
+        compare candidates with production and roll them out (the docs: Rollout)."""
         project = o.open_project(project_dir)
         definition = o.model_definition(project, model)
         _check_installed(runtime, learner or definition.learner)
