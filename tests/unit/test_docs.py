@@ -107,4 +107,6 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page() -> None:
 
     nav = walk(config["nav"])
     pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
-    assert sorted(nav) == sorted(pages)
+    assert not pages - set(nav), f"pages missing from mkdocs.yml's nav: {sorted(pages - set(nav))}"
+    assert not set(nav) - pages, f"nav entries without a page: {sorted(set(nav) - pages)}"
+    assert len(nav) == len(set(nav)), "a page is in the nav twice"
