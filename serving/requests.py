@@ -33,7 +33,7 @@ from streamlearn.serving.sink import KafkaSink
 from streamlearn.streams.catalog.models import ModelCatalog
 from streamlearn.streams.contracts import PredictionError, PredictionRequest, decode_request
 from streamlearn.streams.errors import ContractError
-from streamlearn.streams.kafka.clients import Follower, flush, make_consumer
+from streamlearn.streams.kafka.clients import Follower, make_consumer
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.dead_letters import DeadLetters
 from streamlearn.streams.kafka.topics import Topics
@@ -133,7 +133,7 @@ class RequestConsumer:
                 self._sink.log_error(error, request.user_id)
                 continue
             self._sink.log_prediction(reply, record)
-        flush(self._sink.producer)
+        self._sink.flush()
         next_offsets: dict[tuple[str, int], int] = {}
         for msg in msgs:
             offset = msg.offset()
