@@ -171,13 +171,46 @@ def _age(now: float, last: float) -> float:
     return np.rint((now - last) * 1000.0) / 1000.0
 
 
+#: How a numeric slot's value is transformed, as the assembly kernel is told.
+_TRANSFORMS: Final = {"identity": 0, "log1p": 1}
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
+
+
 def warm_up() -> None:
     """Compile (or load from its cache) the assembly kernel now, not on a request."""
     one, i, f = np.zeros((1, 1)), np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32)
     rows, none = np.zeros(1, np.intp), np.zeros(0, np.intp)
     _assemble(
-        i, f, one, rows, none, i[0, :0], f[0, :0], one[0], 0.0, i.copy(), f.copy(), one.copy()
-    )
+        i, f, one, rows, none, i[0, :0], f[0, :0], one[0], 0.0, none, none, -1,
+        i.copy(), f.copy(), one.copy(),
+    )  # fmt: skip
+    _transform(np.zeros(1), 1, np.zeros(1))
+
+
+@numba.njit(cache=True, inline="always")
+def _numeric(x: float, transform: int) -> float:
+    """A numeric slot's value (``Featuriser.numeric`` for one finite value)."""
+    if transform == 1:
+        x = np.sign(x) * np.log1p(np.abs(x))
+    return min(max(x, -_FLOAT32_MAX), _FLOAT32_MAX)
+
+
+@numba.njit(cache=True, nogil=True)
+def _transform(values: np.ndarray, transform: int, out: np.ndarray) -> None:
+    for k in range(values.shape[0]):
+        out[k] = _numeric(values[k], transform)
+
+
+def _kernel_transforms_alike(featuriser: Featuriser) -> bool:
+    """Whether the kernel's numeric transform gives the featuriser's values to the bit
+    here (its ``log1p`` is the C library's; numpy's may be its own), on ages as requests
+    give them: -1, 0, milliseconds to years."""
+    rng = np.random.default_rng(0)
+    ages = np.concatenate(([-1.0, 0.0, 0.001], np.rint(rng.exponential(5e4, 5000)) / 1000))
+    ours = np.empty_like(ages)
+    _transform(ages, _TRANSFORMS[featuriser.spec.numeric_transform], ours)
+    want = featuriser.numeric(ages).astype(np.float32)
+    return bool(np.array_equal(ours.astype(np.float32), want))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -191,13 +224,17 @@ def _assemble(
     const_val: np.ndarray,
     user_last: np.ndarray,
     now: float,
+    since_slots: np.ndarray,
+    since_cols: np.ndarray,
+    transform: int,
     idx: np.ndarray,
     val: np.ndarray,
     ages: np.ndarray,
 ) -> None:
     """The items' rows of the table into ``idx``/``val``, the request's and user's
     ``slots`` over them, and every candidate's request-time ages (the user's, then the
-    item's) into ``ages``: what a dozen numpy calls would do, in one."""
+    item's) into ``ages``; with ``transform`` >= 0, their values into the ``since_slots``
+    too: what some twenty numpy calls would do, in one."""
     nu = user_last.shape[0]
     for r in range(rows.shape[0]):
         row = rows[r]
@@ -210,6 +247,9 @@ def _assemble(
             ages[r, j] = _age(now, user_last[j])
         for j in range(table_last.shape[1]):
             ages[r, nu + j] = _age(now, table_last[row, j])
+        if transform >= 0:
+            for j in range(since_slots.shape[0]):
+                val[r, since_slots[j]] = _numeric(ages[r, since_cols[j]], transform)
 
 
 _NO_TIMES = np.zeros(0)
@@ -383,6 +423,10 @@ class CandidateFeaturiser:
         self._n_ages = len(self._since[_USER_SINCE]) + len(self._since[_ITEM_SINCE])
         self._lock = threading.Lock()
         warm_up()
+        #: the kernel transforms request-time numbers too, where it gives the same bits
+        self._transform = (
+            _TRANSFORMS[spec.numeric_transform] if _kernel_transforms_alike(featuriser) else -1
+        )
 
     # -- parts ------------------------------------------------------------------------------
     def _cross_keys(self, part: int, row: Mapping[str, Scalar]) -> dict[str, tuple[str, bool]]:
@@ -571,6 +615,9 @@ class CandidateFeaturiser:
             const.val,
             usr.last,
             now,
+            self._since_slots,
+            self._since_cols,
+            self._transform,
             idx,
             val,
             ages,
@@ -578,7 +625,8 @@ class CandidateFeaturiser:
         head = b"{" + const.json
         tail, tails = b"", None
         if self._n_ages:  # request-time features: the user's, then the items'
-            val[:, self._since_slots] = self.featuriser.numeric(ages)[:, self._since_cols]
+            if self._transform < 0:
+                val[:, self._since_slots] = self.featuriser.numeric(ages)[:, self._since_cols]
             nu = len(usr.last)
             if nu:
                 user_ages = _ENCODER.encode(ages[0, :nu].tolist())[1:-1].split(b",")

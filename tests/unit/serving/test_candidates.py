@@ -147,14 +147,22 @@ def _check(cf: CandidateFeaturiser, served: ServedFeatures, req, users, items, n
     assert [json.loads(i) for i in got.ids] == req.candidates
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "numpy"])
 @pytest.mark.parametrize("spec_name", sorted(SPECS))
 @pytest.mark.parametrize("catalog", [CATALOG, EXTRA], ids=["catalog", "extended"])
 def test_the_arrays_and_logged_rows_are_the_rows_exactly(
-    spec_name: str, catalog: FeatureCatalog
+    spec_name: str, catalog: FeatureCatalog, kernel: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With the compiled kernel's numeric transform, and with the featuriser's where
+    the kernel's would not give the same bits."""
+    import streamlearn.serving.candidates as module
+
+    if not kernel:
+        monkeypatch.setattr(module, "_kernel_transforms_alike", lambda featuriser: False)
     rng = np.random.default_rng(7)
     served = ServedFeatures(catalog)
     cf = CandidateFeaturiser(Featuriser(SPECS[spec_name]), served, max_items=16)
+    assert (cf._transform >= 0) == kernel
     assert cf.rowwise == (spec_name in ("gapped", "rowwise"))
     users, items = _world(rng, catalog)
     for k in range(300):
