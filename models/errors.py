@@ -22,6 +22,7 @@ against the classes by ``tests/unit/test_errors.py``)::
     │   ├── ContractError        400  2  a record does not match its contract (``reason`` code)
     │   ├── CatalogError         500  2  a declaration (event, feature, head, model) is wrong
     │   ├── StateLost            500  1  a processor's memory is undefined: stop uncommitted
+    │   │   └── RankLost         500  1  a trainer rank died or went silent: all resume from the cut
     │   └── Fenced               500  1  another worker owns the partitions now: stop uncommitted
     ├── ProjectError             500  2  streamlearn/project/errors.py: a project cannot be loaded
     ├── OfflineError             500  2  offline/errors.py: replay, datasets, batch training, flows

@@ -22,6 +22,7 @@ from streamlearn.models.errors import MissingExtra
 EXTRAS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
         "deep": ("torch",),
+        "ranks": ("torch",),
         "vision": ("torch", "PIL", "sklearn"),
         "flow": ("ray", "matplotlib"),
         "faust": ("faust",),

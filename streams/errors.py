@@ -51,6 +51,12 @@ class StateLost(StreamsError):
     from the last checkpoint; retrying record by record would apply records twice."""
 
 
+class RankLost(StateLost):
+    """A trainer rank died or stopped answering within the rank time-out during a sync
+    round (``streamlearn.streams.learning.ranks``): every rank stops uncommitted and
+    resumes from the last cut."""
+
+
 class Fenced(StreamsError):
     """This worker's group membership was revoked while it was not responding (frozen
     past its session time-out): its partitions belong to another worker now. It stops

@@ -16,6 +16,7 @@ import numpy as np
 from streamlearn.models.errors import ModelError, SnapshotError
 from streamlearn.models.learners.base import FeaturisedLearner
 from streamlearn.models.onnx_export import with_downsampling_correction
+from streamlearn.models.sync import sync_rules
 
 
 def correct(p: np.ndarray, rate: float) -> np.ndarray:
@@ -51,6 +52,10 @@ class Downsampled(FeaturisedLearner):
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The inner learner's arrays."""
         return self.inner.state_arrays()
+
+    def sync_rules(self) -> dict[str, str]:
+        """The inner learner's rules (``streamlearn.models.sync``)."""
+        return sync_rules(self.inner)
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """The inner learner's arrays."""

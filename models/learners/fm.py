@@ -25,6 +25,7 @@ from streamlearn.models.features import FeatureSpec
 from streamlearn.models.learners import kernels
 from streamlearn.models.learners.base import FeaturisedLearner
 from streamlearn.models.onnx_export import fm_graph
+from streamlearn.models.sync import MAX, SUM
 
 
 class FM(FeaturisedLearner):
@@ -85,6 +86,11 @@ class FM(FeaturisedLearner):
             "acc_v": self._acc_v,
             "scale": self._scale,
         }
+
+    def sync_rules(self) -> dict[str, str]:
+        """The weights and accumulators are sums over the examples learned (Adagrad
+        steps); ``scale`` a maximum (``streamlearn.models.sync``)."""
+        return {"w": SUM, "v": SUM, "acc_w": SUM, "acc_v": SUM, "scale": MAX}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of :meth:`state_arrays`."""

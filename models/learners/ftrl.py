@@ -33,6 +33,7 @@ from streamlearn.models.features import FeatureSpec
 from streamlearn.models.learners import kernels
 from streamlearn.models.learners.base import FeaturisedLearner
 from streamlearn.models.onnx_export import linear_graph
+from streamlearn.models.sync import MAX, SUM
 
 
 class FTRL(FeaturisedLearner):
@@ -78,6 +79,11 @@ class FTRL(FeaturisedLearner):
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The learnt state: ``z``, ``n`` and the normaliser's ``scale``."""
         return {"z": self._z, "n": self._n, "scale": self._scale}
+
+    def sync_rules(self) -> dict[str, str]:
+        """``z`` and ``n`` are sums over the examples learned; ``scale`` a maximum
+        (``streamlearn.models.sync``)."""
+        return {"z": SUM, "n": SUM, "scale": MAX}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of :meth:`state_arrays`."""

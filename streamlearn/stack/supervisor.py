@@ -87,6 +87,8 @@ class StackConfig:
     workers: int = 1
     #: serving processes; the simulator spreads requests over all of them
     serving_replicas: int = 1
+    #: processes training each model together (``streamlearn train --ranks``)
+    trainer_ranks: int = 1
     #: labelled examples before a candidate is decided / a promotion is kept
     rollout_min_examples: int = RolloutConfig().min_examples
     rollout_watch_examples: int = RolloutConfig().watch_examples
@@ -320,6 +322,7 @@ class Stack:
                 str(cfg.rollout_min_examples),
                 "--rollout-watch-examples",
                 str(cfg.rollout_watch_examples),
+                *(("--ranks", str(cfg.trainer_ranks)) if cfg.trainer_ranks > 1 else ()),
             ]
             specs.append((trainer_name(model), [*py, *args, "--metrics-port", str(port)], port))
         served = [a for m in self.models for a in ("--model", m)]

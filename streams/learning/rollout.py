@@ -136,6 +136,8 @@ class Rollout:
     ) -> None:
         self.registry = registry
         self.topics = topics
+        #: whether candidate arms are taken in (not yet with several trainer ranks)
+        self.arms = True
         self.model = model
         self.config = config
         self.evaluation = VersionEvaluation(keep_versions)
@@ -165,6 +167,10 @@ class Rollout:
         ch = self.challenger
         return {
             "evaluation": self.evaluation.to_dict(),
+            # the snapshot's own predict-before-learn: it goes to the snapshot's version
+            # (``published`` runs after the files are written), so a resumed trainer
+            # counts those examples under it, once
+            "progressive": self.progressive.to_dict(),
             "challenger": None
             if ch is None
             else {"comparison": ch.comparison.to_dict(), "versions": ch.versions},
@@ -181,6 +187,10 @@ class Rollout:
             self.evaluation = VersionEvaluation.from_dict(
                 data.get("evaluation"), self.evaluation.keep
             )
+            if data.get("progressive"):
+                self.evaluation.set(
+                    mv.version, "progressive", ScoreTally.from_dict(data["progressive"])
+                )
             ch = data.get("challenger")
             if ch:
                 versions = [int(v) for v in ch["versions"]]
@@ -216,16 +226,18 @@ class Rollout:
 
     # -- learning --------------------------------------------------------------------------
     def learned(self, examples: Examples, p: np.ndarray, production: Learner) -> None:
-        """``examples`` the production learner has just scored (``p``) and learned."""
+        """``examples`` the production learner has just scored (``p``) and learned: the
+        arms learn them too, and every figure counts them."""
         y = examples.y
-        self.progressive.update(y, p)
-        served = examples.served_version > 0
-        if not served.all():  # impressions of a replayed log: no served score, kept apart
-            self.replayed.update(y[~served], p[~served])
-        self._evaluate_served(examples, y, served)
-        self._recent.append(examples)
-        while len(self._recent) > 1 and sum(map(len, self._recent[1:])) >= PARITY_ROWS:
-            self._recent.pop(0)
+        self.keep_rows(examples)
+        self.record(
+            y,
+            p,
+            examples.served_version,
+            examples.served_score,
+            examples.shadow_version,
+            examples.shadow_score,
+        )
         for learner, tally in self._arms(production):
             try:
                 if learner.featuriser.spec == production.featuriser.spec:
@@ -241,28 +253,50 @@ class Rollout:
         if self.challenger is not None:
             self.challenger.learned += len(examples)
 
-    def _evaluate_served(self, examples: Examples, y: np.ndarray, served: np.ndarray) -> None:
-        """The served (and shadow) scores of the ``served`` examples, against their
-        labels."""
-        if not served.any():
-            return
-        if not served.all():
-            examples, y = examples.select(np.flatnonzero(served)), y[served]
-        served_v, served_p = examples.served_version, examples.served_score
+    def record(
+        self,
+        y: np.ndarray,
+        p: np.ndarray,
+        served_v: np.ndarray,
+        served_p: np.ndarray,
+        shadow_v: np.ndarray,
+        shadow_p: np.ndarray,
+    ) -> None:
+        """Count labelled examples in the figures: production's predict-before-learn ``p``,
+        the versions that served them (``served_v``, ``served_p``; 0: an impression of a
+        replayed log, kept apart) and the shadows that scored them (``shadow_v``, 0 for
+        none). Several trainer ranks' examples are counted here by rank 0, at each round."""
+        self.progressive.update(y, p)
+        served = served_v > 0
+        if not served.all():  # impressions of a replayed log: no served score, kept apart
+            self.replayed.update(y[~served], p[~served])
+            if not served.any():
+                return
+            y, served_v, served_p = y[served], served_v[served], served_p[served]
+            shadow_v, shadow_p = shadow_v[served], shadow_p[served]
         self.evaluation.add("served", served_v, y, served_p)
-        sel = np.flatnonzero(examples.shadow_version > 0)
+        sel = np.flatnonzero(shadow_v > 0)
         if len(sel):
-            shadow_v = examples.shadow_version[sel]
-            shadow_p = examples.shadow_score[sel]
-            self.evaluation.add("shadow", shadow_v, y[sel], shadow_p)
+            self.evaluation.add("shadow", shadow_v[sel], y[sel], shadow_p[sel])
             ch = self.challenger
             if ch is not None:
-                mine = np.isin(shadow_v, ch.versions)
+                mine = np.isin(shadow_v[sel], ch.versions)
                 if mine.any():
-                    ch.comparison.add(y[sel][mine], served_p[sel][mine], shadow_p[mine])
+                    ch.comparison.add(y[sel][mine], served_p[sel][mine], shadow_p[sel][mine])
         if self.watch is not None:
             covered = self.watch.covers(served_v)
             self.watch.served.update(y[covered], served_p[covered])
+
+    def keep_rows(self, examples: Examples) -> None:
+        """Keep the newest raw rows learned (ONNX parity checks run on them)."""
+        self._recent.append(examples)
+        while len(self._recent) > 1 and sum(map(len, self._recent[1:])) >= PARITY_ROWS:
+            self._recent.pop(0)
+
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Raw rows another trainer rank learned, for parity checks when this rank has
+        too few of its own."""
+        self._restored = (self._restored + list(rows))[-PARITY_ROWS:]
 
     @property
     def sample_rows(self) -> list[dict[str, Any]]:
@@ -331,6 +365,8 @@ class Rollout:
 
     def _follow_candidates(self) -> None:
         """The newest candidate is the one compared (serving shadows it): take it in."""
+        if not self.arms:
+            return
         try:
             cand = self.registry.shadow_version(self.model)
         except ModelError as exc:

@@ -68,6 +68,7 @@ from streamlearn.models.parity import ParityError, onnx_parity, spec_rows
 from streamlearn.models.protocol import Learner
 from streamlearn.models.registry import FileRegistry, ModelVersion
 from streamlearn.models.rollout import RolloutConfig
+from streamlearn.models.sync import SyncState
 from streamlearn.models.zoo import DEFAULT_BATCH_SIZE
 from streamlearn.streams.contracts import ExampleDecoder, ModelUpdate, encode
 from streamlearn.streams.errors import CatalogError, StateLost
@@ -75,7 +76,9 @@ from streamlearn.streams.kafka.clients import Cluster
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.dedup import DEFAULT_CAPACITY, SeenIds, example_ids
 from streamlearn.streams.learning.examples import Column, Examples, optional_column
+from streamlearn.streams.learning.ranks import RankGroup
 from streamlearn.streams.learning.rollout import PARITY_FAILURES, Rollout, Switch
+from streamlearn.streams.learning.rounds import RoundBuffer, scores
 from streamlearn.streams.runtime.processor import (
     Decoder,
     Output,
@@ -240,6 +243,7 @@ class OnlineTrainer:
         config: TrainerConfig,
         clock: Callable[[], float] = time.time,
         cluster: Cluster | None = None,
+        ranks: RankGroup | None = None,
     ) -> None:
         self.topics = topics
         self.registry = registry
@@ -281,6 +285,21 @@ class OnlineTrainer:
         #: positives learned since the last published version (freshness, see
         #: ``streamlearn.models.freshness``)
         self._positives = PositivesSample(seed=config.seed)
+        #: several ranks learning this model (``streamlearn.streams.learning.ranks``):
+        #: what this rank learned since the last round, and the learner's state then
+        self.ranks = ranks
+        self._round = RoundBuffer()
+        self._sync: SyncState | None = None
+        self._next_round = 0.0
+        self._rounds = 0
+        #: a round decided to stop (every rank stops; nothing more is learned or sent)
+        self.stopped = False
+        #: called when a round decides to stop (the runner stops its runtime)
+        self.on_stop: Callable[[], None] | None = None
+        #: the partitions assigned to this trainer (what a rank reports)
+        self._own: set[str] = set()
+        if ranks is not None:
+            self.rollout.arms = False  # a candidate arm is not synced across ranks (yet)
 
     @property
     def input_topic(self) -> str:
@@ -355,6 +374,13 @@ class OnlineTrainer:
     def _load(self) -> None:
         """Resume from the newest online snapshot, or start a fresh learner."""
         self._loaded = True
+        try:
+            self._resume()
+        finally:
+            if self.ranks is not None and self.learner is not None:
+                self._sync = SyncState(self.learner)
+
+    def _resume(self) -> None:
         if self._cluster is not None:
             self.topic_ids = self._cluster.topic_ids([self.input_topic])
         mv = self._resume_point()
@@ -421,6 +447,7 @@ class OnlineTrainer:
         # The snapshot is the truth: a partition it has not learned from starts at the
         # beginning, whatever the group's committed offset says.
         resume = self._resume_offsets()
+        self._own.update(f"{t}/{p}" for t, p in partitions)
         return {(t, p): resume.get(f"{t}/{p}", OFFSET_BEGINNING) for t, p in partitions}
 
     def revoke(self, partitions: list[TopicPartitionKey]) -> None:
@@ -470,6 +497,7 @@ class OnlineTrainer:
             self._last_arrival = self._clock()
         if dropped:
             self.duplicates += dropped
+            self._round.duplicates += dropped
             DUPLICATES.labels(self.config.model).inc(dropped)
         self._unadvanced = True
         bs = self.config.batch_size
@@ -552,14 +580,25 @@ class OnlineTrainer:
                 f"model={self.config.model} learner failed half-way through an update "
                 f"({type(exc).__name__}: {exc}); resume from the last snapshot"
             ) from exc
-        self.metrics.update(chunk.y, p)
-        self.rollout.learned(chunk, p, self.learner)
-        self.fingerprint = (
-            self.fingerprint + fingerprint_sum(self.input_topic, chunk.partitions, chunk.offsets)
-        ) & _MASK
+        fp = fingerprint_sum(self.input_topic, chunk.partitions, chunk.offsets)
+        self.fingerprint = (self.fingerprint + fp) & _MASK
         self.seen.add(chunk.ids)
         self.ids_fingerprint = (self.ids_fingerprint + int(chunk.ids.sum(dtype=np.uint64))) & _MASK
         learned_at = self._clock()
+        n = len(chunk)
+        self.examples_seen += n
+        self._learned_since_snapshot += n
+        self._learned_since_publish += n
+        EXAMPLES_TRAINED.labels(self.config.model).inc(n)
+        EXAMPLES_SEEN.labels(self.config.model).set(self.examples_seen)
+        if self.ranks is not None:  # rank 0 counts every rank's at the next round
+            assert self._sync is not None
+            self._sync.touch(chunk.idx, chunk.val)
+            self.rollout.keep_rows(chunk)
+            self._round.add(chunk, p, fp, learned_at)
+            return
+        self.metrics.update(chunk.y, p)
+        self.rollout.learned(chunk, p, self.learner)
         for i in np.flatnonzero((chunk.y > 0) & ~np.isnan(chunk.label_ts)).tolist():
             joined = chunk.joined_at[i]  # when the joiner produced it (its Kafka timestamp)
             self._positives.add(
@@ -567,12 +606,6 @@ class OnlineTrainer:
                 learned_at if joined != joined else float(joined),
                 learned_at,
             )
-        n = len(chunk)
-        self.examples_seen += n
-        self._learned_since_snapshot += n
-        self._learned_since_publish += n
-        EXAMPLES_TRAINED.labels(self.config.model).inc(n)
-        EXAMPLES_SEEN.labels(self.config.model).set(self.examples_seen)
 
     def _learn_pending(self) -> None:
         if self._pending_n:
@@ -587,8 +620,12 @@ class OnlineTrainer:
         cover everything it learned), so the last examples before a pause are served."""
         if not self._loaded:
             self._load()
+        if self.stopped:
+            return []
         if self._pending_n and now - self._last_arrival >= self.config.flush_after_s:
             self._learn_pending()
+        if self.ranks is not None:  # rounds publish; one is held when the offsets are safe
+            return self._sync_round() if not self._unadvanced and self._round_due(now) else []
         if (
             self.version == 0
             and not self.offsets
@@ -733,6 +770,8 @@ class OnlineTrainer:
                 self.offsets[key] = off
         self._unadvanced = False
         now = self._clock()
+        if self.ranks is not None:
+            return self._sync_round() if not self.stopped and self._round_due(now) else []
         full_due = now - self._last_snapshot >= self.config.snapshot_interval_s
         if full_due and (self._learned_since_snapshot or self._pending_n):
             return self.publish(full=True)
@@ -741,10 +780,128 @@ class OnlineTrainer:
         return []
 
     def finish(self) -> list[Output]:
-        """Learn what is pending and publish a last snapshot, so a clean stop loses nothing."""
+        """Learn what is pending and publish a last snapshot, so a clean stop loses nothing
+        (with ranks: a last round, which stops every rank)."""
+        if self.ranks is not None:
+            return [] if self.stopped else self._sync_round(stopping=True)
         self._learn_pending()
         moved = self._resume_offsets() != self._snapshot_offsets  # e.g. dead letters only
         return self.publish(full=True) if self._learned_since_snapshot or moved else []
 
+    # -- ranks: sync rounds ----------------------------------------------------------------
+    def _sync_round(self, stopping: bool = False) -> list[Output]:
+        """A round (``streamlearn.streams.learning.ranks``): every rank learns what it has
+        pending, the learners' states are reduced into one, every rank reports its offsets
+        and learning to rank 0, which counts them, decides, and publishes the snapshot when
+        one is due — one state at this round with every rank's offsets, a consistent cut."""
+        assert self.ranks is not None and self._sync is not None
+        self._learn_pending()
+        self._reduce(self.ranks, self._sync)
+        offsets = {k: v for k, v in self._resume_offsets().items() if k in self._own}
+        report = self._round.report(offsets, stopping=stopping, resumed=self._resume_version)
+        log.debug(
+            "model=%s rank %d round %d: learned %d, offsets %s",
+            self.config.model,
+            self.ranks.config.rank,
+            self._rounds,
+            self._round.learned,
+            offsets,
+        )
+        self._round = RoundBuffer()
+        reports = self.ranks.gather(report)
+        decision = self._merge(reports) if reports is not None else None
+        decision = self.ranks.broadcast(decision)
+        self._rounds += 1
+        self._next_round = self._clock() + self.ranks.config.sync_interval_s
+        if decision.get("abort"):
+            raise StateLost(decision["abort"])
+        outputs: list[Output] = []
+        if reports is not None and decision["publish"]:
+            outputs = self.publish(full=decision["publish"] == "full")
+        if decision["stop"]:
+            self.stopped = True
+            log.info(
+                "model=%s rank %d: stopping with the others",
+                self.config.model,
+                self.ranks.config.rank,
+            )
+            if self.on_stop is not None:
+                self.on_stop()
+        return outputs
+
+    def _round_due(self, now: float) -> bool:
+        assert self.ranks is not None
+        return now >= self._next_round or self._round.learned >= self.ranks.config.sync_every
+
+    @staticmethod
+    def _reduce(ranks: RankGroup, sync: SyncState) -> None:
+        """Bring every rank's learner to the same state: the rows each changed, or whole
+        arrays when that moves fewer bytes (``streamlearn.models.sync``)."""
+        coords = sync.touched()
+        total = ranks.all_reduce(np.array([len(coords)], dtype=np.int64))
+        if int(total[0]) * sync.row_bytes * ranks.config.world < 2 * sync.dense_bytes:
+            rows = sync.rows(coords)
+            mine = np.hstack([coords[:, None].astype(np.float64), rows]).ravel()
+            parts = []
+            for got in ranks.all_gather(mine):
+                got = got.reshape(-1, 1 + rows.shape[1])
+                parts.append((got[:, 0].astype(np.int64), got[:, 1:]))
+            sync.apply_rows(parts)
+        else:
+            deltas, maxima = sync.buffers()
+            ranks.all_reduce(deltas, "sum")
+            ranks.all_reduce(maxima, "max")
+            sync.apply(deltas, maxima)
+
+    def _merge(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rank 0: count every rank's round as its own learning, and decide."""
+        if self._rounds == 0:
+            resumed = {r["resumed"] for r in reports}
+            if len(resumed) > 1:
+                return {
+                    "abort": f"model={self.config.model}: the ranks resumed from different "
+                    f"versions {sorted(str(v) for v in resumed)}; restarting them together"
+                }
+        for r in reports[1:]:  # rank 0's own counters moved as it learned
+            self.offsets.update(r["offsets"])
+            self.fingerprint = (self.fingerprint + int(r["fingerprint"])) & _MASK
+            self.ids_fingerprint = (self.ids_fingerprint + int(r["ids_fingerprint"])) & _MASK
+            self.examples_seen += r["learned"]
+            self._learned_since_snapshot += r["learned"]
+            self._learned_since_publish += r["learned"]
+            self.duplicates += r["duplicates"]
+            self.seen.add(r["ids"])
+            self.rollout.add_rows(r["rows"])
+        EXAMPLES_SEEN.labels(self.config.model).set(self.examples_seen)
+        sc = scores(reports)
+        if len(sc["y"]):
+            self.metrics.update(sc["y"], sc["p"])
+            self.rollout.record(
+                sc["y"],
+                sc["p"],
+                sc["served_version"],
+                sc["served_score"],
+                sc["shadow_version"],
+                sc["shadow_score"],
+            )
+        for r in reports:
+            for label_ts, joined, learned_at in r["positives"].tolist():
+                self._positives.add(label_ts, joined, learned_at)
+        stop = any(r["stopping"] for r in reports)
+        now = self._clock()
+        publish = None
+        learned = self._learned_since_snapshot
+        if self.version == 0 and not self.examples_seen and not self.offsets:
+            publish = "full"  # version 1 before any example (serving has a model at once)
+        elif stop:
+            moved = self._resume_offsets() != self._snapshot_offsets
+            publish = "full" if learned or moved else None
+        elif learned and now - self._last_snapshot >= self.config.snapshot_interval_s:
+            publish = "full"
+        elif self._serving_only_due(now):
+            publish = "serving"
+        return {"stop": stop, "publish": publish}
+
     def close(self) -> None:
-        return None
+        if self.ranks is not None:
+            self.ranks.close()

@@ -64,6 +64,10 @@ class RuntimeConfig:
     #: cut from them (``fencing``).
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 1.0
+    #: A static assignment: read these partitions, outside any consumer group's
+    #: rebalances (several trainer ranks split a topic so); ``None``: subscribe as a member
+    #: of ``group_id``, which shares the input's partitions among its members.
+    assignment: tuple[TopicPartitionKey, ...] | None = None
 
     def fencing(self) -> tuple[float, float]:
         """(lease, message time-out) in seconds: 30% and 60% of what an evicted member's
@@ -248,9 +252,12 @@ class MicroBatchRuntime:
         ``idle_polls`` polls in a row bring nothing once partitions are assigned."""
         consumer = self.cluster.consumer(self.config.group_id)
         self._consumer = consumer
-        consumer.subscribe(
-            self._applier.topics, on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
+        if self.config.assignment is not None:
+            self._on_assign(consumer, [TopicPartition(t, p) for t, p in self.config.assignment])
+        else:
+            consumer.subscribe(
+                self._applier.topics, on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         idle = 0
         clean = False

@@ -201,6 +201,16 @@ def register(app: typer.Typer) -> None:
                 help="Serving processes; the simulator spreads its requests over them.",
             ),
         ] = 1,
+        trainer_ranks: Annotated[
+            int,
+            typer.Option(
+                "--trainer-ranks",
+                envvar="STREAMLEARN_TRAINER_RANKS",
+                min=1,
+                help="Processes training each model together (`train --ranks`; at most "
+                "--partitions; the 'ranks' extra).",
+            ),
+        ] = 1,
         model: Annotated[
             list[str] | None,
             typer.Option(
@@ -248,6 +258,12 @@ def register(app: typer.Typer) -> None:
         The built-in example project is fed by the simulator; any project by a historical
         log (--log), or by your producers on its activity topic.
         """
+        if trainer_ranks > kafka_opts.partitions:
+            raise typer.BadParameter(
+                f"expected at most --partitions ({kafka_opts.partitions}) ranks, got "
+                f"{trainer_ranks}: a rank would have no partition to learn",
+                param_hint="--trainer-ranks",
+            )
         project = o.open_project(project_dir)
         declared = project.model_catalog.names
         unknown = [m for m in model or () if m not in declared]
@@ -276,6 +292,7 @@ def register(app: typer.Typer) -> None:
             metrics_interval_s=metrics_interval,
             workers=workers,
             serving_replicas=serving_replicas,
+            trainer_ranks=trainer_ranks,
             rollout_min_examples=rollout_min_examples,
             rollout_watch_examples=rollout_watch_examples,
             models=tuple(model or declared),

@@ -29,6 +29,7 @@ from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeCon
 from streamlearn.streams.runtime.processor import Processor, SnapshotProcessor
 
 if TYPE_CHECKING:
+    from streamlearn.streams.learning.ranks import RankConfig, RankGroup
     from streamlearn.streams.learning.trainer import OnlineTrainer
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def run_processor(
     duration: float | None,
     batch_size: int = 2000,
     commit_interval_s: float = 1.0,
+    assignment: tuple[tuple[str, int], ...] | None = None,
 ) -> None:
     """Run ``proc`` until SIGINT/SIGTERM or ``duration`` seconds.
 
@@ -92,9 +94,14 @@ def run_processor(
             proc,
             kafka,
             RuntimeConfig(
-                group_id=group_id, batch_size=batch_size, commit_interval_s=commit_interval_s
+                group_id=group_id,
+                batch_size=batch_size,
+                commit_interval_s=commit_interval_s,
+                assignment=assignment,
             ),
         )
+        if hasattr(proc, "on_stop"):  # a trainer rank: a round may decide that all stop
+            proc.on_stop = rt.stop
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping %s", signum, proc.name)
@@ -267,17 +274,109 @@ def register(app: typer.Typer) -> None:
         rollout_promote_margin: o.RolloutPromoteMargin = o.DEFAULT_ROLLOUT.promote_margin,
         rollout_watch_examples: o.RolloutWatchExamples = o.DEFAULT_ROLLOUT.watch_examples,
         rollout_rollback_margin: o.RolloutRollbackMargin = o.DEFAULT_ROLLOUT.rollback_margin,
+        ranks: Annotated[
+            int,
+            typer.Option(
+                "--ranks",
+                envvar="STREAMLEARN_RANKS",
+                min=1,
+                help="Train the model with this many processes (ranks) kept in step over "
+                "torch.distributed; each reads its share of the topic's partitions. Without "
+                "--rank this command starts and supervises them all (the 'ranks' extra).",
+            ),
+        ] = 1,
+        rank: Annotated[
+            int | None,
+            typer.Option(
+                "--rank",
+                envvar="STREAMLEARN_RANK",
+                min=0,
+                help="Run only this rank (0 … --ranks - 1), e.g. one per host; rank 0 serves "
+                "the rendezvous and publishes.",
+            ),
+        ] = None,
+        rendezvous: Annotated[
+            str | None,
+            typer.Option(
+                "--rendezvous",
+                envvar="STREAMLEARN_RENDEZVOUS",
+                help="HOST:PORT where rank 0 meets the others (default 127.0.0.1:29400; "
+                "without --rank, a free port on 127.0.0.1).",
+            ),
+        ] = None,
+        rank_bind: Annotated[
+            str,
+            typer.Option(
+                "--rank-bind",
+                envvar="STREAMLEARN_RANK_BIND",
+                help="The address this rank's connections to the others bind (its host's "
+                "address on the ranks' network when they span hosts).",
+            ),
+        ] = "127.0.0.1",
+        rank_timeout: Annotated[
+            float,
+            typer.Option(
+                "--rank-timeout",
+                envvar="STREAMLEARN_RANK_TIMEOUT",
+                min=1.0,
+                help="Seconds a round waits for a silent rank before every rank stops and "
+                "restarts from the last snapshot.",
+            ),
+        ] = 30.0,
+        sync_interval: Annotated[
+            float,
+            typer.Option(
+                "--sync-interval",
+                envvar="STREAMLEARN_SYNC_INTERVAL",
+                min=0.01,
+                help="Seconds between the ranks' sync rounds (model deltas summed, offsets "
+                "reported; snapshots are taken at rounds).",
+            ),
+        ] = 0.5,
+        sync_every: Annotated[
+            int,
+            typer.Option(
+                "--sync-every",
+                envvar="STREAMLEARN_SYNC_EVERY",
+                min=1,
+                help="A sync round after this many examples learned by a rank (or "
+                "--sync-interval seconds, whichever comes first): fewer examples keep the "
+                "ranks' copies closer (AUC), more spend less time in rounds.",
+            ),
+        ] = 4096,
     ) -> None:
         """Train a model online from its training-examples topic, publishing snapshots;
-        compare candidates with production and roll them out (the docs: Rollout)."""
+        compare candidates with production and roll them out (the docs: Rollout). With
+        --ranks N, N processes learn the model together (the docs: Ranks)."""
+        if rank is not None and rank >= ranks:
+            raise typer.BadParameter(f"expected a rank below --ranks {ranks}, got {rank}")
         project = o.open_project(project_dir)
         definition = o.model_definition(project, model)
+        if ranks > 1 and rank is None:
+            _launch_ranks(ranks, rendezvous, metrics_port, duration)
+            return
         _check_installed(runtime, learner or definition.learner)
         kafka = kafka_opts.config()
         topics = Topics(kafka.topic_prefix)
         ensure_loop_topics(kafka, topics, project.model_catalog.names)
         root = data_dir(data)
         _serve_metrics(metrics_port, metrics_host)
+        group_of_ranks = None
+        if ranks > 1:  # meet the other ranks (blocks until all have, or the time-out)
+            from streamlearn.streams.learning.ranks import RankConfig
+
+            assert rank is not None
+            group_of_ranks = _rank_group(
+                RankConfig(
+                    rank,
+                    ranks,
+                    *_host_port(rendezvous or "127.0.0.1:29400"),
+                    bind=rank_bind,
+                    timeout_s=rank_timeout,
+                    sync_every=sync_every,
+                    sync_interval_s=sync_interval,
+                )
+            )
         proc = _trainer(
             topics,
             root,
@@ -297,11 +396,92 @@ def register(app: typer.Typer) -> None:
                 watch_examples=rollout_watch_examples,
                 rollback_margin=rollout_rollback_margin,
             ),
+            ranks=group_of_ranks,
         )
         # The trainer's checkpoint is its snapshot: commit every batch (nothing to coalesce,
         # and a rewind would re-learn examples already in the learner).
         group = f"{kafka.topic_prefix}trainer.{definition.name}"
-        run_processor(proc, kafka, runtime, group, duration, 10_000, commit_interval_s=0.0)
+        assignment = None
+        consume = 10_000
+        if group_of_ranks is not None:
+            group = f"{group}.rank{group_of_ranks.config.rank}"
+            assignment = _rank_assignment(kafka, topics, definition.name, group_of_ranks.config)
+            consume = min(consume, sync_every)  # a round waits for the batch to end
+        run_processor(
+            proc,
+            kafka,
+            runtime,
+            group,
+            duration,
+            consume,
+            commit_interval_s=0.0,
+            assignment=assignment,
+        )
+
+
+def _launch_ranks(
+    ranks: int, rendezvous: str | None, metrics_port: int, duration: float | None
+) -> None:
+    """``train --ranks N`` without ``--rank``: run and supervise the N ranks."""
+    import sys
+
+    from streamlearn.models.extras import require
+    from streamlearn.stack.ranks import RankLauncher
+
+    require("ranks", "training with several ranks")
+    host, port = _host_port(rendezvous) if rendezvous else ("127.0.0.1", None)
+    launcher = RankLauncher(
+        [sys.executable, "-m", "streamlearn", *sys.argv[1:]],
+        ranks,
+        host=host,
+        port=port,
+        metrics_port=metrics_port,
+    )
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping the %d ranks", signum, ranks)
+        launcher.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    code = launcher.run()
+    if code:
+        raise typer.Exit(code)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise typer.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="--rendezvous")
+    return host, int(port)
+
+
+def _rank_assignment(
+    kafka: KafkaConfig, topics: Topics, model: str, config: RankConfig
+) -> tuple[tuple[str, int], ...]:
+    """The partitions of ``training-examples.<model>`` that a rank reads."""
+    from streamlearn.streams.learning.ranks import rank_partitions
+
+    topic = topics.training_examples(model)
+    count = KafkaCluster(kafka).partition_counts([topic])[topic]
+    try:
+        return tuple((topic, p) for p in rank_partitions(count, config.rank, config.world))
+    except ValueError as exc:
+        raise typer.BadParameter(f"topic={topic}: {exc}", param_hint="--ranks") from None
+
+
+def _rank_group(config: RankConfig) -> RankGroup:
+    """Meet the other ranks (blocks until all have, or the time-out)."""
+    from streamlearn.streams.learning.ranks import RankGroup
+
+    log.info(
+        "rank %d of %d: meeting the others at %s:%d",
+        config.rank,
+        config.world,
+        config.address,
+        config.port,
+    )
+    return RankGroup(config)
 
 
 def _trainer(
@@ -317,6 +497,7 @@ def _trainer(
     publish_interval: float = 1.0,
     keep_versions: int = 30,
     rollout: RolloutConfig | None = None,
+    ranks: RankGroup | None = None,
 ) -> OnlineTrainer:
     from streamlearn.streams.learning.trainer import OnlineTrainer, TrainerConfig
 
@@ -329,4 +510,4 @@ def _trainer(
         flush_after_s=flush_after,
         rollout=rollout or RolloutConfig(),
     )
-    return OnlineTrainer(topics, FileRegistry(root / "registry"), cfg, cluster=cluster)
+    return OnlineTrainer(topics, FileRegistry(root / "registry"), cfg, cluster=cluster, ranks=ranks)
