@@ -3,7 +3,7 @@
 ``feed_examples(n)`` drives the simulator's session traffic (:class:`Traffic`, the feed
 surface, random ranking) in virtual time and turns each shown item into the
 ``TrainingExample`` the joiner would emit for it: the raw features exactly as serving
-would score them (``serving_features``: ids, surface, the user's and the item's counts,
+would score them (``served_features(…).row``: ids, surface, the user's and the item's counts,
 rates and recencies from the feature store's own aggregates, updated with every
 impression and engagement as the feature processor would), the label (an engagement of
 the ``feed`` head), the served version and score. Used by ``bench_trainer.py`` and
@@ -13,18 +13,21 @@ about a minute.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
-from typing import cast
 
+from streamlearn.project import load_project
 from streamlearn.simulator import World
 from streamlearn.simulator.inprocess import POSITIVES
 from streamlearn.simulator.surfaces import default_surfaces
 from streamlearn.simulator.traffic import Traffic
-from streamlearn.streams.catalog.features import CATALOG
-from streamlearn.streams.contracts import ActivityEvent, EventType, TrainingExample, encode
+from streamlearn.streams.contracts import ActivityEvent, TrainingExample, encode
 from streamlearn.streams.features.aggregates import Aggregate, layout
-from streamlearn.streams.features.store import serving_features
+from streamlearn.streams.features.store import served_features
+
+#: The built-in example project, whose ``feed`` model the log trains.
+CATALOG = load_project().catalog
 
 #: Epoch of the virtual time (so timestamps look like a real log's).
 T0 = 1_780_000_000.0
@@ -33,7 +36,7 @@ T0 = 1_780_000_000.0
 def _event(type_: str, user: str, item: str, category: str, ts: float) -> ActivityEvent:
     return ActivityEvent(
         event_id="",
-        type=cast(EventType, type_),
+        type=type_,
         ts=ts,
         user_id=user,
         item_id=item,
@@ -51,6 +54,7 @@ def feed_examples(n: int, seed: int = 0, rate: float = 400.0) -> list[bytes]:
     user_agg: dict[str, Aggregate] = {}
     item_agg: dict[str, Aggregate] = {}
     positives = POSITIVES["feed"]
+    row = served_features(CATALOG).row
     out: list[bytes] = []
     while len(out) < n:
         planned = traffic.plan()
@@ -62,9 +66,7 @@ def feed_examples(n: int, seed: int = 0, rate: float = 400.0) -> list[bytes]:
         engaged = {s.item_id: d for d, t, s in outcome.engagements if t in positives}
         for s in outcome.shown:
             it = item_agg.get(s.item_id)
-            x = serving_features(
-                req, s.item_id, u_values, items.values(it) if it is not None else None, now
-            )
+            x = row(req, s.item_id, u_values, items.values(it) if it is not None else None, now)
             label = int(s.item_id in engaged)
             out.append(
                 encode(
@@ -96,8 +98,13 @@ def feed_examples(n: int, seed: int = 0, rate: float = 400.0) -> list[bytes]:
 
 
 def cached_feed_examples(n: int, cache: Path, seed: int = 0) -> list[bytes]:
-    """:func:`feed_examples`, read from ``cache`` when it holds ``n`` records of ``seed``."""
-    path = cache / f"feed-{n}-{seed}.jsonl"
+    """:func:`feed_examples`, read from ``cache`` when it holds ``n`` records of ``seed``
+    made by this version of the code (the simulator's and this module's)."""
+    import streamlearn.simulator as simulator
+
+    code = b"".join(p.read_bytes() for p in sorted(Path(simulator.__file__).parent.glob("*.py")))
+    tag = hashlib.sha256(code + Path(__file__).read_bytes()).hexdigest()[:10]
+    path = cache / f"feed-{n}-{seed}-{tag}.jsonl"
     if path.exists():
         return path.read_bytes().splitlines()
     t0 = time.perf_counter()

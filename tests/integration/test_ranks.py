@@ -46,6 +46,7 @@ from streamlearn.streams.learning.trainer import (
     is_resume_point,
 )
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
+from tests.example import FEED
 from tests.integration.truth import read
 
 pytestmark = pytest.mark.integration
@@ -224,7 +225,9 @@ def test_two_ranks_survive_a_kill_and_a_freeze_and_learn_each_example_once(
     trainer = OnlineTrainer(
         topics,
         ref,
-        TrainerConfig(batch_size=256, snapshot_interval_s=3600, publish_interval_s=0.3),
+        TrainerConfig(
+            definition=FEED, batch_size=256, snapshot_interval_s=3600, publish_interval_s=0.3
+        ),
     )
     rt = MicroBatchRuntime(
         trainer, kafka, RuntimeConfig(group_id=f"one-{uuid.uuid4().hex}", commit_interval_s=0.0)
