@@ -23,8 +23,8 @@ featurised row by row.
 
 The feature log is encoded here once: each item's features are joined from the parts'
 JSON, and its items from those (:func:`logged_items`, ``msgspec.Raw``), so
-:class:`FeatureLog` encodes to the same JSON as the contract's ``FeatureLogRecord``,
-which is what readers decode it with.
+:class:`FeatureLog` encodes (on the sink's thread) to the same JSON as the contract's
+``FeatureLogRecord``, which is what readers decode it with.
 """
 
 from __future__ import annotations
@@ -82,10 +82,9 @@ class FeatureSource(Protocol):
         ...
 
 
-class FeatureLog(msgspec.Struct, frozen=True):
-    """The feature-log record of one request, encoding to the JSON of the contract's
-    ``FeatureLogRecord`` (same fields, same order, ``items`` already encoded by
-    :func:`logged_items`); decode it as one to read it."""
+class _Record(msgspec.Struct, frozen=True):
+    """The contract's ``FeatureLogRecord`` (same fields, same order) with its items
+    already encoded."""
 
     request_id: str
     user_id: str
@@ -95,6 +94,65 @@ class FeatureLog(msgspec.Struct, frozen=True):
     version: int
     items: msgspec.Raw
     shadow_version: int | None = None
+
+
+class FeatureLog:
+    """The feature-log record of one request: what was scored, encoded by
+    :meth:`encode` (on the sink's thread, not the request's) to the JSON of the
+    contract's ``FeatureLogRecord``; decode it as one to read it."""
+
+    __slots__ = (
+        "candidates",
+        "model",
+        "request_id",
+        "scores",
+        "shadow_scores",
+        "shadow_version",
+        "surface",
+        "ts",
+        "user_id",
+        "version",
+    )
+
+    def __init__(
+        self,
+        request_id: str,
+        user_id: str,
+        surface: str,
+        ts: float,
+        model: str,
+        version: int,
+        candidates: Candidates,
+        scores: list[float],
+        shadow_scores: list[float] | None = None,
+        shadow_version: int | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.user_id = user_id
+        self.surface = surface
+        self.ts = ts
+        self.model = model
+        self.version = version
+        self.candidates = candidates
+        self.scores = scores
+        self.shadow_scores = shadow_scores
+        self.shadow_version = shadow_version
+
+    def encode(self) -> bytes:
+        """The record as the feature log's JSON."""
+        items = logged_items(self.candidates, self.scores, self.shadow_scores)
+        return _ENCODER.encode(
+            _Record(
+                self.request_id,
+                self.user_id,
+                self.surface,
+                self.ts,
+                self.model,
+                self.version,
+                items,
+                self.shadow_version,
+            )
+        )
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ FRESHNESS_STAGE = Histogram(
 LAG_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 EVENT_LOOP_LAG = Histogram(
     "streamlearn_event_loop_lag_seconds",
-    "How late the HTTP event loop ran a timer due every 10 ms: how long something kept it "
+    "How late the HTTP event loop ran a timer due every 25 ms: how long something kept it "
     "from serving requests (a slow handler, or another thread holding the GIL). Its "
     "timers are in milliseconds, so values under 1 ms are timer rounding.",
     buckets=LAG_BUCKETS,

@@ -35,7 +35,6 @@ from streamlearn.serving.candidates import (
     Candidates,
     FeatureLog,
     FeatureSource,
-    logged_items,
 )
 from streamlearn.serving.errors import (
     BadRequest,
@@ -373,7 +372,9 @@ class PredictionService:
             now,
             model,
             sess.version,
-            logged_items(got, scores, shadow_scores),
+            got,
+            scores,
+            shadow_scores,
             shadow_version,
         )
         count, latency = self._metrics[model]

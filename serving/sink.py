@@ -138,7 +138,7 @@ class KafkaSink:
         while queue:
             taken.append(queue.popleft())
         logs = [
-            {"value": encode(record), "key": key} for _, record, key in taken if record is not None
+            {"value": record.encode(), "key": key} for _, record, key in taken if record is not None
         ]
         replies = [{"value": encode(reply), "key": key} for reply, _, key in taken]
         if logs:

@@ -20,7 +20,6 @@ from streamlearn.streams.contracts import (
     PredictionRequest,
     Scalar,
     decode,
-    encode,
 )
 from tests.example import feed_spec
 
@@ -159,7 +158,7 @@ class ListSink:
         self.published: list[tuple[PredictionReply, FeatureLogRecord]] = []
 
     def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
-        self.published.append((reply, decode(FeatureLogRecord, encode(record))))
+        self.published.append((reply, decode(FeatureLogRecord, record.encode())))
 
 
 def request(

@@ -19,7 +19,6 @@ from streamlearn.streams.contracts import (
     FeatureLogRecord,
     TrainingExample,
     decode,
-    encode,
 )
 from streamlearn.streams.features.processor import FeatureProcessor
 from streamlearn.streams.kafka.config import KafkaConfig
@@ -84,7 +83,7 @@ def test_a_feature_declared_once_is_processed_served_logged_trained_on(tmp_path:
     service = PredictionService(registry, replica, ["feed"], CATALOG_WITH_LIKES)
     service.load(registry.publish("feed", learner.snapshot()))
     reply, served = service.predict("feed", request(["i1", "i2"], request_id="r1"))
-    log = decode(FeatureLogRecord, encode(served))  # as it travels over the feature log
+    log = decode(FeatureLogRecord, served.encode())  # as it travels over the feature log
     assert [i.features["user_likes"] for i in log.items] == [2, 2]
 
     # the joiner labels the logged row: the training example carries the feature ...
@@ -128,6 +127,6 @@ def test_without_the_declaration_nothing_of_it_appears(tmp_path: Path) -> None:
     service = PredictionService(registry, replica, ["feed"], CATALOG)
     service.load(registry.publish("feed", learner.snapshot()))
     _, served = service.predict("feed", request(["i1"]))
-    log = decode(FeatureLogRecord, encode(served))
+    log = decode(FeatureLogRecord, served.encode())
     assert "user_likes" not in log.items[0].features
     replica.stop()

@@ -8,7 +8,7 @@ from streamlearn.models.registry import FileRegistry
 from streamlearn.serving.errors import BadRequest, ModelNotFound, ModelNotReady, SnapshotRejected
 from streamlearn.serving.metrics import MODEL_SWAPS
 from streamlearn.serving.service import MAX_CANDIDATES, PredictionService
-from streamlearn.streams.contracts import FeatureLogRecord, decode, encode
+from streamlearn.streams.contracts import FeatureLogRecord, decode
 from tests.example import CATALOG, serving_features
 from tests.unit.serving.helpers import (
     SPEC,
@@ -48,7 +48,7 @@ def test_scores_match_the_learner_and_log_what_was_scored(
     service.load(mv)
     req = request(["i0", "i1", "i2"])
     reply, served = service.predict("feed", req)
-    log = decode(FeatureLogRecord, encode(served))  # as the feature log's readers see it
+    log = decode(FeatureLogRecord, served.encode())  # as the feature log's readers see it
 
     rows = [serving_features(req, c, USERS["u1"], ITEMS.get(c), NOW) for c in req.candidates]
     expected = trained_ftrl().predict_proba_many(rows)
