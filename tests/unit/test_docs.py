@@ -110,3 +110,29 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page() -> None:
     assert not pages - set(nav), f"pages missing from mkdocs.yml's nav: {sorted(pages - set(nav))}"
     assert not set(nav) - pages, f"nav entries without a page: {sorted(set(nav) - pages)}"
     assert len(nav) == len(set(nav)), "a page is in the nav twice"
+
+
+#: The README's two set-up commands, as a new user runs them: the first installs and runs
+#: the loop, the second runs the tests (``.ci/run`` runs it as it is).
+INSTALL_AND_RUN = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && "
+    "streamlearn up --duration 120 --summary-json s.json"
+)
+RUN_THE_TESTS = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -q -e '.[dev]' && "
+    "pytest -q -p no:cacheprovider"
+)
+
+
+def test_the_readme_is_a_short_front_page_into_the_docs() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    assert f"```bash\n{INSTALL_AND_RUN}\n```" in text
+    assert f"```bash\n{RUN_THE_TESTS}\n```" in text
+    assert RUN_THE_TESTS in (ROOT / ".ci" / "run").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [link.split("#")[0] for link in links if "://" not in link]
+    assert [link for link in local if not (ROOT / link).exists()] == []
+    # it leads into every part of the site
+    for part in ("tutorial/", "how-to/", "reference/", "explanation/", "benchmarks.md"):
+        assert any(link.startswith(f"docs/{part}") for link in local), part
