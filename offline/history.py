@@ -6,14 +6,16 @@ of the project, checked against its contract before it is sent:
 
 * the time column (``--time-column``, epoch seconds or ISO 8601) becomes ``ts``;
 * ``type``, ``user_id``, ``item_id``, ``surface``, ``request_id``, ``position`` and
-  ``event_id`` are taken from the columns of those names; a row without an ``event_id``
+  ``event_id`` are taken from the columns of those names (ids as text: a CSV's ``007``
+  stays ``"007"``); a row without an ``event_id``
   gets ``<log>-<row>`` (``<log>`` a digest of the file's name and size, so publishing the
   same log again gives the same ids), one without a ``request_id`` gets ``<log>-r<row>``
   (an engagement joins its impression by ``request_id`` and ``item_id``: a log whose
   engagements should label its impressions needs the column);
-* the project's declared fields are taken from the columns of their names;
+* the project's declared fields are taken from the columns of their names (a CSV's
+  cell parsed as the declared type: a ``str`` field of digits stays text);
 * every other non-empty column goes into ``context`` (merged into a ``context`` column's
-  object, if the log has one).
+  object, if the log has one); a CSV cell that reads as a number is a number there.
 
 A row that does not make a valid event is counted and skipped (the first errors are
 reported), unless ``strict``. Rows are sent in file order; with ``speed`` above 0 they are
@@ -23,6 +25,7 @@ takes an hour), else sent as fast as the producer takes them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -36,7 +39,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from streamlearn.offline.errors import DatasetError, OfflineError
-from streamlearn.offline.produce import read_records
+from streamlearn.offline.produce import number, read_records
 from streamlearn.streams.catalog.events import EventSchema
 from streamlearn.streams.errors import ContractError
 from streamlearn.streams.kafka.clients import flush, make_producer, produce
@@ -93,6 +96,9 @@ def seconds(value: Any, column: str) -> float:
     """Epoch seconds of a time cell: a number, or an ISO 8601 string (naive means UTC)."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"expected a time in column {column!r}, got {value!r}")
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # else ISO 8601
+            value = float(value)
     if isinstance(value, int | float):
         out = float(value)
     elif isinstance(value, datetime):
@@ -105,14 +111,50 @@ def seconds(value: Any, column: str) -> float:
     return out
 
 
-class EventMaker:
-    """Turns log rows into a project's encoded activity events (see the module docstring)."""
+_TRUE: Final = frozenset({"true", "1", "yes"})
+_FALSE: Final = frozenset({"false", "0", "no"})
 
-    def __init__(self, schema: EventSchema, time_column: str, log_id: str) -> None:
+
+def typed(value: Any, kind: str, column: str) -> Any:
+    """A cell as a value of a declared field's type (``str``, ``int``, ``float``,
+    ``bool``): a ``str`` field takes any value as text, the others parse text; any other
+    value is left for the contract to check. :class:`ValueError` names the column."""
+    if kind == "str":
+        return value if isinstance(value, str) else str(value)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)  # a column of ints with gaps, read as floats
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        raise ValueError(f"expected {kind} in column {column!r}, got {value!r}") from None
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(f"expected bool (true/false) in column {column!r}, got {value!r}")
+
+
+class EventMaker:
+    """Turns log rows into a project's encoded activity events (see the module docstring).
+
+    ``text``: the rows' cells are text (a CSV): the typed columns are parsed as their
+    types, and a context cell that reads as a number becomes one.
+    """
+
+    def __init__(
+        self, schema: EventSchema, time_column: str, log_id: str, text: bool = False
+    ) -> None:
         self.schema = schema
         self.time_column = time_column
         self.log_id = log_id
-        self._fields = {f.name for f in schema.fields}
+        self.text = text
+        self._fields = {f.name: str(f.type) for f in schema.fields}
 
     def event(self, row: Mapping[str, Any], n: int) -> tuple[bytes, float, str]:
         """The encoded event of row ``n``, its time and its user (the key);
@@ -128,12 +170,18 @@ class EventMaker:
         ev.setdefault("event_id", f"{self.log_id}-{n}")
         ev.setdefault("request_id", f"{self.log_id}-r{n}")
         if "position" in rec:
-            ev["position"] = int(rec.pop("position"))
-        for name in self._fields & set(rec):
-            ev[name] = rec.pop(name)
+            position = rec.pop("position")
+            ev["position"] = typed(position, "int", "position") if self.text else int(position)
+        for name in self._fields.keys() & rec.keys():
+            value = rec.pop(name)
+            ev[name] = typed(value, self._fields[name], name) if self.text else value
         context = rec.pop("context", None) or {}
+        if isinstance(context, str) and self.text:
+            context = orjson.loads(context)
         if not isinstance(context, dict):
             raise ValueError(f"expected the context column to hold an object, got {context!r}")
+        if self.text:
+            rec = {k: number(v) if isinstance(v, str) else v for k, v in rec.items()}
         context.update((k, v) for k, v in rec.items() if isinstance(v, str | int | float))
         if context:
             ev["context"] = context
@@ -164,8 +212,9 @@ def produce_log(
 ) -> LogResult:
     """Publish the rows of the log at ``path`` to ``topic`` as events of ``schema``."""
     path = Path(path)
-    rows: Iterator[dict[str, Any]] = read_records(path)
-    maker = EventMaker(schema, time_column, log_id(path))
+    text = path.suffix == ".csv"
+    rows: Iterator[dict[str, Any]] = read_records(path, numbers=not text)
+    maker = EventMaker(schema, time_column, log_id(path), text=text)
     result = LogResult(topic)
     failures: list[str] = []
 

@@ -8,8 +8,8 @@ For backfills, staging and load tests. Each record becomes one JSON message keye
   columns ``context``/``features`` parsed back; ``json`` datasets send ``value`` as is).
   Any other Parquet table: one record per row, its columns as fields.
 * **JSONL**: one JSON object per line, sent as it is written.
-* **CSV**: one record per row; a cell that reads as an int or a float becomes a number,
-  an empty cell is left out.
+* **CSV**: one record per row; a cell that reads as an int or a float becomes a number
+  (unless ``numbers=False``: every cell stays text), an empty cell is left out.
 
 Memory is bounded: files are streamed in batches and the producer's queue is bounded.
 """
@@ -73,7 +73,8 @@ class RateLimiter:
             self._sleep((min(n, self.burst) - self._tokens) / self.rate)
 
 
-def _number(cell: str) -> Any:
+def number(cell: str) -> Any:
+    """A CSV cell as an int or a float when it reads as one, else the text."""
     try:
         return int(cell)
     except ValueError:
@@ -84,10 +85,12 @@ def _number(cell: str) -> Any:
         return cell
 
 
-def _csv_records(path: Path) -> Iterator[dict[str, Any]]:
+def _csv_records(path: Path, numbers: bool) -> Iterator[dict[str, Any]]:
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            yield {k: _number(v) for k, v in row.items() if k and v not in (None, "")}
+            yield {
+                k: number(v) if numbers else v for k, v in row.items() if k and v not in (None, "")
+            }
 
 
 def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -121,8 +124,9 @@ def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
             yield {k: v for k, v in rec.items() if v is not None}
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a dataset directory, a ``.parquet``, ``.jsonl``/``.json`` or ``.csv`` file."""
+def read_records(path: Path, numbers: bool = True) -> Iterator[dict[str, Any]]:
+    """Records of a dataset directory, a ``.parquet``, ``.jsonl``/``.json`` or ``.csv`` file;
+    ``numbers=False`` keeps a CSV's cells as text (the reader types them)."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"expected a dataset at {path}, found nothing")
@@ -132,7 +136,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         return _jsonl_records(path)
     if path.suffix == ".csv":
-        return _csv_records(path)
+        return _csv_records(path, numbers)
     raise DatasetError(f"expected a .parquet, .jsonl or .csv file or a dataset dir, got {path}")
 
 
