@@ -200,7 +200,7 @@ class MemoryBroker:
         return producer
 
     def consumer(self, group_id: str, **extra: Any) -> MemoryConsumer:
-        return MemoryConsumer(self, group_id)
+        return MemoryConsumer(self, group_id, eof=bool(extra.get("enable.partition.eof")))
 
     def topic_ids(self, topics: Collection[str]) -> dict[str, str]:
         return {t: self.topic(t).id for t in topics}
@@ -299,11 +299,16 @@ class MemoryProducer:
 
 
 class MemoryConsumer:
-    """A group member (``subscribe``) or a free reader (``assign``)."""
+    """A group member (``subscribe``) or a free reader (``assign``); with ``eof``, an
+    end-of-partition event each time a partition's end is reached (as librdkafka's
+    ``enable.partition.eof``)."""
 
-    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+    def __init__(self, broker: MemoryBroker, group_id: str, eof: bool = False) -> None:
         self.broker = broker
         self.group_id = group_id
+        self.eof = eof
+        #: the offset at which each partition's last end-of-partition event was given
+        self._eof_at: dict[TopicPartitionKey, int] = {}
         self.subscription: list[str] = []
         self.pending_assignment: list[TopicPartitionKey] | None = None
         self._on_assign: Callable[..., Any] | None = None
@@ -400,6 +405,18 @@ class MemoryConsumer:
                 progress = True
                 if len(out) >= num_messages:
                     break
+        if self.eof:
+            for key in order:
+                pos = self._positions.get(key)
+                if (
+                    pos is not None
+                    and len(out) < num_messages
+                    and self._eof_at.get(key) != pos
+                    and pos >= len(self.broker.topic(key[0]).logs[key[1]])
+                ):
+                    self._eof_at[key] = pos
+                    eof = KafkaError(KafkaError._PARTITION_EOF)
+                    out.append(Message(topic=key[0], partition=key[1], offset=pos, error=eof))
         return out
 
     def commit(
