@@ -36,9 +36,12 @@ clock, so a partition whose event time stalls has its watermark held at most
 ``idle_lateness_s`` behind the wall clock. A replay's event time is far behind it
 (``REPLAY_LAG_S``): its watermark moves on only once its event time has stalled for
 ``idle_lateness_s``, then at the wall clock's pace from where it stalled, so the last
-windows of a log close too. A partition that has read no feature-log record for
-``idle_lateness_s`` since the joiner started is fed by activity alone: its activity's event
-time is its watermark.
+windows of a log close too; and a replaying partition's watermark is held at the slowest
+of those whose event time still moves, so a replay's examples come in event-time order
+across partitions (a partition read faster than the others does not send its whole log
+first), and the trainer learns the log in about the order it happened. A partition that has read no
+feature-log record for ``idle_lateness_s`` since the joiner started is fed by activity
+alone: its activity's event time is its watermark.
 
 What a request holds does not depend on how the two topics interleaved (a restart, a
 rewind or another consumer reads them in another interleaving), so a restarted joiner
@@ -457,39 +460,73 @@ class Joiner(StatefulProcessor):
             if ev.ts < kinds.get(ev.type, float("inf")):
                 kinds[ev.type] = ev.ts
 
+    def _watermarks(self, now: float) -> dict[int, float]:
+        """Each partition's watermark; a replay's held at the slowest of its partitions
+        whose event time still moves, so that its examples come in event-time order across
+        partitions (not a partition's whole log, then the next's, as the reads happened to
+        go). A partition whose event time has stalled (its log is read) holds no other."""
+        marks = {p: self._idle_watermark(p, now) for p in self._deadlines}
+        replaying = [p for p, wm in marks.items() if wm and now - wm > REPLAY_LAG_S]
+        lateness = self.config.idle_lateness_s
+        moving = [
+            marks[p]
+            for p in replaying
+            if lateness is None or now - self._moved.get(p, (0.0, now))[1] <= lateness
+        ]
+        if moving:
+            floor = min(moving)
+            for p in replaying:
+                marks[p] = min(marks[p], floor)
+        return marks
+
     def tick(self, now: float) -> list[Output]:
         out: list[Output] = []
-        caught_up = False
-        for p, heap in self._deadlines.items():
-            wm = self._idle_watermark(p, now)
-            while heap and heap[0][0] <= wm:
-                _, rid = heapq.heappop(heap)
-                raw = self.state[p].get("r/" + rid)
-                if raw is None:
-                    continue
-                pend = _DEC.decode(raw)
-                true_deadline = self._deadline(pend)
-                if pend.log is None:
-                    orphan = self._orphan_deadline(pend)
-                    if orphan > wm:
-                        heapq.heappush(heap, (orphan, rid))
-                        continue
-                    model = self._replayed_model(pend)
-                    history = self._feature_history() if model is not None else None
-                    if model is None or history is None:
-                        DROPPED.labels("no_feature_log").inc()
-                    else:
-                        if not caught_up:
-                            history.catch_up()
-                            caught_up = True
-                        out.extend(self._replayed(p, rid, pend, model, history))
-                elif true_deadline > wm:
-                    heapq.heappush(heap, (true_deadline, rid))
-                    continue
-                else:
-                    out.extend(self._examples(p, pend.log, pend))
-                self._close(p, rid, true_deadline)
-            self._expire(p, wm)
+        marks = self._watermarks(now)
+        history: list[FeatureHistory] = []  # caught up once per tick, when first needed
+        # the requests due, earliest deadline first across partitions
+        due = [(h[0][0], p) for p, h in self._deadlines.items() if h and h[0][0] <= marks[p]]
+        heapq.heapify(due)
+        while due:
+            _, p = heapq.heappop(due)
+            heap, wm = self._deadlines[p], marks[p]
+            _, rid = heapq.heappop(heap)
+            out.extend(self._due(p, rid, wm, history))
+            if heap and heap[0][0] <= wm:
+                heapq.heappush(due, (heap[0][0], p))
+        for p in self._deadlines:
+            self._expire(p, marks[p])
+        return out
+
+    def _due(self, p: int, rid: str, wm: float, history: list[FeatureHistory]) -> list[Output]:
+        """Close request ``rid`` of partition ``p`` if its window has closed at ``wm`` (else
+        put it back with its true deadline); its examples."""
+        heap = self._deadlines[p]
+        raw = self.state[p].get("r/" + rid)
+        if raw is None:
+            return []
+        pend = _DEC.decode(raw)
+        true_deadline = self._deadline(pend)
+        out: list[Output] = []
+        if pend.log is None:
+            orphan = self._orphan_deadline(pend)
+            if orphan > wm:
+                heapq.heappush(heap, (orphan, rid))
+                return []
+            model = self._replayed_model(pend)
+            store = self._feature_history() if model is not None else None
+            if model is None or store is None:
+                DROPPED.labels("no_feature_log").inc()
+            else:
+                if not history:
+                    store.catch_up()
+                    history.append(store)
+                out = self._replayed(p, rid, pend, model, store)
+        elif true_deadline > wm:
+            heapq.heappush(heap, (true_deadline, rid))
+            return []
+        else:
+            out = self._examples(p, pend.log, pend)
+        self._close(p, rid, true_deadline)
         return out
 
     def _feature_history(self) -> FeatureHistory | None:

@@ -14,6 +14,7 @@ from streamlearn.streams.contracts import (
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.joiner import Joiner, JoinerConfig
 from streamlearn.streams.runtime.processor import Output, Record
+from streamlearn.streams.testing.memory import MemoryBroker
 from tests.example import CATALOG, MODELS
 
 T = Topics("t.")
@@ -273,3 +274,34 @@ def test_an_emitted_positive_is_not_emitted_again_after_a_restart(tmp_path: Path
     feed2.offset = 4
     assert feed2(_ev("r1", 102.0, "a", "like")) == []
     assert [(e.item_id, e.label) for e in _close_all(feed2, j2, 130.0)] == [("b", 0)]
+
+
+def test_a_replay_comes_out_in_event_time_order_across_partitions(tmp_path: Path) -> None:
+    """A replayed log (no serving): partition 0 read to its end, partition 1 only to t=200:
+    what comes out is in event-time order across the partitions, and partition 0 waits
+    for partition 1 while partition 1's event time moves (not its whole log first, as the
+    reads happened to go); once both have stalled, each closes its own last windows."""
+    broker = MemoryBroker(partitions=2)
+    broker.create_topics([T.features, *(T.training_examples(m) for m in MODELS.names)])
+    config = JoinerConfig(window_s=10.0, orphan_timeout_s=30.0, idle_lateness_s=5.0)
+    j = Joiner(T, tmp_path, CATALOG, MODELS, config, cluster=broker)
+    j.assign([(t, p) for t in (T.activity, T.feature_log) for p in (0, 1)])
+
+    def shown(p: int, i: int, ts: float) -> Record:
+        return Record(T.activity, p, i, b"u1", _ev(f"{p}-{i}", ts, f"i{p}", "impression"))
+
+    j.process([shown(0, i, 10.0 * i) for i in range(101)])
+    j.process([shown(1, i, 10.0 * i + 5) for i in range(21)])
+    now = 2e9  # the log is far behind the wall clock
+    assert j.tick(now) == []  # no feature-log yet: waits idle_lateness_s
+    out = _examples(j.tick(now + 5.5))
+    times = [e.ts for e in out]
+    assert times == sorted(times) and not any(e.served for e in out)
+    assert {e.item_id for e in out} == {"i0", "i1"}
+    assert max(times) <= 205.0 - 30.0  # partition 1's event time holds partition 0's
+    j.process([shown(1, 21, 505.0)])  # partition 1 reads on: partition 0 follows it
+    later = _examples(j.tick(now + 7))
+    assert min(e.ts for e in later) > max(times) and max(e.ts for e in later) <= 475.0
+    # both stalled: partition 0 closes its log's last windows, not held by partition 1
+    last = _examples(j.tick(now + 20))
+    assert max(e.ts for e in last if e.item_id == "i0") >= 970.0
