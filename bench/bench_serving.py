@@ -136,12 +136,32 @@ class Server:
             self.proc.wait()
 
 
+def lag_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float:
+    """The ``q`` quantile of the event loop's lag observed between two scrapes of
+    ``streamlearn_event_loop_lag_seconds`` (the bound of its bucket; NaN without it)."""
+    key = "streamlearn_event_loop_lag_seconds_bucket"
+    buckets = sorted(
+        (float(k.split('le="')[1].split('"')[0]), after[k] - before.get(k, 0.0))
+        for k in after
+        if k.startswith(key)
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    for bound, count in buckets:
+        if total and count >= q * total:
+            return bound
+    return float("nan")
+
+
 def _phase(server: Server, requests: list[bytes], conns: int, rate: float, seconds: float):
+    """Latencies, measured seconds, server CPU µs per request, non-200s, loop lag p99."""
+    metrics = server.name == "serve"
+    before = metric_samples(server.port) if metrics else {}
     load = Load(server.port, requests, conns, rate, seconds).start()
     cpu0 = _cpu_s(server.proc.pid)
     lat, elapsed, errors, total = load.result()
     cpu_us = (_cpu_s(server.proc.pid) - cpu0) / max(total, 1) * 1e6
-    return lat, elapsed, cpu_us, errors
+    lag = lag_quantile(before, metric_samples(server.port), 0.99) if metrics else float("nan")
+    return lat, elapsed, cpu_us, errors, lag
 
 
 def features_topic(kafka: KafkaConfig, now: float) -> None:
@@ -323,11 +343,11 @@ def main() -> None:
                 s.wait_ready(entities=N_USERS + N_ITEMS)
             for rnd in range(args.rounds):
                 for s in servers:
-                    lat, elapsed, cpu_us, errors = _phase(
+                    lat, elapsed, cpu_us, errors, lag = _phase(
                         s, requests, args.connections, args.rate, args.seconds
                     )
                     s.paced.append((lat, elapsed, cpu_us, errors))
-                    sat, sat_elapsed, _, sat_errors = _phase(
+                    sat, sat_elapsed, _, sat_errors, _ = _phase(
                         s, requests, args.connections, 0, args.sat_seconds
                     )
                     s.saturated.append(len(sat) / sat_elapsed)
@@ -335,6 +355,7 @@ def main() -> None:
                     print(
                         f"round {rnd + 1} {s.name:6s} p50 {np.percentile(a, 50):.2f} ms "
                         f"p99 {np.percentile(a, 99):.2f} ms CPU {cpu_us:.0f} µs/req "
+                        f"{'' if lag != lag else f'loop lag p99 <= {lag * 1e3:g} ms '}"
                         f"({errors} non-200); saturation {len(sat) / sat_elapsed:,.0f} req/s "
                         f"({sat_errors} non-200); load average {os.getloadavg()[0]:.1f}",
                         flush=True,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from aged_registry import N_ITEMS, N_USERS, build, traffic
-from bench_serving import Server, features_topic, free_port, metric_samples
+from bench_serving import Server, features_topic, free_port, lag_quantile, metric_samples
 from load_client import Load, wire
 
 from streamlearn.models.registry import FileRegistry
@@ -98,21 +98,6 @@ class Publisher:
         flush(self.producer)
 
 
-def _lag_p99(before: dict[str, float], after: dict[str, float]) -> float:
-    """The 99th percentile of the lag observed between two scrapes (a bucket's bound)."""
-    key = "streamlearn_event_loop_lag_seconds_bucket"
-    buckets = sorted(
-        (float(k.split('le="')[1].split('"')[0]), after[k] - before.get(k, 0.0))
-        for k in after
-        if k.startswith(key)
-    )
-    total = buckets[-1][1] if buckets else 0.0
-    for bound, count in buckets:
-        if count >= 0.99 * total:
-            return bound
-    return float("nan")
-
-
 def _swaps(samples: dict[str, float]) -> float:
     return sum(v for k, v in samples.items() if "model_swaps_total" in k and "swapped" in k)
 
@@ -160,7 +145,7 @@ def main() -> None:
                     after = metric_samples(port)
                     publisher.on.clear()
                     swaps = _swaps(after) - _swaps(before)
-                    results[name].append((lat, swaps, _lag_p99(before, after)))
+                    results[name].append((lat, swaps, lag_quantile(before, after, 0.99)))
                     a = np.asarray(lat) * 1e3
                     print(
                         f"round {rnd + 1} {name}: p50 {np.percentile(a, 50):.2f} ms p99 "
