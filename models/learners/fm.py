@@ -25,7 +25,7 @@ from streamlearn.models.features import FeatureSpec
 from streamlearn.models.learners import kernels
 from streamlearn.models.learners.base import FeaturisedLearner
 from streamlearn.models.onnx_export import fm_graph
-from streamlearn.models.sync import MAX, SUM
+from streamlearn.models.sync import MAX, MEAN, SUM
 
 
 class FM(FeaturisedLearner):
@@ -88,9 +88,9 @@ class FM(FeaturisedLearner):
         }
 
     def sync_rules(self) -> dict[str, str]:
-        """The weights and accumulators are sums over the examples learned (Adagrad
-        steps); ``scale`` a maximum (``streamlearn.models.sync``)."""
-        return {"w": SUM, "v": SUM, "acc_w": SUM, "acc_v": SUM, "scale": MAX}
+        """The Adagrad accumulators (squared gradients) sum the ranks' deltas, the weights
+        take their mean, ``scale`` the maximum (``streamlearn.models.sync``)."""
+        return {"w": MEAN, "v": MEAN, "acc_w": SUM, "acc_v": SUM, "scale": MAX}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of :meth:`state_arrays`."""

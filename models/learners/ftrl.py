@@ -33,7 +33,7 @@ from streamlearn.models.features import FeatureSpec
 from streamlearn.models.learners import kernels
 from streamlearn.models.learners.base import FeaturisedLearner
 from streamlearn.models.onnx_export import linear_graph
-from streamlearn.models.sync import MAX, SUM
+from streamlearn.models.sync import MAX, ROOT, SUM
 
 
 class FTRL(FeaturisedLearner):
@@ -81,9 +81,10 @@ class FTRL(FeaturisedLearner):
         return {"z": self._z, "n": self._n, "scale": self._scale}
 
     def sync_rules(self) -> dict[str, str]:
-        """``z`` and ``n`` are sums over the examples learned; ``scale`` a maximum
+        """``n`` (squared gradients) sums the ranks' deltas, ``z`` sums them over the root
+        of the ranks that changed a coordinate, ``scale`` takes the maximum
         (``streamlearn.models.sync``)."""
-        return {"z": SUM, "n": SUM, "scale": MAX}
+        return {"z": ROOT, "n": SUM, "scale": MAX}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of :meth:`state_arrays`."""

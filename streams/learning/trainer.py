@@ -111,6 +111,17 @@ DUPLICATES = Counter(
     "Examples dropped by the online trainer because it had learned their (request, item).",
     ["model"],
 )
+SYNC_ROUNDS = Counter(
+    "streamlearn_trainer_sync_rounds_total",
+    "Sync rounds this trainer rank held with the model's other ranks.",
+    ["model"],
+)
+SYNC_BYTES = Counter(
+    "streamlearn_trainer_sync_bytes_total",
+    "Bytes this trainer rank sent into the ranks' collectives (the model's sync and the "
+    "reports to rank 0).",
+    ["model"],
+)
 SNAPSHOT_SECONDS = Gauge(
     "streamlearn_snapshot_seconds", "Time to snapshot and publish the last version.", ["model"]
 )
@@ -292,6 +303,7 @@ class OnlineTrainer:
         self._sync: SyncState | None = None
         self._next_round = 0.0
         self._rounds = 0
+        self._bytes_counted = 0
         #: a round decided to stop (every rank stops; nothing more is learned or sent)
         self.stopped = False
         #: called when a round decides to stop (the runner stops its runtime)
@@ -813,6 +825,9 @@ class OnlineTrainer:
         decision = self.ranks.broadcast(decision)
         self._rounds += 1
         self._next_round = self._clock() + self.ranks.config.sync_interval_s
+        SYNC_ROUNDS.labels(self.config.model).inc()
+        SYNC_BYTES.labels(self.config.model).inc(self.ranks.bytes_sent - self._bytes_counted)
+        self._bytes_counted = self.ranks.bytes_sent
         if decision.get("abort"):
             raise StateLost(decision["abort"])
         outputs: list[Output] = []
@@ -848,10 +863,11 @@ class OnlineTrainer:
                 parts.append((got[:, 0].astype(np.int64), got[:, 1:]))
             sync.apply_rows(parts)
         else:
-            deltas, maxima = sync.buffers()
+            deltas, maxima, changed = sync.buffers()
             ranks.all_reduce(deltas, "sum")
             ranks.all_reduce(maxima, "max")
-            sync.apply(deltas, maxima)
+            ranks.all_reduce(changed, "sum")
+            sync.apply(deltas, maxima, changed)
 
     def _merge(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
         """Rank 0: count every rank's round as its own learning, and decide."""

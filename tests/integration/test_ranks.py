@@ -50,7 +50,7 @@ from tests.example import FEED
 from tests.integration.truth import read
 
 pytestmark = pytest.mark.integration
-HALF = 6000
+HALF = 12000
 PARTITIONS = 4
 
 

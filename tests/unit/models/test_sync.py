@@ -9,7 +9,7 @@ import pytest
 from streamlearn.models import checks
 from streamlearn.models.errors import ModelError
 from streamlearn.models.features import FeatureSpec
-from streamlearn.models.sync import MAX, SUM, SyncState, sync_rules
+from streamlearn.models.sync import MAX, ROOT, SUM, SyncState, sync_rules
 from streamlearn.models.zoo import create
 
 SPEC = FeatureSpec(categorical=("user", "item"), numeric=("price",), hash_bits=10)
@@ -31,8 +31,9 @@ def _round(states: list[SyncState], sparse: bool) -> None:
         bufs = [s.buffers() for s in states]
         deltas = sum(b[0] for b in bufs)
         maxima = np.maximum.reduce([b[1] for b in bufs])
+        changed = sum(b[2] for b in bufs)
         for s in states:
-            s.apply(deltas.copy(), maxima.copy())
+            s.apply(deltas.copy(), maxima.copy(), changed.copy())
 
 
 @pytest.mark.parametrize("name", ["ftrl", "fm"])
@@ -56,9 +57,10 @@ def test_sparse_and_dense_rounds_leave_every_rank_with_the_same_state(name: str)
         np.testing.assert_allclose(out[True][k], out[False][k], rtol=1e-6, atol=1e-8)
 
 
-def test_a_round_sums_every_ranks_change_of_ftrl_accumulators() -> None:
-    """With no example in common, n (a sum of squared gradients) after the round is the
-    base plus each rank's own sum; scale the maximum of theirs."""
+def test_a_round_combines_shared_coordinates_by_each_arrays_rule() -> None:
+    """After a round from an empty model: ``n`` (squared gradients) holds the sum of the
+    ranks' ``n``; ``z`` the sum over the root of the ranks that changed a coordinate (a
+    coordinate one rank learned keeps that rank's ``z`` whole); scale the maximum."""
     idx, val, y = _stream(200, 2)
     learners = [create("ftrl", SPEC) for _ in range(2)]
     states = [SyncState(learner) for learner in learners]
@@ -66,14 +68,21 @@ def test_a_round_sums_every_ranks_change_of_ftrl_accumulators() -> None:
         sel = slice(100 * r, 100 * (r + 1))
         state.touch(idx[sel], val[sel])
         learner.predict_learn_featurised(idx[sel], val[sel], y[sel])
-    n_each = [learner.state_arrays()["n"].copy() for learner in learners]
-    scale_each = [learner.state_arrays()["scale"].copy() for learner in learners]
+    each = [{k: a.copy() for k, a in learner.state_arrays().items()} for learner in learners]
+    touched = [set(s.touched().tolist()) for s in states]
+    both = np.array(sorted(touched[0] & touched[1]), dtype=int)
+    only0 = np.array(sorted(touched[0] - touched[1]), dtype=int)
+    assert len(both) and len(only0)
     _round(states, sparse=True)
     for learner in learners:
-        np.testing.assert_allclose(learner.state_arrays()["n"], n_each[0] + n_each[1])
-        np.testing.assert_array_equal(
-            learner.state_arrays()["scale"], np.maximum(scale_each[0], scale_each[1])
+        got = learner.state_arrays()
+        np.testing.assert_allclose(got["n"][both], each[0]["n"][both] + each[1]["n"][both])
+        np.testing.assert_allclose(
+            got["z"][both], (each[0]["z"][both] + each[1]["z"][both]) / np.sqrt(2)
         )
+        for k in ("z", "n"):
+            np.testing.assert_allclose(got[k][only0], each[0][k][only0])
+        np.testing.assert_array_equal(got["scale"], np.maximum(each[0]["scale"], each[1]["scale"]))
 
 
 @pytest.mark.parametrize("name", ["ftrl", "fm"])
@@ -91,9 +100,9 @@ def test_learning_changes_only_the_rows_it_touches(name: str) -> None:
 
 
 def test_rules_cover_every_state_array_and_deep_has_none() -> None:
-    assert sync_rules(create("ftrl", SPEC)) == {"z": SUM, "n": SUM, "scale": MAX}
+    assert sync_rules(create("ftrl", SPEC)) == {"z": ROOT, "n": SUM, "scale": MAX}
     ads = create("ftrl", SPEC, negative_rate=0.25)  # the downsampled head: its inner's
-    assert sync_rules(ads) == {"z": SUM, "n": SUM, "scale": MAX}
+    assert sync_rules(ads) == {"z": ROOT, "n": SUM, "scale": MAX}
     assert set(sync_rules(create("fm", SPEC))) == set(create("fm", SPEC).state_arrays())
     with pytest.raises(ModelError, match="cannot be trained by several ranks"):
         sync_rules(create("river-lr", SPEC))
