@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -161,6 +162,11 @@ def run_serving(config: ServingConfig, stop_event: threading.Event | None = None
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     stop = stop_event or threading.Event()
     app = ServingApp(config).start()
+    # What start-up loaded (modules, sessions, the replica's restored rows) lives as long
+    # as the process: a full collection would scan it again, holding the GIL for tens of
+    # milliseconds while requests wait (seen as the loop's p99). Only what is made after
+    # this is scanned.
+    gc.freeze()
     try:
         stop.wait()
     finally:

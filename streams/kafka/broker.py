@@ -146,12 +146,27 @@ class EmbeddedBroker:
             proc.wait()
 
     def renice(self, niceness: int) -> None:
-        """Lower the broker's scheduling priority (best effort)."""
-        if self._proc is not None:
+        """Lower the broker's scheduling priority, every thread of it (best effort).
+
+        On Linux a niceness belongs to a thread: setting the process's would leave the
+        broker's runtime threads, started already, where they were (and they do its
+        work). Threads started later inherit it from the ones that start them.
+        """
+        if self._proc is None:
+            return
+        pid = self._proc.pid
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:  # not Linux: the process's niceness is all there is
+            tids = [pid]
+        for tid in tids:
             try:
-                os.setpriority(os.PRIO_PROCESS, self._proc.pid, niceness)
+                os.setpriority(os.PRIO_PROCESS, tid, niceness)
+            except ProcessLookupError:  # a thread that ended meanwhile
+                continue
             except OSError as exc:
                 log.warning("could not renice the broker: %s", exc)
+                return
 
     @property
     def pid(self) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -185,6 +186,9 @@ def register(app: typer.Typer) -> None:
         )
         stop = threading.Event()
         _stop_on_signals(stop)
+        # the world (users, items, their tastes) lives as long as the process: a full
+        # collection scanning it again would show in the predict latency it measures
+        gc.freeze()
         try:
             sim.run(max_seconds=duration, max_requests=max_requests, stop_event=stop)
         except KeyboardInterrupt:
