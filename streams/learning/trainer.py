@@ -536,7 +536,11 @@ class OnlineTrainer:
         y = np.fromiter(map(_LABEL, values), dtype=np.float64, count=n)
         label_ts = np.full(n, np.nan)
         joined_at = np.full(n, np.nan)  # for positives only: freshness figures
-        positive = np.flatnonzero(y > 0).tolist()
+        # freshness is about served traffic: a replayed log's positives (never served, so
+        # no served version) happened whenever the log says, maybe months ago
+        positive = [
+            i for i in np.flatnonzero(y > 0).tolist() if values[i].served_version is not None
+        ]
         if positive:
             label_ts[positive] = [
                 np.nan if values[i].label_ts is None else values[i].label_ts for i in positive

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -381,3 +382,24 @@ def test_a_learner_never_resumes_on_inputs_the_model_no_longer_declares(tmp_path
     t2 = _trainer(tmp_path, definition=FEED.with_spec(renamed))
     with pytest.raises(CatalogError, match=r"no longer declared: \['n'\], new: \['n_renamed'\]"):
         t2.assign([(TOPIC, 0)])
+
+
+def test_freshness_counts_served_positives_only(tmp_path: Path) -> None:
+    """A replayed log's positives (never served) happened whenever the log says, maybe
+    months ago: they are learned, but no version's freshness sample holds them."""
+    now = [100.0]
+    cfg = TrainerConfig(
+        definition=FEED.with_spec(SPEC), batch_size=1000, flush_after_s=1e9, publish_interval_s=1.0
+    )
+    registry = FileRegistry(tmp_path / "registry")
+    t = OnlineTrainer(TOPICS, registry, cfg, clock=lambda: now[0])
+    t.assign([(TOPIC, 0)])
+    replayed = msgspec.structs.replace(
+        _positive(0, 5.0), served_version=None, served_score=None, served=False
+    )
+    t.process([Record(TOPIC, 0, 0, b"k", replayed, timestamp=6.0)])
+    t.process([Record(TOPIC, 0, 1, b"k", _positive(1, now[0] - 2.0), timestamp=now[0] - 1.0)])
+    assert t.advance({(TOPIC, 0): 2})
+    mv = registry.latest("feed")
+    assert mv is not None and mv.metadata["examples_seen"] == 2
+    assert mv.metadata["freshness"]["sample"] == [[now[0] - 2.0, now[0] - 1.0, now[0]]]
