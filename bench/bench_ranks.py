@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_trainer import cpu_seconds, env_for
+from bench_trainer import cpu_seconds, env_for, learning_rate
 from feed_log import cached_feed_examples
 
 from streamlearn.models.evaluation import ScoreTally, VersionEvaluation
@@ -234,10 +234,7 @@ def run_ranks(kafka: KafkaConfig, n: int, ranks: int, tmp: Path, timeout: float)
             proc.kill()
     if first is None or last is None:
         raise SystemExit(f"train --ranks {ranks} learned {seen:.0f} of {n}: see {log.name}")
-    rate = (n - first[1]) / max(last[0] - first[0], 1e-9)
-    if len(series) >= 3:
-        t, k = np.array(series).T
-        rate = float(np.polyfit(t, k, 1)[0])
+    rate = learning_rate(series, n - first[1], last[0] - first[0])
     registry = FileRegistry(data / "registry")
     final = registry.latest("feed")
     assert final is not None

@@ -62,6 +62,15 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def learning_rate(series: list[tuple[float, float]], learned: float, seconds: float) -> float:
+    """Examples/s while learning: the slope of a least-squares line through the scraped
+    ``(time, examples)`` series, or ``learned / seconds`` with fewer than 3 points."""
+    if len(series) >= 3:
+        t, k = np.array(series).T
+        return float(np.polyfit(t, k, 1)[0])
+    return learned / max(seconds, 1e-9)
+
+
 def env_for(kafka: KafkaConfig) -> dict[str, str]:
     return dict(
         os.environ,
@@ -170,12 +179,8 @@ def run_train(
     if not meta["examples_seen"] == offsets == n:
         raise SystemExit(f"not exactly once: examples_seen={meta['examples_seen']}, {offsets=}")
     learned = n - first[1]
-    rate = learned / (last[0] - first[0])
-    if len(series) >= 3:
-        t, k = np.array(series).T
-        rate = float(np.polyfit(t, k, 1)[0])
     return {
-        "examples_per_s": rate,
+        "examples_per_s": learning_rate(series, learned, last[0] - first[0]),
         "cpu_us": (last[1] - first[2]) / learned * 1e6,
         "main_us": (last[2] - first[3]) / learned * 1e6,
         "startup_s": first[0] - started,
