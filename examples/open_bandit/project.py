@@ -3,7 +3,8 @@
 The Open Bandit Dataset's sample (``convert.py`` makes a log of it): items shown in a
 three-slot carousel on three campaigns (``all``, ``men``, ``women``), to users described
 by four hashed features, and whether they were clicked. Nothing here is simulated; the
-log drives the loop (``streamlearn up --project examples/open_bandit --log obd.csv``) and
+log drives the loop (``streamlearn up --project examples/open_bandit --log obd.csv
+--speed 6000``: at a pace, so that the features keep up with the log) and
 one model, ``carousel``, learns from its impressions which item a user is likely to click,
 from the items' click rates as they stood at each impression (point in time) and the
 user's features.
