@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from streamlearn.models.definition import ModelDef
 from streamlearn.models.registry import FileRegistry
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.project import Project, load_project
+from streamlearn.stack import address
 from streamlearn.streams.errors import CatalogError
 from streamlearn.streams.kafka.config import KafkaConfig
 
@@ -28,8 +30,9 @@ BootstrapServers = Annotated[
     typer.Option(
         "--bootstrap-servers",
         envvar="STREAMLEARN_BOOTSTRAP_SERVERS",
-        help="Kafka bootstrap servers (host:port,…). Unset: the embedded broker (up) or "
-        "the one `up` started.",
+        help="Kafka bootstrap servers (host:port,…). Unset: the embedded broker `up` runs "
+        "in the data directory (STREAMLEARN_DATA_DIR, else ./var), while it runs; `up` "
+        "itself starts one.",
     ),
 ]
 TopicPrefix = Annotated[
@@ -168,7 +171,8 @@ def open_registry(data: Path) -> FileRegistry:
 
 _NO_BROKER = (
     "no broker: pass --bootstrap-servers (or STREAMLEARN_BOOTSTRAP_SERVERS), "
-    "or run `streamlearn up`, which starts the embedded broker"
+    "or run `streamlearn up`, which starts the embedded broker (found from this directory "
+    "while it runs)"
 )
 
 
@@ -238,13 +242,16 @@ class KafkaOptions:
         """The ``KafkaConfig`` every component gets, security settings from the environment
         (:class:`~streamlearn.cli.settings.KafkaSecurity`) included; a usage error (``missing``)
         when no broker is named."""
-        if not self.bootstrap_servers:
+        bootstrap = self.bootstrap_servers or address.running_broker(
+            Path(os.environ.get("STREAMLEARN_DATA_DIR") or DEFAULT_DATA_DIR)
+        )
+        if not bootstrap:
             raise typer.BadParameter(missing)
         overrides: dict[str, Any] = KafkaSecurity().librdkafka()
         overrides.update(parse_pairs(self.client_options, "--kafka-option"))
         try:
             return KafkaConfig(
-                bootstrap_servers=self.bootstrap_servers,
+                bootstrap_servers=bootstrap,
                 topic_prefix=self.topic_prefix,
                 partitions=self.partitions,
                 client_overrides=overrides,

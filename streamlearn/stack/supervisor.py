@@ -31,6 +31,7 @@ from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.stages import describe, history
 from streamlearn.models.zoo import require_learner
 from streamlearn.project import Project, is_builtin, load_project
+from streamlearn.stack import address
 from streamlearn.stack.committed import Committed
 from streamlearn.stack.metrics_file import MetricsFile
 from streamlearn.stack.scrape import (
@@ -252,6 +253,7 @@ class Stack:
             self.broker.start()
             bootstrap = self.broker.bootstrap_servers
             self.broker.renice(5)  # batch traffic; serving's latency comes first
+            address.write(cfg.data_dir, bootstrap)  # for commands run beside `up`
             self.note(f"embedded broker at {bootstrap}")
         kafka = KafkaConfig(bootstrap, cfg.topic_prefix, cfg.partitions)
         topics = Topics(cfg.topic_prefix)
@@ -679,6 +681,7 @@ class Stack:
                 child.stop()
         self.note("processors stopped")
         if self.broker is not None:
+            address.remove(self.config.data_dir)
             self.broker.stop()
 
     def poll_metrics_only(self) -> None:
