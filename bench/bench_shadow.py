@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from streamlearn.models.features import FeatureSpec
-from streamlearn.models.registry import FileRegistry
+from streamlearn.models.registry import FileRegistry, Stage
 from streamlearn.project import load_project
 from streamlearn.serving.service import PredictionService
 from streamlearn.streams.contracts import PredictionRequest, Scalar
@@ -58,7 +58,7 @@ class Table:
         return [self.stored.get(i) for i in item_ids]
 
 
-def _publish(registry: FileRegistry, spec: FeatureSpec, seed: int, stage: str | None) -> int:
+def _publish(registry: FileRegistry, spec: FeatureSpec, seed: int, stage: Stage | None) -> int:
     learner = FEED.with_spec(spec).create(seed=seed)
     rng = np.random.default_rng(seed)
     rows = [
@@ -95,11 +95,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         registry = FileRegistry(Path(tmp))
         production = _publish(registry, FEED.spec, 1, None)
-        same = _publish(registry, FEED.spec, 2, "candidate")
+        same = _publish(registry, FEED.spec, 2, Stage.CANDIDATE)
         other_spec = FeatureSpec(
             categorical=FEED.spec.categorical, numeric=FEED.spec.numeric, hash_bits=16
         )
-        other = _publish(registry, other_spec, 3, "candidate")
+        other = _publish(registry, other_spec, 3, Stage.CANDIDATE)
         service = PredictionService(registry, Table(rng), ["feed"], CATALOG)
         service.load(registry.get("feed", production))
         shadows = {

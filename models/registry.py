@@ -6,7 +6,7 @@ Layout::
     <root>/<model>/stages.json        {"1": "production", "2": "archived", …}
 
 A version is written into a hidden temporary directory, fsync'd, and renamed into place
-with one ``os.rename``: readers see a whole version or none. Stages live in
+with one ``os.rename``: readers see a whole version or none. Stages (:class:`Stage`) live in
 ``stages.json``, replaced atomically under an advisory lock. A version with no stage
 entry has the stage it was published with (``metadata["stage"]``: ``candidate`` or
 ``rejected``, so a version that must not be served is never servable, not even for an
@@ -63,23 +63,56 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from streamlearn.models.errors import RegistryError, SnapshotError
 from streamlearn.models.snapshot import SERVING_ONLY, Snapshot
 
-#: ``rejected`` versions are never served (see :meth:`FileRegistry.serving_version`).
-STAGES = ("candidate", "production", "archived", "rejected")
-NO_STAGE = "none"
+
+class Stage(StrEnum):
+    """A model version's stage in the registry.
+
+    Each member equals its value, the string kept on disk (``stages.json``, a version's
+    ``metadata["stage"]``) and shown in replies (``streamlearn models list``, serving's
+    ``/v1/models``, the ``model-updates`` records), so comparing one with a string read
+    back works. A version with no stage is :data:`NO_STAGE`.
+
+    Attributes
+    ----------
+    CANDIDATE
+        Published to be compared before it serves: the newest candidate is the *shadow*,
+        scored beside the serving version and never answered with. A candidate serves
+        only when the model has no other version that may (e.g. an offline-only vision
+        model).
+    PRODUCTION
+        The version promoted to serve; at most one per model (promoting one archives
+        the previous one).
+    ARCHIVED
+        A version that was production, or that the rollout promoted into the online
+        lineage; servable like a version with no stage, and a rollback target.
+    REJECTED
+        Never served, not even for an instant (a failed parity check, a rollout's or
+        an operator's rejection).
+    """
+
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+    REJECTED = "rejected"
+
+
+#: The stage of a version that has none (neither set nor published with one).
+NO_STAGE: Final = "none"
+#: Stages a version may be published with (see :meth:`FileRegistry.publish`).
+_PUBLISH_STAGES: Final = (Stage.CANDIDATE, Stage.REJECTED)
 _VERSION_DIR = re.compile(r"^v(\d{8})$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAX_PUBLISH_TRIES = 100
 STATE_FILE = "state.npz"
 EVALUATION_FILE = "evaluation.json"
 ROWS_FILE = "rows.json"
-#: Stages a version may be published with (see :meth:`FileRegistry.publish`).
-_PUBLISH_STAGES = ("candidate", "rejected")
 #: Files of a version that ``publish(files=…)`` may not name.
 _OWN_FILES = frozenset({"model.onnx", STATE_FILE, "metadata.json", EVALUATION_FILE, ROWS_FILE})
 _FILE_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z0-9]+$")
@@ -139,7 +172,7 @@ class ModelVersion:
     @property
     def stage(self) -> str:
         """Current stage (read from ``stages.json`` now), else the stage it was published
-        with, else ``"none"``."""
+        with: a :class:`Stage` value, else :data:`NO_STAGE`."""
         return _read_stages(self.path.parent).get(self.version, self.published_stage)
 
     @property
@@ -224,7 +257,7 @@ class FileRegistry:
         model: str,
         snapshot: Snapshot,
         extra: Mapping[str, Any] | None = None,
-        stage: str | None = None,
+        stage: Stage | None = None,
         rows: Sequence[Mapping[str, Any]] | None = None,
         files: Mapping[str, bytes] | None = None,
     ) -> ModelVersion:
@@ -236,9 +269,9 @@ class FileRegistry:
         :meth:`rows`).
         ``files``: more files of the version by name (``name.ext``, lower case), written
         with it (see :meth:`read_file`)."""
-        if stage not in (None, *_PUBLISH_STAGES):
+        if stage is not None and stage not in _PUBLISH_STAGES:
             raise RegistryError(
-                f"a version is published as one of {_PUBLISH_STAGES}, got {stage!r}"
+                f"a version is published as one of {', '.join(_PUBLISH_STAGES)}, got {str(stage)!r}"
             )
         for name in files or {}:
             if not _FILE_NAME.match(name) or name in _OWN_FILES:
@@ -268,7 +301,7 @@ class FileRegistry:
                     "created_at": time.time(),
                 }
                 if stage is not None:
-                    metadata["stage"] = stage
+                    metadata["stage"] = str(stage)
                 _write_file(tmp / "metadata.json", json.dumps(metadata, sort_keys=True).encode())
                 _fsync_dir(tmp)
                 final = model_dir / f"v{version:08d}"
@@ -320,7 +353,7 @@ class FileRegistry:
                 continue
             path = model_dir / f"v{v:08d}"
             try:  # a stage the version was published with counts as a stage
-                if json.loads((path / "metadata.json").read_text()).get("stage") in STAGES:
+                if json.loads((path / "metadata.json").read_text()).get("stage") in tuple(Stage):
                     continue
             except (OSError, ValueError):
                 pass  # unreadable: an incomplete version, deleted like the others
@@ -437,19 +470,19 @@ class FileRegistry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def set_stage(self, model: str, version: int, stage: str) -> ModelVersion:
+    def set_stage(self, model: str, version: int, stage: Stage) -> ModelVersion:
         """Mark ``version`` with ``stage``; a new production version archives the old one."""
-        if stage not in STAGES:
-            raise RegistryError(f"stage must be one of {STAGES}, got {stage!r}")
+        if stage not in tuple(Stage):
+            raise RegistryError(f"stage must be one of {', '.join(Stage)}, got {str(stage)!r}")
         mv = self.get(model, version)
         model_dir = mv.path.parent
         with self._stages_lock(model_dir):
             stages = _read_stages(model_dir)
-            if stage == "production":
+            if stage == Stage.PRODUCTION:
                 for v, s in stages.items():
-                    if s == "production" and v != mv.version:
-                        stages[v] = "archived"
-            stages[mv.version] = stage
+                    if s == Stage.PRODUCTION and v != mv.version:
+                        stages[v] = Stage.ARCHIVED
+            stages[mv.version] = Stage(stage)
             data = json.dumps({str(v): s for v, s in sorted(stages.items())}, indent=1)
             fd, tmp = tempfile.mkstemp(prefix=".stages-", dir=model_dir)
             with os.fdopen(fd, "wb") as fh:
@@ -499,7 +532,7 @@ class FileRegistry:
 
     def _find_serving(self, model: str) -> ModelVersion | None:
         stages = _read_stages(self._model_dir(model))
-        production = [v for v, s in stages.items() if s == "production"]
+        production = [v for v, s in stages.items() if s == Stage.PRODUCTION]
         if production:
             try:
                 return self.get(model, max(production))
@@ -507,9 +540,9 @@ class FileRegistry:
                 pass  # removed by hand: fall back to the newest servable
         newest_candidate = None
         for mv, stage in self._staged(model):
-            if stage in (NO_STAGE, "archived"):
+            if stage in (NO_STAGE, Stage.ARCHIVED):
                 return mv
-            if stage == "candidate" and newest_candidate is None:
+            if stage == Stage.CANDIDATE and newest_candidate is None:
                 newest_candidate = mv
         return newest_candidate
 
@@ -526,9 +559,9 @@ class FileRegistry:
                 mv = self._load(model, v)
             except RegistryError:
                 continue
-            if mv.published_stage == "candidate" and v not in stages:
+            if mv.published_stage == Stage.CANDIDATE and v not in stages:
                 return None if v == serving.version else mv
-        for v in sorted((v for v, s in stages.items() if s == "candidate"), reverse=True):
+        for v in sorted((v for v, s in stages.items() if s == Stage.CANDIDATE), reverse=True):
             if v == serving.version:
                 return None
             try:

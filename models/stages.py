@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlearn.models.errors import RegistryError, StageError
-from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.models.registry import FileRegistry, ModelVersion, Stage
 from streamlearn.models.snapshot import Snapshot
 
 HISTORY_FILE = "promotions.jsonl"
@@ -41,7 +41,7 @@ def publish_candidate(
     The online trainer resumes only from versions it published itself, so an offline
     version never becomes its resume point (it carries no offsets of the stream); it
     serves once promoted (or while it is the newest version and nothing is promoted)."""
-    return registry.publish(model, snapshot, {**extra, "origin": OFFLINE}, stage="candidate")
+    return registry.publish(model, snapshot, {**extra, "origin": OFFLINE}, stage=Stage.CANDIDATE)
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,9 @@ class StageChange:
     action: str
 
     @property
-    def stage(self) -> str:
+    def stage(self) -> Stage:
         """The stage ``version`` is in after the change."""
-        return "rejected" if self.action == "reject" else "production"
+        return Stage.REJECTED if self.action == "reject" else Stage.PRODUCTION
 
 
 def _history_path(registry: FileRegistry, model: str) -> Path:
@@ -87,7 +87,7 @@ def _stack(events: list[dict[str, Any]]) -> list[int]:
 
 
 def _current(registry: FileRegistry, model: str) -> int | None:
-    prod = [mv.version for mv in registry.versions(model) if mv.stage == "production"]
+    prod = [mv.version for mv in registry.versions(model) if mv.stage == Stage.PRODUCTION]
     return max(prod) if prod else None
 
 
@@ -116,7 +116,7 @@ def _apply(
     registry: FileRegistry,
     change: StageChange,
     version: int,
-    stage: str,
+    stage: Stage,
     reason: str | None = None,
     figures: dict[str, Any] | None = None,
 ) -> StageChange:
@@ -145,7 +145,7 @@ def promote(
     except RegistryError as exc:
         raise StageError(str(exc)) from exc
     change = StageChange(model, version, _current(registry, model), "promote")
-    return _apply(registry, change, version, "production", reason, figures)
+    return _apply(registry, change, version, Stage.PRODUCTION, reason, figures)
 
 
 def rollback(registry: FileRegistry, model: str) -> StageChange:
@@ -162,17 +162,19 @@ def rollback(registry: FileRegistry, model: str) -> StageChange:
     while stack and stack[-1] == current:
         stack.pop()
     existing = {mv.version: mv for mv in registry.versions(model)}
-    usable = {v for v, mv in existing.items() if mv.stage != "rejected"}
+    usable = {v for v, mv in existing.items() if mv.stage != Stage.REJECTED}
     target = next((v for v in reversed(stack) if v in usable and v != current), None)
     if target is None:
-        older = [v for v, mv in existing.items() if mv.stage == "archived" and v < current]
+        older = [v for v, mv in existing.items() if mv.stage == Stage.ARCHIVED and v < current]
         target = max(older) if older else None
     if target is None:
         raise StageError(
             f"model {model!r}: expected an earlier production version to roll back to from "
             f"version {current}, found none"
         )
-    return _apply(registry, StageChange(model, target, current, "rollback"), target, "production")
+    return _apply(
+        registry, StageChange(model, target, current, "rollback"), target, Stage.PRODUCTION
+    )
 
 
 def _usable_parent(registry: FileRegistry, model: str, version: int) -> int | None:
@@ -186,7 +188,7 @@ def _usable_parent(registry: FileRegistry, model: str, version: int) -> int | No
             mv = registry.get(model, int(v))
         except RegistryError:
             return None  # removed (retention): nothing to walk further
-        if mv.stage != "rejected":
+        if mv.stage != Stage.REJECTED:
             return mv.version
         v = mv.metadata.get("parent_version")
     return None
@@ -202,7 +204,7 @@ def revert(
     """Make ``version`` production again as a rollback (recorded as one, with ``reason``
     and ``figures``): how the rollout undoes a promotion that regressed."""
     change = StageChange(model, version, _current(registry, model), "rollback")
-    return _apply(registry, change, version, "production", reason, figures)
+    return _apply(registry, change, version, Stage.PRODUCTION, reason, figures)
 
 
 def promote_lineage(
@@ -219,7 +221,7 @@ def promote_lineage(
     promotion is recorded (``previous``: the version serving before)."""
     serving = registry.serving_version(model)
     change = StageChange(model, version, None if serving is None else serving.version, "promote")
-    return _apply(registry, change, version, "archived", reason, figures)
+    return _apply(registry, change, version, Stage.ARCHIVED, reason, figures)
 
 
 def rollback_lineage(
@@ -234,7 +236,7 @@ def rollback_lineage(
     lineage before it again (``to_version``, its last version), and ``promoted`` is
     rejected (never served again). Recorded as a rollback to ``to_version``."""
     change = StageChange(model, to_version, promoted, "rollback")
-    return _apply(registry, change, promoted, "rejected", reason, figures)
+    return _apply(registry, change, promoted, Stage.REJECTED, reason, figures)
 
 
 def reject(
@@ -253,13 +255,13 @@ def reject(
         mv = registry.get(model, version)
     except RegistryError as exc:
         raise StageError(str(exc)) from exc
-    if mv.stage == "production":
+    if mv.stage == Stage.PRODUCTION:
         raise StageError(
             f"model {model!r}: expected a version that is not production, got version "
             f"{version}, which is; roll back or promote another version first"
         )
     change = StageChange(model, version, _current(registry, model), "reject")
-    return _apply(registry, change, version, "rejected", reason, figures)
+    return _apply(registry, change, version, Stage.REJECTED, reason, figures)
 
 
 def decisions(registry: FileRegistry, model: str) -> dict[int, dict[str, Any]]:

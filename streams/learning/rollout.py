@@ -58,7 +58,7 @@ from streamlearn.models.evaluation import TRAFFICS, ScoreTally, VersionEvaluatio
 from streamlearn.models.features import FeatureSpec
 from streamlearn.models.parity import PARITY_ROWS, ParityError, onnx_parity
 from streamlearn.models.protocol import Learner
-from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.models.registry import FileRegistry, ModelVersion, Stage
 from streamlearn.models.rollout import Comparison, Decision, RolloutConfig, Watch
 from streamlearn.models.snapshot import Snapshot
 from streamlearn.models.stages import (
@@ -376,7 +376,7 @@ class Rollout:
         if cand is None:
             if (
                 ch is not None
-                and self.registry.get(self.model, ch.versions[-1]).stage != "candidate"
+                and self.registry.get(self.model, ch.versions[-1]).stage != Stage.CANDIDATE
             ):
                 log.info("model=%s: candidate %d is no longer a candidate", self.model, ch.root)
                 self.challenger = None
@@ -436,11 +436,11 @@ class Rollout:
 
     def _reject_arm(self, ch: _Challenger, reason: str, figures: dict[str, Any]) -> None:
         for v in ch.versions[1:]:
-            self._set_stage(v, "rejected")
+            self._set_stage(v, Stage.REJECTED)
         self._reject(ch.root, reason, figures)
         self.challenger = None
 
-    def _set_stage(self, version: int, stage: str) -> None:
+    def _set_stage(self, version: int, stage: Stage) -> None:
         try:
             self.registry.set_stage(self.model, version, stage)
         except ModelError as exc:
@@ -450,7 +450,7 @@ class Rollout:
         winner = ch.versions[-1]
         for v in ch.versions:
             if v != winner:
-                self._set_stage(v, "archived")
+                self._set_stage(v, Stage.ARCHIVED)
         change = promote_lineage(self.registry, self.model, winner, d.reason, d.figures)
         DECISIONS.labels(self.model, "promote").inc()
         self._announce(change, d.figures, d.reason)
@@ -542,7 +542,7 @@ class Rollout:
                 "offsets": production.metadata.get("offsets"),
                 "examples_learned_online": ch.learned,
             },
-            stage="candidate",
+            stage=Stage.CANDIDATE,
         )
         self.evaluation.set(mv.version, "progressive", ch.progressive)
         ch.progressive = ScoreTally()

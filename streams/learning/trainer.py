@@ -66,7 +66,7 @@ from streamlearn.models.freshness import PositivesSample
 from streamlearn.models.metrics import ProgressiveMetrics
 from streamlearn.models.parity import ParityError, onnx_parity, spec_rows
 from streamlearn.models.protocol import Learner
-from streamlearn.models.registry import FileRegistry, ModelVersion
+from streamlearn.models.registry import FileRegistry, ModelVersion, Stage
 from streamlearn.models.rollout import RolloutConfig
 from streamlearn.models.sync import SyncState
 from streamlearn.models.zoo import DEFAULT_BATCH_SIZE
@@ -709,7 +709,7 @@ class OnlineTrainer:
             idx, val = self.learner.featuriser.transform_many(rows)
             parity = onnx_parity(snap, self.learner, idx, val)
         except ParityError as exc:
-            stage = "rejected"
+            stage = Stage.REJECTED
             PARITY_FAILURES.labels(self.config.model, "production").inc()
             log.error("model=%s: snapshot not served: %s", self.config.model, exc)
         mv = self.registry.publish(

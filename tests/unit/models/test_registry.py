@@ -8,7 +8,7 @@ import pytest
 
 from streamlearn.models import checks
 from streamlearn.models.errors import RegistryError
-from streamlearn.models.registry import FileRegistry
+from streamlearn.models.registry import FileRegistry, Stage
 from streamlearn.models.snapshot import Snapshot
 from streamlearn.models.zoo import create
 
@@ -84,6 +84,29 @@ def test_stages_and_serving_version(tmp_path: Path) -> None:
         reg.set_stage("ctr", 3, "live")
     with pytest.raises(RegistryError):
         reg.set_stage("ctr", 9, "candidate")
+
+
+def test_stage_members_are_the_strings_on_disk(tmp_path: Path) -> None:
+    assert list(Stage) == ["candidate", "production", "archived", "rejected"]
+    reg = FileRegistry(tmp_path)
+    reg.publish("m", snap("a"))
+    cand = reg.publish("m", snap("b"), stage=Stage.CANDIDATE)
+    meta = (cand.path / "metadata.json").read_text()
+    assert json.loads(meta)["stage"] == "candidate" and "Stage." not in meta
+    reg.set_stage("m", 1, Stage.PRODUCTION)
+    reg.set_stage("m", 2, Stage.PRODUCTION)  # archives 1
+    on_disk = (tmp_path / "m" / "stages.json").read_text()
+    assert json.loads(on_disk) == {"1": "archived", "2": "production"}
+    again = FileRegistry(tmp_path)  # read back: plain strings, equal to the members
+    assert again.get("m", 2).stage == Stage.PRODUCTION == "production"
+    assert type(again.get("m", 1).stage) is str and again.get("m", 1).stage == Stage.ARCHIVED
+    again.set_stage("m", 1, "rejected")  # a plain string is still taken (Python callers)
+    assert again.get("m", 1).stage == Stage.REJECTED
+    assert json.dumps({"stage": Stage.REJECTED}) == '{"stage": "rejected"}'
+    with pytest.raises(RegistryError, match="one of candidate, production, archived, rejected"):
+        reg.set_stage("m", 1, "live")
+    with pytest.raises(RegistryError, match="one of candidate, rejected, got 'archived'"):
+        reg.publish("m", snap("c"), stage=Stage.ARCHIVED)
 
 
 def test_corrupt_state_raises_registry_error(tmp_path: Path) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from streamlearn.models.errors import StageError
-from streamlearn.models.registry import FileRegistry
+from streamlearn.models.registry import FileRegistry, Stage
 from streamlearn.models.snapshot import Snapshot
 from streamlearn.models.stages import describe, history, promote, reject, rollback
+from streamlearn.streams.contracts import decode_model_update, encode, stage_update
 
 
 def test_rollback_walks_back_the_promotion_stack(tmp_path: Path) -> None:
@@ -103,3 +105,17 @@ def test_rollback_of_an_online_version_returns_to_its_parent(tmp_path: Path) -> 
     reg.set_stage("m", 2, "rejected")
     reg.set_stage("m", 3, "production")  # e.g. pinned by hand
     assert rollback(reg, "m").version == 1  # its parent 2 is rejected: the one before
+
+
+def test_a_change_names_its_stage_as_on_the_wire(tmp_path: Path) -> None:
+    """``StageChange.stage`` is a :class:`Stage`; announced, it is the plain string."""
+    reg = FileRegistry(tmp_path)
+    for _ in range(2):
+        reg.publish("m", Snapshot(b"onnx", b"", {}))
+    done = promote(reg, "m", 1)
+    assert done.stage is Stage.PRODUCTION and reject(reg, "m", 2).stage is Stage.REJECTED
+    raw = encode(stage_update("m", done.version, done.stage, done.previous, {}))
+    assert b'"stage":"production"' in raw
+    assert decode_model_update(raw).metrics["stage"] == Stage.PRODUCTION
+    assert json.loads((tmp_path / "m" / "stages.json").read_text()) == {
+        "1": "production", "2": "rejected"}  # fmt: skip
