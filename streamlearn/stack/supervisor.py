@@ -226,6 +226,8 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.children: dict[str, Child] = {}
         self.events: list[str] = []
+        #: the source (simulator, producer) ended on its own (a bounded run, the whole log)
+        self._source_done = False
         self.started = time.monotonic()
         self.first_prediction_s: float | None = None
         if not config.bootstrap_servers:
@@ -415,8 +417,12 @@ class Stack:
                 and child.name == self.source
                 and child.proc is not None
                 and child.proc.returncode == 0
-            ):
-                continue  # finished a bounded run, or the whole log
+            ):  # finished a bounded run, or the whole log
+                if not self._source_done:
+                    self._source_done = True
+                    what = "the whole log published" if self.source == "producer" else "done"
+                    self.note(f"{child.name} finished: {what}")
+                continue
             if not alive and child.proc is not None:
                 code = child.proc.returncode
                 self.note(f"{child.name} exited with {code}; restarting (see {child.log_path})")

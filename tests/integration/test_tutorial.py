@@ -8,7 +8,9 @@ site):
 - ``<!-- test: background -->``: start it and leave it running, as in a first terminal;
 - ``<!-- test: ctrl-c -->`` (anywhere in the text): interrupt the background command
   (SIGINT, as Ctrl-C does); it must exit 0;
-- ``<!-- test: write PATH -->``: save the block as the file ``PATH``.
+- ``<!-- test: write PATH -->``: save the block as the file ``PATH``;
+- ``<!-- test: wait TEXT -->`` (anywhere in the text): wait until the background
+  command's output says ``TEXT``, as the page tells its reader to.
 
 Each page runs in a temporary directory of its own with this virtual environment's
 ``streamlearn`` first on ``PATH``, on the embedded broker that ``up`` starts. Port 8080 in
@@ -36,7 +38,7 @@ from streamlearn.streams.kafka.broker import free_port
 pytestmark = pytest.mark.integration
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-MARK = re.compile(r"<!-- test: (run|retry|background|ctrl-c|write \S+) -->")
+MARK = re.compile(r"<!-- test: (run|retry|background|ctrl-c|write \S+|wait [^>]*?) -->")
 FENCE = re.compile(r"\s*```[^\n]*\n(.*?)\n```", re.S)
 #: Bounds: one command, a retried command, and the background command's stop.
 RUN_S, RETRY_S, STOP_S = 120.0, 90.0, 90.0
@@ -58,8 +60,8 @@ def steps(page: Path) -> list[Step]:
     out = []
     for m in MARK.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
-        if m.group(1) == "ctrl-c":
-            out.append(Step("ctrl-c", "", line))
+        if m.group(1) == "ctrl-c" or m.group(1).startswith("wait "):
+            out.append(Step(m.group(1), "", line))
             continue
         block = FENCE.match(text, m.end())
         assert block, f"{page.name}:{line}: {m.group(0)} is not followed by a fenced block"
@@ -144,6 +146,17 @@ def test_a_tutorial_runs_as_written(page: Path, tmp_path: Path) -> None:
                     text=True,
                     start_new_session=True,
                 )
+            elif step.action.startswith("wait "):
+                text = step.action.split(" ", 1)[1]
+                deadline = time.monotonic() + RETRY_S
+                while text not in log.read_text(errors="replace"):
+                    assert background is not None and background.poll() is None, (
+                        f"{at}: waiting for {text!r}, nothing running:\n{log.read_text()[-3000:]}"
+                    )
+                    assert time.monotonic() < deadline, (
+                        f"{at}: {text!r} not said after {RETRY_S:.0f} s:\n{log.read_text()[-3000:]}"
+                    )
+                    time.sleep(0.5)
             else:  # ctrl-c
                 assert background is not None, f"{at}: Ctrl-C with nothing running"
                 assert background.poll() is None, f"{at}: exited early:\n{log.read_text()[-3000:]}"
