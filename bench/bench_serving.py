@@ -44,6 +44,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aged_registry import N_ITEMS, N_USERS, build, entities, traffic
@@ -208,9 +209,40 @@ def _floor(registry: FileRegistry, kafka: KafkaConfig, state: Path) -> tuple[flo
                 t0 = time.perf_counter()
                 service.predict(model, r)
                 svc.append(time.perf_counter() - t0)
+        _batching(featurised)
         return float(np.median(raw)) * 1e3, float(np.median(svc)) * 1e3
     finally:
         replica.stop()
+
+
+def _batching(featurised: list[tuple[Any, np.ndarray, np.ndarray]]) -> None:
+    """What batching concurrent requests into one ``session.run`` would save (Triton's
+    dynamic batching): per request, the session's cost when ``k`` requests' rows of one
+    model go in one call (their arrays concatenated, the scores split back), against
+    one call each."""
+    by_model: dict[int, list[tuple[Any, np.ndarray, np.ndarray]]] = {}
+    for f in featurised * 3:  # three passes over the requests, as above
+        by_model.setdefault(id(f[0]), []).append(f)
+    print("\nbatching concurrent requests into one session.run (per request, µs, p50):")
+    base = None
+    for k in (1, 2, 4, 8, 16):
+        per: list[float] = []
+        for group in by_model.values():
+            for at in range(0, len(group) - k + 1, k):
+                chunk = group[at : at + k]
+                sess = chunk[0][0]
+                t0 = time.perf_counter()
+                if k == 1:  # one call each: the session alone, as served today
+                    sess._ort.run(["prob"], {"idx": chunk[0][1], "val": chunk[0][2]})
+                else:
+                    idx = np.concatenate([c[1] for c in chunk])
+                    val = np.concatenate([c[2] for c in chunk])
+                    (prob,) = sess._ort.run(["prob"], {"idx": idx, "val": val})
+                    np.split(prob, np.cumsum([len(c[1]) for c in chunk])[:-1])
+                per.append((time.perf_counter() - t0) / k)
+        p50 = float(np.median(per)) * 1e6
+        base = base or p50
+        print(f"  {k:2d} requests a call: {p50:6.1f} µs a request ({p50 / base:.2f}x one each)")
 
 
 def _profile(server: Server, requests: list[bytes], rate: float, seconds: float, out: Path) -> None:
