@@ -30,6 +30,7 @@ from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
 from streamlearn.streams.learning.trainer import example_fingerprint
 from tests.integration.reading import read_all
+from tests.integration.waiting import wait_for
 from tests.metric_queries import check
 
 pytestmark = pytest.mark.integration
@@ -78,15 +79,6 @@ async def _publish_with_aiokafka(bootstrap: str, topic: str, n_good: int) -> int
     return len(bad)
 
 
-def _wait(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
@@ -127,7 +119,7 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
     topics = Topics(prefix)
     registry = FileRegistry(data / "registry")
     try:
-        _wait(lambda: len(registry.versions("feed")) >= 2, 60, "a trained model version")
+        wait_for(lambda: len(registry.versions("feed")) >= 2, 60, "a trained model version")
         n_ext = 40
         n_bad = asyncio.run(
             _publish_with_aiokafka(broker.bootstrap_servers, topics.activity, n_ext)
@@ -135,7 +127,7 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
         pid_file = data / "run" / "trainer-feed.pid"
         killed_pid = int(pid_file.read_text())
         os.kill(killed_pid, signal.SIGKILL)
-        _wait(lambda: int(pid_file.read_text()) != killed_pid, 20, "the trainer restarted")
+        wait_for(lambda: int(pid_file.read_text()) != killed_pid, 20, "the trainer restarted")
         out, _ = up.communicate(timeout=DURATION + 120)
     finally:
         if up.poll() is None:

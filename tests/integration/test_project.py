@@ -15,7 +15,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -31,6 +30,7 @@ from streamlearn.streams.kafka.clients import flush, make_producer, produce
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
 from tests.integration.reading import read_all
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 DURATION = 50
@@ -85,16 +85,6 @@ def _write_log(path: Path, requests: int = 600) -> Counter[str]:
     return carts
 
 
-def _wait(pred: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def _get(url: str) -> Any:
     try:
         r = httpx.get(url, timeout=2.0)
@@ -144,7 +134,7 @@ def test_a_project_of_its_own_runs_through_the_loop(broker: EmbeddedBroker, tmp_
             "surface": "search",
             "request_id": "rx",
         }
-        _wait(lambda: _get(f"{url}/healthz") is not None, 60, "serving")
+        wait_for(lambda: _get(f"{url}/healthz") is not None, 60, "serving")
         produce(producer, topics.activity, orjson.dumps(bad), "u1")
         flush(producer)
 
@@ -153,7 +143,7 @@ def test_a_project_of_its_own_runs_through_the_loop(broker: EmbeddedBroker, tmp_
             got = _get(f"{url}/v1/features/query/q3")
             return got is not None and got["values"]["query_carts"] == carts["q3"]
 
-        _wait(feature_matches, DURATION, "query_carts of q3 to equal the log's count")
+        wait_for(feature_matches, DURATION, "query_carts of q3 to equal the log's count")
         listing = _get(f"{url}/v1/features")
         assert {f["name"] for f in listing["features"]} == {
             "query_carts",
@@ -163,7 +153,7 @@ def test_a_project_of_its_own_runs_through_the_loop(broker: EmbeddedBroker, tmp_
 
         # the model learned from the log is served: /v1 and the Open Inference Protocol
         registry = FileRegistry(data / "registry")
-        _wait(lambda: len(registry.versions("search")) >= 2, DURATION, "versions of search")
+        wait_for(lambda: len(registry.versions("search")) >= 2, DURATION, "versions of search")
         request = {
             "request_id": "q",
             "user_id": "u1",
@@ -176,7 +166,7 @@ def test_a_project_of_its_own_runs_through_the_loop(broker: EmbeddedBroker, tmp_
             r = httpx.post(f"{url}/v1/models/search:predict", json=request, timeout=5.0)
             return r.json() if r.status_code == 200 else None
 
-        reply = _wait(predicted, 30, "a /v1 prediction of search")
+        reply = wait_for(predicted, 30, "a /v1 prediction of search")
         assert reply["model"] == "search" and len(reply["scores"]) == 3
         oip = httpx.post(
             f"{url}/v2/models/search/infer",

@@ -48,6 +48,7 @@ from streamlearn.streams.learning.trainer import (
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from tests.example import FEED
 from tests.integration.truth import read
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 HALF = 12000
@@ -79,15 +80,6 @@ def _examples(start: int, n: int) -> list[tuple[str, bytes]]:
         )
         out.append((f"u{u}", encode(ex)))
     return out
-
-
-def _wait(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def _ranks(launcher: subprocess.Popen[bytes]) -> dict[int, int]:
@@ -172,23 +164,23 @@ def test_two_ranks_survive_a_kill_and_a_freeze_and_learn_each_example_once(
     ]
     launcher = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: _seen(registry) >= HALF, 90, "the first half learned")
+        wait_for(lambda: _seen(registry) >= HALF, 90, "the first half learned")
         first = _ranks(launcher)
         assert sorted(first) == [0, 1]
         publish(_examples(HALF, HALF))
-        _wait(lambda: _seen(registry) > HALF, 30, "the second half being learned")
+        wait_for(lambda: _seen(registry) > HALF, 30, "the second half being learned")
         os.kill(first[1], signal.SIGKILL)  # what it learned since the last cut is lost
         killed_at = _newest(registry)
-        _wait(lambda: _back(launcher, first), 60, "every rank restarted")
-        _wait(lambda: _seen(registry, killed_at) >= 2 * HALF, 90, "everything learned again")
+        wait_for(lambda: _back(launcher, first), 60, "every rank restarted")
+        wait_for(lambda: _seen(registry, killed_at) >= 2 * HALF, 90, "everything learned again")
 
         second = _ranks(launcher)
         os.kill(second[0], signal.SIGSTOP)  # rank 0 stops answering; rank 1's round times out
         t0 = time.monotonic()
         frozen_at = _newest(registry)
-        _wait(lambda: _back(launcher, second), 60, "the silent rank found, every rank restarted")
+        wait_for(lambda: _back(launcher, second), 60, "the silent rank found, every rank restarted")
         found_after = time.monotonic() - t0
-        _wait(lambda: _seen(registry, frozen_at) >= 2 * HALF, 90, "everything learned again")
+        wait_for(lambda: _seen(registry, frozen_at) >= 2 * HALF, 90, "everything learned again")
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(60) == 0
     except AssertionError as exc:

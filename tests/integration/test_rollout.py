@@ -35,7 +35,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics
 from tests.example import FEED
 from tests.integration.reading import read_all
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 MIN_EXAMPLES = 600
@@ -187,15 +187,6 @@ class Users(threading.Thread):
         return sum(s.clicks for s in got) / (3 * len(got))
 
 
-def _wait(pred: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def _decided(registry: FileRegistry, n: int) -> list[dict[str, Any]]:
     return [e for e in history(registry, "feed") if e.get("by") == "rollout"][:n]
 
@@ -254,7 +245,7 @@ def test_reject_promote_and_roll_back_while_the_loop_runs(
     users = Users(shop, port, kafka, topics.activity)
     try:
         users.start()
-        _wait(
+        wait_for(
             lambda: (
                 (mv := registry.latest("feed")) is not None
                 and int(mv.metadata.get("examples_seen", 0)) >= 1500
@@ -279,7 +270,7 @@ def test_reject_promote_and_roll_back_while_the_loop_runs(
             [1 - e.label for e in examples],
             tmp_path / "flipped.parquet",
         )
-        _wait(lambda: _decided(registry, 1), 120, "a decision on the bad candidate")
+        wait_for(lambda: _decided(registry, 1), 120, "a decision on the bad candidate")
         rejected = _decided(registry, 1)[0]
         rejected_at = time.time()
         assert (rejected["action"], rejected["version"]) == ("reject", bad), rejected
@@ -298,7 +289,7 @@ def test_reject_promote_and_roll_back_while_the_loop_runs(
         good = _candidate(
             registry, [rows[k] for k in order], labels[order], tmp_path / "history.parquet"
         )
-        _wait(lambda: len(_decided(registry, 2)) == 2, 120, "a decision on the candidate")
+        wait_for(lambda: len(_decided(registry, 2)) == 2, 120, "a decision on the candidate")
         promoted = _decided(registry, 2)[1]
         assert promoted["action"] == "promote", promoted
         fig = promoted["figures"]
@@ -308,7 +299,7 @@ def test_reject_promote_and_roll_back_while_the_loop_runs(
         # -- 3. the new items go on sale: the promoted lineage ranks them first ----------
         users.new_on_sale.set()
         on_sale_at = time.time()
-        _wait(lambda: len(_decided(registry, 3)) == 3, 120, "a decision on the promotion")
+        wait_for(lambda: len(_decided(registry, 3)) == 3, 120, "a decision on the promotion")
         back = _decided(registry, 3)[2]
         assert back["action"] == "rollback", back
         assert back["figures"]["promoted"] == promoted["version"], back

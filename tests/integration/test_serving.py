@@ -30,6 +30,7 @@ from streamlearn.streams.kafka.clients import check, flush, make_consumer, make_
 from streamlearn.streams.kafka.config import KafkaConfig
 from streamlearn.streams.kafka.topics import Topics, ensure_topics
 from tests.example import CATALOG, PROJECT
+from tests.integration.waiting import wait_for
 from tests.unit.serving.helpers import publish_ftrl, trained_ftrl
 
 pytestmark = pytest.mark.integration
@@ -39,16 +40,6 @@ USERS = {
     for i in range(5)
 }
 ITEMS = {f"i{i}": {"item_impressions": i, "item_category": f"c{i % 2}"} for i in range(20)}
-
-
-def _wait(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def _ensure(kafka: KafkaConfig, topics: Topics) -> None:
@@ -82,7 +73,7 @@ class Reader:
                     self.records[m.topic()].append((m.key(), m.value(), m.headers()))
             return next((r for r in self.records[topic] if pred(r)), None)
 
-        return _wait(poll, timeout_s, f"a matching record on {topic}")
+        return wait_for(poll, timeout_s, f"a matching record on {topic}")
 
 
 def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) -> None:
@@ -111,7 +102,7 @@ def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) 
     )
     with ServingApp(config) as app:
         assert app.service.version("feed") == 1
-        _wait(lambda: app.replica.records_applied == len(USERS) + len(ITEMS), 20, "the replica")
+        wait_for(lambda: app.replica.records_applied == len(USERS) + len(ITEMS), 20, "the replica")
         conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
 
         def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -185,7 +176,7 @@ def test_serving_end_to_end(kafka: KafkaConfig, topics: Topics, tmp_path: Path) 
         update = ModelUpdate(model="feed", version=mv2.version, created_at=time.time())
         produce(producer, topics.model_updates, encode(update), "feed")
         flush(producer)
-        _wait(lambda: call("GET", "/healthz")[1]["models"]["feed"] == 2, 15, "the hot swap")
+        wait_for(lambda: call("GET", "/healthz")[1]["models"]["feed"] == 2, 15, "the hot swap")
         code, reply = call("POST", "/v1/models/feed:predict", {**req, "request_id": "h2"})
         assert code == 200 and reply["version"] == 2
 
@@ -290,7 +281,7 @@ def test_the_request_topic_routes_by_header_and_answers_what_it_cannot_serve(
         assert app.service.version("later") is None
 
         publish_ftrl(registry, "later", seed=5)  # its first version: answered from then on
-        _wait(lambda: app.service.version("later") == 1, 20, "the first version of 'later'")
+        wait_for(lambda: app.service.version("later") == 1, 20, "the first version of 'later'")
         ask("later-served", "feed", "later")
         flush(producer)
         reply, _ = answer("later-served")

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from streamlearn.streams.learning.trainer import (
 )
 from streamlearn.streams.runtime.microbatch import MicroBatchRuntime, RuntimeConfig
 from tests.example import FEED, MODEL_NAMES
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 BATCH = 128
@@ -66,15 +66,6 @@ def _examples(start: int, n: int, seed: int) -> list[bytes]:
         )
         out.append(encode(ex))
     return out
-
-
-def _wait(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def _trainer_proc(kafka: KafkaConfig, data: Path, port: int) -> subprocess.Popen[bytes]:
@@ -134,7 +125,7 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
     proc = _trainer_proc(kafka, data, port)
     try:
         # a clean stop after phase 1 publishes a snapshot covering exactly N1 examples
-        _wait(
+        wait_for(
             lambda: total(scrape(port), "streamlearn_examples_trained_total") >= N1,
             60,
             "phase 1 learned",
@@ -148,7 +139,7 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
         # phase 2: learn part of it, then SIGKILL before any snapshot covers it
         proc = _trainer_proc(kafka, data, port)
         publish(_examples(N1, N2, seed=2))
-        _wait(
+        wait_for(
             lambda: total(scrape(port), "streamlearn_examples_trained_total") > 0,
             60,
             "phase 2 learning started",
@@ -161,7 +152,7 @@ def test_sigkilled_trainer_resumes_from_snapshot_and_learns_each_example_once(
 
         # restart: resumes from the snapshot's offsets and relearns phase 2
         proc = _trainer_proc(kafka, data, port)
-        _wait(
+        wait_for(
             lambda: total(scrape(port), "streamlearn_examples_trained_total") >= N2,
             60,
             "phase 2 relearned",
@@ -220,7 +211,7 @@ def test_a_failed_final_snapshot_exits_non_zero(broker: EmbeddedBroker, tmp_path
     port = free_port()
     proc = _trainer_proc(kafka, tmp_path, port)
     try:
-        _wait(
+        wait_for(
             lambda: total(scrape(port), "streamlearn_examples_trained_total") >= BATCH * 4,
             60,
             "examples learned",
