@@ -180,6 +180,8 @@ class Child:
 
 #: How long the processed count must stand still before the stop (> 1 s commit interval).
 _QUIET_S = 3.0
+#: The per-model counts that must stand still before `up` stops the processors.
+_DRAINED = ("examples_emitted", "examples_trained")
 
 #: Counters that survive a child's restart in the summary (summed across incarnations).
 #: The stream processors' figures come from their committed state instead (``committed``).
@@ -667,17 +669,26 @@ class Stack:
         if source is not None:
             source.stop()
             self.note(f"{source.name} stopped")
-        # Caught up: everything the simulator produced is processed, and the count has
-        # stood still for longer than the processors' commit interval (events from
-        # other producers may still be in flight behind the simulator's).
+        # Caught up: everything the source produced is processed, and the counts (events
+        # processed, examples emitted and learned) have stood still for longer than the
+        # processors' commit interval: events from other producers may still be in flight
+        # behind the source's, and the joiner and trainers work through their backlog.
         deadline = time.monotonic() + drain_timeout_s
-        last, still_since = -1, time.monotonic()
+        last: tuple[int, ...] = ()
+        still_since = time.monotonic()
         while time.monotonic() < deadline:
             self.poll_metrics_only()
             f = self.figures()
-            if f["events_processed"] != last:
-                last, still_since = f["events_processed"], time.monotonic()
-            elif last >= f["events_produced"] and time.monotonic() - still_since >= _QUIET_S:
+            now = (
+                f["events_processed"],
+                *(m.get(k) or 0 for m in f["models"].values() for k in _DRAINED),
+            )
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif (
+                f["events_processed"] >= f["events_produced"]
+                and time.monotonic() - still_since >= _QUIET_S
+            ):
                 break
             time.sleep(0.5)
         self._record_metrics(force=True)  # the last round, before the processes go
