@@ -7,7 +7,9 @@ with the feature store's features, ~480 B of JSON each) into ``training-examples
 then measures, per round, as a user would:
 
 (a) raw consume: a bare confluent-kafka ``consume(10000)`` loop over the topic, nothing
-    else (how fast the broker hands the records over: the ceiling of any consumer);
+    else (how fast the broker hands the records over: the ceiling of any consumer); and
+    the same loop in 2 and 4 processes at once, each reading its share of the
+    partitions: their records/s together is the broker's ceiling, whatever the client;
 (b) ``streamlearn eval --topic … --definition feed``: the learner alone (featurising the
     Arrow columns, predicting and learning, ``eval``'s own ``examples_per_s``; its replay
     of the topic into Parquet is not timed);
@@ -18,6 +20,13 @@ then measures, per round, as a user would:
     its CPU per example (all its threads, and its main thread alone, from /proc) over the
     same span. Start-up (imports, the kernels' load, the group join) comes before the
     first example and is reported apart.
+
+Then, in this process (``--stages``, once): the trainer's own work per example with no
+broker at all, stage by stage, on the same records in batches of 10,000 as ``train``
+consumes them: decoding (msgspec), the columns and their featurisation, the identity
+checks, and learning with its bookkeeping (progressive metrics, the rollout's
+evaluation, fingerprints). Their sum is the most one process can learn per second
+however fast the records came.
 
 Each trainer run ends by reading its final snapshot back: it must have learned every
 example exactly once (``examples_seen`` = examples = the sum of the offsets), or the run
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -80,21 +90,146 @@ def env_for(kafka: KafkaConfig) -> dict[str, str]:
     )
 
 
-def raw_consume(kafka: KafkaConfig, topic: str, n: int) -> dict[str, float]:
-    """(a): records/s and CPU/record of a bare consume loop (no decoding)."""
+def raw_consume(kafka: KafkaConfig, topic: str, n: int, batch: int = 10_000) -> dict[str, float]:
+    """(a): records/s and CPU/record of a bare consume loop (no decoding), ``batch``
+    records a call."""
     consumer = Consumer(kafka.consumer_conf(f"raw-{uuid.uuid4().hex}"))
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(kafka.partitions)])
     got, first, cpu0 = 0, 0, 0.0
     t0 = 0.0
     deadline = time.monotonic() + 120
     while got < n and time.monotonic() < deadline:
-        msgs = consumer.consume(10_000, 1.0)
+        msgs = consumer.consume(batch, 1.0)
         if msgs and not first:  # from the first records on (the fetch set-up left out)
             first, t0, cpu0 = len(msgs), time.perf_counter(), time.process_time()
         got += len(msgs)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     consumer.close()
     return {"records_per_s": (got - first) / seconds, "cpu_us": cpu / (got - first) * 1e6}
+
+
+def _consume_share(
+    bootstrap: str, topic: str, parts: list[int], n: int, ready: Any, go: Any, out: Any
+) -> None:
+    """A bare consume loop over ``parts`` (``n`` records), started when ``go`` is set:
+    puts (records after the first batch, its time, the last batch's time)."""
+    consumer = Consumer(KafkaConfig(bootstrap).consumer_conf(f"raw-{uuid.uuid4().hex}"))
+    ready.put(True)
+    go.wait(60)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    got, first, t0 = 0, 0, 0.0
+    deadline = time.monotonic() + 120
+    while got < n and time.monotonic() < deadline:
+        msgs = consumer.consume(10_000, 1.0)
+        if msgs and not first:
+            first, t0 = len(msgs), time.perf_counter()
+        got += len(msgs)
+    out.put((got - first, t0, time.perf_counter()))
+    consumer.close()
+
+
+def partition_counts(kafka: KafkaConfig, topic: str, n: int) -> list[int]:
+    """Records per partition of ``topic`` (``n`` in all), read once."""
+    consumer = Consumer(kafka.consumer_conf(f"raw-{uuid.uuid4().hex}"))
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(kafka.partitions)])
+    counts = [0] * kafka.partitions
+    got = 0
+    deadline = time.monotonic() + 120
+    while got < n and time.monotonic() < deadline:
+        for m in consumer.consume(10_000, 1.0):
+            counts[m.partition()] += 1  # type: ignore[index]
+            got += 1
+    consumer.close()
+    return counts
+
+
+def raw_consume_together(kafka: KafkaConfig, topic: str, counts: list[int], k: int) -> float:
+    """(a): records/s of ``k`` bare consume loops in processes of their own, each over
+    its share of the partitions, from the first record any got to the last (the
+    broker's ceiling: a client-bound loop would scale with ``k``)."""
+    ctx = multiprocessing.get_context("spawn")
+    out, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    shares = [list(range(kafka.partitions))[i::k] for i in range(k)]
+    procs = [
+        ctx.Process(
+            target=_consume_share,
+            args=(
+                *(kafka.bootstrap_servers, topic, share, sum(counts[p] for p in share)),
+                *(ready, go, out),
+            ),
+        )
+        for share in shares
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:  # all started (imports done), then all at once
+        ready.get(timeout=120)
+    go.set()
+    results = [out.get(timeout=180) for _ in procs]
+    for p in procs:
+        p.join(30)
+    got = sum(r[0] for r in results)
+    return got / (max(r[2] for r in results) - min(r[1] for r in results))
+
+
+def stages(raws: list[bytes], tmp: Path, batch: int = 10_000) -> dict[str, float]:
+    """The trainer's work per example (µs) without a broker, stage by stage (module
+    docstring); the first 30,000 records warm it up, the next 200,000 are timed."""
+    from streamlearn.cli.commands.worker import _trainer
+    from streamlearn.cli.options import model_definition
+    from streamlearn.project import load_project
+    from streamlearn.streams.learning import trainer as trainer_module
+    from streamlearn.streams.runtime.processor import RecordBatch
+
+    topics = Topics("bench.")
+    definition = model_definition(load_project(None), "feed")
+    tr = _trainer(topics, tmp / "stages", definition, None, [], 10.0)
+    topic = topics.training_examples("feed")
+    decode = tr.inputs()[topic]
+    clock: dict[str, float] = dict.fromkeys(("decode", "columns", "identity", "learn"), 0.0)
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                clock[name] += time.perf_counter() - t0
+
+        return wrapper
+
+    class Source:  # what RecordBatch reads of a message: its timestamp
+        def timestamp(self) -> tuple[int, int]:
+            return (1, 1_780_000_000_000)
+
+    sources = [Source()] * batch
+    warm, timed_raws = raws[:30_000], raws[30_000:230_000]
+    tr.tick(time.time())  # loads (a fresh model): from here on its parts are timed
+    tr._block = timed("columns", tr._block)  # type: ignore[method-assign]
+    tr._learn = timed("learn", tr._learn)  # type: ignore[method-assign]
+    trainer_module.example_ids = timed("identity", trainer_module.example_ids)
+    tr.seen.fresh = timed("identity", tr.seen.fresh)  # type: ignore[method-assign]
+    total = 0.0
+    for part, rows in enumerate((warm, timed_raws)):
+        if part == 1:
+            for k in clock:
+                clock[k] = 0.0
+            total = time.perf_counter()
+        for s in range(0, len(rows), batch):
+            chunk = rows[s : s + batch]
+            t0 = time.perf_counter()
+            values = decode.many(chunk)
+            clock["decode"] += time.perf_counter() - t0
+            offs = np.arange(s, s + len(chunk), dtype=np.int64) + part * 10**9
+            parts = np.zeros(len(chunk), dtype=np.int32)
+            tr.process_batch(RecordBatch(topic, parts, offs, values, sources[: len(chunk)]))
+            tr.tick(time.time())
+    total = time.perf_counter() - total
+    n = len(timed_raws)
+    out = {k: v / n * 1e6 for k, v in clock.items()}
+    out["other"] = total / n * 1e6 - sum(out.values())
+    out["total"] = total / n * 1e6
+    return out
 
 
 def run_eval(kafka: KafkaConfig, topic: str, tmp: Path) -> dict[str, float]:
@@ -198,6 +333,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=240.0)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "streamlearn-bench")
     ap.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the trainer")
+    ap.add_argument(
+        "--stages", action="store_true", help="also the trainer's work per stage, in process"
+    )
     args = ap.parse_args()
     raws = cached_feed_examples(args.examples, args.cache)
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as d, EmbeddedBroker() as broker:
@@ -214,8 +352,14 @@ def main() -> None:
             f"{len(raws):,} feed examples in {topic} ({args.partitions} partitions, "
             f"compression {args.compression}); load average {os.getloadavg()[0]:.1f}"
         )
+        counts = partition_counts(kafka, topic, len(raws))
         for r in range(args.repeats):
             raw = raw_consume(kafka, topic, len(raws))
+            together = {
+                k: raw_consume_together(kafka, topic, counts, k)
+                for k in (2, 4)
+                if k <= args.partitions
+            }
             ev = {"examples_per_s": 1.0, "auc": 0.0}
             if not args.profile:
                 ev = run_eval(kafka, topic, tmp)
@@ -224,12 +368,21 @@ def main() -> None:
             print(
                 f"round {r + 1} (load {os.getloadavg()[0]:.1f}): "
                 f"raw consume {raw['records_per_s']:,.0f} records/s "
-                f"({raw['cpu_us']:.2f} us CPU each) | eval {ev['examples_per_s']:,.0f} ex/s "
+                f"({raw['cpu_us']:.2f} us CPU each)"
+                + "".join(f", {k} processes {v:,.0f} together" for k, v in together.items())
+                + f" | eval {ev['examples_per_s']:,.0f} ex/s "
                 f"(auc {ev['auc']:.4f}) | train {rate:,.0f} ex/s = "
                 f"{rate / raw['records_per_s']:.2f}x raw consume, "
                 f"{rate / ev['examples_per_s']:.2f}x eval; {tr['cpu_us']:.2f} us CPU/example "
                 f"({tr['main_us']:.2f} in its main thread), auc {tr['auc']:.4f}, "
                 f"{tr['versions']} versions, start-up {tr['startup_s']:.1f} s"
+            )
+        if args.stages:
+            st = stages(raws, tmp)
+            print(
+                "in process, no broker (us per example): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in st.items())
+                + f" -> at most {1e6 / st['total']:,.0f} examples/s from these stages alone"
             )
 
 

@@ -47,8 +47,8 @@ class SeenIds:
         self.chunk = min(chunk, capacity)
         #: full chunks, oldest first: (sequence number, ids)
         self._chunks: deque[tuple[int, np.ndarray]] = deque()
-        #: the newest chunk, filling up (insertion-ordered, no repeats)
-        self._open: dict[int, None] = {}
+        #: the newest chunk, filling up (insertion-ordered, no repeats; each to its chunk)
+        self._open: dict[int, int] = {}
         self._seq = 0
         #: every id in the window → the sequence number of the newest chunk holding it
         self._where: dict[int, int] = {}
@@ -77,8 +77,9 @@ class SeenIds:
         while start < len(values):
             part = values[start : start + self.chunk - len(self._open)]
             start += len(part)
-            self._open.update(dict.fromkeys(part))
-            self._where.update(dict.fromkeys(part, self._seq))
+            new = dict.fromkeys(part, self._seq)
+            self._open.update(new)
+            self._where.update(new)
             if len(self._open) >= self.chunk:
                 self._seal()
         while self._chunks and self._size + len(self._open) > self.capacity:

@@ -51,6 +51,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from operator import attrgetter
 from typing import Any, Final
 
@@ -143,6 +144,12 @@ def _partition_seed(topic: str, partition: int) -> int:
     return xxhash.xxh3_64_intdigest(f"{topic}/{partition}".encode())
 
 
+@lru_cache(maxsize=64)
+def _partition_seeds(topic: str, partitions: int) -> np.ndarray:
+    """The seeds of partitions ``0 … partitions - 1`` of ``topic``, indexed by partition."""
+    return np.array([_partition_seed(topic, p) for p in range(partitions)], dtype=np.uint64)
+
+
 def example_fingerprint(topic: str, partition: int, offset: int) -> int:
     """Stable 64-bit id of one example's coordinates (summed mod 2**64 per snapshot):
     splitmix64 of the partition's xxh3 plus the offset."""
@@ -155,10 +162,9 @@ def fingerprint_sum(topic: str, partitions: np.ndarray, offsets: np.ndarray) -> 
     of ``partitions`` (arrays of one length), in one pass of numpy."""
     if not len(offsets):
         return 0
-    uniq, inverse = np.unique(partitions, return_inverse=True)
-    seeds = np.array([_partition_seed(topic, int(p)) for p in uniq], dtype=np.uint64)
+    seeds = _partition_seeds(topic, 1 << int(partitions.max()).bit_length())  # few sizes
     with np.errstate(over="ignore"):
-        x = seeds[inverse] + offsets.astype(np.uint64)
+        x = seeds[partitions] + offsets.astype(np.uint64)
         return int(_mix(x).sum(dtype=np.uint64))
 
 

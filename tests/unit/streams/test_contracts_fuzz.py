@@ -340,3 +340,26 @@ def test_the_trainers_decoder_agrees_with_decode_example() -> None:
                 assert getattr(mine, field) == getattr(full, field)
 
     run()
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [b"", b" ", b"]", b"[", b"{}", b"%s,%s", b"%s]", b"[%s", b"%s ", b"  %s\n"],
+    ids=["empty", "blank", "close", "open", "empty-object", "two-values", "closes-the-array",
+         "opens-an-array", "trailing-space", "padded"],
+)  # fmt: skip
+def test_the_trainers_batch_decode_keeps_one_value_per_record(odd: bytes) -> None:
+    """``many``: a record that is not exactly one example (empty, two values, a stray
+    bracket) fails the batch (then decoded record by record), and one that is (padded
+    with whitespace) decodes to its own value, in its place."""
+    raw = json.dumps(VALID["example"]).encode()
+    record = odd.replace(b"%s", raw)
+    try:
+        alone = EXAMPLES(record)
+    except ContractError:
+        alone = None
+    if alone is None:
+        with pytest.raises(ContractError):
+            EXAMPLES.many([raw, record, raw])
+    else:
+        assert EXAMPLES.many([raw, record, raw]) == [alone] * 3
