@@ -10,6 +10,9 @@ then measures, per round, as a user would:
     else (how fast the broker hands the records over: the ceiling of any consumer); and
     the same loop in 2 and 4 processes at once, each reading its share of the
     partitions: their records/s together is the broker's ceiling, whatever the client;
+    and the loop from half-way and from 80% into each partition (the embedded broker's
+    fetch slows with the offset it reads from: a consumer at the tail of a long log, as
+    a trainer of a long run is, gets fewer records a second than one at its start);
 (b) ``streamlearn eval --topic … --definition feed``: the learner alone (featurising the
     Arrow columns, predicting and learning, ``eval``'s own ``examples_per_s``; its replay
     of the topic into Parquet is not timed);
@@ -126,6 +129,23 @@ def _consume_share(
         got += len(msgs)
     out.put((got - first, t0, time.perf_counter()))
     consumer.close()
+
+
+def raw_consume_from(kafka: KafkaConfig, topic: str, counts: list[int], at: float) -> float:
+    """(a): records/s of the bare loop from ``at`` (a fraction) into each partition."""
+    consumer = Consumer(kafka.consumer_conf(f"raw-{uuid.uuid4().hex}"))
+    starts = [int(n * at) for n in counts]
+    consumer.assign([TopicPartition(topic, p, s) for p, s in enumerate(starts)])
+    n = sum(counts) - sum(starts)
+    got, first, t0 = 0, 0, 0.0
+    deadline = time.monotonic() + 120
+    while got < n and time.monotonic() < deadline:
+        msgs = consumer.consume(10_000, 1.0)
+        if msgs and not first:
+            first, t0 = len(msgs), time.perf_counter()
+        got += len(msgs)
+    consumer.close()
+    return (got - first) / (time.perf_counter() - t0)
 
 
 def partition_counts(kafka: KafkaConfig, topic: str, n: int) -> list[int]:
@@ -360,6 +380,7 @@ def main() -> None:
                 for k in (2, 4)
                 if k <= args.partitions
             }
+            later = {at: raw_consume_from(kafka, topic, counts, at) for at in (0.5, 0.8)}
             ev = {"examples_per_s": 1.0, "auc": 0.0}
             if not args.profile:
                 ev = run_eval(kafka, topic, tmp)
@@ -370,6 +391,7 @@ def main() -> None:
                 f"raw consume {raw['records_per_s']:,.0f} records/s "
                 f"({raw['cpu_us']:.2f} us CPU each)"
                 + "".join(f", {k} processes {v:,.0f} together" for k, v in together.items())
+                + "".join(f", from {at:.0%} in {v:,.0f}" for at, v in later.items())
                 + f" | eval {ev['examples_per_s']:,.0f} ex/s "
                 f"(auc {ev['auc']:.4f}) | train {rate:,.0f} ex/s = "
                 f"{rate / raw['records_per_s']:.2f}x raw consume, "
