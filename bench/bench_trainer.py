@@ -26,10 +26,10 @@ then measures, per round, as a user would:
 
 Then, in this process (``--stages``, once): the trainer's own work per example with no
 broker at all, stage by stage, on the same records in batches of 10,000 as ``train``
-consumes them: decoding (msgspec), the columns and their featurisation, the identity
-checks, and learning with its bookkeeping (progressive metrics, the rollout's
-evaluation, fingerprints). Their sum is the most one process can learn per second
-however fast the records came.
+consumes them, with the garbage collector set as ``train`` sets it: decoding (msgspec),
+the columns and their featurisation, the identity checks, and learning with its
+bookkeeping (progressive metrics, the rollout's evaluation, fingerprints). Their sum is
+the most one process can learn per second however fast the records came.
 
 Each trainer run ends by reading its final snapshot back: it must have learned every
 example exactly once (``examples_seen`` = examples = the sum of the offsets), or the run
@@ -42,6 +42,7 @@ py-spy (collapsed stacks) instead of running ``eval``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -225,6 +226,12 @@ def stages(raws: list[bytes], tmp: Path, batch: int = 10_000) -> dict[str, float
     sources = [Source()] * batch
     warm, timed_raws = raws[:30_000], raws[30_000:230_000]
     tr.tick(time.time())  # loads (a fresh model): from here on its parts are timed
+    # the collector as ``streamlearn train`` sets it (``run_processor``): what is loaded
+    # is frozen, young collections every 50,000 allocations
+    gc.collect()
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
     tr._block = timed("columns", tr._block)  # type: ignore[method-assign]
     tr._learn = timed("learn", tr._learn)  # type: ignore[method-assign]
     trainer_module.example_ids = timed("identity", trainer_module.example_ids)
@@ -245,6 +252,8 @@ def stages(raws: list[bytes], tmp: Path, batch: int = 10_000) -> dict[str, float
             tr.process_batch(RecordBatch(topic, parts, offs, values, sources[: len(chunk)]))
             tr.tick(time.time())
     total = time.perf_counter() - total
+    gc.set_threshold(*thresholds)
+    gc.unfreeze()
     n = len(timed_raws)
     out = {k: v / n * 1e6 for k, v in clock.items()}
     out["other"] = total / n * 1e6 - sum(out.values())
