@@ -13,6 +13,7 @@ then measures, per round, as a user would:
     and the loop from half-way and from 80% into each partition (the embedded broker's
     fetch slows with the offset it reads from: a consumer at the tail of a long log, as
     a trainer of a long run is, gets fewer records a second than one at its start);
+    these need a topic of many batches (the default): on a few, the waits dominate;
 (b) ``streamlearn eval --topic … --definition feed``: the learner alone (featurising the
     Arrow columns, predicting and learning, ``eval``'s own ``examples_per_s``; its replay
     of the topic into Parquet is not timed);
@@ -94,42 +95,40 @@ def env_for(kafka: KafkaConfig) -> dict[str, str]:
     )
 
 
-def raw_consume(kafka: KafkaConfig, topic: str, n: int, batch: int = 10_000) -> dict[str, float]:
-    """(a): records/s and CPU/record of a bare consume loop (no decoding), ``batch``
-    records a call."""
-    consumer = Consumer(kafka.consumer_conf(f"raw-{uuid.uuid4().hex}"))
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(kafka.partitions)])
-    got, first, cpu0 = 0, 0, 0.0
-    t0 = 0.0
+def _bare_loop(consumer: Consumer, n: int, batch: int = 10_000) -> tuple[int, float, float, float]:
+    """Consume ``n`` records (at most 120 s) with nothing else, then close ``consumer``:
+    the records after the first batch (the fetch set-up left out), the first batch's
+    time, the end's time and this process's CPU seconds between them."""
+    got, first, t0, cpu0 = 0, 0, 0.0, 0.0
     deadline = time.monotonic() + 120
     while got < n and time.monotonic() < deadline:
         msgs = consumer.consume(batch, 1.0)
-        if msgs and not first:  # from the first records on (the fetch set-up left out)
+        if msgs and not first:
             first, t0, cpu0 = len(msgs), time.perf_counter(), time.process_time()
         got += len(msgs)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    t1, cpu = time.perf_counter(), time.process_time() - cpu0
     consumer.close()
-    return {"records_per_s": (got - first) / seconds, "cpu_us": cpu / (got - first) * 1e6}
+    return got - first, t0, t1, cpu
+
+
+def raw_consume(kafka: KafkaConfig, topic: str, n: int) -> dict[str, float]:
+    """(a): records/s and CPU/record of a bare consume loop (no decoding)."""
+    consumer = Consumer(kafka.consumer_conf(f"raw-{uuid.uuid4().hex}"))
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(kafka.partitions)])
+    got, t0, t1, cpu = _bare_loop(consumer, n)
+    return {"records_per_s": got / (t1 - t0), "cpu_us": cpu / got * 1e6}
 
 
 def _consume_share(
     bootstrap: str, topic: str, parts: list[int], n: int, ready: Any, go: Any, out: Any
 ) -> None:
-    """A bare consume loop over ``parts`` (``n`` records), started when ``go`` is set:
-    puts (records after the first batch, its time, the last batch's time)."""
+    """The bare loop over ``parts`` (``n`` records), started when ``go`` is set: puts
+    what ``_bare_loop`` returns, less the CPU."""
     consumer = Consumer(KafkaConfig(bootstrap).consumer_conf(f"raw-{uuid.uuid4().hex}"))
     ready.put(True)
     go.wait(60)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    got, first, t0 = 0, 0, 0.0
-    deadline = time.monotonic() + 120
-    while got < n and time.monotonic() < deadline:
-        msgs = consumer.consume(10_000, 1.0)
-        if msgs and not first:
-            first, t0 = len(msgs), time.perf_counter()
-        got += len(msgs)
-    out.put((got - first, t0, time.perf_counter()))
-    consumer.close()
+    out.put(_bare_loop(consumer, n)[:3])
 
 
 def raw_consume_from(kafka: KafkaConfig, topic: str, counts: list[int], at: float) -> float:
@@ -137,16 +136,8 @@ def raw_consume_from(kafka: KafkaConfig, topic: str, counts: list[int], at: floa
     consumer = Consumer(kafka.consumer_conf(f"raw-{uuid.uuid4().hex}"))
     starts = [int(n * at) for n in counts]
     consumer.assign([TopicPartition(topic, p, s) for p, s in enumerate(starts)])
-    n = sum(counts) - sum(starts)
-    got, first, t0 = 0, 0, 0.0
-    deadline = time.monotonic() + 120
-    while got < n and time.monotonic() < deadline:
-        msgs = consumer.consume(10_000, 1.0)
-        if msgs and not first:
-            first, t0 = len(msgs), time.perf_counter()
-        got += len(msgs)
-    consumer.close()
-    return (got - first) / (time.perf_counter() - t0)
+    got, t0, t1, _ = _bare_loop(consumer, sum(counts) - sum(starts))
+    return got / (t1 - t0)
 
 
 def partition_counts(kafka: KafkaConfig, topic: str, n: int) -> list[int]:
@@ -234,7 +225,8 @@ def stages(raws: list[bytes], tmp: Path, batch: int = 10_000) -> dict[str, float
     gc.set_threshold(50_000, 20, 100)
     tr._block = timed("columns", tr._block)  # type: ignore[method-assign]
     tr._learn = timed("learn", tr._learn)  # type: ignore[method-assign]
-    trainer_module.example_ids = timed("identity", trainer_module.example_ids)
+    example_ids = trainer_module.example_ids  # put back when done
+    trainer_module.example_ids = timed("identity", example_ids)
     tr.seen.fresh = timed("identity", tr.seen.fresh)  # type: ignore[method-assign]
     total = 0.0
     for part, rows in enumerate((warm, timed_raws)):
@@ -254,6 +246,7 @@ def stages(raws: list[bytes], tmp: Path, batch: int = 10_000) -> dict[str, float
     total = time.perf_counter() - total
     gc.set_threshold(*thresholds)
     gc.unfreeze()
+    trainer_module.example_ids = example_ids
     n = len(timed_raws)
     out = {k: v / n * 1e6 for k, v in clock.items()}
     out["other"] = total / n * 1e6 - sum(out.values())

@@ -147,7 +147,9 @@ def _partition_seed(topic: str, partition: int) -> int:
 @lru_cache(maxsize=64)
 def _partition_seeds(topic: str, partitions: int) -> np.ndarray:
     """The seeds of partitions ``0 … partitions - 1`` of ``topic``, indexed by partition."""
-    return np.array([_partition_seed(topic, p) for p in range(partitions)], dtype=np.uint64)
+    seeds = np.array([_partition_seed(topic, p) for p in range(partitions)], dtype=np.uint64)
+    seeds.flags.writeable = False  # shared by every caller
+    return seeds
 
 
 def example_fingerprint(topic: str, partition: int, offset: int) -> int:
