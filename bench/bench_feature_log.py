@@ -1,6 +1,6 @@
 """What bounding the feature log costs a request: ``KafkaSink.log_prediction`` (a window of
-records in flight, a delivery report per record, the records handed to the sink's thread
-and produced there in batches) against the same two records produced
+records in flight, a delivery report per record, both records encoded and
+queued in librdkafka in the caller's thread) against the same two records produced
 the way serving did before (fire and forget: ``produce`` with error-only reports).
 
 Both arms produce the same feature-log record (20 scored items with the feed model's raw

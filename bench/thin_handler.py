@@ -8,7 +8,13 @@ no feature reads (each request's rows were featurised at start-up from the same 
 values), no feature log, no metrics, no limits, no version swaps. What serving costs
 above it is the price of being a product.
 
-Run by the bench: ``python bench/thin_handler.py --port P --registry DIR --now T``.
+With ``--bootstrap-servers`` it also produces, per request, the two records serving
+produces (a feature-log record of the size serving's, encoded at start-up, and the reply)
+in its own thread, with reports of failures only: what Kafka alone costs a request, at the
+least.
+
+Run by the bench: ``python bench/thin_handler.py --port P --registry DIR --now T
+[--bootstrap-servers HOST:PORT --topic-prefix P]``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from streamlearn.models.features import FeatureSpec, Featuriser
 from streamlearn.models.registry import FileRegistry
 from streamlearn.streams.contracts import PredictionReply, PredictionRequest
 from streamlearn.streams.features.store import served_features
+from streamlearn.streams.kafka.clients import make_producer
+from streamlearn.streams.kafka.config import KafkaConfig
+from streamlearn.streams.kafka.topics import Topics
 
 Message = MutableMapping[str, Any]
 
@@ -41,9 +50,14 @@ def _session(onnx: bytes) -> ort.InferenceSession:
 
 
 def app_for(
-    registry: FileRegistry, models: list[str], n_requests: int, now: float
+    registry: FileRegistry,
+    models: list[str],
+    n_requests: int,
+    now: float,
+    kafka: KafkaConfig | None = None,
 ) -> Callable[[Message, Any, Any], Awaitable[None]]:
-    """The ASGI app over the serving versions of ``models`` in ``registry``."""
+    """The ASGI app over the serving versions of ``models`` in ``registry`` (with
+    ``kafka``: producing a feature-log record and the reply per request)."""
     sessions, versions, featurisers = {}, {}, {}
     for model in models:
         mv = registry.serving_version(model)
@@ -60,6 +74,13 @@ def app_for(
         rows[req.request_id] = featurisers[model].transform_many(raw)
     decoder = msgspec.json.Decoder(PredictionRequest)
     encoder = msgspec.json.Encoder()
+    producer = None
+    if kafka is not None:
+        topics = Topics(kafka.topic_prefix)
+        feature_log, predictions = topics.feature_log, topics.predictions
+        producer = make_producer(kafka, **{"linger.ms": 20, "delivery.report.only.error": True})
+        # serving's feature-log record is ~385 bytes a candidate (20: 7.7 kB)
+        logged = {r: b"x" * (385 * len(idx)) for r, (idx, _) in rows.items()}
 
     async def app(scope: Message, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -86,6 +107,10 @@ def app_for(
             }
         )
         await send({"type": "http.response.body", "body": out})
+        if producer is not None:
+            producer.produce(feature_log, logged[req.request_id], req.user_id)
+            producer.produce(predictions, out, req.user_id)
+            producer.poll(0)
 
     return app
 
@@ -97,8 +122,15 @@ def main() -> None:
     ap.add_argument("--models", default="feed,ads")
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--now", type=float, required=True)
+    ap.add_argument("--bootstrap-servers", help="also produce two records a request there")
+    ap.add_argument("--topic-prefix", default="")
     args = ap.parse_args()
-    app = app_for(FileRegistry(args.registry), args.models.split(","), args.requests, args.now)
+    kafka = None
+    if args.bootstrap_servers:
+        kafka = KafkaConfig(args.bootstrap_servers, topic_prefix=args.topic_prefix)
+    app = app_for(
+        FileRegistry(args.registry), args.models.split(","), args.requests, args.now, kafka
+    )
     uvicorn.run(
         app,
         host="127.0.0.1",

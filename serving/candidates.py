@@ -23,7 +23,7 @@ featurised row by row.
 
 The feature log is encoded here once: each item's features are joined from the parts'
 JSON, and its items from those (:func:`logged_items`, ``msgspec.Raw``), so
-:class:`FeatureLog` encodes (on the sink's thread) to the same JSON as the contract's
+:class:`FeatureLog` encodes (when the sink produces it) to the same JSON as the contract's
 ``FeatureLogRecord``, which is what readers decode it with.
 """
 
@@ -98,7 +98,7 @@ class _Record(msgspec.Struct, frozen=True):
 
 class FeatureLog:
     """The feature-log record of one request: what was scored, encoded by
-    :meth:`encode` (on the sink's thread, not the request's) to the JSON of the
+    :meth:`encode` (by the sink, once, when it produces the record) to the JSON of the
     contract's ``FeatureLogRecord``; decode it as one to read it."""
 
     __slots__ = (

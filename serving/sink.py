@@ -1,11 +1,14 @@
 """Where served predictions go on Kafka: the feature log and the predictions topic.
 
-Producing never blocks a request, nor takes its thread's time: a served request's two
-records are handed to the sink's thread (a deque append), which encodes them and queues
-them in librdkafka in batches (``produce_batch``: one call per topic for what came in
-since the last), about every 2 ms while requests come, and serves the delivery
-callbacks; librdkafka sends them in batches of up to ``SINK_LINGER_MS`` (20 ms). The
-request topic's consumer flushes (:meth:`KafkaSink.flush`) before it commits.
+Producing never blocks a request: the request's thread encodes its feature-log record
+and queues both records in librdkafka (``produce``: a copy into its queue, about 10 µs
+of CPU with the encoding), which sends them in batches of up to ``SINK_LINGER_MS``
+(20 ms). A thread of the sink serves the delivery reports; it wakes when the broker
+answers a batch. (Handing the records to that thread instead, to encode and queue them
+there, cost more CPU than it moved: waking it and passing the GIL between two threads
+every few milliseconds cost ~60 µs a request at 1,000 requests/s, against ~25 µs for
+the encoding and both ``produce`` calls in the request's thread; docs/benchmarks.md.)
+The request topic's consumer flushes (:meth:`KafkaSink.flush`) before it commits.
 
 What a crash of serving can lose is bounded and counted: at most ``window`` feature-log
 records are *in flight* (answered, not yet acknowledged by the broker) at any time.
@@ -24,8 +27,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from confluent_kafka import Message
@@ -61,13 +62,8 @@ FEATURE_LOG_WINDOW: Final = 1000
 _DROP_LOG_EVERY_S: Final = 10.0
 #: How long librdkafka gathers the sink's records into a batch.
 SINK_LINGER_MS: Final = 20
-#: While requests come, the sink's thread hands them to librdkafka about this often.
-_BUSY_POLL_S: Final = 0.002
-#: ... and goes on polling that often for this long after the last one (waking it costs
-#: the request's thread a syscall).
-_BUSY_S: Final = 0.02
-#: Idle, it serves delivery callbacks at least this often.
-_IDLE_WAIT_S: Final = 0.05
+#: The delivery thread waits at most this long for a report before checking for stop.
+_POLL_S: Final = 0.1
 
 
 class KafkaSink:
@@ -92,11 +88,6 @@ class KafkaSink:
         self._predictions = topics.predictions
         self._model_updates = topics.model_updates
         FEATURE_LOG_IN_FLIGHT.set_function(lambda: self._in_flight)
-        # served requests not yet handed to librdkafka: (reply, record or None, key)
-        self._queue: deque[tuple[PredictionReply, FeatureLog | None, str]] = deque()
-        self._producing = threading.Lock()
-        self._idle = False  # the thread waits for work (set ``_wake`` to wake it)
-        self._wake = threading.Event()
         self._acknowledged = FEATURE_LOG_RECORDS.labels("acknowledged")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serving-producer", daemon=True)
@@ -108,56 +99,31 @@ class KafkaSink:
         return self._in_flight
 
     def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
-        """Hand both records to the sink's thread; never waits. The feature-log record is
+        """Queue both records in librdkafka; never waits. The feature-log record is
         dropped (and counted) when ``window`` are already in flight."""
+        key = record.user_id
         with self._lock:
             room = self._in_flight < self.window
             if room:
                 self._in_flight += 1
-        if not room:
-            self._dropped()
-        self._queue.append((reply, record if room else None, record.user_id))
-        if self._idle:
-            self._wake.set()
-
-    def flush(self, timeout_s: float = 10.0) -> None:
-        """Queue in librdkafka what was handed over, then wait until the broker has
-        acknowledged everything (``streamlearn.streams.kafka.clients.flush``: raises when
-        it has not within ``timeout_s``)."""
-        self._produce_queued()
-        flush(self.producer, timeout_s)
-
-    def _produce_queued(self) -> None:
-        """Encode what was handed over since the last call and queue it in librdkafka,
-        one batch per topic, in the order it came (one caller at a time)."""
-        with self._producing:
-            self._produce_taken()
-
-    def _produce_taken(self) -> None:
-        queue, taken = self._queue, []
-        while queue:
-            taken.append(queue.popleft())
-        logs = [
-            {"value": record.encode(), "key": key} for _, record, key in taken if record is not None
-        ]
-        replies = [{"value": encode(reply), "key": key} for reply, _, key in taken]
-        if logs:
-            self._batch(self._feature_log, logs, self._acked)
-            for failed in (m for m in logs if "_error" in m):
+        if room:
+            try:
+                self.producer.produce(
+                    self._feature_log, record.encode(), key, on_delivery=self._acked
+                )
+            except BufferError:
                 with self._lock:
                     self._in_flight -= 1
-                self._dropped()
-                log.error("cannot queue a feature-log record: %s", failed["_error"])
-        self._batch(self._predictions, replies, _delivered)
+                room = False
+        if not room:
+            self._dropped()
+        self._send(self._predictions, encode(reply), key)
 
-    def _batch(
-        self, topic: str, messages: list[dict[str, Any]], on_delivery: Callable[..., None]
-    ) -> None:
-        queued = self.producer.produce_batch(topic, messages, on_delivery=on_delivery)
-        if queued < len(messages) and topic != self._feature_log:
-            PUBLISH_DROPPED.labels(topic).inc(len(messages) - queued)
-            log.error("producer queue full: dropped %d record(s) for topic=%s",
-                      len(messages) - queued, topic)  # fmt: skip
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until the broker has acknowledged everything queued
+        (``streamlearn.streams.kafka.clients.flush``: raises when it has not within
+        ``timeout_s``)."""
+        flush(self.producer, timeout_s)
 
     def _acked(self, err: Any, msg: Message) -> None:
         with self._lock:
@@ -178,8 +144,8 @@ class KafkaSink:
             n, self._dropped_unlogged, self._drop_logged_at = self._dropped_unlogged, 0, now
         log.error(
             "dropped %d feature-log record(s): %d were in flight, not yet acknowledged by the "
-            "broker (slow or down); their requests were answered, their impressions will not "
-            "become training examples",
+            "broker (slow or down), or the producer's queue was full; their requests were "
+            "answered, their impressions will not become training examples",
             n,
             self.window,
         )
@@ -187,8 +153,7 @@ class KafkaSink:
     def log_error(self, error: PredictionError, key: str) -> None:
         """Queue the error reply to a request from the request topic on ``predictions``
         (header ``error.status``, so a reader tells it from a reply without decoding),
-        after the replies handed over before it."""
-        self._produce_queued()
+        after the replies queued before it."""
         status: list[tuple[str, str | bytes | None]] = [
             ("error.status", str(error.status).encode())
         ]
@@ -203,13 +168,10 @@ class KafkaSink:
         topic: str,
         value: bytes,
         key: str,
-        on_delivery: Callable[[Any, Message], None] | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> bool:
         try:
-            self.producer.produce(
-                topic, value, key, headers=headers, on_delivery=on_delivery or _delivered
-            )
+            self.producer.produce(topic, value, key, headers=headers, on_delivery=_delivered)
         except BufferError:
             PUBLISH_DROPPED.labels(topic).inc()
             log.error("producer queue full: dropped a record for topic=%s key=%s", topic, key)
@@ -217,24 +179,10 @@ class KafkaSink:
         return True
 
     def _run(self) -> None:
-        """Produce what is handed over (about every 2 ms while requests come) and
-        serve delivery callbacks; idle (nothing for ``_BUSY_S``), wait to be woken (or
-        50 ms: callbacks)."""
-        busy_until = 0.0
+        """Serve delivery reports: wakes when the broker answers a batch (at most
+        ``_POLL_S`` apart, to see ``close``)."""
         while not self._stop.is_set():
-            if self._queue:
-                self._produce_queued()
-                busy_until = time.monotonic() + _BUSY_S
-            if time.monotonic() < busy_until:
-                self.producer.poll(_BUSY_POLL_S)
-                continue
-            self._idle = True
-            if not self._queue:
-                self._wake.wait(_IDLE_WAIT_S)
-            self._idle = False
-            self._wake.clear()
-            self.producer.poll(0)
-        self._produce_queued()
+            self.producer.poll(_POLL_S)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the delivery thread, flush what is queued and close the producer.
@@ -244,7 +192,6 @@ class KafkaSink:
         collection, and an open producer keeps its broker connections.
         """
         self._stop.set()
-        self._wake.set()
         self._thread.join(timeout=5.0)
         try:
             flush(self.producer, timeout_s)
