@@ -1,13 +1,13 @@
 """Where served predictions go on Kafka: the feature log and the predictions topic.
 
 Producing never blocks a request: the request's thread encodes its feature-log record
-and queues both records in librdkafka (``produce``: a copy into its queue, about 10 µs
-of CPU with the encoding), which sends them in batches of up to ``SINK_LINGER_MS``
-(20 ms). A thread of the sink serves the delivery reports; it wakes when the broker
-answers a batch. (Handing the records to that thread instead, to encode and queue them
-there, cost more CPU than it moved: waking it and passing the GIL between two threads
-every few milliseconds cost ~60 µs a request at 1,000 requests/s, against ~25 µs for
-the encoding and both ``produce`` calls in the request's thread; docs/benchmarks.md.)
+and queues both records in librdkafka (``produce``: a copy into its queue; ~10 µs of CPU
+with the encoding back to back, ~30 µs with cold caches), which sends them in batches of
+up to ``SINK_LINGER_MS`` (20 ms). A thread of the sink serves the delivery reports; it
+wakes when the broker answers a batch. (Handing the records over to that thread instead,
+to encode and queue them there, cost more CPU than it moved: at 1,000 requests/s that
+thread spent ~55 µs a request more than it does now, the request's thread ~30 µs less;
+docs/benchmarks.md.)
 The request topic's consumer flushes (:meth:`KafkaSink.flush`) before it commits.
 
 What a crash of serving can lose is bounded and counted: at most ``window`` feature-log
