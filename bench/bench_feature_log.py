@@ -124,7 +124,7 @@ def _round(sink: Any, n: int, offset: int, rate: float) -> tuple[np.ndarray, flo
         took[i] = time.perf_counter() - t0
         if i % 100 == 0:
             peak = max(peak, getattr(sink, "in_flight", 0))
-    sink.flush(60)  # every record handed over and acknowledged
+    sink.flush(60)  # every record queued and acknowledged
     cpu = (time.process_time() - cpu0) / n
     return took, cpu, peak
 
