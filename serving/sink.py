@@ -101,16 +101,14 @@ class KafkaSink:
     def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
         """Queue both records in librdkafka; never waits. The feature-log record is
         dropped (and counted) when ``window`` are already in flight."""
-        key = record.user_id
+        key, value = record.user_id, record.encode()
         with self._lock:
             room = self._in_flight < self.window
             if room:
                 self._in_flight += 1
         if room:
             try:
-                self.producer.produce(
-                    self._feature_log, record.encode(), key, on_delivery=self._acked
-                )
+                self.producer.produce(self._feature_log, value, key, on_delivery=self._acked)
             except BufferError:
                 with self._lock:
                     self._in_flight -= 1

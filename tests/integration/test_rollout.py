@@ -299,6 +299,13 @@ def test_reject_promote_and_roll_back_while_the_loop_runs(
         assert fig["examples"] >= MIN_EXAMPLES
 
         # -- 3. the new items go on sale: the promoted lineage ranks them first ----------
+        # once serving answers with it (the decision is in the registry first; serving
+        # follows within its registry poll)
+        wait_for(
+            lambda: any(sh.version >= promoted["version"] for sh in list(users.shown)),
+            60,
+            "a request answered by the promoted lineage",
+        )
         users.new_on_sale.set()
         on_sale_at = time.time()
         wait_for(lambda: len(_decided(registry, 3)) == 3, 120, "a decision on the promotion")
