@@ -9,9 +9,9 @@ values), no feature log, no metrics, no limits, no version swaps. What serving c
 above it is the price of being a product.
 
 With ``--bootstrap-servers`` it also produces, per request, the two records serving
-produces (a feature-log record of the size serving's, encoded at start-up, and the reply)
-in its own thread, with reports of failures only: what Kafka alone costs a request, at the
-least.
+produces (a feature-log record of serving's size, made at start-up, and the reply), from
+the handler after it answers, with delivery reports for failures only (served by
+``poll(0)`` after each request): what Kafka alone costs a request, at the least.
 
 Run by the bench: ``python bench/thin_handler.py --port P --registry DIR --now T
 [--bootstrap-servers HOST:PORT --topic-prefix P]``.
