@@ -358,7 +358,6 @@ def test_reject_promote_and_roll_back_while_the_loop_runs(
     arm = {bad} | {v for v, r in rows_by_v.items() if r.get("origin") == "shadow"}
     answered = {sh.version for sh in users.shown}
     assert not answered & {bad}, answered
-    assert any(sh.version >= promoted["version"] for sh in users.shown if sh.at < on_sale_at)
     assert not arm & {sh.version for sh in users.shown if sh.at < rejected_at}
     # while the bad candidate was on trial, users engaged as much as before: within three
     # standard errors of the difference of two rates from a few hundred items each (~0.03
