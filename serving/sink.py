@@ -3,11 +3,11 @@
 Producing never blocks a request: the request's thread encodes its feature-log record
 and queues both records in librdkafka (``produce``: a copy into its queue; ~10 µs of CPU
 with the encoding back to back, ~30 µs with cold caches), which sends them in batches of
-up to ``SINK_LINGER_MS`` (20 ms). A thread of the sink serves the delivery reports; it
-wakes when the broker answers a batch. (Handing the records over to that thread instead,
-to encode and queue them there, cost more CPU than it moved: at 1,000 requests/s that
-thread spent ~55 µs a request more than it does now, the request's thread ~30 µs less;
-docs/benchmarks.md.)
+up to ``SINK_LINGER_MS`` (20 ms). The feature log has a producer of its own, so the
+records it has not acknowledged are its queue's length (``len(producer)``): a thread of
+the sink counts acknowledgements from that every ``_COUNT_S`` (50 ms) instead of taking
+a Python call per record (at 1,000 requests/s, a call per record, two a request, cost
+that thread ~15 µs a request; docs/benchmarks.md). Both producers report only failures.
 The request topic's consumer flushes (:meth:`KafkaSink.flush`) before it commits.
 
 What a crash of serving can lose is bounded and counted: at most ``window`` feature-log
@@ -62,8 +62,9 @@ FEATURE_LOG_WINDOW: Final = 1000
 _DROP_LOG_EVERY_S: Final = 10.0
 #: How long librdkafka gathers the sink's records into a batch.
 SINK_LINGER_MS: Final = 20
-#: The delivery thread waits at most this long for a report before checking for stop.
-_POLL_S: Final = 0.1
+#: How often the sink's thread counts acknowledged feature-log records (and serves the
+#: producers' failure reports).
+_COUNT_S: Final = 0.05
 
 
 class KafkaSink:
@@ -73,21 +74,26 @@ class KafkaSink:
     def __init__(self, kafka: KafkaConfig, topics: Topics, window: int = FEATURE_LOG_WINDOW):
         if window < 1:
             raise ValueError(f"expected a feature-log window >= 1, got {window}")
-        # a delivery report for every record: acknowledgements free the window; batches
-        # of 20 ms, not 5: ~25% less CPU per request (bench/bench_feature_log.py), and the
-        # feature log is read seconds later (the request topic's replies are flushed)
+        # batches of 20 ms, not 5: ~25% less CPU per request (bench/bench_feature_log.py),
+        # and the feature log is read seconds later (the request topic's replies are flushed)
         self.producer = make_producer(
-            kafka, **{"delivery.report.only.error": False, "linger.ms": SINK_LINGER_MS}
+            kafka, **{"linger.ms": SINK_LINGER_MS, "on_delivery": _delivered}
+        )
+        self._log_producer = make_producer(
+            kafka, **{"linger.ms": SINK_LINGER_MS, "on_delivery": self._failed}
         )
         self.window = window
-        self._in_flight = 0
         self._lock = threading.Lock()
+        # feature-log records: queued, counted as acknowledged, failed; in flight: the rest
+        self._produced = 0
+        self._acked = 0
+        self._failed_n = 0
         self._dropped_unlogged = 0
         self._drop_logged_at = 0.0
         self._feature_log = topics.feature_log
         self._predictions = topics.predictions
         self._model_updates = topics.model_updates
-        FEATURE_LOG_IN_FLIGHT.set_function(lambda: self._in_flight)
+        FEATURE_LOG_IN_FLIGHT.set_function(lambda: self.in_flight)
         self._acknowledged = FEATURE_LOG_RECORDS.labels("acknowledged")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serving-producer", daemon=True)
@@ -95,24 +101,22 @@ class KafkaSink:
 
     @property
     def in_flight(self) -> int:
-        """Feature-log records answered and not yet acknowledged."""
-        return self._in_flight
+        """Feature-log records answered and not yet counted as acknowledged (at most
+        ``_COUNT_S`` behind the broker)."""
+        return self._produced - self._acked - self._failed_n
 
     def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
         """Queue both records in librdkafka; never waits. The feature-log record is
         dropped (and counted) when ``window`` are already in flight."""
         key, value = record.user_id, record.encode()
         with self._lock:
-            room = self._in_flight < self.window
+            room = self.in_flight < self.window
             if room:
-                self._in_flight += 1
-        if room:
-            try:
-                self.producer.produce(self._feature_log, value, key, on_delivery=self._acked)
-            except BufferError:
-                with self._lock:
-                    self._in_flight -= 1
-                room = False
+                try:
+                    self._log_producer.produce(self._feature_log, value, key)
+                    self._produced += 1
+                except BufferError:
+                    room = False
         if not room:
             self._dropped()
         self._send(self._predictions, encode(reply), key)
@@ -121,16 +125,27 @@ class KafkaSink:
         """Wait until the broker has acknowledged everything queued
         (``streamlearn.streams.kafka.clients.flush``: raises when it has not within
         ``timeout_s``)."""
+        flush(self._log_producer, timeout_s)
         flush(self.producer, timeout_s)
 
-    def _acked(self, err: Any, msg: Message) -> None:
+    def _failed(self, err: Any, msg: Message) -> None:
+        """A feature-log record the broker refused (a report comes only for those)."""
         with self._lock:
-            self._in_flight -= 1
-        if err is None:
-            self._acknowledged.inc()
-        else:
-            FEATURE_LOG_RECORDS.labels("failed").inc()
-            _delivered(err, msg)
+            self._failed_n += 1
+        FEATURE_LOG_RECORDS.labels("failed").inc()
+        _delivered(err, msg)
+
+    def _count_acknowledged(self) -> None:
+        """Count as acknowledged the records that left the feature log's producer and
+        did not fail (its length: records queued or unacknowledged, and failure reports
+        not yet served)."""
+        with self._lock:
+            acked = self._produced - self._failed_n - len(self._log_producer)
+            new = acked - self._acked
+            if new <= 0:
+                return
+            self._acked = acked
+        self._acknowledged.inc(new)
 
     def _dropped(self) -> None:
         FEATURE_LOG_RECORDS.labels("dropped").inc()
@@ -169,7 +184,7 @@ class KafkaSink:
         headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> bool:
         try:
-            self.producer.produce(topic, value, key, headers=headers, on_delivery=_delivered)
+            self.producer.produce(topic, value, key, headers=headers)
         except BufferError:
             PUBLISH_DROPPED.labels(topic).inc()
             log.error("producer queue full: dropped a record for topic=%s key=%s", topic, key)
@@ -177,13 +192,14 @@ class KafkaSink:
         return True
 
     def _run(self) -> None:
-        """Serve delivery reports: wakes when the broker answers a batch (at most
-        ``_POLL_S`` apart, to see ``close``)."""
-        while not self._stop.is_set():
-            self.producer.poll(_POLL_S)
+        """Every ``_COUNT_S``: serve failure reports, count acknowledgements."""
+        while not self._stop.wait(_COUNT_S):
+            self._log_producer.poll(0)
+            self.producer.poll(0)
+            self._count_acknowledged()
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the delivery thread, flush what is queued and close the producer.
+        """Stop the sink's thread, flush what is queued and close the producers.
 
         Closing explicitly (not when the last reference goes) matters: the HTTP server's
         objects form reference cycles that keep the sink reachable until a garbage
@@ -191,13 +207,16 @@ class KafkaSink:
         """
         self._stop.set()
         self._thread.join(timeout=5.0)
-        try:
-            flush(self.producer, timeout_s)
-        except StreamsError as exc:
-            log.error("closing the serving producer: %s", exc)
-        close = getattr(self.producer, "close", None)  # older clients: freed by the GC
-        if close is not None:
-            close()
+        for producer in (self._log_producer, self.producer):
+            try:
+                flush(producer, timeout_s)
+            except StreamsError as exc:
+                log.error("closing the serving producers: %s", exc)
+        self._count_acknowledged()
+        for producer in (self._log_producer, self.producer):
+            close = getattr(producer, "close", None)  # older clients: freed by the GC
+            if close is not None:
+                close()
 
 
 def _delivered(err: Any, msg: Message) -> None:
