@@ -198,7 +198,7 @@ class FeatureReplica:
     def start(self) -> FeatureReplica:
         """Start following the features topic from its beginning (a group of its own)."""
         if self._follower is None:
-            consumer = reader(KafkaCluster(self._kafka), self.topic)
+            consumer = reader(KafkaCluster(self._kafka), self.topic, **self._kafka.quiet_fetch())
             self._follower = Follower(
                 consumer, self._apply_batch, "feature-replica", batch_size=_BATCH, poll_s=_POLL_S
             ).start()

@@ -99,7 +99,7 @@ class RequestConsumer:
     def start(self) -> RequestConsumer:
         """Join group ``serving`` and answer requests in a thread."""
         if self._follower is None:
-            consumer = make_consumer(self._kafka, GROUP_ID)
+            consumer = make_consumer(self._kafka, GROUP_ID, **self._kafka.quiet_fetch())
             consumer.subscribe([self.topic])
             self._follower = Follower(
                 consumer, self._answer, "prediction-requests", batch_size=_BATCH, poll_s=_POLL_S

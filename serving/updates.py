@@ -108,7 +108,7 @@ class ModelUpdater:
             if self._kafka is not None:
                 topic = Topics(self._kafka.topic_prefix).model_updates
                 self._follower = Follower(
-                    reader(KafkaCluster(self._kafka), topic),
+                    reader(KafkaCluster(self._kafka), topic, **self._kafka.quiet_fetch()),
                     self._on_updates,
                     "model-updates",
                     batch_size=_BATCH,

@@ -60,6 +60,20 @@ class KafkaConfig:
         conf.update(extra)
         return conf
 
+    def quiet_fetch(self) -> dict[str, Any]:
+        """Extra consumer settings for a topic that is quiet most of the time (serving's
+        followers: features, model updates, requests).
+
+        The broker holds an empty fetch up to ``fetch.wait.max.ms`` and answers as soon as
+        a record arrives (0.6–0.8 ms p50 on the embedded broker with 100 or 500 ms), so a
+        longer wait costs no latency, and an idle consumer wakes 10 times a second instead
+        of 100 (~4 ms of CPU a second each, at 10 ms). A ``fetch.wait.max.ms`` in
+        ``client_overrides`` wins.
+        """
+        if "fetch.wait.max.ms" in self.client_overrides:
+            return {}
+        return {"fetch.wait.max.ms": 100}
+
     def consumer_conf(self, group_id: str, **extra: Any) -> dict[str, Any]:
         """Settings for a consumer in ``group_id`` with manual commits."""
         conf: dict[str, Any] = {
