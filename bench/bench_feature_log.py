@@ -1,12 +1,12 @@
 """What bounding the feature log costs a request: ``KafkaSink.log_prediction`` (a window of
-records in flight, a delivery report per record, both records encoded and
+records in flight, counted from the feature log's own producer, both records encoded and
 queued in librdkafka in the caller's thread) against the same two records produced
 the way serving did before (fire and forget: ``produce`` with error-only reports).
 
 Both arms produce the same feature-log record (20 scored items with the feed model's raw
 features, ~4 KB) and reply to an embedded broker at ``--rate`` requests per second (2,000:
 more than one serving process answers on 2 cores), in interleaved rounds, from one thread,
-with a thread serving delivery callbacks (as serving does). Reported per arm: the time a
+with a thread serving the producers (as serving does). Reported per arm: the time a
 request spends in the call (p50, p99) and the process CPU per request until every record
 is acknowledged (callbacks and sleeps included, so it is the CPU the process spent on
 these requests), with the ratios against the baseline of the same run, and the most
