@@ -23,7 +23,7 @@ server and round (servers interleaved, so noise on a shared machine falls on bot
 
 Also, in this process: raw ``InferenceSession.run`` against ``PredictionService.predict``
 (feature replica reads, featurisation, both runs' bookkeeping) on the same 20-candidate
-requests. ``--profile S`` samples ``streamlearn serve`` with py-spy (``pip install
+requests, each request's raw run timed just before its prediction. ``--profile S`` samples ``streamlearn serve`` with py-spy (``pip install
 py-spy``; ``--gil``: the thread holding the GIL) for S seconds at ``--profile-rate`` and
 prints the top frames.
 
@@ -208,13 +208,13 @@ def _floor(registry: FileRegistry, kafka: KafkaConfig, state: Path) -> list[floa
         for cold in (False, True):
             raw, svc = [], []
             for _ in range(1 if cold else 3):
-                for sess, idx, val in featurised:
+                # each request's raw run beside its predict: both see the machine as it is
+                for (sess, idx, val), (model, r) in zip(featurised, reqs, strict=True):
                     if cold:
                         junk += 1
                     t0 = time.perf_counter()
                     sess._ort.run(["prob"], {"idx": idx, "val": val})
                     raw.append(time.perf_counter() - t0)
-                for model, r in reqs:
                     if cold:
                         junk += 1
                     t0 = time.perf_counter()
