@@ -119,7 +119,16 @@ def test_up_runs_the_loop_survives_a_killed_trainer_and_loses_nothing(
     topics = Topics(prefix)
     registry = FileRegistry(data / "registry")
     try:
-        wait_for(lambda: len(registry.versions("feed")) >= 2, 60, "a trained model version")
+        try:
+            wait_for(lambda: len(registry.versions("feed")) >= 2, 60, "a trained model version")
+        except AssertionError as exc:
+            up.terminate()  # up stops its processes, then exits
+            try:
+                out = up.communicate(timeout=60)[0]
+            except subprocess.TimeoutExpired:
+                up.kill()
+                out = up.communicate()[0]
+            raise AssertionError(f"{exc}; up's output:\n{out.decode()[-6000:]}") from None
         n_ext = 40
         n_bad = asyncio.run(
             _publish_with_aiokafka(broker.bootstrap_servers, topics.activity, n_ext)
