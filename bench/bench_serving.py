@@ -23,9 +23,9 @@ server and round (servers interleaved, so noise on a shared machine falls on bot
 
 Also, in this process: raw ``InferenceSession.run`` against ``PredictionService.predict``
 (feature replica reads, featurisation, both runs' bookkeeping) on the same 20-candidate
-requests, each request's raw run timed just before its prediction. ``--profile S`` samples ``streamlearn serve`` with py-spy (``pip install
-py-spy``; ``--gil``: the thread holding the GIL) for S seconds at ``--profile-rate`` and
-prints the top frames.
+requests, each request's raw run timed just before its prediction. ``--profile S``
+samples ``streamlearn serve`` with py-spy (``pip install py-spy``; ``--gil``: the thread
+holding the GIL) for S seconds at ``--profile-rate`` and prints the top frames.
 
 Usage: ``python bench/bench_serving.py [--rate 1000] [--seconds 10] [--sat-seconds 5]
 [--rounds 2] [--profile 10]``
