@@ -87,7 +87,10 @@ class KafkaSink:
         # feature-log records: queued, counted as acknowledged, failed; in flight: the rest
         self._produced = 0
         self._acked = 0
-        self._failed_n = 0
+        self._refused = 0
+        # threads flushing now: their flush serves failure reports, which leave the
+        # producer's queue before their callback counts them, so no count meanwhile
+        self._flushing = 0
         self._dropped_unlogged = 0
         self._drop_logged_at = 0.0
         self._feature_log = topics.feature_log
@@ -103,7 +106,7 @@ class KafkaSink:
     def in_flight(self) -> int:
         """Feature-log records answered and not yet counted as acknowledged (at most
         ``_COUNT_S`` behind the broker)."""
-        return self._produced - self._acked - self._failed_n
+        return self._produced - self._acked - self._refused
 
     def log_prediction(self, reply: PredictionReply, record: FeatureLog) -> None:
         """Queue both records in librdkafka; never waits. The feature-log record is
@@ -125,22 +128,30 @@ class KafkaSink:
         """Wait until the broker has acknowledged everything queued
         (``streamlearn.streams.kafka.clients.flush``: raises when it has not within
         ``timeout_s``)."""
-        flush(self._log_producer, timeout_s)
-        flush(self.producer, timeout_s)
+        with self._lock:
+            self._flushing += 1
+        try:
+            flush(self._log_producer, timeout_s)
+            flush(self.producer, timeout_s)
+        finally:
+            with self._lock:
+                self._flushing -= 1
 
     def _failed(self, err: Any, msg: Message) -> None:
         """A feature-log record the broker refused (a report comes only for those)."""
         with self._lock:
-            self._failed_n += 1
+            self._refused += 1
         FEATURE_LOG_RECORDS.labels("failed").inc()
         _delivered(err, msg)
 
     def _count_acknowledged(self) -> None:
         """Count as acknowledged the records that left the feature log's producer and
         did not fail (its length: records queued or unacknowledged, and failure reports
-        not yet served)."""
+        not yet served); skipped while another thread flushes."""
         with self._lock:
-            acked = self._produced - self._failed_n - len(self._log_producer)
+            if self._flushing:
+                return
+            acked = self._produced - self._refused - len(self._log_producer)
             new = acked - self._acked
             if new <= 0:
                 return
