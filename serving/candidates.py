@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from operator import attrgetter, is_
 from typing import Any, Final, Protocol
 
@@ -155,8 +154,7 @@ class FeatureLog:
         )
 
 
-@dataclass(frozen=True)
-class Candidates:
+class Candidates(msgspec.Struct, frozen=True):
     """One request's candidates featurised: the arrays, and what to log per candidate.
 
     Candidate ``k``'s row as JSON is ``head + items[k] + tail + tails[k] + b"}"``
