@@ -35,7 +35,7 @@ from streamlearn.serving.feature_api import StoredFeatures, feature_routes
 from streamlearn.serving.metrics import HTTP_REQUESTS
 from streamlearn.serving.oip import oip_routes, server_version
 from streamlearn.serving.openapi import openapi_document
-from streamlearn.serving.routing import Request, Response, Router
+from streamlearn.serving.routing import JSON, Request, Response, Route, Router
 from streamlearn.serving.schema import ErrorReply
 from streamlearn.serving.service import PredictionService
 from streamlearn.serving.sink import Sink
@@ -64,17 +64,37 @@ def error_response(exc: StreamlearnError, close: bool = False) -> Response:
 
 
 def raw_response(response: Response) -> bytes:
-    """``response`` as HTTP/1.1 bytes, for answers written before any handler runs."""
+    """``response`` as HTTP/1.1 bytes, for answers written to the transport directly
+    (before any handler runs, or by the server's direct path); counted like every other."""
     head = [
-        f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
-        f"content-type: {response.content_type}",
-        f"content-length: {len(response.body)}",
-        *(f"{k}: {v}" for k, v in response.headers),
+        _STATUS_LINES.get(response.status) or _status_line(response.status),
+        b"content-length: %d\r\n" % len(response.body),
     ]
+    if response.body or response.content_type != JSON:
+        head.append(b"content-type: " + response.content_type.encode("latin-1") + b"\r\n")
+    for k, v in response.headers:
+        head.append(f"{k}: {v}\r\n".encode("latin-1"))
     if response.close:
-        head.append("connection: close")
-    HTTP_REQUESTS.labels(str(response.status)).inc()
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body
+        head.append(b"connection: close\r\n")
+    head += (b"\r\n", response.body)
+    _count(response.status)
+    return b"".join(head)
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+    return line
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+_COUNTERS: dict[int, Any] = {}
+
+
+def _count(status: int) -> None:
+    counter = _COUNTERS.get(status)
+    if counter is None:
+        counter = _COUNTERS[status] = HTTP_REQUESTS.labels(str(status))
+    counter.inc()
 
 
 class ServingAPI:
@@ -83,7 +103,6 @@ class ServingAPI:
     def __init__(self, router: Router, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.router = router
         self.max_body_bytes = max_body_bytes
-        self._counters: dict[int, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -102,17 +121,23 @@ class ServingAPI:
             if route.is_async:
                 response = await cast(Awaitable[Response], route.handler(request))
             else:
-                response = cast(Response, route.handler(request))
+                response = self.answer(route, request)
         except StreamlearnError as exc:
-            response = error_response(exc)
-            if exc.status >= 500:  # the server's side failed: say so in its log
-                log.warning("%s %s answered %d: %s", method, path, exc.status, exc)
+            response = _failed(method, path, exc)
         except _Disconnected:
             return
         except Exception as exc:
-            log.exception("%s %s failed", method, path)
-            response = error_response(ServingError(f"internal error: {type(exc).__name__}: {exc}"))
+            response = _crashed(method, path, exc)
         await self.respond(send, response)
+
+    def answer(self, route: Route, request: Request) -> Response:
+        """The response of a plain (not coroutine) route to ``request``, errors included."""
+        try:
+            return cast(Response, route.handler(request))
+        except StreamlearnError as exc:
+            return _failed(request.method, request.path, exc)
+        except Exception as exc:
+            return _crashed(request.method, request.path, exc)
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
@@ -145,10 +170,7 @@ class ServingAPI:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
-        counter = self._counters.get(response.status)
-        if counter is None:
-            counter = self._counters[response.status] = HTTP_REQUESTS.labels(str(response.status))
-        counter.inc()
+        _count(response.status)
 
     def refuse(self, exc: ServingError) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         """An ASGI app answering every request with ``exc`` (e.g. over the connection cap)."""
@@ -158,6 +180,17 @@ class ServingAPI:
             await self.respond(send, response)
 
         return app
+
+
+def _failed(method: str, path: str, exc: StreamlearnError) -> Response:
+    if exc.status >= 500:  # the server's side failed: say so in its log
+        log.warning("%s %s answered %d: %s", method, path, exc.status, exc)
+    return error_response(exc)
+
+
+def _crashed(method: str, path: str, exc: Exception) -> Response:
+    log.exception("%s %s failed", method, path)
+    return error_response(ServingError(f"internal error: {type(exc).__name__}: {exc}"))
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

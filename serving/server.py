@@ -16,7 +16,15 @@ server needs here; uvicorn itself drains in-flight requests on shutdown.
 * bytes the HTTP parser rejects get a JSON 400, like every other error, and a close;
 * a response is **one write**: uvicorn writes the status line and headers, then the
   body, each a syscall (~20 µs on loopback here); its headers are held until its body
-  comes (:class:`_OneWrite`).
+  comes (:class:`_OneWrite`);
+* a **direct path**: a request for a plain (not coroutine) handler, such as a
+  prediction, on an HTTP/1.1 connection kept alive with nothing else in flight, is
+  answered from the parser's callbacks: the handler runs when the request's last byte is
+  parsed and its response is written at once, without the ASGI task, event and messages
+  uvicorn makes per request (~20 µs of CPU a request here, ``docs/benchmarks.md``).
+  Everything else (coroutine handlers, ``Expect: 100-continue``, HTTP/1.0,
+  ``Connection: close``, chunked or missing bodies, pipelined requests behind one in
+  flight, refusals) takes uvicorn's path, through :class:`ServingAPI` as an ASGI app.
 
 The event loop's lag — how late a timer due every 25 ms runs — is observed in
 ``streamlearn_event_loop_lag_seconds``: anything that keeps the loop from serving
@@ -38,12 +46,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
+import msgspec
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from streamlearn.models.errors import StreamlearnError
 from streamlearn.serving.errors import BadRequest, HeadersTooLarge, Overloaded, RequestTimeout
 from streamlearn.serving.http import MAX_BODY_BYTES, ServingAPI, error_response, raw_response
 from streamlearn.serving.metrics import EVENT_LOOP_LAG, HTTP_CONNECTIONS
+from streamlearn.serving.routing import Request, Route
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +145,10 @@ class _Protocol(HttpToolsProtocol):
         self._on_due: Callable[[], None] | None = None
         self._head_bytes = 0
         self._in_head = False
+        # A request on the direct path: its route and parts, and its body so far.
+        self._direct: tuple[Route, Request] | None = None
+        self._direct_body: list[bytes] = []
+        self._last = False  # the server is stopping: close after this request's answer
 
     # -- deadlines ---------------------------------------------------------------------
     # One timer per connection, moved only when a deadline comes before it: a request
@@ -237,13 +253,83 @@ class _Protocol(HttpToolsProtocol):
             self.app = self._overloaded
         else:
             self.app = self._served
+            self._direct = self._direct_request()
+            if self._direct is not None:
+                return
         super().on_headers_complete()
         if self.cycle is not None:
             self.cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
 
+    def on_body(self, body: bytes) -> None:
+        if self._direct is not None:
+            self._direct_body.append(body)
+        else:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
         self._disarm()
+        if self._direct is None:
+            super().on_message_complete()
+            return
+        route, request = self._direct
+        self._direct = None
+        if self._direct_body:
+            body = b"".join(self._direct_body)
+            self._direct_body.clear()
+            request = msgspec.structs.replace(request, body=body)
+        response = self._api.answer(route, request)
+        if self._last:
+            response = msgspec.structs.replace(response, close=True)
+        self.transport.write(raw_response(response))
+        self.server_state.total_requests += 1
+        if response.close:
+            self.transport.close()
+        elif not self.transport.is_closing():
+            self._arm(self._limits.keep_alive_s, self._idle_expired)
+
+    def shutdown(self) -> None:
+        """Stop serving this connection: at once when idle; after the request coming in
+        or in flight otherwise (its answer says ``connection: close``)."""
+        if self._direct is None:
+            super().shutdown()
+        else:
+            self._last = True
+
+    def _direct_request(self) -> tuple[Route, Request] | None:
+        """The route and request (its body to come) when this request takes the direct
+        path (module doc), else ``None``."""
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            return None
+        parser = self.parser
+        if (
+            self.expect_100_continue
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+        ):
+            return None
+        url = httptools.parse_url(self.url)
+        if b"%" in url.path:
+            return None
+        method, path = parser.get_method().decode("ascii"), url.path.decode("ascii")
+        try:
+            route, params = self._api.router.match(method, path)
+        except StreamlearnError:  # 404, 405: uvicorn's path answers them
+            return None
+        headers = dict(self.headers)
+        if route.is_async:
+            return None
+        if route.request is not None:
+            length = headers.get(b"content-length")
+            if (
+                b"transfer-encoding" in headers
+                or length is None
+                or not length.isdigit()
+                or int(length) > self._api.max_body_bytes
+            ):
+                return None  # 411, 413: uvicorn's path answers them
+        query = (url.query or b"").decode("latin-1")
+        return route, Request(method, path, params, headers, b"", query)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

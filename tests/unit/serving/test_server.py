@@ -267,6 +267,27 @@ def test_stop_drains_the_requests_in_flight(tmp_path: Path) -> None:
         _connect(port)  # no longer accepting
 
 
+def test_stop_answers_a_request_still_coming_in_on_the_direct_path(tmp_path: Path) -> None:
+    router = Router()
+
+    @router.route("POST", "/echo", summary="", tag="test", request=bytes, responses={200: None})
+    def echo(req: Request) -> Response:
+        return Response(200, req.body)
+
+    server = HttpServer(ServingAPI(router), "127.0.0.1", 0, LIMITS).start()
+    sock = _connect(server.port)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n{}")
+    time.sleep(0.1)
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    time.sleep(0.2)
+    sock.sendall(b"[]")
+    raw = _read_all(sock)
+    stopper.join(10)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"{}[]")
+    assert b"connection: close" in raw.lower()
+
+
 def test_binding_a_port_in_use_fails_at_once() -> None:
     taken = bind("127.0.0.1", 0)
     try:
@@ -346,3 +367,96 @@ def test_a_client_expecting_100_continue_gets_it_then_its_answer(server: HttpSer
     status, _ = _one_response(sock)
     assert status == 200
     sock.close()
+
+
+def _responses(sock: socket.socket, n: int) -> list[bytes]:
+    """The next ``n`` whole responses on ``sock`` (each by its Content-Length)."""
+    sock.settimeout(5)
+    buf, out = b"", []
+    while len(out) < n:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buf[:head_end].lower()
+            length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+            end = head_end + 4 + length
+            if len(buf) >= end:
+                out.append(buf[:end])
+                buf = buf[end:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed before answering"
+        buf += chunk
+    return out
+
+
+def _predict_with(request_id: str, model: str = "feed", body: bytes | None = None) -> bytes:
+    body = body or PREDICT.replace(b'"r"', json.dumps(request_id).encode(), 1)
+    head = f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: x\r\n"
+    return head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_the_direct_path_answers_byte_for_byte_as_the_asgi_path(
+    server: HttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain handlers on a kept-alive connection are answered without the ASGI app, with
+    the same bytes it writes: successes, the handler's errors and the router's."""
+    from streamlearn.serving.server import _Protocol
+
+    requests = [
+        _predict_with("a"),
+        _predict_with("b", body=b"{not json"),
+        _predict_with("c", model="nope"),
+        b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        _predict_with("d"),
+    ]
+    through_asgi: list[str] = []
+    asgi = ServingAPI._http
+
+    async def spy(self: ServingAPI, scope: dict, receive: object, send: object) -> None:
+        through_asgi.append(scope["path"])
+        await asgi(self, scope, receive, send)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ServingAPI, "_http", spy)
+
+    def answers() -> list[bytes]:
+        sock = _connect(server.port)
+        got = []
+        for raw in requests:
+            sock.sendall(raw)
+            got += _responses(sock, 1)
+        sock.close()
+        return got
+
+    direct = answers()
+    assert through_asgi == ["/nothing"]  # the router's own 404: uvicorn's path
+    monkeypatch.setattr(_Protocol, "_direct_request", lambda self: None)
+    assert answers() == direct
+    assert len(through_asgi) == 1 + len(requests)
+    assert [int(r.split(b" ", 2)[1]) for r in direct] == [200, 400, 404, 404, 200, 200]
+
+
+def test_pipelined_requests_are_answered_in_order_behind_one_in_flight(
+    server: HttpServer,
+) -> None:
+    """A coroutine handler's request (the models listing, read in a thread) and two
+    predictions behind it in one write: the predictions wait their turn."""
+    sock = _connect(server.port)
+    listing = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock.sendall(listing + _predict_with("p1") + _predict_with("p2") + listing)
+    got = [r.partition(b"\r\n\r\n")[2] for r in _responses(sock, 4)]
+    assert b'"models"' in got[0] and b'"models"' in got[3]
+    assert [json.loads(b)["request_id"] for b in got[1:3]] == ["p1", "p2"]
+    sock.sendall(_predict_with("p3"))  # the connection goes on, on the direct path
+    assert json.loads(_responses(sock, 1)[0].partition(b"\r\n\r\n")[2])["request_id"] == "p3"
+
+
+def test_a_body_in_pieces_is_answered_once_whole(server: HttpServer) -> None:
+    sock = _connect(server.port)
+    raw = _predict_with("slowly")
+    head_end = raw.index(b"\r\n\r\n") + 4
+    for piece in (raw[:head_end], raw[head_end : head_end + 10], raw[head_end + 10 :]):
+        sock.sendall(piece)
+        time.sleep(0.05)
+    (answer,) = _responses(sock, 1)
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["request_id"] == "slowly"
