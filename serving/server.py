@@ -273,10 +273,11 @@ class _Protocol(HttpToolsProtocol):
             return
         route, request = self._direct
         self._direct = None
-        if self._direct_body:
+        if self._direct_body:  # read only by a route that takes a body, as uvicorn's path does
             body = b"".join(self._direct_body)
             self._direct_body.clear()
-            request = msgspec.structs.replace(request, body=body)
+            if route.request is not None:
+                request = msgspec.structs.replace(request, body=body)
         response = self._api.answer(route, request)
         if self._last:
             response = msgspec.structs.replace(response, close=True)
