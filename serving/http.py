@@ -21,7 +21,7 @@ and time-outs, is :mod:`streamlearn.serving.server`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Any, Final, cast
 
@@ -139,7 +139,9 @@ class ServingAPI:
         except Exception as exc:
             return _crashed(request.method, request.path, exc)
 
-    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+    def body_length(self, headers: Mapping[bytes, bytes]) -> int:
+        """The length of the body ``headers`` announce; raises :class:`LengthRequired`
+        (chunked, or no ``Content-Length``) or :class:`PayloadTooLarge`."""
         if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
             raise LengthRequired("expected a Content-Length body, got chunked encoding")
         length = headers.get(b"content-length")
@@ -151,6 +153,10 @@ class ServingAPI:
             raise PayloadTooLarge(
                 f"expected a body of at most {self.max_body_bytes} bytes, got {n}"
             )
+        return n
+
+    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        self.body_length(headers)
         chunks: list[bytes] = []
         while True:
             message = await receive()

@@ -140,7 +140,6 @@ class _Protocol(HttpToolsProtocol):
             )
         )
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0  # when the timer fires
         self._due = 0.0  # the deadline, and what then happens (None: nothing)
         self._on_due: Callable[[], None] | None = None
         self._head_bytes = 0
@@ -159,10 +158,10 @@ class _Protocol(HttpToolsProtocol):
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
         due = self.loop.time() + delay
         self._due, self._on_due = due, callback
-        if self._timer is None or self._timer_at > due:
+        if self._timer is None or self._timer.when() > due:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer, self._timer_at = self.loop.call_at(due, self._check_due), due
+            self._timer = self.loop.call_at(due, self._check_due)
 
     def _disarm(self) -> None:
         self._on_due = None
@@ -173,7 +172,7 @@ class _Protocol(HttpToolsProtocol):
         if callback is None:
             return
         if self.loop.time() < self._due:
-            self._timer, self._timer_at = self.loop.call_at(self._due, self._check_due), self._due
+            self._timer = self.loop.call_at(self._due, self._check_due)
             return
         self._on_due = None
         callback()
@@ -313,22 +312,15 @@ class _Protocol(HttpToolsProtocol):
         if b"%" in url.path:
             return None
         method, path = parser.get_method().decode("ascii"), url.path.decode("ascii")
+        headers = dict(self.headers)
         try:
             route, params = self._api.router.match(method, path)
-        except StreamlearnError:  # 404, 405: uvicorn's path answers them
+            if route.request is not None:
+                self._api.body_length(headers)
+        except StreamlearnError:  # 404, 405, 411, 413: uvicorn's path answers them
             return None
-        headers = dict(self.headers)
         if route.is_async:
             return None
-        if route.request is not None:
-            length = headers.get(b"content-length")
-            if (
-                b"transfer-encoding" in headers
-                or length is None
-                or not length.isdigit()
-                or int(length) > self._api.max_body_bytes
-            ):
-                return None  # 411, 413: uvicorn's path answers them
         query = (url.query or b"").decode("latin-1")
         return route, Request(method, path, params, headers, b"", query)
 

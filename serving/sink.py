@@ -119,7 +119,6 @@ class KafkaSink:
         key, value = record.user_id, record.encode()
         with self._lock:
             if self.in_flight >= self.window:  # by a count up to _COUNT_S old: count now
-                self._log_producer.poll(0)
                 self._count_acknowledged()
             room = self.in_flight < self.window
             if room:
@@ -154,13 +153,13 @@ class KafkaSink:
 
     def _count_acknowledged(self) -> None:
         """Count as acknowledged the records that left the feature log's producer and
-        did not fail (its length: records queued or unacknowledged, and failure reports
-        not yet served); skipped while another thread flushes. The sink's thread, and a
-        request that finds the window full, serve the producer's failure reports and
-        count under one hold of the lock."""
+        did not fail (its length: records queued or unacknowledged), its failure reports
+        served first under the same hold of the lock; skipped while another thread
+        flushes (that flush serves the reports)."""
         with self._lock:
             if self._flushing:
                 return
+            self._log_producer.poll(0)
             acked = self._produced - self._refused - len(self._log_producer)
             new = acked - self._acked
             if new <= 0:
@@ -216,9 +215,7 @@ class KafkaSink:
         """Every ``_COUNT_S``: serve failure reports, count acknowledgements."""
         while not self._stop.wait(_COUNT_S):
             self.producer.poll(0)
-            with self._lock:
-                self._log_producer.poll(0)
-                self._count_acknowledged()
+            self._count_acknowledged()
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the sink's thread, flush what is queued and close the producers.

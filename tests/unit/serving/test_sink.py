@@ -95,8 +95,10 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[KafkaSink, _Producer
     got.close(timeout_s=1.0)
 
 
-def _log(sink: KafkaSink, n: int) -> None:
-    sink.log_prediction(PredictionReply(f"r{n}", "feed", 1, [0.5]), _Record(n))  # type: ignore[arg-type]
+def _log(sink: KafkaSink, *ns: int) -> None:
+    for n in ns:
+        reply = PredictionReply(f"r{n}", "feed", 1, [0.5])
+        sink.log_prediction(reply, _Record(n))  # type: ignore[arg-type]
 
 
 def test_a_full_window_is_counted_again_before_a_record_is_dropped(
@@ -104,16 +106,13 @@ def test_a_full_window_is_counted_again_before_a_record_is_dropped(
 ) -> None:
     s, producer = sink
     dropped, acknowledged = _outcome("dropped"), _outcome("acknowledged")
-    for n in range(3):
-        _log(s, n)
+    _log(s, 0, 1, 2)
     assert s.in_flight == 3
     producer.acknowledge(3)  # the broker acknowledged them since the last count
     _log(s, 3)
     assert producer.produced == ["u0", "u1", "u2", "u3"] and s.in_flight == 1
     assert _outcome("dropped") == dropped and _outcome("acknowledged") == acknowledged + 3
-    _log(s, 4)
-    _log(s, 5)
-    _log(s, 6)  # three truly unacknowledged: this one is dropped
+    _log(s, 4, 5, 6)  # three truly unacknowledged: the last is dropped
     assert producer.produced[-1] == "u5" and s.in_flight == 3
     assert _outcome("dropped") == dropped + 1
 
@@ -123,8 +122,7 @@ def test_a_refused_record_is_not_counted_as_acknowledged(
 ) -> None:
     s, producer = sink
     failed, acknowledged = _outcome("failed"), _outcome("acknowledged")
-    for n in range(3):
-        _log(s, n)
+    _log(s, 0, 1, 2)
     producer.refuse(1)
     producer.acknowledge(2)
     _log(s, 3)  # the window looks full: the refusal's report is served, then counted
