@@ -18,7 +18,9 @@ requests of 20 candidates, feed and ads in turn, over 64 keep-alive connections;
 server and round (servers interleaved, so noise on a shared machine falls on both):
 
 * **paced** at ``--rate`` requests/s: p50, p99, and the server's CPU per request
-  (``/proc/<pid>/stat``: every thread of the server process, over every request sent);
+  (``/proc/<pid>/task/*/stat``: every thread of the server process, over every request
+  sent), with the share of its busiest thread (the one answering requests) and of
+  librdkafka's threads;
 * **saturation**: every connection back to back; replies/s.
 
 Also, in this process: raw ``InferenceSession.run`` against ``PredictionService.predict``
@@ -77,10 +79,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of every thread of ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+def _cpu_s(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of each thread of ``pid``, by ``name/thread id``
+    (librdkafka's threads are named ``rdk:...``; Python's keep the process's name)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[f"{name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+@dataclass
+class Cpu:
+    """A server's CPU µs per request over a phase: all of it, its busiest thread's (the
+    one answering requests), and its librdkafka threads' (the Kafka clients' own work)."""
+
+    total: float
+    busiest: float
+    kafka: float
+
+
+def _cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> Cpu:
+    used = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    us = 1e6 / max(requests, 1)
+    return Cpu(
+        sum(used.values()) * us,
+        max(used.values(), default=0.0) * us,
+        sum(v for k, v in used.items() if k.startswith("rdk:")) * us,
+    )
 
 
 def _get(url: str) -> bytes:
@@ -105,7 +135,7 @@ class Server:
     name: str
     port: int
     proc: subprocess.Popen[bytes]
-    paced: list[tuple[list[float], float, float, int]] = field(default_factory=list)
+    paced: list[tuple[list[float], float, Cpu, int]] = field(default_factory=list)
     saturated: list[float] = field(default_factory=list)
 
     def wait_ready(self, timeout_s: float = 120.0, entities: int = 0) -> None:
@@ -156,15 +186,15 @@ def lag_quantile(before: dict[str, float], after: dict[str, float], q: float) ->
 
 
 def _phase(server: Server, requests: list[bytes], conns: int, rate: float, seconds: float):
-    """Latencies, measured seconds, server CPU µs per request, non-200s, loop lag p99."""
+    """Latencies, measured seconds, server CPU per request, non-200s, loop lag p99."""
     metrics = server.name == "serve"
     before = metric_samples(server.port) if metrics else {}
     load = Load(server.port, requests, conns, rate, seconds).start()
     cpu0 = _cpu_s(server.proc.pid)
     lat, elapsed, errors, total = load.result()
-    cpu_us = (_cpu_s(server.proc.pid) - cpu0) / max(total, 1) * 1e6
+    cpu = _cpu_per_request(cpu0, _cpu_s(server.proc.pid), total)
     lag = lag_quantile(before, metric_samples(server.port), 0.99) if metrics else float("nan")
-    return lat, elapsed, cpu_us, errors, lag
+    return lat, elapsed, cpu, errors, lag
 
 
 def features_topic(kafka: KafkaConfig, now: float) -> None:
@@ -396,10 +426,10 @@ def main() -> None:
                 s.wait_ready(entities=N_USERS + N_ITEMS)
             for rnd in range(args.rounds):
                 for s in servers:
-                    lat, elapsed, cpu_us, errors, lag = _phase(
+                    lat, elapsed, cpu, errors, lag = _phase(
                         s, requests, args.connections, args.rate, args.seconds
                     )
-                    s.paced.append((lat, elapsed, cpu_us, errors))
+                    s.paced.append((lat, elapsed, cpu, errors))
                     sat, sat_elapsed, _, sat_errors, _ = _phase(
                         s, requests, args.connections, 0, args.sat_seconds
                     )
@@ -407,7 +437,7 @@ def main() -> None:
                     a = np.asarray(lat) * 1e3
                     print(
                         f"round {rnd + 1} {s.name:10s} p50 {np.percentile(a, 50):.2f} ms "
-                        f"p99 {np.percentile(a, 99):.2f} ms CPU {cpu_us:.0f} µs/req "
+                        f"p99 {np.percentile(a, 99):.2f} ms CPU {cpu.total:.0f} µs/req "
                         f"{'' if lag != lag else f'loop lag p99 <= {lag * 1e3:g} ms '}"
                         f"({errors} non-200); saturation {len(sat) / sat_elapsed:,.0f} req/s "
                         f"({sat_errors} non-200); load average {os.getloadavg()[0]:.1f}",
@@ -429,16 +459,21 @@ def main() -> None:
         f"{args.sat_seconds:g} s, {args.rounds} round(s), medians over rounds; load client on "
         f"the same machine; load average {os.getloadavg()[0]:.1f} at the end"
     )
-    print("\n| server | p50 ms | p99 ms | CPU µs/req | saturation req/s | CPU × thin |")
-    print("|---|---:|---:|---:|---:|---:|")
-    base_cpu = med([p[2] for p in servers[0].paced])
+    print(
+        "\n| server | p50 ms | p99 ms | CPU µs/req | of which its busiest thread | "
+        "librdkafka's threads | saturation req/s | CPU × thin |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    base_cpu = med([p[2].total for p in servers[0].paced])
     for s in servers:
         p50 = med([float(np.percentile(p[0], 50)) * 1e3 for p in s.paced])
         p99 = med([float(np.percentile(p[0], 99)) * 1e3 for p in s.paced])
-        cpu = med([p[2] for p in s.paced])
+        cpu = med([p[2].total for p in s.paced])
+        busiest = med([p[2].busiest for p in s.paced])
+        rdk = med([p[2].kafka for p in s.paced])
         print(
-            f"| {s.name} | {p50:.2f} | {p99:.2f} | {cpu:.0f} | {med(s.saturated):,.0f} "
-            f"| {cpu / base_cpu:.2f} |"
+            f"| {s.name} | {p50:.2f} | {p99:.2f} | {cpu:.0f} | {busiest:.0f} | {rdk:.0f} "
+            f"| {med(s.saturated):,.0f} | {cpu / base_cpu:.2f} |"
         )
     print(
         f"\nin process: session.run p50 {raw_ms * 1e3:.1f} µs, service.predict p50 "
