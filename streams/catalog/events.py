@@ -19,7 +19,7 @@ surface is refused with a message listing the declared ones.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Final, Literal
@@ -328,8 +328,3 @@ def check_event_int(value: int, where: str) -> None:
         raise ContractError(
             "invalid_value", f"expected a 64-bit integer at {where}, got {len(str(value))} digits"
         )
-
-
-def event_values(ev: ActivityEvent, names: Iterable[str]) -> Mapping[str, Any]:
-    """The values of the event fields ``names`` (``None`` where absent)."""
-    return {n: getattr(ev, n, None) for n in names}

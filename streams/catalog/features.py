@@ -215,11 +215,6 @@ class Feature:
         """Computed when a request is scored, not stored."""
         return isinstance(self.aggregation, SecondsSince)
 
-    @property
-    def read_time(self) -> bool:
-        """Its value depends on when it is read (computed from stored state then)."""
-        return isinstance(self.aggregation, SecondsSince | WindowedCount)
-
     def note(self, emphasis: str = "") -> str:
         """`` (at request time)`` / `` (not a model input)`` where that applies, else ""."""
         notes = [
