@@ -31,20 +31,47 @@ class Learner(Protocol):
     featuriser: Featuriser
     examples_seen: int
 
-    def predict_proba_one(self, x: Row) -> float: ...
+    def predict_proba_one(self, x: Row) -> float:
+        """P(y=1) for one raw row (feature name → value)."""
+        ...
 
-    def predict_proba_many(self, xs: Sequence[Row]) -> np.ndarray: ...
+    def predict_proba_many(self, xs: Sequence[Row]) -> np.ndarray:
+        """P(y=1) for each raw row, as a float64 array of ``len(xs)``."""
+        ...
 
-    def learn_one(self, x: Row, y: float) -> None: ...
+    def learn_one(self, x: Row, y: float) -> None:
+        """Update on one raw row with its label (0 or 1)."""
+        ...
 
-    def learn_many(self, xs: Sequence[Row], ys: Sequence[float] | np.ndarray) -> None: ...
+    def learn_many(self, xs: Sequence[Row], ys: Sequence[float] | np.ndarray) -> None:
+        """Update on the raw rows in order, each with its label: the same model as
+        :meth:`learn_one` on each in turn."""
+        ...
 
-    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray: ...
+    def predict_featurised(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """P(y=1) for each featurised row.
 
-    def learn_featurised(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None: ...
+        Parameters
+        ----------
+        idx, val
+            The featuriser's arrays for ``n`` rows: slot indices (int64, ``[n, K]``) and
+            their values (float32, ``[n, K]``).
+        """
+        ...
+
+    def learn_featurised(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
+        """Update on the featurised rows in order, with labels ``y`` (``[n]``, 0 or 1)."""
+        ...
 
     def predict_learn_featurised(
         self, idx: np.ndarray, val: np.ndarray, y: np.ndarray
-    ) -> np.ndarray: ...
+    ) -> np.ndarray:
+        """Progressive validation in one pass: each row's P(y=1) *before* the model learns
+        it, then the update, row by row in order."""
+        ...
 
-    def snapshot(self, state: bool = True) -> Snapshot: ...
+    def snapshot(self, state: bool = True) -> Snapshot:
+        """The model as it is now: its ONNX graph, its state as data (what a trainer
+        resumes from) and metadata. ``state=False``: a serving-only snapshot, the graph
+        without the state."""
+        ...
