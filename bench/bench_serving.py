@@ -79,7 +79,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cpu_s(pid: int) -> dict[str, float]:
+def cpu_by_thread(pid: int) -> dict[str, float]:
     """User + system CPU seconds of each thread of ``pid``, by ``name/thread id``
     (librdkafka's threads are named ``rdk:...``; Python's keep the process's name)."""
     out = {}
@@ -103,7 +103,8 @@ class Cpu:
     kafka: float
 
 
-def _cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> Cpu:
+def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> Cpu:
+    """The CPU per request of ``requests`` between two :func:`cpu_by_thread` readings."""
     used = {k: v - before.get(k, 0.0) for k, v in after.items()}
     us = 1e6 / max(requests, 1)
     return Cpu(
@@ -190,9 +191,9 @@ def _phase(server: Server, requests: list[bytes], conns: int, rate: float, secon
     metrics = server.name == "serve"
     before = metric_samples(server.port) if metrics else {}
     load = Load(server.port, requests, conns, rate, seconds).start()
-    cpu0 = _cpu_s(server.proc.pid)
+    cpu0 = cpu_by_thread(server.proc.pid)
     lat, elapsed, errors, total = load.result()
-    cpu = _cpu_per_request(cpu0, _cpu_s(server.proc.pid), total)
+    cpu = cpu_per_request(cpu0, cpu_by_thread(server.proc.pid), total)
     lag = lag_quantile(before, metric_samples(server.port), 0.99) if metrics else float("nan")
     return lat, elapsed, cpu, errors, lag
 

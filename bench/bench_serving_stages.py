@@ -39,8 +39,8 @@ from bench_serving import (
     MODELS,
     N_REQUESTS,
     Server,
-    _cpu_per_request,
-    _cpu_s,
+    cpu_by_thread,
+    cpu_per_request,
     features_topic,
     free_port,
 )
@@ -129,11 +129,11 @@ def main() -> None:
         try:
             server.wait_ready(entities=N_USERS + N_ITEMS)
             Load(port, requests, args.connections, args.rate, 2.0).start().result()  # warm up
-            cpu0 = _cpu_s(proc.pid)
+            cpu0 = cpu_by_thread(proc.pid)
             _, _, errors, total = (
                 Load(port, requests, args.connections, args.rate, args.seconds).start().result()
             )
-            cpu = _cpu_per_request(cpu0, _cpu_s(proc.pid), total)
+            cpu = cpu_per_request(cpu0, cpu_by_thread(proc.pid), total)
         finally:
             server.stop()
         steps = json.loads(out.read_text())

@@ -21,7 +21,8 @@ server needs here; uvicorn itself drains in-flight requests on shutdown.
   prediction, on an HTTP/1.1 connection kept alive with nothing else in flight, is
   answered from the parser's callbacks: the handler runs when the request's last byte is
   parsed and its response is written at once, without the ASGI task, event and messages
-  uvicorn makes per request (~20 µs of CPU a request here, ``docs/benchmarks.md``).
+  uvicorn makes per request (~60 µs less server CPU a request here,
+  ``docs/benchmarks.md``).
   Everything else (coroutine handlers, ``Expect: 100-continue``, HTTP/1.0,
   ``Connection: close``, chunked or missing bodies, pipelined requests behind one in
   flight, refusals) takes uvicorn's path, through :class:`ServingAPI` as an ASGI app.
